@@ -1,0 +1,53 @@
+"""trioflow: run graphs of async steps with every independent step in parallel.
+
+Built on trio's structured concurrency (and anyio, so flows also run on
+asyncio). See https://trioflow.readthedocs.io for the tutorial and reference.
+"""
+
+from __future__ import annotations
+
+from ._context import StepContext as StepContext
+from ._context import current_step as current_step
+from ._events import BatchStarted as BatchStarted
+from ._events import Event as Event
+from ._events import RunFinished as RunFinished
+from ._events import StepCancelled as StepCancelled
+from ._events import StepFailed as StepFailed
+from ._events import StepRetrying as StepRetrying
+from ._events import StepSkipped as StepSkipped
+from ._events import StepStarted as StepStarted
+from ._events import StepSucceeded as StepSucceeded
+from ._exceptions import FlowError as FlowError
+from ._exceptions import GraphError as GraphError
+from ._exceptions import StoreError as StoreError
+from ._exceptions import TrioflowError as TrioflowError
+from ._flow import Flow as Flow
+from ._results import RunResult as RunResult
+from ._results import StepResult as StepResult
+from ._results import StepStatus as StepStatus
+from ._retry import Retry as Retry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchStarted",
+    "Event",
+    "Flow",
+    "FlowError",
+    "GraphError",
+    "Retry",
+    "RunFinished",
+    "RunResult",
+    "StepCancelled",
+    "StepContext",
+    "StepFailed",
+    "StepResult",
+    "StepRetrying",
+    "StepSkipped",
+    "StepStarted",
+    "StepStatus",
+    "StepSucceeded",
+    "StoreError",
+    "TrioflowError",
+    "current_step",
+]

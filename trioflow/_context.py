@@ -1,0 +1,62 @@
+"""``trioflow.current_step()``: what the running step knows about itself."""
+
+from __future__ import annotations
+
+import contextvars
+import math
+
+import attrs
+
+
+@attrs.define(eq=False)
+class StepContext:
+    """The running step (or map item) as seen from inside it.
+
+    Attributes:
+        name: the step's name (for :func:`trioflow.map` and :func:`trioflow.gather`
+            used outside a flow, the function's name).
+        attempt: the attempt number, starting at 1.
+        item: the map item index, or ``None`` for a plain step.
+        run_id: the run's id (``None`` when the run was given none).
+    """
+
+    name: str
+    attempt: int
+    item: int | None
+    run_id: str | None
+    _usage: dict[str, float] = attrs.field(alias="usage")
+
+    def add_usage(self, **counts: float) -> None:
+        """Add counts (tokens, calls, dollars…) to this step's usage.
+
+        Counts sum per step (:attr:`StepResult.usage`) and per run
+        (:attr:`RunResult.usage`), whatever the concurrency. Not a checkpoint.
+
+        Raises:
+            TypeError: a count is not a number.
+            ValueError: a count is negative, NaN or infinite.
+        """
+        for key, count in counts.items():
+            if isinstance(count, bool) or not isinstance(count, int | float):
+                raise TypeError(f"add_usage({key}=...) takes a number (got {count!r})")
+            if not math.isfinite(count) or count < 0:
+                raise ValueError(f"add_usage({key}={count!r}): counts must be finite and >= 0")
+            self._usage[key] = self._usage.get(key, 0) + count
+
+
+_current: contextvars.ContextVar[StepContext] = contextvars.ContextVar("trioflow_current_step")
+
+
+def current_step() -> StepContext:
+    """The step that is running in this task.
+
+    Raises:
+        RuntimeError: called outside any step.
+    """
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError(
+            "trioflow.current_step() was called outside a step; call it from inside a "
+            "function that a flow, trioflow.map or trioflow.gather is running"
+        ) from None

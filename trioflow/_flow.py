@@ -1,0 +1,296 @@
+"""``trioflow.Flow``: define steps, then run them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal, TypeVar, overload
+
+import trio
+
+from ._events import Event
+from ._exceptions import GraphError
+from ._graph import Isolation, Plan, StepSpec, check_max_concurrent, compile_plan, describe, did_you_mean, make_spec
+from ._results import RunResult
+from ._retry import Retry
+from ._scheduler import Limiter, Run, RunOptions
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ErrorHandling = Literal["fail_fast", "continue"]
+
+
+class Flow:
+    """A reusable graph of async steps.
+
+    A parameter of a step that names another step makes it depend on that step
+    and receive its output; any other parameter is a flow input. A flow can be
+    run any number of times, also concurrently; runs share nothing but what the
+    caller passes in.
+
+    Example:
+        >>> flow = Flow("jokes")
+        >>> @flow.step
+        ... async def joke(topic: str) -> str:
+        ...     return f"a joke about {topic}"
+        >>> @flow.step
+        ... async def shout(joke: str) -> str:
+        ...     return joke.upper()
+        >>> trio.run(flow.run, {"topic": "cats"})["shout"]
+        'A JOKE ABOUT CATS'
+    """
+
+    def __init__(self, name: str = "flow") -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"Flow(name=...) must be a non-empty string (got {name!r})")
+        self.name = name
+        self._specs: list[StepSpec] = []
+        self._names: set[str] = set()
+        self._plan: Plan | None = None
+
+    def __repr__(self) -> str:
+        return f"<trioflow.Flow {self.name!r} with {len(self._specs)} steps>"
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        """Step names in declaration order."""
+        return tuple(s.name for s in self._specs)
+
+    # -- definition ------------------------------------------------------------------
+
+    @overload
+    def step(self, fn: F, /) -> F: ...
+
+    @overload
+    def step(
+        self,
+        *,
+        name: str | None = None,
+        after: str | Iterable[str] | None = None,
+        limiter: str | Iterable[str] | None = None,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        map_over: str | None = None,
+        max_concurrent: int | None = None,
+        cost: float = 1.0,
+        isolation: Isolation = "copy",
+    ) -> Callable[[F], F]: ...
+
+    def step(self, fn: Any = None, /, **options: Any) -> Any:
+        """Declare a step; use bare (``@flow.step``) or with options.
+
+        Args:
+            name: the step's name (default: the function's name).
+            after: steps that must finish first, without passing their output.
+            limiter: name(s) of limiters given to :meth:`run` as ``limiters=``.
+            retry: a :class:`Retry` policy.
+            timeout: seconds allowed per attempt; expiry raises :class:`TimeoutError`
+                inside the step.
+            map_over: a step or input whose items are mapped: one call per item,
+                the output is the list of results in item order.
+            max_concurrent: at most this many items of this map step at once.
+            cost: estimated seconds, used as priority when capacity is short.
+            isolation: ``"copy"`` (default) gives the step its own copy of mutable
+                inputs; ``"share"`` passes them as they are.
+
+        Returns:
+            The function itself, unchanged (or a decorator that returns it).
+
+        Raises:
+            GraphError: a duplicate name or an invalid option value.
+            TypeError: ``fn`` is not an async function.
+        """
+        if fn is None:
+
+            def decorator(f: F) -> F:
+                self.add(f, **options)
+                return f
+
+            return decorator
+        self.add(fn, **options)
+        return fn
+
+    def add(self, fn: Callable[..., Any], /, **options: Any) -> None:
+        """Add a step: the non-decorator form of :meth:`step`, with the same options."""
+        unknown = set(options) - _STEP_OPTIONS
+        if unknown:
+            bad = sorted(unknown)[0]
+            raise TypeError(
+                f"flow.step() got an unknown option {bad!r}{did_you_mean(bad, _STEP_OPTIONS)}"
+            )
+        spec = make_spec(fn, **options)
+        if spec.name in self._names:
+            raise GraphError(
+                f"flow {self.name!r} already has a step named {spec.name!r}; "
+                f"give this one another name with name='...'"
+            )
+        self._specs.append(spec)
+        self._names.add(spec.name)
+        self._plan = None
+
+    def plan(self) -> Plan:
+        """The compiled, validated graph (cached until a step is added).
+
+        Raises:
+            GraphError: a cycle, an unknown ``after`` name, or no steps at all.
+        """
+        if self._plan is None:
+            self._plan = compile_plan(self.name, self._specs)
+        return self._plan
+
+    def describe(self) -> str:
+        """The plan as text: numbered steps, dependencies, and stages that can run together."""
+        return describe(self.name, self.plan())
+
+    # -- running ---------------------------------------------------------------------
+
+    def _prepare(
+        self,
+        inputs: Mapping[str, Any] | None,
+        max_concurrent: int | None,
+        limiter: Limiter | None,
+        limiters: Mapping[str, int | Limiter] | None,
+        error_handling: str,
+        seed: int | None,
+        on_event: Callable[[Event], object] | None,
+        run_id: str | None,
+    ) -> tuple[Plan, dict[str, Any], RunOptions]:
+        plan = self.plan()
+        if inputs is None:
+            inputs = {}
+        if not isinstance(inputs, Mapping):
+            raise TypeError(f"flow.run(inputs=...) takes a mapping of input names to values (got {inputs!r})")
+        known_inputs = set(plan.required_inputs) | plan.optional_inputs
+        for key in inputs:
+            if key in plan.by_name:
+                raise GraphError(
+                    f"input {key!r} names a step of flow {self.name!r}; a step's output "
+                    f"comes from running it, so remove {key!r} from the inputs"
+                )
+            if key not in known_inputs:
+                raise GraphError(
+                    f"input {key!r} is not used by any step of flow {self.name!r}"
+                    f"{did_you_mean(key, known_inputs)}"
+                )
+        missing = [name for name in plan.required_inputs if name not in inputs]
+        if missing:
+            details = "; ".join(
+                f"{name!r} (needed by {', '.join(repr(s) for s in plan.required_inputs[name])})"
+                for name in missing
+            )
+            hint = ""
+            if len(missing) == 1:
+                hint = did_you_mean(missing[0], list(plan.by_name) + list(inputs))
+            raise GraphError(
+                f"flow {self.name!r} is missing input{'s' if len(missing) > 1 else ''} {details}"
+                f"{hint}; pass {'them' if len(missing) > 1 else 'it'} in flow.run(inputs)"
+            )
+        if max_concurrent is not None:
+            check_max_concurrent(max_concurrent, "flow.run(max_concurrent=...)")
+        if limiter is not None:
+            _check_limiter(limiter, "flow.run(limiter=...)")
+        limiters = dict(limiters or {})
+        for lname, value in limiters.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                check_max_concurrent(value, f"flow.run(limiters={{{lname!r}: ...}})")
+            else:
+                _check_limiter(value, f"flow.run(limiters={{{lname!r}: ...}})")
+        for node in plan.nodes:
+            for lname in node.spec.limiters:
+                if lname not in limiters:
+                    raise GraphError(
+                        f"step {node.spec.name!r} uses limiter {lname!r}, but flow.run() got no "
+                        f"limiter by that name; pass limiters={{{lname!r}: 2}} (or a CapacityLimiter)"
+                        f"{did_you_mean(lname, limiters)}"
+                    )
+        if error_handling not in ("fail_fast", "continue"):
+            raise GraphError(
+                f"flow.run(error_handling={error_handling!r}) must be 'fail_fast' or 'continue'"
+            )
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"flow.run(seed=...) must be an int or None (got {seed!r})")
+        if on_event is not None and not callable(on_event):
+            raise TypeError(f"flow.run(on_event=...) must be a callable taking an event (got {on_event!r})")
+        if run_id is not None and (not isinstance(run_id, str) or not run_id):
+            raise TypeError(f"flow.run(run_id=...) must be a non-empty string (got {run_id!r})")
+        options = RunOptions(
+            max_concurrent=max_concurrent,
+            limiter=limiter,
+            limiters=limiters,
+            error_handling=error_handling,
+            seed=seed,
+            on_event=on_event,
+            run_id=run_id,
+        )
+        resolved = dict(inputs)
+        for node in plan.nodes:
+            for p in node.inputs:
+                if p.name not in resolved and p.has_default:
+                    resolved[p.name] = p.default
+        return plan, resolved, options
+
+    async def run(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        max_concurrent: int | None = None,
+        limiter: Limiter | None = None,
+        limiters: Mapping[str, int | Limiter] | None = None,
+        error_handling: ErrorHandling = "fail_fast",
+        seed: int | None = None,
+        on_event: Callable[[Event], object] | None = None,
+        store: Any = None,
+        run_id: str | None = None,
+    ) -> RunResult:
+        """Run the flow: every step as soon as its dependencies have finished.
+
+        Works under trio and under asyncio (through anyio). A checkpoint. It
+        returns only when every task it started has ended.
+
+        Args:
+            inputs: values for the flow inputs (parameters that name no step).
+            max_concurrent: at most this many steps (and map items) at once;
+                ``1`` is sequential mode and gives the same result.
+            limiter: a shared ``CapacityLimiter`` every step must hold, so that
+                several runs share one budget.
+            limiters: named limits for ``@flow.step(limiter=...)``: an int, or a
+                ``CapacityLimiter`` shared with other code.
+            error_handling: ``"fail_fast"`` cancels everything at the first
+                failure; ``"continue"`` runs all independent work and skips the
+                dependents of failed steps.
+            seed: seeds the retry jitter, for reproducible timing.
+            on_event: a synchronous callable that receives each event; it must
+                not block.
+            store: where to record each step as it finishes, to resume a run.
+            run_id: the run's id in the store (and in :func:`current_step`).
+
+        Returns:
+            The :class:`RunResult`.
+
+        Raises:
+            FlowError: one or more steps failed; ``.result`` holds the partial result.
+            GraphError: invalid flow or arguments, raised before any step runs.
+        """
+        plan, resolved, options = self._prepare(
+            inputs, max_concurrent, limiter, limiters, error_handling, seed, on_event, run_id
+        )
+        if store is not None:
+            from ._durable import run_with_store  # a feature layered on the scheduler
+
+            return await run_with_store(self, plan, resolved, options, store)
+        return await Run(self.name, plan, resolved, options).execute()
+
+
+_STEP_OPTIONS = frozenset(
+    {"name", "after", "limiter", "retry", "timeout", "map_over", "max_concurrent", "cost", "isolation", "description"}
+)
+
+
+def _check_limiter(value: object, what: str) -> None:
+    if isinstance(value, trio.CapacityLimiter):
+        return
+    if callable(getattr(value, "acquire", None)) and callable(getattr(value, "release", None)):
+        return
+    raise TypeError(
+        f"{what} takes a CapacityLimiter (trio.CapacityLimiter or anyio.CapacityLimiter), "
+        f"got {value!r} that is a {type(value).__name__}"
+    )

@@ -1,0 +1,416 @@
+"""The pure, synchronous model of a flow: steps, edges, validation, plans.
+
+Nothing here is async. :class:`StepSpec` describes one step as the user
+declared it; :func:`compile_plan` checks the whole graph (unknown names,
+cycles, map targets) and returns a :class:`Plan` with dependency edges,
+children, a topological order, stages, and each step's *rank*: the longest
+cost-weighted path from the step to the end of the flow, which the scheduler
+uses as its priority when capacity is short.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
+
+import attrs
+
+from ._exceptions import GraphError
+from ._retry import Retry
+
+Isolation = Literal["copy", "share"]
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` when a close candidate exists, else ``""``."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _is_async_callable(fn: object) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 - instances with async __call__
+    return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
+
+
+def check_async_callable(fn: object, what: str) -> None:
+    """Raise a :class:`TypeError` showing the fix unless ``fn`` is an async callable."""
+    if inspect.iscoroutine(fn):
+        qual = getattr(fn, "__qualname__", "fn")
+        fn.close()  # never awaited: close it so Python does not warn about it
+        raise TypeError(
+            f"{what} got a coroutine object ({qual}(...) was already called); "
+            f"pass the async function itself: {qual}, not {qual}()"
+        )
+    if not callable(fn):
+        raise TypeError(f"{what} expects an async function (got {fn!r} that is a {type(fn).__name__})")
+    if not _is_async_callable(fn):
+        name = getattr(fn, "__name__", repr(fn))
+        raise TypeError(
+            f"{what} expects an async function, but {name!r} is a plain function; "
+            f"define it with 'async def', or wrap blocking code as "
+            f"'async def {name}(...): return await trio.to_thread.run_sync(...)'"
+        )
+
+
+def _names(value: str | Iterable[str] | None, option: str, step: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    try:
+        names = tuple(value)
+    except TypeError:
+        raise TypeError(
+            f"step {step!r}: {option}= takes a name or a list of names (got {value!r})"
+        ) from None
+    for n in names:
+        if not isinstance(n, str):
+            raise TypeError(f"step {step!r}: {option}= names must be strings (got {n!r} in {value!r})")
+    return names
+
+
+@attrs.frozen
+class Param:
+    """A parameter of a step function and what it may bind to."""
+
+    name: str
+    has_default: bool
+    default: Any = None
+
+
+@attrs.frozen(eq=False)
+class StepSpec:
+    """A step as declared: the function and its options, validated."""
+
+    name: str
+    fn: Callable[..., Any]
+    params: tuple[Param, ...]
+    after: tuple[str, ...] = ()
+    limiters: tuple[str, ...] = ()
+    retry: Retry | None = None
+    timeout: float | None = None
+    map_over: str | None = None
+    max_concurrent: int | None = None
+    cost: float = 1.0
+    isolation: Isolation = "copy"
+    description: str = ""
+
+
+def make_spec(
+    fn: Callable[..., Any],
+    *,
+    name: str | None = None,
+    after: str | Iterable[str] | None = None,
+    limiter: str | Iterable[str] | None = None,
+    retry: Retry | None = None,
+    timeout: float | None = None,
+    map_over: str | None = None,
+    max_concurrent: int | None = None,
+    cost: float = 1.0,
+    isolation: Isolation = "copy",
+    description: str | None = None,
+) -> StepSpec:
+    """Validate one step's function and options (everything that needs no other step)."""
+    check_async_callable(fn, "flow.step" if name is None else f"step {name!r}")
+    if name is None:
+        name = getattr(fn, "__name__", None)
+        if not isinstance(name, str):
+            raise TypeError(f"cannot tell the step's name from {fn!r}; pass name='...'")
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a step name must be a non-empty string (got {name!r})")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"step {name!r}: cannot read the signature of {fn!r}: {exc}") from None
+    params: list[Param] = []
+    for p in signature.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue  # *args / **kwargs take nothing
+        if p.kind is p.POSITIONAL_ONLY:
+            raise GraphError(
+                f"step {name!r}: parameter {p.name!r} is positional-only; steps receive "
+                f"their inputs by name, so remove the '/' from the signature"
+            )
+        has_default = p.default is not p.empty
+        params.append(Param(p.name, has_default, p.default if has_default else None))
+    if retry is not None and not isinstance(retry, Retry):
+        raise TypeError(
+            f"step {name!r}: retry= takes a trioflow.Retry (got {retry!r}); "
+            f"for example retry=trioflow.Retry(max_attempts=3)"
+        )
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(f"step {name!r}: timeout= must be a number of seconds (got {timeout!r})")
+        if not timeout > 0 or math.isnan(timeout):
+            raise GraphError(f"step {name!r}: timeout= must be > 0 seconds (got {timeout!r})")
+    if map_over is not None:
+        if not isinstance(map_over, str):
+            raise TypeError(f"step {name!r}: map_over= takes the name of a step or input (got {map_over!r})")
+        if map_over not in {p.name for p in params}:
+            raise GraphError(
+                f"step {name!r} maps over {map_over!r} but has no parameter named {map_over!r} "
+                f"to receive each item; add one: async def {name}({map_over}): ..."
+            )
+    if max_concurrent is not None:
+        check_max_concurrent(max_concurrent, f"step {name!r}: max_concurrent")
+        if map_over is None:
+            raise GraphError(
+                f"step {name!r}: max_concurrent= limits the items of a map step, but this step "
+                f"has no map_over=; use a named limiter (limiter=...) to limit plain steps"
+            )
+    if isinstance(cost, bool) or not isinstance(cost, int | float):
+        raise TypeError(f"step {name!r}: cost= must be a number of seconds (got {cost!r})")
+    if not math.isfinite(cost) or cost < 0:
+        raise GraphError(f"step {name!r}: cost= must be a finite number >= 0 (got {cost!r})")
+    if isolation not in ("copy", "share"):
+        raise GraphError(f"step {name!r}: isolation= must be 'copy' or 'share' (got {isolation!r})")
+    if description is None:
+        doc = inspect.getdoc(fn) or ""
+        description = doc.strip().splitlines()[0] if doc.strip() else ""
+    return StepSpec(
+        name=name,
+        fn=fn,
+        params=tuple(params),
+        after=_names(after, "after", name),
+        limiters=_names(limiter, "limiter", name),
+        retry=retry,
+        timeout=float(timeout) if timeout is not None else None,
+        map_over=map_over,
+        max_concurrent=max_concurrent,
+        cost=float(cost),
+        isolation=isolation,
+        description=description,
+    )
+
+
+def check_max_concurrent(value: object, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int >= 1 or None (got {value!r} that is a {type(value).__name__})")
+    if value < 1:
+        raise GraphError(f"{what} must be at least 1 (got {value!r}); use None for no limit")
+
+
+@attrs.frozen(eq=False)
+class Node:
+    """A step inside a compiled plan."""
+
+    index: int
+    spec: StepSpec
+    # parameter name -> upstream step index (data dependencies)
+    data_deps: tuple[tuple[str, int], ...]
+    # parameter name -> flow input name, with default if optional
+    inputs: tuple[Param, ...]
+    deps: tuple[int, ...]  # every upstream step index (data + order-only), sorted
+    children: tuple[int, ...]  # every downstream step index, sorted
+    rank: float  # longest cost-weighted path from this step to the end
+    map_source: int | None  # upstream step index the map step iterates, if a step
+    depth: int  # stage number: 0 for steps with no dependencies
+
+
+@attrs.frozen(eq=False)
+class Plan:
+    """A validated flow graph, ready for the scheduler."""
+
+    nodes: tuple[Node, ...]
+    by_name: Mapping[str, int]
+    topo_order: tuple[int, ...]
+    required_inputs: Mapping[str, tuple[str, ...]]  # input -> steps needing it (no default)
+    optional_inputs: frozenset[str]
+    stages: tuple[tuple[int, ...], ...]
+    fingerprint: str
+
+    def descendants(self, index: int) -> list[int]:
+        """Every step downstream of ``index`` (not including it), in declaration order."""
+        seen: set[int] = set()
+        stack = [index]
+        while stack:
+            for child in self.nodes[stack.pop()].children:
+                if child not in seen:
+                    seen.add(child)
+                    stack.append(child)
+        return sorted(seen)
+
+
+def _find_cycle(names: list[str], deps: list[list[int]]) -> list[str] | None:
+    """A dependency cycle in execution order (first repeated at the end), or None."""
+    state = [0] * len(names)  # 0 new, 1 on stack, 2 done
+    for root in range(len(names)):
+        if state[root]:
+            continue
+        stack: list[tuple[int, int]] = [(root, 0)]
+        path: list[int] = [root]
+        state[root] = 1
+        while stack:
+            node, i = stack[-1]
+            if i < len(deps[node]):
+                stack[-1] = (node, i + 1)
+                dep = deps[node][i]
+                if state[dep] == 1:
+                    # path walks from dependents to dependencies; execution order is the reverse
+                    cycle = path[path.index(dep):]
+                    cycle.reverse()
+                    return [names[j] for j in cycle] + [names[cycle[0]]]
+                if state[dep] == 0:
+                    state[dep] = 1
+                    stack.append((dep, 0))
+                    path.append(dep)
+            else:
+                state[node] = 2
+                stack.pop()
+                path.pop()
+    return None
+
+
+def compile_plan(flow_name: str, specs: list[StepSpec]) -> Plan:
+    """Check the whole graph and compute its edges, order, ranks and stages.
+
+    Raises:
+        GraphError: unknown ``after`` or ``map_over`` names, or a cycle.
+    """
+    if not specs:
+        raise GraphError(f"flow {flow_name!r} has no steps; add one with @flow.step")
+    by_name = {s.name: i for i, s in enumerate(specs)}
+    names = [s.name for s in specs]
+    deps_lists: list[list[int]] = []
+    data_deps_all: list[tuple[tuple[str, int], ...]] = []
+    inputs_all: list[tuple[Param, ...]] = []
+    required: dict[str, list[str]] = {}
+    optional: set[str] = set()
+    for spec in specs:
+        data: list[tuple[str, int]] = []
+        inputs: list[Param] = []
+        for p in spec.params:
+            if p.name in by_name:
+                data.append((p.name, by_name[p.name]))
+            else:
+                inputs.append(p)
+                if p.has_default:
+                    optional.add(p.name)
+                else:
+                    required.setdefault(p.name, []).append(spec.name)
+        order: list[int] = []
+        for a in spec.after:
+            if a not in by_name:
+                raise GraphError(
+                    f"step {spec.name!r} runs after {a!r}, but no step is named {a!r}"
+                    f"{did_you_mean(a, names)}"
+                )
+            order.append(by_name[a])
+        deps_lists.append(sorted({i for _, i in data} | set(order)))
+        data_deps_all.append(tuple(data))
+        inputs_all.append(tuple(inputs))
+    for i, spec in enumerate(specs):
+        if i in deps_lists[i]:
+            raise GraphError(f"cycle: {spec.name} -> {spec.name} (step {spec.name!r} depends on itself)")
+    cycle = _find_cycle(names, deps_lists)
+    if cycle is not None:
+        raise GraphError("cycle: " + " -> ".join(cycle))
+
+    children: list[list[int]] = [[] for _ in specs]
+    for i, ds in enumerate(deps_lists):
+        for d in ds:
+            children[d].append(i)
+    # topological order: Kahn's algorithm, ties by declaration order
+    import heapq
+
+    pending = [len(ds) for ds in deps_lists]
+    heap = [i for i, n in enumerate(pending) if n == 0]
+    heapq.heapify(heap)
+    topo: list[int] = []
+    while heap:
+        i = heapq.heappop(heap)
+        topo.append(i)
+        for c in children[i]:
+            pending[c] -= 1
+            if pending[c] == 0:
+                heapq.heappush(heap, c)
+    rank = [0.0] * len(specs)
+    for i in reversed(topo):
+        rank[i] = specs[i].cost + max((rank[c] for c in children[i]), default=0.0)
+    depth = [0] * len(specs)
+    for i in topo:
+        depth[i] = max((depth[d] + 1 for d in deps_lists[i]), default=0)
+    stages: list[list[int]] = [[] for _ in range(max(depth) + 1)]
+    for i in range(len(specs)):
+        stages[depth[i]].append(i)
+
+    nodes = []
+    for i, spec in enumerate(specs):
+        map_source = by_name.get(spec.map_over) if spec.map_over is not None else None
+        nodes.append(
+            Node(
+                index=i,
+                spec=spec,
+                data_deps=data_deps_all[i],
+                inputs=inputs_all[i],
+                deps=tuple(deps_lists[i]),
+                children=tuple(children[i]),
+                rank=rank[i],
+                map_source=map_source,
+                depth=depth[i],
+            )
+        )
+    required_inputs = {k: tuple(v) for k, v in required.items()}
+    return Plan(
+        nodes=tuple(nodes),
+        by_name=by_name,
+        topo_order=tuple(topo),
+        required_inputs=required_inputs,
+        optional_inputs=frozenset(optional - set(required_inputs)),
+        stages=tuple(tuple(s) for s in stages),
+        fingerprint=_fingerprint(flow_name, nodes),
+    )
+
+
+def _fingerprint(flow_name: str, nodes: list[Node]) -> str:
+    """A digest of the flow's structure: names, edges and options that change results."""
+    import hashlib
+
+    h = hashlib.sha256(flow_name.encode())
+    for n in nodes:
+        s = n.spec
+        h.update(
+            repr(
+                (
+                    s.name,
+                    [p.name for p in s.params],
+                    s.after,
+                    s.map_over,
+                    getattr(s.fn, "__qualname__", type(s.fn).__qualname__),
+                )
+            ).encode()
+        )
+    return h.hexdigest()[:16]
+
+
+def describe(flow_name: str, plan: Plan) -> str:
+    """The plan as text: numbered steps, their dependencies, and stages."""
+    lines = [f"Plan for flow {flow_name!r}: {len(plan.nodes)} steps"]
+    for n in plan.nodes:
+        s = n.spec
+        parts = [f"{n.index + 1}. {s.name}"]
+        if s.description:
+            parts.append(f"- {s.description}")
+        deps = [plan.nodes[d].spec.name for d in n.deps]
+        extras = [f"depends on: {', '.join(deps)}" if deps else "no dependencies"]
+        if n.inputs:
+            extras.append("inputs: " + ", ".join(p.name for p in n.inputs))
+        if s.map_over is not None:
+            extras.append(f"one call per item of {s.map_over}")
+        if s.limiters:
+            extras.append("limiter: " + ", ".join(s.limiters))
+        lines.append("  " + " ".join(parts) + f" ({'; '.join(extras)})")
+    lines.append("Stages (steps in one stage can run together):")
+    for k, stage in enumerate(plan.stages, 1):
+        names = ", ".join(plan.nodes[i].spec.name for i in stage)
+        together = f"{len(stage)} in parallel" if len(stage) > 1 else "1 step"
+        lines.append(f"  stage {k} ({together}): {names}")
+    return "\n".join(lines)

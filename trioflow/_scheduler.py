@@ -1,0 +1,684 @@
+"""The scheduler: runs a compiled :class:`~trioflow._graph.Plan` on trio or asyncio.
+
+Design, in short:
+
+* Each step has a counter of unfinished dependencies. When it reaches zero the
+  step (or, for a map step, each of its items) becomes a *unit* in the ready
+  queue, keyed by ``(-rank, declaration index, item index)``: the step with the
+  longest remaining cost-weighted path goes first, ties by declaration order.
+* Units that need the same internal limiters (named ``int`` limiters, a map
+  step's own ``max_concurrent``) share a *group*. The ready queue is a heap of
+  groups keyed by their best unit; a group whose limiter is full is parked on
+  that limiter and comes back when a slot frees, so a blocked unit never holds
+  up a runnable one and nothing is rescanned.
+* Workers are tasks in one nursery. A worker runs a unit, records it, pushes
+  the units that became ready, takes the best one for itself and spawns new
+  workers for the rest while the run's capacity allows. A chain of steps thus
+  runs in one task, and a step waiting for its dependencies holds no slot.
+* ``fail_fast`` cancels the nursery's scope: every running step is cancelled at
+  its next await. ``FlowError`` is raised after the nursery has closed.
+
+On trio the hot path uses trio's own primitives; on any other backend it uses
+anyio's, so flows run inside asyncio applications too.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import heapq
+import itertools
+import math
+import secrets
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import anyio
+import anyio.lowlevel
+import attrs
+import trio
+
+from ._context import StepContext, _current
+from ._events import (
+    BatchStarted,
+    Event,
+    RunFinished,
+    StepCancelled,
+    StepFailed,
+    StepRetrying,
+    StepSkipped,
+    StepStarted,
+    StepSucceeded,
+)
+from ._exceptions import FlowError
+from ._graph import Node, Plan
+from ._isolation import isolate
+from ._results import RunResult, StepResult, StepStatus
+
+
+class Limiter(Protocol):
+    """What trioflow needs of a capacity limiter (trio's or anyio's ``CapacityLimiter``)."""
+
+    @property
+    def total_tokens(self) -> float: ...
+
+    async def acquire(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+# ids of the external limiters held by the enclosing steps of this task, so a
+# run nested inside a step borrows its parent's slot instead of deadlocking
+_held_limiters: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
+    "trioflow_held_limiters", default=frozenset()
+)
+
+
+@attrs.frozen
+class Backend:
+    """The async primitives the scheduler uses, from trio or from anyio."""
+
+    name: str
+    current_time: Callable[[], float]
+    checkpoint: Callable[[], Any]
+    sleep: Callable[[float], Any]
+    open_nursery: Callable[[], Any]
+    cancel_scope: Callable[..., Any]
+
+
+_TRIO = Backend(
+    "trio",
+    trio.current_time,
+    trio.lowlevel.checkpoint,
+    trio.sleep,
+    trio.open_nursery,
+    trio.CancelScope,
+)
+_ANYIO = Backend(
+    "anyio",
+    anyio.current_time,
+    anyio.lowlevel.checkpoint,
+    anyio.sleep,
+    anyio.create_task_group,
+    anyio.CancelScope,
+)
+
+
+def current_backend() -> Backend:
+    """trio's primitives when running under trio, else anyio's."""
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return _ANYIO
+    return _TRIO
+
+
+class _Counter:
+    """An internal limiter: a slot count, and the groups parked until a slot frees."""
+
+    __slots__ = ("capacity", "in_use", "name", "parked")
+
+    def __init__(self, name: str, capacity: float) -> None:
+        self.name = name
+        self.capacity = capacity
+        self.in_use = 0
+        self.parked: list[_Group] = []
+
+
+class _Group:
+    """Ready units that need the same internal limiters, best first."""
+
+    __slots__ = ("counters", "heap", "parked")
+
+    def __init__(self, counters: tuple[_Counter, ...]) -> None:
+        self.counters = counters
+        self.heap: list[tuple[tuple[float, int, int], _Unit]] = []
+        self.parked = False
+
+
+class _Unit:
+    """One schedulable piece of work: a plain step, or one item of a map step."""
+
+    __slots__ = ("item", "key", "state")
+
+    def __init__(self, state: _StepState, item: int | None) -> None:
+        self.state = state
+        self.item = item
+        self.key = (-state.node.rank, state.node.index, -1 if item is None else item)
+
+
+class _StepState:
+    """A step's progress within one run."""
+
+    __slots__ = (
+        "attempts",
+        "error",
+        "external",
+        "finished_at",
+        "group",
+        "item_errors",
+        "item_values",
+        "items",
+        "items_left",
+        "name",
+        "node",
+        "pending",
+        "skip_cause",
+        "started_at",
+        "status",
+        "usage",
+        "value",
+    )
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.name = node.spec.name
+        self.pending = len(node.deps)
+        self.status: StepStatus | None = None
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.attempts = 0
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.usage: dict[str, float] = {}
+        self.skip_cause: str | None = None
+        self.group: _Group
+        self.external: tuple[Limiter, ...] = ()
+        self.items: list[Any] = []
+        self.item_values: list[Any] = []
+        self.item_errors: dict[int, Exception] = {}
+        self.items_left = 0
+
+
+@attrs.frozen
+class RunOptions:
+    """A run's validated options."""
+
+    max_concurrent: int | None = None
+    limiter: Limiter | None = None
+    limiters: Mapping[str, int | Limiter] = attrs.field(factory=dict)
+    error_handling: str = "fail_fast"
+    seed: int | None = None
+    on_event: Callable[[Event], object] | None = None
+    run_id: str | None = None
+
+
+class Run:
+    """One execution of a plan. Create, then ``await run.execute()`` once."""
+
+    def __init__(
+        self,
+        flow_name: str,
+        plan: Plan,
+        inputs: Mapping[str, Any],
+        options: RunOptions,
+        completed: Mapping[str, StepResult] | None = None,
+        recorder: Callable[[StepResult], object] | None = None,
+        completed_items: Mapping[str, Mapping[int, Any]] | None = None,
+        item_recorder: Callable[[str, int, Any, int], object] | None = None,
+    ) -> None:
+        """Prepare a run.
+
+        Args:
+            completed: results of steps recorded as succeeded by an earlier run
+                with the same id; they are not run again.
+            recorder: called with each step's :class:`StepResult` the moment the
+                step reaches a final status (synchronously, in the scheduler).
+            completed_items: for map steps, item index -> value of items recorded
+                by an earlier run; only the missing items run.
+            item_recorder: called as ``(step, index, value, attempts)`` when a map
+                item succeeds.
+        """
+        self.flow_name = flow_name
+        self.plan = plan
+        self.inputs = inputs
+        self.options = options
+        self.fail_fast = options.error_handling == "fail_fast"
+        self.seed = options.seed if options.seed is not None else secrets.randbits(63)
+        self.on_event = options.on_event
+        self.recorder = recorder
+        self.item_recorder = item_recorder
+        self.completed_items = completed_items or {}
+        self.be = current_backend()
+        self.states = [_StepState(n) for n in plan.nodes]
+        self.busy = 0
+        self.stopping = False
+        self.failures: list[_StepState] = []
+        self.ready: list[tuple[tuple[float, int, int], int, _Group]] = []
+        self._seq = itertools.count()
+        self.nursery: Any = None
+
+        held = _held_limiters.get()
+        capacity: float = math.inf if options.max_concurrent is None else options.max_concurrent
+        shared: tuple[Limiter, ...] = ()
+        if options.limiter is not None:
+            if id(options.limiter) in held:
+                capacity = min(capacity, 1)  # borrow the enclosing step's slot
+            else:
+                shared = (options.limiter,)
+        self.capacity = capacity
+        named: dict[str, _Counter | Limiter] = {}
+        for name, value in options.limiters.items():
+            if isinstance(value, int):
+                named[name] = _Counter(name, value)
+            elif id(value) in held:
+                named[name] = _Counter(name, 1)
+            else:
+                named[name] = value
+        groups: dict[tuple[int, ...], _Group] = {}
+        for st in self.states:
+            spec = st.node.spec
+            counters = [c for n in spec.limiters if isinstance(c := named[n], _Counter)]
+            st.external = shared + tuple(
+                lim for n in spec.limiters if not isinstance(lim := named[n], _Counter)
+            )
+            if spec.max_concurrent is not None:
+                counters.append(_Counter(f"{spec.name}.max_concurrent", spec.max_concurrent))
+            key = tuple(id(c) for c in counters) if spec.max_concurrent is None else (st.node.index,)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group(tuple(counters))
+            st.group = group
+
+        for name, result in (completed or {}).items():
+            st = self.states[plan.by_name[name]]
+            st.status = result.status
+            st.value = result.value
+            st.attempts = result.attempts
+            st.started_at = result.started_at
+            st.finished_at = result.finished_at
+            st.usage = dict(result.usage)
+        self.resumed = frozenset(completed or ())
+
+    # -- events -------------------------------------------------------------------
+
+    def _emit(self, event: Event) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    # -- ready queue ------------------------------------------------------------
+
+    def _push(self, unit: _Unit) -> None:
+        group = unit.state.group
+        heap = group.heap
+        better = not heap or unit.key < heap[0][0]
+        heapq.heappush(heap, (unit.key, unit))
+        if better and not group.parked:
+            heapq.heappush(self.ready, (unit.key, next(self._seq), group))
+
+    def _take(self) -> _Unit | None:
+        ready = self.ready
+        while ready:
+            key, _, group = ready[0]
+            heap = group.heap
+            if group.parked or not heap or heap[0][0] != key:
+                heapq.heappop(ready)  # stale entry
+                continue
+            for counter in group.counters:
+                if counter.in_use >= counter.capacity:
+                    heapq.heappop(ready)
+                    group.parked = True
+                    counter.parked.append(group)
+                    break
+            else:
+                heapq.heappop(ready)
+                unit = heapq.heappop(heap)[1]
+                for counter in group.counters:
+                    counter.in_use += 1
+                if heap:
+                    heapq.heappush(ready, (heap[0][0], next(self._seq), group))
+                return unit
+        return None
+
+    def _release(self, unit: _Unit) -> None:
+        self.busy -= 1
+        for counter in unit.state.group.counters:
+            counter.in_use -= 1
+            if counter.parked:
+                for group in counter.parked:
+                    group.parked = False
+                    if group.heap:
+                        heapq.heappush(self.ready, (group.heap[0][0], next(self._seq), group))
+                counter.parked.clear()
+
+    def _dispatch(self) -> None:
+        """Start a worker for every runnable unit the capacity allows."""
+        while self.busy < self.capacity and not self.stopping:
+            unit = self._take()
+            if unit is None:
+                return
+            self.busy += 1
+            self.nursery.start_soon(self._worker, unit)
+
+    # -- state transitions ---------------------------------------------------------
+
+    def _make_ready(self, st: _StepState) -> None:
+        node = st.node
+        if node.spec.map_over is None:
+            self._push(_Unit(st, None))
+            return
+        if node.map_source is not None:
+            source = self.states[node.map_source].value
+        else:
+            source = self.inputs[node.spec.map_over]
+        try:
+            if isinstance(source, str | bytes | Mapping):
+                raise TypeError(f"it is a {type(source).__name__}")
+            items = list(source)
+        except TypeError as exc:
+            error = TypeError(
+                f"map step {st.name!r} maps over {node.spec.map_over!r}, which must be a list or "
+                f"other iterable of items (got {_short_repr(source)} that is a "
+                f"{type(source).__name__}): {exc}"
+            )
+            now = self.be.current_time()
+            st.started_at = now
+            self._step_failed(st, error, 0, now)
+            return
+        st.items = items
+        st.item_values = [None] * len(items)
+        done = self.completed_items.get(st.name, {})
+        todo = [i for i in range(len(items)) if i not in done]
+        for i, value in done.items():
+            if 0 <= i < len(items):
+                st.item_values[i] = value
+        st.items_left = len(todo)
+        if not todo:
+            now = self.be.current_time()
+            st.started_at = now
+            self._step_succeeded(st, st.item_values, 0, now)
+            return
+        for i in todo:
+            self._push(_Unit(st, i))
+
+    def _step_succeeded(self, st: _StepState, value: Any, attempts: int, now: float) -> None:
+        st.status = StepStatus.SUCCEEDED
+        st.value = value
+        st.attempts = max(st.attempts, attempts)
+        st.finished_at = now
+        self._record(st)
+        newly_ready = []
+        for c in st.node.children:
+            child = self.states[c]
+            child.pending -= 1
+            if child.pending == 0 and child.status is None:
+                newly_ready.append(child)
+        if len(newly_ready) > 1 and self.on_event is not None:
+            self._emit(BatchStarted(tuple(s.name for s in newly_ready), now))
+        for child in newly_ready:
+            self._make_ready(child)
+
+    def _step_failed(self, st: _StepState, error: BaseException, attempts: int, now: float) -> None:
+        st.status = StepStatus.FAILED
+        st.error = error
+        st.attempts = max(st.attempts, attempts)
+        st.finished_at = now
+        self.failures.append(st)
+        self._record(st)
+        if self.fail_fast:
+            self._stop()
+            return
+        for d in self.plan.descendants(st.node.index):
+            child = self.states[d]
+            if child.status is None:
+                child.status = StepStatus.SKIPPED
+                child.skip_cause = st.name
+                self._record(child)
+                if self.on_event is not None:
+                    self._emit(StepSkipped(child.name, now, st.name))
+
+    def _stop(self) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.nursery.cancel_scope.cancel()
+
+    def _record(self, st: _StepState) -> None:
+        if self.recorder is not None:
+            self.recorder(self._step_result(st))
+
+    # -- running units ---------------------------------------------------------------
+
+    async def _worker(self, unit: _Unit | None) -> None:
+        while unit is not None:
+            await self._execute(unit)
+            if self.stopping:
+                return
+            unit = self._take()
+            if unit is not None:
+                self.busy += 1
+                self._dispatch()
+
+    def _kwargs(self, st: _StepState, item: int | None) -> dict[str, Any]:
+        node = st.node
+        copy = node.spec.isolation == "copy"
+        mapped = node.spec.map_over if item is not None else None
+        kwargs: dict[str, Any] = {}
+        for pname, dep in node.data_deps:
+            if pname != mapped:
+                value = self.states[dep].value
+                kwargs[pname] = isolate(value) if copy else value
+        for p in node.inputs:
+            if p.name != mapped:
+                value = self.inputs[p.name] if p.name in self.inputs else p.default
+                kwargs[p.name] = isolate(value) if copy else value
+        if mapped is not None:
+            value = st.items[item]  # type: ignore[index]
+            kwargs[mapped] = isolate(value) if copy else value
+        return kwargs
+
+    async def _execute(self, unit: _Unit) -> None:
+        be = self.be
+        await be.checkpoint()  # a schedule point at every step boundary
+        st = unit.state
+        acquired: list[Limiter] = []
+        try:
+            for limiter in st.external:
+                await limiter.acquire()
+                acquired.append(limiter)
+            held_token = (
+                _held_limiters.set(_held_limiters.get() | {id(x) for x in acquired})
+                if acquired
+                else None
+            )
+            try:
+                await self._attempts(unit)
+            finally:
+                if held_token is not None:
+                    _held_limiters.reset(held_token)
+        finally:
+            for limiter in reversed(acquired):
+                limiter.release()
+
+    async def _attempts(self, unit: _Unit) -> None:
+        now = self.be.current_time
+        st = unit.state
+        spec = st.node.spec
+        item = unit.item
+        retry = spec.retry
+        emit = self.on_event is not None
+        if st.started_at is None:
+            st.started_at = now()
+        attempt = 0
+        while True:
+            attempt += 1
+            kwargs = self._kwargs(st, item)
+            started = now()
+            if emit:
+                self._emit(StepStarted(st.name, attempt, started, item))
+            token = _current.set(StepContext(st.name, attempt, item, self.options.run_id, st.usage))
+            try:
+                value = await self._call(spec.fn, kwargs, spec.timeout, started, st.name, item, attempt)
+            except Exception as exc:
+                error: Exception = exc
+            else:
+                self._unit_succeeded(unit, value, attempt, now(), started)
+                return
+            finally:
+                _current.reset(token)
+            if retry is None or self.stopping or not retry.should_retry(error, attempt):
+                self._unit_failed(unit, error, attempt, now())
+                return
+            wait = retry.delay_for(attempt, seed=self.seed, step=st.name, item=item)
+            if emit:
+                self._emit(StepRetrying(st.name, attempt, now(), error, wait, item))
+            await self.be.sleep(wait)
+
+    async def _call(
+        self,
+        fn: Callable[..., Any],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        started: float,
+        name: str,
+        item: int | None,
+        attempt: int,
+    ) -> Any:
+        if timeout is None:
+            return await fn(**kwargs)
+        with self.be.cancel_scope(deadline=started + timeout) as scope:
+            return await fn(**kwargs)
+        assert scope.cancelled_caught
+        raise TimeoutError(f"step {_label(name, item)!r} timed out after {timeout:g}s (attempt {attempt})")
+
+    def _unit_succeeded(
+        self, unit: _Unit, value: Any, attempt: int, now: float, started: float
+    ) -> None:
+        st = unit.state
+        self._release(unit)
+        if self.on_event is not None:
+            self._emit(StepSucceeded(st.name, attempt, now, now - started, unit.item))
+        if unit.item is None:
+            self._step_succeeded(st, value, attempt, now)
+            return
+        st.item_values[unit.item] = value
+        st.attempts = max(st.attempts, attempt)
+        if self.item_recorder is not None:
+            self.item_recorder(st.name, unit.item, value, attempt)
+        self._item_done(st, now)
+
+    def _unit_failed(self, unit: _Unit, error: Exception, attempt: int, now: float) -> None:
+        st = unit.state
+        self._release(unit)
+        error.add_note(f"trioflow: step {_label(st.name, unit.item)!r} failed on attempt {attempt}")
+        if self.on_event is not None:
+            self._emit(StepFailed(st.name, attempt, now, error, unit.item))
+        if unit.item is None:
+            self._step_failed(st, error, attempt, now)
+            return
+        st.attempts = max(st.attempts, attempt)
+        st.item_errors[unit.item] = error
+        if self.fail_fast:
+            self._step_failed(st, error, attempt, now)
+        else:
+            self._item_done(st, now)
+
+    def _item_done(self, st: _StepState, now: float) -> None:
+        st.items_left -= 1
+        if st.items_left or st.status is not None:
+            return
+        if not st.item_errors:
+            self._step_succeeded(st, st.item_values, st.attempts, now)
+            return
+        errors = [st.item_errors[i] for i in sorted(st.item_errors)]
+        error: BaseException = (
+            errors[0]
+            if len(errors) == 1
+            else ExceptionGroup(f"{len(errors)} items of map step {st.name!r} failed", errors)
+        )
+        self._step_failed(st, error, st.attempts, now)
+
+    # -- the run ---------------------------------------------------------------------
+
+    async def execute(self) -> RunResult:
+        """Run every step; return the result or raise :class:`FlowError`.
+
+        A checkpoint. Outside cancellation propagates as it is, after every
+        step task has ended.
+        """
+        be = self.be
+        self.started_at = be.current_time()
+        self.finished_at = self.started_at
+        try:
+            async with be.open_nursery() as nursery:
+                self.nursery = nursery
+                initial = []
+                for st in self.states:
+                    if st.status is None:
+                        st.pending = sum(
+                            1 for d in st.node.deps if self.states[d].status is not StepStatus.SUCCEEDED
+                        )
+                        if st.pending == 0:
+                            initial.append(st)
+                if len(initial) > 1 and self.on_event is not None:
+                    self._emit(BatchStarted(tuple(s.name for s in initial), self.started_at))
+                for st in initial:
+                    self._make_ready(st)
+                self._dispatch()
+        finally:
+            self.finished_at = be.current_time()
+            self._cancel_unfinished()
+        result = self.result()
+        if self.on_event is not None:
+            self._emit(
+                RunFinished(self.flow_name, self.finished_at, result.duration, not self.failures,
+                            tuple(result.failed))
+            )
+        if self.failures:
+            raise self._flow_error(result)
+        return result
+
+    def _cancel_unfinished(self) -> None:
+        for st in self.states:
+            if st.status is None:
+                st.status = StepStatus.CANCELLED
+                self._record(st)
+                if self.on_event is not None:
+                    self._emit(StepCancelled(st.name, self.finished_at, st.started_at is not None))
+
+    def _step_result(self, st: _StepState) -> StepResult:
+        assert st.status is not None
+        value = st.value if st.status is StepStatus.SUCCEEDED else None
+        return StepResult(
+            name=st.name,
+            status=st.status,
+            value=value,
+            error=st.error,
+            attempts=st.attempts,
+            started_at=st.started_at,
+            finished_at=st.finished_at if st.status in (StepStatus.SUCCEEDED, StepStatus.FAILED) else None,
+            usage=st.usage,
+        )
+
+    def result(self) -> RunResult:
+        return RunResult(
+            flow=self.flow_name,
+            steps={st.name: self._step_result(st) for st in self.states},
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            run_id=self.options.run_id,
+        )
+
+    def _flow_error(self, result: RunResult) -> FlowError:
+        failed = sorted(self.failures, key=lambda s: s.node.index)
+        errors: list[Exception] = []
+        for st in failed:
+            if st.node.spec.map_over is not None and len(st.item_errors) > 1:
+                errors.extend(st.item_errors[i] for i in sorted(st.item_errors))
+            else:
+                assert isinstance(st.error, Exception)
+                errors.append(st.error)
+        names = ", ".join(repr(s.name) for s in failed)
+        message = f"{len(failed)} step{'s' if len(failed) > 1 else ''} of flow {self.flow_name!r} failed: {names}"
+        if self.fail_fast and result.cancelled:
+            message += f"; {len(result.cancelled)} cancelled"
+        if result.skipped:
+            message += f"; {len(result.skipped)} skipped"
+        return FlowError(message, errors, result)
+
+
+def _label(step: str, item: int | None) -> str:
+    return step if item is None else f"{step}[{item}]"
+
+
+def _short_repr(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

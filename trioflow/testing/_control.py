@@ -1,0 +1,378 @@
+"""The pieces of the deterministic harness that reach into trio's run loop.
+
+Everything that depends on trio's private scheduler internals lives here, so
+that ``tests/test_canary.py`` and this module are the only places to look when
+a new trio release changes them. What we rely on (trio 0.35):
+
+* ``trio._core._run._r``: the module-global :class:`random.Random` whose
+  ``shuffle`` orders each batch of runnable tasks in ``unrolled_run``;
+* ``trio._core._run._ALLOW_DETERMINISTIC_SCHEDULING``: when true the batch is
+  sorted by ``Task._counter`` before the shuffle, and ``_r.shuffle`` is used
+  instead of a coin-flip reversal;
+* ``Runner.runq``: the deque of runnable tasks, onto which the tasks we hold
+  back are pushed so they join the next batch;
+* ``Task._next_send`` and ``Task._attempt_abort``: used only to force a run
+  to stop when cancellation alone cannot end it (a shielded deadlock, a
+  livelock that ignores cancellation).
+
+The batch arrives sorted by ``Task._counter`` (oldest task first) and trio
+runs it by popping from the *end*. A *decision* is made at every batch that
+holds two or more tasks:
+
+* ``0``: run the whole batch, oldest task first (the canonical "FIFO" order);
+* ``k >= 1``: run only task number ``(k - 1) % n`` of the batch (``n`` its
+  size, oldest first) and push the others back onto the run queue, where they
+  join the tasks that become runnable meanwhile. This reaches interleavings in
+  which one task runs several steps before a sibling that was already
+  runnable.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import time
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
+from types import CodeType, FrameType
+from typing import Any, Final
+
+import attrs
+import outcome
+import trio
+import trio.lowlevel
+from trio._core import _run as _trio_run
+
+from ._errors import BudgetExceededError, DeadlockError
+
+__all__ = ["Controller", "ScheduleRandom", "TraceEvent", "install", "restore"]
+
+#: Paths whose frames are library plumbing, skipped when saying where a task waits.
+_LIBRARY_MARKERS: Final = ("/trio/", "/anyio/", "/outcome/", "/trioflow/testing/", "\\trio\\", "\\anyio\\")
+_ADDRESS: Final = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+@attrs.frozen
+class TraceEvent:
+    """One event of a deterministic run's trace.
+
+    Attributes:
+        time: Virtual time (seconds of :class:`trio.testing.MockClock`) of the event.
+        kind: ``"spawn"`` (task created), ``"step"`` (task resumed by the
+            scheduler) or ``"exit"`` (task finished).
+        task: A deterministic label for the task: its trio name and its spawn
+            index within the run, such as ``"mymodule.worker#3"``.
+    """
+
+    time: float
+    kind: str
+    task: str
+
+
+class _ForcedStop(BaseException):
+    """Injected into tasks that a cancellation could not stop; never escapes the harness."""
+
+
+class ScheduleRandom(random.Random):
+    """A :class:`random.Random` whose ``shuffle`` asks a :class:`Controller`.
+
+    Installed as ``trio._core._run._r`` for the duration of one run. Every other
+    method behaves like a ``Random`` seeded with 0, so it is deterministic too.
+    """
+
+    def __init__(self, controller: Controller) -> None:
+        super().__init__(0)
+        self._controller = controller
+
+    def shuffle(self, x: Any) -> None:  # noqa: D102 (documented on the class)
+        self._controller.order_batch(x)
+
+
+class Controller(trio.abc.Instrument):
+    """Chooses the schedule, records the trace, enforces budgets, detects deadlocks.
+
+    One controller serves exactly one ``trio.run``.
+    """
+
+    def __init__(
+        self,
+        *,
+        schedule: Sequence[int],
+        seed: int | None,
+        grace: float,
+        max_steps: int,
+        max_virtual_time: float,
+        main_code: CodeType,
+        clock: trio.testing.MockClock,
+    ) -> None:
+        self.schedule = list(schedule)
+        self.rng = None if seed is None else random.Random(seed)
+        self.grace = grace
+        self.max_steps = max_steps
+        self.max_virtual_time = max_virtual_time
+        self.clock = clock
+        self.main_code = main_code
+        self.decisions: list[int] = []
+        self.trace: list[TraceEvent] = []
+        self.labels: dict[trio.lowlevel.Task, str] = {}
+        self.steps_by_label: Counter[str] = Counter()
+        self.spawned = 0
+        self.steps = 0
+        self.main_task: trio.lowlevel.Task | None = None
+        self.watchdog: trio.lowlevel.Task | None = None
+        self.watchdog_parked = False
+        self.watchdog_cancel: trio.CancelScope | None = None
+        self.error: BaseException | None = None
+        self.force_stop_after: int | None = None
+        self.idle_since: float | None = None
+        self.idle_generation = -1
+        self.forced_rounds = 0
+
+    # -- scheduling ---------------------------------------------------------
+
+    def next_decision(self, n: int) -> int:
+        index = len(self.decisions)
+        if index < len(self.schedule):
+            raw = self.schedule[index]
+        elif self.rng is not None:
+            raw = self.rng.randrange(n + 1)
+        else:
+            raw = 0
+        decision = 0 if raw == 0 else (raw - 1) % n + 1
+        self.decisions.append(decision)
+        return decision
+
+    def order_batch(self, batch: list[trio.lowlevel.Task]) -> None:
+        """Reorder (and possibly shorten) a batch that trio will run by popping from its end."""
+        if self.force_stop_after is not None and self.steps >= self.force_stop_after:
+            self._inject_into_runnable(batch)
+        n = len(batch)
+        if n < 2:
+            return
+        decision = self.next_decision(n)
+        if decision == 0:
+            batch.reverse()
+            return
+        chosen = batch.pop(decision - 1)
+        runq: deque[trio.lowlevel.Task] = _trio_run.GLOBAL_RUN_CONTEXT.runner.runq
+        runq.extend(batch)
+        batch[:] = [chosen]
+
+    # -- instrument hooks ---------------------------------------------------
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        parent = task.parent_nursery.parent_task if task.parent_nursery is not None else None
+        code = getattr(task.coro, "cr_code", None)
+        is_main = code is self.main_code
+        if (not is_main and parent not in self.labels) or code is _WATCHDOG_CODE:
+            return  # one of trio's own system tasks, or the harness's watchdog
+        label = f"{_ADDRESS.sub('', task.name)}#{self.spawned}"
+        self.spawned += 1
+        self.labels[task] = label
+        if is_main:
+            self.main_task = task
+        self.trace.append(TraceEvent(self.clock.current_time(), "spawn", label))
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+        label = self.labels.get(task)
+        if label is None:
+            return
+        now = self.clock.current_time()
+        self.steps_by_label[label] += 1
+        self.trace.append(TraceEvent(now, "step", label))
+        if self.error is None:
+            if self.steps > self.max_steps:
+                self._stop(self._budget_error(f"max_steps={self.max_steps!r} task steps", now))
+            elif now > self.max_virtual_time:
+                self._stop(
+                    self._budget_error(f"max_virtual_time={self.max_virtual_time!r} seconds", now)
+                )
+
+    def task_exited(self, task: trio.lowlevel.Task) -> None:
+        label = self.labels.pop(task, None)
+        if label is not None:
+            self.trace.append(TraceEvent(self.clock.current_time(), "exit", label))
+
+    def before_io_wait(self, timeout: float) -> None:
+        if not self._looks_idle():
+            self.idle_since = None
+            return
+        now = time.perf_counter()
+        if self.idle_since is None or self.idle_generation != self.steps:
+            self.idle_since = now
+            self.idle_generation = self.steps
+            return
+        if now - self.idle_since < self.grace:
+            return
+        self.idle_since = None
+        if self.error is None:
+            self._stop(self._deadlock_error())
+        elif self.forced_rounds < 3:
+            # Cancellation did not end it (a shielded wait): raise into every
+            # blocked task, the way trio delivers a cancellation.
+            self.forced_rounds += 1
+            self._inject_into_blocked()
+
+    # -- the parked watchdog task ------------------------------------------
+
+    async def watchdog_task(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Park until the controller needs to stop the run, then cancel it."""
+        self.watchdog = trio.lowlevel.current_task()
+        task_status.started()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self.watchdog_parked = False
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        if self.error is None:
+            self.watchdog_parked = True
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        assert self.watchdog_cancel is not None
+        self.watchdog_cancel.cancel()
+
+    def _stop(self, error: BaseException) -> None:
+        self.error = error
+        # If cancellation does not end the run within this many further steps,
+        # inject a stop into every runnable task.
+        self.force_stop_after = self.steps + max(1000, self.max_steps // 10)
+        if self.watchdog is not None and self.watchdog_parked:
+            self.watchdog_parked = False
+            trio.lowlevel.reschedule(self.watchdog)
+
+    # -- forced stops ---------------------------------------------------------
+
+    def _inject_into_runnable(self, batch: list[trio.lowlevel.Task]) -> None:
+        for task in batch:
+            if task in self.labels and isinstance(task._next_send, outcome.Outcome):
+                task._next_send = outcome.Error(_ForcedStop("stopped by trioflow.testing"))
+
+    def _inject_into_blocked(self) -> None:
+        def raise_stop() -> None:
+            raise _ForcedStop("stopped by trioflow.testing")
+
+        for task in list(self.labels):
+            if task._abort_func is not None:
+                task._attempt_abort(raise_stop)
+
+    # -- deadlock detection -------------------------------------------------
+
+    def _looks_idle(self) -> bool:
+        stats = trio.lowlevel.current_statistics()
+        if stats.tasks_runnable or stats.run_sync_soon_queue_size:
+            return False
+        if not math.isinf(stats.seconds_to_next_deadline):
+            return False
+        io_waiters = sum(
+            value
+            for name, value in attrs.asdict(stats.io_statistics).items()
+            if name.startswith(("tasks_waiting", "monitors", "completion_key"))
+            and isinstance(value, int)
+        )
+        # trio's own run_sync_soon task always waits on its wakeup socket.
+        if io_waiters > 1:
+            return False
+        return not any(
+            frame.f_code.co_name == "to_thread_run_sync"
+            for task in self.labels
+            for frame, _ in task.iter_await_frames()
+        )
+
+    def _user_tasks(self) -> Iterator[trio.lowlevel.Task]:
+        """User tasks (the main task and its descendants, not the watchdog), in spawn order."""
+        if self.main_task is None:
+            return
+        stack = [self.main_task]
+        found = []
+        while stack:
+            task = stack.pop()
+            if task in self.labels:
+                found.append(task)
+            for nursery in task.child_nurseries:
+                stack.extend(nursery.child_tasks)
+        spawn_order = {task: i for i, task in enumerate(self.labels)}
+        yield from sorted(found, key=lambda t: spawn_order.get(t, -1))
+
+    def _deadlock_error(self) -> DeadlockError:
+        lines = [
+            f"deadlock: every task is blocked and no deadline is pending, at virtual time "
+            f"{self.clock.current_time()!r} after {self.steps} task steps "
+            f"(nothing happened for {self.grace!r} s of real time)."
+        ]
+        lines.append("Blocked tasks, and where each one waits:")
+        for task in self._user_tasks():
+            label = self.labels.get(task, task.name)
+            lines.append(f"  - {label}: {_where(list(task.iter_await_frames()))}")
+        lines.append(_replay_hint(self.decisions))
+        return DeadlockError("\n".join(lines), decisions=tuple(_trim(self.decisions)))
+
+    def _budget_error(self, what: str, now: float) -> BudgetExceededError:
+        busiest = ", ".join(f"{label} ({n} steps)" for label, n in self.steps_by_label.most_common(3))
+        message = (
+            f"the run exceeded {what} (at virtual time {now!r} after {self.steps} task steps): "
+            f"a livelock, an endless ticker, or simply a longer run than the budget allows. "
+            f"Busiest tasks: {busiest}. If the work is legitimately this long, raise the budget, "
+            f"e.g. run_deterministic(..., max_steps={self.max_steps * 10!r}).\n"
+            + _replay_hint(self.decisions)
+        )
+        return BudgetExceededError(message, decisions=tuple(_trim(self.decisions)))
+
+
+_WATCHDOG_CODE: Final = Controller.watchdog_task.__code__
+
+
+def _is_library(frame: FrameType) -> bool:
+    filename = frame.f_code.co_filename
+    return any(marker in filename for marker in _LIBRARY_MARKERS)
+
+
+def _where(frames: list[tuple[FrameType, int]]) -> str:
+    """Describe where a task waits: its innermost frame of user code, and what it awaits there."""
+    if not frames:
+        return "<not started>"
+    index = len(frames) - 1
+    for i in range(len(frames) - 1, -1, -1):
+        if not _is_library(frames[i][0]):
+            index = i
+            break
+    frame, lineno = frames[index]
+    text = f"{frame.f_code.co_filename}:{lineno} in {frame.f_code.co_qualname}"
+    if index + 1 < len(frames):
+        inner = frames[index + 1][0].f_code
+        if inner.co_qualname in ("NurseryManager.__aexit__", "Nursery._nested_child_finished"):
+            text += " (waiting for its child tasks)"
+        else:
+            text += f" (awaiting {inner.co_qualname})"
+    return text
+
+
+def _trim(decisions: Sequence[int]) -> list[int]:
+    """Drop trailing zeros: an exhausted schedule continues with 0 (FIFO) anyway."""
+    end = len(decisions)
+    while end and decisions[end - 1] == 0:
+        end -= 1
+    return list(decisions[:end])
+
+
+def _replay_hint(decisions: Sequence[int]) -> str:
+    return f"Replay it exactly with run_deterministic(..., schedule={_trim(decisions)!r})."
+
+
+_saved: list[tuple[random.Random, bool]] = []
+
+
+def install(rng: random.Random) -> None:
+    """Make trio's scheduler deterministic and driven by *rng*, remembering the old state."""
+    _saved.append((_trio_run._r, _trio_run._ALLOW_DETERMINISTIC_SCHEDULING))
+    _trio_run._r = rng
+    setattr(_trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING", True)  # noqa: B010 (it is Final)
+
+
+def restore() -> None:
+    """Undo :func:`install`."""
+    rng, allow = _saved.pop()
+    _trio_run._r = rng
+    setattr(_trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING", allow)  # noqa: B010 (it is Final)
