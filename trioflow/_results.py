@@ -26,7 +26,12 @@ class StepStatus(str, enum.Enum):
         return self.value
 
 
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
 def _frozen_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    if not value:
+        return _EMPTY
     return MappingProxyType(dict(value))
 
 

@@ -66,6 +66,9 @@ class Limiter(Protocol):
     def release(self) -> None: ...
 
 
+# a worker running quick steps back to back yields to the scheduler this often
+YIELD_EVERY = 16
+
 # ids of the external limiters held by the enclosing steps of this task, so a
 # run nested inside a step borrows its parent's slot instead of deadlocking
 _held_limiters: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
@@ -80,6 +83,7 @@ class Backend:
     name: str
     current_time: Callable[[], float]
     checkpoint: Callable[[], Any]
+    checkpoint_if_cancelled: Callable[[], Any]
     sleep: Callable[[float], Any]
     open_nursery: Callable[[], Any]
     cancel_scope: Callable[..., Any]
@@ -89,6 +93,7 @@ _TRIO = Backend(
     "trio",
     trio.current_time,
     trio.lowlevel.checkpoint,
+    trio.lowlevel.checkpoint_if_cancelled,
     trio.sleep,
     trio.open_nursery,
     trio.CancelScope,
@@ -97,6 +102,7 @@ _ANYIO = Backend(
     "anyio",
     anyio.current_time,
     anyio.lowlevel.checkpoint,
+    anyio.lowlevel.checkpoint_if_cancelled,
     anyio.sleep,
     anyio.create_task_group,
     anyio.CancelScope,
@@ -147,46 +153,31 @@ class _Unit:
 
 
 class _StepState:
-    """A step's progress within one run."""
+    """A step's progress within one run.
 
-    __slots__ = (
-        "attempts",
-        "error",
-        "external",
-        "finished_at",
-        "group",
-        "item_errors",
-        "item_values",
-        "items",
-        "items_left",
-        "name",
-        "node",
-        "pending",
-        "skip_cause",
-        "started_at",
-        "status",
-        "usage",
-        "value",
-    )
+    Rarely used fields (map items, errors) live as class-level defaults, so
+    setting up a run costs little per step.
+    """
 
-    def __init__(self, node: Node) -> None:
+    status: StepStatus | None = None
+    value: Any = None
+    error: BaseException | None = None
+    attempts = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    skip_cause: str | None = None
+    external: tuple[Limiter, ...] = ()
+    items: list[Any]
+    item_values: list[Any]
+    item_errors: dict[int, Exception]
+    items_left = 0
+
+    def __init__(self, node: Node, group: _Group) -> None:
         self.node = node
         self.name = node.spec.name
         self.pending = len(node.deps)
-        self.status: StepStatus | None = None
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.attempts = 0
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
+        self.group = group
         self.usage: dict[str, float] = {}
-        self.skip_cause: str | None = None
-        self.group: _Group
-        self.external: tuple[Limiter, ...] = ()
-        self.items: list[Any] = []
-        self.item_values: list[Any] = []
-        self.item_errors: dict[int, Exception] = {}
-        self.items_left = 0
 
 
 @attrs.frozen
@@ -239,8 +230,12 @@ class Run:
         self.item_recorder = item_recorder
         self.completed_items = completed_items or {}
         self.be = current_backend()
-        self.states = [_StepState(n) for n in plan.nodes]
+        # the clock's own bound method: one call per reading on the hot path
+        self.now: Callable[[], float] = (
+            trio.lowlevel.current_clock().current_time if self.be is _TRIO else self.be.current_time
+        )
         self.busy = 0
+        self.scouts = 0
         self.stopping = False
         self.failures: list[_StepState] = []
         self.ready: list[tuple[tuple[float, int, int], int, _Group]] = []
@@ -264,20 +259,31 @@ class Run:
                 named[name] = _Counter(name, 1)
             else:
                 named[name] = value
+        free = _Group(())  # the group of steps that need no internal limiter
         groups: dict[tuple[int, ...], _Group] = {}
-        for st in self.states:
-            spec = st.node.spec
+        states: list[_StepState] = []
+        for node in plan.nodes:
+            spec = node.spec
+            if not spec.limiters and spec.max_concurrent is None:
+                st = _StepState(node, free)
+                st.external = shared
+                states.append(st)
+                continue
             counters = [c for n in spec.limiters if isinstance(c := named[n], _Counter)]
+            if spec.max_concurrent is not None:
+                counters.append(_Counter(f"{spec.name}.max_concurrent", spec.max_concurrent))
+                key: tuple[int, ...] = (-1 - node.index,)
+            else:
+                key = tuple(id(c) for c in counters)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group(tuple(counters)) if counters else free
+            st = _StepState(node, group)
             st.external = shared + tuple(
                 lim for n in spec.limiters if not isinstance(lim := named[n], _Counter)
             )
-            if spec.max_concurrent is not None:
-                counters.append(_Counter(f"{spec.name}.max_concurrent", spec.max_concurrent))
-            key = tuple(id(c) for c in counters) if spec.max_concurrent is None else (st.node.index,)
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = _Group(tuple(counters))
-            st.group = group
+            states.append(st)
+        self.states = states
 
         for name, result in (completed or {}).items():
             st = self.states[plan.by_name[name]]
@@ -341,13 +347,30 @@ class Run:
                 counter.parked.clear()
 
     def _dispatch(self) -> None:
-        """Start a worker for every runnable unit the capacity allows."""
-        while self.busy < self.capacity and not self.stopping:
-            unit = self._take()
-            if unit is None:
-                return
-            self.busy += 1
-            self.nursery.start_soon(self._worker, unit)
+        """Make sure runnable work gets picked up: keep one scout on its way."""
+        if not self.scouts and self.ready and self.busy < self.capacity and not self.stopping:
+            self.scouts = 1
+            self.nursery.start_soon(self._scout)
+
+    async def _scout(self) -> None:
+        """A new worker: take a unit; while more wait, send two more scouts ahead.
+
+        Scouts double each scheduling batch, so a wide fan-out of steps that
+        block starts within log2(width) batches, while quick steps are mostly
+        run by workers that are already there, with no new task at all.
+        """
+        self.scouts -= 1
+        if self.stopping or self.busy >= self.capacity:
+            return
+        unit = self._take()
+        if unit is None:
+            return
+        self.busy += 1
+        if self.ready and self.busy < self.capacity:
+            self.scouts += 2
+            self.nursery.start_soon(self._scout)
+            self.nursery.start_soon(self._scout)
+        await self._work(unit)
 
     # -- state transitions ---------------------------------------------------------
 
@@ -360,6 +383,7 @@ class Run:
             source = self.states[node.map_source].value
         else:
             source = self.inputs[node.spec.map_over]
+        st.item_errors = {}
         try:
             if isinstance(source, str | bytes | Mapping):
                 raise TypeError(f"it is a {type(source).__name__}")
@@ -370,7 +394,7 @@ class Run:
                 f"other iterable of items (got {_short_repr(source)} that is a "
                 f"{type(source).__name__}): {exc}"
             )
-            now = self.be.current_time()
+            now = self.now()
             st.started_at = now
             self._step_failed(st, error, 0, now)
             return
@@ -383,7 +407,7 @@ class Run:
                 st.item_values[i] = value
         st.items_left = len(todo)
         if not todo:
-            now = self.be.current_time()
+            now = self.now()
             st.started_at = now
             self._step_succeeded(st, st.item_values, 0, now)
             return
@@ -437,15 +461,31 @@ class Run:
 
     # -- running units ---------------------------------------------------------------
 
-    async def _worker(self, unit: _Unit | None) -> None:
-        while unit is not None:
-            await self._execute(unit)
-            if self.stopping:
+    async def _work(self, unit: _Unit) -> None:
+        """Run units until none is runnable: a chain of steps stays in one task."""
+        streak = 0
+        while True:
+            # A cancellation point at every step boundary, and a schedule point
+            # every YIELD_EVERY steps, so a long run of quick steps cannot starve
+            # the other tasks (the count keeps it deterministic).
+            streak += 1
+            if streak >= YIELD_EVERY:
+                streak = 0
+                await self.be.checkpoint()
+            else:
+                await self.be.checkpoint_if_cancelled()
+            if unit.state.external:
+                await self._execute(unit)
+            else:
+                await self._attempts(unit)
+            if self.stopping or self.busy >= self.capacity:
                 return
-            unit = self._take()
-            if unit is not None:
-                self.busy += 1
-                self._dispatch()
+            next_unit = self._take()
+            if next_unit is None:
+                return
+            unit = next_unit
+            self.busy += 1
+            self._dispatch()
 
     def _kwargs(self, st: _StepState, item: int | None) -> dict[str, Any]:
         node = st.node
@@ -466,8 +506,6 @@ class Run:
         return kwargs
 
     async def _execute(self, unit: _Unit) -> None:
-        be = self.be
-        await be.checkpoint()  # a schedule point at every step boundary
         st = unit.state
         acquired: list[Limiter] = []
         try:
@@ -489,7 +527,7 @@ class Run:
                 limiter.release()
 
     async def _attempts(self, unit: _Unit) -> None:
-        now = self.be.current_time
+        now = self.now
         st = unit.state
         spec = st.node.spec
         item = unit.item
@@ -506,7 +544,10 @@ class Run:
                 self._emit(StepStarted(st.name, attempt, started, item))
             token = _current.set(StepContext(st.name, attempt, item, self.options.run_id, st.usage))
             try:
-                value = await self._call(spec.fn, kwargs, spec.timeout, started, st.name, item, attempt)
+                if spec.timeout is None:
+                    value = await spec.fn(**kwargs)
+                else:
+                    value = await self._call_with_timeout(spec.fn, kwargs, spec.timeout, started, st.name, item, attempt)
             except Exception as exc:
                 error: Exception = exc
             else:
@@ -522,18 +563,16 @@ class Run:
                 self._emit(StepRetrying(st.name, attempt, now(), error, wait, item))
             await self.be.sleep(wait)
 
-    async def _call(
+    async def _call_with_timeout(
         self,
         fn: Callable[..., Any],
         kwargs: dict[str, Any],
-        timeout: float | None,
+        timeout: float,
         started: float,
         name: str,
         item: int | None,
         attempt: int,
     ) -> Any:
-        if timeout is None:
-            return await fn(**kwargs)
         with self.be.cancel_scope(deadline=started + timeout) as scope:
             return await fn(**kwargs)
         assert scope.cancelled_caught
@@ -595,7 +634,7 @@ class Run:
         step task has ended.
         """
         be = self.be
-        self.started_at = be.current_time()
+        self.started_at = self.now()
         self.finished_at = self.started_at
         try:
             async with be.open_nursery() as nursery:
@@ -614,7 +653,7 @@ class Run:
                     self._make_ready(st)
                 self._dispatch()
         finally:
-            self.finished_at = be.current_time()
+            self.finished_at = self.now()
             self._cancel_unfinished()
         result = self.result()
         if self.on_event is not None:
