@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
+import heapq
 import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -257,6 +259,9 @@ def _find_cycle(names: list[str], deps: list[list[int]]) -> list[str] | None:
                     # path walks from dependents to dependencies; execution order is the reverse
                     cycle = path[path.index(dep):]
                     cycle.reverse()
+                    # start at the earliest-declared step, so the message is stable
+                    first = cycle.index(min(cycle))
+                    cycle = cycle[first:] + cycle[:first]
                     return [names[j] for j in cycle] + [names[cycle[0]]]
                 if state[dep] == 0:
                     state[dep] = 1
@@ -319,8 +324,6 @@ def compile_plan(flow_name: str, specs: list[StepSpec]) -> Plan:
         for d in ds:
             children[d].append(i)
     # topological order: Kahn's algorithm, ties by declaration order
-    import heapq
-
     pending = [len(ds) for ds in deps_lists]
     heap = [i for i, n in enumerate(pending) if n == 0]
     heapq.heapify(heap)
@@ -372,8 +375,6 @@ def compile_plan(flow_name: str, specs: list[StepSpec]) -> Plan:
 
 def _fingerprint(flow_name: str, nodes: list[Node]) -> str:
     """A digest of the flow's structure: names, edges and options that change results."""
-    import hashlib
-
     h = hashlib.sha256(flow_name.encode())
     for n in nodes:
         s = n.spec

@@ -13,6 +13,8 @@ import random
 
 import attrs
 
+from ._exceptions import GraphError
+
 
 def _exception_types(value: object) -> tuple[type[BaseException], ...]:
     types = value if isinstance(value, tuple) else (value,)
@@ -29,7 +31,7 @@ def _non_negative_number(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"Retry({name}=...) must be a number (got {value!r} that is a {type(value).__name__})")
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"Retry({name}=...) must be a finite number >= 0 (got {value!r})")
+        raise GraphError(f"Retry({name}=...) must be a finite number >= 0 (got {value!r})")
 
 
 @attrs.frozen
@@ -65,8 +67,6 @@ class Retry:
                 f"{type(self.max_attempts).__name__})"
             )
         if self.max_attempts < 1:
-            from ._exceptions import GraphError
-
             raise GraphError(
                 f"Retry(max_attempts={self.max_attempts!r}) must be at least 1 "
                 f"(1 means a single attempt, no retry)"
@@ -74,7 +74,7 @@ class Retry:
         for name in ("wait", "max_wait", "jitter", "backoff"):
             _non_negative_number(name, getattr(self, name))
         if self.backoff < 1:
-            raise ValueError(f"Retry(backoff={self.backoff!r}) must be >= 1 (1 keeps the wait constant)")
+            raise GraphError(f"Retry(backoff={self.backoff!r}) must be >= 1 (1 keeps the wait constant)")
         _exception_types(self.retry_on)
 
     def should_retry(self, error: BaseException, attempt: int) -> bool:
