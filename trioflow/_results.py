@@ -30,6 +30,8 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 def _frozen_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    if type(value) is MappingProxyType:
+        return value
     if not value:
         return _EMPTY
     return MappingProxyType(dict(value))

@@ -29,6 +29,7 @@ import heapq
 import itertools
 import math
 import secrets
+from types import MappingProxyType
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -65,6 +66,8 @@ class Limiter(Protocol):
 
     def release(self) -> None: ...
 
+
+_NO_USAGE: Mapping[str, float] = MappingProxyType({})
 
 # a worker running quick steps back to back yields to the scheduler this often
 YIELD_EVERY = 16
@@ -419,7 +422,8 @@ class Run:
         st.value = value
         st.attempts = max(st.attempts, attempts)
         st.finished_at = now
-        self._record(st)
+        if self.recorder is not None:
+            self._record(st)
         newly_ready = []
         for c in st.node.children:
             child = self.states[c]
@@ -533,13 +537,13 @@ class Run:
         item = unit.item
         retry = spec.retry
         emit = self.on_event is not None
-        if st.started_at is None:
-            st.started_at = now()
         attempt = 0
         while True:
             attempt += 1
-            kwargs = self._kwargs(st, item)
+            kwargs = self._kwargs(st, item) if spec.params or item is not None else {}
             started = now()
+            if st.started_at is None:
+                st.started_at = started
             if emit:
                 self._emit(StepStarted(st.name, attempt, started, item))
             token = _current.set(StepContext(st.name, attempt, item, self.options.run_id, st.usage))
@@ -674,17 +678,18 @@ class Run:
                     self._emit(StepCancelled(st.name, self.finished_at, st.started_at is not None))
 
     def _step_result(self, st: _StepState) -> StepResult:
-        assert st.status is not None
-        value = st.value if st.status is StepStatus.SUCCEEDED else None
+        status = st.status
+        assert status is not None
+        ended = status is StepStatus.SUCCEEDED or status is StepStatus.FAILED
         return StepResult(
-            name=st.name,
-            status=st.status,
-            value=value,
-            error=st.error,
-            attempts=st.attempts,
-            started_at=st.started_at,
-            finished_at=st.finished_at if st.status in (StepStatus.SUCCEEDED, StepStatus.FAILED) else None,
-            usage=st.usage,
+            st.name,
+            status,
+            st.value if status is StepStatus.SUCCEEDED else None,
+            st.error,
+            st.attempts,
+            st.started_at,
+            st.finished_at if ended else None,
+            MappingProxyType(dict(st.usage)) if st.usage else _NO_USAGE,
         )
 
     def result(self) -> RunResult:

@@ -104,6 +104,7 @@ class Controller(trio.abc.Instrument):
         max_steps: int,
         max_virtual_time: float,
         main_code: CodeType,
+        main_name: str,
         clock: trio.testing.MockClock,
     ) -> None:
         self.schedule = list(schedule)
@@ -113,6 +114,7 @@ class Controller(trio.abc.Instrument):
         self.max_virtual_time = max_virtual_time
         self.clock = clock
         self.main_code = main_code
+        self.main_name = main_name
         self.decisions: list[int] = []
         self.trace: list[TraceEvent] = []
         self.labels: dict[trio.lowlevel.Task, str] = {}
@@ -167,7 +169,8 @@ class Controller(trio.abc.Instrument):
         is_main = code is self.main_code
         if (not is_main and parent not in self.labels) or code is _WATCHDOG_CODE:
             return  # one of trio's own system tasks, or the harness's watchdog
-        label = f"{_ADDRESS.sub('', task.name)}#{self.spawned}"
+        name = self.main_name if is_main else task.name
+        label = f"{_ADDRESS.sub('', name)}#{self.spawned}"
         self.spawned += 1
         self.labels[task] = label
         if is_main:

@@ -87,7 +87,7 @@ def run_deterministic(
     seed: int | None = None,
     schedule: Sequence[int] | None = None,
     grace: float = 0.05,
-    max_steps: int = 1_000_000,
+    max_steps: int = 100_000,
     max_virtual_time: float = 1e9,
 ) -> DeterministicRun[T]:
     """Run ``fn(*args)`` under trio with virtual time and a controlled schedule.
@@ -211,6 +211,7 @@ def _run(
             max_steps=max_steps,
             max_virtual_time=max_virtual_time,
             main_code=_main.__code__,
+            main_name=_task_name(fn),
             clock=clock,
         )
         install(ScheduleRandom(controller))
@@ -254,7 +255,7 @@ def check_deterministic(
     runs: int = 100,
     seed: int = 0,
     grace: float = 0.05,
-    max_steps: int = 1_000_000,
+    max_steps: int = 100_000,
     max_virtual_time: float = 1e9,
 ) -> T:
     """Run ``fn(*args)`` under many schedules and check that the result never changes.
@@ -329,6 +330,16 @@ def check_deterministic(
                 seed=run_seed,
             )
     return base.value
+
+
+def _task_name(fn: object) -> str:
+    """Name the main task the way trio names tasks: ``module.qualname`` of the function."""
+    inner = getattr(fn, "func", fn)  # functools.partial
+    module = getattr(inner, "__module__", None)
+    qualname = getattr(inner, "__qualname__", None)
+    if module and qualname:
+        return f"{module}.{qualname}"
+    return repr(inner)
 
 
 def _name(fn: object) -> str:

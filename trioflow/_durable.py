@@ -1,0 +1,235 @@
+"""Durable runs: ``flow.run(..., store=..., run_id=...)``.
+
+:func:`run_with_store` opens a session on the store, which checks the run id
+against what is recorded (same flow, structure and inputs, or
+:class:`StoreError`) before any step runs, and hands the scheduler the
+recorded successes so that they are not run again. The scheduler then calls
+the recorder hooks the moment each step or map item finishes.
+
+A step's value is encoded *inside the step*, right after the step function
+returns: each step function of the plan is wrapped (once per plan, cached), so
+a value the codec cannot encode fails that very step, through the scheduler's
+ordinary failure path (retries, ``fail_fast``/``continue``, ``FlowError``),
+and every other record stays intact. The encoded bytes are handed to the
+recorder through the run's sink (a context variable), so nothing is encoded
+twice.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import hashlib
+import json
+import uuid
+import weakref
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+
+from ._codec import CodecError
+from ._context import _current
+from ._exceptions import FlowError, StoreError
+from ._graph import Plan
+from ._records import ItemRecord, RunHeader, StepRecord, decode_value, step_result
+from ._results import RunResult, StepResult, StepStatus
+from ._scheduler import Run, RunOptions
+from .abc import Codec, RunSession, Store
+
+if TYPE_CHECKING:
+    from ._flow import Flow
+
+
+class _Sink:
+    """Where a run's wrapped steps leave their encoded values for the recorder."""
+
+    __slots__ = ("codec", "values")
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+        self.values: dict[tuple[str, int | None], bytes] = {}
+
+
+_sink: contextvars.ContextVar[_Sink | None] = contextvars.ContextVar("trioflow_store_sink", default=None)
+
+
+def _recording(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, encoding its return value for the current run's store."""
+
+    @functools.wraps(fn)
+    async def recorded(**kwargs: Any) -> Any:
+        value = await fn(**kwargs)
+        sink = _sink.get()
+        if sink is not None:
+            item = _current.get().item
+            try:
+                sink.values[(name, item)] = sink.codec.encode(value)
+            except Exception as exc:
+                label = name if item is None else f"{name}[{item}]"
+                raise CodecError(
+                    f"step {label!r} returned a value of type {type(value).__qualname__} that the "
+                    f"store's {sink.codec.name!r} codec cannot encode: {exc}"
+                ) from exc
+        return value
+
+    return recorded
+
+
+_wrapped_plans: weakref.WeakKeyDictionary[Plan, Plan] = weakref.WeakKeyDictionary()
+
+
+def _recording_plan(plan: Plan) -> Plan:
+    """``plan`` with every step function wrapped by :func:`_recording` (cached per plan)."""
+    wrapped = _wrapped_plans.get(plan)
+    if wrapped is None:
+        nodes = tuple(
+            attrs.evolve(n, spec=attrs.evolve(n.spec, fn=_recording(n.spec.name, n.spec.fn)))
+            for n in plan.nodes
+        )
+        wrapped = _wrapped_plans[plan] = attrs.evolve(plan, nodes=nodes)
+    return wrapped
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _header(flow: Flow, plan: Plan, inputs: Mapping[str, Any], codec: Codec, run_id: str) -> RunHeader:
+    ordered = {k: inputs[k] for k in sorted(inputs)}
+    try:
+        data = codec.encode(ordered)
+    except Exception as exc:
+        raise StoreError(
+            f"run {run_id!r} of flow {flow.name!r}: the store cannot record its inputs: {exc}"
+        ) from exc
+    canonical = data
+    if codec.name == "json":  # equal inputs, equal digest, whatever the order of dict keys
+        canonical = json.dumps(json.loads(data), sort_keys=True).encode()
+    return RunHeader(
+        run_id=run_id,
+        flow=flow.name,
+        fingerprint=plan.fingerprint,
+        inputs=data,
+        inputs_digest=hashlib.sha256(canonical).hexdigest(),
+        codec=codec.name,
+        steps=tuple(n.spec.name for n in plan.nodes),
+    )
+
+
+class _Recorder:
+    """The scheduler's recorder hooks for one run: turn results into records."""
+
+    def __init__(self, session: RunSession, sink: _Sink) -> None:
+        self.session = session
+        self.sink = sink
+        self.errors: list[BaseException] = []
+
+    def step(self, result: StepResult) -> None:
+        try:
+            data = None
+            codec = None
+            if result.status is StepStatus.SUCCEEDED:
+                data = self.sink.values.pop((result.name, None), None)
+                if data is None:  # a map step's list (its items were encoded one by one)
+                    data = self.sink.codec.encode(result.value)
+                codec = self.sink.codec.name
+            error = result.error
+            self.session.record_step(
+                StepRecord(
+                    name=result.name,
+                    status=result.status,
+                    value=data,
+                    codec=codec,
+                    error_type=None if error is None else _type_name(error),
+                    error_message=None if error is None else str(error),
+                    attempts=result.attempts,
+                    started_at=result.started_at,
+                    finished_at=result.finished_at,
+                    usage=result.usage,
+                )
+            )
+        except Exception as exc:  # never into the scheduler: raised when the run ends
+            self.errors.append(exc)
+
+    def item(self, step: str, index: int, value: Any, attempts: int) -> None:
+        try:
+            data = self.sink.values.pop((step, index), None)
+            if data is None:
+                data = self.sink.codec.encode(value)
+            self.session.record_item(ItemRecord(step, index, data, self.sink.codec.name, attempts))
+        except Exception as exc:
+            self.errors.append(exc)
+
+
+async def run_with_store(
+    flow: Flow, plan: Plan, inputs: Mapping[str, Any], options: RunOptions, store: Any
+) -> RunResult:
+    """Run ``plan`` recording to ``store``, resuming what ``options.run_id`` recorded.
+
+    Raises:
+        StoreError: the run id was recorded with another flow, structure or
+            inputs (before any step runs), a recorded value cannot be decoded,
+            or the store failed to record.
+        FlowError: as :meth:`Flow.run`.
+    """
+    if not isinstance(store, Store):
+        raise TypeError(
+            f"flow.run(store=...) takes a store such as trioflow.SQLiteStore('runs.db') or "
+            f"trioflow.MemoryStore() (got {store!r} that is a {type(store).__name__})"
+        )
+    run_id = options.run_id if options.run_id is not None else uuid.uuid4().hex
+    options = attrs.evolve(options, run_id=run_id)
+    codec = store.codec
+    header = _header(flow, plan, inputs, codec, run_id)
+    async with store.open_run(header) as session:
+        previous = session.previous
+        completed: dict[str, StepResult] = {}
+        completed_items: dict[str, dict[int, Any]] = {}
+        for name, record in previous.steps.items():
+            if record.status is StepStatus.SUCCEEDED and name in plan.by_name:
+                completed[name] = step_result(record, codec, run_id)
+        for name, items in previous.items.items():
+            if name in completed or name not in plan.by_name:
+                continue
+            completed_items[name] = {
+                index: decode_value(codec, r.codec, r.value, run_id, f"item {index} of step {name!r}")
+                for index, r in items.items()
+            }
+        sink = _Sink(codec)
+        recorder = _Recorder(session, sink)
+        run = Run(
+            flow.name,
+            _recording_plan(plan),
+            inputs,
+            options,
+            completed=completed,
+            recorder=recorder.step,
+            completed_items=completed_items,
+            item_recorder=recorder.item,
+        )
+        token = _sink.set(sink)
+        status = "cancelled"
+        try:
+            result = await run.execute()
+            status = "succeeded"
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as exc:
+            status = "failed"
+            if recorder.errors:
+                exc.add_note(f"trioflow: {_record_failure(run_id, recorder.errors)}")
+            raise
+        finally:
+            _sink.reset(token)
+            started = getattr(run, "started_at", 0.0)
+            session.finish(status, started, getattr(run, "finished_at", started))
+        if recorder.errors:
+            raise StoreError(_record_failure(run_id, recorder.errors)) from recorder.errors[0]
+    return result
+
+
+def _record_failure(run_id: str, errors: list[BaseException]) -> str:
+    return f"run {run_id!r}: {len(errors)} record(s) could not be made; the first: {errors[0]}"

@@ -1,0 +1,474 @@
+"""``trioflow.map`` and ``trioflow.gather``: run many calls of async functions at once.
+
+Both run on a *pool*: at most ``max_concurrent`` worker tasks in one nursery,
+each pulling the next item from a shared iterator, running it (with its own
+retry counter), storing the result at the item's index, and pulling again. So
+a generator or an async iterable with millions of items costs
+O(``max_concurrent``) tasks and in-flight items, and the items are read lazily,
+only as fast as workers free up. Results are kept in item order.
+
+``fail_fast`` cancels the nursery's scope: every running item is cancelled at
+its next await. ``FlowError`` is raised after the nursery has closed, so trio
+never wraps it in another group. Its ``.result`` is a
+:class:`~trioflow.RunResult` with one :class:`~trioflow.StepResult` per item
+taken from ``items`` (or per function given to ``gather``), named
+``"<function name>[<index>]"``, e.g. ``"fetch[3]"``.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sized,
+)
+from typing import Any, Literal, TypeVar
+
+import anyio
+import trio
+
+from ._context import StepContext, _current
+from ._exceptions import FlowError, GraphError
+from ._graph import check_async_callable, check_max_concurrent
+from ._results import RunResult, StepResult, StepStatus
+from ._retry import Retry
+from ._scheduler import Backend, current_backend
+
+__all__ = ["gather", "map"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+ErrorHandling = Literal["fail_fast", "continue"]
+
+_MAX_LISTED = 10  # failed items named in a FlowError message
+
+
+def _fn_name(fn: object) -> str:
+    """A readable name for a callable: its ``__name__``, looking through partials."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    name = getattr(fn, "__name__", None)
+    return name if isinstance(name, str) else type(fn).__name__
+
+
+def _check_async(fn: object, what: str) -> None:
+    """:func:`check_async_callable`, with a hint for the lambda-returning-a-coroutine mistake."""
+    if getattr(fn, "__name__", None) == "<lambda>":
+        raise TypeError(
+            f"{what} expects an async function, but got a lambda (a plain function, even "
+            f"if it returns a coroutine); pass functools.partial(fetch, x) instead of "
+            f"lambda: fetch(x), or define the function with 'async def'"
+        )
+    check_async_callable(fn, what)
+
+
+def _check_error_handling(value: object, what: str) -> None:
+    if value not in ("fail_fast", "continue"):
+        raise GraphError(f"{what}(error_handling={value!r}) must be 'fail_fast' or 'continue'")
+
+
+class _Pool:
+    """One ``map``/``gather`` call: workers pulling items from a shared iterator."""
+
+    __slots__ = (
+        "attempts",
+        "be",
+        "call",
+        "errors",
+        "exhausted",
+        "fail_fast",
+        "finished",
+        "iterator",
+        "label",
+        "lock",
+        "name",
+        "names",
+        "parent",
+        "retry",
+        "scope",
+        "seed",
+        "source_error",
+        "started",
+        "stopping",
+        "usages",
+        "values",
+        "what",
+    )
+
+    def __init__(
+        self,
+        *,
+        be: Backend,
+        label: str,
+        what: str,
+        call: Callable[[Any], Awaitable[Any]],
+        name: str | None,
+        iterator: Iterator[Any] | AsyncIterator[Any],
+        retry: Retry | None,
+        fail_fast: bool,
+    ) -> None:
+        self.be = be
+        self.label = label  # "trioflow.map(fetch)", names the call in messages
+        self.what = what  # "map item" or "gather argument", for notes
+        self.call = call
+        self.name = name  # None: each item is a function and names itself (gather)
+        self.iterator = iterator
+        self.lock: Any = (
+            None
+            if isinstance(iterator, Iterator)
+            else (trio.Lock() if be.name == "trio" else anyio.Lock())
+        )
+        self.retry = retry
+        self.seed = secrets.randbits(63) if retry is not None and retry.jitter else 0
+        self.fail_fast = fail_fast
+        self.parent = _current.get(None)
+        self.exhausted = False
+        self.stopping = False
+        self.scope: Any = None
+        self.source_error: Exception | None = None
+        # one entry per item taken from the iterator, by index
+        self.names: list[str] = []
+        self.values: list[Any] = []
+        self.attempts: list[int] = []
+        self.started: list[float] = []
+        self.finished: list[float | None] = []
+        self.usages: list[dict[str, float]] = []
+        self.errors: dict[int, Exception] = {}
+
+    # -- taking items ----------------------------------------------------------------
+
+    def _source_failed(self, exc: Exception) -> None:
+        exc.add_note(
+            f"trioflow: {self.label} stopped taking items: iterating over the items raised "
+            f"after {len(self.values)} item{'s' if len(self.values) != 1 else ''}"
+        )
+        self.source_error = exc
+        self.exhausted = True
+        if self.fail_fast:
+            self._stop()
+
+    def _claim(self, item: Any) -> tuple[int, Any]:
+        """Give a freshly taken item its index (in the same step as taking it)."""
+        index = len(self.values)
+        self.names.append("")
+        self.values.append(None)
+        self.attempts.append(0)
+        self.started.append(self.be.current_time())
+        self.finished.append(None)
+        self.usages.append({})
+        return index, item
+
+    def _next_sync(self) -> tuple[int, Any] | None:
+        assert isinstance(self.iterator, Iterator)
+        try:
+            return self._claim(next(self.iterator))
+        except StopIteration:
+            self.exhausted = True
+        except Exception as exc:
+            self._source_failed(exc)
+        return None
+
+    async def _next_async(self) -> tuple[int, Any] | None:
+        assert isinstance(self.iterator, AsyncIterator)
+        async with self.lock:  # an async generator cannot be advanced by two tasks at once
+            if self.exhausted or self.stopping:
+                return None
+            try:
+                return self._claim(await anext(self.iterator))
+            except StopAsyncIteration:
+                self.exhausted = True
+            except Exception as exc:
+                self._source_failed(exc)
+        return None
+
+    # -- running items ---------------------------------------------------------------
+
+    async def worker(self) -> None:
+        """Take items and run them until the items run out or the pool stops."""
+        sync = self.lock is None
+        while not (self.stopping or self.exhausted):
+            taken = self._next_sync() if sync else await self._next_async()
+            if taken is None:
+                return
+            await self._run_item(*taken)
+
+    async def _run_item(self, index: int, item: Any) -> None:
+        be = self.be
+        name = self.name if self.name is not None else _fn_name(item)
+        parent = self.parent
+        self.names[index] = f"{name}[{index}]"
+        usage = self.usages[index]
+        ctx_name, run_id = (name, None) if parent is None else (parent.name, parent.run_id)
+        retry = self.retry
+        attempt = 0
+        try:
+            while True:
+                attempt += 1
+                self.attempts[index] = attempt
+                token = _current.set(StepContext(ctx_name, attempt, index, run_id, usage))
+                try:
+                    value = await self.call(item)
+                except Exception as exc:
+                    error: Exception = exc
+                else:
+                    self.values[index] = value
+                    self.finished[index] = be.current_time()
+                    return
+                finally:
+                    _current.reset(token)
+                if retry is None or self.stopping or not retry.should_retry(error, attempt):
+                    self._failed(index, error, attempt)
+                    return
+                await be.sleep(retry.delay_for(attempt, seed=self.seed, step=name, item=index))
+        finally:
+            if parent is not None and usage:
+                parent.add_usage(**usage)  # items' usage sums into the enclosing step
+
+    def _failed(self, index: int, error: Exception, attempt: int) -> None:
+        error.add_note(
+            f"trioflow: {self.what} {index} ({self.names[index]!r}) of {self.label} "
+            f"failed on attempt {attempt}"
+        )
+        self.errors[index] = error
+        self.finished[index] = self.be.current_time()
+        if self.fail_fast:
+            self._stop()
+
+    def _stop(self) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.scope.cancel()
+
+    # -- the call --------------------------------------------------------------------
+
+    async def run(self, workers: int) -> list[Any]:
+        be = self.be
+        await be.checkpoint()  # always a checkpoint, even with no items
+        started_at = be.current_time()
+        async with be.open_nursery() as nursery:
+            self.scope = nursery.cancel_scope
+            for _ in range(workers):
+                nursery.start_soon(self.worker)
+        if self.errors or self.source_error is not None:
+            raise self._flow_error(started_at, be.current_time())
+        return self.values
+
+    def _flow_error(self, started_at: float, finished_at: float) -> FlowError:
+        steps: dict[str, StepResult] = {}
+        cancelled = 0
+        for i, name in enumerate(self.names):
+            error = self.errors.get(i)
+            finished = self.finished[i]
+            if error is not None:
+                status = StepStatus.FAILED
+            elif finished is not None:
+                status = StepStatus.SUCCEEDED
+            else:
+                status = StepStatus.CANCELLED
+                cancelled += 1
+            steps[name] = StepResult(
+                name=name,
+                status=status,
+                value=self.values[i] if status is StepStatus.SUCCEEDED else None,
+                error=error,
+                attempts=self.attempts[i],
+                started_at=self.started[i],
+                finished_at=finished,
+                usage=self.usages[i],
+            )
+        result = RunResult(flow=self.label, steps=steps, started_at=started_at, finished_at=finished_at)
+        failed = sorted(self.errors)
+        errors = [self.errors[i] for i in failed]
+        listed = ", ".join(repr(self.names[i]) for i in failed[:_MAX_LISTED])
+        if len(failed) > _MAX_LISTED:
+            listed += f", … ({len(failed) - _MAX_LISTED} more)"
+        parts = []
+        if failed:
+            parts.append(f"{len(failed)} item{'s' if len(failed) > 1 else ''} failed: {listed}")
+        if self.source_error is not None:
+            errors.append(self.source_error)
+            parts.append("iterating over the items raised")
+        if cancelled:
+            parts.append(f"{cancelled} cancelled")
+        return FlowError(f"{self.label}: " + "; ".join(parts), errors, result)
+
+
+def _iterate(items: object, what: str) -> Iterator[Any] | AsyncIterator[Any]:
+    if isinstance(items, str | bytes | bytearray | Mapping):
+        hint = (
+            "pass list(mapping) for its keys or mapping.items() for pairs"
+            if isinstance(items, Mapping)
+            else "wrap it in a list to map over it as one item, or pass list(text) for its characters"
+        )
+        raise TypeError(
+            f"{what} maps over an iterable of items, but got {_short(items)} that is a "
+            f"{type(items).__name__}; {hint}"
+        )
+    if isinstance(items, AsyncIterable):
+        return aiter(items)
+    if isinstance(items, Iterable):
+        return iter(items)
+    raise TypeError(
+        f"{what} takes an iterable or async iterable of items (got {_short(items)} that is a "
+        f"{type(items).__name__})"
+    )
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+async def map(
+    fn: Callable[[T], Awaitable[R]],
+    items: Iterable[T] | AsyncIterable[T],
+    *,
+    max_concurrent: int = 10,
+    retry: Retry | None = None,
+    error_handling: ErrorHandling = "fail_fast",
+) -> list[R]:
+    """Call ``await fn(item)`` for every item, at most ``max_concurrent`` at once.
+
+    ``items`` may be any iterable, including a generator or an async iterable too
+    large to hold in memory: items are taken lazily, only as workers free up, so
+    at most ``max_concurrent`` items are in flight and the memory for in-flight
+    work is O(``max_concurrent``) (the results are kept, of course). Items are
+    passed as they are, like the built-in :func:`map`; use a map step
+    (``@flow.step(map_over=...)``) for a copy of each item per attempt.
+
+    Each item has its own retry counter. Inside ``fn``,
+    :func:`trioflow.current_step` gives the item's index and attempt; its
+    ``name`` is ``fn``'s name (inside a flow step, the step's name and run id,
+    and the items' usage sums into the step's usage).
+
+    Works under trio and asyncio. A checkpoint; it returns only when every task
+    it started has ended. Cancellation from outside cancels every item and
+    propagates as it is.
+
+    Args:
+        fn: an async function of one argument.
+        items: the items, in order.
+        max_concurrent: at most this many items at once (an int >= 1). Unlike
+            the batch node's 1..100 setting there is no upper cap: with an
+            async source of slow I/O calls, thousands in flight can be right.
+        retry: a :class:`~trioflow.Retry` policy, applied to each item on its own.
+        error_handling: ``"fail_fast"`` (default) cancels the running items at
+            the first failure (after its retries); ``"continue"`` tries every
+            item and reports every failure at the end.
+
+    Returns:
+        The results, in item order whatever the completion order.
+
+    Raises:
+        FlowError: one or more items failed (or iterating over ``items``
+            raised). It holds each item's exception, with a note naming the
+            item index; ``.result`` is a :class:`~trioflow.RunResult` with one
+            :class:`~trioflow.StepResult` per item taken, named
+            ``"<fn name>[<index>]"``, so successful values are at
+            ``err.result["fetch[0]"]``. Under ``fail_fast``, items not yet taken
+            from ``items`` are absent, and running ones are ``cancelled``.
+        TypeError: ``fn`` is not an async function, ``items`` is not iterable
+            (or is a string, bytes or mapping), or an option has the wrong type.
+        GraphError: ``max_concurrent < 1`` or an unknown ``error_handling``.
+
+    Example:
+        >>> import trio, trioflow
+        >>> async def double(x: int) -> int:
+        ...     await trio.sleep(0)
+        ...     return 2 * x
+        >>> trio.run(trioflow.map, double, range(5))
+        [0, 2, 4, 6, 8]
+    """
+    _check_async(fn, "trioflow.map")
+    if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
+        raise TypeError(
+            f"trioflow.map(max_concurrent=...) must be an int >= 1 (got {max_concurrent!r} that "
+            f"is a {type(max_concurrent).__name__}); items are taken lazily by that many workers"
+        )
+    if max_concurrent < 1:
+        raise GraphError(f"trioflow.map(max_concurrent={max_concurrent!r}) must be at least 1")
+    if retry is not None and not isinstance(retry, Retry):
+        raise TypeError(
+            f"trioflow.map(retry=...) takes a trioflow.Retry (got {retry!r}); "
+            f"for example retry=trioflow.Retry(max_attempts=3)"
+        )
+    _check_error_handling(error_handling, "trioflow.map")
+    iterator = _iterate(items, "trioflow.map")
+    workers = max_concurrent
+    if isinstance(items, Sized):
+        workers = min(workers, len(items))
+    name = _fn_name(fn)
+    pool = _Pool(
+        be=current_backend(),
+        label=f"trioflow.map({name})",
+        what="map item",
+        call=fn,
+        name=name,
+        iterator=iterator,
+        retry=retry,
+        fail_fast=error_handling == "fail_fast",
+    )
+    return await pool.run(workers)
+
+
+async def _call_it(fn: Callable[[], Awaitable[Any]]) -> Any:
+    return await fn()
+
+
+async def gather(*fns: Callable[[], Awaitable[Any]], max_concurrent: int | None = None) -> list[Any]:
+    """Run zero-argument async callables concurrently (the planner's ``call_tools_parallel``).
+
+    Pass arguments with :func:`functools.partial`: ``gather(partial(search, "a"),
+    partial(search, "b"))``. Inside each function, :func:`trioflow.current_step`
+    gives its name and its argument index as ``item``.
+
+    The first failure cancels the others at their next await (fail-fast). Works
+    under trio and asyncio; a checkpoint; returns only when every task it
+    started has ended.
+
+    Args:
+        fns: async functions taking no arguments.
+        max_concurrent: at most this many at once; ``None`` (default) runs them all.
+
+    Returns:
+        Their results, in argument order.
+
+    Raises:
+        FlowError: a function raised. ``.result`` has one
+            :class:`~trioflow.StepResult` per function, named
+            ``"<function name>[<argument index>]"``.
+        TypeError: an argument is not an async function (a lambda, a coroutine
+            object, a plain function).
+
+    Example:
+        >>> import functools, trio, trioflow
+        >>> async def search(query: str) -> str:
+        ...     await trio.sleep(0)
+        ...     return f"results for {query}"
+        >>> trio.run(trioflow.gather, functools.partial(search, "a"), functools.partial(search, "b"))
+        ['results for a', 'results for b']
+    """
+    for i, fn in enumerate(fns):
+        _check_async(fn, f"trioflow.gather (argument {i})")
+    if max_concurrent is not None:
+        check_max_concurrent(max_concurrent, "trioflow.gather(max_concurrent=...)")
+    workers = len(fns) if max_concurrent is None else min(max_concurrent, len(fns))
+    pool = _Pool(
+        be=current_backend(),
+        label="trioflow.gather",
+        what="gather argument",
+        call=_call_it,
+        name=None,
+        iterator=iter(fns),
+        retry=None,
+        fail_fast=True,
+    )
+    return await pool.run(workers)

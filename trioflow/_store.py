@@ -1,0 +1,646 @@
+"""Stores: :class:`MemoryStore` and :class:`SQLiteStore`, where durable runs are recorded.
+
+A store gives each run a *session* (:meth:`open_run`). The scheduler calls the
+session's ``record_step``/``record_item`` synchronously the moment a step or a
+map item finishes, so those only queue the record; :class:`SQLiteStore` writes
+the queue from a worker thread, one transaction per batch (group commit), and
+leaving the session waits until every record is committed. The event loop
+never waits for the disk while steps run.
+
+Both stores encode values with a codec (JSON by default), so a value that
+:class:`MemoryStore` accepts is one that :class:`SQLiteStore` accepts too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+
+from ._codec import JSONCodec
+from ._exceptions import StoreError
+from ._records import (
+    ItemRecord,
+    RunHeader,
+    RunInfo,
+    RunRecords,
+    StepRecord,
+    check_header,
+    run_result,
+    usage_text,
+)
+from ._results import RunResult, StepStatus
+from .abc import Codec
+
+__all__ = ["MemoryStore", "SQLiteStore"]
+
+T = TypeVar("T")
+
+
+def _check_codec(codec: object) -> Codec:
+    if codec is None:
+        return JSONCodec()
+    if not isinstance(codec, Codec):
+        raise TypeError(
+            f"codec= takes a codec such as trioflow.JSONCodec() or trioflow.PickleCodec() "
+            f"(got {codec!r} that is a {type(codec).__name__})"
+        )
+    return codec
+
+
+def _check_run_id(run_id: object) -> str:
+    if not isinstance(run_id, str) or not run_id:
+        raise TypeError(f"run_id must be a non-empty string (got {run_id!r})")
+    return run_id
+
+
+# -- MemoryStore -------------------------------------------------------------------------
+
+
+class _MemoryRun:
+    __slots__ = ("header", "info", "items", "steps")
+
+    def __init__(self, header: RunHeader, info: RunInfo) -> None:
+        self.header = header
+        self.info = info
+        self.steps: dict[str, StepRecord] = {}
+        self.items: dict[str, dict[int, ItemRecord]] = {}
+
+    def snapshot(self) -> RunRecords:
+        return RunRecords(
+            header=self.header,
+            info=self.info,
+            steps=dict(self.steps),
+            items={k: dict(v) for k, v in self.items.items()},
+        )
+
+
+class _MemorySession:
+    def __init__(self, run: _MemoryRun, previous: RunRecords) -> None:
+        self._run = run
+        self.previous = previous
+
+    def record_step(self, record: StepRecord) -> None:
+        self._run.steps[record.name] = record
+
+    def record_item(self, record: ItemRecord) -> None:
+        self._run.items.setdefault(record.step, {})[record.index] = record
+
+    def finish(self, status: str, started_at: float, finished_at: float) -> None:
+        info = self._run.info
+        self._run.info = RunInfo(
+            info.run_id, info.flow, info.fingerprint, status, info.created, time.time(),
+            started_at, finished_at,
+        )
+
+
+class MemoryStore:
+    """Records runs in memory: for tests, and for resuming within one process.
+
+    Values go through the codec like in every store (so what works here works
+    with :class:`SQLiteStore`), and loading gives decoded copies.
+
+    Args:
+        codec: how values are encoded (default :class:`~trioflow.JSONCodec`).
+
+    Example:
+        >>> import trio, trioflow
+        >>> store = trioflow.MemoryStore()
+        >>> flow = trioflow.Flow("hello")
+        >>> @flow.step
+        ... async def greet(name: str) -> str:
+        ...     return f"hello {name}"
+        >>> trio.run(lambda: flow.run({"name": "ada"}, store=store, run_id="r1"))["greet"]
+        'hello ada'
+    """
+
+    def __init__(self, *, codec: Codec | None = None) -> None:
+        self._codec = _check_codec(codec)
+        self._runs: dict[str, _MemoryRun] = {}
+
+    def __repr__(self) -> str:
+        return f"<trioflow.MemoryStore with {len(self._runs)} runs>"
+
+    @property
+    def codec(self) -> Codec:
+        return self._codec
+
+    @asynccontextmanager
+    async def open_run(self, header: RunHeader) -> AsyncIterator[_MemorySession]:
+        """Start or resume a run (see :meth:`trioflow.abc.Store.open_run`). Entering is a checkpoint."""
+        await anyio.lowlevel.checkpoint()
+        run = self._runs.get(header.run_id)
+        now = time.time()
+        if run is None:
+            run = self._runs[header.run_id] = _MemoryRun(
+                header, RunInfo(header.run_id, header.flow, header.fingerprint, "running", now, now)
+            )
+            previous = RunRecords()
+        else:
+            check_header(run.header, header)
+            previous = run.snapshot()
+            i = run.info
+            run.info = RunInfo(i.run_id, i.flow, i.fingerprint, "running", i.created, now, i.started_at, i.finished_at)
+        yield _MemorySession(run, previous)
+
+    async def runs(self) -> list[RunInfo]:
+        """Every recorded run, oldest first. A checkpoint."""
+        await anyio.lowlevel.checkpoint()
+        return [r.info for r in self._runs.values()]
+
+    async def load(self, run_id: str) -> RunResult:
+        """The recorded :class:`~trioflow.RunResult` of ``run_id``. A checkpoint.
+
+        Raises:
+            StoreError: no such run, or a value cannot be decoded.
+        """
+        await anyio.lowlevel.checkpoint()
+        run = self._runs.get(_check_run_id(run_id))
+        return run_result(run.snapshot() if run else RunRecords(), self._codec, run_id)
+
+    async def forget(self, run_id: str) -> bool:
+        """Delete ``run_id`` and its records, so the id can start over. A checkpoint.
+
+        Returns:
+            Whether there was such a run.
+        """
+        await anyio.lowlevel.checkpoint()
+        return self._runs.pop(_check_run_id(run_id), None) is not None
+
+
+# -- SQLiteStore -------------------------------------------------------------------------
+
+_APPLICATION_ID = 0x54466C77  # "TFlw", in the database header: marks a trioflow store
+_SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY,
+    flow TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    steps TEXT NOT NULL,
+    inputs BLOB NOT NULL,
+    inputs_digest TEXT NOT NULL,
+    codec TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL
+);
+CREATE TABLE steps (
+    run_id TEXT NOT NULL,
+    step TEXT NOT NULL,
+    status TEXT NOT NULL,
+    value BLOB,
+    codec TEXT,
+    error_type TEXT,
+    error_message TEXT,
+    attempts INTEGER NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    usage TEXT NOT NULL,
+    PRIMARY KEY (run_id, step)
+) WITHOUT ROWID;
+CREATE TABLE items (
+    run_id TEXT NOT NULL,
+    step TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    value BLOB NOT NULL,
+    codec TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    PRIMARY KEY (run_id, step, idx)
+) WITHOUT ROWID;
+"""
+
+_INSERT_STEP = "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_ITEM = "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?)"
+_FINISH_RUN = "UPDATE runs SET status = ?, started_at = ?, finished_at = ?, updated = ? WHERE run_id = ?"
+
+# a queued write: (sql, parameters)
+_Write = tuple[str, tuple[Any, ...]]
+
+
+class _Flush:
+    """Put on a writer's queue: set once everything queued before it is committed."""
+
+    __slots__ = ("done", "stop")
+
+    def __init__(self, stop: bool) -> None:
+        self.done = threading.Event()
+        self.stop = stop
+
+
+class _Writer:
+    """A session's worker thread: commits queued writes in batches, in order."""
+
+    def __init__(self, store: SQLiteStore, run_id: str) -> None:
+        self._store = store
+        self._queue: queue.SimpleQueue[_Write | _Flush] = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._loop, name=f"trioflow-store-writer[{run_id}]", daemon=True
+        )
+        self._thread.start()
+
+    def put(self, write: _Write) -> None:
+        self._queue.put(write)
+
+    def _loop(self) -> None:
+        get = self._queue.get
+        get_nowait = self._queue.get_nowait
+        while True:
+            batch: list[_Write] = []
+            flushes: list[_Flush] = []
+            item = get()
+            while True:
+                if isinstance(item, _Flush):
+                    flushes.append(item)
+                else:
+                    batch.append(item)
+                if len(batch) >= 10_000:
+                    break
+                try:
+                    item = get_nowait()
+                except queue.Empty:
+                    break
+            if batch and self.error is None:
+                try:
+                    self._store._write(batch)
+                except BaseException as exc:  # kept, and raised when the session closes
+                    self.error = exc
+            for flush in flushes:
+                flush.done.set()
+            if any(f.stop for f in flushes):
+                return
+
+    async def close(self) -> None:
+        """Wait until every queued write is committed, and the thread has ended."""
+        flush = _Flush(stop=True)
+        self._queue.put(flush)
+        await anyio.to_thread.run_sync(flush.done.wait)
+        await anyio.to_thread.run_sync(self._thread.join)
+
+
+class _SQLiteSession:
+    def __init__(self, store: SQLiteStore, run_id: str, previous: RunRecords) -> None:
+        self._store = store
+        self._run_id = run_id
+        self.previous = previous
+        self._writer = _Writer(store, run_id) if store.threaded else None
+        self.error: BaseException | None = None
+
+    def _put(self, write: _Write) -> None:
+        if self._writer is not None:
+            self._writer.put(write)
+        elif self.error is None:
+            try:
+                self._store._write([write])
+            except BaseException as exc:  # the scheduler must not see it: raised at close
+                self.error = exc
+
+    def record_step(self, r: StepRecord) -> None:
+        self._put(
+            (
+                _INSERT_STEP,
+                (
+                    self._run_id, r.name, r.status.value, r.value, r.codec, r.error_type,
+                    r.error_message, r.attempts, r.started_at, r.finished_at, usage_text(r.usage),
+                ),
+            )
+        )
+
+    def record_item(self, r: ItemRecord) -> None:
+        self._put((_INSERT_ITEM, (self._run_id, r.step, r.index, r.value, r.codec, r.attempts)))
+
+    def finish(self, status: str, started_at: float, finished_at: float) -> None:
+        self._put((_FINISH_RUN, (status, started_at, finished_at, time.time(), self._run_id)))
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.close()
+            self.error = self._writer.error
+
+
+class SQLiteStore:
+    """Records runs in an SQLite database file: the embedded default store.
+
+    Uses the standard library's :mod:`sqlite3` in WAL mode. By default every
+    database call runs in a worker thread, so the event loop never waits for the
+    disk: records are queued the moment a step finishes and committed in
+    batches, one transaction per batch. ``flow.run`` returns (or raises) only
+    after every record of the run is committed, so a step reported as succeeded
+    in its result is durable; after a crash (even ``SIGKILL``), a committed
+    record is never lost and a half-written batch is never seen.
+
+    Several runs, tasks and processes can share a database file.
+
+    Args:
+        path: the database file; created (with its tables) if it does not exist.
+        codec: how values are encoded (default :class:`~trioflow.JSONCodec`;
+            pass :class:`~trioflow.PickleCodec` to opt in to pickle).
+        threaded: ``True`` (default) does database work in worker threads.
+            ``False`` does it inline on the event loop's thread, committing each
+            record as it is made: it blocks the loop for each write, but involves
+            no thread, which is what tests in virtual time need (a thread's work
+            is invisible to ``MockClock``'s autojump and to the deadlock
+            watchdog of :mod:`trioflow.testing`).
+        fsync: ``True`` (default) makes every commit survive power loss
+            (``PRAGMA synchronous=FULL``). ``False`` (``NORMAL``) keeps commits
+            safe from a process crash but a power loss may undo the latest ones;
+            it is much faster per commit.
+
+    Raises:
+        StoreError: (on first use) the file is not an SQLite database, is
+            corrupt, or is a database that trioflow did not create.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        codec: Codec | None = None,
+        threaded: bool = True,
+        fsync: bool = True,
+    ) -> None:
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(f"SQLiteStore(path) takes a file path (got {path!r})")
+        self.path = os.fspath(path)
+        self._codec = _check_codec(codec)
+        self.threaded = bool(threaded)
+        self.fsync = bool(fsync)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<trioflow.SQLiteStore {self.path!r}>"
+
+    @property
+    def codec(self) -> Codec:
+        return self._codec
+
+    # -- database access (always under self._lock; in a worker thread when threaded) --
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        if self.threaded:
+            return await anyio.to_thread.run_sync(self._locked, fn)
+        await anyio.lowlevel.checkpoint()
+        return self._locked(fn)
+
+    def _locked(self, fn: Callable[[], T]) -> T:
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self!r} is closed")
+            try:
+                if self._conn is None:
+                    self._conn = self._connect()
+                return fn()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        text = str(exc)
+        if isinstance(exc, sqlite3.DatabaseError) and (
+            "not a database" in text or "malformed" in text or "corrupt" in text
+        ):
+            return StoreError(
+                f"{self.path!r} is not a usable trioflow store: {text}; the file is corrupt or is "
+                f"not an SQLite database (move it away to start a new store there)"
+            )
+        return StoreError(f"SQLite store {self.path!r} failed: {type(exc).__name__}: {text}")
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(16)
+        except FileNotFoundError:
+            head = b""
+        if head and head != b"SQLite format 3\x00":
+            raise StoreError(
+                f"{self.path!r} is not an SQLite database (it starts with {head!r}); "
+                f"point SQLiteStore at a new file or at a store trioflow created"
+            )
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        try:
+            self._prepare(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA busy_timeout = 30000")
+        app_id, version, tables = self._identity(conn)
+        if app_id == 0 and not tables:
+            conn.execute("BEGIN IMMEDIATE")  # serializes creation with other processes
+            try:
+                app_id, version, tables = self._identity(conn)
+                if app_id == 0 and not tables:
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+                    conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+                    app_id, version = _APPLICATION_ID, _SCHEMA_VERSION
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        if app_id != _APPLICATION_ID:
+            shown = ", ".join(repr(t) for t in tables[:5])
+            raise StoreError(
+                f"{self.path!r} is an SQLite database that trioflow did not create (tables {shown}); "
+                f"point SQLiteStore at a new file or at a store trioflow created"
+            )
+        if version != _SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path!r} is a trioflow store of schema version {version}, and this trioflow "
+                f"reads version {_SCHEMA_VERSION}; use a matching trioflow version"
+            )
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"cannot put {self.path!r} in WAL mode (journal_mode is {mode!r})")
+        conn.execute(f"PRAGMA synchronous = {'FULL' if self.fsync else 'NORMAL'}")
+
+    @staticmethod
+    def _identity(conn: sqlite3.Connection) -> tuple[int, int, list[str]]:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return int(app_id), int(version), tables
+
+    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def _write(self, batch: Sequence[_Write]) -> None:
+        """Commit ``batch`` in one transaction (from a session's writer)."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            i = 0
+            while i < len(batch):  # executemany over each run of the same statement
+                sql = batch[i][0]
+                j = i + 1
+                while j < len(batch) and batch[j][0] == sql:
+                    j += 1
+                conn.executemany(sql, [w[1] for w in batch[i:j]])
+                i = j
+
+        self._locked(lambda: self._transaction(write))
+
+    # -- runs ------------------------------------------------------------------------
+
+    def _read(self, conn: sqlite3.Connection, run_id: str) -> RunRecords:
+        row = conn.execute(
+            "SELECT flow, fingerprint, steps, inputs, inputs_digest, codec, status, created, "
+            "updated, started_at, finished_at FROM runs WHERE run_id = ?",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            return RunRecords()
+        flow, fingerprint, steps, inputs, digest, codec, status, created, updated, started, finished = row
+        header = RunHeader(run_id, flow, fingerprint, bytes(inputs), digest, codec, tuple(json.loads(steps)))
+        info = RunInfo(run_id, flow, fingerprint, status, created, updated, started, finished)
+        step_records = {
+            r[0]: StepRecord(
+                name=r[0], status=StepStatus(r[1]), value=None if r[2] is None else bytes(r[2]),
+                codec=r[3], error_type=r[4], error_message=r[5], attempts=r[6],
+                started_at=r[7], finished_at=r[8], usage=json.loads(r[9]),
+            )
+            for r in conn.execute(
+                "SELECT step, status, value, codec, error_type, error_message, attempts, "
+                "started_at, finished_at, usage FROM steps WHERE run_id = ?",
+                (run_id,),
+            )
+        }
+        items: dict[str, dict[int, ItemRecord]] = {}
+        for step, idx, value, codec_name, attempts in conn.execute(
+            "SELECT step, idx, value, codec, attempts FROM items WHERE run_id = ?", (run_id,)
+        ):
+            items.setdefault(step, {})[idx] = ItemRecord(step, idx, bytes(value), codec_name, attempts)
+        return RunRecords(header=header, info=info, steps=step_records, items=items)
+
+    def _begin(self, header: RunHeader) -> RunRecords:
+        def begin(conn: sqlite3.Connection) -> RunRecords:
+            records = self._read(conn, header.run_id)
+            now = time.time()
+            if records.header is None:
+                conn.execute(
+                    "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, NULL, NULL)",
+                    (
+                        header.run_id, header.flow, header.fingerprint, json.dumps(list(header.steps)),
+                        header.inputs, header.inputs_digest, header.codec, now, now,
+                    ),
+                )
+                return RunRecords()
+            check_header(records.header, header)
+            conn.execute(
+                "UPDATE runs SET status = 'running', updated = ? WHERE run_id = ?", (now, header.run_id)
+            )
+            return records
+
+        return self._locked(lambda: self._transaction(begin))
+
+    @asynccontextmanager
+    async def open_run(self, header: RunHeader) -> AsyncIterator[_SQLiteSession]:
+        """Start or resume a run (see :meth:`trioflow.abc.Store.open_run`).
+
+        Entering reads the run's records (in a worker thread unless
+        ``threaded=False``); leaving waits, shielded from cancellation, until
+        every record is committed. Both are checkpoints.
+
+        Raises:
+            StoreError: the run id was recorded with another flow, structure or
+                inputs; the database is unusable; or records could not be written.
+        """
+        previous = await self._call(lambda: self._begin(header))
+        session = _SQLiteSession(self, header.run_id, previous)
+        try:
+            yield session
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await session.close()
+            if session.error is not None:
+                exc.add_note(f"trioflow: the store also failed to record run {header.run_id!r}: {session.error}")
+            raise
+        with anyio.CancelScope(shield=True):
+            await session.close()
+        if session.error is not None:
+            error = session.error
+            if isinstance(error, StoreError):
+                raise error
+            raise StoreError(f"{self!r} could not record run {header.run_id!r}: {error}") from error
+
+    async def runs(self) -> list[RunInfo]:
+        """Every recorded run, oldest first. A checkpoint."""
+
+        def runs() -> list[RunInfo]:
+            assert self._conn is not None
+            return [
+                RunInfo(*row)
+                for row in self._conn.execute(
+                    "SELECT run_id, flow, fingerprint, status, created, updated, started_at, "
+                    "finished_at FROM runs ORDER BY created, rowid"
+                )
+            ]
+
+        return await self._call(runs)
+
+    async def load(self, run_id: str) -> RunResult:
+        """The recorded :class:`~trioflow.RunResult` of ``run_id``. A checkpoint.
+
+        Raises:
+            StoreError: no such run, or a value cannot be decoded.
+        """
+        _check_run_id(run_id)
+        records = await self._call(lambda: self._read(self._conn, run_id))  # type: ignore[arg-type]
+        return run_result(records, self._codec, run_id)
+
+    async def forget(self, run_id: str) -> bool:
+        """Delete ``run_id`` and its records, so the id can start over. A checkpoint.
+
+        Returns:
+            Whether there was such a run.
+        """
+        _check_run_id(run_id)
+
+        def forget(conn: sqlite3.Connection) -> bool:
+            conn.execute("DELETE FROM items WHERE run_id = ?", (run_id,))
+            conn.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))
+            return conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
+
+        return await self._call(lambda: self._transaction(forget))
+
+    def close(self) -> None:
+        """Close the database connection. Call it after the runs using the store have ended."""
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
