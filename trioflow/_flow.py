@@ -221,12 +221,8 @@ class Flow:
             on_event=on_event,
             run_id=run_id,
         )
-        resolved = dict(inputs)
-        for node in plan.nodes:
-            for p in node.inputs:
-                if p.name not in resolved and p.has_default:
-                    resolved[p.name] = p.default
-        return plan, resolved, options
+        # optional inputs left out stay out: each step falls back on its own default
+        return plan, dict(inputs), options
 
     async def run(
         self,

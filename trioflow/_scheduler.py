@@ -385,7 +385,8 @@ class Run:
         if node.map_source is not None:
             source = self.states[node.map_source].value
         else:
-            source = self.inputs[node.spec.map_over]
+            param = next(p for p in node.inputs if p.name == node.spec.map_over)
+            source = self.inputs.get(param.name, param.default)
         st.item_errors = {}
         try:
             if isinstance(source, str | bytes | Mapping):
@@ -455,9 +456,19 @@ class Run:
                     self._emit(StepSkipped(child.name, now, st.name))
 
     def _stop(self) -> None:
+        """Fail fast: start nothing new, and cancel everything one batch later.
+
+        The cancel comes from a new task, so it lands after the tasks that were
+        woken in the same scheduling batch as the failure (for example, by the
+        same clock tick) have run: a step failing at the same moment as another
+        is reported as failed, whatever order the batch happens to run in.
+        """
         if not self.stopping:
             self.stopping = True
-            self.nursery.cancel_scope.cancel()
+            self.nursery.start_soon(self._cancel_all)
+
+    async def _cancel_all(self) -> None:
+        self.nursery.cancel_scope.cancel()
 
     def _record(self, st: _StepState) -> None:
         if self.recorder is not None:
