@@ -39,7 +39,7 @@ class StoreError(TrioflowError, ValueError):
     whose inputs or flow structure differ)."""
 
 
-class FlowError(ExceptionGroup[Exception], TrioflowError):  # type: ignore[misc]
+class FlowError(ExceptionGroup[Exception], TrioflowError):
     """One or more steps failed.
 
     An :class:`ExceptionGroup`, so ``except*`` works: it holds each failed

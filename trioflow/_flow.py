@@ -9,7 +9,17 @@ import trio
 
 from ._events import Event
 from ._exceptions import GraphError
-from ._graph import Isolation, Plan, StepSpec, check_max_concurrent, compile_plan, describe, did_you_mean, make_spec
+from ._graph import (
+    Isolation,
+    Plan,
+    StepSpec,
+    check_max_concurrent,
+    compile_plan,
+    describe,
+    did_you_mean,
+    make_spec,
+)
+from ._plan import plan_specs
 from ._results import RunResult
 from ._retry import Retry
 from ._scheduler import Limiter, Run, RunOptions
@@ -75,7 +85,7 @@ class Flow:
         isolation: Isolation = "copy",
     ) -> Callable[[F], F]: ...
 
-    def step(self, fn: Any = None, /, **options: Any) -> Any:
+    def step(self, fn: Any = None, /, **options: Any) -> Any:  # type: ignore[misc]
         """Declare a step; use bare (``@flow.step``) or with options.
 
         Args:
@@ -140,6 +150,39 @@ class Flow:
     def describe(self) -> str:
         """The plan as text: numbered steps, dependencies, and stages that can run together."""
         return describe(self.name, self.plan())
+
+    @classmethod
+    def from_plan(
+        cls, plan: str | bytes | Mapping[str, Any], tools: Mapping[str, Callable[..., Any]], *, name: str = "plan"
+    ) -> Flow:
+        """Build a flow from a JSON plan of tool steps (the planner's format).
+
+        ``plan`` is ``{"steps": [{"step_id", "description", "tool", "depends_on",
+        "parallel_group"}, ...]}`` or its JSON text. Each step becomes a step
+        named by its ``step_id`` (ints become strings) that awaits
+        ``tools[tool](description, *outputs_of_depends_on_in_order)``. Steps run
+        as soon as their dependencies are done; ``parallel_group`` is checked
+        against the dependencies and never delays anything.
+
+        Args:
+            plan: the plan, as a dict or JSON text.
+            tools: tool name -> async function.
+            name: the flow's name.
+
+        Returns:
+            A new :class:`Flow`, validated (see :meth:`describe` to print it).
+
+        Raises:
+            GraphError: an unknown tool or dependency, a duplicate ``step_id``, a
+                cycle, or a ``parallel_group`` whose members depend on each other.
+            TypeError: a tool is not an async function, or ``plan`` has the wrong type.
+        """
+        flow = cls(name)
+        for spec in plan_specs(name, plan, tools):
+            flow._specs.append(spec)
+            flow._names.add(spec.name)
+        flow.plan()
+        return flow
 
     # -- running ---------------------------------------------------------------------
 

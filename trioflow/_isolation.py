@@ -20,6 +20,7 @@ _ATOMS: frozenset[type] = frozenset(
 )
 
 
+_ATTRS_FROZEN_SETATTR: object
 try:  # attrs marks frozen classes by this __setattr__
     from attr._make import _frozen_setattrs as _ATTRS_FROZEN_SETATTR
 except ImportError:  # pragma: no cover - attrs changed its layout: copy attrs instances

@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 
 
-class StepStatus(str, enum.Enum):
+class StepStatus(enum.StrEnum):
     """How a step ended."""
 
     SUCCEEDED = "succeeded"
@@ -21,9 +21,6 @@ class StepStatus(str, enum.Enum):
     """A step it depends on failed (``error_handling="continue"``)."""
     CANCELLED = "cancelled"
     """The run was cancelled before it finished (fail-fast or outside cancellation)."""
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})

@@ -24,7 +24,7 @@ def _exception_types(value: object) -> tuple[type[BaseException], ...]:
                 f"Retry(retry_on=...) takes an Exception subclass or a tuple of them "
                 f"(got {value!r}); for example retry_on=(TimeoutError, ConnectionError)"
             )
-    return types  # type: ignore[return-value]
+    return types
 
 
 def _non_negative_number(name: str, value: object) -> None:

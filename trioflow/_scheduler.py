@@ -29,8 +29,8 @@ import heapq
 import itertools
 import math
 import secrets
-from types import MappingProxyType
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import anyio
@@ -513,7 +513,7 @@ class Run:
                 kwargs[pname] = isolate(value) if copy else value
         for p in node.inputs:
             if p.name != mapped:
-                value = self.inputs[p.name] if p.name in self.inputs else p.default
+                value = self.inputs.get(p.name, p.default)
                 kwargs[p.name] = isolate(value) if copy else value
         if mapped is not None:
             value = st.items[item]  # type: ignore[index]
@@ -582,16 +582,16 @@ class Run:
         self,
         fn: Callable[..., Any],
         kwargs: dict[str, Any],
-        timeout: float,
+        seconds: float,
         started: float,
         name: str,
         item: int | None,
         attempt: int,
     ) -> Any:
-        with self.be.cancel_scope(deadline=started + timeout) as scope:
+        with self.be.cancel_scope(deadline=started + seconds) as scope:
             return await fn(**kwargs)
         assert scope.cancelled_caught
-        raise TimeoutError(f"step {_label(name, item)!r} timed out after {timeout:g}s (attempt {attempt})")
+        raise TimeoutError(f"step {_label(name, item)!r} timed out after {seconds:g}s (attempt {attempt})")
 
     def _unit_succeeded(
         self, unit: _Unit, value: Any, attempt: int, now: float, started: float
