@@ -282,9 +282,13 @@ class Run:
             if group is None:
                 group = groups[key] = _Group(tuple(counters)) if counters else free
             st = _StepState(node, group)
-            st.external = shared + tuple(
-                lim for n in spec.limiters if not isinstance(lim := named[n], _Counter)
-            )
+            external = list(shared)
+            for n in spec.limiters:
+                lim = named[n]
+                # the same CapacityLimiter given twice is acquired once
+                if not isinstance(lim, _Counter) and all(lim is not x for x in external):
+                    external.append(lim)
+            st.external = tuple(external)
             states.append(st)
         self.states = states
 
