@@ -22,6 +22,8 @@ from ._exceptions import GraphError as GraphError
 from ._exceptions import StoreError as StoreError
 from ._exceptions import TrioflowError as TrioflowError
 from ._flow import Flow as Flow
+from ._map import gather as gather
+from ._map import map as map
 from ._results import RunResult as RunResult
 from ._results import StepResult as StepResult
 from ._results import StepStatus as StepStatus
@@ -50,4 +52,6 @@ __all__ = [
     "StoreError",
     "TrioflowError",
     "current_step",
+    "gather",
+    "map",
 ]

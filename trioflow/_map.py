@@ -32,7 +32,9 @@ from collections.abc import (
 from typing import Any, Literal, TypeVar
 
 import anyio
+import anyio.lowlevel
 import trio
+import trio.lowlevel
 
 from ._context import StepContext, _current
 from ._exceptions import FlowError, GraphError
@@ -196,9 +198,16 @@ class _Pool:
         sync = self.lock is None
         while not (self.stopping or self.exhausted):
             taken = self._next_sync() if sync else await self._next_async()
+            if taken is not None:
+                await self._run_item(*taken)
+            if self.stopping and not self.scope.cancel_called:
+                # fail-fast: first let every task already woken at this instant run to
+                # its next checkpoint, so failures that happen together are all
+                # reported; then cancel the rest mid-await
+                await self._shielded_checkpoint()
+                self.scope.cancel()
             if taken is None:
                 return
-            await self._run_item(*taken)
 
     async def _run_item(self, index: int, item: Any) -> None:
         be = self.be
@@ -243,9 +252,13 @@ class _Pool:
             self._stop()
 
     def _stop(self) -> None:
-        if not self.stopping:
-            self.stopping = True
-            self.scope.cancel()
+        self.stopping = True  # the worker cancels the scope after one more scheduling pass
+
+    async def _shielded_checkpoint(self) -> None:
+        if self.be.name == "trio":
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            await anyio.lowlevel.cancel_shielded_checkpoint()
 
     # -- the call --------------------------------------------------------------------
 
