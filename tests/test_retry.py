@@ -141,7 +141,7 @@ def _flaky_flow(fail_times: int, retry: Retry, error: type[Exception] = Connecti
     async def flaky() -> str:
         starts.append(trio.current_time())
         assert trioflow.current_step().attempt == len(starts)
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         if len(starts) <= fail_times:
             raise error(f"attempt {len(starts)}")
         return "ok"

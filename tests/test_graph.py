@@ -1,0 +1,170 @@
+"""The pure graph model: plan edges, order, ranks, stages, descendants."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from trioflow import Flow, GraphError
+from trioflow._graph import check_async_callable, did_you_mean
+
+
+def _flow(spec: dict[str, tuple[tuple[str, ...], dict[str, Any]]], step_factory: Any) -> Flow:
+    flow = Flow("g")
+    for name, (deps, options) in spec.items():
+        flow.add(step_factory(name, deps), **options)
+    return flow
+
+
+def _names(flow: Flow, indices: Any) -> list[str]:
+    return [flow.plan().nodes[i].spec.name for i in indices]
+
+
+def test_edges_children_and_depths(step_factory: Any) -> None:
+    flow = _flow(
+        {
+            "a": ((), {}),
+            "b": (("a",), {}),
+            "c": ((), {"after": ["a"]}),
+            "d": (("b", "c"), {}),
+            "e": ((), {}),
+        },
+        step_factory,
+    )
+    plan = flow.plan()
+    by = {n.spec.name: n for n in plan.nodes}
+    assert _names(flow, by["d"].deps) == ["b", "c"]
+    assert _names(flow, by["a"].children) == ["b", "c"]
+    assert [p for p, _ in by["d"].data_deps] == ["b", "c"]
+    assert by["c"].data_deps == ()
+    assert _names(flow, by["c"].deps) == ["a"]
+    assert {n: by[n].depth for n in by} == {"a": 0, "b": 1, "c": 1, "d": 2, "e": 0}
+    assert [_names(flow, s) for s in plan.stages] == [["a", "e"], ["b", "c"], ["d"]]
+    assert dict(plan.by_name) == {"a": 0, "b": 1, "c": 2, "d": 3, "e": 4}
+
+
+def test_topological_order_breaks_ties_by_declaration(step_factory: Any) -> None:
+    flow = _flow(
+        {
+            "z": (("y",), {}),
+            "y": ((), {}),
+            "x": ((), {}),
+            "w": (("x", "z"), {}),
+        },
+        step_factory,
+    )
+    assert _names(flow, flow.plan().topo_order) == ["y", "z", "x", "w"]
+
+
+def test_rank_is_the_longest_cost_weighted_path_to_the_end(step_factory: Any) -> None:
+    flow = _flow(
+        {
+            "a": ((), {"cost": 2}),
+            "b": (("a",), {"cost": 5}),
+            "c": (("a",), {}),
+            "d": (("b", "c"), {"cost": 0.5}),
+            "e": ((), {}),
+        },
+        step_factory,
+    )
+    ranks = {n.spec.name: n.rank for n in flow.plan().nodes}
+    assert ranks == {"a": 7.5, "b": 5.5, "c": 1.5, "d": 0.5, "e": 1.0}
+
+
+def test_descendants_follow_data_and_order_edges(step_factory: Any) -> None:
+    flow = _flow(
+        {
+            "a": ((), {}),
+            "b": (("a",), {}),
+            "c": ((), {"after": "b"}),
+            "d": ((), {}),
+            "e": (("c", "d"), {}),
+        },
+        step_factory,
+    )
+    plan = flow.plan()
+    assert _names(flow, plan.descendants(0)) == ["b", "c", "e"]
+    assert _names(flow, plan.descendants(3)) == ["e"]
+    assert plan.descendants(4) == []
+
+
+def test_map_source(step_factory: Any) -> None:
+    flow = Flow("g")
+    flow.add(step_factory("docs"))
+    flow.add(step_factory("each", ("docs",)), map_over="docs")
+    flow.add(step_factory("each_input", ("items",)), map_over="items")
+    plan = flow.plan()
+    assert [n.map_source for n in plan.nodes] == [None, 0, None]
+    assert dict(plan.required_inputs) == {"items": ("each_input",)}
+
+
+def test_fingerprint_depends_on_structure_only(step_factory: Any) -> None:
+    def build(after: str | None) -> Flow:
+        flow = Flow("g")
+        flow.add(step_factory("a"))
+        flow.add(step_factory("b"), after=after)
+        return flow
+
+    assert build("a").plan().fingerprint == build("a").plan().fingerprint
+    assert build("a").plan().fingerprint != build(None).plan().fingerprint
+
+
+def test_describe(step_factory: Any) -> None:
+    flow = Flow("jokes")
+
+    async def joke(topic: str) -> str:
+        """Write a joke.
+
+        More text.
+        """
+        return topic
+
+    flow.add(joke)
+    flow.add(step_factory("french", ("joke",)), limiter="llm")
+    flow.add(step_factory("shout", ("joke",)))
+    flow.add(step_factory("each", ("lines",)), map_over="lines")
+    assert flow.describe() == "\n".join(
+        [
+            "Plan for flow 'jokes': 4 steps",
+            "  1. joke - Write a joke. (no dependencies; inputs: topic)",
+            "  2. french (depends on: joke; limiter: llm)",
+            "  3. shout (depends on: joke)",
+            "  4. each (no dependencies; inputs: lines; one call per item of lines)",
+            "Stages (steps in one stage can run together):",
+            "  stage 1 (2 in parallel): joke, each",
+            "  stage 2 (2 in parallel): french, shout",
+        ]
+    )
+
+
+def test_did_you_mean() -> None:
+    assert did_you_mean("fetc", ["fetch", "parse"]) == "; did you mean 'fetch'?"
+    assert did_you_mean("zzz", ["fetch", "parse"]) == ""
+    assert did_you_mean("x", []) == ""
+
+
+def test_check_async_callable_accepts_async_callables() -> None:
+    async def f() -> None: ...
+
+    class C:
+        async def __call__(self) -> None: ...
+
+    check_async_callable(f, "x")
+    check_async_callable(C(), "x")
+
+
+def test_cycle_in_a_larger_graph_names_only_the_cycle(step_factory: Any) -> None:
+    flow = _flow(
+        {
+            "start": ((), {}),
+            "p": (("start", "r"), {}),
+            "q": (("p",), {}),
+            "r": (("q",), {}),
+            "end": (("r",), {}),
+        },
+        step_factory,
+    )
+    with pytest.raises(GraphError) as info:
+        flow.plan()
+    assert str(info.value) == "cycle: p -> q -> r -> p"
