@@ -50,7 +50,7 @@ class Retry:
 
     Example:
         >>> Retry(max_attempts=4, wait=0.5).delay(3, jitter_draw=0.0)
-        1.0
+        2.0
     """
 
     max_attempts: int = 1
