@@ -9,6 +9,8 @@ errors only.
 from __future__ import annotations
 
 import functools
+import inspect
+import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -1175,3 +1177,65 @@ def test_run_inside_trio_run_with_partial() -> None:
 
     result = trio.run(functools.partial(flow.run, {"x": 1}, max_concurrent=1))
     assert result["a"] == 2
+
+
+# -- limits on random graphs ----------------------------------------------------------------
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("seed", range(12))
+async def test_limits_hold_on_random_graphs(seed: int, autojump_clock: trio.testing.MockClock) -> None:
+    rng = random.Random(seed)
+    tracker = InFlight()
+    n = rng.randint(5, 25)
+    limiter_sizes = {"x": rng.randint(1, 3), "y": rng.randint(1, 2)}
+    m = rng.choice([None, 1, 2, 3, 5])
+    shared = rng.choice([None, trio.CapacityLimiter(rng.randint(1, 4))])
+    flow = Flow(f"random{seed}")
+    map_limits: dict[str, int] = {}
+    expected: dict[str, Any] = {}
+
+    def make(name: str, deps: list[str], labels: tuple[str, ...], seconds: float, mapped: bool) -> Any:
+        async def body(**kwargs: Any) -> Any:
+            tracker.enter(*labels)
+            try:
+                await trio.sleep(seconds)
+            finally:
+                tracker.exit(*labels)
+            return kwargs.get("items") if mapped else name
+
+        params = [inspect.Parameter(d, inspect.Parameter.KEYWORD_ONLY) for d in deps]
+        if mapped:
+            params.append(inspect.Parameter("items", inspect.Parameter.KEYWORD_ONLY))
+        body.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        return body
+
+    items = list(range(rng.randint(0, 6)))
+    for i in range(n):
+        name = f"s{i}"
+        deps = [f"s{j}" for j in range(i) if rng.random() < 0.2]
+        after = [f"s{j}" for j in range(i) if rng.random() < 0.1 and f"s{j}" not in deps]
+        names = tuple(lim for lim in ("x", "y") if rng.random() < 0.4)
+        mapped = rng.random() < 0.2
+        labels = tuple(names)
+        options: dict[str, Any] = {"limiter": list(names), "after": after, "cost": rng.choice([0.5, 1, 3])}
+        if mapped:
+            options["map_over"] = "items"
+            if rng.random() < 0.5:
+                map_limits[name] = rng.randint(1, 2)
+                options["max_concurrent"] = map_limits[name]
+                labels = (*labels, f"map:{name}")
+        flow.add(make(name, deps, labels, rng.choice([0.5, 1, 2]), mapped), name=name, **options)
+        expected[name] = items if mapped else name
+
+    with trio.fail_after(10_000):
+        inputs = {"items": items} if any(v is items for v in expected.values()) else {}
+        result = await flow.run(inputs, max_concurrent=m, limiter=shared, limiters=limiter_sizes)
+    assert dict(result.outputs) == expected
+    caps = [c for c in (m, None if shared is None else shared.total_tokens) if c is not None]
+    if caps:
+        assert tracker.peak.get("all", 0) <= min(caps)
+    for name, size in limiter_sizes.items():
+        assert tracker.peak.get(name, 0) <= size
+    for name, size in map_limits.items():
+        assert tracker.peak.get(f"map:{name}", 0) <= size
