@@ -100,7 +100,7 @@ class NodeResult(Generic[StateT]):
         return self.error is None
 
 
-class MergeStrategy(str, enum.Enum):
+class MergeStrategy(enum.StrEnum):
     """How :func:`merge_states` picks the merged context."""
 
     FIRST_SUCCESS = "first_success"
@@ -110,11 +110,8 @@ class MergeStrategy(str, enum.Enum):
     MAJORITY = "majority"
     """The most common final state (by :func:`canonical`), ties to node order."""
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class ParallelExecutionError(ExceptionGroup[Exception], TrioflowError):  # type: ignore[misc]
+class ParallelExecutionError(ExceptionGroup[Exception], TrioflowError):
     """Some nodes failed where all had to succeed (``MergeStrategy.ALL_SUCCESS``).
 
     An :class:`ExceptionGroup` of the failed nodes' exceptions, so ``except*``
@@ -194,7 +191,7 @@ def _qualname(value: object) -> str:
 
 
 def _plain(value: object, depth: int) -> Any:
-    if value is None or isinstance(value, bool | int | str) and not isinstance(value, enum.Enum):
+    if value is None or (isinstance(value, bool | int | str) and not isinstance(value, enum.Enum)):
         return value
     if isinstance(value, float):
         return value if value == value and abs(value) != float("inf") else {"float": repr(value)}
@@ -207,8 +204,9 @@ def _plain(value: object, depth: int) -> Any:
     if pydantic is not None and isinstance(value, pydantic.BaseModel):
         dump = getattr(value, "model_dump", None) or value.dict  # pydantic 2, else 1
         return {"model": _qualname(value), "fields": _plain(dump(), d)}
-    if attrs.has(type(value)):
-        fields = {f.name: _plain(getattr(value, f.name), d) for f in attrs.fields(type(value))}
+    cls: Any = type(value)
+    if attrs.has(cls):
+        fields = {f.name: _plain(getattr(value, f.name), d) for f in attrs.fields(cls)}
         return {"attrs": _qualname(value), "fields": fields}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {f.name: _plain(getattr(value, f.name), d) for f in dataclasses.fields(value)}
@@ -241,11 +239,12 @@ def _node_name(node: object) -> str:
 
 
 def _check_strategy(strategy: object) -> MergeStrategy:
-    try:
+    if isinstance(strategy, MergeStrategy):
+        return strategy
+    if isinstance(strategy, str) and strategy in MergeStrategy._value2member_map_:
         return MergeStrategy(strategy)
-    except ValueError:
-        choices = ", ".join(f"MergeStrategy.{m.name}" for m in MergeStrategy)
-        raise ValueError(f"merge strategy {strategy!r} is not one of {choices}") from None
+    choices = ", ".join(f"MergeStrategy.{m.name}" for m in MergeStrategy)
+    raise ValueError(f"merge strategy {strategy!r} is not one of {choices}")
 
 
 def _merge(
