@@ -488,6 +488,39 @@ async def test_nested_run_sharing_a_limiter_of_one_does_not_deadlock(
 
 
 @pytest.mark.trio
+async def test_concurrent_nested_runs_sharing_a_limiter_of_one_stay_within_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # a step holding the only slot of `limiter` starts two nested runs at once; both may borrow
+    # the parent's slot, but not both at the same time: the limit of 1 still holds
+    limiter = trio.CapacityLimiter(1)
+    tracker = InFlight()
+    inner = Flow("inner")
+
+    @inner.step
+    async def x() -> None:
+        tracker.enter()
+        try:
+            await trio.sleep(1)
+        finally:
+            tracker.exit()
+
+    outer = Flow("outer")
+
+    @outer.step
+    async def parent() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(inner.run, limiter=limiter))
+            nursery.start_soon(functools.partial(inner.run, limiter=limiter))
+
+    with trio.fail_after(100):
+        result = await outer.run(limiter=limiter)
+    assert result.ok
+    assert tracker.peak["all"] == 1
+    assert result.duration == 2
+
+
+@pytest.mark.trio
 async def test_nested_run_sharing_a_named_limiter_of_one_does_not_deadlock(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
