@@ -771,6 +771,35 @@ async def test_flow_error_holds_no_cancelled() -> None:
 
 
 @pytest.mark.trio
+async def test_fail_fast_starts_nothing_new_after_the_failure(autojump_clock: trio.testing.MockClock) -> None:
+    # b finishes just after a failed (woken by a, in the next batch); its dependent c must not start
+    go = trio.Event()
+    ran: list[str] = []
+    flow = Flow("f")
+
+    @flow.step
+    async def a() -> None:
+        await trio.sleep(1)
+        go.set()
+        raise ValueError("a")
+
+    @flow.step
+    async def b() -> int:
+        await go.wait()
+        return 1
+
+    @flow.step
+    async def c(b: int) -> None:
+        ran.append("c")
+
+    with pytest.raises(FlowError) as info:
+        await flow.run()
+    assert ran == []
+    assert info.value.result.steps["c"].status is StepStatus.CANCELLED
+    assert info.value.result.steps["c"].started_at is None
+
+
+@pytest.mark.trio
 async def test_failure_during_another_steps_retry_backoff_cancels_it(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
