@@ -72,10 +72,13 @@ _NO_USAGE: Mapping[str, float] = MappingProxyType({})
 # a worker running quick steps back to back yields to the scheduler this often
 YIELD_EVERY = 16
 
-# ids of the external limiters held by the enclosing steps of this task, so a
-# run nested inside a step borrows its parent's slot instead of deadlocking
-_held_limiters: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
-    "trioflow_held_limiters", default=frozenset()
+# The external limiters held by the enclosing steps of this task: id of the
+# caller's limiter -> the limiter of capacity 1 that the holding step lends to
+# runs nested inside it. Every nested run under that step shares the one lent
+# slot, so a nested run cannot deadlock on a limiter its parent holds, nor run
+# more steps at once than the parent's slot allows.
+_held_limiters: contextvars.ContextVar[Mapping[int, Limiter]] = contextvars.ContextVar(
+    "trioflow_held_limiters", default={}
 )
 
 
@@ -169,7 +172,7 @@ class _StepState:
     started_at: float | None = None
     finished_at: float | None = None
     skip_cause: str | None = None
-    external: tuple[Limiter, ...] = ()
+    external: tuple[tuple[int, Limiter], ...] = ()  # (id of the caller's limiter, limiter to acquire)
     items: list[Any]
     item_values: list[Any]
     item_errors: dict[int, Exception]
@@ -246,22 +249,18 @@ class Run:
         self.nursery: Any = None
 
         held = _held_limiters.get()
-        capacity: float = math.inf if options.max_concurrent is None else options.max_concurrent
-        shared: tuple[Limiter, ...] = ()
+
+        def external(limiter: Limiter) -> tuple[int, Limiter]:
+            key = id(limiter)
+            return (key, held.get(key, limiter))  # borrow the enclosing step's slot
+
+        self.capacity: float = math.inf if options.max_concurrent is None else options.max_concurrent
+        shared: tuple[tuple[int, Limiter], ...] = ()
         if options.limiter is not None:
-            if id(options.limiter) in held:
-                capacity = min(capacity, 1)  # borrow the enclosing step's slot
-            else:
-                shared = (options.limiter,)
-        self.capacity = capacity
-        named: dict[str, _Counter | Limiter] = {}
+            shared = (external(options.limiter),)
+        named: dict[str, _Counter | tuple[int, Limiter]] = {}
         for name, value in options.limiters.items():
-            if isinstance(value, int):
-                named[name] = _Counter(name, value)
-            elif id(value) in held:
-                named[name] = _Counter(name, 1)
-            else:
-                named[name] = value
+            named[name] = _Counter(name, value) if isinstance(value, int) else external(value)
         free = _Group(())  # the group of steps that need no internal limiter
         groups: dict[tuple[int, ...], _Group] = {}
         states: list[_StepState] = []
@@ -282,13 +281,13 @@ class Run:
             if group is None:
                 group = groups[key] = _Group(tuple(counters)) if counters else free
             st = _StepState(node, group)
-            external = list(shared)
+            acquire = list(shared)
             for n in spec.limiters:
                 lim = named[n]
                 # the same CapacityLimiter given twice is acquired once
-                if not isinstance(lim, _Counter) and all(lim is not x for x in external):
-                    external.append(lim)
-            st.external = tuple(external)
+                if not isinstance(lim, _Counter) and lim not in acquire:
+                    acquire.append(lim)
+            st.external = tuple(acquire)
             states.append(st)
         self.states = states
 
@@ -525,25 +524,28 @@ class Run:
         return kwargs
 
     async def _execute(self, unit: _Unit) -> None:
-        st = unit.state
-        acquired: list[Limiter] = []
+        """Acquire the step's external limiters, then run its attempts."""
+        acquired: list[tuple[int, Limiter]] = []
         try:
-            for limiter in st.external:
+            for key, limiter in unit.state.external:
                 await limiter.acquire()
-                acquired.append(limiter)
-            held_token = (
-                _held_limiters.set(_held_limiters.get() | {id(x) for x in acquired})
-                if acquired
-                else None
-            )
+                acquired.append((key, limiter))
+            lent = dict(_held_limiters.get())
+            for key, _ in acquired:
+                lent[key] = self._lent_limiter()
+            token = _held_limiters.set(lent)
             try:
                 await self._attempts(unit)
             finally:
-                if held_token is not None:
-                    _held_limiters.reset(held_token)
+                _held_limiters.reset(token)
         finally:
-            for limiter in reversed(acquired):
+            for _, limiter in reversed(acquired):
                 limiter.release()
+
+    def _lent_limiter(self) -> Limiter:
+        if self.be is _TRIO:
+            return trio.CapacityLimiter(1)
+        return anyio.CapacityLimiter(1)
 
     async def _attempts(self, unit: _Unit) -> None:
         now = self.now
