@@ -85,7 +85,7 @@ class ScheduleRandom(random.Random):
         super().__init__(0)
         self._controller = controller
 
-    def shuffle(self, x: Any) -> None:  # noqa: D102 (documented on the class)
+    def shuffle(self, x: Any) -> None:
         self._controller.order_batch(x)
 
 
@@ -148,6 +148,10 @@ class Controller(trio.abc.Instrument):
     def order_batch(self, batch: list[trio.lowlevel.Task]) -> None:
         """Reorder (and possibly shorten) a batch that trio will run by popping from its end."""
         if self.force_stop_after is not None and self.steps >= self.force_stop_after:
+            if self.steps >= self.force_stop_after + 1000 and self.error is not None:
+                # Even injected stops are being swallowed: crash trio's run loop
+                # (trio.run raises TrioInternalError, which the harness unwraps).
+                raise self.error
             self._inject_into_runnable(batch)
         n = len(batch)
         if n < 2:

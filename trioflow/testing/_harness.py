@@ -16,7 +16,7 @@ import trio.lowlevel
 import trio.testing
 
 from ._control import Controller, ScheduleRandom, TraceEvent, _trim, install, restore
-from ._errors import BudgetExceededError, DeadlockError, NonDeterminismError
+from ._errors import NonDeterminismError
 
 __all__ = ["DeterministicRun", "check_deterministic", "run_deterministic"]
 
@@ -219,6 +219,10 @@ def _run(
             result, end = trio.run(
                 _main, controller, fn, args, clock=clock, instruments=[controller]
             )
+        except trio.TrioInternalError as exc:
+            if controller.error is not None and exc.__cause__ is controller.error:
+                raise controller.error from None
+            raise
         finally:
             restore()
     finally:
