@@ -757,12 +757,15 @@ async def test_map_step_continue_tries_every_item_then_fails() -> None:
 
 async def test_map_step_fail_fast_cancels_running_items() -> None:
     cancelled: list[int] = []
+    started: list[int] = []
     flow = trioflow.Flow("ff")
 
     @flow.step(map_over="xs")
     async def work(xs: int) -> int:
+        started.append(xs)
         if xs == 0:
-            await checkpoints(2)
+            while len(started) < 4:  # fail once every item is running
+                await anyio.lowlevel.checkpoint()
             raise ValueError("first")
         try:
             await anyio.sleep_forever()

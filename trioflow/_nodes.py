@@ -25,6 +25,7 @@ from ._map import gather
 from ._scheduler import current_backend
 
 StateT = TypeVar("StateT")
+"""The type of :attr:`RunContext.state` (any type that ``copy.deepcopy`` can copy)."""
 
 
 @attrs.frozen
@@ -52,7 +53,7 @@ class RunContext(Generic[StateT]):
     """What nodes work on: the state and facts about the execution.
 
     ``state`` may be a pydantic model, an attrs class, a dataclass, a dict, or
-    any value :func:`copy.deepcopy` can copy. Nodes mutate their context (the
+    any value ``copy.deepcopy`` can copy. Nodes mutate their context (the
     state, ``metadata``, ``provenance``) freely: in parallel, each node has its
     own deep copy.
 

@@ -85,8 +85,8 @@ def plan_specs(flow_name: str, plan: object, tools: Mapping[str, Tool]) -> list[
             f"Flow.from_plan(plan, tools): tools must map tool names to async functions "
             f"(got {_short(tools)} that is a {type(tools).__name__})"
         )
-    for tool_name, tool in tools.items():
-        check_async_callable(tool, f"Flow.from_plan: tool {tool_name!r}")
+    for key, tool in tools.items():
+        check_async_callable(tool, f"Flow.from_plan: tool {key!r}")
     raw_steps = _load(plan)
     specs: list[StepSpec] = []
     seen: dict[str, int] = {}
@@ -110,7 +110,7 @@ def plan_specs(flow_name: str, plan: object, tools: Mapping[str, Tool]) -> list[
                 f"step ids must be unique"
             )
         seen[name] = position
-        description = raw.get("description")
+        description: object = raw.get("description")
         if description is None:
             description = ""
         elif not isinstance(description, str):

@@ -24,6 +24,7 @@ from ._nodes import NodeResult as NodeResult
 from ._nodes import ParallelExecutionError as ParallelExecutionError
 from ._nodes import ParallelExecutor as ParallelExecutor
 from ._nodes import RunContext as RunContext
+from ._nodes import StateT as StateT
 from ._nodes import canonical as canonical
 from ._nodes import merge_states as merge_states
 from ._nodes import run_graph as run_graph
@@ -41,3 +42,8 @@ __all__ = [
     "merge_states",
     "run_graph",
 ]
+
+# Documented (and pickled) under their public path, like trio's public names.
+for _name in [*__all__, "StateT"]:
+    globals()[_name].__module__ = __name__
+del _name
