@@ -41,3 +41,15 @@ def test_page_examples(page: str) -> None:
 def test_page_documents_its_api(page: str) -> None:
     text = (DOCS / page).read_text(encoding="utf-8")
     assert re.search(r"^\.\. auto(function|class|method)::", text, flags=re.MULTILINE)
+
+
+@pytest.mark.parametrize("module", ["trioflow._map", "trioflow._nodes", "trioflow._plan"])
+def test_docstring_examples(module: str) -> None:
+    import importlib
+
+    mod = importlib.import_module(module)
+    runner = doctest.DocTestRunner(checker=PublicNames(), optionflags=doctest.ELLIPSIS)
+    failures: list[str] = []
+    for test in doctest.DocTestFinder().find(mod):
+        runner.run(test, out=failures.append)
+    assert runner.failures == 0, "".join(failures)
