@@ -77,15 +77,20 @@ def test_reference_documents_every_public_name() -> None:
     assert not missing, f"add these to docs/reference.rst: {missing}"
 
 
-def trioflow_modules() -> list[str]:
-    return sorted(
-        info.name
-        for info in pkgutil.walk_packages(trioflow.__path__, "trioflow.")
-        if not info.name.startswith("trioflow.testing.strategies")  # needs Hypothesis
-    )
+def documented_modules() -> list[str]:
+    """Public modules, and private ones that define a name in ``trioflow.__all__``."""
+    defining = {getattr(getattr(trioflow, name), "__module__", None) for name in trioflow.__all__}
+    names = ["trioflow"]
+    for info in pkgutil.walk_packages(trioflow.__path__, "trioflow."):
+        if info.name.startswith("trioflow.testing.strategies"):
+            continue  # needs Hypothesis
+        public = not any(part.startswith("_") for part in info.name.split("."))
+        if public or info.name in defining:
+            names.append(info.name)
+    return sorted(names)
 
 
-@pytest.mark.parametrize("module_name", trioflow_modules())
+@pytest.mark.parametrize("module_name", documented_modules())
 def test_docstring_examples(module_name: str) -> None:
     module = importlib.import_module(module_name)
     runner = doctest.DocTestRunner(checker=PublicNamesChecker(), optionflags=FLAGS)
