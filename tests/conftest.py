@@ -21,7 +21,16 @@ import trio.testing
 import trioflow
 
 
-@pytest.fixture(params=["trio", "asyncio"])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # ``anyio`` tests run on both backends; ``@pytest.mark.trio_only`` ones (about
+    # virtual time, which needs trio's MockClock) on trio alone
+    if "anyio_backend" in metafunc.fixturenames:
+        trio_only = metafunc.definition.get_closest_marker("trio_only") is not None
+        backends = ["trio"] if trio_only else ["trio", "asyncio"]
+        metafunc.parametrize("anyio_backend", backends, indirect=True)
+
+
+@pytest.fixture
 def anyio_backend(request: pytest.FixtureRequest) -> Any:
     if request.param == "trio":
         return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})

@@ -62,11 +62,9 @@ async def test_all_run_at_once_by_default_and_max_concurrent_limits() -> None:
     assert peak == 3
 
 
+@pytest.mark.trio_only
 async def test_concurrent_in_virtual_time() -> None:
-    try:
-        start = trio.current_time()
-    except RuntimeError:
-        pytest.skip("virtual time needs trio's MockClock")
+    start = trio.current_time()
 
     async def second() -> None:
         await trio.sleep(1)

@@ -212,9 +212,8 @@ async def test_sized_items_start_no_more_workers_than_items() -> None:
     assert peak - baseline == 2
 
 
+@pytest.mark.trio_only
 async def test_timing_is_exact_in_virtual_time(anyio_backend: Any) -> None:
-    if not on_trio():
-        pytest.skip("virtual time needs trio's MockClock")
 
     async def nap(x: int) -> int:
         await trio.sleep(1)
@@ -273,9 +272,8 @@ async def test_retry_on_filters_exceptions() -> None:
     assert calls == 1
 
 
+@pytest.mark.trio_only
 async def test_backoff_is_per_item_and_exact_in_virtual_time() -> None:
-    if not on_trio():
-        pytest.skip("virtual time needs trio's MockClock")
     finished: dict[int, float] = {}
 
     async def flaky(x: int) -> int:
@@ -780,9 +778,8 @@ async def test_map_step_fail_fast_cancels_running_items() -> None:
     assert info.value.result.steps["work"].status is StepStatus.FAILED
 
 
+@pytest.mark.trio_only
 async def test_map_step_timing_in_virtual_time() -> None:
-    if not on_trio():
-        pytest.skip("virtual time needs trio's MockClock")
     flow = trioflow.Flow("timing")
 
     @flow.step(map_over="xs", max_concurrent=3)

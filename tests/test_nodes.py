@@ -91,9 +91,8 @@ def ctx_of(state: Any, provenance: list[Any] | None = None) -> RunContext[Any]:
 # -- the acceptance scenarios ----------------------------------------------------------
 
 
+@pytest.mark.trio_only
 async def test_four_independent_100ms_nodes_take_100ms_not_400() -> None:
-    if not on_trio():
-        pytest.skip("virtual time needs trio's MockClock")
     nodes = [Sleep(f"n{i}") for i in range(4)]
     start = trio.current_time()
     results = await ParallelExecutor(max_concurrent=4).execute_parallel(nodes, ctx_of({}))

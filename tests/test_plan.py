@@ -71,9 +71,8 @@ async def test_plan_as_json_text_and_int_step_ids() -> None:
     assert flow.steps == ("1", "2")
 
 
+@pytest.mark.trio_only
 async def test_steps_run_as_soon_as_their_dependencies_are_done() -> None:
-    if not on_trio():
-        pytest.skip("virtual time needs trio's MockClock")
     plan = {"steps": [
         {"step_id": "slow", "tool": "slow", "depends_on": []},
         {"step_id": "fast", "tool": "fast", "depends_on": []},
@@ -86,9 +85,8 @@ async def test_steps_run_as_soon_as_their_dependencies_are_done() -> None:
     assert result.duration == 6
 
 
+@pytest.mark.trio_only
 async def test_parallel_group_never_slows_anything() -> None:
-    if not on_trio():
-        pytest.skip("virtual time needs trio's MockClock")
     tools = {"slow": timed(5), "fast": timed(1)}
     grouped = {"steps": [
         {"step_id": "a", "tool": "slow", "parallel_group": 1},
