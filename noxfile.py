@@ -8,7 +8,8 @@ nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["tests", "lint", "typing", "docs"]
 nox.options.reuse_existing_virtualenvs = False
 
-TEST_DEPS = ["pytest>=8", "pytest-trio>=0.8", "hypothesis>=6.100"]
+# pydantic: trioflow.nodes states may be pydantic models, and the tests check that
+TEST_DEPS = ["pytest>=8", "pytest-trio>=0.8", "hypothesis>=6.100", "pydantic>=2"]
 
 
 @nox.session

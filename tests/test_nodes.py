@@ -183,7 +183,7 @@ class AttrsState:
 
 
 def pydantic_state() -> Any:
-    pydantic = pytest.importorskip("pydantic")
+    import pydantic  # installed by the nox tests session
 
     class PydanticState(pydantic.BaseModel):  # type: ignore[misc, name-defined]
         counter: int = 0
