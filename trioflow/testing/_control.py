@@ -49,7 +49,14 @@ from ._errors import BudgetExceededError, DeadlockError
 __all__ = ["Controller", "ScheduleRandom", "TraceEvent", "install", "restore"]
 
 #: Paths whose frames are library plumbing, skipped when saying where a task waits.
-_LIBRARY_MARKERS: Final = ("/trio/", "/anyio/", "/outcome/", "/trioflow/testing/", "\\trio\\", "\\anyio\\")
+_LIBRARY_MARKERS: Final = (
+    "/trio/",
+    "/anyio/",
+    "/outcome/",
+    "/trioflow/testing/",
+    "\\trio\\",
+    "\\anyio\\",
+)
 _ADDRESS: Final = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
@@ -317,7 +324,9 @@ class Controller(trio.abc.Instrument):
         return DeadlockError("\n".join(lines), decisions=tuple(_trim(self.decisions)))
 
     def _budget_error(self, what: str, now: float) -> BudgetExceededError:
-        busiest = ", ".join(f"{label} ({n} steps)" for label, n in self.steps_by_label.most_common(3))
+        busiest = ", ".join(
+            f"{label} ({n} steps)" for label, n in self.steps_by_label.most_common(3)
+        )
         message = (
             f"the run exceeded {what} (at virtual time {now!r} after {self.steps} task steps): "
             f"a livelock, an endless ticker, or simply a longer run than the budget allows. "

@@ -235,7 +235,9 @@ def _first_difference(a: object, b: object, path: str = "value", depth: int = 0)
     if depth < 8 and isinstance(a, Mapping) and isinstance(b, Mapping):
         for key in list(a) + [k for k in b if k not in a]:
             if key not in a or key not in b:
-                return f"{path}[{key!r}] is {a.get(key, '<missing>')!r} vs {b.get(key, '<missing>')!r}"
+                return (
+                    f"{path}[{key!r}] is {a.get(key, '<missing>')!r} vs {b.get(key, '<missing>')!r}"
+                )
             if a[key] != b[key]:
                 return _first_difference(a[key], b[key], f"{path}[{key!r}]", depth + 1)
     elif (

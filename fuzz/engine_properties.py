@@ -1,0 +1,291 @@
+"""The engine's properties, as plain functions over a drawn flow and schedule.
+
+``fuzz/test_engine_properties.py`` runs them with many examples (``nox -s
+fuzz``) and ``tests/test_testing_fuzz_slice.py`` with few (``nox -s tests``).
+Each check runs the flow under :func:`trioflow.testing.run_deterministic`, so a
+deadlock is a :class:`~trioflow.testing.DeadlockError`, not a hang.
+
+A failing check saves the example, with its schedule, as JSON in
+``fuzz/failures/<check>.json``; ``python fuzz/replay.py fuzz/failures/<check>.json``
+runs it again. Hypothesis replays the shrunk example last, so the file ends
+up holding the shrunk one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio.lowlevel
+
+import trioflow
+from trioflow.testing import DeterministicRun, run_deterministic
+from trioflow.testing.strategies import FlowCase
+
+FAILURES = Path(__file__).parent / "failures"
+
+# A run gets at most this many task steps: generated flows need a few thousand.
+MAX_STEPS = 200_000
+
+
+@contextlib.contextmanager
+def saved_on_failure(check: str, case: FlowCase, **params: Any) -> Iterator[None]:
+    """Save the example as replayable JSON if the block raises."""
+    try:
+        yield
+    except BaseException as exc:
+        FAILURES.mkdir(exist_ok=True)
+        record = {
+            "check": check,
+            "case": case.to_json(),
+            "params": params,
+            "error": "".join(traceback.format_exception_only(exc)).strip(),
+        }
+        (FAILURES / f"{check}.json").write_text(json.dumps(record, indent=1) + "\n")
+        raise
+
+
+def run(
+    case: FlowCase, schedule: Sequence[int] = (), **options: Any
+) -> DeterministicRun[trioflow.RunResult]:
+    """Run *case* (settled: a ``FlowError`` gives its partial result) under *schedule*."""
+    fn = functools.partial(case.run_settled, **options)
+    return run_deterministic(fn, schedule=list(schedule), max_steps=MAX_STEPS)
+
+
+# -- 1. determinism -------------------------------------------------------------------
+
+
+def check_matches_sequential(
+    case: FlowCase, schedule: Sequence[int], max_concurrent: int | None, unlimited: bool
+) -> None:
+    """Outputs, statuses, attempts and usage equal running the steps one by one.
+
+    Under ``continue``, whatever the schedule, ``max_concurrent`` and limiter sizes.
+    """
+    limiters = case.unlimited_limiters() if unlimited else case.limiter_sizes
+    with saved_on_failure(
+        "matches_sequential",
+        case,
+        schedule=list(schedule),
+        max_concurrent=max_concurrent,
+        limiters=limiters,
+        error_handling="continue",
+    ):
+        result = run(
+            case,
+            schedule,
+            error_handling="continue",
+            max_concurrent=max_concurrent,
+            limiters=limiters,
+        ).value
+        assert case.summary(result) == case.sequential()
+
+
+def check_same_under_seeds(
+    case: FlowCase, seeds: Sequence[int], max_concurrent: int | None
+) -> None:
+    """The same run under several seeded schedules gives identical results and timing."""
+    fn = functools.partial(
+        case.run_settled, error_handling="continue", max_concurrent=max_concurrent
+    )
+    first = run_deterministic(fn, schedule=[], max_steps=MAX_STEPS)
+    for seed in seeds:
+        with saved_on_failure(
+            "same_under_seeds",
+            case,
+            schedule=[],
+            seed=seed,
+            max_concurrent=max_concurrent,
+            limiters=case.limiter_sizes,
+            error_handling="continue",
+        ):
+            other = run_deterministic(fn, seed=seed, max_steps=MAX_STEPS)
+            assert case.summary(other.value) == case.summary(first.value)
+            assert other.virtual_time == first.virtual_time
+            assert _times(other.value) == _times(first.value)
+
+
+def _times(result: trioflow.RunResult) -> dict[str, tuple[float | None, float | None]]:
+    return {n: (s.started_at, s.finished_at) for n, s in result.steps.items()}
+
+
+# -- 2. no deadlocks ---------------------------------------------------------------------
+
+
+def check_nested_runs_share_a_limiter(
+    inner: FlowCase, width: int, size: int, schedule: Sequence[int]
+) -> None:
+    """Steps that each run a nested flow, all on one shared limiter of *size*, never deadlock."""
+    expected = {n: r[1] for n, r in inner.sequential().items() if r[0] == "succeeded"}
+
+    async def main() -> list[dict[str, Any]]:
+        shared = trio.CapacityLimiter(size)
+        outer = trioflow.Flow("outer")
+        for i in range(width):
+
+            async def nested() -> dict[str, Any]:
+                result = await inner.flow.run(
+                    inner.inputs,
+                    limiter=shared,
+                    limiters=inner.unlimited_limiters(),
+                    error_handling="continue",
+                )
+                return dict(result.outputs)
+
+            outer.add(nested, name=f"n{i}")
+        result = await outer.run(limiter=shared)
+        return [result[f"n{i}"] for i in range(width)]
+
+    with saved_on_failure(
+        "nested_runs_share_a_limiter", inner, width=width, size=size, schedule=list(schedule)
+    ):
+        try:
+            outputs = run_deterministic(main, schedule=list(schedule), max_steps=MAX_STEPS).value
+        except trioflow.FlowError:
+            assert inner.failing, "a nested run failed though no step of it fails"
+            return
+        assert outputs == [expected] * width
+
+
+# -- 3. virtual time and limits ----------------------------------------------------------
+
+
+def check_critical_path(case: FlowCase, schedule: Sequence[int]) -> None:
+    """With unlimited capacity the run takes exactly the critical path; a step starts when
+    its last dependency finishes."""
+    with saved_on_failure("critical_path", case, schedule=list(schedule)):
+        result = run(
+            case, schedule, error_handling="continue", limiters=case.unlimited_limiters()
+        ).value
+        assert result.duration == case.critical_path
+        finish = case.finish_times()
+        assert {n: s.finished_at for n, s in result.steps.items() if n in finish} == finish
+
+
+def check_graham_bound(case: FlowCase, schedule: Sequence[int], m: int) -> None:
+    """With capacity *m*: duration <= work/m + critical path, and at most *m* in flight."""
+    with saved_on_failure("graham_bound", case, schedule=list(schedule), max_concurrent=m):
+        result = run(
+            case,
+            schedule,
+            error_handling="continue",
+            max_concurrent=m,
+            limiters=case.unlimited_limiters(),
+        ).value
+        assert result.duration <= case.total_work / m + case.critical_path
+        assert case.observations.max_in_flight["*"] <= m
+
+
+def check_limits(case: FlowCase, schedule: Sequence[int], max_concurrent: int | None) -> None:
+    """In-flight counts never exceed max_concurrent, a named limiter, or a map step's limit."""
+    with saved_on_failure("limits", case, schedule=list(schedule), max_concurrent=max_concurrent):
+        run(case, schedule, error_handling="continue", max_concurrent=max_concurrent)
+        seen = case.observations.max_in_flight
+        if max_concurrent is not None:
+            assert seen["*"] <= max_concurrent
+        for name, size in case.limiter_sizes.items():
+            assert seen[f"limiter:{name}"] <= size, name
+        for model in case.models:
+            if model.max_concurrent is not None:
+                assert seen[model.name] <= model.max_concurrent, model.name
+
+
+# -- 4. failures -----------------------------------------------------------------------------
+
+
+def check_fail_fast(case: FlowCase, schedule: Sequence[int]) -> None:
+    """fail_fast: run raises FlowError; no step body is left running; statuses follow the timeline.
+
+    With unlimited capacity, the first failure happens at ``t`` = the earliest
+    finish time of a failing step (the strategy gives failing steps durations
+    that coincide with no other event). Steps that finished before ``t``
+    succeeded, that step failed, every other one is ``cancelled``, and each
+    step body running at ``t`` saw the cancellation.
+    """
+    failing = case.failing
+    finish = case.finish_times()
+    t = min(finish[name] for name in failing)
+    starts = {m.name: finish[m.name] - m.unit_time(None) for m in case.models if m.name in finish}
+
+    async def main() -> trioflow.RunResult:
+        nurseries = trio.lowlevel.current_task().child_nurseries
+        try:
+            await case.run(limiters=case.unlimited_limiters())
+        except trioflow.FlowError as exc:
+            # run() closed every nursery it opened, so no task it started is alive
+            assert trio.lowlevel.current_task().child_nurseries == nurseries
+            return exc.result
+        raise AssertionError("the run did not raise FlowError though a step fails")
+
+    with saved_on_failure("fail_fast", case, schedule=list(schedule), error_handling="fail_fast"):
+        result = run_deterministic(main, schedule=list(schedule), max_steps=MAX_STEPS).value
+        obs = case.observations
+        assert obs.entered == obs.exited, "a step body was still running after run() raised"
+        expected = {}
+        for model in case.models:
+            f = finish.get(model.name)
+            if f is not None and f < t:
+                expected[model.name] = "succeeded"
+            elif f == t and model.name in failing:
+                expected[model.name] = "failed"
+            else:
+                expected[model.name] = "cancelled"
+        assert {n: str(s.status) for n, s in result.steps.items()} == expected
+        running_at_failure = [
+            m.name
+            for m in case.models
+            if m.map_over is None
+            and m.max_attempts == 1
+            and m.name in finish
+            and starts[m.name] < t < finish[m.name]
+        ]
+        for name in running_at_failure:
+            assert (name, None) in obs.cancelled, name
+
+
+def check_continue_skips_descendants(
+    case: FlowCase, schedule: Sequence[int], m: int | None
+) -> None:
+    """continue: skipped == descendants of failed steps, exactly."""
+    with saved_on_failure(
+        "continue_skips_descendants", case, schedule=list(schedule), max_concurrent=m
+    ):
+        result = run(case, schedule, error_handling="continue", max_concurrent=m).value
+        failed = set(result.failed)
+        assert failed == set(case.failing)
+        descendants: set[str] = set()
+        for name in failed:
+            descendants |= case.descendants(name)
+        assert set(result.skipped) == descendants
+
+
+# -- 5. isolation -------------------------------------------------------------------------------
+
+
+def check_isolation(case: FlowCase, schedule: Sequence[int], m: int | None) -> None:
+    """A step that mutates its inputs never changes a sibling's inputs or the recorded outputs."""
+    with saved_on_failure("isolation", case, schedule=list(schedule), max_concurrent=m):
+        result = run(case, schedule, error_handling="continue", max_concurrent=m).value
+        expected = case.sequential()
+        values = {n: r[1] for n, r in expected.items()}
+        values["items"] = case.inputs.get("items", [])
+        for (name, item, _attempt), seen in case.observations.inputs_seen.items():
+            model = next(m for m in case.models if m.name == name)
+            want = {d: values[d] for d in model.deps}
+            if model.map_over is not None:
+                assert item is not None
+                want[model.map_over] = values[model.map_over][item]
+            assert seen == want, (name, item)
+        assert case.summary(result) == expected
+
+
+CHECKS: dict[str, Callable[..., None]] = {
+    name[len("check_") :]: fn for name, fn in globals().items() if name.startswith("check_")
+}

@@ -1,0 +1,70 @@
+"""The engine's properties over random flows and random schedules (``nox -s fuzz``).
+
+The number of examples comes from the Hypothesis profile that
+``fuzz/conftest.py`` loads. The checks live in ``engine_properties.py``.
+"""
+
+from __future__ import annotations
+
+import engine_properties as props
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from trioflow.testing.strategies import FlowCase, flows, schedules, seeds
+
+capacities = st.sampled_from([1, 2, 3, None])
+
+
+@given(flows(), schedules(), capacities, st.booleans())
+def test_matches_sequential(
+    case: FlowCase, schedule: list[int], m: int | None, unlimited: bool
+) -> None:
+    props.check_matches_sequential(case, schedule, m, unlimited)
+
+
+@given(flows(max_steps=5), st.lists(seeds(), min_size=1, max_size=4, unique=True), capacities)
+def test_same_under_seeds(case: FlowCase, seed_list: list[int], m: int | None) -> None:
+    props.check_same_under_seeds(case, seed_list, m)
+
+
+@given(
+    flows(max_steps=4, failures=False, mutations=False),
+    st.integers(1, 4),
+    st.integers(1, 2),
+    schedules(),
+)
+def test_nested_runs_share_a_limiter(
+    inner: FlowCase, width: int, size: int, schedule: list[int]
+) -> None:
+    props.check_nested_runs_share_a_limiter(inner, width, size, schedule)
+
+
+@given(flows(), schedules())
+def test_critical_path(case: FlowCase, schedule: list[int]) -> None:
+    props.check_critical_path(case, schedule)
+
+
+@given(flows(map_limits=False), schedules(), st.integers(1, 3))
+def test_graham_bound(case: FlowCase, schedule: list[int], m: int) -> None:
+    props.check_graham_bound(case, schedule, m)
+
+
+@given(flows(), schedules(), capacities)
+def test_limits(case: FlowCase, schedule: list[int], m: int | None) -> None:
+    props.check_limits(case, schedule, m)
+
+
+@given(flows(), schedules())
+def test_fail_fast(case: FlowCase, schedule: list[int]) -> None:
+    assume(case.failing)
+    props.check_fail_fast(case, schedule)
+
+
+@given(flows(), schedules(), capacities)
+def test_continue_skips_descendants(case: FlowCase, schedule: list[int], m: int | None) -> None:
+    props.check_continue_skips_descendants(case, schedule, m)
+
+
+@given(flows(failures=False), schedules(), capacities)
+def test_isolation(case: FlowCase, schedule: list[int], m: int | None) -> None:
+    props.check_isolation(case, schedule, m)

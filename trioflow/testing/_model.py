@@ -1,0 +1,375 @@
+"""Random flows and their expected behaviour, computed without running them.
+
+:class:`FlowCase` pairs a :class:`trioflow.Flow` built from a list of
+:class:`StepModel` with everything a property test needs to judge a run of it:
+the outputs, statuses, attempts and usage that running the steps one by one
+in declaration (topological) order gives, the virtual-time critical path and
+total work, each step's descendants, and observations made by the step
+bodies during the last run (in-flight counts, cancellations, inputs seen).
+
+This module does not import Hypothesis; :mod:`trioflow.testing.strategies`
+draws the models.
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import attrs
+import trio
+
+import trioflow
+
+__all__ = ["FlowCase", "Observations", "StepFailure", "StepModel"]
+
+#: The flow input that map steps (and plain steps) may read; a list of ints.
+ITEMS = "items"
+
+
+class StepFailure(Exception):
+    """The exception a generated step raises when it is drawn to fail."""
+
+
+@attrs.frozen
+class StepModel:
+    """One generated step.
+
+    Attributes:
+        name: The step's name, ``"s0"``, ``"s1"``, … in declaration order.
+        deps: Names of upstream steps (or ``"items"``) passed as parameters.
+        after: Names of upstream steps that must finish first (order only).
+        map_over: ``None``, or the name in ``deps`` whose items are mapped.
+        durations: Virtual seconds each attempt sleeps; item ``i`` of a map step
+            uses ``durations[i % len(durations)]``.
+        checkpoints: Extra schedule points in each attempt.
+        use_anyio: Sleep and checkpoint through anyio rather than trio.
+        length: Length of a plain step's output list.
+        fail_times: How many first attempts (of every item) raise
+            :class:`StepFailure`; ``>= max_attempts`` means the step fails.
+        max_attempts: The retry policy's ``max_attempts`` (1 = no retry).
+        wait: Retry ``wait``.
+        backoff: Retry ``backoff``.
+        cost: The step's ``cost`` option.
+        limiter: ``None`` or the name of a limiter the step uses.
+        max_concurrent: A map step's own limit on items at once, or ``None``.
+        mutate: The step appends to every list it was given, after using it.
+        tokens: Usage reported per attempt, as ``tokens``.
+    """
+
+    name: str
+    deps: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    map_over: str | None = None
+    durations: tuple[float, ...] = (0.0,)
+    checkpoints: int = 0
+    use_anyio: bool = False
+    length: int = 1
+    fail_times: int = 0
+    max_attempts: int = 1
+    wait: float = 0.0
+    backoff: float = 1.0
+    cost: float = 1.0
+    limiter: str | None = None
+    max_concurrent: int | None = None
+    mutate: bool = False
+    tokens: int = 1
+
+    @property
+    def fails(self) -> bool:
+        """Whether every attempt up to ``max_attempts`` fails."""
+        return self.fail_times >= self.max_attempts
+
+    @property
+    def attempts(self) -> int:
+        """Attempts each unit (the step, or each map item) makes."""
+        return self.max_attempts if self.fails else self.fail_times + 1
+
+    def unit_time(self, item: int | None) -> float:
+        """Virtual seconds one unit holds its slot: attempts plus retry waits."""
+        d = self.durations[(item or 0) % len(self.durations)]
+        waits = sum(min(60.0, self.wait * self.backoff ** (k - 1)) for k in range(1, self.attempts))
+        return self.attempts * d + waits
+
+
+def _value(model: StepModel, index: int, inputs: Mapping[str, Any], item: Any) -> Any:
+    """The pure function every generated step computes."""
+    h = 7 * index + 3
+    for k, dep in enumerate(model.deps):
+        if dep == model.map_over:
+            continue
+        h += (k + 1) * (sum(inputs[dep]) + 11 * len(inputs[dep]))
+    if model.map_over is not None:
+        return (h + 31 * item) % 10007
+    return [(h + j) % 10007 for j in range(model.length)]
+
+
+@attrs.define(eq=False)
+class Observations:
+    """What the generated step bodies saw during the last run of a :class:`FlowCase`."""
+
+    in_flight: Counter[str] = attrs.Factory(Counter)
+    max_in_flight: Counter[str] = attrs.Factory(Counter)
+    entered: int = 0
+    exited: int = 0
+    cancelled: set[tuple[str, int | None]] = attrs.Factory(set)
+    inputs_seen: dict[tuple[str, int | None, int], Any] = attrs.Factory(dict)
+
+
+@attrs.define(eq=False)
+class FlowCase:
+    """A generated flow, its inputs, and what a run of it must give.
+
+    Attributes:
+        flow: The :class:`trioflow.Flow`.
+        inputs: The inputs to pass to ``flow.run``.
+        models: The step models, in declaration order.
+        limiter_sizes: Size of each named limiter the steps use.
+        observations: Filled in by the step bodies during the last run.
+    """
+
+    flow: trioflow.Flow
+    inputs: dict[str, Any]
+    models: tuple[StepModel, ...]
+    limiter_sizes: dict[str, int]
+    observations: Observations = attrs.Factory(Observations)
+
+    @classmethod
+    def build(
+        cls, models: Sequence[StepModel], items: Sequence[int], limiter_sizes: Mapping[str, int]
+    ) -> FlowCase:
+        """Build the flow for *models* (each one's deps must name earlier steps or ``"items"``)."""
+        case = cls(
+            trioflow.Flow("generated"), {ITEMS: list(items)}, tuple(models), dict(limiter_sizes)
+        )
+        for index, model in enumerate(models):
+            case.flow.add(
+                case._make_fn(index, model),
+                name=model.name,
+                after=list(model.after) or None,
+                limiter=model.limiter,
+                retry=trioflow.Retry(
+                    max_attempts=model.max_attempts, wait=model.wait, backoff=model.backoff
+                ),
+                map_over=model.map_over,
+                max_concurrent=model.max_concurrent,
+                cost=model.cost,
+            )
+        if not any(ITEMS in m.deps for m in models):
+            case.inputs = {}
+        return case
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able description from which :meth:`from_json` rebuilds the case."""
+        return {
+            "models": [attrs.asdict(m) for m in self.models],
+            "items": list(self.inputs.get(ITEMS, [])),
+            "limiter_sizes": dict(self.limiter_sizes),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FlowCase:
+        """Rebuild a case saved with :meth:`to_json` (for example, by the fuzz suite)."""
+        models = []
+        for m in data["models"]:
+            fields: dict[str, Any] = {
+                k: tuple(v) if isinstance(v, list) else v for k, v in m.items()
+            }
+            models.append(StepModel(**fields))
+        return cls.build(models, data["items"], data["limiter_sizes"])
+
+    def _make_fn(self, index: int, model: StepModel) -> Any:
+        params = ", ".join(model.deps)
+        packed = ", ".join(f"{p!r}: {p}" for p in model.deps)
+        source = f"async def {model.name}({params}):\n    return await _body({{{packed}}})\n"
+
+        async def body(kwargs: dict[str, Any]) -> Any:
+            return await self._body(index, model, kwargs)
+
+        namespace: dict[str, Any] = {"_body": body, "__name__": __name__ + ".generated"}
+        exec(source, namespace)  # a real signature, whatever way the engine reads it
+        return namespace[model.name]
+
+    async def _body(self, index: int, model: StepModel, kwargs: dict[str, Any]) -> Any:
+        ctx = trioflow.current_step()
+        obs = self.observations
+        keys = ["*", model.name] + ([f"limiter:{model.limiter}"] if model.limiter else [])
+        obs.entered += 1
+        for key in keys:
+            obs.in_flight[key] += 1
+            obs.max_in_flight[key] = max(obs.max_in_flight[key], obs.in_flight[key])
+        try:
+            obs.inputs_seen[(model.name, ctx.item, ctx.attempt)] = copy.deepcopy(kwargs)
+            for _ in range(model.checkpoints):
+                if model.use_anyio:
+                    await anyio.lowlevel.checkpoint()
+                else:
+                    await trio.lowlevel.checkpoint()
+            duration = model.durations[(ctx.item or 0) % len(model.durations)]
+            if model.use_anyio:
+                await anyio.sleep(duration)
+            else:
+                await trio.sleep(duration)
+            ctx.add_usage(calls=1, tokens=model.tokens)
+            if ctx.attempt <= model.fail_times:
+                raise StepFailure(f"step {model.name!r} item {ctx.item} attempt {ctx.attempt}")
+            item = kwargs[model.map_over] if model.map_over is not None else None
+            value = _value(model, index, kwargs, item)
+            if model.mutate:
+                for arg in kwargs.values():
+                    if isinstance(arg, list):
+                        arg.append(-1)
+            return value
+        except anyio.get_cancelled_exc_class():
+            obs.cancelled.add((model.name, ctx.item))
+            raise
+        finally:
+            obs.exited += 1
+            for key in keys:
+                obs.in_flight[key] -= 1
+
+    # -- running -------------------------------------------------------------------
+
+    async def run(self, **options: Any) -> trioflow.RunResult:
+        """Reset the observations and run the flow with its inputs and *options*.
+
+        ``limiters`` defaults to :attr:`limiter_sizes`.
+        """
+        self.observations = Observations()
+        options.setdefault("limiters", dict(self.limiter_sizes))
+        return await self.flow.run(self.inputs, **options)
+
+    def unlimited_limiters(self) -> dict[str, int]:
+        """Named limiters too large to ever hold a step back."""
+        return {name: 1_000_000 for name in self.limiter_sizes}
+
+    async def run_settled(self, **options: Any) -> trioflow.RunResult:
+        """Like :meth:`run`, but return the partial result when the run raises ``FlowError``."""
+        try:
+            return await self.run(**options)
+        except trioflow.FlowError as exc:
+            return exc.result
+
+    # -- expectations --------------------------------------------------------------
+
+    @staticmethod
+    def summary(result: trioflow.RunResult) -> dict[str, tuple[str, Any, int, dict[str, float]]]:
+        """name -> ``(status, value, attempts, usage)`` of a run, comparable with :meth:`sequential`."""
+        return {
+            name: (str(s.status), s.value if s.ok else None, s.attempts, dict(s.usage))
+            for name, s in result.steps.items()
+        }
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+    @property
+    def failing(self) -> frozenset[str]:
+        """Steps drawn to fail (every attempt of some unit fails)."""
+        return frozenset(n for n, r in self.sequential().items() if r[0] == "failed")
+
+    def descendants(self, name: str) -> frozenset[str]:
+        """Steps that depend on *name*, directly or not (data or ``after`` edges)."""
+        found: set[str] = set()
+        for model in self.models:
+            if any(d == name or d in found for d in (*model.deps, *model.after)):
+                found.add(model.name)
+        return frozenset(found)
+
+    def sequential(self) -> dict[str, tuple[str, Any, int, dict[str, float]]]:
+        """Run the steps one by one in declaration order, as pure functions.
+
+        Returns:
+            name -> ``(status, value, attempts, usage)`` as under
+            ``error_handling="continue"``: a step downstream of a failure is
+            ``"skipped"`` with value ``None``.
+        """
+        out: dict[str, tuple[str, Any, int, dict[str, float]]] = {}
+        values: dict[str, Any] = {ITEMS: self.inputs.get(ITEMS, [])}
+        for index, model in enumerate(self.models):
+            if any(out[d][0] != "succeeded" for d in (*model.deps, *model.after) if d != ITEMS):
+                out[model.name] = ("skipped", None, 0, {})
+                continue
+            kwargs = {d: values[d] for d in model.deps}
+            units = len(kwargs[model.map_over]) if model.map_over is not None else 1
+            calls = units * model.attempts
+            usage: dict[str, float] = (
+                {"calls": calls, "tokens": calls * model.tokens} if calls else {}
+            )
+            attempts = model.attempts if units else 0
+            if model.fails and units:
+                out[model.name] = ("failed", None, attempts, usage)
+                continue
+            if model.map_over is not None:
+                value: Any = [_value(model, index, kwargs, x) for x in kwargs[model.map_over]]
+            else:
+                value = _value(model, index, kwargs, None)
+            values[model.name] = value
+            out[model.name] = ("succeeded", value, attempts, usage)
+        return out
+
+    def finish_times(self) -> dict[str, float]:
+        """Virtual finish time of every step that runs, with unlimited capacity.
+
+        Map items start in item order as the step's own ``max_concurrent`` allows.
+        """
+        seq = self.sequential()
+        finish: dict[str, float] = {}
+        for model in self.models:
+            if seq[model.name][0] == "skipped":
+                continue
+            start = max((finish[d] for d in (*model.deps, *model.after) if d != ITEMS), default=0.0)
+            if model.map_over is None:
+                finish[model.name] = start + model.unit_time(None)
+                continue
+            n = len(self._map_items(model))
+            times = [model.unit_time(i) for i in range(n)]
+            finish[model.name] = start + _list_schedule(times, model.max_concurrent)
+        return finish
+
+    def _map_items(self, model: StepModel) -> list[Any]:
+        assert model.map_over is not None
+        if model.map_over == ITEMS:
+            return list(self.inputs.get(ITEMS, []))
+        value = self.sequential()[model.map_over][1]
+        return list(value)
+
+    @property
+    def critical_path(self) -> float:
+        """Duration of a run with unlimited capacity (``max_concurrent=None``)."""
+        return max(self.finish_times().values(), default=0.0)
+
+    @property
+    def total_work(self) -> float:
+        """Sum of the virtual time every unit holds a slot (steps and map items)."""
+        seq = self.sequential()
+        total = 0.0
+        for model in self.models:
+            if seq[model.name][0] == "skipped":
+                continue
+            if model.map_over is None:
+                total += model.unit_time(None)
+            else:
+                total += sum(model.unit_time(i) for i in range(len(self._map_items(model))))
+        return total
+
+
+def _list_schedule(times: Sequence[float], slots: int | None) -> float:
+    """Makespan of running jobs in order on *slots* machines (``None`` = one each)."""
+    if not times:
+        return 0.0
+    if slots is None or slots >= len(times):
+        return max(times)
+    free = [0.0] * slots
+    end = 0.0
+    for t in times:
+        start = heapq.heappop(free)
+        end = max(end, start + t)
+        heapq.heappush(free, start + t)
+    return end

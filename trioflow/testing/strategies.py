@@ -1,0 +1,162 @@
+"""Hypothesis strategies for schedules, seeds and random flows.
+
+This module imports Hypothesis (``pip install trioflow[testing]``); the rest
+of :mod:`trioflow.testing` does not.
+
+Example::
+
+    from functools import partial
+
+    from hypothesis import given
+    from trioflow.testing import run_deterministic
+    from trioflow.testing.strategies import flows, schedules
+
+    @given(flows(), schedules())
+    def test_schedule_does_not_matter(case, schedule):
+        run = partial(case.run_settled, error_handling="continue")
+        result = run_deterministic(run, schedule=schedule).value
+        assert case.summary(result) == case.sequential()
+"""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from ._model import ITEMS, FlowCase, Observations, StepFailure, StepModel
+
+__all__ = ["FlowCase", "Observations", "StepFailure", "StepModel", "flows", "schedules", "seeds"]
+
+#: Durations of steps that succeed are multiples of 1/2; a step drawn to fail
+#: gets an extra 1/64 times a number unique to it, so that under ``fail_fast``
+#: no failure happens at the same virtual instant as any other event (which
+#: steps end up ``cancelled`` rather than ``succeeded`` would otherwise be an
+#: inherent race, legitimately different across schedules).
+_DURATIONS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+
+
+def schedules(*, max_size: int = 64, max_value: int = 8) -> st.SearchStrategy[list[int]]:
+    """Schedules for :func:`~trioflow.testing.run_deterministic`: lists of small ints.
+
+    Shrinks toward ``[]`` (FIFO) and toward small values, so a failing example
+    ends up as the shortest list of decisions that still exposes the bug.
+
+    Args:
+        max_size: Most decisions drawn; a run that needs more continues FIFO.
+        max_value: Largest decision drawn (decisions are taken modulo the
+            number of runnable tasks, so small values reach every choice).
+    """
+    return st.lists(st.integers(0, max_value), max_size=max_size)
+
+
+def seeds() -> st.SearchStrategy[int]:
+    """Seeds for :func:`~trioflow.testing.run_deterministic` (``seed=``)."""
+    return st.integers(0, 2**32 - 1)
+
+
+@st.composite
+def _step(
+    draw: st.DrawFn,
+    index: int,
+    earlier: list[StepModel],
+    *,
+    failures: bool,
+    failure_number: int,
+    retries: bool,
+    maps: bool,
+    map_limits: bool,
+    limiters: tuple[str, ...],
+    mutations: bool,
+) -> StepModel:
+    names = [m.name for m in earlier]
+    deps = draw(st.lists(st.sampled_from([ITEMS, *names]), unique=True, max_size=3))
+    after = draw(st.lists(st.sampled_from(names), unique=True, max_size=2)) if names else []
+    after = [a for a in after if a not in deps]
+    map_over = None
+    if maps and deps and draw(st.booleans()):
+        map_over = draw(st.sampled_from(deps))
+    fail = failures and map_over is None and draw(st.integers(0, 5)) == 0
+    max_attempts = draw(st.integers(1, 3)) if retries else 1
+    fail_times = max_attempts if fail else draw(st.integers(0, max_attempts - 1))
+    durations = tuple(
+        draw(st.lists(st.sampled_from(_DURATIONS), min_size=1, max_size=3 if map_over else 1))
+    )
+    if fail:
+        durations = tuple(d + (failure_number + 1) / 64 for d in durations)
+    return StepModel(
+        name=f"s{index}",
+        deps=tuple(deps),
+        after=tuple(after),
+        map_over=map_over,
+        durations=durations,
+        checkpoints=draw(st.integers(0, 2)),
+        use_anyio=draw(st.booleans()),
+        length=draw(st.integers(0, 3)),
+        fail_times=fail_times,
+        max_attempts=max_attempts,
+        wait=draw(st.sampled_from((0.0, 0.5, 1.0))) if max_attempts > 1 else 0.0,
+        backoff=draw(st.sampled_from((1.0, 2.0))),
+        cost=draw(st.sampled_from((0.5, 1.0, 2.0))),
+        limiter=draw(st.sampled_from((None, *limiters))) if limiters else None,
+        max_concurrent=draw(st.sampled_from((None, 1, 2, 3))) if map_over and map_limits else None,
+        mutate=mutations and draw(st.booleans()),
+        tokens=draw(st.integers(0, 5)),
+    )
+
+
+@st.composite
+def flows(
+    draw: st.DrawFn,
+    *,
+    max_steps: int = 7,
+    failures: bool = True,
+    retries: bool = True,
+    maps: bool = True,
+    map_limits: bool = True,
+    limiters: bool = True,
+    mutations: bool = True,
+) -> FlowCase:
+    """Random DAG flows, as :class:`FlowCase` objects.
+
+    Each step is an async function whose parameters name upstream steps (or
+    the flow input ``"items"``, a list of ints); it sleeps a drawn virtual
+    duration (through trio or anyio), reports usage, may fail a drawn number
+    of attempts (retried or not), may be a map step, may use a named limiter,
+    may mutate its inputs, and returns a list of ints computed from its inputs.
+    The case knows what a run must give (:meth:`FlowCase.sequential`,
+    :attr:`FlowCase.critical_path`, :attr:`FlowCase.total_work`,
+    :meth:`FlowCase.descendants`) and what the bodies saw
+    (:attr:`FlowCase.observations`). Shrinks toward fewer, simpler steps.
+
+    Args:
+        max_steps: Most steps in a flow.
+        failures: Allow steps that fail on every attempt.
+        retries: Allow retry policies (and attempts that fail, then succeed).
+        maps: Allow map steps.
+        map_limits: Allow a map step's own ``max_concurrent``.
+        limiters: Allow named limiters (``"x"`` and ``"y"``, of drawn sizes).
+        mutations: Allow steps that mutate their inputs.
+    """
+    n = draw(st.integers(1, max_steps))
+    sizes: dict[str, int] = {}
+    if limiters:
+        sizes = {name: draw(st.integers(1, 3)) for name in ("x", "y")}
+    models: list[StepModel] = []
+    failing = 0
+    for index in range(n):
+        model = draw(
+            _step(
+                index,
+                models,
+                failures=failures,
+                failure_number=failing,
+                retries=retries,
+                maps=maps,
+                map_limits=map_limits,
+                limiters=tuple(sizes),
+                mutations=mutations,
+            )
+        )
+        failing += model.fails
+        models.append(model)
+    items = draw(st.lists(st.integers(0, 99), max_size=4))
+    return FlowCase.build(models, items, sizes)
