@@ -153,24 +153,31 @@ class Controller(trio.abc.Instrument):
         return decision
 
     def order_batch(self, batch: list[trio.lowlevel.Task]) -> None:
-        """Reorder (and possibly shorten) a batch that trio will run by popping from its end."""
+        """Reorder (and possibly shorten) a batch that trio will run by popping from its end.
+
+        Only the run's own tasks (not trio's system tasks or the watchdog) count:
+        a decision is made when two or more of them are runnable.
+        """
         if self.force_stop_after is not None and self.steps >= self.force_stop_after:
             if self.steps >= self.force_stop_after + 1000 and self.error is not None:
                 # Even injected stops are being swallowed: crash trio's run loop
                 # (trio.run raises TrioInternalError, which the harness unwraps).
                 raise self.error
             self._inject_into_runnable(batch)
-        n = len(batch)
-        if n < 2:
+        user = [task for task in batch if task in self.labels]
+        if len(user) < 2:
+            batch.reverse()
             return
-        decision = self.next_decision(n)
+        decision = self.next_decision(len(user))
         if decision == 0:
             batch.reverse()
             return
-        chosen = batch.pop(decision - 1)
+        chosen = user.pop(decision - 1)
         runq: deque[trio.lowlevel.Task] = _trio_run.GLOBAL_RUN_CONTEXT.runner.runq
-        runq.extend(batch)
-        batch[:] = [chosen]
+        runq.extend(user)
+        held_back = set(user)
+        # trio pops from the end: its own tasks first, then the chosen one
+        batch[:] = [chosen, *reversed([t for t in batch if t not in held_back and t is not chosen])]
 
     # -- instrument hooks ---------------------------------------------------
 
@@ -198,11 +205,12 @@ class Controller(trio.abc.Instrument):
         self.trace.append(TraceEvent(now, "step", label))
         if self.error is None:
             if self.steps > self.max_steps:
-                self._stop(self._budget_error(f"max_steps={self.max_steps!r} task steps", now))
+                what = f"max_steps={self.max_steps!r} task steps"
+                self._stop(self._budget_error(what, f"max_steps={self.max_steps * 10!r}", now))
             elif now > self.max_virtual_time:
-                self._stop(
-                    self._budget_error(f"max_virtual_time={self.max_virtual_time!r} seconds", now)
-                )
+                what = f"max_virtual_time={self.max_virtual_time!r} seconds"
+                more = f"max_virtual_time={self.max_virtual_time * 10!r}"
+                self._stop(self._budget_error(what, more, now))
 
     def task_exited(self, task: trio.lowlevel.Task) -> None:
         label = self.labels.pop(task, None)
@@ -323,7 +331,7 @@ class Controller(trio.abc.Instrument):
         lines.append(_replay_hint(self.decisions))
         return DeadlockError("\n".join(lines), decisions=tuple(_trim(self.decisions)))
 
-    def _budget_error(self, what: str, now: float) -> BudgetExceededError:
+    def _budget_error(self, what: str, more: str, now: float) -> BudgetExceededError:
         busiest = ", ".join(
             f"{label} ({n} steps)" for label, n in self.steps_by_label.most_common(3)
         )
@@ -331,7 +339,7 @@ class Controller(trio.abc.Instrument):
             f"the run exceeded {what} (at virtual time {now!r} after {self.steps} task steps): "
             f"a livelock, an endless ticker, or simply a longer run than the budget allows. "
             f"Busiest tasks: {busiest}. If the work is legitimately this long, raise the budget, "
-            f"e.g. run_deterministic(..., max_steps={self.max_steps * 10!r}).\n"
+            f"e.g. run_deterministic(..., {more}).\n"
             + _replay_hint(self.decisions)
         )
         return BudgetExceededError(message, decisions=tuple(_trim(self.decisions)))

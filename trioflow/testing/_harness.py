@@ -50,12 +50,17 @@ class DeterministicRun(Generic[T]):
 async def _main(
     controller: Controller, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
 ) -> tuple[outcome.Outcome[Any], float]:
-    async with trio.open_nursery() as nursery:
-        controller.watchdog_cancel = nursery.cancel_scope
-        await nursery.start(controller.watchdog_task)
-        result = await outcome.acapture(fn, *args)
-        end = trio.current_time()
-        nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            controller.watchdog_cancel = nursery.cancel_scope
+            await nursery.start(controller.watchdog_task)
+            result = await outcome.acapture(fn, *args)
+            end = trio.current_time()
+            nursery.cancel_scope.cancel()
+    except BaseException:
+        # Only a forced stop (injected into the harness's own task too) gets here.
+        if controller.error is None:
+            raise
     if controller.error is not None:
         # The function was cancelled (or stopped) by the harness: its outcome
         # is an artefact of that, the harness's error is the news.

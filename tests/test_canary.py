@@ -1,0 +1,112 @@
+"""Canary: trio's private scheduler internals that trioflow.testing relies on.
+
+If one of these fails after a trio upgrade, ``trioflow.testing`` can no longer
+control or observe trio's scheduler the way it does: do not just bump the pin
+in ``pyproject.toml``. Read the new ``trio/_core/_run.py`` (``unrolled_run``),
+adapt ``trioflow/testing/_control.py``, and update this file.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections import deque
+
+import pytest
+import trio
+import trio.lowlevel
+from trio._core import _run as trio_run
+
+from trioflow.testing import run_deterministic
+
+ADVICE = (
+    f" -- trio's scheduler internals changed (trio {trio.__version__}); trioflow.testing relies on them. "
+    "Adapt trioflow/testing/_control.py before widening the trio pin in pyproject.toml."
+)
+
+
+def require(condition: bool, what: str) -> None:
+    if not condition:
+        pytest.fail(what + ADVICE, pytrace=False)
+
+
+def test_module_global_random_exists() -> None:
+    require(
+        isinstance(getattr(trio_run, "_r", None), random.Random),
+        "trio._core._run._r is no longer a random.Random",
+    )
+
+
+def test_deterministic_scheduling_flag_exists() -> None:
+    require(
+        isinstance(getattr(trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING", None), bool),
+        "trio._core._run._ALLOW_DETERMINISTIC_SCHEDULING is gone or not a bool",
+    )
+
+
+def test_run_loop_sorts_by_counter_then_shuffles_and_pops_from_the_end() -> None:
+    source = inspect.getsource(trio_run.unrolled_run)
+    for snippet in (
+        "batch = list(runner.runq)",
+        "if _ALLOW_DETERMINISTIC_SCHEDULING:",
+        "batch.sort(key=lambda t: t._counter)",
+        "_r.shuffle(batch)",
+        "task = batch.pop()",
+        'runner.instruments.call("before_io_wait", timeout)',
+    ):
+        require(snippet in source, f"unrolled_run no longer contains {snippet!r}")
+
+
+def test_task_fields_used_by_the_harness() -> None:
+    fields = {a.name for a in trio.lowlevel.Task.__attrs_attrs__}  # type: ignore[attr-defined]
+    for name in ("_counter", "_next_send", "_next_send_fn", "_abort_func", "coro", "name"):
+        require(name in fields, f"trio.lowlevel.Task has no attribute {name!r}")
+    require(
+        callable(getattr(trio.lowlevel.Task, "_attempt_abort", None)),
+        "trio.lowlevel.Task._attempt_abort is gone",
+    )
+    require(
+        callable(getattr(trio.lowlevel.Task, "iter_await_frames", None)),
+        "trio.lowlevel.Task.iter_await_frames is gone",
+    )
+
+
+def test_runner_has_a_deque_runq_and_statistics() -> None:
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        runner = trio_run.GLOBAL_RUN_CONTEXT.runner
+        seen["runq"] = runner.runq
+        stats = trio.lowlevel.current_statistics()
+        seen["fields"] = {
+            "tasks_runnable",
+            "seconds_to_next_deadline",
+            "run_sync_soon_queue_size",
+            "io_statistics",
+        } <= set(dir(stats))
+
+    trio.run(main)
+    require(isinstance(seen["runq"], deque), "Runner.runq is no longer a deque")
+    require(seen["fields"] is True, "trio.lowlevel.current_statistics() lost a field")
+
+
+def test_the_shuffle_hook_is_really_called() -> None:
+    # a schedule that runs the newest task first must change the outcome
+    async def order() -> list[int]:
+        seen: list[int] = []
+
+        async def worker(i: int) -> None:
+            seen.append(i)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(3):
+                nursery.start_soon(worker, i)
+        return seen
+
+    require(
+        run_deterministic(order).value == [0, 1, 2], "FIFO no longer runs the oldest task first"
+    )
+    require(
+        run_deterministic(order, schedule=[3]).value[0] == 2,
+        "a schedule decision no longer chooses which task runs",
+    )
