@@ -134,8 +134,8 @@ def test_a_grace_of_zero_still_finds_deadlocks() -> None:
 
 def test_an_endless_ticker_exceeds_max_virtual_time() -> None:
     async def ticker() -> None:
-        while True:
-            await trio.sleep(60)  # noqa: ASYNC110 (an endless ticker, on purpose)
+        while True:  # noqa: ASYNC110 (an endless ticker, on purpose)
+            await trio.sleep(60)
 
     with pytest.raises(BudgetExceededError) as info:
         run_deterministic(ticker, max_virtual_time=3600)

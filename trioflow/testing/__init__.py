@@ -16,6 +16,7 @@ from ._errors import DeadlockError as DeadlockError
 from ._errors import NonDeterminismError as NonDeterminismError
 from ._harness import DeterministicRun as DeterministicRun
 from ._harness import check_deterministic as check_deterministic
+from ._harness import note as note
 from ._harness import run_deterministic as run_deterministic
 
 __all__ = [
@@ -25,5 +26,6 @@ __all__ = [
     "NonDeterminismError",
     "TraceEvent",
     "check_deterministic",
+    "note",
     "run_deterministic",
 ]

@@ -46,7 +46,7 @@ from trio._core import _run as _trio_run
 
 from ._errors import BudgetExceededError, DeadlockError
 
-__all__ = ["Controller", "ScheduleRandom", "TraceEvent", "install", "restore"]
+__all__ = ["Controller", "ScheduleRandom", "TraceEvent", "active", "install", "restore"]
 
 #: Paths whose frames are library plumbing, skipped when saying where a task waits.
 _LIBRARY_MARKERS: Final = (
@@ -67,14 +67,17 @@ class TraceEvent:
     Attributes:
         time: Virtual time (seconds of :class:`trio.testing.MockClock`) of the event.
         kind: ``"spawn"`` (task created), ``"step"`` (task resumed by the
-            scheduler) or ``"exit"`` (task finished).
+            scheduler), ``"exit"`` (task finished) or ``"note"`` (recorded
+            with :func:`~trioflow.testing.note`).
         task: A deterministic label for the task: its trio name and its spawn
             index within the run, such as ``"mymodule.worker#3"``.
+        detail: For a ``"note"``, the text noted; else ``""``.
     """
 
     time: float
     kind: str
     task: str
+    detail: str = ""
 
 
 class _ForcedStop(BaseException):
@@ -178,6 +181,11 @@ class Controller(trio.abc.Instrument):
         held_back = set(user)
         # trio pops from the end: its own tasks first, then the chosen one
         batch[:] = [chosen, *reversed([t for t in batch if t not in held_back and t is not chosen])]
+
+    def note(self, detail: str) -> None:
+        task = trio.lowlevel.current_task()
+        label = self.labels.get(task, _ADDRESS.sub("", task.name))
+        self.trace.append(TraceEvent(self.clock.current_time(), "note", label, detail))
 
     # -- instrument hooks ---------------------------------------------------
 
@@ -386,10 +394,13 @@ def _replay_hint(decisions: Sequence[int]) -> str:
 
 
 _saved: list[tuple[random.Random, bool]] = []
+#: The controller of the run in progress, if any.
+active: list[Controller] = []
 
 
-def install(rng: random.Random) -> None:
+def install(rng: ScheduleRandom) -> None:
     """Make trio's scheduler deterministic and driven by *rng*, remembering the old state."""
+    active.append(rng._controller)
     _saved.append((_trio_run._r, _trio_run._ALLOW_DETERMINISTIC_SCHEDULING))
     _trio_run._r = rng
     setattr(_trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING", True)  # noqa: B010 (it is Final)
@@ -397,6 +408,7 @@ def install(rng: random.Random) -> None:
 
 def restore() -> None:
     """Undo :func:`install`."""
+    active.pop()
     rng, allow = _saved.pop()
     _trio_run._r = rng
     setattr(_trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING", allow)  # noqa: B010 (it is Final)

@@ -15,10 +15,10 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from ._control import Controller, ScheduleRandom, TraceEvent, _trim, install, restore
+from ._control import Controller, ScheduleRandom, TraceEvent, _trim, active, install, restore
 from ._errors import NonDeterminismError
 
-__all__ = ["DeterministicRun", "check_deterministic", "run_deterministic"]
+__all__ = ["DeterministicRun", "check_deterministic", "note", "run_deterministic"]
 
 T = TypeVar("T")
 
@@ -233,6 +233,26 @@ def _run(
     finally:
         _lock.release()
     return result, end, controller
+
+
+def note(event: object) -> None:
+    """Add ``str(event)`` to the trace of the :func:`run_deterministic` run in progress.
+
+    Pass it as a flow's event callback to see step events in the trace:
+    ``flow.run(inputs, on_event=note)``. Outside a deterministic run, or
+    outside trio, it does nothing. Not a checkpoint.
+
+    Args:
+        event: Anything; its ``str()`` becomes the ``detail`` of a
+            :class:`TraceEvent` of kind ``"note"``, labelled with the current task.
+    """
+    if not active:
+        return
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return
+    active[-1].note(str(event))
 
 
 def _first_difference(a: object, b: object, path: str = "value", depth: int = 0) -> str:
