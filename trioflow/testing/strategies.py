@@ -26,11 +26,13 @@ from ._model import ITEMS, FlowCase, Observations, StepFailure, StepModel
 
 __all__ = ["FlowCase", "Observations", "StepFailure", "StepModel", "flows", "schedules", "seeds"]
 
-#: Durations of steps that succeed are multiples of 1/2; a step drawn to fail
-#: gets an extra 1/64 times a number unique to it, so that under ``fail_fast``
-#: no failure happens at the same virtual instant as any other event (which
-#: steps end up ``cancelled`` rather than ``succeeded`` would otherwise be an
-#: inherent race, legitimately different across schedules).
+#: Durations of steps that succeed are multiples of 1/2. The k-th step drawn
+#: to fail gets an extra 4**-(k + 3) seconds per attempt, so the end of each of
+#: its (at most 3) attempts falls on a virtual instant of its own: no failure
+#: coincides with any other event. Under ``fail_fast``, which steps end up
+#: ``cancelled`` rather than ``succeeded`` (or ``failed``) when a failure and
+#: another completion happen at the same instant is an inherent race that may
+#: legitimately differ across schedules; this keeps the fuzzed statuses exact.
 _DURATIONS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 
 
@@ -60,6 +62,7 @@ def _step(
     earlier: list[StepModel],
     *,
     failures: bool,
+    force_failure: bool,
     failure_number: int,
     retries: bool,
     maps: bool,
@@ -72,16 +75,16 @@ def _step(
     after = draw(st.lists(st.sampled_from(names), unique=True, max_size=2)) if names else []
     after = [a for a in after if a not in deps]
     map_over = None
-    if maps and deps and draw(st.booleans()):
+    if maps and deps and not force_failure and draw(st.booleans()):
         map_over = draw(st.sampled_from(deps))
-    fail = failures and map_over is None and draw(st.integers(0, 5)) == 0
+    fail = force_failure or (failures and map_over is None and draw(st.integers(0, 5)) == 0)
     max_attempts = draw(st.integers(1, 3)) if retries else 1
     fail_times = max_attempts if fail else draw(st.integers(0, max_attempts - 1))
     durations = tuple(
         draw(st.lists(st.sampled_from(_DURATIONS), min_size=1, max_size=3 if map_over else 1))
     )
     if fail:
-        durations = tuple(d + (failure_number + 1) / 64 for d in durations)
+        durations = tuple(d + 4.0 ** -(failure_number + 3) for d in durations)
     return StepModel(
         name=f"s{index}",
         deps=tuple(deps),
@@ -114,6 +117,7 @@ def flows(
     map_limits: bool = True,
     limiters: bool = True,
     mutations: bool = True,
+    min_failing: int = 0,
 ) -> FlowCase:
     """Random DAG flows, as :class:`FlowCase` objects.
 
@@ -135,8 +139,15 @@ def flows(
         map_limits: Allow a map step's own ``max_concurrent``.
         limiters: Allow named limiters (``"x"`` and ``"y"``, of drawn sizes).
         mutations: Allow steps that mutate their inputs.
+        min_failing: At least this many steps fail on every attempt (at most
+            ``max_steps``); their descendants may still be drawn.
     """
-    n = draw(st.integers(1, max_steps))
+    if not 0 <= min_failing <= max_steps:
+        raise ValueError(
+            f"flows(min_failing={min_failing!r}) must be between 0 and max_steps={max_steps!r}"
+        )
+    n = draw(st.integers(max(1, min_failing), max_steps))
+    forced = set(draw(st.permutations(range(n)))[:min_failing]) if min_failing else set()
     sizes: dict[str, int] = {}
     if limiters:
         sizes = {name: draw(st.integers(1, 3)) for name in ("x", "y")}
@@ -148,6 +159,7 @@ def flows(
                 index,
                 models,
                 failures=failures,
+                force_failure=index in forced,
                 failure_number=failing,
                 retries=retries,
                 maps=maps,
