@@ -25,7 +25,7 @@ import trio
 import trio.lowlevel
 
 import trioflow
-from trioflow.testing import DeterministicRun, run_deterministic
+from trioflow.testing import DeterministicRun, check_deterministic, run_deterministic
 from trioflow.testing.strategies import FlowCase
 
 FAILURES = Path(__file__).parent / "failures"
@@ -122,6 +122,21 @@ def check_same_under_seeds(
             if unlimited:
                 assert other.virtual_time == first.virtual_time
                 assert _times(other.value) == _times(first.value)
+
+
+def check_hundred_schedules(case: FlowCase, runs: int) -> None:
+    """``check_deterministic`` over FIFO and ``runs - 1`` seeded schedules, unlimited capacity:
+    identical outputs, statuses, attempts, usage and virtual end time, equal to one by one."""
+
+    async def summary() -> dict[str, Any]:
+        result = await case.run_settled(
+            error_handling="continue", limiters=case.unlimited_limiters()
+        )
+        return case.summary(result)
+
+    with saved_on_failure("hundred_schedules", case, runs=runs):
+        common = check_deterministic(summary, runs=runs, max_steps=MAX_STEPS)
+        assert common == case.sequential()
 
 
 def _times(result: trioflow.RunResult) -> dict[str, tuple[float | None, float | None]]:

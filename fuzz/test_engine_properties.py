@@ -7,7 +7,7 @@ The number of examples comes from the Hypothesis profile that
 from __future__ import annotations
 
 import engine_properties as props
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trioflow.testing.strategies import FlowCase, flows, schedules, seeds
@@ -25,6 +25,12 @@ def test_matches_sequential(
 @given(flows(max_steps=5), st.lists(seeds(), min_size=1, max_size=4, unique=True), capacities)
 def test_same_under_seeds(case: FlowCase, seed_list: list[int], m: int | None) -> None:
     props.check_same_under_seeds(case, seed_list, m)
+
+
+@settings(max_examples=max(5, settings.default.max_examples // 15))
+@given(flows())
+def test_hundred_schedules(case: FlowCase) -> None:
+    props.check_hundred_schedules(case, runs=100)
 
 
 @given(

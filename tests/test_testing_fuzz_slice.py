@@ -40,6 +40,12 @@ def test_same_under_seeds(case: FlowCase, seed_list: list[int], m: int | None) -
     props.check_same_under_seeds(case, seed_list, m)
 
 
+@settings(SLICE, max_examples=5)
+@given(flows())
+def test_hundred_schedules(case: FlowCase) -> None:
+    props.check_hundred_schedules(case, runs=100)
+
+
 @SLICE
 @given(
     flows(max_steps=4, failures=False, mutations=False),
