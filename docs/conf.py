@@ -50,8 +50,8 @@ nitpick_ignore = [
     ("py:class", "trioflow._scheduler.Limiter"),
 ]
 nitpick_ignore_regex: list[tuple[str, str]] = [
-    # type variables (T, R, ...) in generic signatures
-    ("py:class", r"trioflow\._\w+\.[A-Z]"),
+    # type variables (T, R, ...) in generic signatures, also in trioflow.testing's modules
+    ("py:class", r"trioflow\.(\w+\.)?_\w+\.[A-Z]"),
 ]
 
 # -- intersphinx ------------------------------------------------------------------

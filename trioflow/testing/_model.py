@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import heapq
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -111,10 +110,21 @@ def _value(model: StepModel, index: int, inputs: Mapping[str, Any], item: Any) -
 
 @attrs.define(eq=False)
 class Observations:
-    """What the generated step bodies saw during the last run of a :class:`FlowCase`."""
+    """What the generated step bodies saw during the last run of a :class:`FlowCase`.
 
-    in_flight: Counter[str] = attrs.Factory(Counter)
-    max_in_flight: Counter[str] = attrs.Factory(Counter)
+    Attributes:
+        in_flight: Bodies running now, by key: ``"*"`` (all), the step name,
+            and ``"limiter:<name>"``.
+        max_in_flight: The most running at once, by the same keys.
+        entered: Bodies started (one per attempt of a step or map item).
+        exited: Bodies finished, however they ended.
+        cancelled: ``(step, item)`` of every body that saw a cancellation.
+        inputs_seen: ``(step, item, attempt)`` -> a deep copy of the arguments
+            the body was called with.
+    """
+
+    in_flight: dict[str, int] = attrs.Factory(dict)
+    max_in_flight: dict[str, int] = attrs.Factory(dict)
     entered: int = 0
     exited: int = 0
     cancelled: set[tuple[str, int | None]] = attrs.Factory(set)
@@ -201,8 +211,8 @@ class FlowCase:
         keys = ["*", model.name] + ([f"limiter:{model.limiter}"] if model.limiter else [])
         obs.entered += 1
         for key in keys:
-            obs.in_flight[key] += 1
-            obs.max_in_flight[key] = max(obs.max_in_flight[key], obs.in_flight[key])
+            obs.in_flight[key] = obs.in_flight.get(key, 0) + 1
+            obs.max_in_flight[key] = max(obs.max_in_flight.get(key, 0), obs.in_flight[key])
         try:
             obs.inputs_seen[(model.name, ctx.item, ctx.attempt)] = copy.deepcopy(kwargs)
             for _ in range(model.checkpoints):
