@@ -176,3 +176,30 @@ def test_a_shielded_livelock_is_stopped_too() -> None:
 
     with pytest.raises(BudgetExceededError, match="max_steps=100 "):
         run_deterministic(stubborn, max_steps=100)
+
+
+def test_a_flow_step_that_waits_forever_is_reported_at_its_line() -> None:
+    import trioflow
+
+    flow = trioflow.Flow("stuck")
+    never = trio.Event()
+
+    @flow.step
+    async def fetch() -> int:
+        await trio.sleep(2)
+        return 1
+
+    @flow.step
+    async def wait_for_approval(fetch: int) -> int:
+        await never.wait()  # nobody ever sets it
+        return fetch
+
+    with pytest.raises(DeadlockError) as info:
+        run_deterministic(flow.run)
+    message = str(info.value)
+    assert "at virtual time 2.0" in message
+    assert re.search(
+        rf"{HERE}:\d+ in test_a_flow_step_that_waits_forever_is_reported_at_its_line"
+        r"\.<locals>\.wait_for_approval \(awaiting Event\.wait\)",
+        message,
+    )

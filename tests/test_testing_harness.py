@@ -255,3 +255,34 @@ def test_importing_trioflow_testing_does_not_import_hypothesis() -> None:
     code = "import sys, trioflow.testing; print('hypothesis' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_flows_run_directly_and_are_deterministic() -> None:
+    import trioflow
+
+    flow = trioflow.Flow("fan")
+
+    @flow.step
+    async def numbers(n: int) -> list[int]:
+        await trio.sleep(1)
+        return list(range(n))
+
+    @flow.step(map_over="numbers", max_concurrent=2)
+    async def square(numbers: int) -> int:
+        await trio.sleep(numbers)
+        return numbers * numbers
+
+    result = check_deterministic(flow.run, {"n": 4}, runs=30)
+    assert result["square"] == [0, 1, 4, 9]
+    assert result.duration == 1 + 4  # items 0 and 1, then 2 (at 1 s) and 3 (at 2 s)
+    assert run_deterministic(flow.run, {"n": 4}, seed=5).value == result
+
+
+def test_all_is_sorted_and_complete() -> None:
+    import trioflow.testing
+
+    public = {name for name in vars(trioflow.testing) if not name.startswith("_")}
+    public -= {"annotations"}
+    public = {n for n in public if not isinstance(getattr(trioflow.testing, n), type(sys))}
+    assert trioflow.testing.__all__ == sorted(trioflow.testing.__all__)
+    assert set(trioflow.testing.__all__) == public
