@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 import trio
 import trio.lowlevel
 
@@ -142,6 +143,22 @@ def check_hundred_schedules(case: FlowCase, runs: int) -> None:
 
 def _times(result: trioflow.RunResult) -> dict[str, tuple[float | None, float | None]]:
     return {n: (s.started_at, s.finished_at) for n, s in result.steps.items()}
+
+
+def check_asyncio_matches_sequential(case: FlowCase, max_concurrent: int | None) -> None:
+    """On asyncio (through anyio, real clock, sleeps scaled to zero) the results are the same.
+
+    Interleavings on asyncio are not controlled: this checks the engine's
+    backend-independent bookkeeping, not schedules.
+    """
+    case.time_scale = 0.0
+    case.anyio_only = True
+    run_it = functools.partial(
+        case.run_settled, error_handling="continue", max_concurrent=max_concurrent
+    )
+    with saved_on_failure("asyncio_matches_sequential", case, max_concurrent=max_concurrent):
+        result = anyio.run(run_it, backend="asyncio")
+        assert case.summary(result) == case.sequential()
 
 
 # -- 2. no deadlocks ---------------------------------------------------------------------

@@ -22,6 +22,11 @@ def test_matches_sequential(
     props.check_matches_sequential(case, schedule, m, unlimited)
 
 
+@given(flows(waits=False), capacities)
+def test_asyncio_matches_sequential(case: FlowCase, m: int | None) -> None:
+    props.check_asyncio_matches_sequential(case, m)
+
+
 @given(flows(max_steps=5), st.lists(seeds(), min_size=1, max_size=4, unique=True), capacities)
 def test_same_under_seeds(case: FlowCase, seed_list: list[int], m: int | None) -> None:
     props.check_same_under_seeds(case, seed_list, m)

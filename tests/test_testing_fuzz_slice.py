@@ -35,6 +35,12 @@ def test_matches_sequential(
 
 
 @SLICE
+@given(flows(waits=False), capacities)
+def test_asyncio_matches_sequential(case: FlowCase, m: int | None) -> None:
+    props.check_asyncio_matches_sequential(case, m)
+
+
+@SLICE
 @given(flows(max_steps=5), st.lists(seeds(), min_size=1, max_size=3, unique=True), capacities)
 def test_same_under_seeds(case: FlowCase, seed_list: list[int], m: int | None) -> None:
     props.check_same_under_seeds(case, seed_list, m)

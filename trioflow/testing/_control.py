@@ -347,8 +347,7 @@ class Controller(trio.abc.Instrument):
             f"the run exceeded {what} (at virtual time {now!r} after {self.steps} task steps): "
             f"a livelock, an endless ticker, or simply a longer run than the budget allows. "
             f"Busiest tasks: {busiest}. If the work is legitimately this long, raise the budget, "
-            f"e.g. run_deterministic(..., {more}).\n"
-            + _replay_hint(self.decisions)
+            f"e.g. run_deterministic(..., {more}).\n" + _replay_hint(self.decisions)
         )
         return BudgetExceededError(message, decisions=tuple(_trim(self.decisions)))
 

@@ -141,6 +141,10 @@ class FlowCase:
         models: The step models, in declaration order.
         limiter_sizes: Size of each named limiter the steps use.
         observations: Filled in by the step bodies during the last run.
+        time_scale: Step bodies sleep their drawn durations times this; set it
+            to 0 to run on a real clock (asyncio) without waiting.
+        anyio_only: Step bodies sleep and checkpoint through anyio only, as
+            they must on asyncio.
     """
 
     flow: trioflow.Flow
@@ -148,6 +152,8 @@ class FlowCase:
     models: tuple[StepModel, ...]
     limiter_sizes: dict[str, int]
     observations: Observations = attrs.Factory(Observations)
+    time_scale: float = 1.0
+    anyio_only: bool = False
 
     @classmethod
     def build(
@@ -213,15 +219,16 @@ class FlowCase:
         for key in keys:
             obs.in_flight[key] = obs.in_flight.get(key, 0) + 1
             obs.max_in_flight[key] = max(obs.max_in_flight.get(key, 0), obs.in_flight[key])
+        use_anyio = model.use_anyio or self.anyio_only
         try:
             obs.inputs_seen[(model.name, ctx.item, ctx.attempt)] = copy.deepcopy(kwargs)
             for _ in range(model.checkpoints):
-                if model.use_anyio:
+                if use_anyio:
                     await anyio.lowlevel.checkpoint()
                 else:
                     await trio.lowlevel.checkpoint()
-            duration = model.durations[(ctx.item or 0) % len(model.durations)]
-            if model.use_anyio:
+            duration = model.durations[(ctx.item or 0) % len(model.durations)] * self.time_scale
+            if use_anyio:
                 await anyio.sleep(duration)
             else:
                 await trio.sleep(duration)

@@ -65,6 +65,7 @@ def _step(
     force_failure: bool,
     failure_number: int,
     retries: bool,
+    waits: bool,
     maps: bool,
     map_limits: bool,
     limiters: tuple[str, ...],
@@ -96,7 +97,7 @@ def _step(
         length=draw(st.integers(0, 3)),
         fail_times=fail_times,
         max_attempts=max_attempts,
-        wait=draw(st.sampled_from((0.0, 0.5, 1.0))) if max_attempts > 1 else 0.0,
+        wait=draw(st.sampled_from((0.0, 0.5, 1.0))) if max_attempts > 1 and waits else 0.0,
         backoff=draw(st.sampled_from((1.0, 2.0))),
         cost=draw(st.sampled_from((0.5, 1.0, 2.0))),
         limiter=draw(st.sampled_from((None, *limiters))) if limiters else None,
@@ -113,6 +114,7 @@ def flows(
     max_steps: int = 7,
     failures: bool = True,
     retries: bool = True,
+    waits: bool = True,
     maps: bool = True,
     map_limits: bool = True,
     limiters: bool = True,
@@ -135,6 +137,8 @@ def flows(
         max_steps: Most steps in a flow.
         failures: Allow steps that fail on every attempt.
         retries: Allow retry policies (and attempts that fail, then succeed).
+        waits: Allow retry waits (else every retry is immediate, for runs on a
+            real clock).
         maps: Allow map steps.
         map_limits: Allow a map step's own ``max_concurrent``.
         limiters: Allow named limiters (``"x"`` and ``"y"``, of drawn sizes).
@@ -162,6 +166,7 @@ def flows(
                 force_failure=index in forced,
                 failure_number=failing,
                 retries=retries,
+                waits=waits,
                 maps=maps,
                 map_limits=map_limits,
                 limiters=tuple(sizes),
