@@ -31,7 +31,7 @@ import attrs
 
 from ._codec import CodecError
 from ._context import _current
-from ._exceptions import FlowError, StoreError
+from ._exceptions import StoreError
 from ._graph import Plan
 from ._records import ItemRecord, RunHeader, StepRecord, decode_value, step_result
 from ._results import RunResult, StepResult, StepStatus
@@ -108,12 +108,22 @@ def _header(flow: Flow, plan: Plan, inputs: Mapping[str, Any], codec: Codec, run
     canonical = data
     if codec.name == "json":  # equal inputs, equal digest, whatever the order of dict keys
         canonical = json.dumps(json.loads(data), sort_keys=True).encode()
+    # the defaults that stand in for inputs not given are inputs too: changing one changes results
+    digest = hashlib.sha256(canonical)
+    for node in plan.nodes:
+        for p in node.inputs:
+            if p.has_default and p.name not in inputs:
+                try:
+                    default = codec.encode(p.default)
+                except Exception:  # not encodable: its type is the best we can compare
+                    default = type(p.default).__qualname__.encode()
+                digest.update(f"\0{node.spec.name}.{p.name}=".encode() + default)
     return RunHeader(
         run_id=run_id,
         flow=flow.name,
         fingerprint=plan.fingerprint,
         inputs=data,
-        inputs_digest=hashlib.sha256(canonical).hexdigest(),
+        inputs_digest=digest.hexdigest(),
         codec=codec.name,
         steps=tuple(n.spec.name for n in plan.nodes),
     )

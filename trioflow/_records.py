@@ -26,7 +26,7 @@ class RecordedError(TrioflowError):
         message: ``str()`` of the original exception.
     """
 
-    def __init__(self, type: str, message: str) -> None:  # noqa: A002 - mirrors the record field
+    def __init__(self, type: str, message: str) -> None:
         super().__init__(f"{type}: {message}")
         self.type = type
         self.message = message

@@ -559,7 +559,7 @@ class SQLiteStore:
             )
             return records
 
-        return self._locked(lambda: self._transaction(begin))
+        return self._transaction(begin)
 
     @asynccontextmanager
     async def open_run(self, header: RunHeader) -> AsyncIterator[_SQLiteSession]:
