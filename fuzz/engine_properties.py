@@ -295,6 +295,37 @@ def check_fail_fast(case: FlowCase, schedule: Sequence[int]) -> None:
             assert (name, None) in obs.cancelled, name
 
 
+def check_outside_cancellation(case: FlowCase, schedule: Sequence[int], deadline: float) -> None:
+    """``move_on_after`` around a run cancels every step and leaves no task behind.
+
+    *deadline* falls on an instant where nothing else happens (an eighth past
+    a half second), unlimited capacity, ``continue``: if the critical path is
+    shorter the run completes; otherwise cancellation propagates out of
+    ``run`` as cancellation (no ``FlowError``), and no step body is left running.
+    """
+
+    async def main() -> str:
+        nurseries = trio.lowlevel.current_task().child_nurseries
+        with trio.move_on_after(deadline) as scope:
+            try:
+                await case.run(error_handling="continue", limiters=case.unlimited_limiters())
+            except trioflow.FlowError:
+                pass
+        assert trio.lowlevel.current_task().child_nurseries == nurseries
+        return "cancelled" if scope.cancelled_caught else "completed"
+
+    with saved_on_failure("outside_cancellation", case, schedule=list(schedule), deadline=deadline):
+        outcome = run_deterministic(main, schedule=list(schedule), max_steps=MAX_STEPS)
+        expected = "cancelled" if case.critical_path > deadline else "completed"
+        assert outcome.value == expected
+        obs = case.observations
+        assert obs.entered == obs.exited, "a step body was still running after run() returned"
+        if expected == "cancelled":
+            assert outcome.virtual_time == deadline
+            running = {k for k, v in obs.in_flight.items() if v}
+            assert not running
+
+
 def check_continue_skips_descendants(
     case: FlowCase, schedule: Sequence[int], m: int | None
 ) -> None:

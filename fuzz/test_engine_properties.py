@@ -70,6 +70,11 @@ def test_fail_fast(case: FlowCase, schedule: list[int]) -> None:
     props.check_fail_fast(case, schedule)
 
 
+@given(flows(), schedules(), st.integers(0, 8).map(lambda k: k / 2 + 0.125))
+def test_outside_cancellation(case: FlowCase, schedule: list[int], deadline: float) -> None:
+    props.check_outside_cancellation(case, schedule, deadline)
+
+
 @given(flows(), schedules(), capacities)
 def test_continue_skips_descendants(case: FlowCase, schedule: list[int], m: int | None) -> None:
     props.check_continue_skips_descendants(case, schedule, m)

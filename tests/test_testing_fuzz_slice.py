@@ -90,6 +90,12 @@ def test_fail_fast(case: FlowCase, schedule: list[int]) -> None:
 
 
 @SLICE
+@given(flows(), schedules(), st.integers(0, 8).map(lambda k: k / 2 + 0.125))
+def test_outside_cancellation(case: FlowCase, schedule: list[int], deadline: float) -> None:
+    props.check_outside_cancellation(case, schedule, deadline)
+
+
+@SLICE
 @given(flows(), schedules(), capacities)
 def test_continue_skips_descendants(case: FlowCase, schedule: list[int], m: int | None) -> None:
     props.check_continue_skips_descendants(case, schedule, m)

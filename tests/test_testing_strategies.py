@@ -57,7 +57,7 @@ def test_min_failing_forces_failing_plain_steps(case: FlowCase) -> None:
 
 def test_min_failing_above_max_steps_is_rejected() -> None:
     with pytest.raises(
-        ValueError, match=r"flows\(min_failing=9\) must be between 0 and max_steps=7"
+        ValueError, match=r"flows\(min_failing=9\) must be between 0 and max_steps=8"
     ):
         find(flows(min_failing=9), lambda case: True, settings=settings(database=None))
 

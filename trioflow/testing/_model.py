@@ -57,6 +57,8 @@ class StepModel:
         cost: The step's ``cost`` option.
         limiter: ``None`` or the name of a limiter the step uses.
         max_concurrent: A map step's own limit on items at once, or ``None``.
+        timeout: The step's ``timeout`` option, or ``None``. Shorter than a
+            duration means that attempt times out (a failure).
         mutate: The step appends to every list it was given, after using it.
         tokens: Usage reported per attempt, as ``tokens``.
     """
@@ -76,6 +78,7 @@ class StepModel:
     cost: float = 1.0
     limiter: str | None = None
     max_concurrent: int | None = None
+    timeout: float | None = None
     mutate: bool = False
     tokens: int = 1
 
@@ -92,6 +95,8 @@ class StepModel:
     def unit_time(self, item: int | None) -> float:
         """Virtual seconds one unit holds its slot: attempts plus retry waits."""
         d = self.durations[(item or 0) % len(self.durations)]
+        if self.timeout is not None:
+            d = min(d, self.timeout)
         waits = sum(min(60.0, self.wait * self.backoff ** (k - 1)) for k in range(1, self.attempts))
         return self.attempts * d + waits
 
@@ -175,6 +180,7 @@ class FlowCase:
                 map_over=model.map_over,
                 max_concurrent=model.max_concurrent,
                 cost=model.cost,
+                timeout=model.timeout,
             )
         if not any(ITEMS in m.deps for m in models):
             case.inputs = {}
@@ -227,12 +233,12 @@ class FlowCase:
                     await anyio.lowlevel.checkpoint()
                 else:
                     await trio.lowlevel.checkpoint()
+            ctx.add_usage(calls=1, tokens=model.tokens)
             duration = model.durations[(ctx.item or 0) % len(model.durations)] * self.time_scale
             if use_anyio:
                 await anyio.sleep(duration)
             else:
                 await trio.sleep(duration)
-            ctx.add_usage(calls=1, tokens=model.tokens)
             if ctx.attempt <= model.fail_times:
                 raise StepFailure(f"step {model.name!r} item {ctx.item} attempt {ctx.attempt}")
             item = kwargs[model.map_over] if model.map_over is not None else None

@@ -66,6 +66,7 @@ def _step(
     failure_number: int,
     retries: bool,
     waits: bool,
+    timeouts: bool,
     maps: bool,
     map_limits: bool,
     limiters: tuple[str, ...],
@@ -84,8 +85,17 @@ def _step(
     durations = tuple(
         draw(st.lists(st.sampled_from(_DURATIONS), min_size=1, max_size=3 if map_over else 1))
     )
-    if fail:
-        durations = tuple(d + 4.0 ** -(failure_number + 3) for d in durations)
+    offset = 4.0 ** -(failure_number + 3)
+    timeout = None
+    if timeouts and draw(st.booleans()):
+        if fail and draw(st.booleans()):
+            # every attempt times out: the timeout carries the offset instead
+            timeout = durations[0] + offset
+            durations = (durations[0] + 10.0,)
+        else:
+            timeout = max(durations) + 0.25  # generous: never fires
+    if fail and timeout is None:
+        durations = tuple(d + offset for d in durations)
     return StepModel(
         name=f"s{index}",
         deps=tuple(deps),
@@ -102,6 +112,7 @@ def _step(
         cost=draw(st.sampled_from((0.5, 1.0, 2.0))),
         limiter=draw(st.sampled_from((None, *limiters))) if limiters else None,
         max_concurrent=draw(st.sampled_from((None, 1, 2, 3))) if map_over and map_limits else None,
+        timeout=timeout,
         mutate=mutations and draw(st.booleans()),
         tokens=draw(st.integers(0, 5)),
     )
@@ -111,10 +122,11 @@ def _step(
 def flows(
     draw: st.DrawFn,
     *,
-    max_steps: int = 7,
+    max_steps: int = 8,
     failures: bool = True,
     retries: bool = True,
     waits: bool = True,
+    timeouts: bool = True,
     maps: bool = True,
     map_limits: bool = True,
     limiters: bool = True,
@@ -139,6 +151,8 @@ def flows(
         retries: Allow retry policies (and attempts that fail, then succeed).
         waits: Allow retry waits (else every retry is immediate, for runs on a
             real clock).
+        timeouts: Allow per-attempt timeouts: generous ones that never fire,
+            and, on failing steps, ones that every attempt runs into.
         maps: Allow map steps.
         map_limits: Allow a map step's own ``max_concurrent``.
         limiters: Allow named limiters (``"x"`` and ``"y"``, of drawn sizes).
@@ -167,6 +181,7 @@ def flows(
                 failure_number=failing,
                 retries=retries,
                 waits=waits,
+                timeouts=timeouts,
                 maps=maps,
                 map_limits=map_limits,
                 limiters=tuple(sizes),
