@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import trio
@@ -203,3 +204,36 @@ def test_a_flow_step_that_waits_forever_is_reported_at_its_line() -> None:
         r"\.<locals>\.wait_for_approval \(awaiting Event\.wait\)",
         message,
     )
+
+
+def test_work_in_a_thread_is_activity_not_a_deadlock() -> None:
+    # grace=0: the first idle-looking moment would be reported if the waiting
+    # on a worker thread did not count as activity
+    def busy() -> int:
+        return sum(range(300_000))
+
+    async def main() -> int:
+        return await trio.to_thread.run_sync(busy)
+
+    assert run_deterministic(main, grace=0.0).value == sum(range(300_000))
+
+
+def test_a_store_writing_through_threads_is_not_a_deadlock(tmp_path: Path) -> None:
+    import trioflow
+
+    flow = trioflow.Flow("stored")
+
+    @flow.step
+    async def a() -> int:
+        return 1
+
+    @flow.step
+    async def b(a: int) -> int:
+        return a + 1
+
+    store = trioflow.SQLiteStore(tmp_path / "runs.db", threaded=True)
+
+    async def main() -> dict[str, int]:
+        return dict((await flow.run(store=store, run_id="r1")).outputs)
+
+    assert run_deterministic(main, grace=0.0).value == {"a": 1, "b": 2}
