@@ -6,6 +6,11 @@ asyncio). See https://trioflow.readthedocs.io for the tutorial and reference.
 
 from __future__ import annotations
 
+from ._cache import Cache as Cache
+from ._cache import CacheStatistics as CacheStatistics
+from ._codec import CodecError as CodecError
+from ._codec import JSONCodec as JSONCodec
+from ._codec import PickleCodec as PickleCodec
 from ._context import StepContext as StepContext
 from ._context import current_step as current_step
 from ._events import BatchStarted as BatchStarted
@@ -24,22 +29,35 @@ from ._exceptions import TrioflowError as TrioflowError
 from ._flow import Flow as Flow
 from ._map import gather as gather
 from ._map import map as map
+from ._records import RecordedError as RecordedError
+from ._records import RunInfo as RunInfo
 from ._results import RunResult as RunResult
 from ._results import StepResult as StepResult
 from ._results import StepStatus as StepStatus
 from ._retry import Retry as Retry
+from ._store import MemoryStore as MemoryStore
+from ._store import SQLiteStore as SQLiteStore
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BatchStarted",
+    "Cache",
+    "CacheStatistics",
+    "CodecError",
     "Event",
     "Flow",
     "FlowError",
     "GraphError",
+    "JSONCodec",
+    "MemoryStore",
+    "PickleCodec",
+    "RecordedError",
     "Retry",
     "RunFinished",
+    "RunInfo",
     "RunResult",
+    "SQLiteStore",
     "StepCancelled",
     "StepContext",
     "StepFailed",

@@ -225,10 +225,9 @@ async def run_with_store(
         try:
             result = await run.execute()
             status = "succeeded"
-        except anyio.get_cancelled_exc_class():
-            raise
         except BaseException as exc:
-            status = "failed"
+            if not _is_cancellation(exc):
+                status = "failed"
             if recorder.errors:
                 exc.add_note(f"trioflow: {_record_failure(run_id, recorder.errors)}")
             raise
@@ -239,6 +238,14 @@ async def run_with_store(
         if recorder.errors:
             raise StoreError(_record_failure(run_id, recorder.errors)) from recorder.errors[0]
     return result
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """``Cancelled``, or a group of nothing else (how a trio nursery passes it on)."""
+    cancelled = anyio.get_cancelled_exc_class()
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(cancelled)[1] is None
+    return isinstance(exc, cancelled)
 
 
 def _record_failure(run_id: str, errors: list[BaseException]) -> str:

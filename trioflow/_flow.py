@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar, overload
 
+import attrs
 import trio
 
+from ._cache import Cache
 from ._events import Event
 from ._exceptions import GraphError
 from ._graph import (
@@ -83,6 +85,7 @@ class Flow:
         max_concurrent: int | None = None,
         cost: float = 1.0,
         isolation: Isolation = "copy",
+        cache: Cache | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(self, fn: Any = None, /, **options: Any) -> Any:  # type: ignore[misc]
@@ -101,6 +104,8 @@ class Flow:
             cost: estimated seconds, used as priority when capacity is short.
             isolation: ``"copy"`` (default) gives the step its own copy of mutable
                 inputs; ``"share"`` passes them as they are.
+            cache: a :class:`Cache` that memoizes the step's output by its input
+                values, across runs; concurrent identical calls run once.
 
         Returns:
             The function itself, unchanged (or a decorator that returns it).
@@ -127,7 +132,15 @@ class Flow:
             raise TypeError(
                 f"flow.step() got an unknown option {bad!r}{did_you_mean(bad, _STEP_OPTIONS)}"
             )
+        cache = options.pop("cache", None)
         spec = make_spec(fn, **options)
+        if cache is not None:
+            if not isinstance(cache, Cache):
+                raise TypeError(
+                    f"step {spec.name!r}: cache= takes a trioflow.Cache (got {cache!r}); "
+                    f"for example cache=trioflow.Cache(ttl=3600)"
+                )
+            spec = attrs.evolve(spec, fn=cache.wrap(spec.fn, spec.name))
         if spec.name in self._names:
             raise GraphError(
                 f"flow {self.name!r} already has a step named {spec.name!r}; "
@@ -320,7 +333,7 @@ class Flow:
 
 
 _STEP_OPTIONS = frozenset(
-    {"name", "after", "limiter", "retry", "timeout", "map_over", "max_concurrent", "cost", "isolation", "description"}
+    {"name", "after", "limiter", "retry", "timeout", "map_over", "max_concurrent", "cost", "isolation", "description", "cache"}
 )
 
 
