@@ -87,15 +87,14 @@ def _step(
     )
     offset = 4.0 ** -(failure_number + 3)
     timeout = None
-    if timeouts and draw(st.booleans()):
-        if fail and draw(st.booleans()):
-            # every attempt times out: the timeout carries the offset instead
-            timeout = durations[0] + offset
-            durations = (durations[0] + 10.0,)
-        else:
-            timeout = max(durations) + 0.25  # generous: never fires
-    if fail and timeout is None:
+    if timeouts and fail and draw(st.booleans()):
+        # every attempt times out: the timeout carries the offset instead
+        timeout = durations[0] + offset
+        durations = (durations[0] + 10.0,)
+    elif fail:
         durations = tuple(d + offset for d in durations)
+    if timeouts and timeout is None and draw(st.booleans()):
+        timeout = max(durations) + 0.25  # generous: never fires
     return StepModel(
         name=f"s{index}",
         deps=tuple(deps),
