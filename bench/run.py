@@ -114,20 +114,26 @@ async def raw_chain(n: int) -> None:
 # -- W3: fail-fast latency -------------------------------------------------------------
 
 
-def build_failfast(raised_at: list[float]) -> trioflow.Flow:
-    flow = trioflow.Flow("w3")
+async def sleeper() -> None:
+    await trio.sleep(2)
 
-    async def sleeper() -> None:
-        await trio.sleep(2)
+
+def make_boom(raised_at: list[float]) -> Callable[[], Awaitable[None]]:
+    """A step that sleeps 50 ms, notes the moment it raises, and raises."""
 
     async def boom() -> None:
         await trio.sleep(0.05)
         raised_at.append(time.perf_counter())
         raise RuntimeError("boom")
 
+    return boom
+
+
+def build_failfast(raised_at: list[float]) -> trioflow.Flow:
+    flow = trioflow.Flow("w3")
     for i in range(10):
         flow.add(sleeper, name=f"sleep{i}")
-    flow.add(boom, name="boom")
+    flow.add(make_boom(raised_at), name="boom")
     return flow
 
 
@@ -144,21 +150,12 @@ async def failfast_latency_ms(flow: trioflow.Flow, raised_at: list[float]) -> fl
 
 async def raw_failfast_latency_ms(raised_at: list[float]) -> float:
     raised_at.clear()
-
-    async def sleeper() -> None:
-        await trio.sleep(2)
-
-    async def boom() -> None:
-        await trio.sleep(0.05)
-        raised_at.append(time.perf_counter())
-        raise RuntimeError("boom")
-
     end = 0.0
     try:
         async with trio.open_nursery() as nursery:
             for _ in range(10):
                 nursery.start_soon(sleeper)
-            nursery.start_soon(boom)
+            nursery.start_soon(make_boom(raised_at))
     except* RuntimeError:
         end = time.perf_counter()
     return (end - raised_at[0]) * 1000
