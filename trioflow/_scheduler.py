@@ -660,14 +660,12 @@ class Run:
         try:
             async with be.open_nursery() as nursery:
                 self.nursery = nursery
-                initial = []
-                for st in self.states:
-                    if st.status is None:
+                if self.resumed:  # steps recorded as succeeded count as done
+                    for st in self.states:
                         st.pending = sum(
                             1 for d in st.node.deps if self.states[d].status is not StepStatus.SUCCEEDED
                         )
-                        if st.pending == 0:
-                            initial.append(st)
+                initial = [st for st in self.states if st.pending == 0 and st.status is None]
                 if len(initial) > 1 and self.on_event is not None:
                     self._emit(BatchStarted(tuple(s.name for s in initial), self.started_at))
                 for st in initial:
