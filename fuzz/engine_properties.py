@@ -149,7 +149,9 @@ def check_asyncio_matches_sequential(case: FlowCase, max_concurrent: int | None)
     """On asyncio (through anyio, real clock, sleeps scaled to zero) the results are the same.
 
     Interleavings on asyncio are not controlled: this checks the engine's
-    backend-independent bookkeeping, not schedules.
+    backend-independent bookkeeping, not schedules. Draw *case* with
+    ``waits=False, timeouts=False``: on a real clock a short timeout may fire
+    at any await, which makes usage and timing legitimately vary.
     """
     case.time_scale = 0.0
     case.anyio_only = True

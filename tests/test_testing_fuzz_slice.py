@@ -35,7 +35,7 @@ def test_matches_sequential(
 
 
 @SLICE
-@given(flows(waits=False), capacities)
+@given(flows(waits=False, timeouts=False), capacities)
 def test_asyncio_matches_sequential(case: FlowCase, m: int | None) -> None:
     props.check_asyncio_matches_sequential(case, m)
 
