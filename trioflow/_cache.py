@@ -19,11 +19,12 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 import attrs
+import trio
 
 from ._codec import CodecError, JSONCodec
 from ._isolation import isolate
+from ._scheduler import current_backend
 
 __all__ = ["Cache", "CacheStatistics"]
 
@@ -101,7 +102,7 @@ class Cache:
     key: Callable[..., Hashable] | None = attrs.field(default=None)
     clock: Callable[[], float] = attrs.field(default=time.monotonic)
     _entries: OrderedDict[_Key, tuple[float, Any]] = attrs.field(init=False, factory=OrderedDict)
-    _in_flight: dict[_Key, anyio.Event] = attrs.field(init=False, factory=dict)
+    _in_flight: dict[_Key, trio.Event | anyio.Event] = attrs.field(init=False, factory=dict)
     _hits: int = attrs.field(init=False, default=0)
     _misses: int = attrs.field(init=False, default=0)
 
@@ -167,13 +168,15 @@ class Cache:
                 found, value = self._get(key)
                 if found:
                     self._hits += 1
-                    await anyio.lowlevel.checkpoint()
+                    await current_backend().checkpoint()
                     return isolate(value)
                 event = self._in_flight.get(key)
                 if event is None:
                     break
                 await event.wait()  # single flight: the same call is running; share its value
-            event = self._in_flight[key] = anyio.Event()
+            event = self._in_flight[key] = (
+                trio.Event() if current_backend().name == "trio" else anyio.Event()
+            )
             self._misses += 1
             try:
                 value = await fn(**kwargs)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
+import trio
 
 from ._codec import CodecError
 from ._context import _current
@@ -35,7 +36,7 @@ from ._exceptions import StoreError
 from ._graph import Plan
 from ._records import ItemRecord, RunHeader, StepRecord, decode_value, step_result
 from ._results import RunResult, StepResult, StepStatus
-from ._scheduler import Run, RunOptions
+from ._scheduler import Run, RunOptions, current_backend
 from .abc import Codec, RunSession, Store
 
 if TYPE_CHECKING:
@@ -242,7 +243,7 @@ async def run_with_store(
 
 def _is_cancellation(exc: BaseException) -> bool:
     """``Cancelled``, or a group of nothing else (how a trio nursery passes it on)."""
-    cancelled = anyio.get_cancelled_exc_class()
+    cancelled = trio.Cancelled if current_backend().name == "trio" else anyio.get_cancelled_exc_class()
     if isinstance(exc, BaseExceptionGroup):
         return exc.split(cancelled)[1] is None
     return isinstance(exc, cancelled)

@@ -23,9 +23,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-import anyio
-import anyio.lowlevel
 import anyio.to_thread
+import trio
 
 from ._codec import JSONCodec
 from ._exceptions import StoreError
@@ -40,11 +39,30 @@ from ._records import (
     usage_text,
 )
 from ._results import RunResult, StepStatus
+from ._scheduler import current_backend
 from .abc import Codec
 
 __all__ = ["MemoryStore", "SQLiteStore"]
 
 T = TypeVar("T")
+
+
+# trio's own primitives under trio (cheaper, and anyio's trio backend is not
+# imported on first use), anyio's elsewhere
+
+
+async def _checkpoint() -> None:
+    await current_backend().checkpoint()
+
+
+async def _to_thread(fn: Callable[..., T], *args: Any) -> T:
+    if current_backend().name == "trio":
+        return await trio.to_thread.run_sync(fn, *args)
+    return await anyio.to_thread.run_sync(fn, *args)
+
+
+def _shielded() -> Any:
+    return current_backend().cancel_scope(shield=True)
 
 
 def _check_codec(codec: object) -> Codec:
@@ -138,7 +156,7 @@ class MemoryStore:
     @asynccontextmanager
     async def open_run(self, header: RunHeader) -> AsyncIterator[_MemorySession]:
         """Start or resume a run (see :meth:`trioflow.abc.Store.open_run`). Entering is a checkpoint."""
-        await anyio.lowlevel.checkpoint()
+        await _checkpoint()
         run = self._runs.get(header.run_id)
         now = time.time()
         if run is None:
@@ -155,7 +173,7 @@ class MemoryStore:
 
     async def runs(self) -> list[RunInfo]:
         """Every recorded run, oldest first. A checkpoint."""
-        await anyio.lowlevel.checkpoint()
+        await _checkpoint()
         return [r.info for r in self._runs.values()]
 
     async def load(self, run_id: str) -> RunResult:
@@ -164,7 +182,7 @@ class MemoryStore:
         Raises:
             StoreError: no such run, or a value cannot be decoded.
         """
-        await anyio.lowlevel.checkpoint()
+        await _checkpoint()
         run = self._runs.get(_check_run_id(run_id))
         return run_result(run.snapshot() if run else RunRecords(), self._codec, run_id)
 
@@ -174,7 +192,7 @@ class MemoryStore:
         Returns:
             Whether there was such a run.
         """
-        await anyio.lowlevel.checkpoint()
+        await _checkpoint()
         return self._runs.pop(_check_run_id(run_id), None) is not None
 
 
@@ -288,8 +306,8 @@ class _Writer:
         """Wait until every queued write is committed, and the thread has ended."""
         flush = _Flush(stop=True)
         self._queue.put(flush)
-        await anyio.to_thread.run_sync(flush.done.wait)
-        await anyio.to_thread.run_sync(self._thread.join)
+        await _to_thread(flush.done.wait)
+        await _to_thread(self._thread.join)
 
 
 class _SQLiteSession:
@@ -394,8 +412,8 @@ class SQLiteStore:
 
     async def _call(self, fn: Callable[[], T]) -> T:
         if self.threaded:
-            return await anyio.to_thread.run_sync(self._locked, fn)
-        await anyio.lowlevel.checkpoint()
+            return await _to_thread(self._locked, fn)
+        await _checkpoint()
         return self._locked(fn)
 
     def _locked(self, fn: Callable[[], T]) -> T:
@@ -578,12 +596,12 @@ class SQLiteStore:
         try:
             yield session
         except BaseException as exc:
-            with anyio.CancelScope(shield=True):
+            with _shielded():
                 await session.close()
             if session.error is not None:
                 exc.add_note(f"trioflow: the store also failed to record run {header.run_id!r}: {session.error}")
             raise
-        with anyio.CancelScope(shield=True):
+        with _shielded():
             await session.close()
         if session.error is not None:
             error = session.error
