@@ -147,6 +147,10 @@ def _from_json(data: Any) -> Any:
     raise CodecError(f"cannot decode a JSON object tagged {tag!r}: unknown tag")
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_encode_str = json.encoder.encode_basestring
+
+
 @attrs.frozen
 class JSONCodec:
     """The default codec: JSON, extended for the Python values steps commonly return.
@@ -169,9 +173,14 @@ class JSONCodec:
             CodecError: ``value`` holds something the codec cannot encode; the
                 message gives where (``value[2].conn``) and the type.
         """
-        return json.dumps(
-            _to_json(value, "value", 0), ensure_ascii=False, separators=(",", ":")
-        ).encode()
+        cls = type(value)
+        if value is None:  # fast paths for the common atoms
+            return b"null"
+        if cls is str:
+            return _encode_str(value).encode()
+        if cls is int or cls is bool:
+            return _ENCODER.encode(value).encode()
+        return _ENCODER.encode(_to_json(value, "value", 0)).encode()
 
     def decode(self, data: bytes) -> Any:
         """The value ``data`` encodes.

@@ -32,12 +32,6 @@ class RecordedError(TrioflowError):
         self.message = message
 
 
-def _frozen_dict(value: Mapping[str, float]) -> Mapping[str, float]:
-    from types import MappingProxyType
-
-    return MappingProxyType(dict(value))
-
-
 @attrs.frozen
 class RunHeader:
     """Identifies a run: checked against the store before a run starts or resumes.
@@ -69,7 +63,7 @@ class StepRecord:
     attempts: int = 0
     started_at: float | None = None
     finished_at: float | None = None
-    usage: Mapping[str, float] = attrs.field(factory=dict, converter=_frozen_dict)
+    usage: Mapping[str, float] = attrs.field(factory=dict)  # not copied: give a read-only mapping
 
 
 @attrs.frozen

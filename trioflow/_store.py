@@ -13,6 +13,7 @@ Both stores encode values with a codec (JSON by default), so a value that
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import queue
@@ -36,7 +37,6 @@ from ._records import (
     StepRecord,
     check_header,
     run_result,
-    usage_text,
 )
 from ._results import RunResult, StepStatus
 from ._scheduler import current_backend
@@ -216,37 +216,38 @@ CREATE TABLE runs (
     started_at REAL,
     finished_at REAL
 );
-CREATE TABLE steps (
+CREATE TABLE journal (
+    id INTEGER PRIMARY KEY,
     run_id TEXT NOT NULL,
-    step TEXT NOT NULL,
-    status TEXT NOT NULL,
-    value BLOB,
-    codec TEXT,
-    error_type TEXT,
-    error_message TEXT,
-    attempts INTEGER NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    usage TEXT NOT NULL,
-    PRIMARY KEY (run_id, step)
-) WITHOUT ROWID;
-CREATE TABLE items (
-    run_id TEXT NOT NULL,
-    step TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    value BLOB NOT NULL,
-    codec TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    PRIMARY KEY (run_id, step, idx)
-) WITHOUT ROWID;
+    records TEXT NOT NULL
+);
+CREATE INDEX journal_run ON journal (run_id, id);
 """
 
-_INSERT_STEP = "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_INSERT_ITEM = "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?)"
+_JOURNAL = "INSERT INTO journal (run_id, records) VALUES (?, ?)"
 _FINISH_RUN = "UPDATE runs SET status = ?, started_at = ?, finished_at = ?, updated = ? WHERE run_id = ?"
+_ENCODE_BATCH = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
-# a queued write: (sql, parameters)
-_Write = tuple[str, tuple[Any, ...]]
+# A queued write: ("r", a record as a JSON-ready list) for the run's journal, or
+# ("f", parameters of _FINISH_RUN). A batch of records is one journal row: one
+# INSERT per commit, which keeps the writer thread's share of the GIL small.
+_Write = tuple[str, Any]
+
+
+def _text(value: bytes, codec: str) -> str:
+    """A value's bytes as JSON text: as they are for the JSON codec, else base64."""
+    if codec == "json":
+        return value.decode()
+    return base64.b64encode(value).decode("ascii")
+
+
+def _bytes(text: str, codec: str) -> bytes:
+    if codec == "json":
+        return text.encode()
+    return base64.b64decode(text)
+
+
+_GATHER = 0.002  # seconds
 
 
 class _Flush:
@@ -264,6 +265,7 @@ class _Writer:
 
     def __init__(self, store: SQLiteStore, run_id: str) -> None:
         self._store = store
+        self._run_id = run_id
         self._queue: queue.SimpleQueue[_Write | _Flush] = queue.SimpleQueue()
         self.error: BaseException | None = None
         self._thread = threading.Thread(
@@ -281,6 +283,10 @@ class _Writer:
             batch: list[_Write] = []
             flushes: list[_Flush] = []
             item = get()
+            if not isinstance(item, _Flush):
+                # let records gather for a moment: fewer, larger commits, and fewer
+                # wake-ups of this thread competing with the event loop for the GIL
+                time.sleep(_GATHER)
             while True:
                 if isinstance(item, _Flush):
                     flushes.append(item)
@@ -294,7 +300,7 @@ class _Writer:
                     break
             if batch and self.error is None:
                 try:
-                    self._store._write(batch)
+                    self._store._write(self._run_id, batch)
                 except BaseException as exc:  # kept, and raised when the session closes
                     self.error = exc
             for flush in flushes:
@@ -323,26 +329,27 @@ class _SQLiteSession:
             self._writer.put(write)
         elif self.error is None:
             try:
-                self._store._write([write])
+                self._store._write(self._run_id, [write])
             except BaseException as exc:  # the scheduler must not see it: raised at close
                 self.error = exc
 
     def record_step(self, r: StepRecord) -> None:
+        value = None if r.value is None or r.codec is None else _text(r.value, r.codec)
         self._put(
             (
-                _INSERT_STEP,
-                (
-                    self._run_id, r.name, r.status.value, r.value, r.codec, r.error_type,
-                    r.error_message, r.attempts, r.started_at, r.finished_at, usage_text(r.usage),
-                ),
+                "r",
+                [
+                    "s", r.name, r.status.value, value, r.codec, r.error_type, r.error_message,
+                    r.attempts, r.started_at, r.finished_at, dict(r.usage) if r.usage else None,
+                ],
             )
         )
 
     def record_item(self, r: ItemRecord) -> None:
-        self._put((_INSERT_ITEM, (self._run_id, r.step, r.index, r.value, r.codec, r.attempts)))
+        self._put(("r", ["i", r.step, r.index, _text(r.value, r.codec), r.codec, r.attempts]))
 
     def finish(self, status: str, started_at: float, finished_at: float) -> None:
-        self._put((_FINISH_RUN, (status, started_at, finished_at, time.time(), self._run_id)))
+        self._put(("f", (status, started_at, finished_at, time.time(), self._run_id)))
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -511,18 +518,16 @@ class SQLiteStore:
         conn.execute("COMMIT")
         return result
 
-    def _write(self, batch: Sequence[_Write]) -> None:
+    def _write(self, run_id: str, batch: Sequence[_Write]) -> None:
         """Commit ``batch`` in one transaction (from a session's writer)."""
+        records = [w[1] for w in batch if w[0] == "r"]
+        finishes = [w[1] for w in batch if w[0] == "f"]
 
         def write(conn: sqlite3.Connection) -> None:
-            i = 0
-            while i < len(batch):  # executemany over each run of the same statement
-                sql = batch[i][0]
-                j = i + 1
-                while j < len(batch) and batch[j][0] == sql:
-                    j += 1
-                conn.executemany(sql, [w[1] for w in batch[i:j]])
-                i = j
+            if records:
+                conn.execute(_JOURNAL, (run_id, _ENCODE_BATCH(records)))
+            for params in finishes:
+                conn.execute(_FINISH_RUN, params)
 
         self._locked(lambda: self._transaction(write))
 
@@ -539,23 +544,26 @@ class SQLiteStore:
         flow, fingerprint, steps, inputs, digest, codec, status, created, updated, started, finished = row
         header = RunHeader(run_id, flow, fingerprint, bytes(inputs), digest, codec, tuple(json.loads(steps)))
         info = RunInfo(run_id, flow, fingerprint, status, created, updated, started, finished)
-        step_records = {
-            r[0]: StepRecord(
-                name=r[0], status=StepStatus(r[1]), value=None if r[2] is None else bytes(r[2]),
-                codec=r[3], error_type=r[4], error_message=r[5], attempts=r[6],
-                started_at=r[7], finished_at=r[8], usage=json.loads(r[9]),
-            )
-            for r in conn.execute(
-                "SELECT step, status, value, codec, error_type, error_message, attempts, "
-                "started_at, finished_at, usage FROM steps WHERE run_id = ?",
-                (run_id,),
-            )
-        }
+        step_records: dict[str, StepRecord] = {}
         items: dict[str, dict[int, ItemRecord]] = {}
-        for step, idx, value, codec_name, attempts in conn.execute(
-            "SELECT step, idx, value, codec, attempts FROM items WHERE run_id = ?", (run_id,)
-        ):
-            items.setdefault(step, {})[idx] = ItemRecord(step, idx, bytes(value), codec_name, attempts)
+        for (text,) in conn.execute("SELECT records FROM journal WHERE run_id = ? ORDER BY id", (run_id,)):
+            try:
+                batch = json.loads(text)
+                for r in batch:  # replayed in order: the latest record of a step wins
+                    if r[0] == "s":
+                        step_records[r[1]] = StepRecord(
+                            name=r[1], status=StepStatus(r[2]),
+                            value=None if r[3] is None else _bytes(r[3], r[4]), codec=r[4],
+                            error_type=r[5], error_message=r[6], attempts=r[7], started_at=r[8],
+                            finished_at=r[9], usage=r[10] or {},
+                        )
+                    else:
+                        items.setdefault(r[1], {})[r[2]] = ItemRecord(r[1], r[2], _bytes(r[3], r[4]), r[4], r[5])
+            except (ValueError, TypeError, IndexError, KeyError) as exc:
+                raise StoreError(
+                    f"{self.path!r}: the records of run {run_id!r} are damaged ({exc!r}); "
+                    f"start the run over with `await store.forget({run_id!r})`"
+                ) from None
         return RunRecords(header=header, info=info, steps=step_records, items=items)
 
     def _begin(self, header: RunHeader) -> RunRecords:
@@ -643,8 +651,7 @@ class SQLiteStore:
         _check_run_id(run_id)
 
         def forget(conn: sqlite3.Connection) -> bool:
-            conn.execute("DELETE FROM items WHERE run_id = ?", (run_id,))
-            conn.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))
+            conn.execute("DELETE FROM journal WHERE run_id = ?", (run_id,))
             return conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
 
         return await self._call(lambda: self._transaction(forget))

@@ -1,0 +1,125 @@
+"""Bench case: per-step cost of recording to an SQLiteStore, against no store.
+
+W1  fan-out of n no-op steps + one join
+W2  chain of n steps, each passing an int to the next
+
+Each workload runs without a store, with ``SQLiteStore(path)`` (the default:
+worker thread, ``fsync=True``) and with ``SQLiteStore(path, fsync=False)``,
+interleaved, several times, on trio; figures are medians in µs per step, and
+the time includes opening the run and waiting until every record is committed.
+
+    python bench/store_case.py [n]
+"""
+
+from __future__ import annotations
+
+import inspect
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import trioflow
+
+REPEATS = 7
+
+
+async def _noop() -> None:
+    return None
+
+
+def _fanout(n: int) -> trioflow.Flow:
+    flow = trioflow.Flow("store-w1")
+    names = [f"s{i}" for i in range(n)]
+    for name in names:
+        flow.add(_noop, name=name)
+    flow.add(_noop, name="join", after=names)
+    flow.plan()
+    return flow
+
+
+def _chain_step(prev: str) -> Callable[..., Any]:
+    async def step(**kwargs: int) -> int:
+        return kwargs[prev] + 1
+
+    step.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(prev, inspect.Parameter.KEYWORD_ONLY)]
+    )
+    return step
+
+
+def _chain(n: int) -> trioflow.Flow:
+    flow = trioflow.Flow("store-w2")
+
+    async def first() -> int:
+        return 0
+
+    flow.add(first, name="s0")
+    for i in range(1, n):
+        flow.add(_chain_step(f"s{i - 1}"), name=f"s{i}")
+    flow.plan()
+    return flow
+
+
+async def _time(flow: trioflow.Flow, store: trioflow.SQLiteStore | None) -> float:
+    started = time.perf_counter()
+    if store is None:
+        await flow.run()
+    else:
+        await flow.run(store=store, run_id=uuid.uuid4().hex)
+    return time.perf_counter() - started
+
+
+async def bench_store(n: int) -> dict[str, float]:
+    """µs per step of W1 and W2 (n steps each) with and without an SQLiteStore.
+
+    Returns:
+        ``{"w1_none": ..., "w1_sqlite": ..., "w1_sqlite_nofsync": ..., "w1_ratio": ...,
+        "w2_...": ...}``: medians in µs per step, and ``*_ratio`` = sqlite / none.
+    """
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = trioflow.SQLiteStore(Path(tmp) / "bench.db")
+        nofsync = trioflow.SQLiteStore(Path(tmp) / "bench-nofsync.db", fsync=False)
+        try:
+            for label, flow, steps in (("w1", _fanout(n), n + 1), ("w2", _chain(n), n)):
+                await _time(flow, store)  # warm up: imports, threads, schema
+                await _time(flow, nofsync)
+                samples: dict[str, list[float]] = {"none": [], "sqlite": [], "sqlite_nofsync": []}
+                for _ in range(REPEATS):
+                    samples["none"].append(await _time(flow, None))
+                    samples["sqlite"].append(await _time(flow, store))
+                    samples["sqlite_nofsync"].append(await _time(flow, nofsync))
+                for kind, values in samples.items():
+                    figures[f"{label}_{kind}"] = statistics.median(values) / steps * 1e6
+                figures[f"{label}_ratio"] = figures[f"{label}_sqlite"] / figures[f"{label}_none"]
+                figures[f"{label}_ratio_nofsync"] = (
+                    figures[f"{label}_sqlite_nofsync"] / figures[f"{label}_none"]
+                )
+        finally:
+            store.close()
+            nofsync.close()
+    return figures
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    figures = trio.run(bench_store, n)
+    print(f"store bench, n={n}, µs per step (median of {REPEATS}):")
+    for label in ("w1", "w2"):
+        print(
+            f"  {label.upper()}: no store {figures[f'{label}_none']:7.2f}   "
+            f"SQLiteStore {figures[f'{label}_sqlite']:7.2f} ({figures[f'{label}_ratio']:.2f}x)   "
+            f"fsync=False {figures[f'{label}_sqlite_nofsync']:7.2f} "
+            f"({figures[f'{label}_ratio_nofsync']:.2f}x)"
+        )
+
+
+if __name__ == "__main__":
+    main()
