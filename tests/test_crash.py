@@ -11,6 +11,7 @@ until there have been enough kills.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -55,18 +56,18 @@ def recorded(db: Path, run_id: str) -> set[str]:
     try:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "steps" not in tables:
+        if "journal" not in tables:
             return set()  # killed while creating the schema: the transaction rolled back
-        done = {
-            step
-            for (step,) in conn.execute(
-                "SELECT step FROM steps WHERE run_id = ? AND status = 'succeeded'", (run_id,)
-            )
-        }
-        done |= {
-            f"{step}[{idx}]"
-            for step, idx in conn.execute("SELECT step, idx FROM items WHERE run_id = ?", (run_id,))
-        }
+        status: dict[str, str] = {}
+        for (text,) in conn.execute(
+            "SELECT records FROM journal WHERE run_id = ? ORDER BY id", (run_id,)
+        ):
+            for record in json.loads(text):  # ["s", step, status, ...] or ["i", step, index, ...]
+                if record[0] == "s":
+                    status[record[1]] = record[2]
+                else:
+                    status[f"{record[1]}[{record[2]}]"] = "succeeded"
+        done = {label for label, s in status.items() if s == "succeeded"}
     finally:
         conn.close()
     if "square" in done:  # the map step succeeded: so did all its items
