@@ -1,0 +1,211 @@
+"""trioflow.Cache: memoizing steps across runs, single flight (issue 5).
+
+Tests marked ``anyio`` run on trio (virtual time) and on asyncio.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+import trio
+
+import trioflow
+from trioflow import Cache, FlowError
+
+pytestmark = pytest.mark.anyio
+
+
+def counting_flow(cache: Cache, calls: list[Any], *, map_step: bool = False, wait: float = 0) -> trioflow.Flow:
+    flow = trioflow.Flow("cached")
+
+    @flow.step(cache=cache, **({"map_over": "words"} if map_step else {}))
+    async def translate(words: str) -> list[str]:
+        calls.append(words)
+        if wait:
+            await anyio.sleep(wait)
+        return [words.upper()]
+
+    return flow
+
+
+async def test_a_hit_skips_the_function_across_runs() -> None:
+    calls: list[Any] = []
+    cache = Cache()
+    flow = counting_flow(cache, calls)
+    first = await flow.run({"words": "cat"})
+    second = await flow.run({"words": "cat"})
+    other = await flow.run({"words": "dog"})
+    assert calls == ["cat", "dog"]
+    assert first["translate"] == second["translate"] == ["CAT"]
+    assert other["translate"] == ["DOG"]
+    assert cache.statistics() == trioflow.CacheStatistics(hits=1, misses=2, size=2, in_flight=0)
+
+
+async def test_a_hit_returns_a_copy() -> None:
+    cache = Cache()
+    flow = counting_flow(cache, [])
+    (await flow.run({"words": "cat"}))["translate"].append("mutated")
+    assert (await flow.run({"words": "cat"}))["translate"] == ["CAT"]
+
+
+async def test_identical_map_items_run_once_concurrently() -> None:
+    calls: list[Any] = []
+    cache = Cache()
+    flow = counting_flow(cache, calls, map_step=True, wait=1)
+    result = await flow.run({"words": ["a", "b", "a", "a", "b"]})
+    assert sorted(calls) == ["a", "b"]
+    assert result["translate"] == [["A"], ["B"], ["A"], ["A"], ["B"]]
+    assert cache.statistics().in_flight == 0
+
+
+@pytest.mark.trio_only
+async def test_single_flight_takes_one_call_time() -> None:
+    calls: list[Any] = []
+    flow = counting_flow(Cache(), calls, map_step=True, wait=5)
+    started = trio.current_time()
+    await flow.run({"words": ["a"] * 10})
+    assert trio.current_time() - started == 5
+    assert calls == ["a"]
+
+
+@pytest.mark.trio_only
+async def test_entries_expire_after_ttl_in_virtual_time() -> None:
+    calls: list[Any] = []
+    flow = counting_flow(Cache(ttl=10, clock=trio.current_time), calls)
+    await flow.run({"words": "cat"})
+    await trio.sleep(9)
+    await flow.run({"words": "cat"})
+    assert calls == ["cat"]
+    await trio.sleep(1)
+    await flow.run({"words": "cat"})
+    assert calls == ["cat", "cat"]
+
+
+async def test_failures_are_not_cached_and_waiters_try_again() -> None:
+    calls: list[int] = []
+    flow = trioflow.Flow("flaky")
+
+    @flow.step(map_over="items", cache=Cache())
+    async def flaky(items: int) -> int:
+        calls.append(items)
+        await anyio.sleep(0.01)
+        if len(calls) == 1:
+            raise ConnectionError("first call fails")
+        return items * 2
+
+    with pytest.raises(FlowError):
+        await flow.run({"items": [7, 7, 7]}, error_handling="continue")
+    # the first call failed; one waiter then ran it and the last one got its value
+    assert calls == [7, 7]
+    result = await flow.run({"items": [7]})
+    assert result["flaky"] == [14]
+    assert calls == [7, 7]
+
+
+async def test_a_cancelled_leader_does_not_strand_waiters() -> None:
+    calls: list[str] = []
+    cache = Cache()
+
+    async def slow(x: str) -> str:
+        calls.append(x)
+        await anyio.sleep(1)
+        return x
+
+    cached = cache.wrap(slow, "slow")
+    results: list[str] = []
+    async with anyio.create_task_group() as tg:
+        async def leader() -> None:
+            with anyio.move_on_after(0.1):
+                await cached(x="k")
+
+        async def waiter() -> None:
+            await anyio.sleep(0.01)
+            results.append(await cached(x="k"))
+
+        tg.start_soon(leader)
+        tg.start_soon(waiter)
+    assert results == ["k"]
+    assert calls == ["k", "k"]
+
+
+async def test_key_function_for_arguments_the_codec_cannot_encode() -> None:
+    class Client:
+        pass
+
+    calls: list[str] = []
+    flow = trioflow.Flow("client")
+
+    @flow.step(cache=Cache(key=lambda client, url: url))
+    async def fetch(client: Client, url: str) -> str:
+        calls.append(url)
+        return url
+
+    await flow.run({"client": Client(), "url": "u"})
+    await flow.run({"client": Client(), "url": "u"})
+    assert calls == ["u"]
+
+    plain = trioflow.Flow("plain")
+
+    @plain.step(cache=Cache())
+    async def fetch2(client: Client, url: str) -> str:
+        return url
+
+    with pytest.raises(FlowError) as info:
+        await plain.run({"client": Client(), "url": "u"})
+    [error] = info.value.exceptions
+    assert isinstance(error, trioflow.CodecError)
+    assert str(error).startswith("step 'fetch2': cannot make a cache key from its arguments: ")
+
+
+async def test_maxsize_drops_the_least_recently_used() -> None:
+    calls: list[Any] = []
+    cache = Cache(maxsize=2)
+    flow = counting_flow(cache, calls)
+    for word in ["a", "b", "a", "c", "b", "a"]:
+        await flow.run({"words": word})
+    # a b (a hit) c drops b; b drops a; a again
+    assert calls == ["a", "b", "c", "b", "a"]
+    assert cache.statistics().size == 2
+    cache.clear()
+    assert cache.statistics().size == 0
+
+
+async def test_a_cached_step_keeps_its_name_signature_and_fingerprint() -> None:
+    plain = trioflow.Flow("same")
+    cached = trioflow.Flow("same")
+
+    async def step(x: int) -> int:
+        return x
+
+    plain.add(step)
+    cached.add(step, cache=Cache())
+    assert cached.plan().fingerprint == plain.plan().fingerprint
+    assert (await cached.run({"x": 3}))["step"] == 3
+
+
+async def test_cache_with_a_store_records_the_cached_value() -> None:
+    store = trioflow.MemoryStore()
+    calls: list[Any] = []
+    flow = counting_flow(Cache(), calls)
+    await flow.run({"words": "cat"}, store=store, run_id="a")
+    await flow.run({"words": "cat"}, store=store, run_id="b")
+    assert calls == ["cat"]
+    assert (await store.load("b"))["translate"] == ["CAT"]
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ValueError, match=r"^Cache\(ttl=...\) must be > 0 seconds, or None for no expiry \(got 0\)$"):
+        Cache(ttl=0)
+    with pytest.raises(TypeError, match=r"^Cache\(ttl=...\) takes seconds as a number"):
+        Cache(ttl="1h")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^Cache\(maxsize=...\) must be at least 1"):
+        Cache(maxsize=0)
+    flow = trioflow.Flow("bad")
+
+    async def step() -> None:
+        return None
+
+    with pytest.raises(TypeError, match=r"^step 'step': cache= takes a trioflow.Cache \(got 60\); "):
+        flow.add(step, cache=60)
