@@ -6,6 +6,7 @@ Build with ``nox -s docs`` (``sphinx-build -n -W``: nitpicky, warnings are error
 from __future__ import annotations
 
 import os
+import sys
 import urllib.request
 from importlib.metadata import version as _version
 from pathlib import Path
@@ -78,8 +79,8 @@ _INVENTORIES = {
 # What to leave unlinked when a project's inventory is missing.
 _NAMESPACES = {
     "python": [
-        r"(collections\.abc|typing|types|contextvars|contextlib|functools|itertools|enum|random"
-        r"|asyncio|builtins|dataclasses|json|os|pathlib|sqlite3|concurrent\.futures)\..*",
+        # any standard-library module, or a name inside one
+        r"(" + "|".join(sorted(sys.stdlib_module_names)) + r")(\..*)?",
         r"(Any|Callable|Iterable|Iterator|Mapping|Sequence|Self|Literal|TypeVar)(\[.*)?",
         r"ExceptionGroup\[.*\]",
     ],

@@ -187,7 +187,7 @@ def pydantic_state() -> Any:
 
     class PydanticState(pydantic.BaseModel):  # type: ignore[misc, name-defined]
         counter: int = 0
-        tags: list[str] = []  # noqa: RUF012 - pydantic copies field defaults
+        tags: list[str] = []  # pydantic copies field defaults
 
     return PydanticState()
 

@@ -78,7 +78,7 @@ YIELD_EVERY = 16
 # slot, so a nested run cannot deadlock on a limiter its parent holds, nor run
 # more steps at once than the parent's slot allows.
 _held_limiters: contextvars.ContextVar[Mapping[int, Limiter]] = contextvars.ContextVar(
-    "trioflow_held_limiters", default={}
+    "trioflow_held_limiters", default=MappingProxyType({})
 )
 
 

@@ -40,7 +40,7 @@ from ._records import (
 )
 from ._results import RunResult, StepStatus
 from ._scheduler import current_backend
-from .abc import Codec
+from .abc import Codec, RunSession
 
 __all__ = ["MemoryStore", "SQLiteStore"]
 
@@ -154,7 +154,7 @@ class MemoryStore:
         return self._codec
 
     @asynccontextmanager
-    async def open_run(self, header: RunHeader) -> AsyncIterator[_MemorySession]:
+    async def open_run(self, header: RunHeader) -> AsyncIterator[RunSession]:
         """Start or resume a run (see :meth:`trioflow.abc.Store.open_run`). Entering is a checkpoint."""
         await _checkpoint()
         run = self._runs.get(header.run_id)
@@ -588,7 +588,7 @@ class SQLiteStore:
         return self._transaction(begin)
 
     @asynccontextmanager
-    async def open_run(self, header: RunHeader) -> AsyncIterator[_SQLiteSession]:
+    async def open_run(self, header: RunHeader) -> AsyncIterator[RunSession]:
         """Start or resume a run (see :meth:`trioflow.abc.Store.open_run`).
 
         Entering reads the run's records (in a worker thread unless

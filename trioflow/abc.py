@@ -14,7 +14,13 @@ from typing import Any, Protocol, runtime_checkable
 from ._records import ItemRecord, RunHeader, RunInfo, RunRecords, StepRecord
 from ._results import RunResult
 
-__all__ = ["Codec", "RunSession", "Store"]
+__all__ = ["Codec", "ItemRecord", "RunHeader", "RunRecords", "RunSession", "StepRecord", "Store"]
+
+# The records a store receives and returns are part of this protocol: show them
+# (in reprs, tracebacks and the docs) under their public home.
+for _record in (ItemRecord, RunHeader, RunRecords, StepRecord):
+    _record.__module__ = __name__
+del _record
 
 
 @runtime_checkable
