@@ -289,7 +289,7 @@ async def test_a_value_the_codec_cannot_encode_fails_that_step(make_store: Store
     loaded = await store.load("c")
     assert loaded["good"] == 1
     assert loaded.steps["bad"].status is StepStatus.FAILED
-    assert loaded.steps["bad"].error.type == "trioflow._codec.CodecError"  # type: ignore[union-attr]
+    assert loaded.steps["bad"].error.type == "trioflow.CodecError"  # type: ignore[union-attr]
     assert loaded.steps["after_bad"].status is StepStatus.SKIPPED
     assert loaded.steps["items"].status is StepStatus.FAILED
 

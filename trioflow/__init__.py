@@ -1,7 +1,8 @@
 """trioflow: run graphs of async steps with every independent step in parallel.
 
 Built on trio's structured concurrency (and anyio, so flows also run on
-asyncio). See https://trioflow.readthedocs.io for the tutorial and reference.
+asyncio). The documentation (``docs/``) has a tutorial, how-to pages and the
+reference.
 """
 
 from __future__ import annotations
@@ -73,3 +74,20 @@ __all__ = [
     "gather",
     "map",
 ]
+
+
+def _fixup_module_metadata() -> None:
+    # Show public names under their public home (trioflow.GraphError, not
+    # trioflow._exceptions.GraphError) in reprs, tracebacks and the docs.
+    namespace = globals()
+    for name in __all__:
+        obj = namespace[name]
+        if getattr(obj, "__module__", "").startswith("trioflow._"):
+            try:
+                obj.__module__ = __name__
+            except (AttributeError, TypeError):  # e.g. a type alias
+                pass
+
+
+_fixup_module_metadata()
+del _fixup_module_metadata

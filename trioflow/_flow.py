@@ -40,6 +40,8 @@ class Flow:
     caller passes in.
 
     Example:
+        >>> import trio
+        >>> from trioflow import Flow
         >>> flow = Flow("jokes")
         >>> @flow.step
         ... async def joke(topic: str) -> str:
