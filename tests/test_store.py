@@ -26,6 +26,14 @@ from trioflow import FlowError, RecordedError, StepStatus, StoreError
 
 pytestmark = pytest.mark.anyio
 
+
+@pytest.fixture
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    """trio and asyncio with their real clocks: under trio's MockClock, the
+    autojump task spins while a store's worker thread works, which slows these
+    tests down a hundredfold (virtual time is tested with ``threaded=False``)."""
+    return request.param
+
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 StoreFactory = Callable[..., Any]
