@@ -177,6 +177,7 @@ class _StepState:
     item_values: list[Any]
     item_errors: dict[int, Exception]
     items_left = 0
+    result: StepResult | None = None  # kept when recorded, reused by the run's result
 
     def __init__(self, node: Node, group: _Group) -> None:
         self.node = node
@@ -475,7 +476,12 @@ class Run:
 
     def _record(self, st: _StepState) -> None:
         if self.recorder is not None:
-            self.recorder(self._step_result(st))
+            # a plain step's final status does not change again: build its result
+            # once (a failed map step's items may still be winding down)
+            result = self._step_result(st)
+            if st.node.spec.map_over is None:
+                st.result = result
+            self.recorder(result)
 
     # -- running units ---------------------------------------------------------------
 
@@ -710,7 +716,7 @@ class Run:
     def result(self) -> RunResult:
         return RunResult(
             flow=self.flow_name,
-            steps={st.name: self._step_result(st) for st in self.states},
+            steps={st.name: st.result or self._step_result(st) for st in self.states},
             started_at=self.started_at,
             finished_at=self.finished_at,
             run_id=self.options.run_id,
