@@ -178,8 +178,10 @@ class JSONCodec:
             return b"null"
         if cls is str:
             return _encode_str(value).encode()
-        if cls is int or cls is bool:
-            return _ENCODER.encode(value).encode()
+        if cls is int:
+            return int.__repr__(value).encode()
+        if cls is bool:
+            return b"true" if value else b"false"
         return _ENCODER.encode(_to_json(value, "value", 0)).encode()
 
     def decode(self, data: bytes) -> Any:
