@@ -6,24 +6,20 @@ against what is recorded (same flow, structure and inputs, or
 recorded successes so that they are not run again. The scheduler then calls
 the recorder hooks the moment each step or map item finishes.
 
-A step's value is encoded *inside the step*, right after the step function
-returns: each step function of the plan is wrapped (once per plan, cached), so
-a value the codec cannot encode fails that very step, through the scheduler's
-ordinary failure path (retries, ``fail_fast``/``continue``, ``FlowError``),
-and every other record stays intact. The encoded bytes are handed to the
-recorder through the run's sink (a context variable), so nothing is encoded
-twice.
+A step's value is encoded *inside its attempt*, right after the step function
+returns (the scheduler's ``on_value`` hook), so a value the codec cannot encode
+fails that very step, through the scheduler's ordinary failure path (retries,
+``fail_fast``/``continue``, ``FlowError``), and every other record stays
+intact. The encoded bytes wait in the run's sink for the recorder, so nothing
+is encoded twice.
 """
 
 from __future__ import annotations
 
-import contextvars
-import functools
 import hashlib
 import json
 import uuid
-import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -31,7 +27,6 @@ import attrs
 import trio
 
 from ._codec import CodecError
-from ._context import _current
 from ._exceptions import StoreError
 from ._graph import Plan
 from ._records import ItemRecord, RunHeader, StepRecord, decode_value, step_result
@@ -44,7 +39,7 @@ if TYPE_CHECKING:
 
 
 class _Sink:
-    """Where a run's wrapped steps leave their encoded values for the recorder."""
+    """A run's values, encoded as the steps return them, waiting for the recorder."""
 
     __slots__ = ("codec", "values")
 
@@ -52,45 +47,16 @@ class _Sink:
         self.codec = codec
         self.values: dict[tuple[str, int | None], bytes] = {}
 
-
-_sink: contextvars.ContextVar[_Sink | None] = contextvars.ContextVar("trioflow_store_sink", default=None)
-
-
-def _recording(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn``, encoding its return value for the current run's store."""
-
-    @functools.wraps(fn)
-    async def recorded(**kwargs: Any) -> Any:
-        value = await fn(**kwargs)
-        sink = _sink.get()
-        if sink is not None:
-            item = _current.get().item
-            try:
-                sink.values[(name, item)] = sink.codec.encode(value)
-            except Exception as exc:
-                label = name if item is None else f"{name}[{item}]"
-                raise CodecError(
-                    f"step {label!r} returned a value of type {type(value).__qualname__} that the "
-                    f"store's {sink.codec.name!r} codec cannot encode: {exc}"
-                ) from exc
-        return value
-
-    return recorded
-
-
-_wrapped_plans: weakref.WeakKeyDictionary[Plan, Plan] = weakref.WeakKeyDictionary()
-
-
-def _recording_plan(plan: Plan) -> Plan:
-    """``plan`` with every step function wrapped by :func:`_recording` (cached per plan)."""
-    wrapped = _wrapped_plans.get(plan)
-    if wrapped is None:
-        nodes = tuple(
-            attrs.evolve(n, spec=attrs.evolve(n.spec, fn=_recording(n.spec.name, n.spec.fn)))
-            for n in plan.nodes
-        )
-        wrapped = _wrapped_plans[plan] = attrs.evolve(plan, nodes=nodes)
-    return wrapped
+    def encode(self, name: str, item: int | None, value: Any) -> None:
+        """The scheduler's ``on_value`` hook: encode a value the moment it is returned."""
+        try:
+            self.values[(name, item)] = self.codec.encode(value)
+        except Exception as exc:
+            label = name if item is None else f"{name}[{item}]"
+            raise CodecError(
+                f"step {label!r} returned a value of type {type(value).__qualname__} that the "
+                f"store's {self.codec.name!r} codec cannot encode: {exc}"
+            ) from exc
 
 
 def _type_name(exc: BaseException) -> str:
@@ -213,15 +179,15 @@ async def run_with_store(
         recorder = _Recorder(session, sink)
         run = Run(
             flow.name,
-            _recording_plan(plan),
+            plan,
             inputs,
             options,
             completed=completed,
             recorder=recorder.step,
             completed_items=completed_items,
             item_recorder=recorder.item,
+            on_value=sink.encode,
         )
-        token = _sink.set(sink)
         status = "cancelled"
         try:
             result = await run.execute()
@@ -233,7 +199,6 @@ async def run_with_store(
                 exc.add_note(f"trioflow: {_record_failure(run_id, recorder.errors)}")
             raise
         finally:
-            _sink.reset(token)
             started = getattr(run, "started_at", 0.0)
             session.finish(status, started, getattr(run, "finished_at", started))
         if recorder.errors:

@@ -213,6 +213,7 @@ class Run:
         recorder: Callable[[StepResult], object] | None = None,
         completed_items: Mapping[str, Mapping[int, Any]] | None = None,
         item_recorder: Callable[[str, int, Any, int], object] | None = None,
+        on_value: Callable[[str, int | None, Any], object] | None = None,
     ) -> None:
         """Prepare a run.
 
@@ -225,6 +226,10 @@ class Run:
                 by an earlier run; only the missing items run.
             item_recorder: called as ``(step, index, value, attempts)`` when a map
                 item succeeds.
+            on_value: called as ``(step, item, value)`` the moment a step function
+                (or map item) returns, inside the attempt: an exception it raises
+                fails that attempt as if the step had raised it (a store uses it
+                to encode each value, so a value it cannot record fails its step).
         """
         self.flow_name = flow_name
         self.plan = plan
@@ -235,6 +240,7 @@ class Run:
         self.on_event = options.on_event
         self.recorder = recorder
         self.item_recorder = item_recorder
+        self.on_value = on_value
         self.completed_items = completed_items or {}
         self.be = current_backend()
         # the clock's own bound method: one call per reading on the hot path
@@ -575,6 +581,8 @@ class Run:
                     value = await spec.fn(**kwargs)
                 else:
                     value = await self._call_with_timeout(spec.fn, kwargs, spec.timeout, started, st.name, item, attempt)
+                if self.on_value is not None:
+                    self.on_value(st.name, item, value)
             except Exception as exc:
                 error: Exception = exc
             else:

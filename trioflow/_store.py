@@ -268,6 +268,7 @@ class _Writer:
         self._run_id = run_id
         self._queue: queue.SimpleQueue[_Write | _Flush] = queue.SimpleQueue()
         self.error: BaseException | None = None
+        self._closing = threading.Event()  # ends the gathering pause at once
         self._thread = threading.Thread(
             target=self._loop, name=f"trioflow-store-writer[{run_id}]", daemon=True
         )
@@ -286,7 +287,8 @@ class _Writer:
             if not isinstance(item, _Flush):
                 # let records gather for a moment: fewer, larger commits, and fewer
                 # wake-ups of this thread competing with the event loop for the GIL
-                time.sleep(_GATHER)
+                # (cut short when the session closes: nothing more is coming)
+                self._closing.wait(_GATHER)
             while True:
                 if isinstance(item, _Flush):
                     flushes.append(item)
@@ -312,6 +314,7 @@ class _Writer:
         """Wait until every queued write is committed, and the thread has ended."""
         flush = _Flush(stop=True)
         self._queue.put(flush)
+        self._closing.set()
         await _to_thread(flush.done.wait)
         await _to_thread(self._thread.join)
 
