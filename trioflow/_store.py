@@ -342,7 +342,7 @@ class _SQLiteSession:
             (
                 "r",
                 [
-                    "s", r.name, r.status.value, value, r.codec, r.error_type, r.error_message,
+                    "s", r.name, r.status, value, r.codec, r.error_type, r.error_message,
                     r.attempts, r.started_at, r.finished_at, dict(r.usage) if r.usage else None,
                 ],
             )
