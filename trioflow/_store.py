@@ -247,7 +247,7 @@ def _bytes(text: str, codec: str) -> bytes:
     return base64.b64decode(text)
 
 
-_GATHER = 0.002  # seconds
+_GATHER = 0.01  # seconds: how long records gather before a commit
 
 
 class _Flush:
