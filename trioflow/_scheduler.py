@@ -37,6 +37,7 @@ import anyio
 import anyio.lowlevel
 import attrs
 import trio
+import trio.testing
 
 from ._context import StepContext, _current
 from ._events import (
@@ -71,6 +72,17 @@ _NO_USAGE: Mapping[str, float] = MappingProxyType({})
 
 # a worker running quick steps back to back yields to the scheduler this often
 YIELD_EVERY = 16
+
+# Set by trioflow.testing while it drives a run in virtual time. Several units
+# that end at the same virtual instant may then compete for freed slots, and the
+# schedule would decide who wins; in quiescent mode a worker takes its next unit
+# only once every task is blocked (the instant has settled), and fail-fast
+# cancels only then, so slot assignment and same-instant failures do not depend
+# on the schedule. Production runs never wait for quiescence: a busy
+# application may never be idle.
+quiescent_scheduling: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "trioflow_quiescent_scheduling", default=False
+)
 
 # The external limiters held by the enclosing steps of this task: id of the
 # caller's limiter -> the limiter of capacity 1 that the holding step lends to
@@ -243,11 +255,14 @@ class Run:
         self.on_value = on_value
         self.completed_items = completed_items or {}
         self.be = current_backend()
+        self.quiescent = self.be is _TRIO and quiescent_scheduling.get()
         # the clock's own bound method: one call per reading on the hot path
         self.now: Callable[[], float] = (
             trio.lowlevel.current_clock().current_time if self.be is _TRIO else self.be.current_time
         )
         self.busy = 0
+        self.queued = 0  # units in the ready queue (parked ones included)
+        self.queued_limited = 0  # of those, units that need an internal limiter
         self.scouts = 0
         self.stopping = False
         self.failures: list[_StepState] = []
@@ -318,6 +333,9 @@ class Run:
 
     def _push(self, unit: _Unit) -> None:
         group = unit.state.group
+        self.queued += 1
+        if group.counters:
+            self.queued_limited += 1
         heap = group.heap
         better = not heap or unit.key < heap[0][0]
         heapq.heappush(heap, (unit.key, unit))
@@ -341,12 +359,19 @@ class Run:
             else:
                 heapq.heappop(ready)
                 unit = heapq.heappop(heap)[1]
+                self.queued -= 1
                 for counter in group.counters:
                     counter.in_use += 1
+                if group.counters:
+                    self.queued_limited -= 1
                 if heap:
                     heapq.heappush(ready, (heap[0][0], next(self._seq), group))
                 return unit
         return None
+
+    def _contended(self) -> bool:
+        """Whether more units wait than there are free slots (so someone must choose)."""
+        return self.queued > self.capacity - self.busy or self.queued_limited > 0
 
     def _release(self, unit: _Unit) -> None:
         self.busy -= 1
@@ -373,6 +398,9 @@ class Run:
         run by workers that are already there, with no new task at all.
         """
         self.scouts -= 1
+        waited = self.quiescent and self._contended()
+        if waited:
+            await trio.testing.wait_all_tasks_blocked()
         if self.stopping or self.busy >= self.capacity:
             return
         unit = self._take()
@@ -383,7 +411,7 @@ class Run:
             self.scouts += 2
             self.nursery.start_soon(self._scout)
             self.nursery.start_soon(self._scout)
-        await self._work(unit)
+        await self._work(unit, waited)
 
     # -- state transitions ---------------------------------------------------------
 
@@ -478,6 +506,8 @@ class Run:
             self.nursery.start_soon(self._cancel_all)
 
     async def _cancel_all(self) -> None:
+        if self.quiescent:  # let every failure of this virtual instant land first
+            await trio.testing.wait_all_tasks_blocked()
         self.nursery.cancel_scope.cancel()
 
     def _record(self, st: _StepState) -> None:
@@ -491,7 +521,7 @@ class Run:
 
     # -- running units ---------------------------------------------------------------
 
-    async def _work(self, unit: _Unit) -> None:
+    async def _work(self, unit: _Unit, waited: bool = False) -> None:
         """Run units until none is runnable: a chain of steps stays in one task."""
         streak = 0
         while True:
@@ -499,7 +529,8 @@ class Run:
             # every YIELD_EVERY steps, so a long run of quick steps cannot starve
             # the other tasks (the count keeps it deterministic).
             streak += 1
-            if streak >= YIELD_EVERY:
+            if streak >= YIELD_EVERY or waited:
+                # (after a quiescent wait: the workers woken with this one take first)
                 streak = 0
                 await self.be.checkpoint()
             else:
@@ -508,6 +539,9 @@ class Run:
                 await self._execute(unit)
             else:
                 await self._attempts(unit)
+            waited = self.quiescent and self._contended()
+            if waited:
+                await trio.testing.wait_all_tasks_blocked()
             if self.stopping or self.busy >= self.capacity:
                 return
             next_unit = self._take()

@@ -15,6 +15,7 @@ import trio
 import trio.lowlevel
 import trio.testing
 
+from .._scheduler import quiescent_scheduling
 from ._control import Controller, ScheduleRandom, TraceEvent, _trim, active, install, restore
 from ._errors import NonDeterminismError
 
@@ -220,6 +221,8 @@ def _run(
             clock=clock,
         )
         install(ScheduleRandom(controller))
+        # the engine settles each virtual instant before it hands out slots
+        quiescent = quiescent_scheduling.set(True)
         try:
             result, end = trio.run(
                 _main, controller, fn, args, clock=clock, instruments=[controller]
@@ -229,6 +232,7 @@ def _run(
                 raise controller.error from None
             raise
         finally:
+            quiescent_scheduling.reset(quiescent)
             restore()
     finally:
         _lock.release()

@@ -1,0 +1,95 @@
+"""The engine under trioflow.testing settles each virtual instant before it
+hands out freed slots or cancels for fail_fast, so timelines and statuses do not
+depend on the schedule even when several steps end at the same instant."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+import trio
+
+import trioflow
+from trioflow._scheduler import quiescent_scheduling
+from trioflow.testing import check_deterministic
+
+
+def sleeper(name: str, seconds: float, deps: tuple[str, ...] = ()) -> Any:
+    async def step(**kwargs: Any) -> str:
+        await trio.sleep(seconds)
+        return name
+
+    step.__name__ = name
+    step.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(d, inspect.Parameter.KEYWORD_ONLY) for d in deps]
+    )
+    return step
+
+
+def contended_flow() -> trioflow.Flow:
+    # b and r1 run first (m=2) and end together at t=1; the steps that become
+    # ready then (v1, v2, from b) outrank those already waiting (a, r2), so the
+    # freed slots must go to v1 and v2 whichever of b and r1 the schedule ends first
+    flow = trioflow.Flow("contended")
+    flow.add(sleeper("a", 1))
+    flow.add(sleeper("b", 1))
+    flow.add(sleeper("r1", 1), cost=5)
+    flow.add(sleeper("r2", 1), cost=4)
+    flow.add(sleeper("v1", 3, ("b",)), cost=10)
+    flow.add(sleeper("v2", 3, ("b",)), cost=9)
+    return flow
+
+
+async def timeline(flow: trioflow.Flow, max_concurrent: int) -> tuple[dict[str, Any], float]:
+    result = await flow.run(max_concurrent=max_concurrent)
+    return {n: (s.started_at, s.finished_at) for n, s in result.steps.items()}, result.duration
+
+
+def test_freed_slots_go_to_the_same_steps_under_every_schedule() -> None:
+    steps, duration = check_deterministic(timeline, contended_flow(), 2, runs=60)
+    assert steps["v1"] == (1.0, 4.0)
+    assert steps["v2"] == (1.0, 4.0)
+    assert steps["r2"] == (4.0, 5.0)
+    assert duration == 5.0
+
+
+def test_steps_failing_at_one_instant_in_different_batches_are_all_reported() -> None:
+    flow = trioflow.Flow("failing")
+
+    @flow.step
+    async def first() -> None:
+        await trio.sleep(1)
+        raise ValueError("first")
+
+    @flow.step
+    async def later() -> None:
+        await trio.sleep(1)
+        for _ in range(3):  # still t=1, a few scheduling batches after `first`
+            await trio.lowlevel.checkpoint()
+        raise ValueError("later")
+
+    @flow.step
+    async def slow() -> None:
+        await trio.sleep(10)
+
+    async def main() -> tuple[list[str], list[str], float]:
+        with pytest.raises(trioflow.FlowError) as info:
+            await flow.run()
+        result = info.value.result
+        return result.failed, result.cancelled, trio.current_time()
+
+    assert check_deterministic(main, runs=60) == (["first", "later"], ["slow"], 1.0)
+
+
+def test_quiescent_mode_is_only_on_inside_the_harness() -> None:
+    assert quiescent_scheduling.get() is False
+    seen: list[bool] = []
+
+    async def main() -> None:
+        seen.append(quiescent_scheduling.get())
+
+    trio.run(main)
+    check_deterministic(main, runs=2)
+    assert seen[0] is False
+    assert set(seen[1:]) == {True}
