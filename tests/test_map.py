@@ -18,19 +18,12 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+from _backends import on_trio
 
 import trioflow
 from trioflow import FlowError, GraphError, Retry, StepStatus
 
 pytestmark = pytest.mark.anyio
-
-
-def on_trio() -> bool:
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        return False
-    return True
 
 
 def live_tasks() -> int:

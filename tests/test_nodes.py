@@ -12,6 +12,7 @@ import anyio.lowlevel
 import attrs
 import pytest
 import trio
+from _backends import on_trio
 
 from trioflow import TrioflowError
 from trioflow.nodes import (
@@ -29,14 +30,6 @@ from trioflow.nodes import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-def on_trio() -> bool:
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        return False
-    return True
 
 
 async def nap(seconds: float) -> None:

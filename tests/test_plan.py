@@ -10,19 +10,12 @@ import anyio.lowlevel
 import pytest
 import trio
 import trio.testing
+from _backends import on_trio
 
 import trioflow
 from trioflow import BatchStarted, Flow, FlowError, GraphError
 
 pytestmark = pytest.mark.anyio
-
-
-def on_trio() -> bool:
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        return False
-    return True
 
 
 calls: list[tuple[str, tuple[Any, ...]]] = []
