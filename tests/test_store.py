@@ -551,3 +551,45 @@ def test_durable_docs_page_examples(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         if isinstance(value, trioflow.SQLiteStore):
             value.close()
     assert runner.failures == 0, "".join(failures)
+
+
+# -- durability --------------------------------------------------------------------------
+
+
+class _RecordingConnection:
+    """Delegates to an sqlite3 connection, noting every statement it runs."""
+
+    def __init__(self, conn: sqlite3.Connection, log: list[str]) -> None:
+        self._conn = conn
+        self._log = log
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        self._log.append(" ".join(sql.split()))
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+@pytest.mark.parametrize("threaded", [True, False])
+async def test_the_commit_that_ends_a_run_is_synced_to_disk(
+    tmp_path: Path, fsync: bool, threaded: bool
+) -> None:
+    store = trioflow.SQLiteStore(tmp_path / "runs.db", threaded=threaded, fsync=fsync)
+    flow = pipeline(Calls(), set())
+    await flow.run({"n": 1}, store=store, run_id="warm-up")  # opens the connection
+    log: list[str] = []
+    store._conn = _RecordingConnection(store._conn, log)  # type: ignore[assignment]
+    await flow.run({"n": 2}, store=store, run_id="r")
+    synced = [i for i, sql in enumerate(log) if sql == "PRAGMA synchronous = FULL"]
+    if not fsync:
+        assert synced == []
+        return
+    # exactly one FULL commit: the last transaction, the one recording the run's end
+    assert len(synced) == 1
+    tail = log[synced[0]:]
+    assert tail[1] == "BEGIN IMMEDIATE"
+    assert any(sql.startswith("UPDATE runs SET") for sql in tail)
+    assert tail[-2:] == ["COMMIT", "PRAGMA synchronous = NORMAL"]
+    assert [r.status for r in await store.runs()] == ["succeeded", "succeeded"]

@@ -115,17 +115,17 @@ class _Recorder:
                 codec = self.sink.codec.name
             error = result.error
             self.session.record_step(
-                StepRecord(
-                    name=result.name,
-                    status=result.status,
-                    value=data,
-                    codec=codec,
-                    error_type=None if error is None else _type_name(error),
-                    error_message=None if error is None else str(error),
-                    attempts=result.attempts,
-                    started_at=result.started_at,
-                    finished_at=result.finished_at,
-                    usage=result.usage,
+                StepRecord(  # fields in order: name, status, value, codec, error type and message, ...
+                    result.name,
+                    result.status,
+                    data,
+                    codec,
+                    None if error is None else _type_name(error),
+                    None if error is None else str(error),
+                    result.attempts,
+                    result.started_at,
+                    result.finished_at,
+                    result.usage,
                 )
             )
         except Exception as exc:  # never into the scheduler: raised when the run ends

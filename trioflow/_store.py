@@ -337,12 +337,16 @@ class _SQLiteSession:
                 self.error = exc
 
     def record_step(self, r: StepRecord) -> None:
-        value = None if r.value is None or r.codec is None else _text(r.value, r.codec)
+        data, codec = r.value, r.codec
+        if data is None or codec is None:
+            value = None
+        else:
+            value = data.decode() if codec == "json" else _text(data, codec)
         self._put(
             (
                 "r",
                 [
-                    "s", r.name, r.status, value, r.codec, r.error_type, r.error_message,
+                    "s", r.name, r.status, value, codec, r.error_type, r.error_message,
                     r.attempts, r.started_at, r.finished_at, dict(r.usage) if r.usage else None,
                 ],
             )
@@ -383,10 +387,14 @@ class SQLiteStore:
             no thread, which is what tests in virtual time need (a thread's work
             is invisible to ``MockClock``'s autojump and to the deadlock
             watchdog of :mod:`trioflow.testing`).
-        fsync: ``True`` (default) makes every commit survive power loss
-            (``PRAGMA synchronous=FULL``). ``False`` (``NORMAL``) keeps commits
-            safe from a process crash but a power loss may undo the latest ones;
-            it is much faster per commit.
+        fsync: every commit survives a crash of the process at once. With
+            ``True`` (default) the commit that ends a run is also synced to disk
+            (``PRAGMA synchronous=FULL`` in WAL mode, which syncs every earlier
+            commit with it), so when :meth:`Flow.run <trioflow.Flow.run>`
+            returns, its records survive power loss too; a power loss *during*
+            a run may undo its latest records, whose steps then run again on
+            resume. ``False`` never syncs (``NORMAL``): a power loss may undo
+            the latest records of finished runs too.
 
     Raises:
         StoreError: (on first use) the file is not an SQLite database, is
@@ -500,7 +508,10 @@ class SQLiteStore:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError(f"cannot put {self.path!r} in WAL mode (journal_mode is {mode!r})")
-        conn.execute(f"PRAGMA synchronous = {'FULL' if self.fsync else 'NORMAL'}")
+        # Commits during a run survive a process crash at once; with fsync=True the
+        # commit that ends a run is FULL, which syncs the WAL and so every earlier
+        # commit with it (see _write)
+        conn.execute("PRAGMA synchronous = NORMAL")
 
     @staticmethod
     def _identity(conn: sqlite3.Connection) -> tuple[int, int, list[str]]:
@@ -532,7 +543,19 @@ class SQLiteStore:
             for params in finishes:
                 conn.execute(_FINISH_RUN, params)
 
-        self._locked(lambda: self._transaction(write))
+        def commit() -> None:
+            if not (finishes and self.fsync):
+                self._transaction(write)
+                return
+            conn = self._conn
+            assert conn is not None
+            conn.execute("PRAGMA synchronous = FULL")  # the run's end: sync it all to disk
+            try:
+                self._transaction(write)
+            finally:
+                conn.execute("PRAGMA synchronous = NORMAL")
+
+        self._locked(commit)
 
     # -- runs ------------------------------------------------------------------------
 
