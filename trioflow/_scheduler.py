@@ -50,6 +50,7 @@ from ._events import (
     StepSkipped,
     StepStarted,
     StepSucceeded,
+    _label,
 )
 from ._exceptions import FlowError
 from ._graph import Node, Plan
@@ -780,10 +781,6 @@ class Run:
         if result.skipped:
             message += f"; {len(result.skipped)} skipped"
         return FlowError(message, errors, result)
-
-
-def _label(step: str, item: int | None) -> str:
-    return step if item is None else f"{step}[{item}]"
 
 
 def _short_repr(value: object) -> str:
