@@ -160,9 +160,14 @@ async def test_records_hold_status_value_error_attempts_usage_and_times(make_sto
         return {"a": [1, 2], "b": None}
 
     store = make_store()
-    with pytest.raises(FlowError):
+    with pytest.raises(FlowError) as caught:
         await flow.run(store=store, run_id="rec", error_handling="continue")
     loaded = await make_store().load("rec")
+    for name, live in caught.value.result.steps.items():  # times come back exactly
+        assert (loaded.steps[name].started_at, loaded.steps[name].finished_at) == (
+            live.started_at,
+            live.finished_at,
+        ), name
     assert list(loaded.steps) == ["flaky", "broken", "downstream", "independent"]
     assert loaded.run_id == "rec"
     assert loaded.flow == "records"
@@ -177,6 +182,7 @@ async def test_records_hold_status_value_error_attempts_usage_and_times(make_sto
     assert (broken_r.error.type, broken_r.error.message) == ("KeyError", "'nope'")
     assert str(broken_r.error) == "KeyError: 'nope'"
     assert loaded.steps["downstream"].status is StepStatus.SKIPPED
+    assert (loaded.steps["downstream"].started_at, loaded.steps["downstream"].finished_at) == (None, None)
     assert loaded["independent"] == {"a": [1, 2], "b": None}
     [info] = await make_store().runs()
     assert (info.run_id, info.flow, info.status) == ("rec", "records", "failed")
@@ -436,6 +442,32 @@ async def test_sqlite_files_that_are_not_trioflow_stores(tmp_path: Path, threade
         StoreError, match=r"is not a usable trioflow store: .*corrupt or is not an SQLite database"
     ):
         await read_everything(trioflow.SQLiteStore(good, threaded=threaded))
+
+
+@pytest.mark.parametrize(
+    ("column", "damage"),
+    [("records", "'[[\"s\", \"load\"'"), ("records", "'{}'"), ("times", "x'00'")],
+    ids=["truncated-json", "not-a-list", "short-times"],
+)
+async def test_damaged_records_give_a_store_error_that_says_how_to_start_over(
+    tmp_path: Path, column: str, damage: str
+) -> None:
+    path = tmp_path / "runs.db"
+    with trioflow.SQLiteStore(path, fsync=False) as store:
+        await pipeline(Calls(), set()).run({"n": 3}, store=store, run_id="r")
+    conn = sqlite3.connect(path)
+    conn.execute(f"UPDATE journal SET {column} = {damage}")
+    conn.commit()
+    conn.close()
+    with trioflow.SQLiteStore(path) as store:
+        with pytest.raises(
+            StoreError,
+            match=r"runs\.db': the records of run 'r' are damaged \(.*\); start the run over with "
+            r"`await store\.forget\('r'\)`$",
+        ):
+            await store.load("r")
+        assert await store.forget("r")
+        assert await store.runs() == []
 
 
 def corrupt(path: Path) -> None:

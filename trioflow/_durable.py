@@ -32,6 +32,7 @@ from ._graph import Plan
 from ._records import ItemRecord, RunHeader, StepRecord, decode_value, step_result
 from ._results import RunResult, StepResult, StepStatus
 from ._scheduler import Run, RunOptions, current_backend
+from ._store import _SQLiteSession
 from .abc import Codec, RunSession, Store
 
 if TYPE_CHECKING:
@@ -103,6 +104,8 @@ class _Recorder:
         self.session = session
         self.sink = sink
         self.errors: list[BaseException] = []
+        # the built-in stores take a record's fields without a StepRecord around them
+        self._row = getattr(session, "step_row", None) if isinstance(session, _SQLiteSession) else None
 
     def step(self, result: StepResult) -> None:
         try:
@@ -114,20 +117,22 @@ class _Recorder:
                     data = self.sink.codec.encode(result.value)
                 codec = self.sink.codec.name
             error = result.error
-            self.session.record_step(
-                StepRecord(  # fields in order: name, status, value, codec, error type and message, ...
-                    result.name,
-                    result.status,
-                    data,
-                    codec,
-                    None if error is None else _type_name(error),
-                    None if error is None else str(error),
-                    result.attempts,
-                    result.started_at,
-                    result.finished_at,
-                    result.usage,
-                )
+            fields = (  # StepRecord's fields, in order
+                result.name,
+                result.status,
+                data,
+                codec,
+                None if error is None else _type_name(error),
+                None if error is None else str(error),
+                result.attempts,
+                result.started_at,
+                result.finished_at,
+                result.usage,
             )
+            if self._row is not None:
+                self._row(*fields)
+            else:
+                self.session.record_step(StepRecord(*fields))
         except Exception as exc:  # never into the scheduler: raised when the run ends
             self.errors.append(exc)
 

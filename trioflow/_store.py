@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import queue
 import sqlite3
+import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from array import array
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -219,19 +222,57 @@ CREATE TABLE runs (
 CREATE TABLE journal (
     id INTEGER PRIMARY KEY,
     run_id TEXT NOT NULL,
-    records TEXT NOT NULL
+    records TEXT NOT NULL,
+    times BLOB NOT NULL
 );
 CREATE INDEX journal_run ON journal (run_id, id);
 """
 
-_JOURNAL = "INSERT INTO journal (run_id, records) VALUES (?, ?)"
+_JOURNAL = "INSERT INTO journal (run_id, records, times) VALUES (?, ?, ?)"
 _FINISH_RUN = "UPDATE runs SET status = ?, started_at = ?, finished_at = ?, updated = ? WHERE run_id = ?"
 _ENCODE_BATCH = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
-# A queued write: ("r", a record as a JSON-ready list) for the run's journal, or
-# ("f", parameters of _FINISH_RUN). A batch of records is one journal row: one
-# INSERT per commit, which keeps the writer thread's share of the GIL small.
-_Write = tuple[str, Any]
+# A queued write: a record, as (its fields as a JSON-ready list, started_at,
+# finished_at) with NaN for a missing time, or a _Finish. A batch of records is one
+# journal row: the records as one JSON array, and their times as float64 pairs,
+# little-endian (exact, and much cheaper to write than JSON's shortest float text).
+# One INSERT per commit keeps the writer thread's share of the GIL small.
+_Record = tuple[list[Any], float, float]
+_NAN = math.nan
+_BIG_ENDIAN = sys.byteorder == "big"
+
+
+class _Finish:
+    """A queued write: the run's end (the parameters of ``_FINISH_RUN``)."""
+
+    __slots__ = ("params",)
+
+    def __init__(self, params: tuple[str, float, float, float, str]) -> None:
+        self.params = params
+
+
+_Write = _Record | _Finish
+
+
+def _times(records: Sequence[_Record]) -> bytes:
+    times = array("d")
+    append = times.append
+    for _, started, finished in records:
+        append(started)
+        append(finished)
+    if _BIG_ENDIAN:
+        times.byteswap()
+    return times.tobytes()
+
+
+def _read_times(blob: bytes, count: int) -> list[float | None]:
+    times = array("d")
+    times.frombytes(blob)
+    if _BIG_ENDIAN:
+        times.byteswap()
+    if len(times) != 2 * count:
+        raise ValueError(f"{len(times)} times for {count} records")
+    return [None if t != t else t for t in times]  # NaN: no time
 
 
 def _text(value: bytes, codec: str) -> str:
@@ -337,26 +378,42 @@ class _SQLiteSession:
                 self.error = exc
 
     def record_step(self, r: StepRecord) -> None:
-        data, codec = r.value, r.codec
+        self.step_row(
+            r.name, r.status, r.value, r.codec, r.error_type, r.error_message,
+            r.attempts, r.started_at, r.finished_at, r.usage,
+        )
+
+    def step_row(
+        self,
+        name: str,
+        status: StepStatus,
+        data: bytes | None,
+        codec: str | None,
+        error_type: str | None,
+        error_message: str | None,
+        attempts: int,
+        started_at: float | None,
+        finished_at: float | None,
+        usage: Mapping[str, float],
+    ) -> None:
+        """:meth:`record_step` without the :class:`StepRecord`: the recorder's fast path."""
         if data is None or codec is None:
             value = None
         else:
             value = data.decode() if codec == "json" else _text(data, codec)
         self._put(
             (
-                "r",
-                [
-                    "s", r.name, r.status, value, codec, r.error_type, r.error_message,
-                    r.attempts, r.started_at, r.finished_at, dict(r.usage) if r.usage else None,
-                ],
+                ["s", name, status, value, codec, error_type, error_message, attempts, dict(usage) if usage else None],
+                _NAN if started_at is None else started_at,
+                _NAN if finished_at is None else finished_at,
             )
         )
 
     def record_item(self, r: ItemRecord) -> None:
-        self._put(("r", ["i", r.step, r.index, _text(r.value, r.codec), r.codec, r.attempts]))
+        self._put((["i", r.step, r.index, _text(r.value, r.codec), r.codec, r.attempts], _NAN, _NAN))
 
     def finish(self, status: str, started_at: float, finished_at: float) -> None:
-        self._put(("f", (status, started_at, finished_at, time.time(), self._run_id)))
+        self._put(_Finish((status, started_at, finished_at, time.time(), self._run_id)))
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -534,12 +591,12 @@ class SQLiteStore:
 
     def _write(self, run_id: str, batch: Sequence[_Write]) -> None:
         """Commit ``batch`` in one transaction (from a session's writer)."""
-        records = [w[1] for w in batch if w[0] == "r"]
-        finishes = [w[1] for w in batch if w[0] == "f"]
+        records = [w for w in batch if type(w) is tuple]
+        finishes = [w.params for w in batch if type(w) is _Finish]
 
         def write(conn: sqlite3.Connection) -> None:
             if records:
-                conn.execute(_JOURNAL, (run_id, _ENCODE_BATCH(records)))
+                conn.execute(_JOURNAL, (run_id, _ENCODE_BATCH([r[0] for r in records]), _times(records)))
             for params in finishes:
                 conn.execute(_FINISH_RUN, params)
 
@@ -572,16 +629,18 @@ class SQLiteStore:
         info = RunInfo(run_id, flow, fingerprint, status, created, updated, started, finished)
         step_records: dict[str, StepRecord] = {}
         items: dict[str, dict[int, ItemRecord]] = {}
-        for (text,) in conn.execute("SELECT records FROM journal WHERE run_id = ? ORDER BY id", (run_id,)):
+        journal = conn.execute("SELECT records, times FROM journal WHERE run_id = ? ORDER BY id", (run_id,))
+        for text, blob in journal:
             try:
                 batch = json.loads(text)
-                for r in batch:  # replayed in order: the latest record of a step wins
+                times = _read_times(blob, len(batch))
+                for k, r in enumerate(batch):  # replayed in order: the latest record of a step wins
                     if r[0] == "s":
                         step_records[r[1]] = StepRecord(
                             name=r[1], status=StepStatus(r[2]),
                             value=None if r[3] is None else _bytes(r[3], r[4]), codec=r[4],
-                            error_type=r[5], error_message=r[6], attempts=r[7], started_at=r[8],
-                            finished_at=r[9], usage=r[10] or {},
+                            error_type=r[5], error_message=r[6], attempts=r[7],
+                            started_at=times[2 * k], finished_at=times[2 * k + 1], usage=r[8] or {},
                         )
                     else:
                         items.setdefault(r[1], {})[r[2]] = ItemRecord(r[1], r[2], _bytes(r[3], r[4]), r[4], r[5])
