@@ -10,8 +10,7 @@ A step's value is encoded *inside its attempt*, right after the step function
 returns (the scheduler's ``on_value`` hook), so a value the codec cannot encode
 fails that very step, through the scheduler's ordinary failure path (retries,
 ``fail_fast``/``continue``, ``FlowError``), and every other record stays
-intact. The encoded bytes wait in the run's sink for the recorder, so nothing
-is encoded twice.
+intact. The encoded bytes wait for the recorder, so nothing is encoded twice.
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -29,7 +29,7 @@ import trio
 from ._codec import CodecError
 from ._exceptions import StoreError
 from ._graph import Plan
-from ._records import ItemRecord, RunHeader, StepRecord, decode_value, step_result
+from ._records import ItemRecord, RunHeader, StepRecord, decode_value, step_result, type_name
 from ._results import RunResult, StepResult, StepStatus
 from ._scheduler import Run, RunOptions, current_backend
 from ._store import _SQLiteSession
@@ -39,30 +39,21 @@ if TYPE_CHECKING:
     from ._flow import Flow
 
 
-class _Sink:
-    """A run's values, encoded as the steps return them, waiting for the recorder."""
+def _value_hook(codec: Codec, values: dict[tuple[str, int | None], bytes]) -> Callable[[str, int | None, Any], None]:
+    """The scheduler's ``on_value`` hook: encode each value the moment it is returned, into ``values``."""
+    encode = codec.encode
 
-    __slots__ = ("codec", "values")
-
-    def __init__(self, codec: Codec) -> None:
-        self.codec = codec
-        self.values: dict[tuple[str, int | None], bytes] = {}
-
-    def encode(self, name: str, item: int | None, value: Any) -> None:
-        """The scheduler's ``on_value`` hook: encode a value the moment it is returned."""
+    def on_value(name: str, item: int | None, value: Any) -> None:
         try:
-            self.values[(name, item)] = self.codec.encode(value)
+            values[name, item] = encode(value)
         except Exception as exc:
             label = name if item is None else f"{name}[{item}]"
             raise CodecError(
                 f"step {label!r} returned a value of type {type(value).__qualname__} that the "
-                f"store's {self.codec.name!r} codec cannot encode: {exc}"
+                f"store's {codec.name!r} codec cannot encode: {exc}"
             ) from exc
 
-
-def _type_name(exc: BaseException) -> str:
-    cls = type(exc)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return on_value
 
 
 def _header(flow: Flow, plan: Plan, inputs: Mapping[str, Any], codec: Codec, run_id: str) -> RunHeader:
@@ -98,50 +89,65 @@ def _header(flow: Flow, plan: Plan, inputs: Mapping[str, Any], codec: Codec, run
 
 
 class _Recorder:
-    """The scheduler's recorder hooks for one run: turn results into records."""
+    """The scheduler's recorder hooks for any store's session: turn results into records.
 
-    def __init__(self, session: RunSession, sink: _Sink) -> None:
+    (The built-in :class:`SQLiteStore` makes its own, leaner hooks.)
+    """
+
+    def __init__(
+        self,
+        session: RunSession,
+        codec: Codec,
+        values: dict[tuple[str, int | None], bytes],
+        errors: list[BaseException],
+    ) -> None:
         self.session = session
-        self.sink = sink
-        self.errors: list[BaseException] = []
-        # the built-in stores take a record's fields without a StepRecord around them
-        self._row = getattr(session, "step_row", None) if isinstance(session, _SQLiteSession) else None
+        self.codec = codec
+        self.values = values
+        self.errors = errors
 
-    def step(self, result: StepResult) -> None:
+    def step(
+        self,
+        name: str,
+        status: StepStatus,
+        value: Any,
+        error: BaseException | None,
+        attempts: int,
+        started_at: float | None,
+        finished_at: float | None,
+        usage: dict[str, float],
+    ) -> None:
         try:
             data = None
             codec = None
-            if result.status is StepStatus.SUCCEEDED:
-                data = self.sink.values.pop((result.name, None), None)
+            if status is StepStatus.SUCCEEDED:
+                data = self.values.pop((name, None), None)
                 if data is None:  # a map step's list (its items were encoded one by one)
-                    data = self.sink.codec.encode(result.value)
-                codec = self.sink.codec.name
-            error = result.error
-            fields = (  # StepRecord's fields, in order
-                result.name,
-                result.status,
-                data,
-                codec,
-                None if error is None else _type_name(error),
-                None if error is None else str(error),
-                result.attempts,
-                result.started_at,
-                result.finished_at,
-                result.usage,
+                    data = self.codec.encode(value)
+                codec = self.codec.name
+            self.session.record_step(
+                StepRecord(
+                    name,
+                    status,
+                    data,
+                    codec,
+                    None if error is None else type_name(error),
+                    None if error is None else str(error),
+                    attempts,
+                    started_at,
+                    finished_at,
+                    MappingProxyType(dict(usage)),
+                )
             )
-            if self._row is not None:
-                self._row(*fields)
-            else:
-                self.session.record_step(StepRecord(*fields))
         except Exception as exc:  # never into the scheduler: raised when the run ends
             self.errors.append(exc)
 
     def item(self, step: str, index: int, value: Any, attempts: int) -> None:
         try:
-            data = self.sink.values.pop((step, index), None)
+            data = self.values.pop((step, index), None)
             if data is None:
-                data = self.sink.codec.encode(value)
-            self.session.record_item(ItemRecord(step, index, data, self.sink.codec.name, attempts))
+                data = self.codec.encode(value)
+            self.session.record_item(ItemRecord(step, index, data, self.codec.name, attempts))
         except Exception as exc:
             self.errors.append(exc)
 
@@ -180,18 +186,23 @@ async def run_with_store(
                 index: decode_value(codec, r.codec, r.value, run_id, f"item {index} of step {name!r}")
                 for index, r in items.items()
             }
-        sink = _Sink(codec)
-        recorder = _Recorder(session, sink)
+        values: dict[tuple[str, int | None], bytes] = {}  # encoded, waiting for the recorder
+        errors: list[BaseException] = []
+        if isinstance(session, _SQLiteSession):
+            record_step, record_item = session.hooks(codec, values, errors)
+        else:
+            recorder = _Recorder(session, codec, values, errors)
+            record_step, record_item = recorder.step, recorder.item
         run = Run(
             flow.name,
             plan,
             inputs,
             options,
             completed=completed,
-            recorder=recorder.step,
+            recorder=record_step,
             completed_items=completed_items,
-            item_recorder=recorder.item,
-            on_value=sink.encode,
+            item_recorder=record_item,
+            on_value=_value_hook(codec, values),
         )
         status = "cancelled"
         try:
@@ -200,14 +211,14 @@ async def run_with_store(
         except BaseException as exc:
             if not _is_cancellation(exc):
                 status = "failed"
-            if recorder.errors:
-                exc.add_note(f"trioflow: {_record_failure(run_id, recorder.errors)}")
+            if errors:
+                exc.add_note(f"trioflow: {_record_failure(run_id, errors)}")
             raise
         finally:
             started = getattr(run, "started_at", 0.0)
             session.finish(status, started, getattr(run, "finished_at", started))
-        if recorder.errors:
-            raise StoreError(_record_failure(run_id, recorder.errors)) from recorder.errors[0]
+        if errors:
+            raise StoreError(_record_failure(run_id, errors)) from errors[0]
     return result
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -193,5 +192,7 @@ def run_result(records: RunRecords, codec: Codec, run_id: str) -> RunResult:
     )
 
 
-def usage_text(usage: Mapping[str, float]) -> str:
-    return json.dumps(dict(usage), separators=(",", ":")) if usage else "{}"
+def type_name(exc: BaseException) -> str:
+    """How a record names an exception's type: ``ValueError``, ``package.module.Error``."""
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"

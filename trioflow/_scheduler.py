@@ -71,6 +71,15 @@ class Limiter(Protocol):
 
 _NO_USAGE: Mapping[str, float] = MappingProxyType({})
 
+# A run's recorder hook: called as (name, status, value, error, attempts,
+# started_at, finished_at, usage), the fields of the step's StepResult, the
+# moment a step reaches its final status. ``usage`` is the step's live dict:
+# copy it to keep it.
+Recorder = Callable[
+    [str, StepStatus, Any, "BaseException | None", int, "float | None", "float | None", dict[str, float]],
+    object,
+]
+
 # a worker running quick steps back to back yields to the scheduler this often
 YIELD_EVERY = 16
 
@@ -190,7 +199,6 @@ class _StepState:
     item_values: list[Any]
     item_errors: dict[int, Exception]
     items_left = 0
-    result: StepResult | None = None  # kept when recorded, reused by the run's result
 
     def __init__(self, node: Node, group: _Group) -> None:
         self.node = node
@@ -223,7 +231,7 @@ class Run:
         inputs: Mapping[str, Any],
         options: RunOptions,
         completed: Mapping[str, StepResult] | None = None,
-        recorder: Callable[[StepResult], object] | None = None,
+        recorder: Recorder | None = None,
         completed_items: Mapping[str, Mapping[int, Any]] | None = None,
         item_recorder: Callable[[str, int, Any, int], object] | None = None,
         on_value: Callable[[str, int | None, Any], object] | None = None,
@@ -233,8 +241,9 @@ class Run:
         Args:
             completed: results of steps recorded as succeeded by an earlier run
                 with the same id; they are not run again.
-            recorder: called with each step's :class:`StepResult` the moment the
-                step reaches a final status (synchronously, in the scheduler).
+            recorder: called with each step's result fields (see :data:`Recorder`)
+                the moment the step reaches a final status (synchronously, in the
+                scheduler).
             completed_items: for map steps, item index -> value of items recorded
                 by an earlier run; only the missing items run.
             item_recorder: called as ``(step, index, value, attempts)`` when a map
@@ -462,8 +471,9 @@ class Run:
         st.value = value
         st.attempts = max(st.attempts, attempts)
         st.finished_at = now
-        if self.recorder is not None:
-            self._record(st)
+        recorder = self.recorder
+        if recorder is not None:
+            recorder(st.name, StepStatus.SUCCEEDED, value, None, st.attempts, st.started_at, now, st.usage)
         newly_ready = []
         for c in st.node.children:
             child = self.states[c]
@@ -512,13 +522,10 @@ class Run:
         self.nursery.cancel_scope.cancel()
 
     def _record(self, st: _StepState) -> None:
+        """Record a step that did not succeed (a success is recorded inline, more cheaply)."""
         if self.recorder is not None:
-            # a plain step's final status does not change again: build its result
-            # once (a failed map step's items may still be winding down)
-            result = self._step_result(st)
-            if st.node.spec.map_over is None:
-                st.result = result
-            self.recorder(result)
+            r = self._step_result(st)
+            self.recorder(r.name, r.status, r.value, r.error, r.attempts, r.started_at, r.finished_at, st.usage)
 
     # -- running units ---------------------------------------------------------------
 
@@ -759,7 +766,7 @@ class Run:
     def result(self) -> RunResult:
         return RunResult(
             flow=self.flow_name,
-            steps={st.name: st.result or self._step_result(st) for st in self.states},
+            steps={st.name: self._step_result(st) for st in self.states},
             started_at=self.started_at,
             finished_at=self.finished_at,
             run_id=self.options.run_id,

@@ -40,9 +40,10 @@ from ._records import (
     StepRecord,
     check_header,
     run_result,
+    type_name,
 )
 from ._results import RunResult, StepStatus
-from ._scheduler import current_backend
+from ._scheduler import Recorder, current_backend
 from .abc import Codec, RunSession
 
 __all__ = ["MemoryStore", "SQLiteStore"]
@@ -254,6 +255,20 @@ class _Finish:
 _Write = _Record | _Finish
 
 
+def _step_row(
+    name: str,
+    status: StepStatus,
+    value: str | None,
+    codec: str | None,
+    error_type: str | None,
+    error_message: str | None,
+    attempts: int,
+    usage: Mapping[str, float],
+) -> list[Any]:
+    """A step record in the journal (its times go beside it)."""
+    return ["s", name, status, value, codec, error_type, error_message, attempts, dict(usage) if usage else None]
+
+
 def _times(records: Sequence[_Record]) -> bytes:
     times = array("d")
     append = times.append
@@ -378,39 +393,68 @@ class _SQLiteSession:
                 self.error = exc
 
     def record_step(self, r: StepRecord) -> None:
-        self.step_row(
-            r.name, r.status, r.value, r.codec, r.error_type, r.error_message,
-            r.attempts, r.started_at, r.finished_at, r.usage,
-        )
-
-    def step_row(
-        self,
-        name: str,
-        status: StepStatus,
-        data: bytes | None,
-        codec: str | None,
-        error_type: str | None,
-        error_message: str | None,
-        attempts: int,
-        started_at: float | None,
-        finished_at: float | None,
-        usage: Mapping[str, float],
-    ) -> None:
-        """:meth:`record_step` without the :class:`StepRecord`: the recorder's fast path."""
-        if data is None or codec is None:
-            value = None
-        else:
-            value = data.decode() if codec == "json" else _text(data, codec)
+        value = None if r.value is None or r.codec is None else _text(r.value, r.codec)
         self._put(
             (
-                ["s", name, status, value, codec, error_type, error_message, attempts, dict(usage) if usage else None],
-                _NAN if started_at is None else started_at,
-                _NAN if finished_at is None else finished_at,
+                _step_row(r.name, r.status, value, r.codec, r.error_type, r.error_message, r.attempts, r.usage),
+                _NAN if r.started_at is None else r.started_at,
+                _NAN if r.finished_at is None else r.finished_at,
             )
         )
 
     def record_item(self, r: ItemRecord) -> None:
         self._put((["i", r.step, r.index, _text(r.value, r.codec), r.codec, r.attempts], _NAN, _NAN))
+
+    def hooks(
+        self, codec: Codec, values: dict[tuple[str, int | None], bytes], errors: list[BaseException]
+    ) -> tuple[Recorder, Callable[[str, int, Any, int], None]]:
+        """The scheduler's recorder hooks, queueing journal rows with no record objects between.
+
+        ``values`` holds the values the scheduler's ``on_value`` hook encoded;
+        a failure to record goes to ``errors`` (the scheduler never sees it).
+        """
+        put = self._put if self._writer is None else self._writer.put
+        pop = values.pop
+        encode = codec.encode
+        name_ = codec.name
+        text = bytes.decode if name_ == "json" else (lambda data: _text(data, name_))
+        succeeded = StepStatus.SUCCEEDED
+
+        def record_step(
+            name: str,
+            status: StepStatus,
+            value: Any,
+            error: BaseException | None,
+            attempts: int,
+            started_at: float | None,
+            finished_at: float | None,
+            usage: dict[str, float],
+        ) -> None:
+            try:
+                if status is succeeded:
+                    data = pop((name, None), None)
+                    if data is None:  # a map step's list (its items were encoded one by one)
+                        data = encode(value)
+                    row = _step_row(name, status, text(data), name_, None, None, attempts, usage)
+                else:
+                    row = _step_row(
+                        name, status, None, None, None if error is None else type_name(error),
+                        None if error is None else str(error), attempts, usage,
+                    )
+                put((row, _NAN if started_at is None else started_at, _NAN if finished_at is None else finished_at))
+            except Exception as exc:
+                errors.append(exc)
+
+        def record_item(step: str, index: int, value: Any, attempts: int) -> None:
+            try:
+                data = pop((step, index), None)
+                if data is None:
+                    data = encode(value)
+                put((["i", step, index, text(data), name_, attempts], _NAN, _NAN))
+            except Exception as exc:
+                errors.append(exc)
+
+        return record_step, record_item
 
     def finish(self, status: str, started_at: float, finished_at: float) -> None:
         self._put(_Finish((status, started_at, finished_at, time.time(), self._run_id)))
