@@ -306,14 +306,7 @@ def _bytes(text: str, codec: str) -> bytes:
 _GATHER = 0.01  # seconds: how long records gather before a commit
 
 
-class _Flush:
-    """Put on a writer's queue: set once everything queued before it is committed."""
-
-    __slots__ = ("done", "stop")
-
-    def __init__(self, stop: bool) -> None:
-        self.done = threading.Event()
-        self.stop = stop
+_STOP = object()  # put on a writer's queue by close(): commit what came before it, then end
 
 
 class _Writer:
@@ -322,7 +315,8 @@ class _Writer:
     def __init__(self, store: SQLiteStore, run_id: str) -> None:
         self._store = store
         self._run_id = run_id
-        self._queue: queue.SimpleQueue[_Write | _Flush] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Write | object] = queue.SimpleQueue()
+        self.put: Callable[[_Write], None] = self._queue.put
         self.error: BaseException | None = None
         self._closing = threading.Event()  # ends the gathering pause at once
         self._thread = threading.Thread(
@@ -330,26 +324,23 @@ class _Writer:
         )
         self._thread.start()
 
-    def put(self, write: _Write) -> None:
-        self._queue.put(write)
-
     def _loop(self) -> None:
         get = self._queue.get
         get_nowait = self._queue.get_nowait
-        while True:
-            batch: list[_Write] = []
-            flushes: list[_Flush] = []
+        stopping = False
+        while not stopping:
+            batch: list[Any] = []
             item = get()
-            if not isinstance(item, _Flush):
+            if item is not _STOP:
                 # let records gather for a moment: fewer, larger commits, and fewer
                 # wake-ups of this thread competing with the event loop for the GIL
                 # (cut short when the session closes: nothing more is coming)
                 self._closing.wait(_GATHER)
             while True:
-                if isinstance(item, _Flush):
-                    flushes.append(item)
-                else:
-                    batch.append(item)
+                if item is _STOP:  # the last write: nothing is queued after it
+                    stopping = True
+                    break
+                batch.append(item)
                 if len(batch) >= 10_000:
                     break
                 try:
@@ -361,17 +352,11 @@ class _Writer:
                     self._store._write(self._run_id, batch)
                 except BaseException as exc:  # kept, and raised when the session closes
                     self.error = exc
-            for flush in flushes:
-                flush.done.set()
-            if any(f.stop for f in flushes):
-                return
 
     async def close(self) -> None:
         """Wait until every queued write is committed, and the thread has ended."""
-        flush = _Flush(stop=True)
-        self._queue.put(flush)
+        self._queue.put(_STOP)
         self._closing.set()
-        await _to_thread(flush.done.wait)
         await _to_thread(self._thread.join)
 
 
