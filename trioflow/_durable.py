@@ -39,13 +39,16 @@ if TYPE_CHECKING:
     from ._flow import Flow
 
 
-def _value_hook(codec: Codec, values: dict[tuple[str, int | None], bytes]) -> Callable[[str, int | None, Any], None]:
-    """The scheduler's ``on_value`` hook: encode each value the moment it is returned, into ``values``."""
+def _value_hook(codec: Codec) -> Callable[[str, int | None, Any], bytes]:
+    """The scheduler's ``on_value`` hook: encode each value the moment it is returned.
+
+    The scheduler hands the bytes to the recorder hooks.
+    """
     encode = codec.encode
 
-    def on_value(name: str, item: int | None, value: Any) -> None:
+    def on_value(name: str, item: int | None, value: Any) -> bytes:
         try:
-            values[name, item] = encode(value)
+            return encode(value)
         except Exception as exc:
             label = name if item is None else f"{name}[{item}]"
             raise CodecError(
@@ -94,16 +97,9 @@ class _Recorder:
     (The built-in :class:`SQLiteStore` makes its own, leaner hooks.)
     """
 
-    def __init__(
-        self,
-        session: RunSession,
-        codec: Codec,
-        values: dict[tuple[str, int | None], bytes],
-        errors: list[BaseException],
-    ) -> None:
+    def __init__(self, session: RunSession, codec: Codec, errors: list[BaseException]) -> None:
         self.session = session
         self.codec = codec
-        self.values = values
         self.errors = errors
 
     def step(
@@ -111,6 +107,7 @@ class _Recorder:
         name: str,
         status: StepStatus,
         value: Any,
+        data: bytes | None,
         error: BaseException | None,
         attempts: int,
         started_at: float | None,
@@ -118,10 +115,8 @@ class _Recorder:
         usage: dict[str, float],
     ) -> None:
         try:
-            data = None
             codec = None
             if status is StepStatus.SUCCEEDED:
-                data = self.values.pop((name, None), None)
                 if data is None:  # a map step's list (its items were encoded one by one)
                     data = self.codec.encode(value)
                 codec = self.codec.name
@@ -142,11 +137,8 @@ class _Recorder:
         except Exception as exc:  # never into the scheduler: raised when the run ends
             self.errors.append(exc)
 
-    def item(self, step: str, index: int, value: Any, attempts: int) -> None:
+    def item(self, step: str, index: int, value: Any, data: bytes, attempts: int) -> None:
         try:
-            data = self.values.pop((step, index), None)
-            if data is None:
-                data = self.codec.encode(value)
             self.session.record_item(ItemRecord(step, index, data, self.codec.name, attempts))
         except Exception as exc:
             self.errors.append(exc)
@@ -186,12 +178,11 @@ async def run_with_store(
                 index: decode_value(codec, r.codec, r.value, run_id, f"item {index} of step {name!r}")
                 for index, r in items.items()
             }
-        values: dict[tuple[str, int | None], bytes] = {}  # encoded, waiting for the recorder
         errors: list[BaseException] = []
         if isinstance(session, _SQLiteSession):
-            record_step, record_item = session.hooks(codec, values, errors)
+            record_step, record_item = session.hooks(codec, errors)
         else:
-            recorder = _Recorder(session, codec, values, errors)
+            recorder = _Recorder(session, codec, errors)
             record_step, record_item = recorder.step, recorder.item
         run = Run(
             flow.name,
@@ -202,7 +193,7 @@ async def run_with_store(
             recorder=record_step,
             completed_items=completed_items,
             item_recorder=record_item,
-            on_value=_value_hook(codec, values),
+            on_value=_value_hook(codec),
         )
         status = "cancelled"
         try:

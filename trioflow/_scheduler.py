@@ -71,12 +71,13 @@ class Limiter(Protocol):
 
 _NO_USAGE: Mapping[str, float] = MappingProxyType({})
 
-# A run's recorder hook: called as (name, status, value, error, attempts,
-# started_at, finished_at, usage), the fields of the step's StepResult, the
-# moment a step reaches its final status. ``usage`` is the step's live dict:
-# copy it to keep it.
+# A run's recorder hook: called as (name, status, value, kept, error, attempts,
+# started_at, finished_at, usage) the moment a step reaches its final status:
+# the fields of the step's StepResult, and ``kept``, what the on_value hook
+# returned for the value of a succeeded plain step (else None). ``usage`` is the
+# step's live dict: copy it to keep it.
 Recorder = Callable[
-    [str, StepStatus, Any, "BaseException | None", int, "float | None", "float | None", dict[str, float]],
+    [str, StepStatus, Any, Any, "BaseException | None", int, "float | None", "float | None", dict[str, float]],
     object,
 ]
 
@@ -233,8 +234,8 @@ class Run:
         completed: Mapping[str, StepResult] | None = None,
         recorder: Recorder | None = None,
         completed_items: Mapping[str, Mapping[int, Any]] | None = None,
-        item_recorder: Callable[[str, int, Any, int], object] | None = None,
-        on_value: Callable[[str, int | None, Any], object] | None = None,
+        item_recorder: Callable[[str, int, Any, Any, int], object] | None = None,
+        on_value: Callable[[str, int | None, Any], Any] | None = None,
     ) -> None:
         """Prepare a run.
 
@@ -246,12 +247,13 @@ class Run:
                 scheduler).
             completed_items: for map steps, item index -> value of items recorded
                 by an earlier run; only the missing items run.
-            item_recorder: called as ``(step, index, value, attempts)`` when a map
-                item succeeds.
+            item_recorder: called as ``(step, index, value, kept, attempts)`` when
+                a map item succeeds (``kept``: what ``on_value`` returned, or None).
             on_value: called as ``(step, item, value)`` the moment a step function
                 (or map item) returns, inside the attempt: an exception it raises
-                fails that attempt as if the step had raised it (a store uses it
-                to encode each value, so a value it cannot record fails its step).
+                fails that attempt as if the step had raised it, and what it
+                returns is handed to the recorder (a store uses it to encode each
+                value once, so a value it cannot record fails its step).
         """
         self.flow_name = flow_name
         self.plan = plan
@@ -466,14 +468,14 @@ class Run:
         for i in todo:
             self._push(_Unit(st, i))
 
-    def _step_succeeded(self, st: _StepState, value: Any, attempts: int, now: float) -> None:
+    def _step_succeeded(self, st: _StepState, value: Any, attempts: int, now: float, kept: Any = None) -> None:
         st.status = StepStatus.SUCCEEDED
         st.value = value
         st.attempts = max(st.attempts, attempts)
         st.finished_at = now
         recorder = self.recorder
         if recorder is not None:
-            recorder(st.name, StepStatus.SUCCEEDED, value, None, st.attempts, st.started_at, now, st.usage)
+            recorder(st.name, StepStatus.SUCCEEDED, value, kept, None, st.attempts, st.started_at, now, st.usage)
         newly_ready = []
         for c in st.node.children:
             child = self.states[c]
@@ -525,7 +527,7 @@ class Run:
         """Record a step that did not succeed (a success is recorded inline, more cheaply)."""
         if self.recorder is not None:
             r = self._step_result(st)
-            self.recorder(r.name, r.status, r.value, r.error, r.attempts, r.started_at, r.finished_at, st.usage)
+            self.recorder(r.name, r.status, r.value, None, r.error, r.attempts, r.started_at, r.finished_at, st.usage)
 
     # -- running units ---------------------------------------------------------------
 
@@ -623,12 +625,11 @@ class Run:
                     value = await spec.fn(**kwargs)
                 else:
                     value = await self._call_with_timeout(spec.fn, kwargs, spec.timeout, started, st.name, item, attempt)
-                if self.on_value is not None:
-                    self.on_value(st.name, item, value)
+                kept = None if self.on_value is None else self.on_value(st.name, item, value)
             except Exception as exc:
                 error: Exception = exc
             else:
-                self._unit_succeeded(unit, value, attempt, now(), started)
+                self._unit_succeeded(unit, value, kept, attempt, now(), started)
                 return
             finally:
                 _current.reset(token)
@@ -656,19 +657,19 @@ class Run:
         raise TimeoutError(f"step {_label(name, item)!r} timed out after {seconds:g}s (attempt {attempt})")
 
     def _unit_succeeded(
-        self, unit: _Unit, value: Any, attempt: int, now: float, started: float
+        self, unit: _Unit, value: Any, kept: Any, attempt: int, now: float, started: float
     ) -> None:
         st = unit.state
         self._release(unit)
         if self.on_event is not None:
             self._emit(StepSucceeded(st.name, attempt, now, now - started, unit.item))
         if unit.item is None:
-            self._step_succeeded(st, value, attempt, now)
+            self._step_succeeded(st, value, attempt, now, kept)
             return
         st.item_values[unit.item] = value
         st.attempts = max(st.attempts, attempt)
         if self.item_recorder is not None:
-            self.item_recorder(st.name, unit.item, value, attempt)
+            self.item_recorder(st.name, unit.item, value, kept, attempt)
         self._item_done(st, now)
 
     def _unit_failed(self, unit: _Unit, error: Exception, attempt: int, now: float) -> None:

@@ -391,15 +391,13 @@ class _SQLiteSession:
         self._put((["i", r.step, r.index, _text(r.value, r.codec), r.codec, r.attempts], _NAN, _NAN))
 
     def hooks(
-        self, codec: Codec, values: dict[tuple[str, int | None], bytes], errors: list[BaseException]
-    ) -> tuple[Recorder, Callable[[str, int, Any, int], None]]:
+        self, codec: Codec, errors: list[BaseException]
+    ) -> tuple[Recorder, Callable[[str, int, Any, bytes, int], None]]:
         """The scheduler's recorder hooks, queueing journal rows with no record objects between.
 
-        ``values`` holds the values the scheduler's ``on_value`` hook encoded;
-        a failure to record goes to ``errors`` (the scheduler never sees it).
+        A failure to record goes to ``errors`` (the scheduler never sees it).
         """
         put = self._put if self._writer is None else self._writer.put
-        pop = values.pop
         encode = codec.encode
         name_ = codec.name
         text = bytes.decode if name_ == "json" else (lambda data: _text(data, name_))
@@ -409,6 +407,7 @@ class _SQLiteSession:
             name: str,
             status: StepStatus,
             value: Any,
+            data: bytes | None,
             error: BaseException | None,
             attempts: int,
             started_at: float | None,
@@ -417,7 +416,6 @@ class _SQLiteSession:
         ) -> None:
             try:
                 if status is succeeded:
-                    data = pop((name, None), None)
                     if data is None:  # a map step's list (its items were encoded one by one)
                         data = encode(value)
                     row = _step_row(name, status, text(data), name_, None, None, attempts, usage)
@@ -430,11 +428,8 @@ class _SQLiteSession:
             except Exception as exc:
                 errors.append(exc)
 
-        def record_item(step: str, index: int, value: Any, attempts: int) -> None:
+        def record_item(step: str, index: int, value: Any, data: bytes, attempts: int) -> None:
             try:
-                data = pop((step, index), None)
-                if data is None:
-                    data = encode(value)
                 put((["i", step, index, text(data), name_, attempts], _NAN, _NAN))
             except Exception as exc:
                 errors.append(exc)
