@@ -6,6 +6,9 @@ call (within ``ttl``) returns that call's value without running the function;
 concurrent identical calls (the items of a map step, or concurrent runs of one
 flow) run the function once and share its value (*single flight*). Failures
 are never cached: the callers that were waiting try again, one at a time.
+
+Entries live in memory; with ``store=`` an :class:`SQLiteStore` they are also
+written to its database, so they outlive the process.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ import attrs
 import trio
 
 from ._codec import CodecError, JSONCodec
+from ._exceptions import StoreError
 from ._isolation import isolate
 from ._scheduler import current_backend
+from ._store import SQLiteStore
 
 __all__ = ["Cache", "CacheStatistics"]
 
@@ -33,8 +38,9 @@ _Key = tuple[str, Hashable]
 
 @attrs.frozen
 class CacheStatistics:
-    """What a :class:`Cache` did: ``hits``, ``misses`` (calls that ran the
-    function), ``size`` (entries held) and ``in_flight`` (calls running now)."""
+    """What a :class:`Cache` did: ``hits`` (in memory or in its store), ``misses``
+    (calls that ran the function), ``size`` (entries held in memory) and
+    ``in_flight`` (calls running now)."""
 
     hits: int
     misses: int
@@ -60,6 +66,14 @@ def _check_maxsize(_: object, __: object, maxsize: Any) -> None:
         raise ValueError(f"Cache(maxsize=...) must be at least 1, or None for no limit (got {maxsize!r})")
 
 
+def _check_store(_: object, __: object, store: Any) -> None:
+    if store is not None and not isinstance(store, SQLiteStore):
+        raise TypeError(
+            f"Cache(store=...) takes a trioflow.SQLiteStore whose database keeps the entries, "
+            f"or None to keep them in memory only (got {store!r})"
+        )
+
+
 @attrs.define(eq=False)
 class Cache:
     """A memo table for steps: give it as ``@flow.step(cache=trioflow.Cache(...))``.
@@ -67,21 +81,35 @@ class Cache:
     Entries are keyed by the step (its name and function) and the values of its
     arguments, encoded with :class:`~trioflow.JSONCodec` (so equal values give
     equal keys, and ``1`` and ``"1"`` differ). One ``Cache`` can serve several
-    steps and flows; entries live in this object, in memory, for as long as it
-    does. A hit returns a copy of mutable values (like ``isolation="copy"``),
-    so a caller that mutates what it got never changes the cache.
+    steps and flows. A hit returns a copy of mutable values (like
+    ``isolation="copy"``), so a caller that mutates what it got never changes
+    the cache.
 
-    The cache lives in one process and one event loop at a time.
+    Entries live in this object, in memory. With ``store=``, they are also
+    written to that :class:`~trioflow.SQLiteStore`'s database (encoded by its
+    codec), so they outlive the process: a later process with a ``Cache`` on the
+    same file finds them. A value the store's codec cannot encode fails the
+    step, with a :exc:`~trioflow.CodecError` naming it.
+
+    Single flight works within one process and one event loop.
 
     Args:
         ttl: seconds an entry stays valid, or ``None`` (default) for no expiry.
-        maxsize: at most this many entries, least recently used dropped first;
-            ``None`` for no limit. Default 1024.
+            With a store, storing an entry also deletes the step's entries
+            older than ``ttl``.
+        maxsize: at most this many entries in memory, least recently used
+            dropped first; ``None`` for no limit. Default 1024. (A store keeps
+            every entry until it expires.)
         key: a function called with the step's arguments (as keywords) that
             returns a hashable key, for arguments the codec cannot encode (a
-            client object, say): ``key=lambda client, url: url``.
-        clock: where ``ttl`` time comes from (default :func:`time.monotonic`).
-            Pass ``trio.current_time`` to test expiry in virtual time.
+            client object, say): ``key=lambda client, url: url``. With a
+            store, the key must be JSON data (a string, a tuple of them, ...).
+        clock: where ``ttl`` time comes from: by default :func:`time.monotonic`,
+            or :func:`time.time` with a store (entries carry the time they were
+            stored, and must compare across processes). Pass
+            ``trio.current_time`` to test expiry in virtual time.
+        store: an :class:`~trioflow.SQLiteStore` that keeps the entries too,
+            or ``None`` (default) to keep them in memory only.
 
     Example:
         >>> import trio, trioflow
@@ -100,15 +128,19 @@ class Cache:
     ttl: float | None = attrs.field(default=None, validator=_check_ttl)
     maxsize: int | None = attrs.field(default=1024, validator=_check_maxsize)
     key: Callable[..., Hashable] | None = attrs.field(default=None)
-    clock: Callable[[], float] = attrs.field(default=time.monotonic)
-    _entries: OrderedDict[_Key, tuple[float, Any]] = attrs.field(init=False, factory=OrderedDict)
-    _in_flight: dict[_Key, trio.Event | anyio.Event] = attrs.field(init=False, factory=dict)
-    _hits: int = attrs.field(init=False, default=0)
-    _misses: int = attrs.field(init=False, default=0)
+    clock: Callable[[], float] = attrs.field(default=None)
+    store: SQLiteStore | None = attrs.field(default=None, validator=_check_store, kw_only=True)
+    _entries: OrderedDict[_Key, tuple[float, Any]] = attrs.field(init=False, factory=OrderedDict, repr=False)
+    _in_flight: dict[_Key, trio.Event | anyio.Event] = attrs.field(init=False, factory=dict, repr=False)
+    _hits: int = attrs.field(init=False, default=0, repr=False)
+    _misses: int = attrs.field(init=False, default=0, repr=False)
+    _identities: set[str] = attrs.field(init=False, factory=set, repr=False)  # of the steps wrapped
 
     def __attrs_post_init__(self) -> None:
         if self.key is not None and not callable(self.key):
             raise TypeError(f"Cache(key=...) takes a function of the step's arguments (got {self.key!r})")
+        if self.clock is None:
+            self.clock = time.monotonic if self.store is None else time.time
         if not callable(self.clock):
             raise TypeError(f"Cache(clock=...) takes a function returning seconds (got {self.clock!r})")
 
@@ -117,8 +149,26 @@ class Cache:
         return CacheStatistics(self._hits, self._misses, len(self._entries), len(self._in_flight))
 
     def clear(self) -> None:
-        """Drop every entry (calls in flight still finish, and store theirs)."""
+        """Drop every entry held in memory (calls in flight still finish, and keep theirs).
+
+        Entries in the ``store`` stay there: :meth:`purge` deletes those too.
+        """
         self._entries.clear()
+
+    async def purge(self) -> int:
+        """Drop every entry in memory, and delete from the ``store`` every entry of the steps this cache serves.
+
+        For when a step's function changed what it returns while keeping its
+        name: entries are keyed by the step's name and function name, not its code.
+
+        Returns:
+            How many entries were deleted from the store (0 without a store).
+        """
+        self._entries.clear()
+        if self.store is None:
+            await current_backend().checkpoint()
+            return 0
+        return await self.store._cache_delete(sorted(self._identities))
 
     def _make_key(self, step: str, kwargs: dict[str, Any]) -> Hashable:
         if self.key is not None:
@@ -135,6 +185,55 @@ class Cache:
             ) from exc
         return hashlib.sha256(data).digest()
 
+    def _store_key(self, key: _Key, step: str) -> bytes:
+        """``key`` as the store's primary key: a digest of the step identity and the call key."""
+        identity, call = key
+        if isinstance(call, bytes):
+            data = call
+        else:  # ("key", what Cache(key=...) returned)
+            assert isinstance(call, tuple)
+            try:
+                data = b"key\0" + _KEY_CODEC.encode(call[1])
+            except CodecError as exc:
+                raise CodecError(
+                    f"step {step!r}: Cache(key=...) returned {call[1]!r}, which a Cache with a store "
+                    f"cannot keep: {exc}; return JSON data (strings, numbers, tuples of them)"
+                ) from exc
+        return hashlib.sha256(identity.encode() + b"\0" + data).digest()
+
+    async def _load(self, key: _Key, step: str, store: SQLiteStore) -> tuple[bool, Any]:
+        """Look ``key`` up in the store; a hit is also kept in memory."""
+        entry = await store._cache_get(self._store_key(key, step))
+        if entry is None:
+            return False, None
+        data, codec, stored_at = entry
+        if self.ttl is not None and self.clock() - stored_at >= self.ttl:
+            return False, None
+        what = f"the cache entry of step {step!r} in {store.path!r}"
+        if codec != store.codec.name:
+            raise StoreError(
+                f"{what} was stored with the {codec!r} codec, and this store uses "
+                f"{store.codec.name!r}; give the Cache a store with the codec that wrote it"
+            )
+        try:
+            value = store.codec.decode(data)
+        except Exception as exc:
+            raise StoreError(f"cannot decode {what}: {exc}") from exc
+        self._keep(key, stored_at, value)
+        return True, value
+
+    async def _save(self, key: _Key, step: str, value: Any, stored_at: float, store: SQLiteStore) -> None:
+        codec = store.codec
+        try:
+            data = codec.encode(value)
+        except Exception as exc:
+            raise CodecError(
+                f"step {step!r} returned a value of type {type(value).__qualname__} that its cache's "
+                f"store cannot keep with the {codec.name!r} codec: {exc}"
+            ) from exc
+        expired_before = None if self.ttl is None else stored_at - self.ttl
+        await store._cache_put(self._store_key(key, step), key[0], data, stored_at, expired_before)
+
     def _get(self, key: _Key) -> tuple[bool, Any]:
         entry = self._entries.get(key)
         if entry is None:
@@ -146,8 +245,9 @@ class Cache:
         self._entries.move_to_end(key)
         return True, value
 
-    def _put(self, key: _Key, value: Any) -> None:
-        self._entries[key] = (self.clock(), isolate(value))
+    def _keep(self, key: _Key, stored_at: float, value: Any) -> None:
+        """Hold a copy of ``value`` in memory, as the newest entry."""
+        self._entries[key] = (stored_at, isolate(value))
         self._entries.move_to_end(key)
         if self.maxsize is not None:
             while len(self._entries) > self.maxsize:
@@ -160,6 +260,7 @@ class Cache:
         ``fn``'s name and signature. Calling it is always a checkpoint.
         """
         identity = f"{step}\0{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+        self._identities.add(identity)
 
         @functools.wraps(fn)
         async def cached(**kwargs: Any) -> Any:
@@ -177,10 +278,19 @@ class Cache:
             event = self._in_flight[key] = (
                 trio.Event() if current_backend().name == "trio" else anyio.Event()
             )
-            self._misses += 1
+            store = self.store
             try:
+                if store is not None:
+                    found, value = await self._load(key, step, store)
+                    if found:
+                        self._hits += 1
+                        return value
+                self._misses += 1
                 value = await fn(**kwargs)
-                self._put(key, value)
+                stored_at = self.clock()
+                if store is not None:
+                    await self._save(key, step, value, stored_at, store)
+                self._keep(key, stored_at, value)
             finally:
                 del self._in_flight[key]
                 event.set()  # waiters find the value, or (after a failure) try themselves

@@ -229,6 +229,18 @@ CREATE TABLE journal (
 CREATE INDEX journal_run ON journal (run_id, id);
 """
 
+# Cache entries (trioflow.Cache(store=...)): made on first use in a store of any age
+_CACHE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cache (
+    key BLOB PRIMARY KEY,
+    step TEXT NOT NULL,
+    value BLOB NOT NULL,
+    codec TEXT NOT NULL,
+    stored_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cache_step ON cache (step, stored_at);
+"""
+
 _JOURNAL = "INSERT INTO journal (run_id, records, times) VALUES (?, ?, ?)"
 _FINISH_RUN = "UPDATE runs SET status = ?, started_at = ?, finished_at = ?, updated = ? WHERE run_id = ?"
 _ENCODE_BATCH = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -499,6 +511,7 @@ class SQLiteStore:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        self._cache_ready = False  # the cache table exists (made on first use)
 
     def __repr__(self) -> str:
         return f"<trioflow.SQLiteStore {self.path!r}>"
@@ -764,6 +777,57 @@ class SQLiteStore:
             return conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
 
         return await self._call(lambda: self._transaction(forget))
+
+    # -- cache entries (for trioflow.Cache) --------------------------------------------
+
+    async def _cache_get(self, key: bytes) -> tuple[bytes, str, float] | None:
+        """The entry stored under ``key``: (value, codec name, stored_at), or None."""
+
+        def get() -> tuple[bytes, str, float] | None:
+            conn = self._cache_conn()
+            row = conn.execute("SELECT value, codec, stored_at FROM cache WHERE key = ?", (key,)).fetchone()
+            return None if row is None else (bytes(row[0]), row[1], row[2])
+
+        return await self._call(get)
+
+    async def _cache_put(
+        self, key: bytes, step: str, value: bytes, stored_at: float, expired_before: float | None
+    ) -> None:
+        """Store an entry; also delete the step's entries stored at ``expired_before`` or earlier."""
+
+        def put(conn: sqlite3.Connection) -> None:
+            if expired_before is not None:
+                conn.execute("DELETE FROM cache WHERE step = ? AND stored_at <= ?", (step, expired_before))
+            conn.execute(
+                "INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?, ?)",
+                (key, step, value, self._codec.name, stored_at),
+            )
+
+        def write() -> None:
+            self._cache_conn()
+            self._transaction(put)
+
+        await self._call(write)
+
+    async def _cache_delete(self, steps: Sequence[str]) -> int:
+        """Delete the entries of ``steps``; return how many there were."""
+
+        def delete(conn: sqlite3.Connection) -> int:
+            return sum(conn.execute("DELETE FROM cache WHERE step = ?", (step,)).rowcount for step in steps)
+
+        def write() -> int:
+            self._cache_conn()
+            return self._transaction(delete)
+
+        return await self._call(write)
+
+    def _cache_conn(self) -> sqlite3.Connection:
+        conn = self._conn
+        assert conn is not None
+        if not self._cache_ready:
+            conn.executescript(_CACHE_SCHEMA)
+            self._cache_ready = True
+        return conn
 
     def close(self) -> None:
         """Close the database connection. Call it after the runs using the store have ended."""
