@@ -7,6 +7,7 @@ parametrized: ``memory``, ``sqlite`` (worker thread, the default) and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import doctest
 import os
@@ -372,6 +373,80 @@ async def test_concurrent_runs_share_a_store(make_store: StoreFactory) -> None:
     for n in range(5):
         loaded = await store.load(f"run-{n}")
         assert dict(loaded.outputs) == dict(results[n].outputs)
+
+
+class Delegating:
+    """A store of one's own (see "Writing your own store"): it wraps another
+    store's sessions, so the records reach it through the public protocol."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.records: list[Any] = []
+
+    @property
+    def codec(self) -> Any:
+        return self.inner.codec
+
+    @contextlib.asynccontextmanager
+    async def open_run(self, header: Any) -> Any:
+        async with self.inner.open_run(header) as session:
+            yield Session(session, self.records)
+
+    async def runs(self) -> Any:
+        return await self.inner.runs()
+
+    async def load(self, run_id: str) -> Any:
+        return await self.inner.load(run_id)
+
+    async def forget(self, run_id: str) -> bool:
+        return bool(await self.inner.forget(run_id))
+
+
+class Session:
+    def __init__(self, inner: Any, records: list[Any]) -> None:
+        self.inner = inner
+        self.records = records
+        self.previous = inner.previous
+
+    def record_step(self, record: Any) -> None:
+        self.records.append(record)
+        self.inner.record_step(record)
+
+    def record_item(self, record: Any) -> None:
+        self.records.append(record)
+        self.inner.record_item(record)
+
+    def finish(self, status: str, started_at: float, finished_at: float) -> None:
+        self.inner.finish(status, started_at, finished_at)
+
+
+async def test_a_store_of_ones_own_gets_records_through_the_protocol(make_store: StoreFactory) -> None:
+    calls = Calls()
+    store = Delegating(make_store())
+    assert isinstance(store, trioflow.abc.Store)
+    fail = {"square[1]"}
+    flow = pipeline(calls, fail)
+    with pytest.raises(FlowError) as info:
+        await flow.run({"n": 3}, store=store, run_id="own", error_handling="continue")
+    steps = {r.name: r for r in store.records if isinstance(r, trioflow.abc.StepRecord)}
+    items = {r.index: r for r in store.records if isinstance(r, trioflow.abc.ItemRecord)}
+    assert {n: r.status for n, r in steps.items()} == {
+        "load": StepStatus.SUCCEEDED, "double": StepStatus.SUCCEEDED, "items": StepStatus.SUCCEEDED,
+        "square": StepStatus.FAILED, "total": StepStatus.SKIPPED,
+    }
+    assert (steps["load"].value, steps["load"].codec) == (store.codec.encode((3, 4)), store.codec.name)
+    assert steps["square"].error_type == "ValueError"
+    assert steps["square"].error_message == "item 1 failed"
+    live = info.value.result.steps["load"]
+    assert (steps["load"].started_at, steps["load"].finished_at) == (live.started_at, live.finished_at)
+    assert sorted(items) == [0, 2]
+    assert store.codec.decode(items[2].value) == 4
+    calls.take()
+    fail.clear()
+    result = await flow.run({"n": 3}, store=store, run_id="own")  # the public path resumes too
+    assert calls.take() == ["square[1]", "total"]
+    assert result["total"] == 2 * 7 + 0 + 1 + 4
+    assert (await store.load("own"))["total"] == result["total"]
 
 
 async def test_nested_runs_record_to_their_own_stores(make_store: StoreFactory) -> None:
