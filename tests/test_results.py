@@ -194,6 +194,38 @@ def test_results_are_read_only() -> None:
         result.usage["n"] = 2  # type: ignore[index]
 
 
+def test_step_results_are_made_once_and_kept() -> None:
+    flow = Flow("f")
+    kept: list[trioflow.StepContext] = []
+
+    @flow.step
+    async def a() -> int:
+        kept.append(trioflow.current_step())
+        trioflow.current_step().add_usage(n=1)
+        return 1
+
+    @flow.step
+    async def b(a: int) -> int:
+        return a + 1
+
+    result = trio.run(flow.run)
+    kept[0].add_usage(n=5)  # after the run: changes nothing in its result
+    assert result.steps["a"] is result.steps["a"]
+    assert dict(result.steps["a"].usage) == {"n": 1}
+    assert dict(result.usage) == {"n": 1}
+    assert list(result.steps) == ["a", "b"]
+    assert len(result.steps) == 2
+    assert "b" in result.steps
+    assert "c" not in result.steps
+    assert 1 not in result.steps
+    assert result.steps.get("c") is None
+    assert dict(result.steps) == {"a": result.steps["a"], "b": result.steps["b"]}
+    assert repr(result.steps) == repr(dict(result.steps))
+    with pytest.raises(KeyError, match="'c'"):
+        result.steps["c"]
+    assert result == attrs.evolve(result)
+
+
 def test_ok_run() -> None:
     flow = Flow("f")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -27,7 +27,7 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 def _frozen_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
-    if type(value) is MappingProxyType:
+    if type(value) is MappingProxyType or type(value) is LazySteps:
         return value
     if not value:
         return _EMPTY
@@ -64,6 +64,42 @@ class StepResult:
     @property
     def ok(self) -> bool:
         return self.status is StepStatus.SUCCEEDED
+
+
+class LazySteps(Mapping[str, "StepResult"]):
+    """A run's step results by name, each made the first time it is looked up.
+
+    Making a :class:`StepResult` costs about as much as scheduling a quick step,
+    and most callers look at a few of thousands. Read-only, like a
+    ``MappingProxyType``; ``index`` gives the order (declaration order) and
+    ``make(i)`` makes the result of step ``i``.
+    """
+
+    __slots__ = ("_index", "_made", "_make")
+
+    def __init__(self, index: Mapping[str, int], make: Callable[[int], StepResult]) -> None:
+        self._index = index
+        self._make = make
+        self._made: dict[str, StepResult] = {}
+
+    def __getitem__(self, name: str) -> StepResult:
+        try:
+            return self._made[name]
+        except KeyError:
+            made = self._made[name] = self._make(self._index[name])
+            return made
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 @attrs.frozen

@@ -55,7 +55,7 @@ from ._events import (
 from ._exceptions import FlowError
 from ._graph import Node, Plan
 from ._isolation import isolate
-from ._results import RunResult, StepResult, StepStatus
+from ._results import LazySteps, RunResult, StepResult, StepStatus
 
 
 class Limiter(Protocol):
@@ -526,7 +526,7 @@ class Run:
     def _record(self, st: _StepState) -> None:
         """Record a step that did not succeed (a success is recorded inline, more cheaply)."""
         if self.recorder is not None:
-            r = self._step_result(st)
+            r = _step_result(st)
             self.recorder(r.name, r.status, r.value, None, r.error, r.attempts, r.started_at, r.finished_at, st.usage)
 
     # -- running units ---------------------------------------------------------------
@@ -749,25 +749,18 @@ class Run:
                 if self.on_event is not None:
                     self._emit(StepCancelled(st.name, self.finished_at, st.started_at is not None))
 
-    def _step_result(self, st: _StepState) -> StepResult:
-        status = st.status
-        assert status is not None
-        ended = status is StepStatus.SUCCEEDED or status is StepStatus.FAILED
-        return StepResult(
-            st.name,
-            status,
-            st.value if status is StepStatus.SUCCEEDED else None,
-            st.error,
-            st.attempts,
-            st.started_at,
-            st.finished_at if ended else None,
-            MappingProxyType(dict(st.usage)) if st.usage else _NO_USAGE,
-        )
-
     def result(self) -> RunResult:
+        """The run's result, once every step has its final status.
+
+        Step results are made when first looked up; each step's usage is
+        frozen now, so a ``current_step()`` kept past the run changes nothing.
+        """
+        states = self.states
+        for st in states:
+            st.usage = MappingProxyType(dict(st.usage)) if st.usage else _NO_USAGE  # type: ignore[assignment]
         return RunResult(
             flow=self.flow_name,
-            steps={st.name: self._step_result(st) for st in self.states},
+            steps=LazySteps(self.plan.by_name, lambda i: _step_result(states[i])),
             started_at=self.started_at,
             finished_at=self.finished_at,
             run_id=self.options.run_id,
@@ -789,6 +782,22 @@ class Run:
         if result.skipped:
             message += f"; {len(result.skipped)} skipped"
         return FlowError(message, errors, result)
+
+
+def _step_result(st: _StepState) -> StepResult:
+    status = st.status
+    assert status is not None
+    ended = status is StepStatus.SUCCEEDED or status is StepStatus.FAILED
+    return StepResult(
+        st.name,
+        status,
+        st.value if status is StepStatus.SUCCEEDED else None,
+        st.error,
+        st.attempts,
+        st.started_at,
+        st.finished_at if ended else None,
+        MappingProxyType(dict(st.usage)) if st.usage else _NO_USAGE,
+    )
 
 
 def _short_repr(value: object) -> str:
