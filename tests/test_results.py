@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 import attrs
@@ -224,6 +226,25 @@ def test_step_results_are_made_once_and_kept() -> None:
     with pytest.raises(KeyError, match="'c'"):
         result.steps["c"]
     assert result == attrs.evolve(result)
+
+
+def test_a_result_does_not_keep_a_map_steps_items_alive() -> None:
+    class Item:
+        pass
+
+    items = [Item() for _ in range(3)]
+    refs = [weakref.ref(item) for item in items]
+    flow = Flow("f")
+
+    @flow.step(map_over="items")
+    async def size(items: Item) -> int:
+        return 1
+
+    result = trio.run(flow.run, {"items": iter(items)})
+    del items
+    gc.collect()
+    assert result["size"] == [1, 1, 1]
+    assert [ref() for ref in refs] == [None, None, None]
 
 
 def test_ok_run() -> None:

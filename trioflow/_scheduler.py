@@ -752,12 +752,15 @@ class Run:
     def result(self) -> RunResult:
         """The run's result, once every step has its final status.
 
-        Step results are made when first looked up; each step's usage is
-        frozen now, so a ``current_step()`` kept past the run changes nothing.
+        Step results are made when first looked up, from the step states,
+        which the result keeps: each step's usage is frozen now (so a
+        ``current_step()`` kept past the run changes nothing), and a map step's
+        list of items is let go (it is in no result).
         """
         states = self.states
         for st in states:
             st.usage = MappingProxyType(dict(st.usage)) if st.usage else _NO_USAGE  # type: ignore[assignment]
+            st.__dict__.pop("items", None)
         return RunResult(
             flow=self.flow_name,
             steps=LazySteps(self.plan.by_name, lambda i: _step_result(states[i])),
