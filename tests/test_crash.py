@@ -64,10 +64,13 @@ def recorded(db: Path, run_id: str) -> set[str]:
         for (text,) in conn.execute(
             "SELECT records FROM journal WHERE run_id = ? ORDER BY id", (run_id,)
         ):
-            for record in json.loads(text):  # ["s", step, status, ...] or ["i", step, index, ...]
-                if record[0] == "s":
+            for record in json.loads(text):  # the forms are described in trioflow/_store.py
+                kind = record[0]
+                if kind == "s":  # ["s", step, value, attempts, ...]: succeeded
+                    status[record[1]] = "succeeded"
+                elif kind == "x":  # ["x", step, status, ...]
                     status[record[1]] = record[2]
-                else:
+                else:  # ["i" or "j", step, index, ...]: an item that succeeded
                     status[f"{record[1]}[{record[2]}]"] = "succeeded"
         done = {label for label, s in status.items() if s == "succeeded"}
     finally:

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from array import array
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -223,6 +223,7 @@ CREATE TABLE runs (
 CREATE TABLE journal (
     id INTEGER PRIMARY KEY,
     run_id TEXT NOT NULL,
+    codec TEXT NOT NULL,
     records TEXT NOT NULL,
     times BLOB NOT NULL
 );
@@ -241,15 +242,23 @@ CREATE TABLE IF NOT EXISTS cache (
 CREATE INDEX IF NOT EXISTS cache_step ON cache (step, stored_at);
 """
 
-_JOURNAL = "INSERT INTO journal (run_id, records, times) VALUES (?, ?, ?)"
+_JOURNAL = "INSERT INTO journal (run_id, codec, records, times) VALUES (?, ?, ?, ?)"
 _FINISH_RUN = "UPDATE runs SET status = ?, started_at = ?, finished_at = ?, updated = ? WHERE run_id = ?"
 _ENCODE_BATCH = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 # A queued write: a record, as (its fields as a JSON-ready list, started_at,
 # finished_at) with NaN for a missing time, or a _Finish. A batch of records is one
-# journal row: the records as one JSON array, and their times as float64 pairs,
-# little-endian (exact, and much cheaper to write than JSON's shortest float text).
-# One INSERT per commit keeps the writer thread's share of the GIL small.
+# journal row: the records as one JSON array, their times as float64 pairs,
+# little-endian (exact, and much cheaper to write than JSON's shortest float
+# text), and the store's codec. One INSERT per commit keeps the writer thread's
+# share of the GIL small. The records, values as text (see _text):
+#
+#   ["s", step, value, attempts] + [usage]?     succeeded, value by the row's codec
+#   ["x", step, status, value, codec, error type, error message, attempts, usage]
+#   ["i", step, index, value, attempts]          a map item, value by the row's codec
+#   ["j", step, index, value, codec, attempts]
+#
+# The short forms are what flows write; the long ones carry their own codec.
 _Record = tuple[list[Any], float, float]
 _NAN = math.nan
 _BIG_ENDIAN = sys.byteorder == "big"
@@ -265,20 +274,6 @@ class _Finish:
 
 
 _Write = _Record | _Finish
-
-
-def _step_row(
-    name: str,
-    status: StepStatus,
-    value: str | None,
-    codec: str | None,
-    error_type: str | None,
-    error_message: str | None,
-    attempts: int,
-    usage: Mapping[str, float],
-) -> list[Any]:
-    """A step record in the journal (its times go beside it)."""
-    return ["s", name, status, value, codec, error_type, error_message, attempts, dict(usage) if usage else None]
 
 
 def _times(records: Sequence[_Record]) -> bytes:
@@ -393,14 +388,17 @@ class _SQLiteSession:
         value = None if r.value is None or r.codec is None else _text(r.value, r.codec)
         self._put(
             (
-                _step_row(r.name, r.status, value, r.codec, r.error_type, r.error_message, r.attempts, r.usage),
+                [
+                    "x", r.name, r.status, value, r.codec, r.error_type, r.error_message, r.attempts,
+                    dict(r.usage) if r.usage else None,
+                ],
                 _NAN if r.started_at is None else r.started_at,
                 _NAN if r.finished_at is None else r.finished_at,
             )
         )
 
     def record_item(self, r: ItemRecord) -> None:
-        self._put((["i", r.step, r.index, _text(r.value, r.codec), r.codec, r.attempts], _NAN, _NAN))
+        self._put((["j", r.step, r.index, _text(r.value, r.codec), r.codec, r.attempts], _NAN, _NAN))
 
     def hooks(
         self, codec: Codec, errors: list[BaseException]
@@ -409,6 +407,7 @@ class _SQLiteSession:
 
         A failure to record goes to ``errors`` (the scheduler never sees it).
         """
+        assert codec is self._store.codec  # the short records are in the journal row's codec
         put = self._put if self._writer is None else self._writer.put
         encode = codec.encode
         name_ = codec.name
@@ -430,19 +429,21 @@ class _SQLiteSession:
                 if status is succeeded:
                     if data is None:  # a map step's list (its items were encoded one by one)
                         data = encode(value)
-                    row = _step_row(name, status, text(data), name_, None, None, attempts, usage)
+                    row = ["s", name, text(data), attempts]
+                    if usage:
+                        row.append(dict(usage))
                 else:
-                    row = _step_row(
-                        name, status, None, None, None if error is None else type_name(error),
-                        None if error is None else str(error), attempts, usage,
-                    )
+                    row = [
+                        "x", name, status, None, None, None if error is None else type_name(error),
+                        None if error is None else str(error), attempts, dict(usage) if usage else None,
+                    ]
                 put((row, _NAN if started_at is None else started_at, _NAN if finished_at is None else finished_at))
             except Exception as exc:
                 errors.append(exc)
 
         def record_item(step: str, index: int, value: Any, data: bytes, attempts: int) -> None:
             try:
-                put((["i", step, index, text(data), name_, attempts], _NAN, _NAN))
+                put((["i", step, index, text(data), attempts], _NAN, _NAN))
             except Exception as exc:
                 errors.append(exc)
 
@@ -633,7 +634,8 @@ class SQLiteStore:
 
         def write(conn: sqlite3.Connection) -> None:
             if records:
-                conn.execute(_JOURNAL, (run_id, _ENCODE_BATCH([r[0] for r in records]), _times(records)))
+                rows = _ENCODE_BATCH([r[0] for r in records])
+                conn.execute(_JOURNAL, (run_id, self._codec.name, rows, _times(records)))
             for params in finishes:
                 conn.execute(_FINISH_RUN, params)
 
@@ -666,21 +668,33 @@ class SQLiteStore:
         info = RunInfo(run_id, flow, fingerprint, status, created, updated, started, finished)
         step_records: dict[str, StepRecord] = {}
         items: dict[str, dict[int, ItemRecord]] = {}
-        journal = conn.execute("SELECT records, times FROM journal WHERE run_id = ? ORDER BY id", (run_id,))
-        for text, blob in journal:
+        journal = conn.execute(
+            "SELECT codec, records, times FROM journal WHERE run_id = ? ORDER BY id", (run_id,)
+        )
+        for row_codec, text, blob in journal:
             try:
                 batch = json.loads(text)
                 times = _read_times(blob, len(batch))
                 for k, r in enumerate(batch):  # replayed in order: the latest record of a step wins
-                    if r[0] == "s":
+                    kind = r[0]
+                    if kind == "s":
                         step_records[r[1]] = StepRecord(
-                            name=r[1], status=StepStatus(r[2]),
-                            value=None if r[3] is None else _bytes(r[3], r[4]), codec=r[4],
-                            error_type=r[5], error_message=r[6], attempts=r[7],
-                            started_at=times[2 * k], finished_at=times[2 * k + 1], usage=r[8] or {},
+                            r[1], StepStatus.SUCCEEDED, _bytes(r[2], row_codec), row_codec, None, None,
+                            r[3], times[2 * k], times[2 * k + 1], r[4] if len(r) > 4 else {},
                         )
-                    else:
+                    elif kind == "x":
+                        step_records[r[1]] = StepRecord(
+                            r[1], StepStatus(r[2]), None if r[3] is None else _bytes(r[3], r[4]), r[4],
+                            r[5], r[6], r[7], times[2 * k], times[2 * k + 1], r[8] or {},
+                        )
+                    elif kind == "i":
+                        items.setdefault(r[1], {})[r[2]] = ItemRecord(
+                            r[1], r[2], _bytes(r[3], row_codec), row_codec, r[4]
+                        )
+                    elif kind == "j":
                         items.setdefault(r[1], {})[r[2]] = ItemRecord(r[1], r[2], _bytes(r[3], r[4]), r[4], r[5])
+                    else:
+                        raise ValueError(f"unknown record kind {kind!r}")
             except (ValueError, TypeError, IndexError, KeyError) as exc:
                 raise StoreError(
                     f"{self.path!r}: the records of run {run_id!r} are damaged ({exc!r}); "
