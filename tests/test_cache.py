@@ -248,6 +248,22 @@ def test_a_cache_with_a_store_outlives_the_process(tmp_path: Path) -> None:
     assert process("dog", "cat") == ["result ['chien', 'chat']"]
 
 
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_a_cache_with_a_threaded_store_on_each_backend(tmp_path: Path, backend: str) -> None:
+    """The default store does its database work in worker threads, on real clocks."""
+    calls: list[Any] = []
+
+    async def main() -> list[Any]:
+        with trioflow.SQLiteStore(tmp_path / "cache.db") as store:
+            flow = counting_flow(Cache(store=store), calls, map_step=True, wait=0.01)
+            first = await flow.run({"words": ["a", "b", "a"]})
+            again = await counting_flow(Cache(store=store), calls, map_step=True).run({"words": ["b", "a"]})
+            return [first["translate"], again["translate"]]
+
+    assert anyio.run(main, backend=backend) == [[["A"], ["B"], ["A"]], [["B"], ["A"]]]
+    assert sorted(calls) == ["a", "b"]
+
+
 def inline_store(tmp_path: Path, **options: Any) -> trioflow.SQLiteStore:
     """An SQLiteStore without threads: deterministic in virtual time."""
     return trioflow.SQLiteStore(tmp_path / "cache.db", threaded=False, fsync=False, **options)
