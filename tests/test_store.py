@@ -449,6 +449,41 @@ async def test_a_store_of_ones_own_gets_records_through_the_protocol(make_store:
     assert (await store.load("own"))["total"] == result["total"]
 
 
+async def test_a_run_id_that_is_running_cannot_start_again(make_store: StoreFactory) -> None:
+    started = anyio.Event()
+    release = anyio.Event()
+    calls: list[str] = []
+    flow = trioflow.Flow("busy")
+
+    @flow.step
+    async def work() -> str:
+        calls.append("work")
+        started.set()
+        await release.wait()
+        return "done"
+
+    store = make_store()
+    results: list[Any] = []
+    async with anyio.create_task_group() as tg:
+
+        async def first() -> None:
+            results.append(await flow.run(store=store, run_id="busy"))
+
+        tg.start_soon(first)
+        await started.wait()
+        for other in (store, make_store()):  # the same store, or another on the same file
+            with pytest.raises(StoreError, match=(
+                r"^run 'busy' is already running in this process \(recording to .*\); wait for it "
+                r"to end before resuming it, or give this run another run_id$"
+            )):
+                await flow.run(store=other, run_id="busy")
+        release.set()
+    assert calls == ["work"]
+    assert results[0]["work"] == "done"
+    assert (await flow.run(store=store, run_id="busy"))["work"] == "done"  # ended: it resumes
+    assert calls == ["work"]
+
+
 async def test_nested_runs_record_to_their_own_stores(make_store: StoreFactory) -> None:
     inner_store = trioflow.MemoryStore()
     inner = trioflow.Flow("inner")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import uuid
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -32,7 +33,7 @@ from ._graph import Plan
 from ._records import ItemRecord, RunHeader, StepRecord, decode_value, step_result, type_name
 from ._results import RunResult, StepResult, StepStatus
 from ._scheduler import Run, RunOptions, current_backend
-from ._store import _SQLiteSession
+from ._store import SQLiteStore, _SQLiteSession
 from .abc import Codec, RunSession, Store
 
 if TYPE_CHECKING:
@@ -151,8 +152,9 @@ async def run_with_store(
 
     Raises:
         StoreError: the run id was recorded with another flow, structure or
-            inputs (before any step runs), a recorded value cannot be decoded,
-            or the store failed to record.
+            inputs, or is running already in this process (before any step
+            runs), a recorded value cannot be decoded, or the store failed to
+            record.
         FlowError: as :meth:`Flow.run`.
     """
     if not isinstance(store, Store):
@@ -164,6 +166,35 @@ async def run_with_store(
     options = attrs.evolve(options, run_id=run_id)
     codec = store.codec
     header = _header(flow, plan, inputs, codec, run_id)
+    key = (_where(store), run_id)
+    if key in _running:
+        raise StoreError(
+            f"run {run_id!r} is already running in this process (recording to {store!r}); wait "
+            f"for it to end before resuming it, or give this run another run_id"
+        )
+    _running.add(key)
+    try:
+        return await _run(flow, plan, inputs, options, store, header)
+    finally:
+        _running.discard(key)
+
+
+# (where a store keeps its runs, run id) of the runs going on in this process
+_running: set[tuple[object, str]] = set()
+
+
+def _where(store: Store) -> object:
+    """What identifies the runs a store holds: its file for SQLiteStore, else the store itself."""
+    if isinstance(store, SQLiteStore):
+        return os.path.realpath(store.path)
+    return id(store)
+
+
+async def _run(
+    flow: Flow, plan: Plan, inputs: Mapping[str, Any], options: RunOptions, store: Store, header: RunHeader
+) -> RunResult:
+    run_id = header.run_id
+    codec = store.codec
     async with store.open_run(header) as session:
         previous = session.previous
         completed: dict[str, StepResult] = {}
