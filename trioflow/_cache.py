@@ -201,9 +201,9 @@ class Cache:
                 ) from exc
         return hashlib.sha256(identity.encode() + b"\0" + data).digest()
 
-    async def _load(self, key: _Key, step: str, store: SQLiteStore) -> tuple[bool, Any]:
-        """Look ``key`` up in the store; a hit is also kept in memory."""
-        entry = await store._cache_get(self._store_key(key, step))
+    async def _load(self, key: _Key, stored: bytes, step: str, store: SQLiteStore) -> tuple[bool, Any]:
+        """Look ``key`` up in the store (as ``stored``); a hit is also kept in memory."""
+        entry = await store._cache_get(stored)
         if entry is None:
             return False, None
         data, codec, stored_at = entry
@@ -222,7 +222,9 @@ class Cache:
         self._keep(key, stored_at, value)
         return True, value
 
-    async def _save(self, key: _Key, step: str, value: Any, stored_at: float, store: SQLiteStore) -> None:
+    async def _save(
+        self, key: _Key, stored: bytes, step: str, value: Any, stored_at: float, store: SQLiteStore
+    ) -> None:
         codec = store.codec
         try:
             data = codec.encode(value)
@@ -232,7 +234,7 @@ class Cache:
                 f"store cannot keep with the {codec.name!r} codec: {exc}"
             ) from exc
         expired_before = None if self.ttl is None else stored_at - self.ttl
-        await store._cache_put(self._store_key(key, step), key[0], data, stored_at, expired_before)
+        await store._cache_put(stored, key[0], data, stored_at, expired_before)
 
     def _get(self, key: _Key) -> tuple[bool, Any]:
         entry = self._entries.get(key)
@@ -281,7 +283,8 @@ class Cache:
             store = self.store
             try:
                 if store is not None:
-                    found, value = await self._load(key, step, store)
+                    stored = self._store_key(key, step)
+                    found, value = await self._load(key, stored, step, store)
                     if found:
                         self._hits += 1
                         return value
@@ -289,7 +292,7 @@ class Cache:
                 value = await fn(**kwargs)
                 stored_at = self.clock()
                 if store is not None:
-                    await self._save(key, step, value, stored_at, store)
+                    await self._save(key, stored, step, value, stored_at, store)
                 self._keep(key, stored_at, value)
             finally:
                 del self._in_flight[key]
