@@ -223,8 +223,9 @@ def test_step_results_are_made_once_and_kept() -> None:
     assert result.steps.get("c") is None
     assert dict(result.steps) == {"a": result.steps["a"], "b": result.steps["b"]}
     assert repr(result.steps) == repr(dict(result.steps))
-    with pytest.raises(KeyError, match="'c'"):
+    with pytest.raises(KeyError, match="'c'") as info:
         result.steps["c"]
+    assert info.value.__context__ is None  # one plain KeyError, as from a dict
     assert result == attrs.evolve(result)
 
 

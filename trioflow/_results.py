@@ -83,11 +83,10 @@ class LazySteps(Mapping[str, "StepResult"]):
         self._made: dict[str, StepResult] = {}
 
     def __getitem__(self, name: str) -> StepResult:
-        try:
-            return self._made[name]
-        except KeyError:
+        made = self._made.get(name)
+        if made is None:
             made = self._made[name] = self._make(self._index[name])
-            return made
+        return made
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._index)
