@@ -27,7 +27,7 @@ import trio
 
 import trioflow
 
-REPEATS = 7
+REPEATS = 11
 
 
 async def _noop() -> None:
