@@ -13,7 +13,9 @@ import doctest
 import os
 import pickle
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -373,6 +375,79 @@ async def test_concurrent_runs_share_a_store(make_store: StoreFactory) -> None:
     for n in range(5):
         loaded = await store.load(f"run-{n}")
         assert dict(loaded.outputs) == dict(results[n].outputs)
+
+
+def writer_threads() -> int:
+    return sum(t.name.startswith("trioflow-store-writer") for t in threading.enumerate())
+
+
+class Counting(trioflow.SQLiteStore):
+    commits = 0
+
+    def _write(self, batch: Any) -> None:
+        self.commits += 1
+        super()._write(batch)
+
+
+async def test_concurrent_runs_share_one_writer_thread_and_its_commits(tmp_path: Path) -> None:
+    store = Counting(tmp_path / "runs.db")
+    seen: list[int] = []
+    flow = trioflow.Flow("many")
+
+    @flow.step
+    async def first(n: int) -> int:
+        await anyio.sleep(0.02)
+        seen.append(writer_threads())
+        return n
+
+    @flow.step
+    async def second(first: int) -> int:
+        await anyio.sleep(0.02)
+        seen.append(writer_threads())
+        return first * 10
+
+    async with anyio.create_task_group() as tg:
+        for n in range(20):
+            tg.start_soon(partial(flow.run, {"n": n}, store=store, run_id=f"run-{n}"))
+    assert len(seen) == 40
+    assert set(seen) == {1}  # one thread for the 20 sessions
+    for n in range(20):
+        assert (await store.load(f"run-{n}"))["second"] == n * 10
+    # 40 records and 20 ends of runs, in far fewer commits than one per run
+    assert store.commits < 20
+    store.close()
+    assert writer_threads() == 0
+
+
+class Failing(trioflow.SQLiteStore):
+    """Its first commit of records fails, as with a full disk."""
+
+    commits = 0
+
+    def _write(self, batch: Any) -> None:
+        self.commits += 1
+        if self.commits == 1:
+            raise StoreError("database or disk is full")
+        super()._write(batch)
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+async def test_records_that_could_not_be_committed_are_a_store_error(
+    tmp_path: Path, threaded: bool
+) -> None:
+    calls = Calls()
+    flow = pipeline(calls, set())
+    store = Failing(tmp_path / "runs.db", threaded=threaded)
+    with pytest.raises(StoreError, match=r"^database or disk is full$"):
+        await flow.run({"n": 2}, store=store, run_id="full")
+    assert "total" in calls.take()  # the steps ran; their records are what was lost
+    # after the lost commit nothing more of the run was written: it resumes from nothing
+    assert (await store.load("full")).ok is False
+    assert all(s.status is StepStatus.CANCELLED for s in (await store.load("full")).steps.values())
+    result = await flow.run({"n": 2}, store=store, run_id="full")
+    assert sorted(calls.take()) == sorted(["load", "double", "items", "square[0]", "square[1]", "total"])
+    assert (await store.load("full"))["total"] == result["total"]
+    store.close()
 
 
 class Delegating:

@@ -3,8 +3,9 @@
 A store gives each run a *session* (:meth:`open_run`). The scheduler calls the
 session's ``record_step``/``record_item`` synchronously the moment a step or a
 map item finishes, so those only queue the record; :class:`SQLiteStore` writes
-the queue from a worker thread, one transaction per batch (group commit), and
-leaving the session waits until every record is committed. The event loop
+the queues of all its open sessions from one worker thread, one transaction
+per batch (group commit), and leaving the session waits until every record of
+its run is committed. The event loop
 never waits for the disk while steps run.
 
 Both stores encode values with a codec (JSON by default), so a value that
@@ -246,12 +247,13 @@ _JOURNAL = "INSERT INTO journal (run_id, codec, records, times) VALUES (?, ?, ?,
 _FINISH_RUN = "UPDATE runs SET status = ?, started_at = ?, finished_at = ?, updated = ? WHERE run_id = ?"
 _ENCODE_BATCH = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
-# A queued write: a record, as (its fields as a JSON-ready list, started_at,
-# finished_at) with NaN for a missing time, or a _Finish. A batch of records is one
-# journal row: the records as one JSON array, their times as float64 pairs,
-# little-endian (exact, and much cheaper to write than JSON's shortest float
-# text), and the store's codec. One INSERT per commit keeps the writer thread's
-# share of the GIL small. The records, values as text (see _text):
+# A queued write: a record, as (run id, its fields as a JSON-ready list,
+# started_at, finished_at) with NaN for a missing time, or a _Finish. The records
+# of one run in one commit are one journal row: the records as one JSON array,
+# their times as float64 pairs, little-endian (exact, and much cheaper to write
+# than JSON's shortest float text), and the store's codec. One INSERT per run and
+# commit keeps the writer thread's share of the GIL small. The records, values as
+# text (see _text):
 #
 #   ["s", step, value, attempts] + [usage]?     succeeded, value by the row's codec
 #   ["x", step, status, value, codec, error type, error message, attempts, usage]
@@ -259,7 +261,7 @@ _ENCODE_BATCH = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).enco
 #   ["j", step, index, value, codec, attempts]
 #
 # The short forms are what flows write; the long ones carry their own codec.
-_Record = tuple[list[Any], float, float]
+_Record = tuple[str, list[Any], float, float]
 _NAN = math.nan
 _BIG_ENDIAN = sys.byteorder == "big"
 
@@ -267,10 +269,11 @@ _BIG_ENDIAN = sys.byteorder == "big"
 class _Finish:
     """A queued write: the run's end (the parameters of ``_FINISH_RUN``)."""
 
-    __slots__ = ("params",)
+    __slots__ = ("params", "run_id")
 
     def __init__(self, params: tuple[str, float, float, float, str]) -> None:
         self.params = params
+        self.run_id = params[-1]
 
 
 _Write = _Record | _Finish
@@ -279,7 +282,7 @@ _Write = _Record | _Finish
 def _times(records: Sequence[_Record]) -> bytes:
     times = array("d")
     append = times.append
-    for _, started, finished in records:
+    for _, _, started, finished in records:
         append(started)
         append(finished)
     if _BIG_ENDIAN:
@@ -313,58 +316,95 @@ def _bytes(text: str, codec: str) -> bytes:
 _GATHER = 0.01  # seconds: how long records gather before a commit
 
 
-_STOP = object()  # put on a writer's queue by close(): commit what came before it, then end
+_STOP = object()  # put on a writer's queue when its last session has closed
+
+
+class _Flush:
+    """Put on a writer's queue by a closing session: set once what came before is committed."""
+
+    __slots__ = ("done", "error", "run_id")
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.done = threading.Event()
+        self.error: BaseException | None = None  # what lost some of the run's records
 
 
 class _Writer:
-    """A session's worker thread: commits queued writes in batches, in order."""
+    """A worker thread that commits the queued writes of a store's open sessions.
 
-    def __init__(self, store: SQLiteStore, run_id: str) -> None:
+    Records gather for a moment, then whatever every session queued is committed
+    in one transaction (group commit): a journal row per run, and one sync to
+    disk for all the runs that ended in it. The thread lives while sessions are
+    open; when the last one closes it stops, and a later session starts a new
+    writer (with a queue of its own).
+    """
+
+    def __init__(self, store: SQLiteStore) -> None:
         self._store = store
-        self._run_id = run_id
-        self._queue: queue.SimpleQueue[_Write | object] = queue.SimpleQueue()
-        self.put: Callable[[_Write], None] = self._queue.put
-        self.error: BaseException | None = None
-        self._closing = threading.Event()  # ends the gathering pause at once
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.put: Callable[[Any], None] = self._queue.put
+        self.sessions = 0  # open sessions using this writer (under the store's _writer_lock)
+        self._wake = threading.Event()  # a session is closing: ends the gathering pause
+        self._failed: dict[str, BaseException] = {}  # run id -> the error that lost its records
         self._thread = threading.Thread(
-            target=self._loop, name=f"trioflow-store-writer[{run_id}]", daemon=True
+            target=self._loop, name=f"trioflow-store-writer[{store.path}]", daemon=True
         )
         self._thread.start()
 
     def _loop(self) -> None:
         get = self._queue.get
         get_nowait = self._queue.get_nowait
+        failed = self._failed
         stopping = False
         while not stopping:
-            batch: list[Any] = []
             item = get()
-            if item is not _STOP:
+            if type(item) is tuple:
                 # let records gather for a moment: fewer, larger commits, and fewer
                 # wake-ups of this thread competing with the event loop for the GIL
-                # (cut short when the session closes: nothing more is coming)
-                self._closing.wait(_GATHER)
+                # (cut short when a session closes)
+                self._wake.wait(_GATHER)
+            self._wake.clear()
+            batch: list[Any] = []
+            flushes: list[_Flush] = []
             while True:
-                if item is _STOP:  # the last write: nothing is queued after it
+                if item is _STOP:  # nothing is queued after it
                     stopping = True
                     break
-                batch.append(item)
+                if type(item) is _Flush:
+                    flushes.append(item)
+                elif (item.run_id if type(item) is _Finish else item[0]) not in failed:
+                    batch.append(item)  # (after a lost write, nothing more of that run is written)
                 if len(batch) >= 10_000:
                     break
                 try:
                     item = get_nowait()
                 except queue.Empty:
                     break
-            if batch and self.error is None:
+            if batch:
                 try:
-                    self._store._write(self._run_id, batch)
-                except BaseException as exc:  # kept, and raised when the session closes
-                    self.error = exc
+                    self._store._write(batch)
+                except BaseException as exc:  # given to the sessions when they close
+                    for w in batch:
+                        failed.setdefault(w.run_id if type(w) is _Finish else w[0], exc)
+            for flush in flushes:
+                flush.error = failed.pop(flush.run_id, None)
+                flush.done.set()
 
-    async def close(self) -> None:
-        """Wait until every queued write is committed, and the thread has ended."""
+    async def flush(self, run_id: str) -> BaseException | None:
+        """Wait until every write queued for ``run_id`` is committed; the error that lost any."""
+        flush = _Flush(run_id)
+        self._queue.put(flush)
+        self._wake.set()
+        await _to_thread(flush.done.wait)
+        return flush.error
+
+    def stop(self, wait: bool) -> None:
+        """End the thread once it has committed everything queued (and wait for that)."""
         self._queue.put(_STOP)
-        self._closing.set()
-        await _to_thread(self._thread.join)
+        self._wake.set()
+        if wait:
+            self._thread.join()
 
 
 class _SQLiteSession:
@@ -372,15 +412,15 @@ class _SQLiteSession:
         self._store = store
         self._run_id = run_id
         self.previous = previous
-        self._writer = _Writer(store, run_id) if store.threaded else None
+        self._writer = store._attach() if store.threaded else None
+        self._put: Callable[[_Write], None] = self._write_now if self._writer is None else self._writer.put
         self.error: BaseException | None = None
 
-    def _put(self, write: _Write) -> None:
-        if self._writer is not None:
-            self._writer.put(write)
-        elif self.error is None:
+    def _write_now(self, write: _Write) -> None:
+        """Commit one write at once, on this thread (``threaded=False``)."""
+        if self.error is None:
             try:
-                self._store._write(self._run_id, [write])
+                self._store._write([write])
             except BaseException as exc:  # the scheduler must not see it: raised at close
                 self.error = exc
 
@@ -388,6 +428,7 @@ class _SQLiteSession:
         value = None if r.value is None or r.codec is None else _text(r.value, r.codec)
         self._put(
             (
+                self._run_id,
                 [
                     "x", r.name, r.status, value, r.codec, r.error_type, r.error_message, r.attempts,
                     dict(r.usage) if r.usage else None,
@@ -398,7 +439,7 @@ class _SQLiteSession:
         )
 
     def record_item(self, r: ItemRecord) -> None:
-        self._put((["j", r.step, r.index, _text(r.value, r.codec), r.codec, r.attempts], _NAN, _NAN))
+        self._put((self._run_id, ["j", r.step, r.index, _text(r.value, r.codec), r.codec, r.attempts], _NAN, _NAN))
 
     def hooks(
         self, codec: Codec, errors: list[BaseException]
@@ -408,7 +449,8 @@ class _SQLiteSession:
         A failure to record goes to ``errors`` (the scheduler never sees it).
         """
         assert codec is self._store.codec  # the short records are in the journal row's codec
-        put = self._put if self._writer is None else self._writer.put
+        put = self._put
+        run_id = self._run_id
         encode = codec.encode
         name_ = codec.name
         text = bytes.decode if name_ == "json" else (lambda data: _text(data, name_))
@@ -437,13 +479,16 @@ class _SQLiteSession:
                         "x", name, status, None, None, None if error is None else type_name(error),
                         None if error is None else str(error), attempts, dict(usage) if usage else None,
                     ]
-                put((row, _NAN if started_at is None else started_at, _NAN if finished_at is None else finished_at))
+                put((
+                    run_id, row, _NAN if started_at is None else started_at,
+                    _NAN if finished_at is None else finished_at,
+                ))
             except Exception as exc:
                 errors.append(exc)
 
         def record_item(step: str, index: int, value: Any, data: bytes, attempts: int) -> None:
             try:
-                put((["i", step, index, text(data), attempts], _NAN, _NAN))
+                put((run_id, ["i", step, index, text(data), attempts], _NAN, _NAN))
             except Exception as exc:
                 errors.append(exc)
 
@@ -453,9 +498,13 @@ class _SQLiteSession:
         self._put(_Finish((status, started_at, finished_at, time.time(), self._run_id)))
 
     async def close(self) -> None:
-        if self._writer is not None:
-            await self._writer.close()
-            self.error = self._writer.error
+        """Wait until every record is committed (keeping the error that lost any)."""
+        writer = self._writer
+        if writer is not None:
+            try:
+                self.error = await writer.flush(self._run_id)
+            finally:
+                self._store._detach(writer)
 
 
 class SQLiteStore:
@@ -463,8 +512,9 @@ class SQLiteStore:
 
     Uses the standard library's :mod:`sqlite3` in WAL mode. By default every
     database call runs in a worker thread, so the event loop never waits for the
-    disk: records are queued the moment a step finishes and committed in
-    batches, one transaction per batch. ``flow.run`` returns (or raises) only
+    disk: records are queued the moment a step finishes, and one writer thread
+    per store commits what every run going on has queued in one transaction
+    every few milliseconds (group commit). ``flow.run`` returns (or raises) only
     after every record of the run is committed, so a step reported as succeeded
     in its result is durable; after a crash (even ``SIGKILL``), a committed
     record is never lost and a half-written batch is never seen.
@@ -512,6 +562,8 @@ class SQLiteStore:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        self._writer: _Writer | None = None  # while sessions are open (threaded only)
+        self._writer_lock = threading.Lock()
         self._cache_ready = False  # the cache table exists (made on first use)
 
     def __repr__(self) -> str:
@@ -627,14 +679,24 @@ class SQLiteStore:
         conn.execute("COMMIT")
         return result
 
-    def _write(self, run_id: str, batch: Sequence[_Write]) -> None:
-        """Commit ``batch`` in one transaction (from a session's writer)."""
-        records = [w for w in batch if type(w) is tuple]
-        finishes = [w.params for w in batch if type(w) is _Finish]
+    def _write(self, batch: Sequence[_Write]) -> None:
+        """Commit ``batch``, the writes of one or more runs, in one transaction."""
+        runs: dict[str, list[_Record]] = {}  # run id -> its records, in order
+        finishes = []
+        last = None
+        records: list[_Record] = []
+        for w in batch:
+            if isinstance(w, _Finish):
+                finishes.append(w.params)
+                continue
+            if w[0] != last:
+                last = w[0]
+                records = runs.setdefault(last, [])
+            records.append(w)
 
         def write(conn: sqlite3.Connection) -> None:
-            if records:
-                rows = _ENCODE_BATCH([r[0] for r in records])
+            for run_id, records in runs.items():
+                rows = _ENCODE_BATCH([r[1] for r in records])
                 conn.execute(_JOURNAL, (run_id, self._codec.name, rows, _times(records)))
             for params in finishes:
                 conn.execute(_FINISH_RUN, params)
@@ -843,8 +905,28 @@ class SQLiteStore:
             self._cache_ready = True
         return conn
 
+    def _attach(self) -> _Writer:
+        """The writer for a new session (started if none is running)."""
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = _Writer(self)
+            self._writer.sessions += 1
+            return self._writer
+
+    def _detach(self, writer: _Writer) -> None:
+        """A session has closed: the last one stops the writer."""
+        with self._writer_lock:
+            writer.sessions -= 1
+            if writer.sessions == 0 and self._writer is writer:
+                self._writer = None
+                writer.stop(wait=False)
+
     def close(self) -> None:
         """Close the database connection. Call it after the runs using the store have ended."""
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:  # sessions still open: commit what they queued
+            writer.stop(wait=True)
         with self._lock:
             self._closed = True
             if self._conn is not None:
