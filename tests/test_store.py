@@ -450,6 +450,26 @@ async def test_records_that_could_not_be_committed_are_a_store_error(
     store.close()
 
 
+@pytest.mark.parametrize("threaded", [True, False])
+async def test_closing_the_store_during_a_run_fails_it_to_record_and_never_hangs(
+    tmp_path: Path, threaded: bool
+) -> None:
+    store = trioflow.SQLiteStore(tmp_path / "runs.db", threaded=threaded)
+    flow = trioflow.Flow("closing")
+
+    @flow.step
+    async def first() -> int:
+        store.close()
+        return 1
+
+    @flow.step
+    async def second(first: int) -> int:
+        return first + 1
+
+    with anyio.fail_after(10), pytest.raises(StoreError, match=r"is closed"):
+        await flow.run(store=store, run_id="closing")
+
+
 class Delegating:
     """A store of one's own (see "Writing your own store"): it wraps another
     store's sessions, so the records reach it through the public protocol."""

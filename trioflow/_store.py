@@ -399,12 +399,13 @@ class _Writer:
         await _to_thread(flush.done.wait)
         return flush.error
 
-    def stop(self, wait: bool) -> None:
-        """End the thread once it has committed everything queued (and wait for that)."""
+    def stop(self) -> None:
+        """End the thread once it has committed everything queued."""
         self._queue.put(_STOP)
         self._wake.set()
-        if wait:
-            self._thread.join()
+
+    def join(self) -> None:
+        self._thread.join()
 
 
 class _SQLiteSession:
@@ -563,6 +564,7 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._writer: _Writer | None = None  # while sessions are open (threaded only)
+        self._stopped: _Writer | None = None  # the last writer stopped, maybe still ending
         self._writer_lock = threading.Lock()
         self._cache_ready = False  # the cache table exists (made on first use)
 
@@ -919,14 +921,18 @@ class SQLiteStore:
             writer.sessions -= 1
             if writer.sessions == 0 and self._writer is writer:
                 self._writer = None
-                writer.stop(wait=False)
+                self._stopped = writer
+                writer.stop()
 
     def close(self) -> None:
-        """Close the database connection. Call it after the runs using the store have ended."""
+        """Close the database connection. Call it after the runs using the store have ended.
+
+        (A run still going on fails to record, with a :exc:`StoreError`.)
+        """
         with self._writer_lock:
-            writer, self._writer = self._writer, None
-        if writer is not None:  # sessions still open: commit what they queued
-            writer.stop(wait=True)
+            stopped, self._stopped = self._stopped, None
+        if stopped is not None:  # let its thread end: it has nothing left to write
+            stopped.join()
         with self._lock:
             self._closed = True
             if self._conn is not None:
