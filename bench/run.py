@@ -265,11 +265,11 @@ async def main(repeats: int, n: int) -> int:
         bench_store = None
     if bench_store is not None:
         figures = await bench_store(n)
-        for w in ("w1", "w2"):
+        for w, what in (("w1", "W1"), ("w2", "W2"), ("w4", "W4 100 runs at once")):
             ours, base = figures[f"{w}_sqlite"], figures[f"{w}_none"]
             rows.append(
                 (
-                    f"STORE {w.upper()}: SQLiteStore vs no store",
+                    f"STORE {what}: SQLiteStore vs no store",
                     f"{ours:.2f} µs",
                     f"{base:.2f} µs (no store)",
                     f"{ours / base:.2f}x",

@@ -2,6 +2,8 @@
 
 W1  fan-out of n no-op steps + one join
 W2  chain of n steps, each passing an int to the next
+W4  100 runs at once of a 20-step chain whose steps yield once (a server
+    running many small flows against one store)
 
 Each workload runs without a store, with ``SQLiteStore(path)`` (the default:
 worker thread, ``fsync=True``) and with ``SQLiteStore(path, fsync=False)``,
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+import trio.lowlevel
 
 import trioflow
 
@@ -44,8 +47,10 @@ def _fanout(n: int) -> trioflow.Flow:
     return flow
 
 
-def _chain_step(prev: str) -> Callable[..., Any]:
+def _chain_step(prev: str, yields: bool = False) -> Callable[..., Any]:
     async def step(**kwargs: int) -> int:
+        if yields:
+            await trio.lowlevel.checkpoint()
         return kwargs[prev] + 1
 
     step.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -67,35 +72,67 @@ def _chain(n: int) -> trioflow.Flow:
     return flow
 
 
-async def _time(flow: trioflow.Flow, store: trioflow.SQLiteStore | None) -> float:
-    started = time.perf_counter()
+def _yielding_chain(steps: int) -> trioflow.Flow:
+    flow = trioflow.Flow("store-w4")
+
+    async def first() -> int:
+        await trio.lowlevel.checkpoint()
+        return 0
+
+    flow.add(first, name="s0")
+    for i in range(1, steps):
+        flow.add(_chain_step(f"s{i - 1}", yields=True), name=f"s{i}")
+    flow.plan()
+    return flow
+
+
+CONCURRENT_RUNS = 100
+
+
+async def _run(flow: trioflow.Flow, store: trioflow.SQLiteStore | None) -> None:
     if store is None:
         await flow.run()
     else:
         await flow.run(store=store, run_id=uuid.uuid4().hex)
+
+
+async def _time(flow: trioflow.Flow, store: trioflow.SQLiteStore | None, runs: int = 1) -> float:
+    started = time.perf_counter()
+    if runs == 1:
+        await _run(flow, store)
+    else:
+        async with trio.open_nursery() as nursery:
+            for _ in range(runs):
+                nursery.start_soon(_run, flow, store)
     return time.perf_counter() - started
 
 
 async def bench_store(n: int) -> dict[str, float]:
-    """µs per step of W1 and W2 (n steps each) with and without an SQLiteStore.
+    """µs per step of W1 and W2 (n steps each) and W4, with and without an SQLiteStore.
 
     Returns:
         ``{"w1_none": ..., "w1_sqlite": ..., "w1_sqlite_nofsync": ..., "w1_ratio": ...,
-        "w2_...": ...}``: medians in µs per step, and ``*_ratio`` = sqlite / none.
+        "w2_...": ..., "w4_...": ...}``: medians in µs per step, and ``*_ratio`` =
+        sqlite / none.
     """
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         store = trioflow.SQLiteStore(Path(tmp) / "bench.db")
         nofsync = trioflow.SQLiteStore(Path(tmp) / "bench-nofsync.db", fsync=False)
         try:
-            for label, flow, steps in (("w1", _fanout(n), n + 1), ("w2", _chain(n), n)):
-                await _time(flow, store)  # warm up: imports, threads, schema
-                await _time(flow, nofsync)
+            workloads = (
+                ("w1", _fanout(n), 1, n + 1),
+                ("w2", _chain(n), 1, n),
+                ("w4", _yielding_chain(20), CONCURRENT_RUNS, CONCURRENT_RUNS * 20),
+            )
+            for label, flow, runs, steps in workloads:
+                await _time(flow, store, runs)  # warm up: imports, threads, schema
+                await _time(flow, nofsync, runs)
                 samples: dict[str, list[float]] = {"none": [], "sqlite": [], "sqlite_nofsync": []}
                 for _ in range(REPEATS):
-                    samples["none"].append(await _time(flow, None))
-                    samples["sqlite"].append(await _time(flow, store))
-                    samples["sqlite_nofsync"].append(await _time(flow, nofsync))
+                    samples["none"].append(await _time(flow, None, runs))
+                    samples["sqlite"].append(await _time(flow, store, runs))
+                    samples["sqlite_nofsync"].append(await _time(flow, nofsync, runs))
                 for kind, values in samples.items():
                     figures[f"{label}_{kind}"] = statistics.median(values) / steps * 1e6
                 figures[f"{label}_ratio"] = figures[f"{label}_sqlite"] / figures[f"{label}_none"]
@@ -112,7 +149,7 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     figures = trio.run(bench_store, n)
     print(f"store bench, n={n}, µs per step (median of {REPEATS}):")
-    for label in ("w1", "w2"):
+    for label in ("w1", "w2", "w4"):
         print(
             f"  {label.upper()}: no store {figures[f'{label}_none']:7.2f}   "
             f"SQLiteStore {figures[f'{label}_sqlite']:7.2f} ({figures[f'{label}_ratio']:.2f}x)   "

@@ -384,9 +384,9 @@ def writer_threads() -> int:
 class Counting(trioflow.SQLiteStore):
     commits = 0
 
-    def _write(self, batch: Any) -> None:
+    def _write(self, batch: Any, begins: Any = ()) -> None:
         self.commits += 1
-        super()._write(batch)
+        super()._write(batch, begins)
 
 
 async def test_concurrent_runs_share_one_writer_thread_and_its_commits(tmp_path: Path) -> None:
@@ -413,7 +413,7 @@ async def test_concurrent_runs_share_one_writer_thread_and_its_commits(tmp_path:
     assert set(seen) == {1}  # one thread for the 20 sessions
     for n in range(20):
         assert (await store.load(f"run-{n}"))["second"] == n * 10
-    # 40 records and 20 ends of runs, in far fewer commits than one per run
+    # 20 starts of runs, 40 records and 20 ends, in far fewer commits than one per run
     assert store.commits < 20
     store.close()
     assert writer_threads() == 0
@@ -422,13 +422,13 @@ async def test_concurrent_runs_share_one_writer_thread_and_its_commits(tmp_path:
 class Failing(trioflow.SQLiteStore):
     """Its first commit of records fails, as with a full disk."""
 
-    commits = 0
+    failed = False
 
-    def _write(self, batch: Any) -> None:
-        self.commits += 1
-        if self.commits == 1:
+    def _write(self, batch: Any, begins: Any = ()) -> None:
+        if batch and not self.failed:
+            self.failed = True
             raise StoreError("database or disk is full")
-        super()._write(batch)
+        super()._write(batch, begins)
 
 
 @pytest.mark.parametrize("threaded", [True, False])

@@ -33,7 +33,7 @@ from ._graph import Plan
 from ._records import ItemRecord, RunHeader, StepRecord, decode_value, step_result, type_name
 from ._results import RunResult, StepResult, StepStatus
 from ._scheduler import Run, RunOptions, current_backend
-from ._store import SQLiteStore, _SQLiteSession
+from ._store import MemoryStore, SQLiteStore, _SQLiteSession
 from .abc import Codec, RunSession, Store
 
 if TYPE_CHECKING:
@@ -157,7 +157,8 @@ async def run_with_store(
             record.
         FlowError: as :meth:`Flow.run`.
     """
-    if not isinstance(store, Store):
+    # (the built-in stores first: a check against a runtime Protocol is slow)
+    if not isinstance(store, SQLiteStore | MemoryStore) and not isinstance(store, Store):
         raise TypeError(
             f"flow.run(store=...) takes a store such as trioflow.SQLiteStore('runs.db') or "
             f"trioflow.MemoryStore() (got {store!r} that is a {type(store).__name__})"

@@ -14,6 +14,7 @@ Both stores encode values with a codec (JSON by default), so a value that
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
@@ -30,6 +31,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 import trio
+import trio.lowlevel
 
 from ._codec import JSONCodec
 from ._exceptions import StoreError
@@ -64,6 +66,36 @@ async def _to_thread(fn: Callable[..., T], *args: Any) -> T:
     if current_backend().name == "trio":
         return await trio.to_thread.run_sync(fn, *args)
     return await anyio.to_thread.run_sync(fn, *args)
+
+
+class _Signal:
+    """An event that another thread sets, waking the event loop's task that waits on it.
+
+    Cheaper than a worker thread blocked on a :class:`threading.Event`, and it
+    ties up no thread of the loop's pool while it waits.
+    """
+
+    __slots__ = ("_call", "_event")
+
+    def __init__(self) -> None:
+        if current_backend().name == "trio":
+            self._event: trio.Event | anyio.Event = trio.Event()
+            self._call: Callable[[Callable[[], object]], object] = (
+                trio.lowlevel.current_trio_token().run_sync_soon
+            )
+        else:  # anyio on asyncio
+            self._event = anyio.Event()
+            self._call = asyncio.get_running_loop().call_soon_threadsafe
+
+    def set(self) -> None:
+        """Wake the waiter (from any thread)."""
+        try:
+            self._call(self._event.set)
+        except (trio.RunFinishedError, RuntimeError):
+            pass  # the event loop has ended: no one is waiting any more
+
+    async def wait(self) -> None:
+        await self._event.wait()
 
 
 def _shielded() -> Any:
@@ -326,18 +358,32 @@ class _Flush:
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self.done = threading.Event()
+        self.done = _Signal()
         self.error: BaseException | None = None  # what lost some of the run's records
 
 
+class _Begin:
+    """Put on a writer's queue by a run that starts: set once the run is registered.
+
+    ``outcome`` is then the run's earlier records, or the error that refused it.
+    """
+
+    __slots__ = ("done", "header", "outcome")
+
+    def __init__(self, header: RunHeader) -> None:
+        self.header = header
+        self.done = _Signal()
+        self.outcome: RunRecords | BaseException | None = None
+
+
 class _Writer:
-    """A worker thread that commits the queued writes of a store's open sessions.
+    """A worker thread that does the database work of a store's runs.
 
     Records gather for a moment, then whatever every session queued is committed
-    in one transaction (group commit): a journal row per run, and one sync to
-    disk for all the runs that ended in it. The thread lives while sessions are
-    open; when the last one closes it stops, and a later session starts a new
-    writer (with a queue of its own).
+    in one transaction (group commit): the runs that start (see :class:`_Begin`),
+    a journal row per run, and one sync to disk for all the runs that ended in
+    it. The thread lives while sessions are open; when the last one closes it
+    stops, and a later session starts a new writer (with a queue of its own).
     """
 
     def __init__(self, store: SQLiteStore) -> None:
@@ -345,7 +391,7 @@ class _Writer:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.put: Callable[[Any], None] = self._queue.put
         self.sessions = 0  # open sessions using this writer (under the store's _writer_lock)
-        self._wake = threading.Event()  # a session is closing: ends the gathering pause
+        self._wake = threading.Event()  # a run starts or ends: ends the gathering pause
         self._failed: dict[str, BaseException] = {}  # run id -> the error that lost its records
         self._thread = threading.Thread(
             target=self._loop, name=f"trioflow-store-writer[{store.path}]", daemon=True
@@ -362,10 +408,11 @@ class _Writer:
             if type(item) is tuple:
                 # let records gather for a moment: fewer, larger commits, and fewer
                 # wake-ups of this thread competing with the event loop for the GIL
-                # (cut short when a session closes)
+                # (cut short when a run starts or ends)
                 self._wake.wait(_GATHER)
             self._wake.clear()
             batch: list[Any] = []
+            begins: list[_Begin] = []
             flushes: list[_Flush] = []
             while True:
                 if item is _STOP:  # nothing is queued after it
@@ -373,6 +420,8 @@ class _Writer:
                     break
                 if type(item) is _Flush:
                     flushes.append(item)
+                elif type(item) is _Begin:
+                    begins.append(item)
                 elif (item.run_id if type(item) is _Finish else item[0]) not in failed:
                     batch.append(item)  # (after a lost write, nothing more of that run is written)
                 if len(batch) >= 10_000:
@@ -381,22 +430,42 @@ class _Writer:
                     item = get_nowait()
                 except queue.Empty:
                     break
-            if batch:
+            if batch or begins:
                 try:
-                    self._store._write(batch)
+                    self._store._write(batch, begins)
                 except BaseException as exc:  # given to the sessions when they close
                     for w in batch:
                         failed.setdefault(w.run_id if type(w) is _Finish else w[0], exc)
+                    for begin in begins:
+                        begin.outcome = exc
+            for begin in begins:
+                begin.done.set()
             for flush in flushes:
                 flush.error = failed.pop(flush.run_id, None)
                 flush.done.set()
+
+    async def begin(self, header: RunHeader) -> RunRecords:
+        """Register a run that starts (or resumes); its earlier records.
+
+        Raises:
+            StoreError: the run id was recorded with another flow, structure or
+                inputs, or the database is unusable.
+        """
+        begin = _Begin(header)
+        self._queue.put(begin)
+        self._wake.set()
+        await begin.done.wait()
+        if isinstance(begin.outcome, BaseException):
+            raise begin.outcome
+        assert begin.outcome is not None
+        return begin.outcome
 
     async def flush(self, run_id: str) -> BaseException | None:
         """Wait until every write queued for ``run_id`` is committed; the error that lost any."""
         flush = _Flush(run_id)
         self._queue.put(flush)
         self._wake.set()
-        await _to_thread(flush.done.wait)
+        await flush.done.wait()
         return flush.error
 
     def stop(self) -> None:
@@ -409,11 +478,11 @@ class _Writer:
 
 
 class _SQLiteSession:
-    def __init__(self, store: SQLiteStore, run_id: str, previous: RunRecords) -> None:
+    def __init__(self, store: SQLiteStore, run_id: str, previous: RunRecords, writer: _Writer | None) -> None:
         self._store = store
         self._run_id = run_id
         self.previous = previous
-        self._writer = store._attach() if store.threaded else None
+        self._writer = writer
         self._put: Callable[[_Write], None] = self._write_now if self._writer is None else self._writer.put
         self.error: BaseException | None = None
 
@@ -681,8 +750,12 @@ class SQLiteStore:
         conn.execute("COMMIT")
         return result
 
-    def _write(self, batch: Sequence[_Write]) -> None:
-        """Commit ``batch``, the writes of one or more runs, in one transaction."""
+    def _write(self, batch: Sequence[_Write], begins: Sequence[_Begin] = ()) -> None:
+        """Commit ``batch``, the writes of one or more runs, in one transaction.
+
+        The runs that ``begins`` start are registered first (a begin that is
+        refused gets its error as its outcome, and changes nothing).
+        """
         runs: dict[str, list[_Record]] = {}  # run id -> its records, in order
         finishes = []
         last = None
@@ -697,6 +770,11 @@ class SQLiteStore:
             records.append(w)
 
         def write(conn: sqlite3.Connection) -> None:
+            for begin in begins:
+                try:
+                    begin.outcome = self._begin_in(conn, begin.header)
+                except StoreError as exc:
+                    begin.outcome = exc
             for run_id, records in runs.items():
                 rows = _ENCODE_BATCH([r[1] for r in records])
                 conn.execute(_JOURNAL, (run_id, self._codec.name, rows, _times(records)))
@@ -766,41 +844,53 @@ class SQLiteStore:
                 ) from None
         return RunRecords(header=header, info=info, steps=step_records, items=items)
 
-    def _begin(self, header: RunHeader) -> RunRecords:
-        def begin(conn: sqlite3.Connection) -> RunRecords:
-            records = self._read(conn, header.run_id)
-            now = time.time()
-            if records.header is None:
-                conn.execute(
-                    "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, NULL, NULL)",
-                    (
-                        header.run_id, header.flow, header.fingerprint, json.dumps(list(header.steps)),
-                        header.inputs, header.inputs_digest, header.codec, now, now,
-                    ),
-                )
-                return RunRecords()
-            check_header(records.header, header)
-            conn.execute(
-                "UPDATE runs SET status = 'running', updated = ? WHERE run_id = ?", (now, header.run_id)
-            )
-            return records
+    def _begin_in(self, conn: sqlite3.Connection, header: RunHeader) -> RunRecords:
+        """Register a run that starts, in the transaction going on; its earlier records.
 
-        return self._transaction(begin)
+        Raises:
+            StoreError: (before writing anything) the run id was recorded with
+                another flow, structure or inputs, or its records are damaged.
+        """
+        records = self._read(conn, header.run_id)
+        now = time.time()
+        if records.header is None:
+            conn.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, NULL, NULL)",
+                (
+                    header.run_id, header.flow, header.fingerprint, json.dumps(list(header.steps)),
+                    header.inputs, header.inputs_digest, header.codec, now, now,
+                ),
+            )
+            return RunRecords()
+        check_header(records.header, header)
+        conn.execute("UPDATE runs SET status = 'running', updated = ? WHERE run_id = ?", (now, header.run_id))
+        return records
 
     @asynccontextmanager
     async def open_run(self, header: RunHeader) -> AsyncIterator[RunSession]:
         """Start or resume a run (see :meth:`trioflow.abc.Store.open_run`).
 
-        Entering reads the run's records (in a worker thread unless
-        ``threaded=False``); leaving waits, shielded from cancellation, until
-        every record is committed. Both are checkpoints.
+        Entering registers the run and reads its records (in the store's
+        writer thread, with the other runs' writes, unless ``threaded=False``);
+        leaving waits, shielded from cancellation, until every record is
+        committed. Both are checkpoints.
 
         Raises:
             StoreError: the run id was recorded with another flow, structure or
                 inputs; the database is unusable; or records could not be written.
         """
-        previous = await self._call(lambda: self._begin(header))
-        session = _SQLiteSession(self, header.run_id, previous)
+        if self.threaded:
+            writer = self._attach()
+            try:
+                previous = await writer.begin(header)
+            except BaseException:
+                self._detach(writer)
+                raise
+            session = _SQLiteSession(self, header.run_id, previous, writer)
+        else:
+            await _checkpoint()
+            previous = self._locked(lambda: self._transaction(lambda conn: self._begin_in(conn, header)))
+            session = _SQLiteSession(self, header.run_id, previous, None)
         try:
             yield session
         except BaseException as exc:

@@ -44,7 +44,11 @@ import trio
 import trio.lowlevel
 from trio._core import _run as _trio_run
 
+from .._store import _Signal
 from ._errors import BudgetExceededError, DeadlockError
+
+# where a task waits for an SQLiteStore's writer thread (see _looks_idle)
+_THREAD_WAIT: Final = _Signal.wait.__code__
 
 __all__ = ["Controller", "ScheduleRandom", "TraceEvent", "active", "install", "restore"]
 
@@ -305,8 +309,9 @@ class Controller(trio.abc.Instrument):
         # trio's own run_sync_soon task always waits on its wakeup socket.
         if io_waiters > 1:
             return False
+        # nor is a task that waits for a thread: trio's worker threads, or a store's writer
         return not any(
-            frame.f_code.co_name == "to_thread_run_sync"
+            frame.f_code.co_name == "to_thread_run_sync" or frame.f_code is _THREAD_WAIT
             for task in self.labels
             for frame, _ in task.iter_await_frames()
         )
