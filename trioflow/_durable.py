@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import uuid
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -187,7 +186,7 @@ _running: set[tuple[object, str]] = set()
 def _where(store: Store) -> object:
     """What identifies the runs a store holds: its file for SQLiteStore, else the store itself."""
     if isinstance(store, SQLiteStore):
-        return os.path.realpath(store.path)
+        return store._realpath
     return id(store)
 
 

@@ -626,6 +626,7 @@ class SQLiteStore:
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"SQLiteStore(path) takes a file path (got {path!r})")
         self.path = os.fspath(path)
+        self._realpath = os.path.realpath(self.path)  # what identifies the database file
         self._codec = _check_codec(codec)
         self.threaded = bool(threaded)
         self.fsync = bool(fsync)
