@@ -450,6 +450,34 @@ async def test_records_that_could_not_be_committed_are_a_store_error(
     store.close()
 
 
+class Broken(trioflow.SQLiteStore):
+    """Every commit of records fails."""
+
+    def _write(self, batch: Any, begins: Any = ()) -> None:
+        if batch:
+            raise StoreError("disk I/O error")
+        super()._write(batch, begins)
+
+
+async def test_runs_that_lose_records_together_each_get_their_own_error(tmp_path: Path) -> None:
+    store = Broken(tmp_path / "runs.db")
+    errors: list[BaseException] = []
+    flow = pipeline(Calls(), set())
+
+    async def one(n: int) -> None:
+        try:
+            await flow.run({"n": n}, store=store, run_id=f"run-{n}")
+        except StoreError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(3):
+            tg.start_soon(one, n)
+    assert [str(e) for e in errors] == ["disk I/O error"] * 3
+    assert len({id(e) for e in errors}) == 3
+    store.close()
+
+
 @pytest.mark.parametrize("threaded", [True, False])
 async def test_closing_the_store_during_a_run_fails_it_to_record_and_never_hangs(
     tmp_path: Path, threaded: bool

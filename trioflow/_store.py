@@ -362,6 +362,16 @@ class _Flush:
         self.error: BaseException | None = None  # what lost some of the run's records
 
 
+def _own_error(error: BaseException, what: str) -> StoreError:
+    """A new :class:`StoreError` for one run, caused by ``error`` (which other runs may share).
+
+    Raising one exception object in several tasks would tangle its traceback.
+    """
+    own = StoreError(str(error) if isinstance(error, StoreError) else f"{what}: {error}")
+    own.__cause__ = error
+    return own
+
+
 class _Begin:
     """Put on a writer's queue by a run that starts: set once the run is registered.
 
@@ -455,10 +465,11 @@ class _Writer:
         self._queue.put(begin)
         self._wake.set()
         await begin.done.wait()
-        if isinstance(begin.outcome, BaseException):
-            raise begin.outcome
-        assert begin.outcome is not None
-        return begin.outcome
+        outcome = begin.outcome
+        if isinstance(outcome, BaseException):  # (maybe shared by several runs' begins)
+            raise _own_error(outcome, f"{self._store!r} could not start run {header.run_id!r}")
+        assert outcome is not None
+        return outcome
 
     async def flush(self, run_id: str) -> BaseException | None:
         """Wait until every write queued for ``run_id`` is committed; the error that lost any."""
@@ -902,11 +913,8 @@ class SQLiteStore:
             raise
         with _shielded():
             await session.close()
-        if session.error is not None:
-            error = session.error
-            if isinstance(error, StoreError):
-                raise error
-            raise StoreError(f"{self!r} could not record run {header.run_id!r}: {error}") from error
+        if session.error is not None:  # (maybe shared by several runs)
+            raise _own_error(session.error, f"{self!r} could not record run {header.run_id!r}")
 
     async def runs(self) -> list[RunInfo]:
         """Every recorded run, oldest first. A checkpoint."""
