@@ -610,8 +610,8 @@ class SQLiteStore:
             ``False`` does it inline on the event loop's thread, committing each
             record as it is made: it blocks the loop for each write, but involves
             no thread, which is what tests in virtual time need (a thread's work
-            is invisible to ``MockClock``'s autojump and to the deadlock
-            watchdog of :mod:`trioflow.testing`).
+            is invisible to ``MockClock``'s autojump, so a run's virtual
+            timeline would depend on the disk).
         fsync: every commit survives a crash of the process at once. With
             ``True`` (default) the commit that ends a run is also synced to disk
             (``PRAGMA synchronous=FULL`` in WAL mode, which syncs every earlier
