@@ -419,6 +419,23 @@ async def test_concurrent_runs_share_one_writer_thread_and_its_commits(tmp_path:
     assert writer_threads() == 0
 
 
+async def test_runs_cancelled_while_starting_or_running_leave_the_store_usable(tmp_path: Path) -> None:
+    store = trioflow.SQLiteStore(tmp_path / "runs.db")
+    calls = Calls()
+    flow = pipeline(calls, set())
+    for delay in (0, 0.001, 0.005):  # while registering, while running, ...
+        with anyio.move_on_after(delay):
+            async with anyio.create_task_group() as tg:
+                for n in range(10):
+                    tg.start_soon(partial(flow.run, {"n": 3}, store=store, run_id=f"run-{n}"))
+    with anyio.fail_after(10):
+        for n in range(10):  # every run resumes and finishes
+            assert (await flow.run({"n": 3}, store=store, run_id=f"run-{n}"))["total"] == 19
+    assert {info.status for info in await store.runs()} == {"succeeded"}
+    store.close()
+    assert writer_threads() == 0
+
+
 class Failing(trioflow.SQLiteStore):
     """Its first commit of records fails, as with a full disk."""
 

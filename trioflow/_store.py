@@ -487,6 +487,9 @@ class _Writer:
     def join(self) -> None:
         self._thread.join()
 
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
 
 class _SQLiteSession:
     def __init__(self, store: SQLiteStore, run_id: str, previous: RunRecords, writer: _Writer | None) -> None:
@@ -645,7 +648,7 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._writer: _Writer | None = None  # while sessions are open (threaded only)
-        self._stopped: _Writer | None = None  # the last writer stopped, maybe still ending
+        self._stopped: list[_Writer] = []  # writers stopped, maybe still ending
         self._writer_lock = threading.Lock()
         self._cache_ready = False  # the cache table exists (made on first use)
 
@@ -1020,7 +1023,8 @@ class SQLiteStore:
             writer.sessions -= 1
             if writer.sessions == 0 and self._writer is writer:
                 self._writer = None
-                self._stopped = writer
+                self._stopped = [w for w in self._stopped if w.running()]
+                self._stopped.append(writer)
                 writer.stop()
 
     def close(self) -> None:
@@ -1029,9 +1033,9 @@ class SQLiteStore:
         (A run still going on fails to record, with a :exc:`StoreError`.)
         """
         with self._writer_lock:
-            stopped, self._stopped = self._stopped, None
-        if stopped is not None:  # let its thread end: it has nothing left to write
-            stopped.join()
+            stopped, self._stopped = self._stopped, []
+        for writer in stopped:  # let their threads end: they have nothing left to write
+            writer.join()
         with self._lock:
             self._closed = True
             if self._conn is not None:
