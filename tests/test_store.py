@@ -377,8 +377,9 @@ async def test_concurrent_runs_share_a_store(make_store: StoreFactory) -> None:
         assert dict(loaded.outputs) == dict(results[n].outputs)
 
 
-def writer_threads() -> int:
-    return sum(t.name.startswith("trioflow-store-writer") for t in threading.enumerate())
+def writer_threads(path: Path) -> int:
+    """Writer threads of the stores of the file ``path``."""
+    return sum(t.name == f"trioflow-store-writer[{path}]" for t in threading.enumerate())
 
 
 class Counting(trioflow.SQLiteStore):
@@ -397,13 +398,13 @@ async def test_concurrent_runs_share_one_writer_thread_and_its_commits(tmp_path:
     @flow.step
     async def first(n: int) -> int:
         await anyio.sleep(0.02)
-        seen.append(writer_threads())
+        seen.append(writer_threads(tmp_path / "runs.db"))
         return n
 
     @flow.step
     async def second(first: int) -> int:
         await anyio.sleep(0.02)
-        seen.append(writer_threads())
+        seen.append(writer_threads(tmp_path / "runs.db"))
         return first * 10
 
     async with anyio.create_task_group() as tg:
@@ -416,7 +417,7 @@ async def test_concurrent_runs_share_one_writer_thread_and_its_commits(tmp_path:
     # 20 starts of runs, 40 records and 20 ends, in far fewer commits than one per run
     assert store.commits < 20
     store.close()
-    assert writer_threads() == 0
+    assert writer_threads(tmp_path / "runs.db") == 0
 
 
 async def test_runs_cancelled_while_starting_or_running_leave_the_store_usable(tmp_path: Path) -> None:
@@ -433,7 +434,7 @@ async def test_runs_cancelled_while_starting_or_running_leave_the_store_usable(t
             assert (await flow.run({"n": 3}, store=store, run_id=f"run-{n}"))["total"] == 19
     assert {info.status for info in await store.runs()} == {"succeeded"}
     store.close()
-    assert writer_threads() == 0
+    assert writer_threads(tmp_path / "runs.db") == 0
 
 
 class Failing(trioflow.SQLiteStore):
