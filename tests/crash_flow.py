@@ -27,7 +27,7 @@ _log_fd = -1
 
 
 async def _work(label: str) -> None:
-    await trio.sleep(_rng.uniform(0, 0.01))
+    await trio.sleep(_rng.uniform(0.002, 0.02))
     os.write(_log_fd, f"{label}\n".encode())
 
 
