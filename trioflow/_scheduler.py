@@ -759,7 +759,7 @@ class Run:
         """
         states = self.states
         for st in states:
-            st.usage = MappingProxyType(dict(st.usage)) if st.usage else _NO_USAGE  # type: ignore[assignment]
+            st.usage = _frozen_usage(st.usage)  # type: ignore[assignment]
             st.__dict__.pop("items", None)
         return RunResult(
             flow=self.flow_name,
@@ -799,8 +799,15 @@ def _step_result(st: _StepState) -> StepResult:
         st.attempts,
         st.started_at,
         st.finished_at if ended else None,
-        MappingProxyType(dict(st.usage)) if st.usage else _NO_USAGE,
+        _frozen_usage(st.usage),
     )
+
+
+def _frozen_usage(usage: Mapping[str, float]) -> Mapping[str, float]:
+    """A read-only copy of a step's usage (the usage itself once the run has frozen it)."""
+    if type(usage) is MappingProxyType:
+        return usage
+    return MappingProxyType(dict(usage)) if usage else _NO_USAGE
 
 
 def _short_repr(value: object) -> str:

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from array import array
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -311,6 +311,28 @@ class _Finish:
 _Write = _Record | _Finish
 
 
+def _long_record(
+    run_id: str,
+    name: str,
+    status: StepStatus,
+    value: str | None,
+    codec: str | None,
+    error_type: str | None,
+    error_message: str | None,
+    attempts: int,
+    started_at: float | None,
+    finished_at: float | None,
+    usage: Mapping[str, float],
+) -> _Record:
+    """A step record in the long ``"x"`` form, queued as a write."""
+    return (
+        run_id,
+        ["x", name, status, value, codec, error_type, error_message, attempts, dict(usage) if usage else None],
+        _NAN if started_at is None else started_at,
+        _NAN if finished_at is None else finished_at,
+    )
+
+
 def _times(records: Sequence[_Record]) -> bytes:
     times = array("d")
     append = times.append
@@ -511,14 +533,9 @@ class _SQLiteSession:
     def record_step(self, r: StepRecord) -> None:
         value = None if r.value is None or r.codec is None else _text(r.value, r.codec)
         self._put(
-            (
-                self._run_id,
-                [
-                    "x", r.name, r.status, value, r.codec, r.error_type, r.error_message, r.attempts,
-                    dict(r.usage) if r.usage else None,
-                ],
-                _NAN if r.started_at is None else r.started_at,
-                _NAN if r.finished_at is None else r.finished_at,
+            _long_record(
+                self._run_id, r.name, r.status, value, r.codec, r.error_type, r.error_message,
+                r.attempts, r.started_at, r.finished_at, r.usage,
             )
         )
 
@@ -558,15 +575,17 @@ class _SQLiteSession:
                     row = ["s", name, text(data), attempts]
                     if usage:
                         row.append(dict(usage))
+                    put((
+                        run_id, row, _NAN if started_at is None else started_at,
+                        _NAN if finished_at is None else finished_at,
+                    ))
                 else:
-                    row = [
-                        "x", name, status, None, None, None if error is None else type_name(error),
-                        None if error is None else str(error), attempts, dict(usage) if usage else None,
-                    ]
-                put((
-                    run_id, row, _NAN if started_at is None else started_at,
-                    _NAN if finished_at is None else finished_at,
-                ))
+                    put(
+                        _long_record(
+                            run_id, name, status, None, None, None if error is None else type_name(error),
+                            None if error is None else str(error), attempts, started_at, finished_at, usage,
+                        )
+                    )
             except Exception as exc:
                 errors.append(exc)
 
@@ -983,11 +1002,7 @@ class SQLiteStore:
                 (key, step, value, self._codec.name, stored_at),
             )
 
-        def write() -> None:
-            self._cache_conn()
-            self._transaction(put)
-
-        await self._call(write)
+        await self._cache_write(put)
 
     async def _cache_delete(self, steps: Sequence[str]) -> int:
         """Delete the entries of ``steps``; return how many there were."""
@@ -995,9 +1010,14 @@ class SQLiteStore:
         def delete(conn: sqlite3.Connection) -> int:
             return sum(conn.execute("DELETE FROM cache WHERE step = ?", (step,)).rowcount for step in steps)
 
-        def write() -> int:
+        return await self._cache_write(delete)
+
+    async def _cache_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` in a transaction, with the cache table made if need be."""
+
+        def write() -> T:
             self._cache_conn()
-            return self._transaction(delete)
+            return self._transaction(fn)
 
         return await self._call(write)
 
