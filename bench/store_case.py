@@ -59,29 +59,18 @@ def _chain_step(prev: str, yields: bool = False) -> Callable[..., Any]:
     return step
 
 
-def _chain(n: int) -> trioflow.Flow:
-    flow = trioflow.Flow("store-w2")
+def _chain(n: int, name: str = "store-w2", *, yields: bool = False) -> trioflow.Flow:
+    """A chain of n steps; with ``yields``, each step yields to the scheduler once."""
+    flow = trioflow.Flow(name)
 
     async def first() -> int:
+        if yields:
+            await trio.lowlevel.checkpoint()
         return 0
 
     flow.add(first, name="s0")
     for i in range(1, n):
-        flow.add(_chain_step(f"s{i - 1}"), name=f"s{i}")
-    flow.plan()
-    return flow
-
-
-def _yielding_chain(steps: int) -> trioflow.Flow:
-    flow = trioflow.Flow("store-w4")
-
-    async def first() -> int:
-        await trio.lowlevel.checkpoint()
-        return 0
-
-    flow.add(first, name="s0")
-    for i in range(1, steps):
-        flow.add(_chain_step(f"s{i - 1}", yields=True), name=f"s{i}")
+        flow.add(_chain_step(f"s{i - 1}", yields=yields), name=f"s{i}")
     flow.plan()
     return flow
 
@@ -123,7 +112,7 @@ async def bench_store(n: int) -> dict[str, float]:
             workloads = (
                 ("w1", _fanout(n), 1, n + 1),
                 ("w2", _chain(n), 1, n),
-                ("w4", _yielding_chain(20), CONCURRENT_RUNS, CONCURRENT_RUNS * 20),
+                ("w4", _chain(20, "store-w4", yields=True), CONCURRENT_RUNS, CONCURRENT_RUNS * 20),
             )
             for label, flow, runs, steps in workloads:
                 await _time(flow, store, runs)  # warm up: imports, threads, schema
