@@ -9,6 +9,7 @@ import attrs
 import trio
 
 from ._cache import Cache
+from ._durable import run_with_store
 from ._events import Event
 from ._exceptions import GraphError
 from ._graph import (
@@ -328,9 +329,7 @@ class Flow:
             inputs, max_concurrent, limiter, limiters, error_handling, seed, on_event, run_id
         )
         if store is not None:
-            from ._durable import run_with_store  # a feature layered on the scheduler
-
-            return await run_with_store(self, plan, resolved, options, store)
+            return await run_with_store(self.name, plan, resolved, options, store)
         return await Run(self.name, plan, resolved, options).execute()
 
 
