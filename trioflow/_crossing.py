@@ -25,7 +25,7 @@ Reply = tuple[str, Any, dict[str, float], str]
 
 def _codec(name: str) -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
     if name == "cloudpickle":
-        import cloudpickle  # type: ignore[import-untyped]
+        import cloudpickle  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
         dumps: Callable[[Any], bytes] = cloudpickle.dumps
         return dumps, pickle.loads

@@ -91,7 +91,7 @@ def _trio_parallel() -> Any:
     if sniffio.current_async_library() != "trio":
         return None
     try:
-        import trio_parallel  # type: ignore[import-untyped]
+        import trio_parallel  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:  # anyio's process workers work under trio too
         return None
     return trio_parallel
