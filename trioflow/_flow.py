@@ -8,6 +8,7 @@ from typing import Any, Literal, TypeVar, overload
 import attrs
 import trio
 
+from . import _runners
 from ._cache import Cache
 from ._durable import run_with_store
 from ._events import Event
@@ -89,6 +90,7 @@ class Flow:
         cost: float = 1.0,
         isolation: Isolation = "copy",
         cache: Cache | None = None,
+        runner: str | _runners.Runner | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(self, fn: Any = None, /, **options: Any) -> Any:  # type: ignore[misc]
@@ -109,13 +111,17 @@ class Flow:
                 inputs; ``"share"`` passes them as they are.
             cache: a :class:`Cache` that memoizes the step's output by its input
                 values, across runs; concurrent identical calls run once.
+            runner: where a plain (``def``) function runs: ``"thread"`` (blocking
+                code, in a worker thread), ``"process"`` (CPU-bound code, in a
+                worker process, cancelled for real).
 
         Returns:
             The function itself, unchanged (or a decorator that returns it).
 
         Raises:
             GraphError: a duplicate name or an invalid option value.
-            TypeError: ``fn`` is not an async function.
+            TypeError: ``fn`` is not an async function (nor a plain function
+                with ``runner=``), or cannot run on its runner.
         """
         if fn is None:
 
@@ -136,7 +142,12 @@ class Flow:
                 f"flow.step() got an unknown option {bad!r}{did_you_mean(bad, _STEP_OPTIONS)}"
             )
         cache = options.pop("cache", None)
-        spec = make_spec(fn, **options)
+        runner = options.pop("runner", None)
+        if runner is not None:
+            runner = _runners.resolve(runner)
+        spec = make_spec(fn, runner=runner, **options)
+        if runner is not None:
+            spec = attrs.evolve(spec, fn=_runners.bind(runner, spec.fn))
         if cache is not None:
             if not isinstance(cache, Cache):
                 raise TypeError(
@@ -334,7 +345,7 @@ class Flow:
 
 
 _STEP_OPTIONS = frozenset(
-    {"name", "after", "limiter", "retry", "timeout", "map_over", "max_concurrent", "cost", "isolation", "description", "cache"}
+    {"name", "after", "limiter", "retry", "timeout", "map_over", "max_concurrent", "cost", "isolation", "description", "cache", "runner"}
 )
 
 

@@ -54,8 +54,10 @@ from ._events import (
 )
 from ._exceptions import FlowError
 from ._graph import Node, Plan
+from ._hooks import Attempt, call_through, installed_hooks
 from ._isolation import isolate
 from ._results import LazySteps, RunResult, StepResult, StepStatus
+from ._runners import enter_run, exit_run
 
 
 class Limiter(Protocol):
@@ -266,6 +268,7 @@ class Run:
         self.item_recorder = item_recorder
         self.on_value = on_value
         self.completed_items = completed_items or {}
+        self.hooks = installed_hooks()  # wrap every attempt (see _hooks)
         self.be = current_backend()
         self.quiescent = self.be is _TRIO and quiescent_scheduling.get()
         # the clock's own bound method: one call per reading on the hot path
@@ -621,7 +624,9 @@ class Run:
                 self._emit(StepStarted(st.name, attempt, started, item))
             token = _current.set(StepContext(st.name, attempt, item, self.options.run_id, st.usage))
             try:
-                if spec.timeout is None:
+                if self.hooks:
+                    value = await self._hooked(st, item, attempt, kwargs, started)
+                elif spec.timeout is None:
                     value = await spec.fn(**kwargs)
                 else:
                     value = await self._call_with_timeout(spec.fn, kwargs, spec.timeout, started, st.name, item, attempt)
@@ -640,6 +645,23 @@ class Run:
             if emit:
                 self._emit(StepRetrying(st.name, attempt, now(), error, wait, item))
             await self.be.sleep(wait)
+
+    async def _hooked(
+        self, st: _StepState, item: int | None, attempt: int, kwargs: dict[str, Any], started: float
+    ) -> Any:
+        """One attempt's call, wrapped by the installed attempt hooks."""
+        spec = st.node.spec
+        info = Attempt(
+            self.flow_name, st.name, item, attempt, self.options.run_id,
+            "async" if spec.runner is None else spec.runner.name, started,
+        )
+
+        async def proceed() -> Any:
+            if spec.timeout is None:
+                return await spec.fn(**kwargs)
+            return await self._call_with_timeout(spec.fn, kwargs, spec.timeout, started, st.name, item, attempt)
+
+        return await call_through(self.hooks, info, proceed)
 
     async def _call_with_timeout(
         self,
@@ -714,6 +736,7 @@ class Run:
         be = self.be
         self.started_at = self.now()
         self.finished_at = self.started_at
+        scope = enter_run(self.capacity)  # runners' per-run state (see _runners)
         try:
             async with be.open_nursery() as nursery:
                 self.nursery = nursery
@@ -729,6 +752,7 @@ class Run:
                     self._make_ready(st)
                 self._dispatch()
         finally:
+            exit_run(scope)
             self.finished_at = self.now()
             self._cancel_unfinished()
         result = self.result()
