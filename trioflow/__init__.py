@@ -17,6 +17,7 @@ from ._context import current_step as current_step
 from ._events import BatchStarted as BatchStarted
 from ._events import Event as Event
 from ._events import RunFinished as RunFinished
+from ._events import RunStarted as RunStarted
 from ._events import StepCancelled as StepCancelled
 from ._events import StepFailed as StepFailed
 from ._events import StepRetrying as StepRetrying
@@ -58,6 +59,7 @@ __all__ = [
     "RunFinished",
     "RunInfo",
     "RunResult",
+    "RunStarted",
     "SQLiteStore",
     "StepCancelled",
     "StepContext",

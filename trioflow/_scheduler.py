@@ -44,6 +44,7 @@ from ._events import (
     BatchStarted,
     Event,
     RunFinished,
+    RunStarted,
     StepCancelled,
     StepFailed,
     StepRetrying,
@@ -483,7 +484,7 @@ class Run:
             if child.pending == 0 and child.status is None:
                 newly_ready.append(child)
         if len(newly_ready) > 1 and self.on_event is not None:
-            self._emit(BatchStarted(tuple(s.name for s in newly_ready), now))
+            self._emit(BatchStarted(tuple(s.name for s in newly_ready), now, elapsed=now - self.started_at))
         for child in newly_ready:
             self._make_ready(child)
 
@@ -504,7 +505,7 @@ class Run:
                 child.skip_cause = st.name
                 self._record(child)
                 if self.on_event is not None:
-                    self._emit(StepSkipped(child.name, now, st.name))
+                    self._emit(StepSkipped(child.name, now, st.name, elapsed=now - self.started_at))
 
     def _stop(self) -> None:
         """Fail fast: start nothing new, and cancel everything one batch later.
@@ -618,7 +619,7 @@ class Run:
             if st.started_at is None:
                 st.started_at = started
             if emit:
-                self._emit(StepStarted(st.name, attempt, started, item))
+                self._emit(StepStarted(st.name, attempt, started, item, elapsed=started - self.started_at))
             token = _current.set(StepContext(st.name, attempt, item, self.options.run_id, st.usage))
             try:
                 if spec.timeout is None:
@@ -638,7 +639,8 @@ class Run:
                 return
             wait = retry.delay_for(attempt, seed=self.seed, step=st.name, item=item)
             if emit:
-                self._emit(StepRetrying(st.name, attempt, now(), error, wait, item))
+                at = now()
+                self._emit(StepRetrying(st.name, attempt, at, error, wait, item, elapsed=at - self.started_at))
             await self.be.sleep(wait)
 
     async def _call_with_timeout(
@@ -662,7 +664,9 @@ class Run:
         st = unit.state
         self._release(unit)
         if self.on_event is not None:
-            self._emit(StepSucceeded(st.name, attempt, now, now - started, unit.item))
+            self._emit(
+                StepSucceeded(st.name, attempt, now, now - started, unit.item, elapsed=now - self.started_at)
+            )
         if unit.item is None:
             self._step_succeeded(st, value, attempt, now, kept)
             return
@@ -677,7 +681,7 @@ class Run:
         self._release(unit)
         error.add_note(f"trioflow: step {_label(st.name, unit.item)!r} failed on attempt {attempt}")
         if self.on_event is not None:
-            self._emit(StepFailed(st.name, attempt, now, error, unit.item))
+            self._emit(StepFailed(st.name, attempt, now, error, unit.item, elapsed=now - self.started_at))
         if unit.item is None:
             self._step_failed(st, error, attempt, now)
             return
@@ -714,6 +718,9 @@ class Run:
         be = self.be
         self.started_at = self.now()
         self.finished_at = self.started_at
+        if self.on_event is not None:
+            self._emit(self._started_event())
+        ended = False
         try:
             async with be.open_nursery() as nursery:
                 self.nursery = nursery
@@ -724,22 +731,39 @@ class Run:
                         )
                 initial = [st for st in self.states if st.pending == 0 and st.status is None]
                 if len(initial) > 1 and self.on_event is not None:
-                    self._emit(BatchStarted(tuple(s.name for s in initial), self.started_at))
+                    self._emit(BatchStarted(tuple(s.name for s in initial), self.started_at, elapsed=0.0))
                 for st in initial:
                     self._make_ready(st)
                 self._dispatch()
+            ended = True
         finally:
             self.finished_at = self.now()
             self._cancel_unfinished()
+            if not ended and self.on_event is not None:  # cancelled from outside
+                self._emit(self._finished_event("cancelled"))
         result = self.result()
         if self.on_event is not None:
-            self._emit(
-                RunFinished(self.flow_name, self.finished_at, result.duration, not self.failures,
-                            tuple(result.failed))
-            )
+            self._emit(self._finished_event("failed" if self.failures else "succeeded"))
         if self.failures:
             raise self._flow_error(result)
         return result
+
+    def _started_event(self) -> RunStarted:
+        resumed = self.resumed
+        return RunStarted(
+            self.flow_name,
+            self.options.run_id,
+            self.started_at,
+            tuple(st.name for st in self.states),
+            tuple(st.name for st in self.states if st.name in resumed) if resumed else (),
+        )
+
+    def _finished_event(self, status: str) -> RunFinished:
+        failed = tuple(st.name for st in sorted(self.failures, key=lambda s: s.node.index))
+        duration = self.finished_at - self.started_at
+        return RunFinished(
+            self.flow_name, self.finished_at, duration, status == "succeeded", failed, status, elapsed=duration
+        )
 
     def _cancel_unfinished(self) -> None:
         for st in self.states:
@@ -747,7 +771,14 @@ class Run:
                 st.status = StepStatus.CANCELLED
                 self._record(st)
                 if self.on_event is not None:
-                    self._emit(StepCancelled(st.name, self.finished_at, st.started_at is not None))
+                    self._emit(
+                        StepCancelled(
+                            st.name,
+                            self.finished_at,
+                            st.started_at is not None,
+                            elapsed=self.finished_at - self.started_at,
+                        )
+                    )
 
     def result(self) -> RunResult:
         """The run's result, once every step has its final status.
