@@ -49,6 +49,8 @@ napoleon_use_ivar = True
 nitpick_ignore = [
     # the structural type of trio's and anyio's CapacityLimiter
     ("py:class", "trioflow._scheduler.Limiter"),
+    # what a run keeps for its timeline (RunResult's private _trace field)
+    ("py:class", "trioflow._results.RunTrace"),
 ]
 nitpick_ignore_regex: list[tuple[str, str]] = [
     # type variables (T, R, ...) in generic signatures, also in trioflow.testing's modules

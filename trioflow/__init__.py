@@ -39,6 +39,7 @@ from ._results import StepStatus as StepStatus
 from ._retry import Retry as Retry
 from ._store import MemoryStore as MemoryStore
 from ._store import SQLiteStore as SQLiteStore
+from ._timeline import Timeline as Timeline
 
 __version__ = "0.1.0"
 
@@ -71,6 +72,7 @@ __all__ = [
     "StepStatus",
     "StepSucceeded",
     "StoreError",
+    "Timeline",
     "TrioflowError",
     "current_step",
     "gather",

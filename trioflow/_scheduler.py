@@ -56,7 +56,7 @@ from ._events import (
 from ._exceptions import FlowError
 from ._graph import Node, Plan
 from ._isolation import isolate
-from ._results import LazySteps, RunResult, StepResult, StepStatus
+from ._results import LazySteps, RunResult, RunTrace, StepResult, StepStatus
 
 
 class Limiter(Protocol):
@@ -282,6 +282,8 @@ class Run:
         self.ready: list[tuple[tuple[float, int, int], int, _Group]] = []
         self._seq = itertools.count()
         self.nursery: Any = None
+        self.retry_log: list[list[Any]] = []  # for the timeline: see RunTrace
+        self.item_log: list[list[Any]] = []
 
         held = _held_limiters.get()
 
@@ -620,6 +622,9 @@ class Run:
                 st.started_at = started
             if emit:
                 self._emit(StepStarted(st.name, attempt, started, item, elapsed=started - self.started_at))
+            if item is not None:  # for the timeline: [step, item, attempt, started, ended, status]
+                times: list[Any] = [st.name, item, attempt, started, None, None]
+                self.item_log.append(times)
             token = _current.set(StepContext(st.name, attempt, item, self.options.run_id, st.usage))
             try:
                 if spec.timeout is None:
@@ -630,18 +635,28 @@ class Run:
             except Exception as exc:
                 error: Exception = exc
             else:
-                self._unit_succeeded(unit, value, kept, attempt, now(), started)
+                at = now()
+                if item is not None:
+                    times[4:] = (at, "succeeded")
+                self._unit_succeeded(unit, value, kept, attempt, at, started)
                 return
             finally:
                 _current.reset(token)
+            at = now()
             if retry is None or self.stopping or not retry.should_retry(error, attempt):
-                self._unit_failed(unit, error, attempt, now())
+                if item is not None:
+                    times[4:] = (at, "failed")
+                self._unit_failed(unit, error, attempt, at)
                 return
+            if item is not None:
+                times[4:] = (at, "retried")
             wait = retry.delay_for(attempt, seed=self.seed, step=st.name, item=item)
             if emit:
-                at = now()
                 self._emit(StepRetrying(st.name, attempt, at, error, wait, item, elapsed=at - self.started_at))
+            entry = [st.name, item, attempt, started, at, wait, None]
+            self.retry_log.append(entry)
             await self.be.sleep(wait)
+            entry[6] = now()
 
     async def _call_with_timeout(
         self,
@@ -798,7 +813,16 @@ class Run:
             started_at=self.started_at,
             finished_at=self.finished_at,
             run_id=self.options.run_id,
+            _trace=RunTrace(self.plan, self._capacities(), self.resumed, self.retry_log, self.item_log),
         )
+
+    def _capacities(self) -> dict[str, float]:
+        caps: dict[str, float] = {}
+        for name, value in self.options.limiters.items():
+            caps[name] = value if isinstance(value, int) else value.total_tokens
+        if self.options.max_concurrent is not None:
+            caps["max_concurrent (run)"] = self.options.max_concurrent
+        return caps
 
     def _flow_error(self, result: RunResult) -> FlowError:
         failed = sorted(self.failures, key=lambda s: s.node.index)
