@@ -26,7 +26,7 @@ import attrs
 import trio
 
 from ._codec import CodecError
-from ._exceptions import StoreError
+from ._exceptions import FlowError, StoreError
 from ._graph import Plan
 from ._records import RunHeader, decode_value, step_result
 from ._results import RunResult, StepResult, StepStatus
@@ -177,7 +177,9 @@ async def _run(
             result = await run.execute()
             status = "succeeded"
         except BaseException as exc:
-            if not _is_cancellation(exc):
+            if _only_on_event_failed(exc):  # every step succeeded: so did the run
+                status = "succeeded"
+            elif not _is_cancellation(exc):
                 status = "failed"
             if errors:
                 exc.add_note(f"trioflow: {_record_failure(run_id, errors)}")
@@ -188,6 +190,12 @@ async def _run(
         if errors:
             raise StoreError(_record_failure(run_id, errors)) from errors[0]
     return result
+
+
+def _only_on_event_failed(exc: BaseException) -> bool:
+    """A :class:`FlowError` raised only because the ``on_event`` callback raised."""
+    result = getattr(exc, "result", None)
+    return isinstance(exc, FlowError) and isinstance(result, RunResult) and result.ok
 
 
 def _is_cancellation(exc: BaseException) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar, overload
 
@@ -302,8 +303,8 @@ class Flow:
             )
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"flow.run(seed=...) must be an int or None (got {seed!r})")
-        if on_event is not None and not callable(on_event):
-            raise TypeError(f"flow.run(on_event=...) must be a callable taking an event (got {on_event!r})")
+        if on_event is not None:
+            _check_on_event(on_event)
         if run_id is not None and (not isinstance(run_id, str) or not run_id):
             raise TypeError(f"flow.run(run_id=...) must be a non-empty string (got {run_id!r})")
         options = RunOptions(
@@ -371,6 +372,18 @@ class Flow:
 _STEP_OPTIONS = frozenset(
     {"name", "after", "limiter", "retry", "timeout", "map_over", "max_concurrent", "cost", "isolation", "description", "cache", "runner"}
 )
+
+
+def _check_on_event(on_event: object) -> None:
+    if not callable(on_event):
+        raise TypeError(f"flow.run(on_event=...) must be a callable taking an event (got {on_event!r})")
+    call = getattr(on_event, "__call__", None)  # noqa: B004 - a class's __call__ may be async
+    if inspect.iscoroutinefunction(on_event) or inspect.iscoroutinefunction(call):
+        raise TypeError(
+            f"flow.run(on_event=...) takes a plain (synchronous) callable, but {on_event!r} is an "
+            f"async function whose events would never be awaited; pass a def function, or send "
+            f"the events on with a memory channel's send_nowait"
+        )
 
 
 def _check_limiter(value: object, what: str) -> None:
