@@ -12,11 +12,7 @@ The file format is documented in ``docs/flowfiles.rst``.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import hashlib
 import importlib
-import inspect
 import json
 import os
 import re
@@ -30,13 +26,14 @@ import anyio
 import attrs
 
 from ._exceptions import GraphError
+from ._filelines import Problems
 from ._flow import Flow
+from ._flowstep import RUN_LIMITERS, Batch, StepDef
 from ._graph import did_you_mean
-from ._map import map as map_items
 from ._results import RunResult
 from ._retry import Retry
-from ._stepkinds import load_httpx, run_http, run_python, run_shell
-from ._templates import Ref, Template, TemplateError, parse, refs, resolve
+from ._stepkinds import load_httpx
+from ._templates import Ref, Template, TemplateError, parse, refs
 
 __all__ = ["FlowFile", "FlowFileError", "load_flow_file"]
 
@@ -72,103 +69,6 @@ def _show(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-# -- where a key is in the file ----------------------------------------------------------------
-
-_BARE = r"[A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*'"
-_KEY = re.compile(rf"\s*((?:{_BARE})(?:\s*\.\s*(?:{_BARE}))*)\s*=")
-_HEADER = re.compile(rf"\s*\[\[?\s*((?:{_BARE})(?:\s*\.\s*(?:{_BARE}))*)\s*\]\]?\s*(#.*)?\Z")
-
-
-def _split_key(text: str) -> tuple[str, ...]:
-    return tuple(k.strip().strip("\"'") for k in re.findall(rf"{_BARE}", text))
-
-
-def _toml_lines(text: str) -> dict[tuple[str, ...], int]:
-    """Key path -> line, for table headers, keys and the keys of inline tables."""
-    lines: dict[tuple[str, ...], int] = {}
-    table: tuple[str, ...] = ()
-    for number, line in enumerate(text.splitlines(), 1):
-        header = _HEADER.match(line)
-        if header:
-            table = _split_key(header.group(1))
-            lines.setdefault(table, number)
-            continue
-        key = _KEY.match(line)
-        if not key:
-            continue
-        path = table + _split_key(key.group(1))
-        lines.setdefault(path, number)
-        # keys of inline tables on the same line: { a = 1, b = { c = 2 } }
-        stack, last, i = [path], path, key.end()
-        while i < len(line):
-            ch = line[i]
-            if ch in "\"'":
-                close = line.find(ch, i + 1)
-                i = len(line) if close < 0 else close + 1
-                continue
-            if ch == "#":
-                break
-            if ch == "}" and len(stack) > 1:
-                stack.pop()
-            elif ch == "{" or (ch == "," and len(stack) > 1):
-                if ch == "{":
-                    stack.append(last)
-                inner = _KEY.match(line, i + 1)
-                if inner:
-                    last = stack[-1] + _split_key(inner.group(1))
-                    lines.setdefault(last, number)
-                    i = inner.end()
-                    continue
-            i += 1
-    return lines
-
-
-def _json_line(text: str, path: Sequence[str]) -> int | None:
-    """The line of the last key of ``path`` found in order in JSON text."""
-    pos, line = 0, None
-    for key in path:
-        m = re.compile(re.escape(json.dumps(key)) + r"\s*:").search(text, pos)
-        if m is None:
-            break
-        pos = m.end()
-        line = text.count("\n", 0, m.start()) + 1
-    return line
-
-
-class _Problems:
-    """Collects problems, each located in the file."""
-
-    def __init__(self, path: str, text: str, is_toml: bool) -> None:
-        self.path = path
-        self.text = text
-        self.is_toml = is_toml
-        self.items: list[str] = []
-        self.lines: list[int] = []
-        self._lines: dict[tuple[str, ...], int] | None = None
-
-    def line(self, keys: Sequence[str]) -> int | None:
-        if not self.is_toml:
-            return _json_line(self.text, keys)
-        if self._lines is None:
-            self._lines = _toml_lines(self.text)
-        for n in range(len(keys), 0, -1):
-            if tuple(keys[:n]) in self._lines:
-                return self._lines[tuple(keys[:n])]
-        return None
-
-    def add(self, keys: Sequence[str], message: str) -> None:
-        line = self.line(keys)
-        where = f"{self.path}:{line}" if line is not None else self.path
-        key = ".".join(keys)
-        self.items.append(f"{where}: {key}: {message}" if key else f"{where}: {message}")
-        self.lines.append(line or 0)
-
-    def sorted(self) -> list[str]:
-        """The problems in file order (stable for problems on one line)."""
-        order = sorted(range(len(self.items)), key=lambda i: self.lines[i])
-        return [self.items[i] for i in order]
-
-
 # -- the model -------------------------------------------------------------------------------
 
 
@@ -176,17 +76,6 @@ class _Problems:
 class _Input:
     required: bool
     default: Any = None
-
-
-@attrs.frozen
-class _Batch:
-    items: Any  # a compiled template tree
-    name: str
-    parallel: bool
-    max_concurrent: int
-    max_retries: int
-    retry_wait: float
-    error_handling: str
 
 
 @attrs.frozen
@@ -224,7 +113,7 @@ class FlowFile:
         A batch step's limiters are held by each of its items, not by the step.
         """
         limiters = self.run_limiters()
-        token = _RUN_LIMITERS.set(limiters)
+        token = RUN_LIMITERS.set(limiters)
         try:
             return await self.flow.run(
                 inputs,
@@ -236,7 +125,7 @@ class FlowFile:
                 run_id=run_id,
             )
         finally:
-            _RUN_LIMITERS.reset(token)
+            RUN_LIMITERS.reset(token)
 
     def run_inputs(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """The inputs to run with: ``given`` (from ``-i``) plus defaults.
@@ -263,30 +152,6 @@ class FlowFile:
         values = {name: spec.default for name, spec in self.inputs.items() if not spec.required}
         values.update(given)
         return {name: values[name] for name in self.inputs if name in self.used_inputs}
-
-
-def _params(names: Sequence[str]) -> inspect.Signature:
-    """A signature of keyword-only parameters with these names.
-
-    Step and input names in flow files may hold a '-', which Python names
-    cannot; the scheduler only passes them by keyword, so such a name is set
-    on a parameter made under a stand-in name.
-    """
-    params = []
-    for name in names:
-        if name.isidentifier() and not _is_keyword(name):
-            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY))
-        else:
-            p = inspect.Parameter("_", inspect.Parameter.KEYWORD_ONLY)
-            p._name = name  # type: ignore[attr-defined]
-            params.append(p)
-    return inspect.Signature(params)
-
-
-def _is_keyword(name: str) -> bool:
-    import keyword
-
-    return keyword.iskeyword(name)
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -330,7 +195,7 @@ class _Loader:
                  allow_modules: Sequence[str]) -> None:
         self.path = path
         self.data = data
-        self.p = _Problems(path, text, is_toml)
+        self.p = Problems(path, text, is_toml)
         self.allow_modules = list(allow_modules)
         self.folder = str(Path(path).resolve().parent)
 
@@ -530,7 +395,7 @@ class _Loader:
         return limiters
 
     def load_step(self, name: str, raw: object, steps: Mapping[str, Any],
-                  inputs: Mapping[str, _Input], limiters: Mapping[str, Any]) -> _Step | None:
+                  inputs: Mapping[str, _Input], limiters: Mapping[str, Any]) -> StepDef | None:
         where = ["steps", name]
         if not _NAME.match(name):
             self.p.add(where, "a step name must start with a letter or '_' and hold only letters, "
@@ -546,7 +411,7 @@ class _Loader:
             return None
         allowed = _COMMON + _KINDS[kind]
         self.keys(raw, allowed, where, f"a {kind} step")
-        step = _Step(name=name, kind=kind, raw=raw, folder=self.folder)
+        step = StepDef(name=name, kind=kind, raw=raw, folder=self.folder)
         if "description" in raw:
             if isinstance(raw["description"], str):
                 step.description = raw["description"]
@@ -609,7 +474,7 @@ class _Loader:
             return None
         return Retry(**{k: raw[k] for k in _RETRY_KEYS if k in raw})
 
-    def load_batch(self, raw: object, where: list[str]) -> _Batch | None:
+    def load_batch(self, raw: object, where: list[str]) -> Batch | None:
         if not self.table(raw, where, 'batch = { items = "${steps.list.output}" }'):
             return None
         assert isinstance(raw, Mapping)
@@ -652,7 +517,7 @@ class _Loader:
         # checked or not, the batch is kept so that its templates are checked too
         if not isinstance(as_name, str):
             as_name = "item"
-        return _Batch(tree, as_name, parallel is True, mc if ok else 1, retries if ok else 1,
+        return Batch(tree, as_name, parallel is True, mc if ok else 1, retries if ok else 1,
                       float(wait) if ok else 0.0, eh)
 
     def check_shell(self, fields: Mapping[str, Any], where: list[str]) -> None:
@@ -751,7 +616,7 @@ class _Loader:
             return None
         return obj  # type: ignore[no-any-return]
 
-    def check_refs(self, step: _Step, steps: Mapping[str, Any], inputs: Mapping[str, _Input]) -> None:
+    def check_refs(self, step: StepDef, steps: Mapping[str, Any], inputs: Mapping[str, _Input]) -> None:
         where = ["steps", step.name]
         trees: list[tuple[list[str], Any]] = [([*where, k], v) for k, v in step.tree.items()]
         if step.batch is not None:
@@ -765,7 +630,7 @@ class _Loader:
             for ref in refs(tree):
                 self.check_ref(ref, keys, step, steps, inputs)
 
-    def check_ref(self, ref: Ref, keys: list[str], step: _Step, steps: Mapping[str, Any],
+    def check_ref(self, ref: Ref, keys: list[str], step: StepDef, steps: Mapping[str, Any],
                   inputs: Mapping[str, _Input]) -> None:
         if ref.root == "inputs":
             if ref.name not in inputs:
@@ -789,7 +654,7 @@ class _Loader:
                 self.p.add(keys, f"{ref.text} names nothing: this batch's items are "
                                  f"${{{step.batch.name}}}{did_you_mean(ref.root, [step.batch.name])}")
 
-    def check_cycles(self, built: Sequence[_Step | None]) -> None:
+    def check_cycles(self, built: Sequence[StepDef | None]) -> None:
         graph = {b.name: sorted(b.deps) + [a for a in b.after if a not in b.deps] for b in built if b}
         state: dict[str, int] = {}
         for start in graph:
@@ -829,100 +694,6 @@ def _describe(kind: str, raw: Mapping[str, Any]) -> str:
     if kind == "http":
         return f"http: {str(raw.get('method', 'GET')).upper()} {raw.get('url')}"
     return f"python: {raw.get('function')}"
-
-
-@attrs.define
-class _Step:
-    """A step as read from the file, before it is added to the :class:`Flow`."""
-
-    name: str
-    kind: str
-    raw: Mapping[str, Any]
-    folder: str
-    description: str = ""
-    after: list[str] = attrs.Factory(list)
-    limiters: list[str] = attrs.Factory(list)
-    timeout: float | None = None
-    retry: Retry | None = None
-    batch: _Batch | None = None
-    function: Callable[..., Any] | None = None
-    tree: dict[str, Any] = attrs.Factory(dict)
-    deps: set[str] = attrs.Factory(set)
-    inputs: set[str] = attrs.Factory(set)
-
-    def make(self) -> Callable[..., Any]:
-        """The step function: fill in the templates, then do the step's kind of work."""
-        tree, batch, deps, used = self.tree, self.batch, sorted(self.deps), sorted(self.inputs)
-        name = self.name
-        kind = self.kind
-        limiter_names = tuple(self.limiters)
-        function = self.function
-
-        async def act(fields: dict[str, Any]) -> Any:
-            if kind == "shell":
-                return await run_shell(fields)
-            if kind == "http":
-                return await run_http(fields)
-            assert function is not None
-            return await run_python(function, fields.get("args") or {})
-
-        async def step(**values: Any) -> Any:
-            scope: dict[str, Any] = {
-                "inputs": {n: values[n] for n in used},
-                "steps": {n: values[n] for n in deps},
-            }
-            if batch is None:
-                return await act(resolve(tree, scope))
-            items = resolve(batch.items, scope)
-            if not isinstance(items, list | tuple):
-                raise TypeError(
-                    f"step {name!r}: batch.items must be a list (got {_show(items)}, "
-                    f"a {type(items).__name__})"
-                )
-
-            held = _item_limiters(name, limiter_names)
-
-            async def one(item: Any) -> Any:
-                async with contextlib.AsyncExitStack() as stack:
-                    for limiter in held:
-                        await stack.enter_async_context(limiter)
-                    return await act(resolve(tree, {**scope, batch.name: item}))
-
-            one.__name__ = one.__qualname__ = name
-            return await map_items(
-                one,
-                items,
-                max_concurrent=batch.max_concurrent if batch.parallel else 1,
-                retry=Retry(max_attempts=batch.max_retries, wait=batch.retry_wait, backoff=1.0),
-                error_handling=batch.error_handling,  # type: ignore[arg-type]
-            )
-
-        # the step's whole definition is part of the flow's structure: resuming a run
-        # recorded with another version of the step is refused
-        digest = hashlib.sha256(json.dumps(self.raw, sort_keys=True, default=str).encode()).hexdigest()
-        step.__name__ = name
-        step.__qualname__ = f"{kind}:{digest[:16]}"
-        step.__signature__ = _params([*deps, *used])  # type: ignore[attr-defined]
-        return step
-
-
-_RUN_LIMITERS: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
-    "trioflow_flow_file_limiters"
-)
-
-
-def _item_limiters(step: str, names: Sequence[str]) -> list[Any]:
-    """The limiter objects of the current :meth:`FlowFile.run` that each batch item holds."""
-    if not names:
-        return []
-    try:
-        limiters = _RUN_LIMITERS.get()
-    except LookupError:
-        raise RuntimeError(
-            f"step {step!r}: a batch step with a limiter runs only through FlowFile.run(), "
-            f"which makes the run's limiters"
-        ) from None
-    return [limiters[n] for n in names]
 
 
 def load_flow_file(path: str | os.PathLike[str], *, allow_modules: Sequence[str] = ()) -> FlowFile:
