@@ -205,7 +205,12 @@ class Flow:
 
     @classmethod
     def from_plan(
-        cls, plan: str | bytes | Mapping[str, Any], tools: Mapping[str, Callable[..., Any]], *, name: str = "plan"
+        cls,
+        plan: str | bytes | Mapping[str, Any],
+        tools: Mapping[str, Callable[..., Any]],
+        *,
+        name: str = "plan",
+        options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Flow:
         """Build a flow from a JSON plan of tool steps (the planner's format).
 
@@ -220,17 +225,23 @@ class Flow:
             plan: the plan, as a dict or JSON text.
             tools: tool name -> async function.
             name: the flow's name.
+            options: step options per tool name, given to every step that uses
+                the tool: ``{"search": {"retry": Retry(max_attempts=3),
+                "limiter": "http", "timeout": 10}}``. Any option of
+                :meth:`step` except the ones the plan sets itself (``name``,
+                ``description``) and the map options.
 
         Returns:
             A new :class:`Flow`, validated (see :meth:`describe` to print it).
 
         Raises:
             GraphError: an unknown tool or dependency, a duplicate ``step_id``, a
-                cycle, or a ``parallel_group`` whose members depend on each other.
+                cycle, a ``parallel_group`` whose members depend on each other,
+                or an unknown tool or option name in ``options``.
             TypeError: a tool is not an async function, or ``plan`` has the wrong type.
         """
         flow = cls(name)
-        for spec in plan_specs(name, plan, tools):
+        for spec in plan_specs(name, plan, tools, options, _cached):
             flow._specs.append(spec)
             flow._names.add(spec.name)
         flow.plan()
@@ -384,6 +395,16 @@ def _check_on_event(on_event: object) -> None:
             f"async function whose events would never be awaited; pass a def function, or send "
             f"the events on with a memory channel's send_nowait"
         )
+
+
+def _cached(spec: StepSpec, cache: object) -> StepSpec:
+    """``spec`` memoized by ``cache`` (a plan tool's ``cache`` option)."""
+    if not isinstance(cache, Cache):
+        raise TypeError(
+            f"step {spec.name!r}: cache= takes a trioflow.Cache (got {cache!r}); "
+            f"for example cache=trioflow.Cache(ttl=3600)"
+        )
+    return attrs.evolve(spec, fn=cache.wrap(spec.fn, spec.name))
 
 
 def _check_limiter(value: object, what: str) -> None:
