@@ -431,6 +431,8 @@ class Run:
         run by workers that are already there, with no new task at all.
         """
         self.scouts -= 1
+        # a run cancelled from outside starts nothing new: no unit, no further scout
+        await self.be.checkpoint_if_cancelled()
         waited = self.quiescent and self._contended()
         if waited:
             await trio.testing.wait_all_tasks_blocked()
