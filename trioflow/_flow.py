@@ -9,7 +9,9 @@ from typing import Any, Literal, TypeVar, overload
 import attrs
 import trio
 
+from . import _runners
 from ._cache import Cache
+from ._durable import run_with_store
 from ._events import Event
 from ._exceptions import GraphError
 from ._graph import (
@@ -89,6 +91,7 @@ class Flow:
         cost: float = 1.0,
         isolation: Isolation = "copy",
         cache: Cache | None = None,
+        runner: str | _runners.Runner | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(self, fn: Any = None, /, **options: Any) -> Any:  # type: ignore[misc]
@@ -109,13 +112,17 @@ class Flow:
                 inputs; ``"share"`` passes them as they are.
             cache: a :class:`Cache` that memoizes the step's output by its input
                 values, across runs; concurrent identical calls run once.
+            runner: where a plain (``def``) function runs: ``"thread"`` (blocking
+                code, in a worker thread), ``"process"`` (CPU-bound code, in a
+                worker process, cancelled for real).
 
         Returns:
             The function itself, unchanged (or a decorator that returns it).
 
         Raises:
             GraphError: a duplicate name or an invalid option value.
-            TypeError: ``fn`` is not an async function.
+            TypeError: ``fn`` is not an async function (nor a plain function
+                with ``runner=``), or cannot run on its runner.
         """
         if fn is None:
 
@@ -136,7 +143,12 @@ class Flow:
                 f"flow.step() got an unknown option {bad!r}{did_you_mean(bad, _STEP_OPTIONS)}"
             )
         cache = options.pop("cache", None)
-        spec = make_spec(fn, **options)
+        runner = options.pop("runner", None)
+        if runner is not None:
+            runner = _runners.resolve(runner)
+        spec = make_spec(fn, runner=runner, **options)
+        if runner is not None:
+            spec = attrs.evolve(spec, fn=_runners.bind(runner, spec.fn))
         if cache is not None:
             if not isinstance(cache, Cache):
                 raise TypeError(
@@ -166,6 +178,30 @@ class Flow:
     def describe(self) -> str:
         """The plan as text: numbered steps, dependencies, and stages that can run together."""
         return describe(self.name, self.plan())
+
+    def to_mermaid(self) -> str:
+        """The flow's graph as a mermaid ``flowchart``, to paste into Markdown or docs.
+
+        Steps are boxes (a map step a double box naming what it maps over, a
+        step with limiters names them), flow inputs are parallelograms, data
+        edges are solid arrows and order-only edges (``after=``) dashed ones.
+
+        Raises:
+            GraphError: the flow is invalid (a cycle, an unknown ``after`` name).
+        """
+        from ._diagram import to_mermaid
+
+        return to_mermaid(self.name, self.plan())
+
+    def to_dot(self) -> str:
+        """The flow's graph in graphviz's DOT language (``dot -Tsvg``), drawn as :meth:`to_mermaid`.
+
+        Raises:
+            GraphError: the flow is invalid (a cycle, an unknown ``after`` name).
+        """
+        from ._diagram import to_dot
+
+        return to_dot(self.name, self.plan())
 
     @classmethod
     def from_plan(
@@ -329,14 +365,12 @@ class Flow:
             inputs, max_concurrent, limiter, limiters, error_handling, seed, on_event, run_id
         )
         if store is not None:
-            from ._durable import run_with_store  # a feature layered on the scheduler
-
-            return await run_with_store(self, plan, resolved, options, store)
+            return await run_with_store(self.name, plan, resolved, options, store)
         return await Run(self.name, plan, resolved, options).execute()
 
 
 _STEP_OPTIONS = frozenset(
-    {"name", "after", "limiter", "retry", "timeout", "map_over", "max_concurrent", "cost", "isolation", "description", "cache"}
+    {"name", "after", "limiter", "retry", "timeout", "map_over", "max_concurrent", "cost", "isolation", "description", "cache", "runner"}
 )
 
 

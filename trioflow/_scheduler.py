@@ -44,6 +44,7 @@ from ._events import (
     BatchStarted,
     Event,
     RunFinished,
+    RunStarted,
     StepCancelled,
     StepFailed,
     StepRetrying,
@@ -54,8 +55,10 @@ from ._events import (
 )
 from ._exceptions import FlowError, add_note, split_escaped
 from ._graph import Node, Plan
+from ._hooks import Attempt, call_through, installed_hooks
 from ._isolation import isolate
-from ._results import LazySteps, RunResult, StepResult, StepStatus
+from ._results import LazySteps, RunResult, RunTrace, StepResult, StepStatus
+from ._runners import enter_run, exit_run
 
 
 class Limiter(Protocol):
@@ -266,6 +269,7 @@ class Run:
         self.item_recorder = item_recorder
         self.on_value = on_value
         self.completed_items = completed_items or {}
+        self.hooks = installed_hooks()  # wrap every attempt (see _hooks)
         self.be = current_backend()
         self.quiescent = self.be is _TRIO and quiescent_scheduling.get()
         # the clock's own bound method: one call per reading on the hot path
@@ -286,6 +290,8 @@ class Run:
         self.ready: list[tuple[tuple[float, int, int], int, _Group]] = []
         self._seq = itertools.count()
         self.nursery: Any = None
+        self.retry_log: list[list[Any]] = []  # for the timeline: see RunTrace
+        self.item_log: list[list[Any]] = []
 
         held = _held_limiters.get()
 
@@ -506,7 +512,7 @@ class Run:
             if child.pending == 0 and child.status is None:
                 newly_ready.append(child)
         if len(newly_ready) > 1 and self.on_event is not None:
-            self._emit(BatchStarted(tuple(s.name for s in newly_ready), now))
+            self._emit(BatchStarted(tuple(s.name for s in newly_ready), now, elapsed=now - self.started_at))
         for child in newly_ready:
             self._make_ready(child)
 
@@ -527,7 +533,7 @@ class Run:
                 child.skip_cause = st.name
                 self._record(child)
                 if self.on_event is not None:
-                    self._emit(StepSkipped(child.name, now, st.name))
+                    self._emit(StepSkipped(child.name, now, st.name, elapsed=now - self.started_at))
 
     def _stop(self) -> None:
         """Fail fast: start nothing new, and cancel everything one batch later.
@@ -670,10 +676,15 @@ class Run:
             if st.started_at is None:
                 st.started_at = started
             if emit:
-                self._emit(StepStarted(st.name, attempt, started, item))
+                self._emit(StepStarted(st.name, attempt, started, item, elapsed=started - self.started_at))
+            if item is not None:  # for the timeline: [step, item, attempt, started, ended, status]
+                times: list[Any] = [st.name, item, attempt, started, None, None]
+                self.item_log.append(times)
             token = _current.set(StepContext(st.name, attempt, item, self.options.run_id, st.usage))
             try:
-                if spec.timeout is None:
+                if self.hooks:
+                    value = await self._hooked(st, item, attempt, kwargs, started)
+                elif spec.timeout is None:
                     value = await spec.fn(**kwargs)
                 else:
                     value = await self._call_with_timeout(spec.fn, kwargs, spec.timeout, started, st.name, item, attempt)
@@ -681,13 +692,18 @@ class Run:
             except Exception as exc:
                 error: Exception = exc
             else:
-                self._unit_succeeded(unit, value, kept, attempt, now(), started)
+                at = now()
+                if item is not None:
+                    times[4:] = (at, "succeeded")
+                self._unit_succeeded(unit, value, kept, attempt, at, started)
                 return
             finally:
                 _current.reset(token)
-            failed_at = now()
+            at = now()
             if retry is None or self.stopping or not retry.should_retry(error, attempt):
-                self._unit_failed(unit, error, attempt, failed_at)
+                if item is not None:
+                    times[4:] = (at, "failed")
+                self._unit_failed(unit, error, attempt, at)
                 return
             # Decide to retry only once the failures of this instant have landed
             # (one scheduling batch later; in quiescent mode, once every task is
@@ -699,20 +715,44 @@ class Run:
             else:
                 await self._shielded_checkpoint()
             if self.stopping:
-                self._unit_failed(unit, error, attempt, failed_at)
+                if item is not None:
+                    times[4:] = (at, "failed")
+                self._unit_failed(unit, error, attempt, at)
                 return
+            if item is not None:
+                times[4:] = (at, "retried")
             wait = retry.delay_for(attempt, seed=self.seed, step=st.name, item=item)
             if emit:
-                self._emit(StepRetrying(st.name, attempt, now(), error, wait, item))
-            self.retrying[unit] = (error, attempt, failed_at)
+                self._emit(StepRetrying(st.name, attempt, at, error, wait, item, elapsed=at - self.started_at))
+            entry = [st.name, item, attempt, started, at, wait, None]
+            self.retry_log.append(entry)
+            self.retrying[unit] = (error, attempt, at)
             await self.be.sleep(wait)
+            entry[6] = now()
             if unit not in self.retrying:  # the run stopped, and reported this failure
                 return
             del self.retrying[unit]
             if self.stopping:  # stopped during the wait: cancelled, as the cancellation lands
-                if failed_at >= self.stop_at:
-                    self._unit_failed(unit, error, attempt, failed_at)
+                if at >= self.stop_at:
+                    self._unit_failed(unit, error, attempt, at)
                 return
+
+    async def _hooked(
+        self, st: _StepState, item: int | None, attempt: int, kwargs: dict[str, Any], started: float
+    ) -> Any:
+        """One attempt's call, wrapped by the installed attempt hooks."""
+        spec = st.node.spec
+        info = Attempt(
+            self.flow_name, st.name, item, attempt, self.options.run_id,
+            "async" if spec.runner is None else spec.runner.name, started,
+        )
+
+        async def proceed() -> Any:
+            if spec.timeout is None:
+                return await spec.fn(**kwargs)
+            return await self._call_with_timeout(spec.fn, kwargs, spec.timeout, started, st.name, item, attempt)
+
+        return await call_through(self.hooks, info, proceed)
 
     async def _call_with_timeout(
         self,
@@ -735,7 +775,9 @@ class Run:
         st = unit.state
         self._release(unit)
         if self.on_event is not None:
-            self._emit(StepSucceeded(st.name, attempt, now, now - started, unit.item))
+            self._emit(
+                StepSucceeded(st.name, attempt, now, now - started, unit.item, elapsed=now - self.started_at)
+            )
         if unit.item is None:
             self._step_succeeded(st, value, attempt, now, kept)
             return
@@ -761,7 +803,7 @@ class Run:
         else:
             add_note(error, f"trioflow: step {_label(st.name, unit.item)!r} failed before attempt {before}")
         if self.on_event is not None:
-            self._emit(StepFailed(st.name, attempt, now, error, unit.item))
+            self._emit(StepFailed(st.name, attempt, now, error, unit.item, elapsed=now - self.started_at))
         if unit.item is None:
             self._step_failed(st, error, attempt, now)
             return
@@ -799,6 +841,10 @@ class Run:
         be = self.be
         self.started_at = self.now()
         self.finished_at = self.started_at
+        scope = enter_run(self.capacity)  # runners' per-run state (see _runners)
+        if self.on_event is not None:
+            self._emit(self._started_event())
+        ended = False
         escaped: BaseException | None = None
         try:
             try:
@@ -811,18 +857,23 @@ class Run:
                             )
                     initial = [st for st in self.states if st.pending == 0 and st.status is None]
                     if len(initial) > 1 and self.on_event is not None:
-                        self._emit(BatchStarted(tuple(s.name for s in initial), self.started_at))
+                        self._emit(BatchStarted(tuple(s.name for s in initial), self.started_at, elapsed=0.0))
                     for st in initial:
                         self._make_ready(st)
                     self._dispatch()
+                ended = True
             except BaseExceptionGroup as group:
                 # our own nursery wrapped it: KeyboardInterrupt, SystemExit and
                 # cancellation leave as themselves, engine errors as a FlowError
                 escaped, errors = split_escaped(group, _cancelled_class(be))
                 self.internal_errors.extend(errors)
+                ended = escaped is None
         finally:
+            exit_run(scope)
             self.finished_at = self.now()
             self._cancel_unfinished()
+            if not ended and self.on_event is not None:  # cancelled from outside
+                self._emit(self._finished_event("cancelled"))
         if escaped is not None:
             for exc in self.event_errors:
                 add_note(escaped, f"trioflow: the on_event callback raised {exc!r} during the run")
@@ -830,13 +881,28 @@ class Run:
         self._settle_map_errors()
         result = self.result()
         if self.on_event is not None:
-            self._emit(
-                RunFinished(self.flow_name, self.finished_at, result.duration, not self.failures,
-                            tuple(result.failed))
-            )
+            failed = self.failures or self.internal_errors
+            self._emit(self._finished_event("failed" if failed else "succeeded"))
         if self.failures or self.internal_errors or self.event_errors:
             raise self._flow_error(result)
         return result
+
+    def _started_event(self) -> RunStarted:
+        resumed = self.resumed
+        return RunStarted(
+            self.flow_name,
+            self.options.run_id,
+            self.started_at,
+            tuple(st.name for st in self.states),
+            tuple(st.name for st in self.states if st.name in resumed) if resumed else (),
+        )
+
+    def _finished_event(self, status: str) -> RunFinished:
+        failed = tuple(st.name for st in sorted(self.failures, key=lambda s: s.node.index))
+        duration = self.finished_at - self.started_at
+        return RunFinished(
+            self.flow_name, self.finished_at, duration, status == "succeeded", failed, status, elapsed=duration
+        )
 
     def _settle_map_errors(self) -> None:
         """A map step whose items failed together (fail-fast) holds them all, in item order."""
@@ -854,7 +920,14 @@ class Run:
                 st.status = StepStatus.CANCELLED
                 self._record(st)
                 if self.on_event is not None:
-                    self._emit(StepCancelled(st.name, self.finished_at, st.started_at is not None))
+                    self._emit(
+                        StepCancelled(
+                            st.name,
+                            self.finished_at,
+                            st.started_at is not None,
+                            elapsed=self.finished_at - self.started_at,
+                        )
+                    )
 
     def result(self) -> RunResult:
         """The run's result, once every step has its final status.
@@ -874,7 +947,16 @@ class Run:
             started_at=self.started_at,
             finished_at=self.finished_at,
             run_id=self.options.run_id,
+            _trace=RunTrace(self.plan, self._capacities(), self.resumed, self.retry_log, self.item_log),
         )
+
+    def _capacities(self) -> dict[str, float]:
+        caps: dict[str, float] = {}
+        for name, value in self.options.limiters.items():
+            caps[name] = value if isinstance(value, int) else value.total_tokens
+        if self.options.max_concurrent is not None:
+            caps["max_concurrent (run)"] = self.options.max_concurrent
+        return caps
 
     def _flow_error(self, result: RunResult) -> FlowError:
         failed = sorted(self.failures, key=lambda s: s.node.index)
