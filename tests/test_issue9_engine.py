@@ -627,3 +627,72 @@ def test_issue9_item20_map_bookkeeping_does_not_grow_with_the_items() -> None:
     ours = peak(trioflow.map, double, (i for i in range(n)))
     plain = peak(comprehension, n)  # the result list, growing as items come
     assert ours - plain < 64 * 1024  # was about 218 bytes per item (6.5 MB here)
+
+
+# -- item 3: BatchStarted lists exactly the steps that start together --------------------
+
+
+def _independent(n: int, limiter: str | None = None, extra: int = 0) -> trioflow.Flow:
+    flow = trioflow.Flow("batches")
+    for i in range(n):
+
+        async def step() -> None:
+            await anyio.sleep(TICK)
+
+        step.__name__ = f"s{i}"
+        flow.add(step, limiter=limiter)
+    for i in range(extra):
+
+        async def free() -> None:
+            await anyio.sleep(TICK)
+
+        free.__name__ = f"free{i}"
+        flow.add(free)
+    return flow
+
+
+async def _batches(flow: trioflow.Flow, **options: Any) -> tuple[list[tuple[str, ...]], list[Any]]:
+    events: list[Any] = []
+    await flow.run(on_event=events.append, **options)
+    return [e.steps for e in events if isinstance(e, trioflow.BatchStarted)], events
+
+
+async def test_issue9_item3_batch_started_lists_only_steps_that_start() -> None:
+    # sequential: steps never start together, so nothing is announced
+    batches, _ = await _batches(_independent(3), max_concurrent=1)
+    assert batches == []
+
+    # two slots: the first two start together; the third starts alone later
+    batches, events = await _batches(_independent(3), max_concurrent=2)
+    assert batches == [("s0", "s1")]
+    if on_trio():  # in virtual time, "together" is the same clock reading
+        (batch,) = [e for e in events if isinstance(e, trioflow.BatchStarted)]
+        first_starts = [e for e in events if isinstance(e, trioflow.StepStarted) and e.time == batch.time]
+        assert sorted(e.step for e in first_starts) == ["s0", "s1"]
+
+    # a named limiter of 2: two of its steps start, with the step that needs none
+    batches, _ = await _batches(_independent(3, limiter="llm", extra=1), limiters={"llm": 2})
+    assert batches == [("s0", "s1", "free0")]
+
+    # a shared CapacityLimiter with 2 tokens
+    batches, _ = await _batches(_independent(3), limiter=anyio.CapacityLimiter(2))
+    assert batches == [("s0", "s1")]
+
+    # a fan-out under a full run: the root's children start one at a time
+    flow = trioflow.Flow("fan")
+
+    @flow.step
+    async def root() -> int:
+        return 1
+
+    for i in range(3):
+
+        async def child(root: int) -> None:
+            await anyio.sleep(TICK)
+
+        child.__name__ = f"child{i}"
+        flow.add(child)
+    batches, _ = await _batches(flow, max_concurrent=1)
+    assert batches == []
+    batches, _ = await _batches(flow)
+    assert batches == [("child0", "child1", "child2")]
