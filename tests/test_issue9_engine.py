@@ -367,7 +367,8 @@ def _two_steps() -> trioflow.Flow:
 
 
 @pytest.mark.parametrize("on", ["StepStarted", "StepSucceeded", "RunFinished"])
-async def test_issue9_item6_on_event_raising_keeps_every_output(on: str) -> None:
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_issue9_item6_on_event_raising_keeps_every_output(on: str, kind: str, tmp_path: Any) -> None:
     seen: list[str] = []
 
     def callback(event: Any) -> None:
@@ -375,7 +376,7 @@ async def test_issue9_item6_on_event_raising_keeps_every_output(on: str) -> None
         if type(event).__name__ == on:
             raise RuntimeError(f"observer broke on {on}")
 
-    store = trioflow.MemoryStore()
+    store: Any = trioflow.MemoryStore() if kind == "memory" else trioflow.SQLiteStore(tmp_path / "runs.db")
     with pytest.raises(trioflow.FlowError) as info:
         await _two_steps().run(on_event=callback, store=store, run_id="r1")
     err = info.value
@@ -386,6 +387,8 @@ async def test_issue9_item6_on_event_raising_keeps_every_output(on: str) -> None
     assert run.status == "succeeded"
     loaded = await store.load("r1")
     assert dict(loaded.outputs) == {"first": 1, "second": 2}
+    if kind == "sqlite":
+        store.close()
 
 
 async def test_issue9_item6_on_event_raising_while_cancelled_stays_cancellation() -> None:
@@ -457,6 +460,15 @@ async def test_issue9_item7_exception_refusing_notes_arrives(cls: type[Exception
     (mexc,) = minfo.value.exceptions
     assert type(mexc) is cls
     assert str(mexc) == "the original item"
+
+    class Node:
+        async def run(self, ctx: Any) -> Any:
+            raise cls("the original node")
+
+    from trioflow.nodes import RunContext, run_graph
+
+    with pytest.raises(cls, match="the original node"):
+        await run_graph(Node(), RunContext({}, execution_id="x"))
 
 
 # -- item 8: any attempt count works -----------------------------------------------------
