@@ -137,7 +137,13 @@ class StepCancelled:
 
 @attrs.frozen
 class BatchStarted:
-    """Several steps became ready at the same moment and start together."""
+    """Several steps became ready at the same moment and start together.
+
+    ``steps`` lists exactly those that get a slot at once (capacity, named
+    limiters and a shared limiter allowing), in declaration order; the others
+    start later, one by one as slots free. Not sent when fewer than two start
+    (for example always under ``max_concurrent=1``).
+    """
 
     steps: tuple[str, ...]
     time: float

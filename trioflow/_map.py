@@ -218,17 +218,14 @@ class _Pool:
         be = self.be
         streak = 0
         while not (self.stopping or self.exhausted):
-            # like a flow's workers: a cancellation point between items, and a
-            # schedule point every YIELD_EVERY items, so items that never await
-            # cannot starve other tasks nor hold off a cancellation
+            # like a flow's workers: a checkpoint every YIELD_EVERY items, so items
+            # that never await cannot starve other tasks nor hold off a cancellation
             streak += 1
             if streak >= YIELD_EVERY:
                 streak = 0
                 await be.checkpoint()
-            else:
-                await be.checkpoint_if_cancelled()
-            if self.stopping or self.exhausted:
-                return
+                if self.stopping or self.exhausted:
+                    return
             taken = self._next_sync() if sync else await self._next_async()
             if taken is not None:
                 try:
@@ -446,7 +443,9 @@ async def map(
     ``items`` may be any iterable, including a generator or an async iterable too
     large to hold in memory: items are taken lazily, only as workers free up, so
     at most ``max_concurrent`` items are in flight and the memory for in-flight
-    work is O(``max_concurrent``) (the results are kept, of course). Items are
+    work is O(``max_concurrent``) (the results are kept, of course; nothing
+    else is kept per finished item). At least every 16 items each worker
+    reaches a checkpoint, even if ``fn`` never awaits. Items are
     passed as they are, like the built-in :func:`map`; use a map step
     (``@flow.step(map_over=...)``) for a copy of each item per attempt.
 
@@ -481,6 +480,9 @@ async def map(
             ``"<fn name>[<index>]"``, so successful values are at
             ``err.result["fetch[0]"]``. Under ``fail_fast``, items not yet taken
             from ``items`` are absent, and running ones are ``cancelled``.
+            Times are kept only for items that did not succeed (a succeeded
+            item's ``started_at`` and ``finished_at`` are ``None``), so that
+            nothing is kept per finished item beyond its result.
         TypeError: ``fn`` is not an async function, ``items`` is not iterable
             (or is a string, bytes or mapping), or an option has the wrong type.
         GraphError: ``max_concurrent < 1`` or an unknown ``error_handling``.

@@ -437,6 +437,8 @@ class Run:
         run by workers that are already there, with no new task at all.
         """
         self.scouts -= 1
+        # a run cancelled from outside starts nothing new: no unit, no further scout
+        await self.be.checkpoint_if_cancelled()
         waited = self.quiescent and self._contended()
         if waited:
             await trio.testing.wait_all_tasks_blocked()
@@ -509,10 +511,10 @@ class Run:
             child.pending -= 1
             if child.pending == 0 and child.status is None:
                 newly_ready.append(child)
-        if len(newly_ready) > 1 and self.on_event is not None:
-            self._emit(BatchStarted(tuple(s.name for s in newly_ready), now, elapsed=now - self.started_at))
         for child in newly_ready:
             self._make_ready(child)
+        if len(newly_ready) > 1 and self.on_event is not None:
+            self._announce(newly_ready, now)
 
     def _step_failed(self, st: _StepState, error: BaseException, attempts: int, now: float) -> None:
         st.status = StepStatus.FAILED
@@ -532,6 +534,50 @@ class Run:
                 self._record(child)
                 if self.on_event is not None:
                     self._emit(StepSkipped(child.name, now, st.name, elapsed=now - self.started_at))
+
+    def _announce(self, ready: list[_StepState], now: float) -> None:
+        """Emit :class:`BatchStarted` for the steps of ``ready`` (just queued) that start now.
+
+        Those are the ones the ready queue hands a slot at once: it is walked
+        in the order :meth:`_take` follows, against the free capacity, the
+        internal limiters' free slots and the external limiters' free tokens,
+        without taking anything. Nothing is emitted when fewer than two start.
+        """
+        free = self.capacity - self.busy
+        if free < 2:
+            return
+        members = {id(st) for st in ready}
+        starting: dict[int, _StepState] = {}
+        limited = self.queued_limited > 0 or any(st.external for st in ready)
+        if free == math.inf and not limited:
+            starting = {id(st): st for st in ready if st.status is None}
+        else:
+            used: dict[int, float] = {}  # internal limiter -> slots taken in this walk
+            tokens: dict[int, float] = {}  # external limiter -> tokens left in this walk
+            groups = {id(g): g for _, _, g in self.ready if not g.parked and g.heap}
+            units = sorted((entry for g in groups.values() for entry in g.heap), key=lambda e: e[0])
+            for _, unit in units:
+                if free < 1:
+                    break
+                group = unit.state.group
+                if any(c.in_use + used.get(id(c), 0) >= c.capacity for c in group.counters):
+                    continue
+                for c in group.counters:
+                    used[id(c)] = used.get(id(c), 0) + 1
+                free -= 1
+                blocked = False
+                for key, limiter in unit.state.external:
+                    left = tokens.get(key)
+                    if left is None:
+                        left = getattr(limiter, "available_tokens", math.inf)
+                    tokens[key] = left - 1
+                    blocked = blocked or left < 1
+                st = unit.state
+                if not blocked and id(st) in members:
+                    starting[id(st)] = st
+        if len(starting) > 1:
+            names = tuple(st.name for st in ready if id(st) in starting)
+            self._emit(BatchStarted(names, now, elapsed=now - self.started_at))
 
     def _stop(self) -> None:
         """Fail fast: start nothing new, and cancel everything one batch later.
@@ -854,10 +900,10 @@ class Run:
                                 1 for d in st.node.deps if self.states[d].status is not StepStatus.SUCCEEDED
                             )
                     initial = [st for st in self.states if st.pending == 0 and st.status is None]
-                    if len(initial) > 1 and self.on_event is not None:
-                        self._emit(BatchStarted(tuple(s.name for s in initial), self.started_at, elapsed=0.0))
                     for st in initial:
                         self._make_ready(st)
+                    if len(initial) > 1 and self.on_event is not None:
+                        self._announce(initial, self.started_at)
                     self._dispatch()
                 ended = True
             except BaseExceptionGroup as group:
