@@ -40,7 +40,7 @@ from ._context import StepContext, _current
 from ._exceptions import FlowError, GraphError
 from ._graph import check_async_callable, check_max_concurrent
 from ._results import RunResult, StepResult, StepStatus
-from ._retry import Retry
+from ._retry import Retry, next_wait
 from ._scheduler import Backend, current_backend
 
 __all__ = ["gather", "map"]
@@ -233,10 +233,13 @@ class _Pool:
                     return
                 finally:
                     _current.reset(token)
-                if retry is None or self.stopping or not retry.should_retry(error, attempt):
+                wait, error = (None, error) if self.stopping else next_wait(
+                    retry, error, attempt, seed=self.seed, step=name, item=index
+                )
+                if wait is None:
                     self._failed(index, error, attempt)
                     return
-                await be.sleep(retry.delay_for(attempt, seed=self.seed, step=name, item=index))
+                await be.sleep(wait)
         finally:
             if parent is not None and usage:
                 parent.add_usage(**usage)  # items' usage sums into the enclosing step

@@ -56,6 +56,7 @@ from ._exceptions import FlowError
 from ._graph import Node, Plan
 from ._isolation import isolate
 from ._results import LazySteps, RunResult, StepResult, StepStatus
+from ._retry import next_wait
 
 
 class Limiter(Protocol):
@@ -633,10 +634,12 @@ class Run:
                 return
             finally:
                 _current.reset(token)
-            if retry is None or self.stopping or not retry.should_retry(error, attempt):
+            wait, error = (None, error) if self.stopping else next_wait(
+                retry, error, attempt, seed=self.seed, step=st.name, item=item
+            )
+            if wait is None:
                 self._unit_failed(unit, error, attempt, now())
                 return
-            wait = retry.delay_for(attempt, seed=self.seed, step=st.name, item=item)
             if emit:
                 self._emit(StepRetrying(st.name, attempt, now(), error, wait, item))
             await self.be.sleep(wait)
