@@ -223,7 +223,7 @@ def test_event_str() -> None:
         "[   1.000] done     s in 1.000s (attempt 1)",
         "[   1.000] FAILED   s (attempt 1): ValueError('x')",
         "[   1.000] retry    s after attempt 1 failed (ValueError('x')); next in 0.500s",
-        "[   1.000] skipped  s (because 't' failed)",
+        "[   1.000] skipped  s (because 't' did not succeed)",
         "[   1.000] cancel   s (while running)",
         "[   0.000] Executing 2 steps in parallel: s, t",
         "[   1.000] finished f in 1.000s (ok)",

@@ -77,14 +77,18 @@ class StepRetrying:
 
 @attrs.frozen
 class StepSkipped:
-    """A step will not run because a step it depends on failed."""
+    """A step will not run: a step it depends on failed or was skipped, or its
+    ``when=`` condition was false (``reason="condition"``, ``cause`` is the step itself)."""
 
     step: str
     time: float
     cause: str
+    reason: str = "dependency"
 
     def __str__(self) -> str:
-        return f"[{self.time:8.3f}] skipped  {self.step} (because {self.cause!r} failed)"
+        if self.reason == "condition":
+            return f"[{self.time:8.3f}] skipped  {self.step} (its condition is false)"
+        return f"[{self.time:8.3f}] skipped  {self.step} (because {self.cause!r} did not succeed)"
 
 
 @attrs.frozen

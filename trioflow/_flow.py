@@ -88,6 +88,9 @@ class Flow:
         cost: float = 1.0,
         isolation: Isolation = "copy",
         cache: Cache | None = None,
+        bind: Mapping[str, str] | None = None,
+        when: Callable[..., Any] | None = None,
+        limit_key: Callable[..., Any] | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(self, fn: Any = None, /, **options: Any) -> Any:  # type: ignore[misc]
@@ -108,6 +111,15 @@ class Flow:
                 inputs; ``"share"`` passes them as they are.
             cache: a :class:`Cache` that memoizes the step's output by its input
                 values, across runs; concurrent identical calls run once.
+            bind: ``{parameter: step or input}``: the parameter receives that
+                step's output (or flow input) instead of the one its own name
+                names, so flows built in loops need no made-up signatures.
+            when: a synchronous predicate whose parameters name steps or inputs
+                (they become dependencies); when it returns false the step is
+                ``skipped`` with ``skip_reason="condition"``.
+            limit_key: with a keyed limiter (:class:`KeyedLimiter`,
+                ``RateLimit(keyed=True)``): called with the step's keyword
+                arguments, returns the hashable key whose limit applies.
 
         Returns:
             The function itself, unchanged (or a decorator that returns it).
@@ -335,7 +347,10 @@ class Flow:
 
 
 _STEP_OPTIONS = frozenset(
-    {"name", "after", "limiter", "retry", "timeout", "map_over", "max_concurrent", "cost", "isolation", "description", "cache"}
+    {
+        "name", "after", "limiter", "retry", "timeout", "map_over", "max_concurrent", "cost",
+        "isolation", "description", "cache", "bind", "when", "limit_key",
+    }
 )
 
 

@@ -71,6 +71,7 @@ class Limiter(Protocol):
 
 
 _NO_USAGE: Mapping[str, float] = MappingProxyType({})
+_SKIPPED = StepStatus.SKIPPED
 
 # A run's recorder hook: called as (name, status, value, kept, error, attempts,
 # started_at, finished_at, usage) the moment a step reaches its final status:
@@ -196,6 +197,7 @@ class _StepState:
     started_at: float | None = None
     finished_at: float | None = None
     skip_cause: str | None = None
+    skip_reason: str | None = None  # "condition" or "dependency", for a skipped step
     external: tuple[tuple[int, Limiter], ...] = ()  # (id of the caller's limiter, limiter to acquire)
     items: list[Any]
     item_values: list[Any]
@@ -429,6 +431,8 @@ class Run:
     # -- state transitions ---------------------------------------------------------
 
     def _make_ready(self, st: _StepState) -> None:
+        if self.plan.conditional and not self._passes(st):
+            return
         node = st.node
         if node.spec.map_over is None:
             self._push(_Unit(st, None))
@@ -436,8 +440,8 @@ class Run:
         if node.map_source is not None:
             source = self.states[node.map_source].value
         else:
-            param = next(p for p in node.inputs if p.name == node.spec.map_over)
-            source = self.inputs.get(param.name, param.default)
+            param = next(p for p in node.inputs if p.key == node.spec.map_over)
+            source = self.inputs.get(param.key, param.default)
         st.item_errors = {}
         try:
             if isinstance(source, str | bytes | Mapping):
@@ -468,6 +472,70 @@ class Run:
             return
         for i in todo:
             self._push(_Unit(st, i))
+
+    # -- conditions (when=) and optional dependencies ----------------------------------
+
+    def _passes(self, st: _StepState) -> bool:
+        """Whether a step whose dependencies are done runs: else it is skipped (or failed).
+
+        Evaluated synchronously, the moment the step's last dependency ends, so a
+        condition costs no checkpoint and gives the same answer under every
+        schedule. A skip by a condition lets the steps after it go on (they skip
+        too, unless they take it as an optional dependency).
+        """
+        node = st.node
+        for d in node.deps:
+            upstream = self.states[d]
+            # only skips by a condition get here (a failure skips its descendants at once)
+            if upstream.status is _SKIPPED and d not in node.tolerates:
+                self._skip_by_condition(st, "dependency", upstream.name)
+                return False
+        when = node.spec.when
+        if when is None:
+            return True
+        copy = node.spec.isolation == "copy"
+        kwargs: dict[str, Any] = {}
+        for pname, d in node.when_deps:
+            upstream = self.states[d]
+            if upstream.status is _SKIPPED:
+                value = next(p.default for p in node.spec.when_params if p.name == pname)
+            else:
+                value = upstream.value
+            kwargs[pname] = isolate(value) if copy else value
+        for p in node.when_inputs:
+            value = self.inputs.get(p.name, p.default)
+            kwargs[p.name] = isolate(value) if copy else value
+        try:
+            run = when(**kwargs)
+        except Exception as exc:
+            now = self.now()
+            exc.add_note(f"trioflow: the when= condition of step {st.name!r} raised")
+            st.started_at = now
+            if self.on_event is not None:
+                self._emit(StepFailed(st.name, 0, now, exc, None))
+            self._step_failed(st, exc, 0, now)
+            return False
+        if not run:
+            self._skip_by_condition(st, "condition", st.name)
+            return False
+        return True
+
+    def _skip_by_condition(self, st: _StepState, reason: str, cause: str) -> None:
+        """Skip ``st`` because of a condition (its own, or one upstream), then let the
+        steps waiting for it go on: each runs, or is skipped in turn."""
+        now = self.now()
+        st.status = _SKIPPED
+        st.skip_reason = reason
+        st.skip_cause = cause
+        st.finished_at = now
+        self._record(st)
+        if self.on_event is not None:
+            self._emit(StepSkipped(st.name, now, cause, reason))
+        for c in st.node.children:
+            child = self.states[c]
+            child.pending -= 1
+            if child.pending == 0 and child.status is None:
+                self._make_ready(child)
 
     def _step_succeeded(self, st: _StepState, value: Any, attempts: int, now: float, kept: Any = None) -> None:
         st.status = StepStatus.SUCCEEDED
@@ -503,6 +571,7 @@ class Run:
             if child.status is None:
                 child.status = StepStatus.SKIPPED
                 child.skip_cause = st.name
+                child.skip_reason = "dependency"
                 self._record(child)
                 if self.on_event is not None:
                     self._emit(StepSkipped(child.name, now, st.name))
@@ -565,15 +634,17 @@ class Run:
     def _kwargs(self, st: _StepState, item: int | None) -> dict[str, Any]:
         node = st.node
         copy = node.spec.isolation == "copy"
-        mapped = node.spec.map_over if item is not None else None
+        mapped = node.spec.map_param if item is not None else None
         kwargs: dict[str, Any] = {}
         for pname, dep in node.data_deps:
             if pname != mapped:
-                value = self.states[dep].value
+                upstream = self.states[dep]
+                # an optional dependency skipped by a condition gives its default
+                value = upstream.value if upstream.status is not _SKIPPED else node.defaults[pname]
                 kwargs[pname] = isolate(value) if copy else value
         for p in node.inputs:
             if p.name != mapped:
-                value = self.inputs.get(p.name, p.default)
+                value = self.inputs.get(p.key, p.default)
                 kwargs[p.name] = isolate(value) if copy else value
         if mapped is not None:
             value = st.items[item]  # type: ignore[index]
@@ -803,6 +874,7 @@ def _step_result(st: _StepState) -> StepResult:
         st.started_at,
         st.finished_at if ended else None,
         _frozen_usage(st.usage),
+        st.skip_reason,
     )
 
 
