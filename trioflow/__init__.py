@@ -28,6 +28,8 @@ from ._exceptions import GraphError as GraphError
 from ._exceptions import StoreError as StoreError
 from ._exceptions import TrioflowError as TrioflowError
 from ._flow import Flow as Flow
+from ._limits import KeyedLimiter as KeyedLimiter
+from ._limits import RateLimit as RateLimit
 from ._map import gather as gather
 from ._map import map as map
 from ._records import RecordedError as RecordedError
@@ -51,8 +53,10 @@ __all__ = [
     "FlowError",
     "GraphError",
     "JSONCodec",
+    "KeyedLimiter",
     "MemoryStore",
     "PickleCodec",
+    "RateLimit",
     "RecordedError",
     "Retry",
     "RunFinished",

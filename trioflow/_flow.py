@@ -21,6 +21,7 @@ from ._graph import (
     did_you_mean,
     make_spec,
 )
+from ._limits import KeyedLimiter, RateLimit
 from ._plan import plan_specs
 from ._results import RunResult
 from ._retry import Retry
@@ -218,7 +219,7 @@ class Flow:
         inputs: Mapping[str, Any] | None,
         max_concurrent: int | None,
         limiter: Limiter | None,
-        limiters: Mapping[str, int | Limiter] | None,
+        limiters: Mapping[str, int | Limiter | RateLimit | KeyedLimiter] | None,
         error_handling: str,
         seed: int | None,
         on_event: Callable[[Event], object] | None,
@@ -262,6 +263,14 @@ class Flow:
         for lname, value in limiters.items():
             if isinstance(value, int) and not isinstance(value, bool):
                 check_max_concurrent(value, f"flow.run(limiters={{{lname!r}: ...}})")
+            elif isinstance(value, RateLimit | KeyedLimiter):
+                for node in plan.nodes:
+                    if lname in node.spec.limiters and value.keyed and node.spec.limit_key is None:
+                        raise GraphError(
+                            f"step {node.spec.name!r} uses the keyed limiter {lname!r} ({value!r}) "
+                            f"but has no limit_key=; give the step limit_key=lambda ...: key, a "
+                            f"function of its arguments that returns the key to limit by"
+                        )
             else:
                 _check_limiter(value, f"flow.run(limiters={{{lname!r}: ...}})")
         for node in plan.nodes:
@@ -300,7 +309,7 @@ class Flow:
         *,
         max_concurrent: int | None = None,
         limiter: Limiter | None = None,
-        limiters: Mapping[str, int | Limiter] | None = None,
+        limiters: Mapping[str, int | Limiter | RateLimit | KeyedLimiter] | None = None,
         error_handling: ErrorHandling = "fail_fast",
         seed: int | None = None,
         on_event: Callable[[Event], object] | None = None,
@@ -318,8 +327,10 @@ class Flow:
                 ``1`` is sequential mode and gives the same result.
             limiter: a shared ``CapacityLimiter`` every step must hold, so that
                 several runs share one budget.
-            limiters: named limits for ``@flow.step(limiter=...)``: an int, or a
-                ``CapacityLimiter`` shared with other code.
+            limiters: named limits for ``@flow.step(limiter=...)``: an int, a
+                ``CapacityLimiter`` shared with other code, a :class:`RateLimit`
+                or a :class:`KeyedLimiter` (these two are shared by every run
+                given the same object).
             error_handling: ``"fail_fast"`` cancels everything at the first
                 failure; ``"continue"`` runs all independent work and skips the
                 dependents of failed steps.

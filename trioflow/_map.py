@@ -39,9 +39,11 @@ import trio.lowlevel
 from ._context import StepContext, _current
 from ._exceptions import FlowError, GraphError
 from ._graph import check_async_callable, check_max_concurrent
+from ._limits import KeyedLimiter, RateLimit
 from ._results import RunResult, StepResult, StepStatus
 from ._retry import Retry, next_wait
 from ._scheduler import Backend, current_backend
+from ._waiting import line_for, wait_turn
 
 __all__ = ["gather", "map"]
 
@@ -90,6 +92,7 @@ class _Pool:
         "finished",
         "iterator",
         "label",
+        "limiter",
         "lock",
         "name",
         "names",
@@ -116,8 +119,10 @@ class _Pool:
         iterator: Iterator[Any] | AsyncIterator[Any],
         retry: Retry | None,
         fail_fast: bool,
+        limiter: Any = None,
     ) -> None:
         self.be = be
+        self.limiter = limiter  # None, a RateLimit, or a CapacityLimiter
         self.label = label  # "trioflow.map(fetch)", names the call in messages
         self.what = what  # "map item" or "gather argument", for notes
         self.call = call
@@ -217,10 +222,18 @@ class _Pool:
         usage = self.usages[index]
         ctx_name, run_id = (name, None) if parent is None else (parent.name, parent.run_id)
         retry = self.retry
+        limiter = self.limiter
+        line = line_for(limiter, None) if isinstance(limiter, RateLimit) else None
+        holding = False
         attempt = 0
         try:
+            if limiter is not None and line is None:
+                await limiter.acquire()
+                holding = True
             while True:
                 attempt += 1
+                if line is not None:  # every attempt takes a token
+                    await wait_turn(line, (index,), be)
                 self.attempts[index] = attempt
                 token = _current.set(StepContext(ctx_name, attempt, index, run_id, usage))
                 try:
@@ -241,6 +254,8 @@ class _Pool:
                     return
                 await be.sleep(wait)
         finally:
+            if holding:
+                limiter.release()
             if parent is not None and usage:
                 parent.add_usage(**usage)  # items' usage sums into the enclosing step
 
@@ -338,6 +353,26 @@ def _iterate(items: object, what: str) -> Iterator[Any] | AsyncIterator[Any]:
     )
 
 
+def _check_limiter(limiter: object, what: str) -> None:
+    """``limiter=`` of map and gather: a CapacityLimiter or an unkeyed RateLimit."""
+    if limiter is None:
+        return
+    if isinstance(limiter, KeyedLimiter) or (isinstance(limiter, RateLimit) and limiter.keyed):
+        raise GraphError(
+            f"{what}(limiter={limiter!r}): a keyed limiter needs a key per call, which {what} "
+            f"does not take; use it in a flow step with limit_key=, or pass a CapacityLimiter "
+            f"or an unkeyed RateLimit"
+        )
+    if isinstance(limiter, RateLimit):
+        return
+    if callable(getattr(limiter, "acquire", None)) and callable(getattr(limiter, "release", None)):
+        return
+    raise TypeError(
+        f"{what}(limiter=...) takes a CapacityLimiter or a trioflow.RateLimit "
+        f"(got {limiter!r} that is a {type(limiter).__name__})"
+    )
+
+
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -350,6 +385,7 @@ async def map(
     max_concurrent: int = 10,
     retry: Retry | None = None,
     error_handling: ErrorHandling = "fail_fast",
+    limiter: Any = None,
 ) -> list[R]:
     """Call ``await fn(item)`` for every item, at most ``max_concurrent`` at once.
 
@@ -379,6 +415,10 @@ async def map(
         error_handling: ``"fail_fast"`` (default) cancels the running items at
             the first failure (after its retries); ``"continue"`` tries every
             item and reports every failure at the end.
+        limiter: a ``CapacityLimiter`` each item holds while it runs (its
+            attempts and their waits), or a :class:`~trioflow.RateLimit` whose
+            bucket every attempt takes a token from. Shared with whatever else
+            is given the same object.
 
     Returns:
         The results, in item order whatever the completion order.
@@ -417,6 +457,7 @@ async def map(
             f"for example retry=trioflow.Retry(max_attempts=3)"
         )
     _check_error_handling(error_handling, "trioflow.map")
+    _check_limiter(limiter, "trioflow.map")
     iterator = _iterate(items, "trioflow.map")
     workers = max_concurrent
     if isinstance(items, Sized):
@@ -431,6 +472,7 @@ async def map(
         iterator=iterator,
         retry=retry,
         fail_fast=error_handling == "fail_fast",
+        limiter=limiter,
     )
     return await pool.run(workers)
 
@@ -439,7 +481,9 @@ async def _call_it(fn: Callable[[], Awaitable[Any]]) -> Any:
     return await fn()
 
 
-async def gather(*fns: Callable[[], Awaitable[Any]], max_concurrent: int | None = None) -> list[Any]:
+async def gather(
+    *fns: Callable[[], Awaitable[Any]], max_concurrent: int | None = None, limiter: Any = None
+) -> list[Any]:
     """Run zero-argument async callables concurrently (the planner's ``call_tools_parallel``).
 
     Pass arguments with :func:`functools.partial`: ``gather(partial(search, "a"),
@@ -453,6 +497,8 @@ async def gather(*fns: Callable[[], Awaitable[Any]], max_concurrent: int | None 
     Args:
         fns: async functions taking no arguments.
         max_concurrent: at most this many at once; ``None`` (default) runs them all.
+        limiter: a ``CapacityLimiter`` each call holds while it runs, or a
+            :class:`~trioflow.RateLimit` each call takes a token from as it starts.
 
     Returns:
         Their results, in argument order.
@@ -476,6 +522,7 @@ async def gather(*fns: Callable[[], Awaitable[Any]], max_concurrent: int | None 
         _check_async(fn, f"trioflow.gather (argument {i})")
     if max_concurrent is not None:
         check_max_concurrent(max_concurrent, "trioflow.gather(max_concurrent=...)")
+    _check_limiter(limiter, "trioflow.gather")
     workers = len(fns) if max_concurrent is None else min(max_concurrent, len(fns))
     pool = _Pool(
         be=current_backend(),
@@ -486,5 +533,6 @@ async def gather(*fns: Callable[[], Awaitable[Any]], max_concurrent: int | None 
         iterator=iter(fns),
         retry=None,
         fail_fast=True,
+        limiter=limiter,
     )
     return await pool.run(workers)
