@@ -68,7 +68,7 @@ def test_core_names_are_exported() -> None:
 
 def test_limits_routing_and_races_are_exported() -> None:
     # issue 13
-    assert {"KeyedLimiter", "RateLimit"} <= set(trioflow.__all__)
+    assert {"KeyedLimiter", "RateLimit", "race"} <= set(trioflow.__all__)
 
 
 def test_version() -> None:

@@ -32,6 +32,7 @@ from ._limits import KeyedLimiter as KeyedLimiter
 from ._limits import RateLimit as RateLimit
 from ._map import gather as gather
 from ._map import map as map
+from ._race import race as race
 from ._records import RecordedError as RecordedError
 from ._records import RunInfo as RunInfo
 from ._results import RunResult as RunResult
@@ -77,6 +78,7 @@ __all__ = [
     "current_step",
     "gather",
     "map",
+    "race",
 ]
 
 
