@@ -200,7 +200,7 @@ async def test_a_condition_costs_no_time_and_dependents_start_at_once(
     assert result.duration == 3.0
     skipped = [e for e in events if isinstance(e, trioflow.StepSkipped)]
     assert skipped == [trioflow.StepSkipped("b", 2.0, "b", "condition")]
-    assert str(skipped[0]) == "[   2.000] skipped  b (its condition is false)"
+    assert str(skipped[0]) == "[+   2.000s] skipped  b (its condition is false)"
     assert (result.steps["b"].started_at, result.steps["b"].finished_at) == (None, None)
 
 
