@@ -29,8 +29,11 @@ from ._exceptions import GraphError as GraphError
 from ._exceptions import StoreError as StoreError
 from ._exceptions import TrioflowError as TrioflowError
 from ._flow import Flow as Flow
+from ._limits import KeyedLimiter as KeyedLimiter
+from ._limits import RateLimit as RateLimit
 from ._map import gather as gather
 from ._map import map as map
+from ._race import race as race
 from ._records import RecordedError as RecordedError
 from ._records import RunInfo as RunInfo
 from ._results import RunResult as RunResult
@@ -53,8 +56,10 @@ __all__ = [
     "FlowError",
     "GraphError",
     "JSONCodec",
+    "KeyedLimiter",
     "MemoryStore",
     "PickleCodec",
+    "RateLimit",
     "RecordedError",
     "Retry",
     "RunFinished",
@@ -77,6 +82,7 @@ __all__ = [
     "current_step",
     "gather",
     "map",
+    "race",
 ]
 
 

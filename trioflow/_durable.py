@@ -70,7 +70,7 @@ def _header(flow: str, plan: Plan, inputs: Mapping[str, Any], codec: Codec, run_
     digest = hashlib.sha256(canonical)
     for node in plan.nodes:
         for p in node.inputs:
-            if p.has_default and p.name not in inputs:
+            if p.has_default and p.key not in inputs:
                 try:
                     default = codec.encode(p.default)
                 except Exception:  # not encodable: its type is the best we can compare

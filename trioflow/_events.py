@@ -110,15 +110,19 @@ class StepRetrying:
 
 @attrs.frozen
 class StepSkipped:
-    """A step will not run because a step it depends on failed."""
+    """A step will not run: a step it depends on failed or was skipped, or its
+    ``when=`` condition was false (``reason="condition"``, ``cause`` is the step itself)."""
 
     step: str
     time: float
     cause: str
+    reason: str = "dependency"
     elapsed: float = attrs.field(default=0.0, kw_only=True, eq=False)
 
     def __str__(self) -> str:
-        return f"{_at(self.elapsed)} skipped  {self.step} (because {self.cause!r} failed)"
+        if self.reason == "condition":
+            return f"{_at(self.elapsed)} skipped  {self.step} (its condition is false)"
+        return f"{_at(self.elapsed)} skipped  {self.step} (because {self.cause!r} did not succeed)"
 
 
 @attrs.frozen
