@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typing``, ``docs``, ``bench``, ``fuzz``."""
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typing``, ``docs``, ``bench``, ``fuzz``, ``distributed``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,13 @@ def tests(session: nox.Session) -> None:
     """Run the test suite (trio and asyncio backends) against the installed package."""
     session.install(".[process]", *TEST_DEPS)
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def distributed(session: nox.Session) -> None:
+    """The Dask runner's tests against a real LocalCluster (slow, so not in ``tests``)."""
+    session.install(".[dask,process]", *TEST_DEPS)
+    session.run("pytest", "-m", "distributed", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session

@@ -36,6 +36,7 @@ from ._results import RunResult as RunResult
 from ._results import StepResult as StepResult
 from ._results import StepStatus as StepStatus
 from ._retry import Retry as Retry
+from ._runner_dask import DaskRunner as DaskRunner
 from ._store import MemoryStore as MemoryStore
 from ._store import SQLiteStore as SQLiteStore
 
@@ -46,6 +47,7 @@ __all__ = [
     "Cache",
     "CacheStatistics",
     "CodecError",
+    "DaskRunner",
     "Event",
     "Flow",
     "FlowError",
