@@ -51,6 +51,8 @@ nitpick_ignore = [
     ("py:class", "trioflow._scheduler.Limiter"),
     # the runner interface behind flow.step(runner=...) (described in design.rst)
     ("py:class", "trioflow._runners.Runner"),
+    # what a run keeps for its timeline (RunResult's private _trace field)
+    ("py:class", "trioflow._results.RunTrace"),
 ]
 nitpick_ignore_regex: list[tuple[str, str]] = [
     # type variables (T, R, ...) in generic signatures, also in trioflow.testing's modules
@@ -152,6 +154,7 @@ OPTIONAL_PAGES = [
     "testing",
     "durable",
     "scaling",
+    "watching",
     "coming-from-batch-node",
     "coming-from-node-executor",
     "coming-from-plans",

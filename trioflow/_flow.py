@@ -10,6 +10,7 @@ import trio
 
 from . import _runners
 from ._cache import Cache
+from ._durable import run_with_store
 from ._events import Event
 from ._exceptions import GraphError
 from ._graph import (
@@ -177,6 +178,30 @@ class Flow:
         """The plan as text: numbered steps, dependencies, and stages that can run together."""
         return describe(self.name, self.plan())
 
+    def to_mermaid(self) -> str:
+        """The flow's graph as a mermaid ``flowchart``, to paste into Markdown or docs.
+
+        Steps are boxes (a map step a double box naming what it maps over, a
+        step with limiters names them), flow inputs are parallelograms, data
+        edges are solid arrows and order-only edges (``after=``) dashed ones.
+
+        Raises:
+            GraphError: the flow is invalid (a cycle, an unknown ``after`` name).
+        """
+        from ._diagram import to_mermaid
+
+        return to_mermaid(self.name, self.plan())
+
+    def to_dot(self) -> str:
+        """The flow's graph in graphviz's DOT language (``dot -Tsvg``), drawn as :meth:`to_mermaid`.
+
+        Raises:
+            GraphError: the flow is invalid (a cycle, an unknown ``after`` name).
+        """
+        from ._diagram import to_dot
+
+        return to_dot(self.name, self.plan())
+
     @classmethod
     def from_plan(
         cls, plan: str | bytes | Mapping[str, Any], tools: Mapping[str, Callable[..., Any]], *, name: str = "plan"
@@ -339,9 +364,7 @@ class Flow:
             inputs, max_concurrent, limiter, limiters, error_handling, seed, on_event, run_id
         )
         if store is not None:
-            from ._durable import run_with_store  # a feature layered on the scheduler
-
-            return await run_with_store(self, plan, resolved, options, store)
+            return await run_with_store(self.name, plan, resolved, options, store)
         return await Run(self.name, plan, resolved, options).execute()
 
 

@@ -44,6 +44,7 @@ from ._events import (
     BatchStarted,
     Event,
     RunFinished,
+    RunStarted,
     StepCancelled,
     StepFailed,
     StepRetrying,
@@ -56,7 +57,7 @@ from ._exceptions import FlowError
 from ._graph import Node, Plan
 from ._hooks import Attempt, call_through, installed_hooks
 from ._isolation import isolate
-from ._results import LazySteps, RunResult, StepResult, StepStatus
+from ._results import LazySteps, RunResult, RunTrace, StepResult, StepStatus
 from ._runners import enter_run, exit_run
 
 
@@ -284,6 +285,8 @@ class Run:
         self.ready: list[tuple[tuple[float, int, int], int, _Group]] = []
         self._seq = itertools.count()
         self.nursery: Any = None
+        self.retry_log: list[list[Any]] = []  # for the timeline: see RunTrace
+        self.item_log: list[list[Any]] = []
 
         held = _held_limiters.get()
 
@@ -486,7 +489,7 @@ class Run:
             if child.pending == 0 and child.status is None:
                 newly_ready.append(child)
         if len(newly_ready) > 1 and self.on_event is not None:
-            self._emit(BatchStarted(tuple(s.name for s in newly_ready), now))
+            self._emit(BatchStarted(tuple(s.name for s in newly_ready), now, elapsed=now - self.started_at))
         for child in newly_ready:
             self._make_ready(child)
 
@@ -507,7 +510,7 @@ class Run:
                 child.skip_cause = st.name
                 self._record(child)
                 if self.on_event is not None:
-                    self._emit(StepSkipped(child.name, now, st.name))
+                    self._emit(StepSkipped(child.name, now, st.name, elapsed=now - self.started_at))
 
     def _stop(self) -> None:
         """Fail fast: start nothing new, and cancel everything one batch later.
@@ -621,7 +624,10 @@ class Run:
             if st.started_at is None:
                 st.started_at = started
             if emit:
-                self._emit(StepStarted(st.name, attempt, started, item))
+                self._emit(StepStarted(st.name, attempt, started, item, elapsed=started - self.started_at))
+            if item is not None:  # for the timeline: [step, item, attempt, started, ended, status]
+                times: list[Any] = [st.name, item, attempt, started, None, None]
+                self.item_log.append(times)
             token = _current.set(StepContext(st.name, attempt, item, self.options.run_id, st.usage))
             try:
                 if self.hooks:
@@ -634,17 +640,28 @@ class Run:
             except Exception as exc:
                 error: Exception = exc
             else:
-                self._unit_succeeded(unit, value, kept, attempt, now(), started)
+                at = now()
+                if item is not None:
+                    times[4:] = (at, "succeeded")
+                self._unit_succeeded(unit, value, kept, attempt, at, started)
                 return
             finally:
                 _current.reset(token)
+            at = now()
             if retry is None or self.stopping or not retry.should_retry(error, attempt):
-                self._unit_failed(unit, error, attempt, now())
+                if item is not None:
+                    times[4:] = (at, "failed")
+                self._unit_failed(unit, error, attempt, at)
                 return
+            if item is not None:
+                times[4:] = (at, "retried")
             wait = retry.delay_for(attempt, seed=self.seed, step=st.name, item=item)
             if emit:
-                self._emit(StepRetrying(st.name, attempt, now(), error, wait, item))
+                self._emit(StepRetrying(st.name, attempt, at, error, wait, item, elapsed=at - self.started_at))
+            entry = [st.name, item, attempt, started, at, wait, None]
+            self.retry_log.append(entry)
             await self.be.sleep(wait)
+            entry[6] = now()
 
     async def _hooked(
         self, st: _StepState, item: int | None, attempt: int, kwargs: dict[str, Any], started: float
@@ -684,7 +701,9 @@ class Run:
         st = unit.state
         self._release(unit)
         if self.on_event is not None:
-            self._emit(StepSucceeded(st.name, attempt, now, now - started, unit.item))
+            self._emit(
+                StepSucceeded(st.name, attempt, now, now - started, unit.item, elapsed=now - self.started_at)
+            )
         if unit.item is None:
             self._step_succeeded(st, value, attempt, now, kept)
             return
@@ -699,7 +718,7 @@ class Run:
         self._release(unit)
         error.add_note(f"trioflow: step {_label(st.name, unit.item)!r} failed on attempt {attempt}")
         if self.on_event is not None:
-            self._emit(StepFailed(st.name, attempt, now, error, unit.item))
+            self._emit(StepFailed(st.name, attempt, now, error, unit.item, elapsed=now - self.started_at))
         if unit.item is None:
             self._step_failed(st, error, attempt, now)
             return
@@ -737,6 +756,9 @@ class Run:
         self.started_at = self.now()
         self.finished_at = self.started_at
         scope = enter_run(self.capacity)  # runners' per-run state (see _runners)
+        if self.on_event is not None:
+            self._emit(self._started_event())
+        ended = False
         try:
             async with be.open_nursery() as nursery:
                 self.nursery = nursery
@@ -747,23 +769,40 @@ class Run:
                         )
                 initial = [st for st in self.states if st.pending == 0 and st.status is None]
                 if len(initial) > 1 and self.on_event is not None:
-                    self._emit(BatchStarted(tuple(s.name for s in initial), self.started_at))
+                    self._emit(BatchStarted(tuple(s.name for s in initial), self.started_at, elapsed=0.0))
                 for st in initial:
                     self._make_ready(st)
                 self._dispatch()
+            ended = True
         finally:
             exit_run(scope)
             self.finished_at = self.now()
             self._cancel_unfinished()
+            if not ended and self.on_event is not None:  # cancelled from outside
+                self._emit(self._finished_event("cancelled"))
         result = self.result()
         if self.on_event is not None:
-            self._emit(
-                RunFinished(self.flow_name, self.finished_at, result.duration, not self.failures,
-                            tuple(result.failed))
-            )
+            self._emit(self._finished_event("failed" if self.failures else "succeeded"))
         if self.failures:
             raise self._flow_error(result)
         return result
+
+    def _started_event(self) -> RunStarted:
+        resumed = self.resumed
+        return RunStarted(
+            self.flow_name,
+            self.options.run_id,
+            self.started_at,
+            tuple(st.name for st in self.states),
+            tuple(st.name for st in self.states if st.name in resumed) if resumed else (),
+        )
+
+    def _finished_event(self, status: str) -> RunFinished:
+        failed = tuple(st.name for st in sorted(self.failures, key=lambda s: s.node.index))
+        duration = self.finished_at - self.started_at
+        return RunFinished(
+            self.flow_name, self.finished_at, duration, status == "succeeded", failed, status, elapsed=duration
+        )
 
     def _cancel_unfinished(self) -> None:
         for st in self.states:
@@ -771,7 +810,14 @@ class Run:
                 st.status = StepStatus.CANCELLED
                 self._record(st)
                 if self.on_event is not None:
-                    self._emit(StepCancelled(st.name, self.finished_at, st.started_at is not None))
+                    self._emit(
+                        StepCancelled(
+                            st.name,
+                            self.finished_at,
+                            st.started_at is not None,
+                            elapsed=self.finished_at - self.started_at,
+                        )
+                    )
 
     def result(self) -> RunResult:
         """The run's result, once every step has its final status.
@@ -791,7 +837,16 @@ class Run:
             started_at=self.started_at,
             finished_at=self.finished_at,
             run_id=self.options.run_id,
+            _trace=RunTrace(self.plan, self._capacities(), self.resumed, self.retry_log, self.item_log),
         )
+
+    def _capacities(self) -> dict[str, float]:
+        caps: dict[str, float] = {}
+        for name, value in self.options.limiters.items():
+            caps[name] = value if isinstance(value, int) else value.total_tokens
+        if self.options.max_concurrent is not None:
+            caps["max_concurrent (run)"] = self.options.max_concurrent
+        return caps
 
     def _flow_error(self, result: RunResult) -> FlowError:
         failed = sorted(self.failures, key=lambda s: s.node.index)
