@@ -60,5 +60,5 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks: trioflow against hand-written raw trio, as ratios from the same process."""
-    session.install(".")
+    session.install(".[process,dask]")
     session.run("python", "bench/run.py", *session.posargs)
