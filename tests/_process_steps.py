@@ -104,3 +104,18 @@ def spin_logged(xs: int, seconds: float, log: str) -> int:
     with open(log + ".done", "a") as f:
         f.write(f"{xs}\n")
     return xs
+
+
+def _refuse_to_unpickle() -> Any:
+    raise ValueError("OneWay objects cannot be unpickled")
+
+
+class OneWay:
+    """Pickles, but cannot be unpickled."""
+
+    def __reduce__(self) -> Any:
+        return (_refuse_to_unpickle, ())
+
+
+def returns_one_way() -> Any:
+    return OneWay()
