@@ -40,6 +40,7 @@ from ._results import RunResult as RunResult
 from ._results import StepResult as StepResult
 from ._results import StepStatus as StepStatus
 from ._retry import Retry as Retry
+from ._runner_dask import DaskRunner as DaskRunner
 from ._stores import MemoryStore as MemoryStore
 from ._stores import SQLiteStore as SQLiteStore
 from ._timeline import Timeline as Timeline
@@ -51,6 +52,7 @@ __all__ = [
     "Cache",
     "CacheStatistics",
     "CodecError",
+    "DaskRunner",
     "Event",
     "Flow",
     "FlowError",
