@@ -25,7 +25,7 @@ import attrs
 import trio
 
 from ._codec import _TAG, CodecError, JSONCodec
-from ._exceptions import StoreError
+from ._exceptions import FlowError, StoreError
 from ._graph import Plan
 from ._records import RunHeader, decode_value, step_result
 from ._results import RunResult, StepResult, StepStatus
@@ -214,7 +214,9 @@ async def _run(
                     made = await run.execute()
                     status = "succeeded"
             except BaseException as exc:
-                if not is_cancellation(exc):
+                if _only_on_event_failed(exc):  # every step succeeded: so did the run
+                    status = "succeeded"
+                elif not is_cancellation(exc):
                     status = "failed"
                 if errors:
                     exc.add_note(f"trioflow: {_record_failure(run_id, errors)}")
@@ -253,6 +255,12 @@ def _stopper(scope: Any) -> Callable[[], object]:
             pass  # the event loop has ended: so has the run
 
     return stop
+
+
+def _only_on_event_failed(exc: BaseException) -> bool:
+    """A :class:`FlowError` raised only because the ``on_event`` callback raised."""
+    result = getattr(exc, "result", None)
+    return isinstance(exc, FlowError) and isinstance(result, RunResult) and result.ok
 
 
 def _record_failure(run_id: str, errors: list[BaseException]) -> str:
