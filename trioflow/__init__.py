@@ -31,6 +31,7 @@ from ._exceptions import TrioflowError as TrioflowError
 from ._flow import Flow as Flow
 from ._map import gather as gather
 from ._map import map as map
+from ._open_run import RunHandle as RunHandle
 from ._records import RecordedError as RecordedError
 from ._records import RunInfo as RunInfo
 from ._results import RunResult as RunResult
@@ -58,6 +59,7 @@ __all__ = [
     "RecordedError",
     "Retry",
     "RunFinished",
+    "RunHandle",
     "RunInfo",
     "RunResult",
     "RunStarted",
