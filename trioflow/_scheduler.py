@@ -39,6 +39,7 @@ import attrs
 import trio
 import trio.testing
 
+from . import _logging
 from ._context import StepContext, _current
 from ._events import (
     BatchStarted,
@@ -494,6 +495,8 @@ class Run:
         st.status = StepStatus.FAILED
         st.error = error
         st.attempts = max(st.attempts, attempts)
+        if _logging.logger.isEnabledFor(_logging.ERROR):
+            _logging.step_failed(self.flow_name, self.options.run_id, st.name, st.attempts, error)
         st.finished_at = now
         self.failures.append(st)
         self._record(st)
@@ -653,6 +656,8 @@ class Run:
             wait = retry.delay_for(attempt, seed=self.seed, step=st.name, item=item)
             if emit:
                 self._emit(StepRetrying(st.name, attempt, at, error, wait, item, elapsed=at - self.started_at))
+            if _logging.logger.isEnabledFor(_logging.WARNING):
+                _logging.retrying(self.flow_name, self.options.run_id, _label(st.name, item), attempt, error, wait)
             entry = [st.name, item, attempt, started, at, wait, None]
             self.retry_log.append(entry)
             await self.be.sleep(wait)
@@ -735,6 +740,8 @@ class Run:
         self.finished_at = self.started_at
         if self.on_event is not None:
             self._emit(self._started_event())
+        if _logging.logger.isEnabledFor(_logging.INFO):
+            _logging.run_started(self.flow_name, self.options.run_id, len(self.states), len(self.resumed))
         ended = False
         try:
             async with be.open_nursery() as nursery:
@@ -754,11 +761,10 @@ class Run:
         finally:
             self.finished_at = self.now()
             self._cancel_unfinished()
-            if not ended and self.on_event is not None:  # cancelled from outside
-                self._emit(self._finished_event("cancelled"))
+            if not ended:  # cancelled from outside
+                self._finished("cancelled")
         result = self.result()
-        if self.on_event is not None:
-            self._emit(self._finished_event("failed" if self.failures else "succeeded"))
+        self._finished("failed" if self.failures else "succeeded")
         if self.failures:
             raise self._flow_error(result)
         return result
@@ -773,12 +779,22 @@ class Run:
             tuple(st.name for st in self.states if st.name in resumed) if resumed else (),
         )
 
-    def _finished_event(self, status: str) -> RunFinished:
+    def _finished(self, status: str) -> None:
+        """Send RunFinished and log the run's end (what is wanted of either)."""
+        emit = self.on_event is not None
+        log = _logging.logger.isEnabledFor(_logging.INFO)
+        if not emit and not log:
+            return
         failed = tuple(st.name for st in sorted(self.failures, key=lambda s: s.node.index))
         duration = self.finished_at - self.started_at
-        return RunFinished(
-            self.flow_name, self.finished_at, duration, status == "succeeded", failed, status, elapsed=duration
-        )
+        if emit:
+            self._emit(
+                RunFinished(
+                    self.flow_name, self.finished_at, duration, status == "succeeded", failed, status, elapsed=duration
+                )
+            )
+        if log:
+            _logging.run_finished(self.flow_name, self.options.run_id, status, duration, failed)
 
     def _cancel_unfinished(self) -> None:
         for st in self.states:
