@@ -16,6 +16,7 @@ from ._context import StepContext as StepContext
 from ._context import current_step as current_step
 from ._events import BatchStarted as BatchStarted
 from ._events import Event as Event
+from ._events import MapStarted as MapStarted
 from ._events import RunFinished as RunFinished
 from ._events import RunStarted as RunStarted
 from ._events import StepCancelled as StepCancelled
@@ -32,6 +33,7 @@ from ._flow import Flow as Flow
 from ._map import gather as gather
 from ._map import map as map
 from ._open_run import RunHandle as RunHandle
+from ._progress import ProgressDisplay as ProgressDisplay
 from ._records import RecordedError as RecordedError
 from ._records import RunInfo as RunInfo
 from ._results import RunResult as RunResult
@@ -54,8 +56,10 @@ __all__ = [
     "FlowError",
     "GraphError",
     "JSONCodec",
+    "MapStarted",
     "MemoryStore",
     "PickleCodec",
+    "ProgressDisplay",
     "RecordedError",
     "Retry",
     "RunFinished",

@@ -44,6 +44,7 @@ from ._context import StepContext, _current
 from ._events import (
     BatchStarted,
     Event,
+    MapStarted,
     RunFinished,
     RunStarted,
     StepCancelled,
@@ -464,6 +465,9 @@ class Run:
             if 0 <= i < len(items):
                 st.item_values[i] = value
         st.items_left = len(todo)
+        if self.on_event is not None:
+            now = self.now()
+            self._emit(MapStarted(st.name, now, len(items), len(items) - len(todo), elapsed=now - self.started_at))
         if not todo:
             now = self.now()
             st.started_at = now
@@ -777,6 +781,11 @@ class Run:
             self.started_at,
             tuple(st.name for st in self.states),
             tuple(st.name for st in self.states if st.name in resumed) if resumed else (),
+            limiters={
+                name: (cap, tuple(st.name for st in self.states if name in st.node.spec.limiters))
+                for name, cap in self._capacities().items()
+                if name in self.options.limiters
+            },
         )
 
     def _finished(self, status: str) -> None:
