@@ -49,6 +49,8 @@ napoleon_use_ivar = True
 nitpick_ignore = [
     # the structural type of trio's and anyio's CapacityLimiter
     ("py:class", "trioflow._scheduler.Limiter"),
+    # the runner interface behind flow.step(runner=...) (described in design.rst)
+    ("py:class", "trioflow._runners.Runner"),
     # what a run keeps for its timeline (RunResult's private _trace field)
     ("py:class", "trioflow._results.RunTrace"),
 ]

@@ -1066,8 +1066,10 @@ async def test_step_swallowing_nothing_outside_cancellation_propagates_cancelled
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cancel_soon)
-            with pytest.raises(trio.Cancelled):
+            with pytest.raises(trio.Cancelled) as info:
                 await flow.run()
+            assert type(info.value) is trio.Cancelled  # cancellation, not a group of it (issue 9 item 5)
+            await trio.lowlevel.checkpoint()  # the scope is still cancelled
             raise AssertionError("unreachable")  # pragma: no cover
     assert scope.cancelled_caught
 

@@ -40,8 +40,8 @@ from ._results import RunResult as RunResult
 from ._results import StepResult as StepResult
 from ._results import StepStatus as StepStatus
 from ._retry import Retry as Retry
-from ._store import MemoryStore as MemoryStore
-from ._store import SQLiteStore as SQLiteStore
+from ._stores import MemoryStore as MemoryStore
+from ._stores import SQLiteStore as SQLiteStore
 from ._timeline import Timeline as Timeline
 
 __version__ = "0.1.0"
