@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import attrs
 import trio
@@ -29,6 +30,9 @@ from ._plan import plan_specs
 from ._results import RunResult
 from ._retry import Retry
 from ._scheduler import Limiter, Run, RunOptions
+
+if TYPE_CHECKING:
+    from ._open_run import RunHandle
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -401,6 +405,38 @@ class Flow:
         if store is not None:
             return await run_with_store(self.name, plan, resolved, options, store)
         return await Run(self.name, plan, resolved, options).execute()
+
+    def open_run(
+        self, inputs: Mapping[str, Any] | None = None, **run_options: Any
+    ) -> contextlib.AbstractAsyncContextManager[RunHandle]:
+        """Start a run in the block's own nursery, to watch its events as they come.
+
+        Example::
+
+            async with flow.open_run({"topic": "cats"}, limiters={"llm": 2}) as run:
+                async for event in run.events():
+                    print(event)
+                result = await run.result()
+
+        ``run_options`` are the options of :meth:`run`, ``on_event`` included
+        (it is called too). Entering the block waits for the run to start
+        (after its inputs and options were checked, and a store accepted its
+        id): invalid ones raise there, before any step runs. Leaving the block
+        before the run ended cancels the run and waits for it; nothing outlives
+        the block. If the run failed and :meth:`RunHandle.result
+        <trioflow.RunHandle.result>` has not raised the failure, the block
+        raises it (once). Works on trio and asyncio.
+
+        Returns:
+            An async context manager whose value is a :class:`~trioflow.RunHandle`.
+
+        Raises:
+            TypeError: an option :meth:`run` does not take.
+            GraphError: as :meth:`run`, when the block is entered.
+        """
+        from ._open_run import open_run  # a feature layered on the scheduler
+
+        return open_run(self, inputs, dict(run_options))
 
 
 _STEP_OPTIONS = frozenset(

@@ -39,10 +39,12 @@ import attrs
 import trio
 import trio.testing
 
+from . import _logging
 from ._context import StepContext, _current
 from ._events import (
     BatchStarted,
     Event,
+    MapStarted,
     RunFinished,
     RunStarted,
     StepCancelled,
@@ -521,6 +523,9 @@ class Run:
             if 0 <= i < len(items):
                 st.item_values[i] = value
         st.items_left = len(todo)
+        if self.on_event is not None:
+            now = self.now()
+            self._emit(MapStarted(st.name, now, len(items), len(items) - len(todo), elapsed=now - self.started_at))
         if not todo:
             now = self.now()
             st.started_at = now
@@ -752,6 +757,8 @@ class Run:
         st.status = StepStatus.FAILED
         st.error = error
         st.attempts = max(st.attempts, attempts)
+        if _logging.logger.isEnabledFor(_logging.ERROR):
+            _logging.step_failed(self.flow_name, self.options.run_id, st.name, st.attempts, error)
         st.finished_at = now
         self.failures.append(st)
         self._record(st)
@@ -1005,6 +1012,8 @@ class Run:
                 times[4:] = (at, "retried")
             if emit:
                 self._emit(StepRetrying(st.name, attempt, at, error, wait, item, elapsed=at - self.started_at))
+            if _logging.logger.isEnabledFor(_logging.WARNING):
+                _logging.retrying(self.flow_name, self.options.run_id, _label(st.name, item), attempt, error, wait)
             entry = [st.name, item, attempt, started, at, wait, None]
             self.retry_log.append(entry)
             self.retrying[unit] = (error, attempt, at)
@@ -1130,6 +1139,8 @@ class Run:
         scope = enter_run(self.capacity)  # runners' per-run state (see _runners)
         if self.on_event is not None:
             self._emit(self._started_event())
+        if _logging.logger.isEnabledFor(_logging.INFO):
+            _logging.run_started(self.flow_name, self.options.run_id, len(self.states), len(self.resumed))
         ended = False
         escaped: BaseException | None = None
         try:
@@ -1160,17 +1171,15 @@ class Run:
             if self.domain is not None:
                 self._leave_lines()
             self._cancel_unfinished()
-            if not ended and self.on_event is not None:  # cancelled from outside
-                self._emit(self._finished_event("cancelled"))
+            if not ended:  # cancelled from outside
+                self._finished("cancelled")
         if escaped is not None:
             for exc in self.event_errors:
                 add_note(escaped, f"trioflow: the on_event callback raised {exc!r} during the run")
             raise escaped
         self._settle_map_errors()
         result = self.result()
-        if self.on_event is not None:
-            failed = self.failures or self.internal_errors
-            self._emit(self._finished_event("failed" if failed else "succeeded"))
+        self._finished("failed" if self.failures or self.internal_errors else "succeeded")
         if self.failures or self.internal_errors or self.event_errors:
             raise self._flow_error(result)
         return result
@@ -1183,14 +1192,29 @@ class Run:
             self.started_at,
             tuple(st.name for st in self.states),
             tuple(st.name for st in self.states if st.name in resumed) if resumed else (),
+            limiters={
+                name: (cap, tuple(st.name for st in self.states if name in st.node.spec.limiters))
+                for name, cap in self._capacities().items()
+                if name in self.options.limiters
+            },
         )
 
-    def _finished_event(self, status: str) -> RunFinished:
+    def _finished(self, status: str) -> None:
+        """Send RunFinished and log the run's end (what is wanted of either)."""
+        emit = self.on_event is not None
+        log = _logging.logger.isEnabledFor(_logging.INFO)
+        if not emit and not log:
+            return
         failed = tuple(st.name for st in sorted(self.failures, key=lambda s: s.node.index))
         duration = self.finished_at - self.started_at
-        return RunFinished(
-            self.flow_name, self.finished_at, duration, status == "succeeded", failed, status, elapsed=duration
-        )
+        if emit:
+            self._emit(
+                RunFinished(
+                    self.flow_name, self.finished_at, duration, status == "succeeded", failed, status, elapsed=duration
+                )
+            )
+        if log:
+            _logging.run_finished(self.flow_name, self.options.run_id, status, duration, failed)
 
     def _settle_map_errors(self) -> None:
         """A map step whose items failed together (fail-fast) holds them all, in item order."""
