@@ -34,7 +34,10 @@ __all__ = ["SQLiteStore"]
 T = TypeVar("T")
 
 _APPLICATION_ID = 0x54466C77  # "TFlw", in the database header: marks a trioflow store
-_SCHEMA_VERSION = 1
+# 2: map items carry their times and a fingerprint of their item (journal records
+# "k"/"l"). A store of version 1 is migrated on first use: its tables are the
+# same, and its journal rows are still read (items without times or fingerprints).
+_SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE runs (
@@ -249,10 +252,21 @@ class SQLiteStore(BuiltinStore):
                 f"{self.path!r} is an SQLite database that trioflow did not create (tables {shown}); "
                 f"point SQLiteStore at a new file or at a store trioflow created"
             )
+        if version == 1:  # migrate: mark it version 2 (older trioflows then refuse it clearly)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self._identity(conn)[1] == 1:
+                    conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            version = self._identity(conn)[1]
         if version != _SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path!r} is a trioflow store of schema version {version}, and this trioflow "
-                f"reads version {_SCHEMA_VERSION}; use a matching trioflow version"
+                f"reads versions 1 and {_SCHEMA_VERSION}; use a trioflow version that reads it"
             )
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
