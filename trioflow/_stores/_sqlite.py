@@ -162,7 +162,7 @@ class SQLiteStore(BuiltinStore):
     def _locked(self, fn: Callable[[], T]) -> T:
         with self._lock:
             if self._closed:
-                raise StoreError(f"{self!r} is closed")
+                raise self._closed_error()
             try:
                 if self._conn is None:
                     self._conn = self._connect()
@@ -407,7 +407,7 @@ class SQLiteStore(BuiltinStore):
 
     def _lock_run(self, run_id: str) -> Callable[[], None]:
         if self._closed:
-            raise StoreError(f"{self!r} is closed")
+            raise self._closed_error()
         self._check_path()
         if self.path == ":memory:":
             return _nothing
@@ -507,8 +507,37 @@ class SQLiteStore(BuiltinStore):
             self._cache_ready = True
         return conn
 
+    def _closed_error(self) -> StoreError:
+        return StoreError(
+            f"{self!r} is closed; make a new trioflow.SQLiteStore({self.path!r}) to use the database again"
+        )
+
+    async def aclose(self) -> None:
+        """Close the store without blocking the event loop: :meth:`close` in a worker thread.
+
+        Waits for the store's writer threads to end and closes the database
+        connection. A checkpoint. Using the store afterwards is a
+        :exc:`StoreError`. Closing twice is fine.
+        """
+        if self.threaded:
+            await to_thread(self.close)
+        else:
+            await checkpoint()
+            self.close()
+
+    async def __aenter__(self) -> SQLiteStore:
+        """``async with SQLiteStore(path) as store:``; entering does nothing and does not block."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Leaving closes the store (:meth:`aclose`): it waits for the writer threads, in a worker thread."""
+        await self.aclose()
+
     def close(self) -> None:
         """Close the database connection. Call it after the runs using the store have ended.
+
+        Blocks while the writer threads end: in async code, use :meth:`aclose`
+        (or ``async with``).
 
         (A run still going on fails to record, with a :exc:`StoreError`.)
         """
