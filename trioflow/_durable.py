@@ -59,7 +59,10 @@ def _value_hook(codec: Codec) -> Callable[[str, int | None, Any], bytes]:
     return on_value
 
 
-def _header(flow: Flow, plan: Plan, inputs: Mapping[str, Any], codec: Codec, run_id: str) -> RunHeader:
+def _header(
+    flow: Flow, plan: Plan, inputs: Mapping[str, Any], codec: Codec, run_id: str,
+    resources: Mapping[str, Any] = MappingProxyType({}),
+) -> RunHeader:
     ordered = {k: inputs[k] for k in sorted(inputs)}
     try:
         data = codec.encode(ordered)
@@ -74,7 +77,7 @@ def _header(flow: Flow, plan: Plan, inputs: Mapping[str, Any], codec: Codec, run
     digest = hashlib.sha256(canonical)
     for node in plan.nodes:
         for p in node.inputs:
-            if p.has_default and p.name not in inputs:
+            if p.has_default and p.name not in inputs and p.name not in resources:
                 try:
                     default = codec.encode(p.default)
                 except Exception:  # not encodable: its type is the best we can compare
@@ -165,7 +168,7 @@ async def run_with_store(
     run_id = options.run_id if options.run_id is not None else uuid.uuid4().hex
     options = attrs.evolve(options, run_id=run_id)
     codec = store.codec
-    header = _header(flow, plan, inputs, codec, run_id)
+    header = _header(flow, plan, inputs, codec, run_id, options.resources)  # resources: never recorded
     key = (_where(store), run_id)
     if key in _running:
         raise StoreError(

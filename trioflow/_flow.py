@@ -13,6 +13,7 @@ from ._events import Event
 from ._exceptions import GraphError
 from ._graph import (
     Isolation,
+    OnItemError,
     Plan,
     StepSpec,
     check_max_concurrent,
@@ -21,8 +22,16 @@ from ._graph import (
     did_you_mean,
     make_spec,
 )
+from ._inputs import (
+    Declarations,
+    apply_declarations,
+    check_resources,
+    current_resources,
+    declared_names,
+    typo_marks,
+)
 from ._plan import plan_specs
-from ._results import RunResult
+from ._results import RunResult, StepFunctions
 from ._retry import Retry
 from ._scheduler import Limiter, Run, RunOptions
 
@@ -53,13 +62,41 @@ class Flow:
         'A JOKE ABOUT CATS'
     """
 
-    def __init__(self, name: str = "flow") -> None:
+    def __init__(
+        self,
+        name: str = "flow",
+        *,
+        inputs: Iterable[str] | None = None,
+        resources: Iterable[str] | None = None,
+    ) -> None:
+        """Create an empty flow.
+
+        Args:
+            name: the flow's name, in messages, events and stores.
+            inputs: the names of the flow's inputs. When given, every parameter
+                that names no step or declared resource must be one of them (a
+                parameter with a default is an optional declared input), so a
+                misspelt parameter is a :class:`GraphError` from :meth:`plan`,
+                :meth:`describe` and :meth:`run`, not a missing input.
+            resources: the names of parameters that receive shared objects
+                given as ``flow.run(resources=...)`` (an HTTP client, a pool).
+
+        Raises:
+            TypeError: ``name`` is not a non-empty string, or ``inputs`` or
+                ``resources`` is not a tuple of parameter names.
+            GraphError: a name is declared both as an input and as a resource.
+        """
         if not isinstance(name, str) or not name:
             raise TypeError(f"Flow(name=...) must be a non-empty string (got {name!r})")
         self.name = name
+        self._declared = Declarations(
+            declared_names(inputs, "inputs"),
+            declared_names(resources, "resources") or frozenset(),
+        )
         self._specs: list[StepSpec] = []
         self._names: set[str] = set()
         self._plan: Plan | None = None
+        self._functions = StepFunctions()
 
     def __repr__(self) -> str:
         return f"<trioflow.Flow {self.name!r} with {len(self._specs)} steps>"
@@ -88,6 +125,7 @@ class Flow:
         cost: float = 1.0,
         isolation: Isolation = "copy",
         cache: Cache | None = None,
+        on_item_error: OnItemError = "fail",
     ) -> Callable[[F], F]: ...
 
     def step(self, fn: Any = None, /, **options: Any) -> Any:  # type: ignore[misc]
@@ -108,6 +146,10 @@ class Flow:
                 inputs; ``"share"`` passes them as they are.
             cache: a :class:`Cache` that memoizes the step's output by its input
                 values, across runs; concurrent identical calls run once.
+            on_item_error: for a map step, ``"fail"`` (default): a failed item
+                (after its retries) fails the step; ``"none"``: it becomes
+                ``None`` in the output list and the step succeeds (the error is
+                in :attr:`StepResult.items` and in the events).
 
         Returns:
             The function itself, unchanged (or a decorator that returns it).
@@ -151,6 +193,7 @@ class Flow:
         self._specs.append(spec)
         self._names.add(spec.name)
         self._plan = None
+        self._functions.add(fn, spec.name)
 
     def plan(self) -> Plan:
         """The compiled, validated graph (cached until a step is added).
@@ -159,12 +202,25 @@ class Flow:
             GraphError: a cycle, an unknown ``after`` name, or no steps at all.
         """
         if self._plan is None:
-            self._plan = compile_plan(self.name, self._specs)
+            plan = compile_plan(self.name, self._specs)
+            if self._declared.active:
+                plan = apply_declarations(self.name, plan, self._declared)
+            self._plan = plan
         return self._plan
 
     def describe(self) -> str:
-        """The plan as text: numbered steps, dependencies, and stages that can run together."""
-        return describe(self.name, self.plan())
+        """The plan as text: numbered steps, dependencies, and stages that can run together.
+
+        Without declared inputs (``Flow(name, inputs=...)``), a flow input one
+        edit away from a step's name (an insertion, deletion, substitution or
+        swap of two adjacent letters) is marked as a likely typo.
+
+        Raises:
+            GraphError: as :meth:`plan`.
+        """
+        plan = self.plan()
+        marks = {} if self._declared.inputs is not None else typo_marks(plan, self._declared.resources)
+        return describe(self.name, plan, resources=self._declared.resources, typos=marks)
 
     @classmethod
     def from_plan(
@@ -211,13 +267,21 @@ class Flow:
         seed: int | None,
         on_event: Callable[[Event], object] | None,
         run_id: str | None,
+        resources: Mapping[str, Any] | None = None,
     ) -> tuple[Plan, dict[str, Any], RunOptions]:
         plan = self.plan()
         if inputs is None:
             inputs = {}
         if not isinstance(inputs, Mapping):
             raise TypeError(f"flow.run(inputs=...) takes a mapping of input names to values (got {inputs!r})")
-        known_inputs = set(plan.required_inputs) | plan.optional_inputs
+        for key in inputs:
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"flow.run(inputs=...) keys must be input names (strings), got {key!r} that "
+                    f"is a {type(key).__name__}; an input is a step parameter that names no step"
+                )
+        shared = check_resources(self.name, plan, resources, inputs, self._declared)
+        known_inputs = (set(plan.required_inputs) | plan.optional_inputs | (self._declared.inputs or set())) - set(shared)
         for key in inputs:
             if key in plan.by_name:
                 raise GraphError(
@@ -229,7 +293,7 @@ class Flow:
                     f"input {key!r} is not used by any step of flow {self.name!r}"
                     f"{did_you_mean(key, known_inputs)}"
                 )
-        missing = [name for name in plan.required_inputs if name not in inputs]
+        missing = [name for name in plan.required_inputs if name not in inputs and name not in shared]
         if missing:
             details = "; ".join(
                 f"{name!r} (needed by {', '.join(repr(s) for s in plan.required_inputs[name])})"
@@ -237,7 +301,7 @@ class Flow:
             )
             hint = ""
             if len(missing) == 1:
-                hint = did_you_mean(missing[0], list(plan.by_name) + list(inputs))
+                hint = did_you_mean(missing[0], list(plan.by_name) + list(inputs) + list(shared))
             raise GraphError(
                 f"flow {self.name!r} is missing input{'s' if len(missing) > 1 else ''} {details}"
                 f"{hint}; pass {'them' if len(missing) > 1 else 'it'} in flow.run(inputs)"
@@ -278,6 +342,8 @@ class Flow:
             seed=seed,
             on_event=on_event,
             run_id=run_id,
+            resources=shared,
+            functions=self._functions,
         )
         # optional inputs left out stay out: each step falls back on its own default
         return plan, dict(inputs), options
@@ -294,6 +360,7 @@ class Flow:
         on_event: Callable[[Event], object] | None = None,
         store: Any = None,
         run_id: str | None = None,
+        resources: Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Run the flow: every step as soon as its dependencies have finished.
 
@@ -316,6 +383,12 @@ class Flow:
                 not block.
             store: where to record each step as it finishes, to resume a run.
             run_id: the run's id in the store (and in :func:`current_step`).
+            resources: shared objects by parameter name (an
+                ``httpx.AsyncClient``, an LLM client, a connection pool): a step
+                parameter that names a resource receives that very object,
+                whatever its ``isolation``. Resources are not inputs: a store
+                never records them and they are not part of a resumed run's
+                identity.
 
         Returns:
             The :class:`RunResult`.
@@ -325,17 +398,22 @@ class Flow:
             GraphError: invalid flow or arguments, raised before any step runs.
         """
         plan, resolved, options = self._prepare(
-            inputs, max_concurrent, limiter, limiters, error_handling, seed, on_event, run_id
+            inputs, max_concurrent, limiter, limiters, error_handling, seed, on_event, run_id, resources
         )
-        if store is not None:
-            from ._durable import run_with_store  # a feature layered on the scheduler
+        token = current_resources.set(frozenset(options.resources)) if options.resources else None
+        try:
+            if store is not None:
+                from ._durable import run_with_store  # a feature layered on the scheduler
 
-            return await run_with_store(self, plan, resolved, options, store)
-        return await Run(self.name, plan, resolved, options).execute()
+                return await run_with_store(self, plan, resolved, options, store)
+            return await Run(self.name, plan, resolved, options).execute()
+        finally:
+            if token is not None:
+                current_resources.reset(token)
 
 
 _STEP_OPTIONS = frozenset(
-    {"name", "after", "limiter", "retry", "timeout", "map_over", "max_concurrent", "cost", "isolation", "description", "cache"}
+    {"name", "after", "limiter", "retry", "timeout", "map_over", "max_concurrent", "cost", "isolation", "description", "cache", "on_item_error"}
 )
 
 
@@ -348,3 +426,8 @@ def _check_limiter(value: object, what: str) -> None:
         f"{what} takes a CapacityLimiter (trio.CapacityLimiter or anyio.CapacityLimiter), "
         f"got {value!r} that is a {type(value).__name__}"
     )
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -25,6 +25,7 @@ from ._exceptions import GraphError
 from ._retry import Retry
 
 Isolation = Literal["copy", "share"]
+OnItemError = Literal["fail", "none"]
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
@@ -104,6 +105,7 @@ class StepSpec:
     cost: float = 1.0
     isolation: Isolation = "copy"
     description: str = ""
+    on_item_error: OnItemError = "fail"
 
 
 def make_spec(
@@ -119,6 +121,7 @@ def make_spec(
     cost: float = 1.0,
     isolation: Isolation = "copy",
     description: str | None = None,
+    on_item_error: OnItemError = "fail",
 ) -> StepSpec:
     """Validate one step's function and options (everything that needs no other step)."""
     check_async_callable(fn, "flow.step" if name is None else f"step {name!r}")
@@ -174,6 +177,12 @@ def make_spec(
         raise GraphError(f"step {name!r}: cost= must be a finite number >= 0 (got {cost!r})")
     if isolation not in ("copy", "share"):
         raise GraphError(f"step {name!r}: isolation= must be 'copy' or 'share' (got {isolation!r})")
+    check_on_item_error(on_item_error, f"step {name!r}: on_item_error")
+    if on_item_error != "fail" and map_over is None:
+        raise GraphError(
+            f"step {name!r}: on_item_error= says what a failed map item becomes, but this step "
+            f"has no map_over=; remove it, or make the step a map step"
+        )
     if description is None:
         doc = inspect.getdoc(fn) or ""
         description = doc.strip().splitlines()[0] if doc.strip() else ""
@@ -190,7 +199,16 @@ def make_spec(
         cost=float(cost),
         isolation=isolation,
         description=description,
+        on_item_error=on_item_error,
     )
+
+
+def check_on_item_error(value: object, what: str) -> None:
+    if value not in ("fail", "none"):
+        raise GraphError(
+            f"{what}={value!r} must be 'fail' (a failed item fails the step) or 'none' "
+            f"(a failed item becomes None in the output list)"
+        )
 
 
 def check_max_concurrent(value: object, what: str) -> None:
@@ -392,8 +410,19 @@ def _fingerprint(flow_name: str, nodes: list[Node]) -> str:
     return h.hexdigest()[:16]
 
 
-def describe(flow_name: str, plan: Plan) -> str:
-    """The plan as text: numbered steps, their dependencies, and stages."""
+def describe(
+    flow_name: str,
+    plan: Plan,
+    *,
+    resources: frozenset[str] = frozenset(),
+    typos: Mapping[str, str] | None = None,
+) -> str:
+    """The plan as text: numbered steps, their dependencies, and stages.
+
+    ``resources`` are the declared resource names (listed apart from the
+    inputs); ``typos`` maps an input to the step name it is one edit away from.
+    """
+    typos = typos or {}
     lines = [f"Plan for flow {flow_name!r}: {len(plan.nodes)} steps"]
     for n in plan.nodes:
         s = n.spec
@@ -402,8 +431,12 @@ def describe(flow_name: str, plan: Plan) -> str:
             parts.append(f"- {s.description}")
         deps = [plan.nodes[d].spec.name for d in n.deps]
         extras = [f"depends on: {', '.join(deps)}" if deps else "no dependencies"]
-        if n.inputs:
-            extras.append("inputs: " + ", ".join(p.name for p in n.inputs))
+        inputs = [p.name for p in n.inputs if p.name not in resources]
+        if inputs:
+            extras.append("inputs: " + ", ".join(_typo_mark(i, typos) for i in inputs))
+        shared = [p.name for p in n.inputs if p.name in resources]
+        if shared:
+            extras.append("resources: " + ", ".join(shared))
         if s.map_over is not None:
             extras.append(f"one call per item of {s.map_over}")
         if s.limiters:
@@ -415,3 +448,8 @@ def describe(flow_name: str, plan: Plan) -> str:
         together = f"{len(stage)} in parallel" if len(stage) > 1 else "1 step"
         lines.append(f"  stage {k} ({together}): {names}")
     return "\n".join(lines)
+
+
+def _typo_mark(name: str, typos: Mapping[str, str]) -> str:
+    step = typos.get(name)
+    return name if step is None else f"{name} (likely a typo of step {step!r}?)"

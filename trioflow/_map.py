@@ -18,6 +18,7 @@ taken from ``items`` (or per function given to ``gather``), named
 from __future__ import annotations
 
 import functools
+import inspect
 import secrets
 from collections.abc import (
     AsyncIterable,
@@ -61,15 +62,31 @@ def _fn_name(fn: object) -> str:
     return name if isinstance(name, str) else type(fn).__name__
 
 
-def _check_async(fn: object, what: str) -> None:
-    """:func:`check_async_callable`, with a hint for the lambda-returning-a-coroutine mistake."""
-    if getattr(fn, "__name__", None) == "<lambda>":
-        raise TypeError(
-            f"{what} expects an async function, but got a lambda (a plain function, even "
-            f"if it returns a coroutine); pass functools.partial(fetch, x) instead of "
-            f"lambda: fetch(x), or define the function with 'async def'"
+def _check_callable(fn: object, what: str) -> None:
+    """A callable, as ``nursery.start_soon`` takes: its call must return an awaitable
+    (checked at the call); a coroutine object or a non-callable is refused here."""
+    if inspect.iscoroutine(fn) or not callable(fn):
+        check_async_callable(fn, what)  # the messages that show the fix
+
+
+def _not_awaitable(what: str, fn: object, args: str, value: object) -> TypeError:
+    return TypeError(
+        f"{what} expects a callable that returns an awaitable (an async function, a partial of "
+        f"one, a lambda returning a coroutine), but {_fn_name(fn)}({args}) returned "
+        f"{_short(value)} that is a {type(value).__name__}; define the function with 'async def'"
+    )
+
+
+async def _await_it(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _check_on_item_error(value: object, what: str) -> None:
+    if value not in ("fail", "none"):
+        raise GraphError(
+            f"{what}(on_item_error={value!r}) must be 'fail' (a failed item fails the call) "
+            f"or 'none' (a failed item becomes None in the output list)"
         )
-    check_async_callable(fn, what)
 
 
 def _check_error_handling(value: object, what: str) -> None:
@@ -97,6 +114,7 @@ class _Pool:
         "retry",
         "scope",
         "seed",
+        "soft",
         "source_error",
         "started",
         "stopping",
@@ -116,6 +134,7 @@ class _Pool:
         iterator: Iterator[Any] | AsyncIterator[Any],
         retry: Retry | None,
         fail_fast: bool,
+        soft: bool = False,
     ) -> None:
         self.be = be
         self.label = label  # "trioflow.map(fetch)", names the call in messages
@@ -131,6 +150,7 @@ class _Pool:
         self.retry = retry
         self.seed = secrets.randbits(63) if retry is not None and retry.jitter else 0
         self.fail_fast = fail_fast
+        self.soft = soft  # on_item_error="none": a failed item's value is None, nothing raises
         self.parent = _current.get(None)
         self.exhausted = False
         self.stopping = False
@@ -209,7 +229,7 @@ class _Pool:
             if taken is None:
                 return
 
-    async def _run_item(self, index: int, item: Any) -> None:
+    async def _run_item(self, index: int, item: Any, first: Any = None) -> None:
         be = self.be
         name = self.name if self.name is not None else _fn_name(item)
         parent = self.parent
@@ -224,7 +244,13 @@ class _Pool:
                 self.attempts[index] = attempt
                 token = _current.set(StepContext(ctx_name, attempt, index, run_id, usage))
                 try:
-                    value = await self.call(item)
+                    if first is None:
+                        call = self.call(item)
+                        if not inspect.isawaitable(call):
+                            raise _not_awaitable(self.label, self.call, "item", call)
+                    else:  # the call map() made to check it returns an awaitable
+                        call, first = first, None
+                    value = await call
                 except Exception as exc:
                     error: Exception = exc
                 else:
@@ -246,8 +272,10 @@ class _Pool:
             f"trioflow: {self.what} {index} ({self.names[index]!r}) of {self.label} "
             f"failed on attempt {attempt}"
         )
-        self.errors[index] = error
         self.finished[index] = self.be.current_time()
+        if self.soft:
+            return
+        self.errors[index] = error
         if self.fail_fast:
             self._stop()
 
@@ -262,12 +290,22 @@ class _Pool:
 
     # -- the call --------------------------------------------------------------------
 
-    async def run(self, workers: int) -> list[Any]:
+    async def _first_worker(self, index: int, item: Any, call: Awaitable[Any]) -> None:
+        await self._run_item(index, item, first=call)
+        await self.worker()
+
+    async def run(
+        self, workers: int, first: tuple[int, Any, Awaitable[Any]] | None = None, checkpointed: bool = False
+    ) -> list[Any]:
         be = self.be
-        await be.checkpoint()  # always a checkpoint, even with no items
+        if not checkpointed:
+            await be.checkpoint()  # always a checkpoint, even with no items
         started_at = be.current_time()
         async with be.open_nursery() as nursery:
             self.scope = nursery.cancel_scope
+            if first is not None:
+                nursery.start_soon(self._first_worker, *first)
+                workers -= 1
             for _ in range(workers):
                 nursery.start_soon(self.worker)
         if self.errors or self.source_error is not None:
@@ -347,6 +385,7 @@ async def map(
     max_concurrent: int = 10,
     retry: Retry | None = None,
     error_handling: ErrorHandling = "fail_fast",
+    on_item_error: Literal["fail", "none"] = "fail",
 ) -> list[R]:
     """Call ``await fn(item)`` for every item, at most ``max_concurrent`` at once.
 
@@ -376,6 +415,9 @@ async def map(
         error_handling: ``"fail_fast"`` (default) cancels the running items at
             the first failure (after its retries); ``"continue"`` tries every
             item and reports every failure at the end.
+        on_item_error: ``"fail"`` (default) as ``error_handling`` says;
+            ``"none"``: a failed item (after its retries) becomes ``None`` in
+            the returned list and nothing is raised for it.
 
     Returns:
         The results, in item order whatever the completion order.
@@ -400,7 +442,7 @@ async def map(
         >>> trio.run(trioflow.map, double, range(5))
         [0, 2, 4, 6, 8]
     """
-    _check_async(fn, "trioflow.map")
+    _check_callable(fn, "trioflow.map")
     if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
         raise TypeError(
             f"trioflow.map(max_concurrent=...) must be an int >= 1 (got {max_concurrent!r} that "
@@ -414,6 +456,7 @@ async def map(
             f"for example retry=trioflow.Retry(max_attempts=3)"
         )
     _check_error_handling(error_handling, "trioflow.map")
+    _check_on_item_error(on_item_error, "trioflow.map")
     iterator = _iterate(items, "trioflow.map")
     workers = max_concurrent
     if isinstance(items, Sized):
@@ -428,12 +471,39 @@ async def map(
         iterator=iterator,
         retry=retry,
         fail_fast=error_handling == "fail_fast",
+        soft=on_item_error == "none",
     )
-    return await pool.run(workers)
+    # Check the first call before any call runs: fn must return an awaitable.
+    await pool.be.checkpoint()  # always a checkpoint, even with no items; before any call
+    taken = pool._next_sync() if pool.lock is None else await pool._next_async()
+    if taken is None:
+        return await pool.run(0, checkpointed=True)  # no items (or iterating raised: a FlowError)
+    index, first = taken
+    try:
+        call = fn(first)
+    except Exception as exc:  # the first item's first attempt failed when called
+        call = _raise(exc)
+    if not inspect.isawaitable(call):
+        raise _not_awaitable(f"trioflow.map({name})", fn, repr(first), call)
+    return await pool.run(max(workers, 1), (index, first, call), checkpointed=True)
 
 
-async def _call_it(fn: Callable[[], Awaitable[Any]]) -> Any:
-    return await fn()
+async def _raise(exc: Exception) -> Any:
+    raise exc
+
+
+class _Call:
+    """One ``gather`` argument, already called: named after the callable."""
+
+    __slots__ = ("__name__", "awaitable")
+
+    def __init__(self, fn: object, awaitable: Any) -> None:
+        self.__name__ = _fn_name(fn)
+        self.awaitable = awaitable
+
+
+def _await_call(call: _Call) -> Awaitable[Any]:
+    return _await_it(call.awaitable)
 
 
 async def gather(*fns: Callable[[], Awaitable[Any]], max_concurrent: int | None = None) -> list[Any]:
@@ -470,18 +540,44 @@ async def gather(*fns: Callable[[], Awaitable[Any]], max_concurrent: int | None 
         ['results for a', 'results for b']
     """
     for i, fn in enumerate(fns):
-        _check_async(fn, f"trioflow.gather (argument {i})")
+        _check_callable(fn, f"trioflow.gather (argument {i})")
     if max_concurrent is not None:
         check_max_concurrent(max_concurrent, "trioflow.gather(max_concurrent=...)")
+    be = current_backend()
+    await be.checkpoint()  # always a checkpoint; a cancelled caller calls nothing
+    # every call first, so a callable that returns no awaitable is refused before any runs
+    calls: list[_Call] = []
+    try:
+        for i, fn in enumerate(fns):
+            try:
+                awaitable = fn()
+            except Exception as exc:  # fails as that argument's call, like an async raise
+                awaitable = _raise(exc)
+            calls.append(_Call(fn, awaitable))
+            if not inspect.isawaitable(awaitable):
+                raise _not_awaitable(f"trioflow.gather (argument {i})", fn, "", awaitable)
+    except TypeError:
+        _close(calls)
+        raise
     workers = len(fns) if max_concurrent is None else min(max_concurrent, len(fns))
     pool = _Pool(
-        be=current_backend(),
+        be=be,
         label="trioflow.gather",
         what="gather argument",
-        call=_call_it,
+        call=_await_call,
         name=None,
-        iterator=iter(fns),
+        iterator=iter(calls),
         retry=None,
         fail_fast=True,
     )
-    return await pool.run(workers)
+    try:
+        return await pool.run(workers, checkpointed=True)
+    finally:
+        _close(calls[len(pool.values) :])  # the calls fail-fast never started
+
+
+def _close(calls: list[_Call]) -> None:
+    """Close coroutines that will never be awaited, so Python does not warn about them."""
+    for c in calls:
+        if inspect.iscoroutine(c.awaitable):
+            c.awaitable.close()

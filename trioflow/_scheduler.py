@@ -55,7 +55,7 @@ from ._events import (
 from ._exceptions import FlowError
 from ._graph import Node, Plan
 from ._isolation import isolate
-from ._results import LazySteps, RunResult, StepResult, StepStatus
+from ._results import LazySteps, RunResult, StepFunctions, StepResult, StepStatus
 
 
 class Limiter(Protocol):
@@ -200,6 +200,11 @@ class _StepState:
     item_values: list[Any]
     item_errors: dict[int, Exception]
     items_left = 0
+    # per item, for StepResult.items (None until the step takes its items)
+    item_status: list[StepStatus | None] | None = None
+    item_attempts: list[int]
+    item_times: list[list[float | None]]  # [started_at, finished_at]
+    item_failures: dict[int, Exception]  # every failed item (also under on_item_error="none")
 
     def __init__(self, node: Node, group: _Group) -> None:
         self.node = node
@@ -220,6 +225,8 @@ class RunOptions:
     seed: int | None = None
     on_event: Callable[[Event], object] | None = None
     run_id: str | None = None
+    resources: Mapping[str, Any] = attrs.field(factory=dict)  # shared, never copied
+    functions: StepFunctions | None = None  # for result[step_function]
 
 
 class Run:
@@ -266,6 +273,7 @@ class Run:
         self.item_recorder = item_recorder
         self.on_value = on_value
         self.completed_items = completed_items or {}
+        self.resources = options.resources
         self.be = current_backend()
         self.quiescent = self.be is _TRIO and quiescent_scheduling.get()
         # the clock's own bound method: one call per reading on the hot path
@@ -454,11 +462,16 @@ class Run:
             return
         st.items = items
         st.item_values = [None] * len(items)
+        st.item_status = [None] * len(items)
+        st.item_attempts = [0] * len(items)
+        st.item_times = [[None, None] for _ in items]
+        st.item_failures = {}
         done = self.completed_items.get(st.name, {})
         todo = [i for i in range(len(items)) if i not in done]
         for i, value in done.items():
             if 0 <= i < len(items):
                 st.item_values[i] = value
+                st.item_status[i] = StepStatus.SUCCEEDED
         st.items_left = len(todo)
         if not todo:
             now = self.now()
@@ -570,8 +583,11 @@ class Run:
             if pname != mapped:
                 value = self.states[dep].value
                 kwargs[pname] = isolate(value) if copy else value
+        resources = self.resources
         for p in node.inputs:
-            if p.name != mapped:
+            if resources and p.name in resources:
+                kwargs[p.name] = resources[p.name]  # shared: the very object
+            elif p.name != mapped:
                 value = self.inputs.get(p.name, p.default)
                 kwargs[p.name] = isolate(value) if copy else value
         if mapped is not None:
@@ -617,6 +633,10 @@ class Run:
             started = now()
             if st.started_at is None:
                 st.started_at = started
+            if item is not None:
+                st.item_attempts[item] = attempt
+                if attempt == 1:
+                    st.item_times[item][0] = started
             if emit:
                 self._emit(StepStarted(st.name, attempt, started, item))
             token = _current.set(StepContext(st.name, attempt, item, self.options.run_id, st.usage))
@@ -668,6 +688,8 @@ class Run:
             return
         st.item_values[unit.item] = value
         st.attempts = max(st.attempts, attempt)
+        st.item_status[unit.item] = StepStatus.SUCCEEDED  # type: ignore[index]
+        st.item_times[unit.item][1] = now
         if self.item_recorder is not None:
             self.item_recorder(st.name, unit.item, value, kept, attempt)
         self._item_done(st, now)
@@ -682,6 +704,12 @@ class Run:
             self._step_failed(st, error, attempt, now)
             return
         st.attempts = max(st.attempts, attempt)
+        st.item_status[unit.item] = StepStatus.FAILED  # type: ignore[index]
+        st.item_times[unit.item][1] = now
+        st.item_failures[unit.item] = error
+        if st.node.spec.on_item_error == "none":  # the item's value stays None
+            self._item_done(st, now)
+            return
         st.item_errors[unit.item] = error
         if self.fail_fast:
             self._step_failed(st, error, attempt, now)
@@ -763,7 +791,7 @@ class Run:
             st.__dict__.pop("items", None)
         return RunResult(
             flow=self.flow_name,
-            steps=LazySteps(self.plan.by_name, lambda i: _step_result(states[i])),
+            steps=LazySteps(self.plan.by_name, lambda i: _step_result(states[i]), self.options.functions),
             started_at=self.started_at,
             finished_at=self.finished_at,
             run_id=self.options.run_id,
@@ -800,7 +828,28 @@ def _step_result(st: _StepState) -> StepResult:
         st.started_at,
         st.finished_at if ended else None,
         _frozen_usage(st.usage),
+        () if st.item_status is None else _item_results(st),
     )
+
+
+def _item_results(st: _StepState) -> tuple[StepResult, ...]:
+    """A map step's per-item results; items that never ended were cancelled."""
+    assert st.item_status is not None
+    results = []
+    for i, status in enumerate(st.item_status):
+        started, finished = st.item_times[i]
+        results.append(
+            StepResult(
+                f"{st.name}[{i}]",
+                StepStatus.CANCELLED if status is None else status,
+                st.item_values[i] if status is StepStatus.SUCCEEDED else None,
+                st.item_failures.get(i),
+                st.item_attempts[i],
+                started,
+                None if status is None else finished,
+            )
+        )
+    return tuple(results)
 
 
 def _frozen_usage(usage: Mapping[str, float]) -> Mapping[str, float]:
