@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar, overload
 
@@ -33,7 +34,7 @@ from ._inputs import (
 from ._plan import plan_specs
 from ._results import RunResult, StepFunctions
 from ._retry import Retry
-from ._scheduler import Limiter, Run, RunOptions
+from ._scheduler import _TRIO, Limiter, Run, RunOptions, current_backend
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -310,6 +311,12 @@ class Flow:
             check_max_concurrent(max_concurrent, "flow.run(max_concurrent=...)")
         if limiter is not None:
             _check_limiter(limiter, "flow.run(limiter=...)")
+        if limiters is not None and not isinstance(limiters, Mapping):
+            raise TypeError(
+                f"flow.run(limiters=...) takes a mapping of limiter names to sizes or "
+                f"CapacityLimiters, for example limiters={{'llm': 2}} (got {_short(limiters)} that "
+                f"is a {type(limiters).__name__})"
+            )
         limiters = dict(limiters or {})
         for lname, value in limiters.items():
             if isinstance(value, int) and not isinstance(value, bool):
@@ -324,6 +331,7 @@ class Flow:
                         f"limiter by that name; pass limiters={{{lname!r}: 2}} (or a CapacityLimiter)"
                         f"{did_you_mean(lname, limiters)}"
                     )
+        _check_limiter_names(self.name, plan, limiters)
         if error_handling not in ("fail_fast", "continue"):
             raise GraphError(
                 f"flow.run(error_handling={error_handling!r}) must be 'fail_fast' or 'continue'"
@@ -417,10 +425,47 @@ _STEP_OPTIONS = frozenset(
 )
 
 
+def _check_limiter_names(flow_name: str, plan: Plan, limiters: Mapping[Any, object]) -> None:
+    """Every ``limiters`` key is a string that some step uses (else a misspelt name)."""
+    used = {name for node in plan.nodes for name in node.spec.limiters}
+    for key in limiters:
+        if not isinstance(key, str):
+            raise TypeError(
+                f"flow.run(limiters=...) keys must be limiter names (strings), got {key!r} that is a "
+                f"{type(key).__name__}"
+            )
+        if key not in used:
+            users = f"; the steps use {', '.join(repr(u) for u in sorted(used))}" if used else (
+                "; no step names a limiter (use @flow.step(limiter=...), or limiter= for the whole run)"
+            )
+            raise GraphError(
+                f"flow.run(limiters=...) has limiter {key!r}, but no step of flow {flow_name!r} uses "
+                f"it{did_you_mean(key, used) or users}"
+            )
+
+
 def _check_limiter(value: object, what: str) -> None:
+    if current_backend() is not _TRIO and isinstance(value, trio.CapacityLimiter):
+        raise TypeError(
+            f"{what} got a trio.CapacityLimiter, which works only under trio, but this run is on "
+            f"asyncio; use anyio.CapacityLimiter, which works on both"
+        )
+    total = getattr(value, "total_tokens", None)
+    if isinstance(total, int | float) and not isinstance(total, bool) and total < 1:
+        raise GraphError(
+            f"{what} got a limiter with total_tokens={total!r}, so no step could ever run; give it "
+            f"at least 1 token"
+        )
     if isinstance(value, trio.CapacityLimiter):
         return
-    if callable(getattr(value, "acquire", None)) and callable(getattr(value, "release", None)):
+    acquire = getattr(value, "acquire", None)
+    if callable(acquire) and callable(getattr(value, "release", None)):
+        if not inspect.iscoroutinefunction(acquire):
+            raise TypeError(
+                f"{what} got {_short(value)} (a {type(value).__name__}) whose acquire() is not async; "
+                f"a limiter must be awaited without blocking the event loop: use "
+                f"anyio.CapacityLimiter (or trio.CapacityLimiter under trio)"
+            )
         return
     raise TypeError(
         f"{what} takes a CapacityLimiter (trio.CapacityLimiter or anyio.CapacityLimiter), "

@@ -54,6 +54,19 @@ def check_async_callable(fn: object, what: str) -> None:
         )
     if not callable(fn):
         raise TypeError(f"{what} expects an async function (got {fn!r} that is a {type(fn).__name__})")
+    if inspect.isasyncgenfunction(fn):
+        raise TypeError(
+            f"{what} expects an async function, but {getattr(fn, '__name__', fn)!r} is an async generator function "
+            f"(it yields); a step returns one value: collect the items into a list and return it, "
+            f"or make each item a map item with map_over="
+        )
+    if isinstance(fn, type):
+        call = getattr(fn, "__call__", None)  # noqa: B004 - the instances' __call__
+        if call is not None and inspect.iscoroutinefunction(call):
+            raise TypeError(
+                f"{what} got the class {fn.__name__}, whose instances are async callables; pass an "
+                f"instance: {fn.__name__}()"
+            )
     if not _is_async_callable(fn):
         name = getattr(fn, "__name__", repr(fn))
         raise TypeError(

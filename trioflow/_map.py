@@ -39,6 +39,7 @@ import trio.lowlevel
 
 from ._context import StepContext, _current
 from ._exceptions import FlowError, GraphError
+from ._foreign import explain
 from ._graph import check_async_callable, check_max_concurrent
 from ._results import RunResult, StepResult, StepStatus
 from ._retry import Retry
@@ -252,7 +253,7 @@ class _Pool:
                         call, first = first, None
                     value = await call
                 except Exception as exc:
-                    error: Exception = exc
+                    error: Exception = exc if be.name == "trio" else explain(exc, f"{self.label} item {index}")
                 else:
                     self.values[index] = value
                     self.finished[index] = be.current_time()

@@ -18,6 +18,11 @@ from ._exceptions import GraphError
 
 def _exception_types(value: object) -> tuple[type[BaseException], ...]:
     types = value if isinstance(value, tuple) else (value,)
+    if not types:
+        raise GraphError(
+            "Retry(retry_on=()) retries no exception at all; give the exception types to retry, "
+            "for example retry_on=(TimeoutError, ConnectionError), or use max_attempts=1 for no retry"
+        )
     for t in types:
         if not (isinstance(t, type) and issubclass(t, Exception)):
             raise TypeError(

@@ -53,6 +53,7 @@ from ._events import (
     _label,
 )
 from ._exceptions import FlowError
+from ._foreign import explain
 from ._graph import Node, Plan
 from ._isolation import isolate
 from ._results import LazySteps, RunResult, StepFunctions, StepResult, StepStatus
@@ -647,7 +648,7 @@ class Run:
                     value = await self._call_with_timeout(spec.fn, kwargs, spec.timeout, started, st.name, item, attempt)
                 kept = None if self.on_value is None else self.on_value(st.name, item, value)
             except Exception as exc:
-                error: Exception = exc
+                error: Exception = exc if self.be is _TRIO else explain(exc, f"step {_label(st.name, item)!r}")
             else:
                 self._unit_succeeded(unit, value, kept, attempt, now(), started)
                 return
