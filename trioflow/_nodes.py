@@ -170,7 +170,7 @@ class MergeError(TrioflowError):
 
     def __init__(self, message: str, results: Sequence[NodeResult[Any]] = ()) -> None:
         super().__init__(message)
-        self.results = list(results)
+        self.results: list[NodeResult[Any]] = list(results)
 
 
 # -- canonical serialization -----------------------------------------------------------
