@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typing``, ``docs``, ``bench``, ``fuzz``."""
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typing``, ``docs``, ``bench``, ``fuzz``, ``distributed``."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ nox.options.sessions = ["tests", "lint", "typing", "docs"]
 nox.options.reuse_existing_virtualenvs = False
 
 # pydantic: trioflow.nodes states may be pydantic models, and the tests check that
-TEST_DEPS = ["pytest>=8", "pytest-trio>=0.8", "hypothesis>=6.100", "pydantic>=2"]
+# rich: the live ProgressDisplay and the docs' picture of it
+TEST_DEPS = ["pytest>=8", "pytest-trio>=0.8", "hypothesis>=6.100", "pydantic>=2", "rich>=13"]
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (trio and asyncio backends) against the installed package."""
-    session.install(".", *TEST_DEPS)
+    session.install(".[process,http]", *TEST_DEPS)  # http: the flow files' http steps are tested too
     session.run("pytest", *session.posargs)
 
 
@@ -32,6 +33,13 @@ def trio_range(session: nox.Session, trio: str) -> None:
     session.install("--upgrade", "anyio[trio]>=4.4,<5", pin)  # with anyio's matching version
     session.run("python", "-c", "import trio, anyio; print('trio', trio.__version__, 'anyio', anyio.__version__)")
     session.run("pytest", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def distributed(session: nox.Session) -> None:
+    """The Dask runner's tests against a real LocalCluster (slow, so not in ``tests``)."""
+    session.install(".[dask,process]", *TEST_DEPS)
+    session.run("pytest", "-m", "distributed", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session
@@ -54,7 +62,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typing(session: nox.Session) -> None:
     """mypy --strict over the package; pyright's type completeness of the public API."""
-    session.install(".", "mypy>=1.10", "hypothesis>=6.100", "pyright>=1.1.380", "pytest>=8")
+    session.install(".[process,dask]", "mypy>=1.10", "hypothesis>=6.100", "pyright>=1.1.380", "pytest>=8")
     session.run("mypy", "--strict", "trioflow")
     # the overloads that type result[step_function] (issue 11 item 3)
     session.run("mypy", "--strict", "tests/test_typed_results.py")
@@ -72,5 +80,5 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks: trioflow against hand-written raw trio, as ratios from the same process."""
-    session.install(".")
+    session.install(".[process,dask]")
     session.run("python", "bench/run.py", *session.posargs)

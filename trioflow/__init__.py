@@ -16,7 +16,9 @@ from ._context import StepContext as StepContext
 from ._context import current_step as current_step
 from ._events import BatchStarted as BatchStarted
 from ._events import Event as Event
+from ._events import MapStarted as MapStarted
 from ._events import RunFinished as RunFinished
+from ._events import RunStarted as RunStarted
 from ._events import StepCancelled as StepCancelled
 from ._events import StepFailed as StepFailed
 from ._events import StepRetrying as StepRetrying
@@ -28,16 +30,23 @@ from ._exceptions import GraphError as GraphError
 from ._exceptions import StoreError as StoreError
 from ._exceptions import TrioflowError as TrioflowError
 from ._flow import Flow as Flow
+from ._limits import KeyedLimiter as KeyedLimiter
+from ._limits import RateLimit as RateLimit
 from ._map import gather as gather
 from ._map import map as map
+from ._open_run import RunHandle as RunHandle
+from ._progress import ProgressDisplay as ProgressDisplay
+from ._race import race as race
 from ._records import RecordedError as RecordedError
 from ._records import RunInfo as RunInfo
 from ._results import RunResult as RunResult
 from ._results import StepResult as StepResult
 from ._results import StepStatus as StepStatus
 from ._retry import Retry as Retry
-from ._store import MemoryStore as MemoryStore
-from ._store import SQLiteStore as SQLiteStore
+from ._runner_dask import DaskRunner as DaskRunner
+from ._stores import MemoryStore as MemoryStore
+from ._stores import SQLiteStore as SQLiteStore
+from ._timeline import Timeline as Timeline
 
 __version__ = "0.1.0"
 
@@ -46,18 +55,25 @@ __all__ = [
     "Cache",
     "CacheStatistics",
     "CodecError",
+    "DaskRunner",
     "Event",
     "Flow",
     "FlowError",
     "GraphError",
     "JSONCodec",
+    "KeyedLimiter",
+    "MapStarted",
     "MemoryStore",
     "PickleCodec",
+    "ProgressDisplay",
+    "RateLimit",
     "RecordedError",
     "Retry",
     "RunFinished",
+    "RunHandle",
     "RunInfo",
     "RunResult",
+    "RunStarted",
     "SQLiteStore",
     "StepCancelled",
     "StepContext",
@@ -69,10 +85,12 @@ __all__ = [
     "StepStatus",
     "StepSucceeded",
     "StoreError",
+    "Timeline",
     "TrioflowError",
     "current_step",
     "gather",
     "map",
+    "race",
 ]
 
 

@@ -30,7 +30,7 @@ from ._exceptions import StoreError
 from ._inputs import current_resources
 from ._isolation import isolate
 from ._scheduler import current_backend
-from ._store import SQLiteStore
+from ._stores import SQLiteStore
 
 __all__ = ["Cache", "CacheStatistics"]
 

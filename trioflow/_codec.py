@@ -22,13 +22,31 @@ import json
 import math
 import pickle
 import sys
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-__all__ = ["CodecError", "JSONCodec", "PickleCodec"]
+__all__ = ["Codec", "CodecError", "JSONCodec", "PickleCodec"]
 
 _TAG = "__trioflow__"
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Turns values into bytes and back (:class:`trioflow.JSONCodec`, :class:`trioflow.PickleCodec`)."""
+
+    @property
+    def name(self) -> str:
+        """Stored next to each value, so a store knows which codec can read it."""
+        ...
+
+    def encode(self, value: Any) -> bytes:
+        """Encode ``value``; raise :class:`TypeError` (e.g. :class:`trioflow.CodecError`) if it cannot."""
+        ...
+
+    def decode(self, data: bytes) -> Any:
+        """Decode what :meth:`encode` returned."""
+        ...
 
 
 class CodecError(TypeError):
@@ -53,9 +71,18 @@ def _lookup(path: str) -> type:
         )
     obj: Any = module
     for part in qualname.split("."):
-        obj = getattr(obj, part, None)
+        # what the namespace holds already: never getattr, which would run a module's
+        # lazy __getattr__ (anyio's, for one, imports submodules) or a descriptor
+        try:
+            namespace = vars(obj)
+        except TypeError:
+            namespace = {}
+        obj = namespace.get(part)
         if obj is None:
-            raise CodecError(f"cannot decode a value of type {path!r}: {module_name!r} has no {qualname!r}")
+            raise CodecError(
+                f"cannot decode a value of type {path!r}: {module_name!r} has no {qualname!r} "
+                f"(among what it has defined or imported so far)"
+            )
     if not isinstance(obj, type):
         raise CodecError(f"cannot decode a value of type {path!r}: it is not a class")
     return obj

@@ -141,7 +141,7 @@ def apply_declarations(flow_name: str, plan: Plan, declared: Declarations) -> Pl
         if declared.inputs is None:
             continue
         for p in node.inputs:
-            if p.name in declared.inputs or p.name in declared.resources:
+            if p.key in declared.inputs or p.key in declared.resources:
                 continue
             default = " (it has a default, but undeclared parameters are not inputs)" if p.has_default else ""
             raise GraphError(
@@ -161,7 +161,7 @@ def apply_declarations(flow_name: str, plan: Plan, declared: Declarations) -> Pl
 
 def resource_users(plan: Plan, name: str) -> list[str]:
     """Steps with a parameter ``name`` that names no step."""
-    return [n.spec.name for n in plan.nodes if any(p.name == name for p in n.inputs)]
+    return [n.spec.name for n in plan.nodes if any(p.key == name for p in n.inputs)]
 
 
 def check_resources(

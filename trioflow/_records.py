@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
+from ._codec import Codec
 from ._exceptions import StoreError, TrioflowError
 from ._results import RunResult, StepResult, StepStatus
-
-if TYPE_CHECKING:
-    from .abc import Codec
 
 
 class RecordedError(TrioflowError):
@@ -122,6 +120,13 @@ def check_header(recorded: RunHeader, new: RunHeader) -> None:
             f"run {rid!r} was recorded with a different structure of flow {new.flow!r} "
             f"(fingerprint {recorded.fingerprint!r}, now {new.fingerprint!r}): steps, "
             f"dependencies or step functions changed; {fix}"
+        )
+    if recorded.codec != new.codec:
+        known = {"json": " (codec=trioflow.JSONCodec())", "pickle": " (codec=trioflow.PickleCodec())"}
+        raise StoreError(
+            f"run {rid!r} was recorded with the {recorded.codec!r} codec, and this store uses "
+            f"{new.codec!r}; to resume it, open the store with the codec that recorded it"
+            f"{known.get(recorded.codec, '')}, or {fix}"
         )
     if recorded.inputs_digest != new.inputs_digest:
         raise StoreError(f"run {rid!r} was recorded with different inputs; {fix}")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import attrs
+
+if TYPE_CHECKING:
+    from ._timeline import Timeline
 
 T = TypeVar("T")
 
@@ -20,7 +23,9 @@ class StepStatus(enum.StrEnum):
     FAILED = "failed"
     """Its last attempt raised (a timeout counts as a failure)."""
     SKIPPED = "skipped"
-    """A step it depends on failed (``error_handling="continue"``)."""
+    """Its ``when=`` condition was false, or a step it depends on failed
+    (``error_handling="continue"``) or was skipped; see
+    :attr:`StepResult.skip_reason`."""
     CANCELLED = "cancelled"
     """The run was cancelled before it finished (fail-fast or outside cancellation)."""
 
@@ -48,7 +53,10 @@ class StepResult:
     ``trio.testing.MockClock``); they are ``None`` for a step that never started.
     ``attempts`` is the number of attempts made (for a map step, the largest
     over its items). ``usage`` sums what the step reported through
-    :func:`trioflow.current_step`.
+    :func:`trioflow.current_step`. ``skip_reason`` is ``"condition"`` for a
+    step skipped because its ``when=`` condition was false, ``"dependency"``
+    for one skipped because a step it depends on failed or was skipped, and
+    ``None`` for a step that was not skipped.
 
     For a map step, ``items`` holds one :class:`StepResult` per item, in item
     order, named ``"step[i]"`` (status, value, error, attempts and times), also
@@ -65,6 +73,7 @@ class StepResult:
     started_at: float | None = None
     finished_at: float | None = None
     usage: Mapping[str, float] = attrs.field(factory=dict, converter=_frozen_mapping)
+    skip_reason: str | None = None
     items: tuple[StepResult, ...] = attrs.field(default=(), converter=_results_tuple, repr=False)
 
     @property
@@ -189,6 +198,29 @@ def _steps_mapping(value: Mapping[str, StepResult]) -> LazySteps:
     return LazySteps.of(value)
 
 
+@attrs.frozen(eq=False)
+class RunTrace:
+    """What a run knew beyond its step results, kept for :meth:`RunResult.timeline`.
+
+    ``plan`` is the compiled plan (dependencies and limiters of each step);
+    ``limiters`` maps each limiter name (and ``"max_concurrent (run)"`` when the run
+    had one) to its capacity; ``restored`` names the steps a store restored;
+    ``retries`` lists each retried attempt as ``[step, item, attempt,
+    started, failed_at, wait, resumed_at]`` (``resumed_at`` is None when the
+    wait was cut short), filled on the retry path only; ``items`` lists each
+    attempt of a map item as ``[step, item, attempt, started, ended, status]``
+    (``ended`` and ``status`` are None for an attempt cut short by
+    cancellation; ``status`` is ``"succeeded"``, ``"failed"`` or
+    ``"retried"``).
+    """
+
+    plan: Any
+    limiters: Mapping[str, float]
+    restored: frozenset[str]
+    retries: list[list[Any]]
+    items: list[list[Any]]
+
+
 @attrs.frozen
 class RunResult(Mapping[str, Any]):
     """The result of :meth:`Flow.run`.
@@ -203,6 +235,19 @@ class RunResult(Mapping[str, Any]):
     started_at: float
     finished_at: float
     run_id: str | None = None
+    # what the timeline needs beyond the steps (None for a result loaded from a store)
+    _trace: RunTrace | None = attrs.field(default=None, eq=False, repr=False, kw_only=True, alias="_trace")
+
+    def timeline(self) -> Timeline:
+        """A :class:`~trioflow.Timeline` picture of this run: what ran when, side by side.
+
+        A run's own result draws every attempt, retry wait, the critical path
+        and a track per limiter; a result loaded from a store draws each step's
+        (and map item's) recorded times.
+        """
+        from ._timeline import Timeline
+
+        return Timeline.from_result(self)
 
     @property
     def outputs(self) -> Mapping[str, Any]:
