@@ -66,6 +66,7 @@ def typing(session: nox.Session) -> None:
     session.run("mypy", "--strict", "trioflow")
     # the overloads that type result[step_function] (issue 11 item 3)
     session.run("mypy", "--strict", "tests/test_typed_results.py")
+    session.run("pyright", "tests/test_typed_results.py")
     # fails below 100%: every public symbol has a known, declared type
     session.run("pyright", "--verifytypes", "trioflow", "--ignoreexternal")
 
