@@ -544,3 +544,47 @@ def test_example_flow_files_run(path: Path, tmp_path: Path) -> None:
         assert len(outputs["drafts"]) == 5
         assert outputs["report"].startswith("A short guide to structured concurrency\n")
         assert "retry" in done.stderr  # the fake server's first outline answer is a 503
+
+
+# -- the docs page's examples -------------------------------------------------------------------
+
+
+def doc_blocks(kind: str) -> list[str]:
+    import re
+
+    text = (ROOT / "docs" / "flowfiles.rst").read_text()
+    return [textwrap.dedent(b) for b in re.findall(rf"\.\. code-block:: {kind}\n\n((?:   .*\n|\n)+)", text)]
+
+
+def test_the_docs_first_flow_runs_as_shown(tmp_path: Path) -> None:
+    hello, batch = doc_blocks("toml")
+    write(tmp_path, hello, "hello.toml")
+    [console] = doc_blocks("console")
+    command, *shown = console.strip().splitlines()
+    assert command == "$ trioflow run hello.toml -i who=trio"
+    done = trioflow_cmd(*command.split()[2:], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    got = done.stdout.splitlines()
+    assert got[0].startswith("flow 'hello' succeeded in ")
+    assert got[1:] == shown[1:]
+    (tmp_path / "mytools.py").write_text("def sizes(pages):\n    return [len(p) for p in pages]\n")
+    checked = trioflow_cmd("validate", write(tmp_path, batch, "batch.toml"), cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_the_readme_flow_file_runs_and_resumes(tmp_path: Path) -> None:
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    [toml] = re.findall(r"^```toml\n(.*?)^```", readme, flags=re.MULTILINE | re.DOTALL)
+    [console] = re.findall(r"^```console\n(.*?)^```", readme, flags=re.MULTILINE | re.DOTALL)
+    write(tmp_path, toml, "flow.toml")
+    results = []
+    for line in console.strip().splitlines():
+        args = line.split("#")[0].split()[2:]
+        results.append(trioflow_cmd(*args, cwd=tmp_path))
+        assert results[-1].returncode == 0, (line, results[-1].stderr)
+    doc = json.loads(results[3].stdout)
+    assert doc["outputs"]["greet"] == "hello you"
+    assert doc["outputs"]["each"] == ["a", "b", "c"]
+    assert "succeeded" in results[4].stdout
