@@ -588,3 +588,18 @@ def test_the_readme_flow_file_runs_and_resumes(tmp_path: Path) -> None:
     assert doc["outputs"]["greet"] == "hello you"
     assert doc["outputs"]["each"] == ["a", "b", "c"]
     assert "succeeded" in results[4].stdout
+
+
+def test_with_json_what_python_steps_print_goes_to_stderr(tmp_path: Path) -> None:
+    (tmp_path / "noisy.py").write_text("def talk():\n    print('chatter')\n    return 1\n")
+    path = write(tmp_path, """
+        [flow]
+        allow = ["noisy"]
+        [steps.talk]
+        kind = "python"
+        function = "noisy:talk"
+    """)
+    done = trioflow_cmd("run", path, "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["outputs"] == {"talk": 1}
+    assert "chatter" in done.stderr

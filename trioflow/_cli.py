@@ -7,6 +7,7 @@ one message; ``--debug`` adds the traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
@@ -204,7 +205,9 @@ def _run(flow_file: FlowFile, file: str, values: dict[str, Any], store: Any, sto
                 finally:
                     nursery.cancel_scope.cancel()
 
-    trio.run(main)
+    # with --json, standard output holds only the document: what steps print goes to stderr
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        trio.run(main)
     if "invalid" in outcome:
         exc = outcome["invalid"]
         hint = ""
