@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -68,7 +69,7 @@ def _parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
 
 def _store(path: str, *, must_exist: bool) -> Any:
     from ._exceptions import StoreError
-    from ._store import SQLiteStore
+    from ._stores import SQLiteStore
 
     if must_exist and not Path(path).exists():
         _fail(f"--store {path!r}: no such file; give the database a run was recorded in "
@@ -189,7 +190,13 @@ def _run(flow_file: FlowFile, file: str, values: dict[str, Any], store: Any, sto
                 async def on_sigint() -> None:
                     with trio.open_signal_receiver(signal.SIGINT) as signals:
                         async for _ in signals:
+                            if outcome.get("interrupted"):  # a second Ctrl-C: stop waiting
+                                print("trioflow: interrupted again: exiting without waiting for "
+                                      "the steps to stop", file=sys.stderr, flush=True)
+                                os._exit(EXIT_INTERRUPTED)
                             outcome["interrupted"] = True
+                            print("trioflow: interrupted: cancelling the run (Ctrl-C again to "
+                                  "exit at once)", file=sys.stderr, flush=True)
                             scope.cancel()
 
                 nursery.start_soon(on_sigint)

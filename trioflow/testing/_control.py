@@ -44,7 +44,7 @@ import trio
 import trio.lowlevel
 from trio._core import _run as _trio_run
 
-from .._store import _Signal
+from .._stores._base import _Signal
 from ._errors import BudgetExceededError, DeadlockError
 
 # where a task waits for an SQLiteStore's writer thread (see _looks_idle)
