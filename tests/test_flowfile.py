@@ -688,7 +688,7 @@ def test_rate_limits_need_calls_and_per(tmp_path: Path) -> None:
     assert problems(path)[:3] == [
         "FILE:2: limiters.api: a rate limit needs calls and per, as in api = { calls = 100, per = 60 } "
         "(got {'calls': 10})",
-        "FILE:3: limiters.web.calls: must be a whole number >= 1 (got 0)",
+        "FILE:3: limiters.web.calls: must be a number > 0 (got 0)",
         "FILE:3: limiters.web.per: must be a number > 0 (got -1)",
     ]
 

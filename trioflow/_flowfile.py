@@ -371,7 +371,7 @@ class _Loader:
                     self.p.add(where, f"a rate limit needs calls and per, as in {name} = "
                                       f"{{ calls = 100, per = 60 }} (got {_show(dict(spec))})")
                     continue
-                ok = self.integer(spec["calls"], [*where, "calls"], 1)
+                ok = self.number(spec["calls"], [*where, "calls"], 0, strict=True)
                 ok = self.number(spec["per"], [*where, "per"], 0, strict=True) and ok
                 if "burst" in spec:
                     ok = self.integer(spec["burst"], [*where, "burst"], 1) and ok
@@ -439,6 +439,10 @@ class _Loader:
             step.retry = self.load_retry(raw["retry"], [*where, "retry"])
         if "batch" in raw:
             step.batch = self.load_batch(raw["batch"], [*where, "batch"])
+            rates = [n for n in step.limiters if n in limiters and not isinstance(limiters[n], int)]
+            if len(rates) > 1:
+                self.p.add([*where, "limiter"], f"a batch step can use one rate limit, not {len(rates)} "
+                                                f"({', '.join(rates)}); keep one of them")
         fields = {k: v for k, v in raw.items() if k in _KINDS[kind]}
         if kind == "shell":
             self.check_shell(fields, where)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import importlib
 import inspect
 import json
 import keyword
@@ -114,7 +115,8 @@ class StepDef:
                     f"a {type(items).__name__})"
                 )
 
-            held = _item_limiters(name, limiter_names)
+            held, rate = _item_limiters(name, limiter_names)
+            extra = {} if rate is None else {"limiter": rate}  # each item's attempts take a token
 
             async def one(item: Any) -> Any:
                 async with contextlib.AsyncExitStack() as stack:
@@ -129,6 +131,7 @@ class StepDef:
                 max_concurrent=batch.max_concurrent if batch.parallel else 1,
                 retry=Retry(max_attempts=batch.max_retries, wait=batch.retry_wait, backoff=1.0),
                 error_handling=batch.error_handling,  # type: ignore[arg-type]
+                **extra,
             )
 
         # the step's whole definition is part of the flow's structure: resuming a run
@@ -145,10 +148,12 @@ RUN_LIMITERS: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar
 )
 
 
-def _item_limiters(step: str, names: Sequence[str]) -> list[Any]:
-    """The limiter objects of the current :meth:`FlowFile.run` that each batch item holds."""
+def _item_limiters(step: str, names: Sequence[str]) -> tuple[list[Any], Any]:
+    """The limiter objects of the current ``FlowFile.run`` for a batch's items: the
+    capacity limiters each item holds, and the rate limit (if any) that
+    :func:`trioflow.map` applies to each item's attempts."""
     if not names:
-        return []
+        return [], None
     try:
         limiters = RUN_LIMITERS.get()
     except LookupError:
@@ -156,4 +161,7 @@ def _item_limiters(step: str, names: Sequence[str]) -> list[Any]:
             f"step {step!r}: a batch step with a limiter runs only through FlowFile.run(), "
             f"which makes the run's limiters"
         ) from None
-    return [limiters[n] for n in names]
+    rate_type = getattr(importlib.import_module("trioflow"), "RateLimit", None)
+    held = [limiters[n] for n in names]
+    rates = [lim for lim in held if rate_type is not None and isinstance(lim, rate_type)]
+    return [lim for lim in held if lim not in rates], (rates[0] if rates else None)
