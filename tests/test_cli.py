@@ -603,3 +603,19 @@ def test_with_json_what_python_steps_print_goes_to_stderr(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["outputs"] == {"talk": 1}
     assert "chatter" in done.stderr
+
+
+def test_a_store_path_that_cannot_be_a_database_exits_2_before_anything_runs(tmp_path: Path) -> None:
+    path = write(tmp_path, HELLO)
+    folder = trioflow_cmd("run", path, "--store", tmp_path)
+    assert folder.returncode == 2
+    assert folder.stderr == (
+        f"trioflow: error: --store {str(tmp_path)!r} is a folder; give the path of a database "
+        f"file, such as {str(tmp_path / 'runs.db')!r}\n"
+    )
+    missing = trioflow_cmd("run", path, "--store", tmp_path / "nowhere" / "runs.db")
+    assert missing.returncode == 2
+    assert missing.stderr == (
+        f"trioflow: error: --store {str(tmp_path / 'nowhere' / 'runs.db')!r}: the folder "
+        f"{str(tmp_path / 'nowhere')!r} does not exist; create it first, or give another path\n"
+    )

@@ -74,6 +74,12 @@ def _store(path: str, *, must_exist: bool) -> Any:
     if must_exist and not Path(path).exists():
         _fail(f"--store {path!r}: no such file; give the database a run was recorded in "
               f"(trioflow run FILE --store PATH)")
+    if Path(path).is_dir():
+        _fail(f"--store {path!r} is a folder; give the path of a database file, such as "
+              f"{str(Path(path) / 'runs.db')!r}")
+    if not Path(path).absolute().parent.is_dir():
+        _fail(f"--store {path!r}: the folder {str(Path(path).absolute().parent)!r} does not "
+              f"exist; create it first, or give another path")
     try:
         return SQLiteStore(path)
     except (StoreError, OSError) as exc:
@@ -160,11 +166,11 @@ def run(file: str, inputs: tuple[str, ...], store: str | None, run_id: str | Non
         _fail("\n".join(exc.problems))
     if run_id is not None and store is None:
         _fail("--run-id needs --store PATH: a run can be resumed only from where it was recorded")
+    opened = _store(store, must_exist=False) if store is not None else None
     if store is not None and run_id is None:
         run_id = uuid.uuid4().hex[:12]
         print(f"trioflow: run id {run_id} (resume with --store {store} --run-id {run_id})",
               file=sys.stderr, flush=True)
-    opened = _store(store, must_exist=False) if store is not None else None
     try:
         code = _run(flow_file, file, values, opened, store, run_id, max_concurrent, as_json)
     finally:
@@ -218,7 +224,7 @@ def _run(flow_file: FlowFile, file: str, values: dict[str, Any], store: Any, sto
     if "invalid" in outcome:
         exc = outcome["invalid"]
         hint = ""
-        if isinstance(exc, StoreError) and store_path is not None:
+        if isinstance(exc, StoreError) and store_path is not None and "store.forget(" in str(exc):
             hint = (f"; to start run {run_id!r} over from the command line: "
                     f"trioflow runs forget {run_id} --store {store_path}")
         raise _Exit(EXIT_USAGE, f"{file}: {exc}{hint}") from exc

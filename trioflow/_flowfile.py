@@ -455,6 +455,8 @@ class _Loader:
         self.check_refs(step, steps, inputs)
         if not step.description:
             step.description = _describe(kind, raw)
+            if isinstance(raw.get("batch"), Mapping) and "items" in raw["batch"]:
+                step.description += f" (batch over {raw['batch']['items']})"
         return step
 
     def p_has(self, keys: Sequence[str]) -> bool:
