@@ -619,3 +619,22 @@ def test_a_store_path_that_cannot_be_a_database_exits_2_before_anything_runs(tmp
         f"trioflow: error: --store {str(tmp_path / 'nowhere' / 'runs.db')!r}: the folder "
         f"{str(tmp_path / 'nowhere')!r} does not exist; create it first, or give another path\n"
     )
+
+
+def test_without_httpx_the_http_kind_says_how_to_install_it(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        [steps.get]
+        kind = "http"
+        url = "http://127.0.0.1:9/"
+    """)
+    code = ("import sys; sys.modules['httpx'] = None\n"  # as if httpx were not installed
+            "from trioflow._cli import main\n"
+            f"main(['validate', {str(path)!r}])\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"trioflow: error: {path}:2: steps.get.kind: the 'http' kind needs httpx, which is not "
+        f"installed; install it with pip install 'trioflow[http]'\n"
+    )
