@@ -752,3 +752,38 @@ async def test_each_batch_item_holds_the_steps_limiters(tmp_path: Path) -> None:
     with pytest.raises(FlowError) as info:
         await ff.flow.run(limiters={"llm": 2})  # not through FlowFile.run: no limiters to hold
     assert "runs only through FlowFile.run()" in str(info.value.exceptions[0])
+
+
+@pytest.mark.anyio
+async def test_batch_item_limits_hold_on_both_backends(tmp_path: Path) -> None:
+    (tmp_path / "helpers_h.py").write_text(textwrap.dedent("""
+        import anyio
+
+        now = 0
+        peak = 0
+
+        async def call(i):
+            global now, peak
+            now += 1
+            peak = max(peak, now)
+            await anyio.sleep(0.01)
+            now -= 1
+            return i * i
+    """))
+    path = write(tmp_path, """
+        [flow]
+        allow = ["helpers_h"]
+        [limiters]
+        llm = 2
+        [steps.many]
+        kind = "python"
+        function = "helpers_h:call"
+        args = { i = "${item}" }
+        limiter = "llm"
+        batch = { items = [0, 1, 2, 3, 4, 5, 6], max_concurrent = 10 }
+    """)
+    module = sys.modules.pop("helpers_h", None)
+    del module
+    result = await run(load_flow_file(path))
+    assert result["many"] == [0, 1, 4, 9, 16, 25, 36]
+    assert sys.modules["helpers_h"].peak == 2
