@@ -487,16 +487,26 @@ def test_templates_naming_no_step_or_input(tmp_path: Path) -> None:
         [steps.bad]
         kind = "shell"
         argv = ["echo", "${steps.fetch}", "${oops"]
+
+        [steps.each]
+        kind = "shell"
+        argv = ["echo", "${doc}", "${HOME}", "$${HOME}"]
+        batch = { items = [1], as = "doc" }
+        stdin = "${dc}"
     """)
     assert problems(path) == [
         "FILE:6: steps.fetch.argv: ${inputs.topik} names no input; did you mean 'topic'?",
         "FILE:10: steps.parse.argv: ${steps.fetc.output} names no step; did you mean 'fetch'?",
-        "FILE:10: steps.parse.argv: ${steps.nothing_like_it.output} names no step (steps: fetch, parse, bad)",
-        "FILE:11: steps.parse.stdin: ${item}: ${item} is defined only in a step with batch = "
-        "{ items = ... }; write ${inputs.NAME} or ${steps.NAME.output}",
+        "FILE:10: steps.parse.argv: ${steps.nothing_like_it.output} names no step (steps: fetch, parse, bad, each)",
+        "FILE:11: steps.parse.stdin: ${item} names nothing here: a batch item exists only in a "
+        "step with batch = { items = ... }; use ${inputs.NAME} or ${steps.NAME.output}; write $${ "
+        "for a literal ${ (as in a shell variable)",
         "FILE:15: steps.bad.argv.1: template ${steps.fetch} in '${steps.fetch}' must read the step's "
         "output: ${steps.fetch.output}",
         "FILE:15: steps.bad.argv.2: '${oops' has a '${' with no closing '}'; write $${ for a literal ${",
+        "FILE:19: steps.each.argv: ${HOME} names nothing: this batch's items are ${doc}; write $${ "
+        "for a literal ${ (as in a shell variable)",
+        "FILE:21: steps.each.stdin: ${dc} names nothing: this batch's items are ${doc}; did you mean 'doc'?",
     ]
 
 

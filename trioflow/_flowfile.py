@@ -653,12 +653,15 @@ class _Loader:
             else:
                 step.deps.add(ref.name)
         elif step.batch is None or ref.root != step.batch.name:
+            literal = "; write $${ for a literal ${ (as in a shell variable)"
             if step.batch is None:
-                self.p.add(keys, f"{ref.text}: ${{{ref.root}}} is defined only in a step with "
-                                 "batch = { items = ... }; write ${inputs.NAME} or ${steps.NAME.output}")
+                self.p.add(keys, f"{ref.text} names nothing here: a batch item exists only in a step "
+                                 "with batch = { items = ... }; use ${inputs.NAME} or "
+                                 f"${{steps.NAME.output}}{literal}")
             else:
+                hint = did_you_mean(ref.root, [step.batch.name]) or literal
                 self.p.add(keys, f"{ref.text} names nothing: this batch's items are "
-                                 f"${{{step.batch.name}}}{did_you_mean(ref.root, [step.batch.name])}")
+                                 f"${{{step.batch.name}}}{hint}")
 
     def check_cycles(self, built: Sequence[StepDef | None]) -> None:
         graph = {b.name: sorted(b.deps) + [a for a in b.after if a not in b.deps] for b in built if b}
