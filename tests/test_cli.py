@@ -638,3 +638,21 @@ def test_without_httpx_the_http_kind_says_how_to_install_it(tmp_path: Path) -> N
         f"trioflow: error: {path}:2: steps.get.kind: the 'http' kind needs httpx, which is not "
         f"installed; install it with pip install 'trioflow[http]'\n"
     )
+
+
+def test_a_continue_batch_reports_failed_items_on_stderr(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        [steps.each]
+        kind = "shell"
+        shell = true
+        command = "test ${item} != 2 || { echo no two >&2; exit 7; }; echo ${item}"
+        batch = { items = [1, 2, 3], error_handling = "continue" }
+    """)
+    done = trioflow_cmd("run", path, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["outputs"] == {"each": ["1", None, "3"]}
+    assert (
+        "trioflow: step 'each': item 1 failed after 1 attempt, so its output is null (batch "
+        "error_handling = continue): CommandError: command ['/bin/sh', '-c', 'test 2 != 2 || "
+        "{ echo no two >&2; exit 7; }; echo 2'] exited with code 7: no two\n"
+    ) in done.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -188,6 +189,12 @@ def _run(flow_file: FlowFile, file: str, values: dict[str, Any], store: Any, sto
 
     display = _display(sys.stderr)
     outcome: dict[str, Any] = {}
+    from ._flowstep import LOG  # batch items that failed under error_handling = "continue"
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("trioflow: %(message)s"))
+    LOG.addHandler(handler)
+    LOG.setLevel(logging.WARNING)
 
     async def main() -> None:
         with trio.CancelScope() as scope:

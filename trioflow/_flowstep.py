@@ -15,17 +15,23 @@ import importlib
 import inspect
 import json
 import keyword
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
+from ._exceptions import FlowError
 from ._map import map as map_items
 from ._retry import Retry
 from ._stepkinds import run_http, run_python, run_shell
 from ._templates import resolve
 
-__all__ = ["RUN_LIMITERS", "Batch", "StepDef"]
+__all__ = ["LOG", "RUN_LIMITERS", "Batch", "StepDef"]
+
+LOG = logging.getLogger("trioflow.flowfile")
+"""Where batch steps report the items that failed under ``error_handling = "continue"``."""
+LOG.addHandler(logging.NullHandler())
 
 
 def _show(value: object) -> str:
@@ -125,14 +131,30 @@ class StepDef:
                     return await act(resolve(tree, {**scope, batch.name: item}))
 
             one.__name__ = one.__qualname__ = name
-            return await map_items(
-                one,
-                items,
-                max_concurrent=batch.max_concurrent if batch.parallel else 1,
-                retry=Retry(max_attempts=batch.max_retries, wait=batch.retry_wait, backoff=1.0),
-                error_handling=batch.error_handling,  # type: ignore[arg-type]
-                **extra,
-            )
+            retry = Retry(max_attempts=batch.max_retries, wait=batch.retry_wait, backoff=1.0)
+            width = batch.max_concurrent if batch.parallel else 1
+            if batch.error_handling == "fail_fast":
+                return await map_items(one, items, max_concurrent=width, retry=retry, **extra)
+
+            # "continue", as the batch node does it: every item is tried (with its
+            # retries), and a failed item's output is None; the step succeeds
+            async def tried(pair: tuple[int, Any]) -> Any:
+                index, item = pair
+                try:
+                    [value] = await map_items(one, [item], max_concurrent=1, retry=retry, **extra)
+                except FlowError as exc:
+                    error = exc.exceptions[0]
+                    LOG.warning(
+                        "step %r: item %d failed after %d attempt%s, so its output is null "
+                        "(batch error_handling = continue): %s: %s",
+                        name, index, batch.max_retries, "s" * (batch.max_retries != 1),
+                        type(error).__name__, error,
+                    )
+                    return None
+                return value
+
+            tried.__name__ = tried.__qualname__ = name
+            return await map_items(tried, list(enumerate(items)), max_concurrent=width)
 
         # the step's whole definition is part of the flow's structure: resuming a run
         # recorded with another version of the step is refused
