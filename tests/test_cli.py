@@ -505,7 +505,9 @@ def test_debug_adds_the_traceback(tmp_path: Path) -> None:
     assert trioflow_cmd("run", path, "--store", db, "--run-id", "d").returncode == 0
     plain = trioflow_cmd("run", path, "--store", db, "--run-id", "d", "-i", "who=x")
     debug = trioflow_cmd("--debug", "run", path, "--store", db, "--run-id", "d", "-i", "who=x")
-    assert plain.returncode == debug.returncode == 2
+    after = trioflow_cmd("run", path, "--store", db, "--run-id", "d", "-i", "who=x", "--debug")
+    assert plain.returncode == debug.returncode == after.returncode == 2
+    assert "Traceback (most recent call last)" in after.stderr
     assert "Traceback" not in plain.stderr
     assert "Traceback (most recent call last)" in debug.stderr
     assert "StoreError" in debug.stderr

@@ -464,6 +464,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """The ``trioflow`` command's entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    if debug:  # accepted anywhere: trioflow --debug run FILE, trioflow run FILE --debug
+        args = ["--debug", *(a for a in args if a != "--debug")]
     try:
         cli.main(args=args, prog_name="trioflow", standalone_mode=False)
     except _Exit as exc:
