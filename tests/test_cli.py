@@ -113,6 +113,10 @@ def test_a_failed_flow_exits_1_with_the_errors(tmp_path: Path) -> None:
     assert "trioflow: flow 'broken' failed\n  step 'bad': CommandError: command" in plain.stderr
     assert "  skipped: after_bad" in plain.stderr
     assert "Traceback" not in plain.stderr
+    debug = trioflow_cmd("run", path, "--debug")
+    assert debug.returncode == 1
+    assert "trioflow: traceback of step 'bad':\nTraceback (most recent call last):" in debug.stderr
+    assert "run_shell" in debug.stderr
 
 
 def test_an_invalid_file_exits_2_with_every_problem_and_no_traceback(tmp_path: Path) -> None:

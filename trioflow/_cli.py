@@ -55,6 +55,11 @@ def _load(path: str, allow_modules: Sequence[str] = ()) -> FlowFile:
         _fail("\n".join(exc.problems))
 
 
+def _debugging() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().params.get("debug"))
+
+
 def _parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for pair in pairs:
@@ -255,6 +260,12 @@ def _run(flow_file: FlowFile, file: str, values: dict[str, Any], store: Any, sto
         cancelled = [n for n, s in result.steps.items() if str(getattr(s.status, "value", s.status)) == "cancelled"]
         if cancelled:
             lines.append(f"  cancelled: {', '.join(cancelled)}")
+        if _debugging():
+            for n in result.failed:
+                error = result.steps[n].error
+                if error is not None:
+                    print(f"trioflow: traceback of step {n!r}:", file=sys.stderr)
+                    traceback.print_exception(error, file=sys.stderr)
         print("\n".join(lines), file=sys.stderr)
     if as_json:
         print(json.dumps(_document(result, run_id), indent=2))
