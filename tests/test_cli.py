@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-import trioflow
+from trioflow._flowfile import load_flow_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -176,18 +176,14 @@ def test_validate_and_plan(tmp_path: Path) -> None:
 
 def test_graph(tmp_path: Path) -> None:
     path = write(tmp_path, HELLO)
-    for fmt in ("mermaid", "dot"):
+    ff = load_flow_file(path)
+    for fmt, expected in (("mermaid", ff.flow.to_mermaid()), ("dot", ff.flow.to_dot())):
         done = trioflow_cmd("graph", path, "--format", fmt)
-        if hasattr(trioflow.Flow, f"to_{fmt}"):
-            assert done.returncode == 0, done.stderr
-            assert "greet" in done.stdout
-            assert "repeat" in done.stdout
-        else:
-            assert done.returncode == 2
-            assert done.stderr == (
-                f"trioflow: error: trioflow graph --format {fmt} needs Flow.to_{fmt}(), which this "
-                f"version of trioflow lacks; use trioflow plan {path} for the plan as text\n"
-            )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == expected + "\n"
+        assert "greet" in done.stdout
+        assert "repeat" in done.stdout
+    assert trioflow_cmd("graph", path).stdout == ff.flow.to_mermaid() + "\n"  # the default
     assert trioflow_cmd("graph", path, "--format", "png").returncode == 2
 
 
@@ -490,17 +486,12 @@ def test_timeline(tmp_path: Path) -> None:
     bad = trioflow_cmd("timeline", "t", "--store", db, "-o", tmp_path / "x.png")
     assert bad.returncode == 2
     assert "must end in .html, .svg or .txt" in bad.stderr
-    out = tmp_path / "t.txt"
-    done = trioflow_cmd("timeline", "t", "--store", db, "-o", out)
-    if hasattr(trioflow.RunResult, "timeline"):
-        assert done.returncode == 0, done.stderr
+    for suffix in ("txt", "svg", "html"):
+        out = tmp_path / f"t.{suffix}"
+        done = trioflow_cmd("timeline", "t", "--store", db, "-o", out)
+        assert (done.returncode, done.stdout) == (0, f"wrote {out}\n"), done.stderr
         assert "greet" in out.read_text()
-    else:
-        assert done.returncode == 2
-        assert done.stderr == (
-            "trioflow: error: trioflow timeline needs RunResult.timeline(), which this version of "
-            f"trioflow lacks; trioflow runs show t --store {db} shows the step times\n"
-        )
+    assert 'data-step="repeat"' in (tmp_path / "t.svg").read_text()
 
 
 def test_debug_adds_the_traceback(tmp_path: Path) -> None:

@@ -803,3 +803,55 @@ async def test_batch_item_limits_hold_on_both_backends(tmp_path: Path) -> None:
     result = await run(load_flow_file(path))
     assert result["many"] == [0, 1, 4, 9, 16, 25, 36]
     assert sys.modules["helpers_h"].peak == 2
+
+
+@pytest.mark.trio_only
+@pytest.mark.anyio
+async def test_rate_limits_in_flow_files(tmp_path: Path) -> None:
+    # issue 13's rule: RateLimit(calls=2, per=1.0) lets six ready starts go at 0, 0,
+    # 0.5, 1.0, 1.5, 2.0; here a plain step and a batch's items share the bucket
+    (tmp_path / "helpers_i.py").write_text(textwrap.dedent("""
+        import trio
+
+        async def stamp(i):
+            return trio.current_time()
+    """))
+    path = write(tmp_path, """
+        [flow]
+        allow = ["helpers_i"]
+        [limiters]
+        api = { calls = 2, per = 1 }
+        [steps.many]
+        kind = "python"
+        function = "helpers_i:stamp"
+        args = { i = "${item}" }
+        limiter = "api"
+        batch = { items = [0, 1, 2, 3, 4] }
+        [steps.single]
+        kind = "python"
+        function = "helpers_i:stamp"
+        args = { i = 9 }
+        limiter = "api"
+    """)
+    ff = load_flow_file(path)
+    start = trio.current_time()
+    result = await run(ff)
+    starts = sorted([t - start for t in result["many"]] + [result["single"] - start])
+    assert starts == [0, 0, 0.5, 1.0, 1.5, 2.0]
+
+
+def test_a_batch_step_may_use_one_rate_limit(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        [limiters]
+        a = { calls = 1, per = 1 }
+        b = { calls = 5, per = 60, burst = 2 }
+        c = 3
+        [steps.s]
+        kind = "shell"
+        argv = ["echo", "${item}"]
+        limiter = ["a", "b", "c"]
+        batch = { items = [1] }
+    """)
+    assert problems(path) == [
+        "FILE:8: steps.s.limiter: a batch step can use one rate limit, not 2 (a, b); keep one of them",
+    ]

@@ -18,7 +18,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TextIO
 
 import click
 
@@ -26,6 +26,7 @@ from . import __version__
 
 if TYPE_CHECKING:
     from ._flowfile import FlowFile
+    from ._progress import ProgressDisplay
     from ._results import RunResult
 
 __all__ = ["main"]
@@ -112,23 +113,10 @@ def _error_text(error: BaseException | None) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-class _PlainLines:
-    """The fallback display: one line per event."""
+def _display(file: TextIO) -> ProgressDisplay:
+    from ._progress import ProgressDisplay
 
-    def __init__(self, file: IO[str]) -> None:
-        self.file = file
-
-    def __call__(self, event: object) -> None:
-        print(event, file=self.file, flush=True)
-
-
-def _display(file: IO[str]) -> Callable[[object], object]:
-    import trioflow
-
-    progress = getattr(trioflow, "ProgressDisplay", None)
-    if progress is not None:
-        return progress(file=file)  # type: ignore[no-any-return]
-    return _PlainLines(file)
+    return ProgressDisplay(file=file)  # live on a terminal, one line per event otherwise
 
 
 # -- the commands ------------------------------------------------------------------------------
@@ -326,11 +314,7 @@ def plan(file: str, allow_module: tuple[str, ...]) -> None:
 def graph(file: str, fmt: str, allow_module: tuple[str, ...]) -> None:
     """Print a diagram of FILE's steps and dependencies."""
     flow = _load(file, allow_module).flow
-    method = getattr(flow, f"to_{fmt}", None)
-    if method is None:
-        _fail(f"trioflow graph --format {fmt} needs Flow.to_{fmt}(), which this version of "
-              f"trioflow lacks; use trioflow plan {file} for the plan as text")
-    click.echo(method())
+    click.echo(flow.to_mermaid() if fmt == "mermaid" else flow.to_dot())
 
 
 @cli.group()
@@ -463,11 +447,7 @@ def timeline(run_id: str, store: str, output: str) -> None:
         return await s.load(run_id)
 
     result = _in_store(store, read)
-    make = getattr(result, "timeline", None)
-    if make is None:
-        _fail("trioflow timeline needs RunResult.timeline(), which this version of trioflow "
-              f"lacks; trioflow runs show {run_id} --store {store} shows the step times")
-    make().save(output)
+    result.timeline().save(output)
     click.echo(f"wrote {output}")
 
 

@@ -30,6 +30,7 @@ from ._filelines import Problems
 from ._flow import Flow
 from ._flowstep import RUN_LIMITERS, Batch, StepDef
 from ._graph import did_you_mean
+from ._limits import RateLimit
 from ._results import RunResult
 from ._retry import Retry
 from ._stepkinds import load_httpx
@@ -377,15 +378,8 @@ class _Loader:
                     ok = self.integer(spec["burst"], [*where, "burst"], 1) and ok
                 if not ok:
                     continue
-                import trioflow
-
-                rate_limit = getattr(trioflow, "RateLimit", None)
-                if rate_limit is None:
-                    self.p.add(where, "rate limits need trioflow.RateLimit, which this version of "
-                                      f"trioflow lacks; use a concurrency limit: {name} = 2")
-                    continue
                 try:
-                    limiters[name] = rate_limit(**{k: spec[k] for k in _RATE_KEYS if k in spec})
+                    limiters[name] = RateLimit(**{k: spec[k] for k in _RATE_KEYS if k in spec})
                 except (GraphError, TypeError, ValueError) as exc:
                     self.p.add(where, str(exc))
             elif self.integer(spec, where, 1):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
-import importlib
 import inspect
 import json
 import keyword
@@ -22,6 +21,7 @@ from typing import Any
 import attrs
 
 from ._exceptions import FlowError
+from ._limits import RateLimit
 from ._map import map as map_items
 from ._retry import Retry
 from ._stepkinds import run_http, run_python, run_shell
@@ -183,7 +183,6 @@ def _item_limiters(step: str, names: Sequence[str]) -> tuple[list[Any], Any]:
             f"step {step!r}: a batch step with a limiter runs only through FlowFile.run(), "
             f"which makes the run's limiters"
         ) from None
-    rate_type = getattr(importlib.import_module("trioflow"), "RateLimit", None)
     held = [limiters[n] for n in names]
-    rates = [lim for lim in held if rate_type is not None and isinstance(lim, rate_type)]
+    rates = [lim for lim in held if isinstance(lim, RateLimit)]
     return [lim for lim in held if lim not in rates], (rates[0] if rates else None)
