@@ -115,7 +115,7 @@ async def test_fail_fast_cancels_pending_tasks_and_returns_without_waiting(
         raise ValueError("sibling failed")
 
     with pytest.raises(FlowError) as info:
-        await flow.run({"xs": list(range(10)), "seconds": 2.0, "log": str(log)})
+        await flow.run({"xs": list(range(10)), "seconds": 5.0, "log": str(log)})
     assert info.value.result.steps["spin_logged"].status is StepStatus.CANCELLED
     # the run returned while the two running tasks still spin on their workers
     assert _count_lines(tmp_path / "started.done") == 0
@@ -143,8 +143,9 @@ async def test_a_runner_from_an_address_owns_its_client(cluster: Any) -> None:
     assert "is closed; make a new DaskRunner" in str(error)
 
 
-async def test_a_runner_connects_on_first_use_and_closes(cluster: Any) -> None:
-    runner = DaskRunner(cluster.scheduler_address)
+@pytest.mark.parametrize("given", ["address", "cluster"])
+async def test_a_runner_connects_on_first_use_and_closes(cluster: Any, given: str) -> None:
+    runner = DaskRunner(cluster.scheduler_address if given == "address" else cluster)
     assert runner.client is None
     flow = Flow("d")
     flow.add(steps.square, runner=runner)

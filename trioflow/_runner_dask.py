@@ -48,7 +48,8 @@ class DaskRunner:
 
     Args:
         address_or_client: the scheduler's address (``"tcp://10.0.0.5:8786"``),
-            or a ``distributed.Client`` you already have.
+            or a ``distributed.Client`` you already have (a cluster object such
+            as a ``LocalCluster`` is taken as its ``scheduler_address``).
 
     A runner made from an address owns its client: it connects on first use
     (or on entering ``async with``) and disconnects when closed, so use it as
@@ -82,6 +83,11 @@ class DaskRunner:
             self._address = None
             self._client = address_or_client
             self._owns = False
+        elif isinstance(getattr(address_or_client, "scheduler_address", None), str):
+            # a cluster object (LocalCluster, ...): connect to it like to its address
+            self._address = address_or_client.scheduler_address
+            self._client = None
+            self._owns = True
         else:
             raise TypeError(
                 f"DaskRunner takes a scheduler address such as 'tcp://127.0.0.1:8786' or a "
