@@ -127,6 +127,18 @@ async def test_fail_fast_cancels_pending_tasks_and_returns_without_waiting(
     assert _count_lines(log) == 2
 
 
+async def test_max_concurrent_counts_the_tasks_submitted(client: Any, tmp_path: Path) -> None:
+    flow = Flow("d")
+    log = tmp_path / "times"
+    flow.add(steps.timed_item, runner=DaskRunner(client), map_over="xs")
+    result = await flow.run({"xs": list(range(4)), "log": str(log)}, max_concurrent=1)
+    assert result["timed_item"] == [0, 1, 2, 3]
+    spans = sorted(tuple(map(float, line.split())) for line in log.read_text().splitlines())
+    assert len(spans) == 4
+    # one task at a time on the cluster, though it has two idle workers
+    assert all(spans[i][1] <= spans[i + 1][0] for i in range(3))
+
+
 async def test_a_runner_from_an_address_owns_its_client(cluster: Any) -> None:
     flow = Flow("d")
     async with DaskRunner(cluster.scheduler_address) as runner:
