@@ -176,6 +176,23 @@ async def test_a_runner_from_a_client_leaves_it_to_its_owner(client: Any) -> Non
     assert client.status == "running"
 
 
+def test_an_asynchronous_client_on_asyncio(cluster: Any) -> None:
+    import asyncio
+
+    from distributed import Client
+
+    async def main() -> list[int]:
+        async with Client(cluster.scheduler_address, asynchronous=True) as client:
+            flow = Flow("d")
+            flow.add(steps.square, runner=DaskRunner(client), map_over="xs")
+            result = await flow.run({"xs": [1, 2, 3]})
+            assert result.steps["square"].usage == {"calls": 3, "units": 6}
+            value: list[int] = result["square"]
+            return value
+
+    assert asyncio.run(main()) == [1, 4, 9]
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(
         TypeError,
