@@ -21,6 +21,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def browser(session: nox.Session) -> None:
+    """The timeline page in headless Chromium (needs Debian's chromium package; .ci/run installs it)."""
+    session.install(".", *TEST_DEPS)
+    session.run("pytest", "browser_tests", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
 def fuzz(session: nox.Session) -> None:
     """Long schedule-fuzzing run of the engine's properties (not in the default set)."""
     session.install(".", *TEST_DEPS)
@@ -34,7 +41,7 @@ def fuzz(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff, including the flake8-async (ASYNC) rules."""
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "trioflow", "tests", "fuzz", "bench", "examples", "noxfile.py")
+    session.run("ruff", "check", "trioflow", "tests", "browser_tests", "fuzz", "bench", "examples", "noxfile.py")
 
 
 @nox.session
