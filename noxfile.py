@@ -9,8 +9,11 @@ nox.options.sessions = ["tests", "lint", "typing", "docs"]
 nox.options.reuse_existing_virtualenvs = False
 
 # pydantic: trioflow.nodes states may be pydantic models, and the tests check that
-# rich: the live ProgressDisplay and the docs' picture of it
-TEST_DEPS = ["pytest>=8", "pytest-trio>=0.8", "hypothesis>=6.100", "pydantic>=2", "rich>=13"]
+# rich: the live ProgressDisplay and the docs' picture of it; opentelemetry-sdk: the
+# in-memory exporter that checks the spans (it brings opentelemetry-api, the otel extra)
+TEST_DEPS = [
+    "pytest>=8", "pytest-trio>=0.8", "hypothesis>=6.100", "pydantic>=2", "rich>=13", "opentelemetry-sdk>=1.20",
+]
 
 
 @nox.session

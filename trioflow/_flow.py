@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 import attrs
 import trio
 
-from . import _runners
+from . import _otel, _runners
 from ._cache import Cache
 from ._durable import run_with_store
 from ._events import Event
@@ -379,9 +379,16 @@ class Flow:
         plan, resolved, options = self._prepare(
             inputs, max_concurrent, limiter, limiters, error_handling, seed, on_event, run_id
         )
+        if _otel.tracer is not None:  # opentelemetry-api is installed: a span per run and attempt
+            return await _otel.traced_run(
+                self.name, options.run_id, lambda: self._execute(plan, resolved, options, store)
+            )
+        return await self._execute(plan, resolved, options, store)
+
+    async def _execute(self, plan: Plan, inputs: dict[str, Any], options: RunOptions, store: Any) -> RunResult:
         if store is not None:
-            return await run_with_store(self.name, plan, resolved, options, store)
-        return await Run(self.name, plan, resolved, options).execute()
+            return await run_with_store(self.name, plan, inputs, options, store)
+        return await Run(self.name, plan, inputs, options).execute()
 
     def open_run(
         self, inputs: Mapping[str, Any] | None = None, **run_options: Any

@@ -200,6 +200,7 @@ class _StepState:
     started_at: float | None = None
     finished_at: float | None = None
     skip_cause: str | None = None
+    ready_at: float | None = None  # when its last dependency finished (None: at the run's start)
     external: tuple[tuple[int, Limiter], ...] = ()  # (id of the caller's limiter, limiter to acquire)
     items: list[Any]
     item_values: list[Any]
@@ -513,6 +514,7 @@ class Run:
             child = self.states[c]
             child.pending -= 1
             if child.pending == 0 and child.status is None:
+                child.ready_at = now
                 newly_ready.append(child)
         if len(newly_ready) > 1 and self.on_event is not None:
             self._emit(BatchStarted(tuple(s.name for s in newly_ready), now, elapsed=now - self.started_at))
@@ -749,9 +751,11 @@ class Run:
     ) -> Any:
         """One attempt's call, wrapped by the installed attempt hooks."""
         spec = st.node.spec
+        ready = self.started_at if st.ready_at is None else st.ready_at
         info = Attempt(
             self.flow_name, st.name, item, attempt, self.options.run_id,
             "async" if spec.runner is None else spec.runner.name, started,
+            started - ready if attempt == 1 else 0.0,
         )
 
         async def proceed() -> Any:
