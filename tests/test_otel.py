@@ -33,8 +33,13 @@ class _WhileTesting(Sampler):
 
     active = False
 
-    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
-        return SamplingResult(Decision.RECORD_AND_SAMPLE if self.active else Decision.DROP)
+    def should_sample(
+        self, parent_context: Any, trace_id: int, name: str, kind: Any = None, attributes: Any = None,
+        links: Any = None, trace_state: Any = None,
+    ) -> SamplingResult:
+        if not self.active:
+            return SamplingResult(Decision.DROP)
+        return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
 
     def get_description(self) -> str:
         return "while testing"
