@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typing``, ``docs``, ``bench``, ``fuzz``."""
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typing``, ``docs``, ``bench``, ``fuzz``, ``distributed``, ``browser``."""
 
 from __future__ import annotations
 
@@ -28,6 +28,13 @@ def browser(session: nox.Session) -> None:
     """The timeline page in headless Chromium (needs Debian's chromium package; .ci/run installs it)."""
     session.install(".", *TEST_DEPS)
     session.run("pytest", "browser_tests", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def distributed(session: nox.Session) -> None:
+    """The Dask runner's tests against a real LocalCluster (slow, so not in ``tests``)."""
+    session.install(".[dask,process]", *TEST_DEPS)
+    session.run("pytest", "-m", "distributed", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session
@@ -64,5 +71,5 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks: trioflow against hand-written raw trio, as ratios from the same process."""
-    session.install(".")
+    session.install(".[process,dask]")
     session.run("python", "bench/run.py", *session.posargs)

@@ -229,7 +229,7 @@ def test_event_str() -> None:
         "[+   0.000s] done     s in 1.000s (attempt 1)",
         "[+   0.000s] FAILED   s (attempt 1): ValueError('x')",
         "[+   0.000s] retry    s after attempt 1 failed (ValueError('x')); next in 0.500s",
-        "[+   0.000s] skipped  s (because 't' failed)",
+        "[+   0.000s] skipped  s (because 't' did not succeed)",
         "[+   0.000s] cancel   s (while running)",
         "[+   0.000s] Executing 2 steps in parallel: s, t",
         "[+   0.000s] finished f in 1.000s (ok)",

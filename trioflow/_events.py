@@ -135,15 +135,19 @@ class StepRetrying:
 
 @attrs.frozen
 class StepSkipped:
-    """A step will not run because a step it depends on failed."""
+    """A step will not run: a step it depends on failed or was skipped, or its
+    ``when=`` condition was false (``reason="condition"``, ``cause`` is the step itself)."""
 
     step: str
     time: float
     cause: str
+    reason: str = "dependency"
     elapsed: float = attrs.field(default=0.0, kw_only=True, eq=False)
 
     def __str__(self) -> str:
-        return f"{_at(self.elapsed)} skipped  {self.step} (because {self.cause!r} failed)"
+        if self.reason == "condition":
+            return f"{_at(self.elapsed)} skipped  {self.step} (its condition is false)"
+        return f"{_at(self.elapsed)} skipped  {self.step} (because {self.cause!r} did not succeed)"
 
 
 @attrs.frozen
@@ -162,7 +166,13 @@ class StepCancelled:
 
 @attrs.frozen
 class BatchStarted:
-    """Several steps became ready at the same moment and start together."""
+    """Several steps became ready at the same moment and start together.
+
+    ``steps`` lists exactly those that get a slot at once (capacity, named
+    limiters and a shared limiter allowing), in declaration order; the others
+    start later, one by one as slots free. Not sent when fewer than two start
+    (for example always under ``max_concurrent=1``).
+    """
 
     steps: tuple[str, ...]
     time: float

@@ -25,6 +25,7 @@ from ._graph import (
     did_you_mean,
     make_spec,
 )
+from ._limits import KeyedLimiter, RateLimit
 from ._plan import plan_specs
 from ._results import RunResult
 from ._retry import Retry
@@ -95,6 +96,9 @@ class Flow:
         cost: float = 1.0,
         isolation: Isolation = "copy",
         cache: Cache | None = None,
+        bind: Mapping[str, str] | None = None,
+        when: Callable[..., Any] | None = None,
+        limit_key: Callable[..., Any] | None = None,
         runner: str | _runners.Runner | None = None,
     ) -> Callable[[F], F]: ...
 
@@ -116,6 +120,15 @@ class Flow:
                 inputs; ``"share"`` passes them as they are.
             cache: a :class:`Cache` that memoizes the step's output by its input
                 values, across runs; concurrent identical calls run once.
+            bind: ``{parameter: step or input}``: the parameter receives that
+                step's output (or flow input) instead of the one its own name
+                names, so flows built in loops need no made-up signatures.
+            when: a synchronous predicate whose parameters name steps or inputs
+                (they become dependencies); when it returns false the step is
+                ``skipped`` with ``skip_reason="condition"``.
+            limit_key: with a keyed limiter (:class:`KeyedLimiter`,
+                ``RateLimit(keyed=True)``): called with the step's keyword
+                arguments, returns the hashable key whose limit applies.
             runner: where a plain (``def``) function runs: ``"thread"`` (blocking
                 code, in a worker thread), ``"process"`` (CPU-bound code, in a
                 worker process, cancelled for real).
@@ -258,7 +271,7 @@ class Flow:
         inputs: Mapping[str, Any] | None,
         max_concurrent: int | None,
         limiter: Limiter | None,
-        limiters: Mapping[str, int | Limiter] | None,
+        limiters: Mapping[str, int | Limiter | RateLimit | KeyedLimiter] | None,
         error_handling: str,
         seed: int | None,
         on_event: Callable[[Event], object] | None,
@@ -302,6 +315,14 @@ class Flow:
         for lname, value in limiters.items():
             if isinstance(value, int) and not isinstance(value, bool):
                 check_max_concurrent(value, f"flow.run(limiters={{{lname!r}: ...}})")
+            elif isinstance(value, RateLimit | KeyedLimiter):
+                for node in plan.nodes:
+                    if lname in node.spec.limiters and value.keyed and node.spec.limit_key is None:
+                        raise GraphError(
+                            f"step {node.spec.name!r} uses the keyed limiter {lname!r} ({value!r}) "
+                            f"but has no limit_key=; give the step limit_key=lambda ...: key, a "
+                            f"function of its arguments that returns the key to limit by"
+                        )
             else:
                 _check_limiter(value, f"flow.run(limiters={{{lname!r}: ...}})")
         for node in plan.nodes:
@@ -340,7 +361,7 @@ class Flow:
         *,
         max_concurrent: int | None = None,
         limiter: Limiter | None = None,
-        limiters: Mapping[str, int | Limiter] | None = None,
+        limiters: Mapping[str, int | Limiter | RateLimit | KeyedLimiter] | None = None,
         error_handling: ErrorHandling = "fail_fast",
         seed: int | None = None,
         on_event: Callable[[Event], object] | None = None,
@@ -358,8 +379,10 @@ class Flow:
                 ``1`` is sequential mode and gives the same result.
             limiter: a shared ``CapacityLimiter`` every step must hold, so that
                 several runs share one budget.
-            limiters: named limits for ``@flow.step(limiter=...)``: an int, or a
-                ``CapacityLimiter`` shared with other code.
+            limiters: named limits for ``@flow.step(limiter=...)``: an int, a
+                ``CapacityLimiter`` shared with other code, a :class:`RateLimit`
+                or a :class:`KeyedLimiter` (these two are shared by every run
+                given the same object).
             error_handling: ``"fail_fast"`` cancels everything at the first
                 failure; ``"continue"`` runs all independent work and skips the
                 dependents of failed steps.
@@ -424,7 +447,10 @@ class Flow:
 
 
 _STEP_OPTIONS = frozenset(
-    {"name", "after", "limiter", "retry", "timeout", "map_over", "max_concurrent", "cost", "isolation", "description", "cache", "runner"}
+    {
+        "name", "after", "limiter", "retry", "timeout", "map_over", "max_concurrent", "cost",
+        "isolation", "description", "cache", "runner", "bind", "when", "limit_key",
+    }
 )
 
 

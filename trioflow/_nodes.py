@@ -19,7 +19,7 @@ from typing import Any, Generic, Protocol, Self, TypeVar, runtime_checkable
 
 import attrs
 
-from ._exceptions import TrioflowError
+from ._exceptions import TrioflowError, add_note
 from ._graph import check_async_callable
 from ._map import gather
 from ._scheduler import current_backend
@@ -506,7 +506,7 @@ async def run_graph(
             following = await current.run(ctx)
             _check_next(following, current)
         except Exception as exc:
-            exc.add_note(f"trioflow.nodes.run_graph: node {_node_name(current)} (node {count}) raised")
+            add_note(exc, f"trioflow.nodes.run_graph: node {_node_name(current)} (node {count}) raised")
             raise
         previous, current = current, following
     return ctx

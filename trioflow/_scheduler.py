@@ -29,7 +29,7 @@ import heapq
 import itertools
 import math
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -59,8 +59,11 @@ from ._exceptions import FlowError, add_note, split_escaped
 from ._graph import Node, Plan
 from ._hooks import Attempt, call_through, installed_hooks
 from ._isolation import isolate
+from ._limits import Gate, KeyedLimiter, Line, RateLimit, Waiter, next_sequence
 from ._results import LazySteps, RunResult, RunTrace, StepResult, StepStatus
+from ._retry import next_wait
 from ._runners import enter_run, exit_run
+from ._waiting import current_domain, give_back, wait_turn
 
 
 class Limiter(Protocol):
@@ -75,6 +78,7 @@ class Limiter(Protocol):
 
 
 _NO_USAGE: Mapping[str, float] = MappingProxyType({})
+_SKIPPED = StepStatus.SKIPPED
 
 # A run's recorder hook: called as (name, status, value, kept, error, attempts,
 # started_at, finished_at, usage) the moment a step reaches its final status:
@@ -178,12 +182,15 @@ class _Group:
 class _Unit:
     """One schedulable piece of work: a plain step, or one item of a map step."""
 
-    __slots__ = ("item", "key", "state")
+    __slots__ = ("gate_key", "held", "item", "key", "passed", "state")
 
     def __init__(self, state: _StepState, item: int | None) -> None:
         self.state = state
         self.item = item
         self.key = (-state.node.rank, state.node.index, -1 if item is None else item)
+        self.passed = 0  # rate limits and keyed limiters passed (see Run._gate)
+        self.held: tuple[Line, ...] = ()  # keyed slots held until the unit ends
+        self.gate_key: Hashable = None  # limit_key's answer, for keyed limits
 
 
 class _StepState:
@@ -201,7 +208,9 @@ class _StepState:
     finished_at: float | None = None
     skip_cause: str | None = None
     ready_at: float | None = None  # when its last dependency finished (None: at the run's start)
+    skip_reason: str | None = None  # "condition" or "dependency", for a skipped step
     external: tuple[tuple[int, Limiter], ...] = ()  # (id of the caller's limiter, limiter to acquire)
+    gates: tuple[Gate, ...] = ()  # rate limits and keyed limiters, passed before queueing
     items: list[Any]
     item_values: list[Any]
     item_errors: dict[int, Exception]
@@ -221,7 +230,7 @@ class RunOptions:
 
     max_concurrent: int | None = None
     limiter: Limiter | None = None
-    limiters: Mapping[str, int | Limiter] = attrs.field(factory=dict)
+    limiters: Mapping[str, int | Limiter | Gate] = attrs.field(factory=dict)
     error_handling: str = "fail_fast"
     seed: int | None = None
     on_event: Callable[[Event], object] | None = None
@@ -307,8 +316,19 @@ class Run:
         if options.limiter is not None:
             shared = (external(options.limiter),)
         named: dict[str, _Counter | tuple[int, Limiter]] = {}
+        gates: dict[str, Gate] = {}
         for name, value in options.limiters.items():
+            if isinstance(value, RateLimit | KeyedLimiter):
+                gates[name] = value
+                continue
             named[name] = _Counter(name, value) if isinstance(value, int) else external(value)
+        # rate limits and keyed limiters: the lines this run waits in, and its waiters
+        self.domain = current_domain() if gates else None
+        self.gate_lines: dict[int, Line] = {}
+        self.gate_waiting = 0  # units of this run waiting in a line
+        self.granting = False
+        self.granter_scope: Any = None
+        self.holders: set[_Unit] = set()
         free = _Group(())  # the group of steps that need no internal limiter
         groups: dict[tuple[int, ...], _Group] = {}
         states: list[_StepState] = []
@@ -319,7 +339,7 @@ class Run:
                 st.external = shared
                 states.append(st)
                 continue
-            counters = [c for n in spec.limiters if isinstance(c := named[n], _Counter)]
+            counters = [c for n in spec.limiters if n in named and isinstance(c := named[n], _Counter)]
             if spec.max_concurrent is not None:
                 counters.append(_Counter(f"{spec.name}.max_concurrent", spec.max_concurrent))
                 key: tuple[int, ...] = (-1 - node.index,)
@@ -329,8 +349,11 @@ class Run:
             if group is None:
                 group = groups[key] = _Group(tuple(counters)) if counters else free
             st = _StepState(node, group)
+            st.gates = tuple(gates[n] for n in spec.limiters if n in gates)
             acquire = list(shared)
             for n in spec.limiters:
+                if n in gates:
+                    continue
                 lim = named[n]
                 # the same CapacityLimiter given twice is acquired once
                 if not isinstance(lim, _Counter) and lim not in acquire:
@@ -374,6 +397,9 @@ class Run:
     # -- ready queue ------------------------------------------------------------
 
     def _push(self, unit: _Unit) -> None:
+        if unit.state.gates and unit.passed < len(unit.state.gates):
+            self._gate(unit)  # queued once it has passed its rate limits and keyed limiters
+            return
         group = unit.state.group
         self.queued += 1
         if group.counters:
@@ -385,6 +411,8 @@ class Run:
             heapq.heappush(self.ready, (unit.key, next(self._seq), group))
 
     def _take(self) -> _Unit | None:
+        if self.gate_waiting:
+            self._grant_due()
         ready = self.ready
         while ready:
             key, _, group = ready[0]
@@ -417,6 +445,8 @@ class Run:
 
     def _release(self, unit: _Unit) -> None:
         self.busy -= 1
+        if unit.held:
+            self._give_back(unit)
         for counter in unit.state.group.counters:
             counter.in_use -= 1
             if counter.parked:
@@ -440,6 +470,8 @@ class Run:
         run by workers that are already there, with no new task at all.
         """
         self.scouts -= 1
+        # a run cancelled from outside starts nothing new: no unit, no further scout
+        await self.be.checkpoint_if_cancelled()
         waited = self.quiescent and self._contended()
         if waited:
             await trio.testing.wait_all_tasks_blocked()
@@ -458,6 +490,8 @@ class Run:
     # -- state transitions ---------------------------------------------------------
 
     def _make_ready(self, st: _StepState) -> None:
+        if self.plan.conditional and not self._passes(st):
+            return
         node = st.node
         if node.spec.map_over is None:
             self._push(_Unit(st, None))
@@ -465,8 +499,8 @@ class Run:
         if node.map_source is not None:
             source = self.states[node.map_source].value
         else:
-            param = next(p for p in node.inputs if p.name == node.spec.map_over)
-            source = self.inputs.get(param.name, param.default)
+            param = next(p for p in node.inputs if p.key == node.spec.map_over)
+            source = self.inputs.get(param.key, param.default)
         st.item_errors = {}
         try:
             if isinstance(source, str | bytes | Mapping):
@@ -501,6 +535,206 @@ class Run:
         for i in todo:
             self._push(_Unit(st, i))
 
+    # -- rate limits and keyed limiters ------------------------------------------------
+
+    def _gate(self, unit: _Unit) -> None:
+        """Pass the unit's next rate limit or keyed limiter, or wait in its line.
+
+        A unit waits here before it is queued, so it holds no capacity slot.
+        Rate tokens are given out by the run's granter task (started once per
+        instant, after every unit that became ready at that instant has joined
+        the line), best first; keyed slots at once when free, else when a
+        holder of the key ends.
+        """
+        st = unit.state
+        gates = st.gates
+        if unit.passed == 0 and any(g.keyed for g in gates):
+            try:
+                unit.gate_key = self._limit_key(unit)
+            except Exception as exc:
+                self._fail_unstarted(unit, exc)
+                return
+        gate = gates[unit.passed]
+        line = gate._line(unit.gate_key if gate.keyed else None, self.domain)
+        self.gate_lines[id(line)] = line
+        if isinstance(gate, KeyedLimiter) and line.pass_now(self.now()):
+            self._gate_passed(unit, line, False)
+            return
+        self.gate_waiting += 1
+        line.push(Waiter((*unit.key, next_sequence()), lambda: self._gate_passed(unit, line, True), self))
+        self._wake_granter()
+
+    def _wake_granter(self) -> None:
+        """Start the granter, or make it look again (a token may be free now, or
+        nothing waits any more)."""
+        if not self.granting:
+            self.granting = True
+            self.nursery.start_soon(self._grant)
+        elif self.granter_scope is not None:
+            self.granter_scope.deadline = -math.inf
+
+    def _limit_key(self, unit: _Unit) -> Hashable:
+        st = unit.state
+        limit_key = st.node.spec.limit_key
+        assert limit_key is not None
+        key = limit_key(**self._kwargs(st, unit.item))
+        try:
+            hash(key)
+        except TypeError:
+            raise TypeError(
+                f"step {_label(st.name, unit.item)!r}: limit_key returned {_short_repr(key)}, "
+                f"which is not hashable; return a str, an int or a tuple"
+            ) from None
+        return key  # type: ignore[no-any-return]
+
+    def _gate_passed(self, unit: _Unit, line: Line, waited: bool) -> None:
+        if waited:
+            self.gate_waiting -= 1
+            if not self.gate_waiting:
+                self._wake_granter()  # so that it ends
+        if line.capacity is not None:
+            unit.held = (*unit.held, line)
+            self.holders.add(unit)
+        if self.stopping or unit.state.status is not None:
+            if unit.held:
+                self._give_back(unit)
+            return
+        unit.passed += 1
+        self._push(unit)
+        if waited:
+            self._dispatch()
+
+    def _give_back(self, unit: _Unit) -> None:
+        held = unit.held
+        unit.held = ()
+        self.holders.discard(unit)
+        for line in held:
+            give_back(line, self.be)
+
+    def _grant_due(self) -> None:
+        """Let through, now, the waiters whose tokens are due (before a slot is given
+        out, so a unit that got its token at this instant competes for it)."""
+        now = self.now()
+        for line in list(self.gate_lines.values()):
+            line.grant(now)
+
+    async def _grant(self) -> None:
+        """While units of this run wait in lines: give rate tokens, best first, at
+        their instants (keyed slots are given as holders end, by whoever ends)."""
+        be = self.be
+        try:
+            while self.gate_waiting:
+                now = self.now()
+                wake = math.inf
+                for line in list(self.gate_lines.values()):
+                    line.grant(now)
+                    wake = min(wake, line.next_time(now))
+                if not self.gate_waiting:
+                    return
+                with be.cancel_scope(deadline=wake) as scope:
+                    self.granter_scope = scope
+                    if be is _TRIO:
+                        await trio.sleep_forever()
+                    else:
+                        await anyio.sleep_forever()
+                self.granter_scope = None
+        finally:
+            self.granting = False
+            self.granter_scope = None
+
+    def _fail_unstarted(self, unit: _Unit, error: Exception) -> None:
+        """Fail a unit before its first attempt (its limit key could not be had)."""
+        st = unit.state
+        now = self.now()
+        error.add_note(f"trioflow: step {_label(st.name, unit.item)!r} failed on attempt 1")
+        if st.started_at is None:
+            st.started_at = now
+        if self.on_event is not None:
+            self._emit(StepFailed(st.name, 1, now, error, unit.item, elapsed=now - self.started_at))
+        if unit.item is None:
+            self._step_failed(st, error, 1, now)
+            return
+        st.attempts = max(st.attempts, 1)
+        st.item_errors[unit.item] = error
+        if self.fail_fast:
+            self._step_failed(st, error, 1, now)
+        else:
+            self._item_done(st, now)
+
+    def _leave_lines(self) -> None:
+        """At the end of the run: leave every line, give back every keyed slot."""
+        for line in self.gate_lines.values():
+            line.purge(self)
+        for unit in list(self.holders):
+            self._give_back(unit)
+        now = self.now()
+        for line in self.gate_lines.values():
+            line.grant(now)  # other runs' waiters may pass now
+
+    # -- conditions (when=) and optional dependencies ----------------------------------
+
+    def _passes(self, st: _StepState) -> bool:
+        """Whether a step whose dependencies are done runs: else it is skipped (or failed).
+
+        Evaluated synchronously, the moment the step's last dependency ends, so a
+        condition costs no checkpoint and gives the same answer under every
+        schedule. A skip by a condition lets the steps after it go on (they skip
+        too, unless they take it as an optional dependency).
+        """
+        node = st.node
+        for d in node.deps:
+            upstream = self.states[d]
+            # only skips by a condition get here (a failure skips its descendants at once)
+            if upstream.status is _SKIPPED and d not in node.tolerates:
+                self._skip_by_condition(st, "dependency", upstream.name)
+                return False
+        when = node.spec.when
+        if when is None:
+            return True
+        copy = node.spec.isolation == "copy"
+        kwargs: dict[str, Any] = {}
+        for pname, d in node.when_deps:
+            upstream = self.states[d]
+            if upstream.status is _SKIPPED:
+                value = next(p.default for p in node.spec.when_params if p.name == pname)
+            else:
+                value = upstream.value
+            kwargs[pname] = isolate(value) if copy else value
+        for p in node.when_inputs:
+            value = self.inputs.get(p.name, p.default)
+            kwargs[p.name] = isolate(value) if copy else value
+        try:
+            run = when(**kwargs)
+        except Exception as exc:
+            now = self.now()
+            exc.add_note(f"trioflow: the when= condition of step {st.name!r} raised")
+            st.started_at = now
+            if self.on_event is not None:
+                self._emit(StepFailed(st.name, 0, now, exc, None, elapsed=now - self.started_at))
+            self._step_failed(st, exc, 0, now)
+            return False
+        if not run:
+            self._skip_by_condition(st, "condition", st.name)
+            return False
+        return True
+
+    def _skip_by_condition(self, st: _StepState, reason: str, cause: str) -> None:
+        """Skip ``st`` because of a condition (its own, or one upstream), then let the
+        steps waiting for it go on: each runs, or is skipped in turn."""
+        now = self.now()
+        st.status = _SKIPPED
+        st.skip_reason = reason
+        st.skip_cause = cause
+        st.finished_at = now
+        self._record(st)
+        if self.on_event is not None:
+            self._emit(StepSkipped(st.name, now, cause, reason, elapsed=now - self.started_at))
+        for c in st.node.children:
+            child = self.states[c]
+            child.pending -= 1
+            if child.pending == 0 and child.status is None:
+                self._make_ready(child)
+
     def _step_succeeded(self, st: _StepState, value: Any, attempts: int, now: float, kept: Any = None) -> None:
         st.status = StepStatus.SUCCEEDED
         st.value = value
@@ -516,10 +750,10 @@ class Run:
             if child.pending == 0 and child.status is None:
                 child.ready_at = now
                 newly_ready.append(child)
-        if len(newly_ready) > 1 and self.on_event is not None:
-            self._emit(BatchStarted(tuple(s.name for s in newly_ready), now, elapsed=now - self.started_at))
         for child in newly_ready:
             self._make_ready(child)
+        if len(newly_ready) > 1 and self.on_event is not None:
+            self._announce(newly_ready, now)
 
     def _step_failed(self, st: _StepState, error: BaseException, attempts: int, now: float) -> None:
         st.status = StepStatus.FAILED
@@ -538,9 +772,54 @@ class Run:
             if child.status is None:
                 child.status = StepStatus.SKIPPED
                 child.skip_cause = st.name
+                child.skip_reason = "dependency"
                 self._record(child)
                 if self.on_event is not None:
                     self._emit(StepSkipped(child.name, now, st.name, elapsed=now - self.started_at))
+
+    def _announce(self, ready: list[_StepState], now: float) -> None:
+        """Emit :class:`BatchStarted` for the steps of ``ready`` (just queued) that start now.
+
+        Those are the ones the ready queue hands a slot at once: it is walked
+        in the order :meth:`_take` follows, against the free capacity, the
+        internal limiters' free slots and the external limiters' free tokens,
+        without taking anything. Nothing is emitted when fewer than two start.
+        """
+        free = self.capacity - self.busy
+        if free < 2:
+            return
+        members = {id(st) for st in ready}
+        starting: dict[int, _StepState] = {}
+        limited = self.queued_limited > 0 or any(st.external for st in ready)
+        if free == math.inf and not limited:
+            starting = {id(st): st for st in ready if st.status is None}
+        else:
+            used: dict[int, float] = {}  # internal limiter -> slots taken in this walk
+            tokens: dict[int, float] = {}  # external limiter -> tokens left in this walk
+            groups = {id(g): g for _, _, g in self.ready if not g.parked and g.heap}
+            units = sorted((entry for g in groups.values() for entry in g.heap), key=lambda e: e[0])
+            for _, unit in units:
+                if free < 1:
+                    break
+                group = unit.state.group
+                if any(c.in_use + used.get(id(c), 0) >= c.capacity for c in group.counters):
+                    continue
+                for c in group.counters:
+                    used[id(c)] = used.get(id(c), 0) + 1
+                free -= 1
+                blocked = False
+                for key, limiter in unit.state.external:
+                    left = tokens.get(key)
+                    if left is None:
+                        left = getattr(limiter, "available_tokens", math.inf)
+                    tokens[key] = left - 1
+                    blocked = blocked or left < 1
+                st = unit.state
+                if not blocked and id(st) in members:
+                    starting[id(st)] = st
+        if len(starting) > 1:
+            names = tuple(st.name for st in ready if id(st) in starting)
+            self._emit(BatchStarted(names, now, elapsed=now - self.started_at))
 
     def _stop(self) -> None:
         """Fail fast: start nothing new, and cancel everything one batch later.
@@ -623,15 +902,17 @@ class Run:
     def _kwargs(self, st: _StepState, item: int | None) -> dict[str, Any]:
         node = st.node
         copy = node.spec.isolation == "copy"
-        mapped = node.spec.map_over if item is not None else None
+        mapped = node.spec.map_param if item is not None else None
         kwargs: dict[str, Any] = {}
         for pname, dep in node.data_deps:
             if pname != mapped:
-                value = self.states[dep].value
+                upstream = self.states[dep]
+                # an optional dependency skipped by a condition gives its default
+                value = upstream.value if upstream.status is not _SKIPPED else node.defaults[pname]
                 kwargs[pname] = _isolate(st.name, pname, value) if copy else value
         for p in node.inputs:
             if p.name != mapped:
-                value = self.inputs.get(p.name, p.default)
+                value = self.inputs.get(p.key, p.default)
                 kwargs[p.name] = _isolate(st.name, p.name, value) if copy else value
         if mapped is not None:
             value = st.items[item]  # type: ignore[index]
@@ -707,7 +988,10 @@ class Run:
             finally:
                 _current.reset(token)
             at = now()
-            if retry is None or self.stopping or not retry.should_retry(error, attempt):
+            wait, error = (None, error) if self.stopping else next_wait(
+                retry, error, attempt, seed=self.seed, step=st.name, item=item
+            )
+            if wait is None:
                 if item is not None:
                     times[4:] = (at, "failed")
                 self._unit_failed(unit, error, attempt, at)
@@ -728,7 +1012,6 @@ class Run:
                 return
             if item is not None:
                 times[4:] = (at, "retried")
-            wait = retry.delay_for(attempt, seed=self.seed, step=st.name, item=item)
             if emit:
                 self._emit(StepRetrying(st.name, attempt, at, error, wait, item, elapsed=at - self.started_at))
             if _logging.logger.isEnabledFor(_logging.WARNING):
@@ -745,6 +1028,11 @@ class Run:
                 if at >= self.stop_at:
                     self._unit_failed(unit, error, attempt, at)
                 return
+            if st.gates:  # every attempt takes a token (the unit keeps its slot meanwhile)
+                for gate in st.gates:
+                    if isinstance(gate, RateLimit):
+                        line = gate._line(unit.gate_key if gate.keyed else None, self.domain)
+                        await wait_turn(line, unit.key, self.be)
 
     async def _hooked(
         self, st: _StepState, item: int | None, attempt: int, kwargs: dict[str, Any], started: float
@@ -869,10 +1157,10 @@ class Run:
                                 1 for d in st.node.deps if self.states[d].status is not StepStatus.SUCCEEDED
                             )
                     initial = [st for st in self.states if st.pending == 0 and st.status is None]
-                    if len(initial) > 1 and self.on_event is not None:
-                        self._emit(BatchStarted(tuple(s.name for s in initial), self.started_at, elapsed=0.0))
                     for st in initial:
                         self._make_ready(st)
+                    if len(initial) > 1 and self.on_event is not None:
+                        self._announce(initial, self.started_at)
                     self._dispatch()
                 ended = True
             except BaseExceptionGroup as group:
@@ -884,6 +1172,8 @@ class Run:
         finally:
             exit_run(scope)
             self.finished_at = self.now()
+            if self.domain is not None:
+                self._leave_lines()
             self._cancel_unfinished()
             if not ended:  # cancelled from outside
                 self._finished("cancelled")
@@ -979,6 +1269,8 @@ class Run:
     def _capacities(self) -> dict[str, float]:
         caps: dict[str, float] = {}
         for name, value in self.options.limiters.items():
+            if isinstance(value, RateLimit | KeyedLimiter):
+                continue  # a rate or a limit per key: no one capacity to draw
             caps[name] = value if isinstance(value, int) else value.total_tokens
         if self.options.max_concurrent is not None:
             caps["max_concurrent (run)"] = self.options.max_concurrent
@@ -1047,6 +1339,7 @@ def _step_result(st: _StepState) -> StepResult:
         st.started_at,
         st.finished_at if ended else None,
         _frozen_usage(st.usage),
+        st.skip_reason,
     )
 
 
