@@ -71,5 +71,6 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks: trioflow against hand-written raw trio, as ratios from the same process."""
-    session.install(".[process,dask]")
+    # rich, otel and the OpenTelemetry SDK: what the observers cost (bench/observers_case.py)
+    session.install(".[process,dask,rich,otel]", "opentelemetry-sdk>=1.20")
     session.run("python", "bench/run.py", *session.posargs)

@@ -217,3 +217,29 @@ def test_issue_12_item_5_without_opentelemetry_no_tracing() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "1\n"
+
+
+def test_issue_12_item_5_installed_but_no_provider_set_no_spans() -> None:
+    # the API alone (no SDK configured by the application): runs skip the spans and the hook
+    script = textwrap.dedent(
+        """
+        import trio, trioflow
+        from trioflow import _otel, _hooks
+        assert _otel.tracer is not None
+        assert not _otel.active()
+        flow = trioflow.Flow("plain")
+
+        @flow.step
+        async def a() -> int:
+            assert _hooks.installed_hooks() == ()
+            return 1
+
+        print(trio.run(flow.run)["a"])
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "1\n"

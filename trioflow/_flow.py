@@ -402,7 +402,7 @@ class Flow:
         plan, resolved, options = self._prepare(
             inputs, max_concurrent, limiter, limiters, error_handling, seed, on_event, run_id
         )
-        if _otel.tracer is not None:  # opentelemetry-api is installed: a span per run and attempt
+        if _otel.active():  # opentelemetry-api is installed and a provider set: spans per run and attempt
             return await _otel.traced_run(
                 self.name, options.run_id, lambda: self._execute(plan, resolved, options, store)
             )

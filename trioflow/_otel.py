@@ -3,7 +3,8 @@
 trioflow depends on the API only and takes its tracer from the global tracer
 provider, which is a no-op until the application configures an SDK; it never
 configures one. Without the package installed, :data:`tracer` is ``None`` and
-runs pay one attribute test.
+runs pay one attribute test; with it installed but no provider set by the
+application, a run pays one ``isinstance`` check (see :func:`active`).
 
 The spans:
 
@@ -37,6 +38,9 @@ from ._hooks import Attempt, context_hooks
 
 try:
     from opentelemetry import trace as _trace
+    from opentelemetry.context import attach as _attach
+    from opentelemetry.context import detach as _detach
+    from opentelemetry.trace import set_span_in_context as _set_span_in_context
 except ImportError:  # the extra is not installed: no tracing, no cost
     _trace = None  # type: ignore[assignment]
 
@@ -44,6 +48,18 @@ T = TypeVar("T")
 
 # the tracer of the global provider (a proxy: it follows a provider set later), or None
 tracer: Any = None if _trace is None else _trace.get_tracer("trioflow")
+
+
+def active() -> bool:
+    """Whether runs make spans: the API is installed and the application set a tracer provider.
+
+    Until then the global provider is a proxy (or an explicit no-op) whose
+    spans go nowhere, and runs skip the spans and the hook altogether.
+    """
+    if tracer is None:
+        return False
+    provider = _trace.get_tracer_provider()
+    return not isinstance(provider, _trace.ProxyTracerProvider | _trace.NoOpTracerProvider)
 
 
 def _cancelled(exc: BaseException) -> bool:
@@ -56,10 +72,11 @@ def _cancelled(exc: BaseException) -> bool:
 class _RunSpan:
     """The run's span and what its attempt hook remembers between attempts."""
 
-    __slots__ = ("failed", "span")
+    __slots__ = ("context", "failed", "span")
 
     def __init__(self, span: Any) -> None:
         self.span = span
+        self.context = _set_span_in_context(span)  # the step spans' parent
         # (step, item) -> (clock reading at the failure, wall time in ns, the exception)
         self.failed: dict[tuple[str, int | None], tuple[float, int, BaseException]] = {}
 
@@ -98,25 +115,26 @@ class _StepSpans:
             attributes["trioflow.item"] = attempt.item
         if attempt.run_id is not None:
             attributes["trioflow.run_id"] = attempt.run_id
-        with tracer.start_as_current_span(
-            f"trioflow.step {attempt.step}",
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            try:
-                value = await proceed()
-            except BaseException as exc:
-                if _cancelled(exc):
-                    span.set_attribute("trioflow.status", "cancelled")
-                else:
-                    span.set_attribute("trioflow.status", "failed")
-                    span.record_exception(exc)
-                    span.set_status(_trace.Status(_trace.StatusCode.ERROR, f"{type(exc).__qualname__}: {exc}"))
-                    self.run.failed[key] = (anyio.current_time(), time.time_ns(), exc)
-                raise
+        # (by hand rather than start_as_current_span: a generator-based context manager per step costs)
+        span = tracer.start_span(f"trioflow.step {attempt.step}", context=self.run.context, attributes=attributes)
+        token = _attach(_set_span_in_context(span))
+        try:
+            value = await proceed()
+        except BaseException as exc:
+            if _cancelled(exc):
+                span.set_attribute("trioflow.status", "cancelled")
+            else:
+                span.set_attribute("trioflow.status", "failed")
+                span.record_exception(exc)
+                span.set_status(_trace.Status(_trace.StatusCode.ERROR, f"{type(exc).__qualname__}: {exc}"))
+                self.run.failed[key] = (anyio.current_time(), time.time_ns(), exc)
+            raise
+        else:
             span.set_attribute("trioflow.status", "succeeded")
             return value
+        finally:
+            _detach(token)
+            span.end()
 
 
 async def traced_run(flow: str, run_id: str | None, run: Callable[[], Awaitable[T]]) -> T:
