@@ -208,6 +208,7 @@ class _StepState:
     started_at: float | None = None
     finished_at: float | None = None
     skip_cause: str | None = None
+    ready_at: float | None = None  # when its last dependency finished (None: at the run's start)
     skip_reason: str | None = None  # "condition" or "dependency", for a skipped step
     external: tuple[tuple[int, Limiter], ...] = ()  # (id of the caller's limiter, limiter to acquire)
     gates: tuple[Gate, ...] = ()  # rate limits and keyed limiters, passed before queueing
@@ -765,6 +766,7 @@ class Run:
             child = self.states[c]
             child.pending -= 1
             if child.pending == 0 and child.status is None:
+                child.ready_at = now
                 newly_ready.append(child)
         for child in newly_ready:
             self._make_ready(child)
@@ -1062,9 +1064,11 @@ class Run:
     ) -> Any:
         """One attempt's call, wrapped by the installed attempt hooks."""
         spec = st.node.spec
+        ready = self.started_at if st.ready_at is None else st.ready_at
         info = Attempt(
             self.flow_name, st.name, item, attempt, self.options.run_id,
             "async" if spec.runner is None else spec.runner.name, started,
+            started - ready if attempt == 1 else 0.0,
         )
 
         async def proceed() -> Any:
