@@ -544,7 +544,7 @@ class Run:
         without taking anything. Nothing is emitted when fewer than two start.
         """
         free = self.capacity - self.busy
-        if free < 2:
+        if free < 2 or self.stopping:
             return
         members = {id(st) for st in ready}
         starting: dict[int, _StepState] = {}
