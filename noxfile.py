@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typing``, ``docs``, ``bench``, ``fuzz``."""
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typing``, ``docs``, ``bench``, ``fuzz``, ``distributed``."""
 
 from __future__ import annotations
 
@@ -9,14 +9,22 @@ nox.options.sessions = ["tests", "lint", "typing", "docs"]
 nox.options.reuse_existing_virtualenvs = False
 
 # pydantic: trioflow.nodes states may be pydantic models, and the tests check that
-TEST_DEPS = ["pytest>=8", "pytest-trio>=0.8", "hypothesis>=6.100", "pydantic>=2"]
+# rich: the live ProgressDisplay and the docs' picture of it
+TEST_DEPS = ["pytest>=8", "pytest-trio>=0.8", "hypothesis>=6.100", "pydantic>=2", "rich>=13"]
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (trio and asyncio backends) against the installed package."""
-    session.install(".[process]", *TEST_DEPS)
+    session.install(".[process,http]", *TEST_DEPS)  # http: the flow files' http steps are tested too
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def distributed(session: nox.Session) -> None:
+    """The Dask runner's tests against a real LocalCluster (slow, so not in ``tests``)."""
+    session.install(".[dask,process]", *TEST_DEPS)
+    session.run("pytest", "-m", "distributed", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session
@@ -53,5 +61,5 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks: trioflow against hand-written raw trio, as ratios from the same process."""
-    session.install(".")
+    session.install(".[process,dask]")
     session.run("python", "bench/run.py", *session.posargs)

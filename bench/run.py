@@ -14,6 +14,7 @@ W2  chain of N steps                           raw: task per step + Event chain
 W3  fail-fast latency: 10 steps sleeping 2 s, one raising at 50 ms (ms from raise to run raising)
 MAP trioflow.map over N items, max_concurrent=10  raw: task per item + CapacityLimiter(10)
 STORE W1/W2 recording every step to an SQLiteStore, against the same flow without a store
+CPU/OVH/KILL where steps run: threads, processes, Dask (see bench/runners_case.py)
 """
 
 from __future__ import annotations
@@ -280,6 +281,13 @@ async def main(repeats: int, n: int) -> int:
                     target,
                 )
             )
+
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is not None:  # pip install '.[dask,process]'
+        from runners_case import bench_runners  # type: ignore[import-not-found]
+
+        rows.extend(await bench_runners())
 
     header = ("workload", "trioflow / step", "raw trio / step", "ratio", "target")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import attrs
 import trio
@@ -24,10 +25,14 @@ from ._graph import (
     did_you_mean,
     make_spec,
 )
+from ._limits import KeyedLimiter, RateLimit
 from ._plan import plan_specs
 from ._results import RunResult
 from ._retry import Retry
 from ._scheduler import Limiter, Run, RunOptions
+
+if TYPE_CHECKING:
+    from ._open_run import RunHandle
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -91,6 +96,9 @@ class Flow:
         cost: float = 1.0,
         isolation: Isolation = "copy",
         cache: Cache | None = None,
+        bind: Mapping[str, str] | None = None,
+        when: Callable[..., Any] | None = None,
+        limit_key: Callable[..., Any] | None = None,
         runner: str | _runners.Runner | None = None,
     ) -> Callable[[F], F]: ...
 
@@ -112,6 +120,15 @@ class Flow:
                 inputs; ``"share"`` passes them as they are.
             cache: a :class:`Cache` that memoizes the step's output by its input
                 values, across runs; concurrent identical calls run once.
+            bind: ``{parameter: step or input}``: the parameter receives that
+                step's output (or flow input) instead of the one its own name
+                names, so flows built in loops need no made-up signatures.
+            when: a synchronous predicate whose parameters name steps or inputs
+                (they become dependencies); when it returns false the step is
+                ``skipped`` with ``skip_reason="condition"``.
+            limit_key: with a keyed limiter (:class:`KeyedLimiter`,
+                ``RateLimit(keyed=True)``): called with the step's keyword
+                arguments, returns the hashable key whose limit applies.
             runner: where a plain (``def``) function runs: ``"thread"`` (blocking
                 code, in a worker thread), ``"process"`` (CPU-bound code, in a
                 worker process, cancelled for real).
@@ -205,7 +222,12 @@ class Flow:
 
     @classmethod
     def from_plan(
-        cls, plan: str | bytes | Mapping[str, Any], tools: Mapping[str, Callable[..., Any]], *, name: str = "plan"
+        cls,
+        plan: str | bytes | Mapping[str, Any],
+        tools: Mapping[str, Callable[..., Any]],
+        *,
+        name: str = "plan",
+        options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Flow:
         """Build a flow from a JSON plan of tool steps (the planner's format).
 
@@ -220,17 +242,23 @@ class Flow:
             plan: the plan, as a dict or JSON text.
             tools: tool name -> async function.
             name: the flow's name.
+            options: step options per tool name, given to every step that uses
+                the tool: ``{"search": {"retry": Retry(max_attempts=3),
+                "limiter": "http", "timeout": 10}}``. Any option of
+                :meth:`step` except the ones the plan sets itself (``name``,
+                ``description``) and the map options.
 
         Returns:
             A new :class:`Flow`, validated (see :meth:`describe` to print it).
 
         Raises:
             GraphError: an unknown tool or dependency, a duplicate ``step_id``, a
-                cycle, or a ``parallel_group`` whose members depend on each other.
+                cycle, a ``parallel_group`` whose members depend on each other,
+                or an unknown tool or option name in ``options``.
             TypeError: a tool is not an async function, or ``plan`` has the wrong type.
         """
         flow = cls(name)
-        for spec in plan_specs(name, plan, tools):
+        for spec in plan_specs(name, plan, tools, options, _cached):
             flow._specs.append(spec)
             flow._names.add(spec.name)
         flow.plan()
@@ -243,7 +271,7 @@ class Flow:
         inputs: Mapping[str, Any] | None,
         max_concurrent: int | None,
         limiter: Limiter | None,
-        limiters: Mapping[str, int | Limiter] | None,
+        limiters: Mapping[str, int | Limiter | RateLimit | KeyedLimiter] | None,
         error_handling: str,
         seed: int | None,
         on_event: Callable[[Event], object] | None,
@@ -287,6 +315,14 @@ class Flow:
         for lname, value in limiters.items():
             if isinstance(value, int) and not isinstance(value, bool):
                 check_max_concurrent(value, f"flow.run(limiters={{{lname!r}: ...}})")
+            elif isinstance(value, RateLimit | KeyedLimiter):
+                for node in plan.nodes:
+                    if lname in node.spec.limiters and value.keyed and node.spec.limit_key is None:
+                        raise GraphError(
+                            f"step {node.spec.name!r} uses the keyed limiter {lname!r} ({value!r}) "
+                            f"but has no limit_key=; give the step limit_key=lambda ...: key, a "
+                            f"function of its arguments that returns the key to limit by"
+                        )
             else:
                 _check_limiter(value, f"flow.run(limiters={{{lname!r}: ...}})")
         for node in plan.nodes:
@@ -325,7 +361,7 @@ class Flow:
         *,
         max_concurrent: int | None = None,
         limiter: Limiter | None = None,
-        limiters: Mapping[str, int | Limiter] | None = None,
+        limiters: Mapping[str, int | Limiter | RateLimit | KeyedLimiter] | None = None,
         error_handling: ErrorHandling = "fail_fast",
         seed: int | None = None,
         on_event: Callable[[Event], object] | None = None,
@@ -343,8 +379,10 @@ class Flow:
                 ``1`` is sequential mode and gives the same result.
             limiter: a shared ``CapacityLimiter`` every step must hold, so that
                 several runs share one budget.
-            limiters: named limits for ``@flow.step(limiter=...)``: an int, or a
-                ``CapacityLimiter`` shared with other code.
+            limiters: named limits for ``@flow.step(limiter=...)``: an int, a
+                ``CapacityLimiter`` shared with other code, a :class:`RateLimit`
+                or a :class:`KeyedLimiter` (these two are shared by every run
+                given the same object).
             error_handling: ``"fail_fast"`` cancels everything at the first
                 failure; ``"continue"`` runs all independent work and skips the
                 dependents of failed steps.
@@ -368,9 +406,44 @@ class Flow:
             return await run_with_store(self.name, plan, resolved, options, store)
         return await Run(self.name, plan, resolved, options).execute()
 
+    def open_run(
+        self, inputs: Mapping[str, Any] | None = None, **run_options: Any
+    ) -> contextlib.AbstractAsyncContextManager[RunHandle]:
+        """Start a run in the block's own nursery, to watch its events as they come.
+
+        Example::
+
+            async with flow.open_run({"topic": "cats"}, limiters={"llm": 2}) as run:
+                async for event in run.events():
+                    print(event)
+                result = await run.result()
+
+        ``run_options`` are the options of :meth:`run`, ``on_event`` included
+        (it is called too). Entering the block waits for the run to start
+        (after its inputs and options were checked, and a store accepted its
+        id): invalid ones raise there, before any step runs. Leaving the block
+        before the run ended cancels the run and waits for it; nothing outlives
+        the block. If the run failed and :meth:`RunHandle.result
+        <trioflow.RunHandle.result>` has not raised the failure, the block
+        raises it (once). Works on trio and asyncio.
+
+        Returns:
+            An async context manager whose value is a :class:`~trioflow.RunHandle`.
+
+        Raises:
+            TypeError: an option :meth:`run` does not take.
+            GraphError: as :meth:`run`, when the block is entered.
+        """
+        from ._open_run import open_run  # a feature layered on the scheduler
+
+        return open_run(self, inputs, dict(run_options))
+
 
 _STEP_OPTIONS = frozenset(
-    {"name", "after", "limiter", "retry", "timeout", "map_over", "max_concurrent", "cost", "isolation", "description", "cache", "runner"}
+    {
+        "name", "after", "limiter", "retry", "timeout", "map_over", "max_concurrent", "cost",
+        "isolation", "description", "cache", "runner", "bind", "when", "limit_key",
+    }
 )
 
 
@@ -384,6 +457,16 @@ def _check_on_event(on_event: object) -> None:
             f"async function whose events would never be awaited; pass a def function, or send "
             f"the events on with a memory channel's send_nowait"
         )
+
+
+def _cached(spec: StepSpec, cache: object) -> StepSpec:
+    """``spec`` memoized by ``cache`` (a plan tool's ``cache`` option)."""
+    if not isinstance(cache, Cache):
+        raise TypeError(
+            f"step {spec.name!r}: cache= takes a trioflow.Cache (got {cache!r}); "
+            f"for example cache=trioflow.Cache(ttl=3600)"
+        )
+    return attrs.evolve(spec, fn=cache.wrap(spec.fn, spec.name))
 
 
 def _check_limiter(value: object, what: str) -> None:

@@ -41,8 +41,9 @@ import trio.testing
 from ._context import StepContext, _current
 from ._exceptions import FlowError, GraphError, add_note, split_escaped
 from ._graph import check_async_callable, check_max_concurrent
+from ._limits import KeyedLimiter, RateLimit
 from ._results import RunResult, StepResult, StepStatus
-from ._retry import Retry
+from ._retry import Retry, next_wait
 from ._scheduler import (
     YIELD_EVERY,
     Backend,
@@ -50,6 +51,7 @@ from ._scheduler import (
     current_backend,
     quiescent_scheduling,
 )
+from ._waiting import line_for, wait_turn
 
 __all__ = ["gather", "map"]
 
@@ -104,6 +106,7 @@ class _Pool:
         "finished",
         "iterator",
         "label",
+        "limiter",
         "lock",
         "name",
         "names",
@@ -132,8 +135,10 @@ class _Pool:
         iterator: Iterator[Any] | AsyncIterator[Any],
         retry: Retry | None,
         fail_fast: bool,
+        limiter: Any = None,
     ) -> None:
         self.be = be
+        self.limiter = limiter  # None, a RateLimit, or a CapacityLimiter
         self.label = label  # "trioflow.map(fetch)", names the call in messages
         self.what = what  # "map item" or "gather argument", for notes
         self.call = call
@@ -275,10 +280,18 @@ class _Pool:
         usage: dict[str, float] = {}
         ctx_name, run_id = (name, None) if parent is None else (parent.name, parent.run_id)
         retry = self.retry
+        limiter = self.limiter
+        line = line_for(limiter, None) if isinstance(limiter, RateLimit) else None
+        holding = False
         attempt = 0
         try:
+            if limiter is not None and line is None:
+                await limiter.acquire()
+                holding = True
             while True:
                 attempt += 1
+                if line is not None:  # every attempt takes a token
+                    await wait_turn(line, (index,), be)
                 if attempt > 1:
                     self.attempts[index] = attempt
                 token = _current.set(StepContext(ctx_name, attempt, index, run_id, usage))
@@ -293,7 +306,10 @@ class _Pool:
                 finally:
                     _current.reset(token)
                 failed_at = be.current_time()
-                if retry is None or self.stopping or not retry.should_retry(error, attempt):
+                wait, error = (None, error) if self.stopping else next_wait(
+                    retry, error, attempt, seed=self.seed, step=name, item=index
+                )
+                if wait is None:
                     self._failed(index, error, attempt, failed_at)
                     return
                 # decide once the failures of this instant have landed (see Run._attempts)
@@ -302,7 +318,7 @@ class _Pool:
                     self._failed(index, error, attempt, failed_at)
                     return
                 self.retrying[index] = (error, attempt, failed_at)
-                await be.sleep(retry.delay_for(attempt, seed=self.seed, step=name, item=index))
+                await be.sleep(wait)
                 if index in self.retrying:  # begin the next attempt once this instant settled
                     await self._settle()
                 if index not in self.retrying:  # the call stopped, and reported this failure
@@ -313,6 +329,8 @@ class _Pool:
                         self._failed(index, error, attempt, failed_at)
                     return
         finally:
+            if holding:
+                limiter.release()
             if usage:
                 self.usages[index] = usage
                 if parent is not None:
@@ -437,6 +455,26 @@ def _iterate(items: object, what: str) -> Iterator[Any] | AsyncIterator[Any]:
     )
 
 
+def _check_limiter(limiter: object, what: str) -> None:
+    """``limiter=`` of map and gather: a CapacityLimiter or an unkeyed RateLimit."""
+    if limiter is None:
+        return
+    if isinstance(limiter, KeyedLimiter) or (isinstance(limiter, RateLimit) and limiter.keyed):
+        raise GraphError(
+            f"{what}(limiter={limiter!r}): a keyed limiter needs a key per call, which {what} "
+            f"does not take; use it in a flow step with limit_key=, or pass a CapacityLimiter "
+            f"or an unkeyed RateLimit"
+        )
+    if isinstance(limiter, RateLimit):
+        return
+    if callable(getattr(limiter, "acquire", None)) and callable(getattr(limiter, "release", None)):
+        return
+    raise TypeError(
+        f"{what}(limiter=...) takes a CapacityLimiter or a trioflow.RateLimit "
+        f"(got {limiter!r} that is a {type(limiter).__name__})"
+    )
+
+
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -449,6 +487,7 @@ async def map(
     max_concurrent: int = 10,
     retry: Retry | None = None,
     error_handling: ErrorHandling = "fail_fast",
+    limiter: Any = None,
 ) -> list[R]:
     """Call ``await fn(item)`` for every item, at most ``max_concurrent`` at once.
 
@@ -480,6 +519,10 @@ async def map(
         error_handling: ``"fail_fast"`` (default) cancels the running items at
             the first failure (after its retries); ``"continue"`` tries every
             item and reports every failure at the end.
+        limiter: a ``CapacityLimiter`` each item holds while it runs (its
+            attempts and their waits), or a :class:`~trioflow.RateLimit` whose
+            bucket every attempt takes a token from. Shared with whatever else
+            is given the same object.
 
     Returns:
         The results, in item order whatever the completion order.
@@ -521,6 +564,7 @@ async def map(
             f"for example retry=trioflow.Retry(max_attempts=3)"
         )
     _check_error_handling(error_handling, "trioflow.map")
+    _check_limiter(limiter, "trioflow.map")
     iterator = _iterate(items, "trioflow.map")
     workers = max_concurrent
     if isinstance(items, Sized):
@@ -535,6 +579,7 @@ async def map(
         iterator=iterator,
         retry=retry,
         fail_fast=error_handling == "fail_fast",
+        limiter=limiter,
     )
     return await pool.run(workers)
 
@@ -543,7 +588,9 @@ async def _call_it(fn: Callable[[], Awaitable[Any]]) -> Any:
     return await fn()
 
 
-async def gather(*fns: Callable[[], Awaitable[Any]], max_concurrent: int | None = None) -> list[Any]:
+async def gather(
+    *fns: Callable[[], Awaitable[Any]], max_concurrent: int | None = None, limiter: Any = None
+) -> list[Any]:
     """Run zero-argument async callables concurrently (the planner's ``call_tools_parallel``).
 
     Pass arguments with :func:`functools.partial`: ``gather(partial(search, "a"),
@@ -557,6 +604,8 @@ async def gather(*fns: Callable[[], Awaitable[Any]], max_concurrent: int | None 
     Args:
         fns: async functions taking no arguments.
         max_concurrent: at most this many at once; ``None`` (default) runs them all.
+        limiter: a ``CapacityLimiter`` each call holds while it runs, or a
+            :class:`~trioflow.RateLimit` each call takes a token from as it starts.
 
     Returns:
         Their results, in argument order.
@@ -580,6 +629,7 @@ async def gather(*fns: Callable[[], Awaitable[Any]], max_concurrent: int | None 
         _check_async(fn, f"trioflow.gather (argument {i})")
     if max_concurrent is not None:
         check_max_concurrent(max_concurrent, "trioflow.gather(max_concurrent=...)")
+    _check_limiter(limiter, "trioflow.gather")
     workers = len(fns) if max_concurrent is None else min(max_concurrent, len(fns))
     pool = _Pool(
         be=current_backend(),
@@ -590,5 +640,6 @@ async def gather(*fns: Callable[[], Awaitable[Any]], max_concurrent: int | None 
         iterator=iter(fns),
         retry=None,
         fail_fast=True,
+        limiter=limiter,
     )
     return await pool.run(workers)

@@ -121,6 +121,13 @@ def check_header(recorded: RunHeader, new: RunHeader) -> None:
             f"(fingerprint {recorded.fingerprint!r}, now {new.fingerprint!r}): steps, "
             f"dependencies or step functions changed; {fix}"
         )
+    if recorded.codec != new.codec:
+        known = {"json": " (codec=trioflow.JSONCodec())", "pickle": " (codec=trioflow.PickleCodec())"}
+        raise StoreError(
+            f"run {rid!r} was recorded with the {recorded.codec!r} codec, and this store uses "
+            f"{new.codec!r}; to resume it, open the store with the codec that recorded it"
+            f"{known.get(recorded.codec, '')}, or {fix}"
+        )
     if recorded.inputs_digest != new.inputs_digest:
         raise StoreError(f"run {rid!r} was recorded with different inputs; {fix}")
 

@@ -21,7 +21,9 @@ class StepStatus(enum.StrEnum):
     FAILED = "failed"
     """Its last attempt raised (a timeout counts as a failure)."""
     SKIPPED = "skipped"
-    """A step it depends on failed (``error_handling="continue"``)."""
+    """Its ``when=`` condition was false, or a step it depends on failed
+    (``error_handling="continue"``) or was skipped; see
+    :attr:`StepResult.skip_reason`."""
     CANCELLED = "cancelled"
     """The run was cancelled before it finished (fail-fast or outside cancellation)."""
 
@@ -45,7 +47,10 @@ class StepResult:
     ``trio.testing.MockClock``); they are ``None`` for a step that never started.
     ``attempts`` is the number of attempts made (for a map step, the largest
     over its items). ``usage`` sums what the step reported through
-    :func:`trioflow.current_step`.
+    :func:`trioflow.current_step`. ``skip_reason`` is ``"condition"`` for a
+    step skipped because its ``when=`` condition was false, ``"dependency"``
+    for one skipped because a step it depends on failed or was skipped, and
+    ``None`` for a step that was not skipped.
     """
 
     name: str
@@ -56,6 +61,7 @@ class StepResult:
     started_at: float | None = None
     finished_at: float | None = None
     usage: Mapping[str, float] = attrs.field(factory=dict, converter=_frozen_mapping)
+    skip_reason: str | None = None
 
     @property
     def duration(self) -> float | None:

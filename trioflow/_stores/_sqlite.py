@@ -19,15 +19,15 @@ from ..abc import RunSession
 from ._base import BuiltinStore, check_codec, check_run_id, checkpoint, to_thread
 from ._journal import (
     Begin,
-    Finish,
-    Record,
     Write,
     Writers,
     encode_batch,
     open_journal_run,
     replay,
+    split_batch,
     times_blob,
 )
+from ._runlock import lock_run
 
 __all__ = ["SQLiteStore"]
 
@@ -74,6 +74,7 @@ CREATE INDEX IF NOT EXISTS cache_step ON cache (step, stored_at);
 """
 
 _JOURNAL = "INSERT INTO journal (run_id, codec, records, times) VALUES (?, ?, ?, ?)"
+_CANCEL_START = "UPDATE runs SET status = ?, updated = ? WHERE run_id = ? AND status = 'running'"
 FINISH_RUN = "UPDATE runs SET status = ?, started_at = ?, finished_at = ?, updated = ? WHERE run_id = ?"
 
 
@@ -177,12 +178,39 @@ class SQLiteStore(BuiltinStore):
             )
         return StoreError(f"SQLite store {self.path!r} failed: {type(exc).__name__}: {text}")
 
+    def _check_path(self) -> None:
+        """Raise :class:`StoreError` if the path cannot be a database file."""
+        path = self.path
+        if path == ":memory:":
+            return
+        if os.path.isdir(path):
+            raise StoreError(
+                f"SQLiteStore path {path!r} is a directory; give the path of a database file, "
+                f"e.g. SQLiteStore({os.path.join(path, 'runs.db')!r})"
+            )
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise StoreError(
+                f"SQLiteStore path {path!r} is in a folder that does not exist ({folder!r}); "
+                f"create it first (os.makedirs({folder!r}, exist_ok=True)) or give another path"
+            )
+
     def _connect(self) -> sqlite3.Connection:
+        path = self.path
+        self._check_path()
+        try:  # a new database (and so its WAL and SHM files) is readable by its owner only
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StoreError(f"cannot create the SQLite store {path!r}: {exc}") from exc
         try:
-            with open(self.path, "rb") as f:
+            with open(path, "rb") as f:
                 head = f.read(16)
         except FileNotFoundError:
             head = b""
+        except OSError as exc:
+            raise StoreError(f"cannot read the SQLite store {path!r}: {exc}") from exc
         if head and head != b"SQLite format 3\x00":
             raise StoreError(
                 f"{self.path!r} is not an SQLite database (it starts with {head!r}); "
@@ -259,30 +287,28 @@ class SQLiteStore(BuiltinStore):
         The runs that ``begins`` start are registered first (a begin that is
         refused gets its error as its outcome, and changes nothing).
         """
-        runs: dict[str, list[Record]] = {}  # run id -> its records, in order
-        finishes = []
-        last = None
-        records: list[Record] = []
-        for w in batch:
-            if isinstance(w, Finish):
-                finishes.append(w.params)
-                continue
-            if w[0] != last:
-                last = w[0]
-                records = runs.setdefault(last, [])
-            records.append(w)
+        runs, finishes = split_batch(batch)
 
         def write(conn: sqlite3.Connection) -> None:
             for begin in begins:
+                # each start on its own: one refused (or damaged) run changes nothing,
+                # and the other runs' starts and records in this commit go on
+                conn.execute("SAVEPOINT begin")
                 try:
                     begin.outcome = self._begin_in(conn, begin.header)
-                except StoreError as exc:
-                    begin.outcome = exc
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO begin")
+                    begin.outcome = exc if isinstance(exc, StoreError) else self._damaged(begin.header.run_id, exc)
+                conn.execute("RELEASE begin")
             for run_id, records in runs.items():
                 rows = encode_batch([r[1] for r in records])
                 conn.execute(_JOURNAL, (run_id, self._codec.name, rows, times_blob(records)))
-            for params in finishes:
-                conn.execute(FINISH_RUN, params)
+            for finish in finishes:
+                if finish.begin is None:
+                    conn.execute(FINISH_RUN, finish.params)
+                else:  # cancelled while it was registered
+                    status, _, _, updated, run_id = finish.params
+                    conn.execute(_CANCEL_START, (status, updated, run_id))
 
         def commit() -> None:
             if not (finishes and self.fsync):
@@ -308,20 +334,26 @@ class SQLiteStore(BuiltinStore):
         ).fetchone()
         if row is None:
             return RunRecords()
-        flow, fingerprint, steps, inputs, digest, codec, status, created, updated, started, finished = row
-        header = RunHeader(run_id, flow, fingerprint, bytes(inputs), digest, codec, tuple(json.loads(steps)))
-        info = RunInfo(run_id, flow, fingerprint, status, created, updated, started, finished)
-        journal = conn.execute(
-            "SELECT codec, records, times FROM journal WHERE run_id = ? ORDER BY id", (run_id,)
-        )
         try:
+            flow, fingerprint, steps, inputs, digest, codec, status, created, updated, started, finished = row
+            names = json.loads(steps)
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError(f"the run's steps are {names!r}, not a list of names")
+            header = RunHeader(run_id, flow, fingerprint, bytes(inputs), digest, codec, tuple(names))
+            info = RunInfo(run_id, flow, fingerprint, status, created, updated, started, finished)
+            journal = conn.execute(
+                "SELECT codec, records, times FROM journal WHERE run_id = ? ORDER BY id", (run_id,)
+            )
             step_records, items = replay(journal)
-        except (ValueError, TypeError, IndexError, KeyError) as exc:
-            raise StoreError(
-                f"{self.path!r}: the records of run {run_id!r} are damaged ({exc!r}); "
-                f"start the run over with `await store.forget({run_id!r})`"
-            ) from None
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+            raise self._damaged(run_id, exc) from None
         return RunRecords(header=header, info=info, steps=step_records, items=items)
+
+    def _damaged(self, run_id: str, exc: BaseException) -> StoreError:
+        return StoreError(
+            f"{self.path!r}: the records of run {run_id!r} are damaged ({exc!r}); "
+            f"start the run over with `await store.forget({run_id!r})`"
+        )
 
     def _begin_in(self, conn: sqlite3.Connection, header: RunHeader) -> RunRecords:
         """Register a run that starts, in the transaction going on; its earlier records.
@@ -357,7 +389,15 @@ class SQLiteStore(BuiltinStore):
             StoreError: the run id was recorded with another flow, structure or
                 inputs; the database is unusable; or records could not be written.
         """
-        return open_journal_run(self, header, self._writers if self.threaded else None)
+        return open_journal_run(self, header, self._writers if self.threaded else None, self._lock_run)
+
+    def _lock_run(self, run_id: str) -> Callable[[], None]:
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
+        self._check_path()
+        if self.path == ":memory:":
+            return _nothing
+        return lock_run(self._realpath, run_id)
 
     def _begin_now(self, header: RunHeader) -> RunRecords:
         return self._locked(lambda: self._transaction(lambda conn: self._begin_in(conn, header)))
@@ -470,3 +510,7 @@ class SQLiteStore(BuiltinStore):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _nothing() -> None:
+    return None
