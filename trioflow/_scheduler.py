@@ -804,7 +804,7 @@ class Run:
         without taking anything. Nothing is emitted when fewer than two start.
         """
         free = self.capacity - self.busy
-        if free < 2:
+        if free < 2 or self.stopping:
             return
         members = {id(st) for st in ready}
         starting: dict[int, _StepState] = {}
@@ -1025,11 +1025,7 @@ class Run:
             # (one scheduling batch later; in quiescent mode, once every task is
             # blocked): a failure at the same instant stops the run, and this
             # attempt's failure is then reported too, whatever the schedule.
-            if self.quiescent:
-                with trio.CancelScope(shield=True):
-                    await trio.testing.wait_all_tasks_blocked()
-            else:
-                await self._shielded_checkpoint()
+            await self._settle()
             if self.stopping:
                 if item is not None:
                     times[4:] = (at, "failed")
@@ -1046,6 +1042,10 @@ class Run:
             self.retrying[unit] = (error, attempt, at)
             await self.be.sleep(wait)
             entry[6] = now()
+            # the next attempt begins only once the failures of this instant have
+            # landed, too: a run that stops now never begins it, whatever the schedule
+            if unit in self.retrying:
+                await self._settle()
             if unit not in self.retrying:  # the run stopped, and reported this failure
                 return
             del self.retrying[unit]
@@ -1113,8 +1113,15 @@ class Run:
             self.item_recorder(st.name, unit.item, value, kept, attempt, started, now)
         self._item_done(st, now)
 
-    async def _shielded_checkpoint(self) -> None:
-        if self.be is _TRIO:
+    async def _settle(self) -> None:
+        """Let the other tasks woken at this instant run first (not cancellable).
+
+        One scheduling batch; in quiescent mode, until every task is blocked.
+        """
+        if self.quiescent:
+            with trio.CancelScope(shield=True):
+                await trio.testing.wait_all_tasks_blocked()
+        elif self.be is _TRIO:
             await trio.lowlevel.cancel_shielded_checkpoint()
         else:
             await anyio.lowlevel.cancel_shielded_checkpoint()
