@@ -44,7 +44,7 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
         self.bindir = _bindir()
         self.datadir = Path(tempfile.mkdtemp(prefix="trioflow-pg-"))
         self.prefix: list[str] = []
@@ -54,7 +54,10 @@ class Server:
             self.prefix = ["runuser", "-u", "postgres", "--"]
         self.port = _free_port()
         self._run("initdb", "-D", str(self.datadir), "-U", "trioflow", "--auth=trust", "-E", "UTF8", "--no-sync")
-        options = f"-p {self.port} -h 127.0.0.1 -k {self.datadir} -c fsync=off -c max_connections=200"
+        # the tests kill clients, never the server: it need not sync (durable=True: the defaults)
+        options = f"-p {self.port} -h 127.0.0.1 -k {self.datadir} -c max_connections=200"
+        if not durable:
+            options += " -c fsync=off"
         self._run("pg_ctl", "-D", str(self.datadir), "-o", options, "-l", str(self.datadir / "log"), "-w", "start")
 
     def _run(self, tool: str, *args: str) -> None:

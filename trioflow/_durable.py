@@ -20,6 +20,7 @@ import json
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, cast
 
 import attrs
@@ -82,7 +83,10 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def _header(flow: str, plan: Plan, inputs: Mapping[str, Any], codec: Codec, run_id: str) -> RunHeader:
+def _header(
+    flow: str, plan: Plan, inputs: Mapping[str, Any], codec: Codec, run_id: str,
+    resources: Mapping[str, Any] = MappingProxyType({}),
+) -> RunHeader:
     ordered = {k: inputs[k] for k in sorted(inputs)}
     try:
         data = codec.encode(ordered)
@@ -102,7 +106,7 @@ def _header(flow: str, plan: Plan, inputs: Mapping[str, Any], codec: Codec, run_
     digest = hashlib.sha256(canonical)
     for node in plan.nodes:
         for p in node.inputs:
-            if p.has_default and p.key not in inputs:
+            if p.has_default and p.key not in inputs and p.key not in resources:
                 try:
                     default = codec.encode(p.default)
                 except Exception:  # not encodable: its type is the best we can compare
@@ -153,7 +157,7 @@ async def _run_checked(
     run_id = options.run_id if options.run_id is not None else uuid.uuid4().hex
     options = attrs.evolve(options, run_id=run_id)
     codec = store.codec
-    header = _header(flow, plan, inputs, codec, run_id)
+    header = _header(flow, plan, inputs, codec, run_id, options.resources)  # resources: never recorded
     key = (_where(store), run_id)
     if key in _running:
         raise StoreError(

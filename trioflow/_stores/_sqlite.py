@@ -129,11 +129,11 @@ class SQLiteStore(BuiltinStore):
     ) -> None:
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"SQLiteStore(path) takes a file path (got {path!r})")
-        self.path = os.fspath(path)
+        self.path: str = os.fspath(path)
         self._realpath = os.path.realpath(self.path)  # what identifies the database file
         self._codec = check_codec(codec)
-        self.threaded = bool(threaded)
-        self.fsync = bool(fsync)
+        self.threaded: bool = bool(threaded)
+        self.fsync: bool = bool(fsync)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._closed = False
