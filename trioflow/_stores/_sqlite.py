@@ -409,7 +409,8 @@ class SQLiteStore(BuiltinStore):
         await checkpoint()  # (the lock is a quick system call: no thread)
         if self._closed:
             raise self._closed_error()
-        self._check_path()
+        if self._conn is None:  # (once connected, the path is known to be good)
+            self._check_path()
         if self.path == ":memory:":
             return _nothing
         return lock_run(self._realpath, run_id)
