@@ -94,6 +94,7 @@ _KEEPALIVE_IDLE = 30
 _KEEPALIVE_INTERVAL = 10
 _KEEPALIVE_COUNT = 3
 _LOCK_CLASS = 0x54466C77  # "TFlw": the first half of each run lock's key
+_IDLE_LOCK_CONNECTIONS = 8  # lock connections kept for the next runs
 
 
 def _psycopg() -> Any:
@@ -163,6 +164,7 @@ class PostgresStore(BuiltinStore):
         self._conn: Any = None
         self._closed = False
         self._writers = Writers(self, self._shown())
+        self._idle: list[Any] = []  # lock connections of ended runs, for the next runs (under _lock)
 
     def _shown(self) -> str:
         """The dsn without its password, for messages."""
@@ -345,21 +347,32 @@ class PostgresStore(BuiltinStore):
             raise self._closed_error()
         return await to_thread(self._lock_run_now, run_id)
 
-    def _lock_run_now(self, run_id: str) -> Callable[[], None]:
+    def _lock_connection(self) -> Any:
+        """A connection for a run's lock: an idle one of an ended run, or a new one."""
+        with self._lock:
+            while self._idle:
+                conn = self._idle.pop()
+                if not (conn.closed or conn.broken):
+                    return conn
         psycopg = _psycopg()
         try:
             conn = psycopg.connect(
                 self.dsn, autocommit=True, keepalives=1, keepalives_idle=_KEEPALIVE_IDLE,
                 keepalives_interval=_KEEPALIVE_INTERVAL, keepalives_count=_KEEPALIVE_COUNT,
             )
-        except psycopg.Error as exc:
-            raise StoreError(f"{self!r} cannot connect to the server: {exc}") from exc
-        try:
             # the server's side of the keepalives: it notices a client machine that vanished
             # (and so ends the session and releases the lock) after about a minute
             conn.execute(f"SET tcp_keepalives_idle = {_KEEPALIVE_IDLE}")
             conn.execute(f"SET tcp_keepalives_interval = {_KEEPALIVE_INTERVAL}")
             conn.execute(f"SET tcp_keepalives_count = {_KEEPALIVE_COUNT}")
+        except psycopg.Error as exc:
+            raise StoreError(f"{self!r} cannot connect to the server: {exc}") from exc
+        return conn
+
+    def _lock_run_now(self, run_id: str) -> Callable[[], None]:
+        psycopg = _psycopg()
+        conn = self._lock_connection()
+        try:
             got = conn.execute(
                 "SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_CLASS, _lock_key(run_id))
             ).fetchone()[0]
@@ -378,11 +391,16 @@ class PostgresStore(BuiltinStore):
 
         def release() -> None:
             try:  # at once (closing alone frees it only once the server's session has ended)
-                conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_CLASS, _lock_key(run_id)))
+                unlocked = conn.execute(
+                    "SELECT pg_advisory_unlock(%s, %s)", (_LOCK_CLASS, _lock_key(run_id))
+                ).fetchone()[0]
             except psycopg.Error:
-                pass  # the connection is gone: so is the lock
-            finally:
-                conn.close()
+                unlocked = False  # the connection is gone: so is the lock
+            with self._lock:
+                if unlocked and not self._closed and len(self._idle) < _IDLE_LOCK_CONNECTIONS:
+                    self._idle.append(conn)  # for the next run
+                    return
+            conn.close()
 
         return release
 
@@ -496,6 +514,9 @@ class PostgresStore(BuiltinStore):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
     def __enter__(self) -> PostgresStore:
         return self
