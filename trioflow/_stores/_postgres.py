@@ -30,9 +30,11 @@ from .._results import RunResult
 from ..abc import RunSession
 from ._base import BuiltinStore, check_codec, check_run_id, to_thread
 from ._journal import (
+    DAMAGE,
     Begin,
     Write,
     Writers,
+    damaged,
     encode_batch,
     open_journal_run,
     replay,
@@ -255,8 +257,8 @@ class PostgresStore(BuiltinStore):
                         begin.outcome = self._begin_in(conn, begin.header)
                 except StoreError as exc:
                     begin.outcome = exc
-                except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
-                    begin.outcome = self._damaged(begin.header.run_id, exc)
+                except DAMAGE as exc:
+                    begin.outcome = damaged(self, begin.header.run_id, exc)
             with conn.cursor() as cursor:
                 for run_id, records in runs.items():
                     rows = encode_batch([r[1] for r in records])
@@ -275,12 +277,6 @@ class PostgresStore(BuiltinStore):
 
     def _begin_now(self, header: RunHeader) -> RunRecords:
         return self._locked(lambda: self._transaction(lambda conn: self._begin_in(conn, header)))
-
-    def _damaged(self, run_id: str, exc: BaseException) -> StoreError:
-        return StoreError(
-            f"{self!r}: the records of run {run_id!r} are damaged ({exc!r}); "
-            f"start the run over with `await store.forget({run_id!r})`"
-        )
 
     def _read(self, conn: Any, run_id: str) -> RunRecords:
         row = conn.execute(
@@ -301,8 +297,8 @@ class PostgresStore(BuiltinStore):
                 "SELECT codec, records, times FROM trioflow_journal WHERE run_id = %s ORDER BY id", (run_id,)
             ).fetchall()
             step_records, items = replay((c, text, bytes(blob)) for c, text, blob in journal)
-        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
-            raise self._damaged(run_id, exc) from None
+        except DAMAGE as exc:
+            raise damaged(self, run_id, exc) from None
         return RunRecords(header=header, info=info, steps=step_records, items=items)
 
     def _begin_in(self, conn: Any, header: RunHeader) -> RunRecords:
