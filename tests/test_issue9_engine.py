@@ -157,38 +157,59 @@ async def test_issue9_item1_a_retry_pending_from_an_earlier_instant_is_cancelled
 async def test_issue9_item2_cancelled_while_waiting_to_retry_counts_its_attempt() -> None:
     flow = trioflow.Flow("attempts")
 
-    @flow.step(retry=trioflow.Retry(max_attempts=5, wait=2 * TICK, backoff=1))
+    @flow.step(retry=trioflow.Retry(max_attempts=5, wait=30 * TICK))
     async def flaky() -> None:
         await anyio.sleep(TICK)
         raise ValueError("flaky")
 
     @flow.step
     async def broken() -> None:
-        await anyio.sleep(5.5 * TICK)  # flaky: attempts at 0, 3, 6 ticks; this fails in the third
+        await anyio.sleep(10 * TICK)  # while flaky waits to retry after its first attempt
         raise KeyError("broken")
 
     with pytest.raises(trioflow.FlowError) as info:
         await flow.run()
     flaky_result = info.value.result.steps["flaky"]
     assert flaky_result.status == "cancelled"
-    assert flaky_result.attempts == 2
+    assert flaky_result.attempts == 1
     assert flaky_result.started_at is not None
+
+
+async def test_issue9_item2_cancelled_in_its_second_attempt_counts_two() -> None:
+    flow = trioflow.Flow("attempts2")
+
+    @flow.step(retry=trioflow.Retry(max_attempts=5, wait=TICK))
+    async def flaky() -> None:
+        if trioflow.current_step().attempt == 1:
+            raise ValueError("flaky")
+        await anyio.sleep(100 * TICK)
+
+    @flow.step
+    async def broken() -> None:
+        await anyio.sleep(20 * TICK)  # while flaky runs its second attempt
+        raise KeyError("broken")
+
+    with pytest.raises(trioflow.FlowError) as info:
+        await flow.run()
+    assert (info.value.result.steps["flaky"].status, info.value.result.steps["flaky"].attempts) == (
+        "cancelled",
+        2,
+    )
 
 
 async def test_issue9_item2_map_item_attempts_count_the_same_way() -> None:
     async def item(x: int) -> None:
         if x == 0:
-            await anyio.sleep(5.5 * TICK)
+            await anyio.sleep(10 * TICK)
             raise KeyError(x)
         await anyio.sleep(TICK)
         raise ValueError(x)
 
+    retry = trioflow.Retry(max_attempts=5, wait=30 * TICK, retry_on=ValueError)
     with pytest.raises(trioflow.FlowError) as info:
-        await trioflow.map(
-            item, [0, 1], retry=trioflow.Retry(max_attempts=5, wait=2 * TICK, backoff=1, retry_on=ValueError)
-        )
+        await trioflow.map(item, [0, 1], retry=retry)
     steps = info.value.result.steps
-    assert (steps["item[1]"].status, steps["item[1]"].attempts) == ("cancelled", 2)
+    assert (steps["item[1]"].status, steps["item[1]"].attempts) == ("cancelled", 1)
 
     flow = trioflow.Flow("map_attempts")
 
@@ -196,13 +217,14 @@ async def test_issue9_item2_map_item_attempts_count_the_same_way() -> None:
     async def items() -> list[int]:
         return [0, 1]
 
-    @flow.step(map_over="items", retry=trioflow.Retry(max_attempts=5, wait=2 * TICK, backoff=1, retry_on=ValueError))
+    @flow.step(map_over="items", retry=retry)
     async def each(items: int) -> None:
         await item(items)
 
     with pytest.raises(trioflow.FlowError) as finfo:
         await flow.run()
-    assert (finfo.value.result.steps["each"].status, finfo.value.result.steps["each"].attempts) == ("failed", 2)
+    assert (finfo.value.result.steps["each"].status, finfo.value.result.steps["each"].attempts) == ("failed", 1)
+    assert finfo.value.result.steps["each"].error is not None
 
 
 # -- item 4: a value that cannot be copied fails its step, named ------------------------
