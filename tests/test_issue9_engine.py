@@ -391,6 +391,39 @@ async def test_issue9_item5_engine_error_becomes_a_failure_naming_the_step() -> 
     assert "map step 'each' maps over 'source'" in str(info.value.exceptions[0])
 
 
+class _BrokenLimiter:
+    total_tokens = 1.0
+
+    async def acquire(self) -> None:
+        raise RuntimeError("limiter broke")
+
+    def release(self) -> None:  # pragma: no cover - never acquired
+        raise AssertionError("released a limiter that was never acquired")
+
+
+@pytest.mark.parametrize("error_handling", ["fail_fast", "continue"])
+async def test_issue9_item5_a_limiter_that_raises_fails_its_steps(error_handling: str) -> None:
+    flow = trioflow.Flow("limited")
+
+    @flow.step(limiter="broken")
+    async def plain() -> int:  # pragma: no cover - never called
+        return 1
+
+    @flow.step(map_over="items", limiter="broken")
+    async def each(items: int) -> int:  # pragma: no cover - never called
+        return items
+
+    with pytest.raises(trioflow.FlowError) as info:
+        await flow.run({"items": [1, 2]}, limiters={"broken": _BrokenLimiter()}, error_handling=error_handling)
+    result = info.value.result
+    assert result.steps["plain"].status == "failed"
+    assert result.steps["plain"].attempts == 0
+    if error_handling == "continue":
+        assert result.steps["each"].status == "failed"
+    assert all(isinstance(e, RuntimeError) for e in info.value.exceptions)
+    assert "trioflow: step 'plain' failed before attempt 1" in info.value.exceptions[0].__notes__
+
+
 # -- item 6: an on_event callback that raises loses nothing -----------------------------
 
 
