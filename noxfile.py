@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typing``, ``docs``, ``bench``, ``fuzz``, ``distributed``, ``browser``."""
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typing``, ``docs``, ``bench``, ``fuzz``, ``distributed``, ``browser``, ``postgres``."""
 
 from __future__ import annotations
 
@@ -50,6 +50,13 @@ def distributed(session: nox.Session) -> None:
     """The Dask runner's tests against a real LocalCluster (slow, so not in ``tests``)."""
     session.install(".[dask,process]", *TEST_DEPS)
     session.run("pytest", "-m", "distributed", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def postgres(session: nox.Session) -> None:
+    """The store suite and the crash test against a real PostgreSQL server (Debian's postgresql package)."""
+    session.install(".[postgres]", *TEST_DEPS)
+    session.run("pytest", "-m", "postgres", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session
