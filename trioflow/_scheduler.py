@@ -94,6 +94,13 @@ YIELD_EVERY = 16
 quiescent_scheduling: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "trioflow_quiescent_scheduling", default=False
 )
+# A declared decision point, set by trioflow.testing beside quiescent mode:
+# asked where a worker would settle before taking a contended slot, it returns
+# True to settle, or False to take the slot at once, as a production run does.
+# The harness lets its schedules decide, so it sees both behaviours.
+settle_decision: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar(
+    "trioflow_settle_decision", default=None
+)
 
 # The external limiters held by the enclosing steps of this task: id of the
 # caller's limiter -> the limiter of capacity 1 that the holding step lends to
@@ -268,6 +275,7 @@ class Run:
         self.completed_items = completed_items or {}
         self.be = current_backend()
         self.quiescent = self.be is _TRIO and quiescent_scheduling.get()
+        self.settle_decision = settle_decision.get() if self.quiescent else None
         # the clock's own bound method: one call per reading on the hot path
         self.now: Callable[[], float] = (
             trio.lowlevel.current_clock().current_time if self.be is _TRIO else self.be.current_time
@@ -385,6 +393,10 @@ class Run:
         """Whether more units wait than there are free slots (so someone must choose)."""
         return self.queued > self.capacity - self.busy or self.queued_limited > 0
 
+    def _settles(self) -> bool:
+        """Quiescent mode: settle before taking a contended slot, unless the harness says not."""
+        return self.settle_decision is None or self.settle_decision()
+
     def _release(self, unit: _Unit) -> None:
         self.busy -= 1
         for counter in unit.state.group.counters:
@@ -410,7 +422,7 @@ class Run:
         run by workers that are already there, with no new task at all.
         """
         self.scouts -= 1
-        waited = self.quiescent and self._contended()
+        waited = self.quiescent and self._contended() and self._settles()
         if waited:
             await trio.testing.wait_all_tasks_blocked()
         if self.stopping or self.busy >= self.capacity:
@@ -549,7 +561,7 @@ class Run:
                 await self._execute(unit)
             else:
                 await self._attempts(unit)
-            waited = self.quiescent and self._contended()
+            waited = self.quiescent and self._contended() and self._settles()
             if waited:
                 await trio.testing.wait_all_tasks_blocked()
             if self.stopping or self.busy >= self.capacity:
