@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 import attrs
 import outcome
 
-from ._control import _LIBRARY_MARKERS, TraceEvent, _trim
+from ._control import _LIBRARY_MARKERS, Trace, _trim
 from ._errors import BudgetExceededError, DeadlockError
 from ._strategy import DecisionPoint, Strategy
 
@@ -121,8 +121,8 @@ class _Controller:
         self.threads = _Jobs()
 
     @property
-    def trace(self) -> list[TraceEvent]:
-        return [TraceEvent(*event) for event in self._trace]
+    def trace(self) -> Trace:
+        return Trace(self._trace)
 
     def next_decision(self, kind: str, choices: Sequence[str]) -> int:
         n = len(choices)

@@ -41,7 +41,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from types import CodeType, FrameType
-from typing import Any, Final
+from typing import Any, Final, overload
 
 import attrs
 import outcome
@@ -62,6 +62,9 @@ __all__ = ["Controller", "ScheduleRandom", "TraceEvent", "active", "install", "r
 
 
 #: Paths whose frames are library plumbing, skipped when saying where a task waits.
+#: Task steps between looks for a wait-for cycle while tasks keep running (the
+#: harness also looks whenever no task is runnable).
+_CYCLE_CHECK_EVERY: Final = 2000
 _LIBRARY_MARKERS: Final = (
     "/trio/",
     "/anyio/",
@@ -91,6 +94,49 @@ class TraceEvent:
     kind: str
     task: str
     detail: str = ""
+
+
+class Trace(Sequence[TraceEvent]):
+    """A run's trace: a read-only sequence of :class:`TraceEvent`, each made when looked at.
+
+    Equal to another trace (or a tuple or list of events) with the same events.
+    """
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: Sequence[tuple[float, str, str, str]]) -> None:
+        self._raw = raw
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    @overload
+    def __getitem__(self, index: int) -> TraceEvent: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[TraceEvent, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> TraceEvent | tuple[TraceEvent, ...]:
+        if isinstance(index, slice):
+            return tuple(TraceEvent(*event) for event in self._raw[index])
+        return TraceEvent(*self._raw[index])
+
+    def __iter__(self) -> Iterator[TraceEvent]:
+        for event in self._raw:
+            yield TraceEvent(*event)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Trace):
+            return list(self._raw) == list(other._raw)
+        if isinstance(other, (tuple, list)):
+            return len(other) == len(self._raw) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._raw))
+
+    def __repr__(self) -> str:
+        return f"Trace({list(self)!r})"
 
 
 class _ForcedStop(BaseException):
@@ -158,9 +204,13 @@ class Controller(trio.abc.Instrument):
         self.threads = ThreadJobs(self)
 
     @property
-    def trace(self) -> list[TraceEvent]:
-        """The trace, as :class:`TraceEvent` objects (made once the run is over)."""
-        return [TraceEvent(*event) for event in self._trace]
+    def trace(self) -> Trace:
+        """The trace, whose :class:`TraceEvent` objects are made when looked at."""
+        return Trace(self._trace)
+
+    def _now(self) -> float:
+        # the MockClock runs at rate 0: virtual time is its base, moved only by jumps
+        return self.clock._virtual_base
 
     # -- scheduling ---------------------------------------------------------
 
@@ -251,14 +301,14 @@ class Controller(trio.abc.Instrument):
         self.labels[task] = label
         if is_main:
             self.main_task = task
-        self._trace.append((self.clock.current_time(), "spawn", label, ""))
+        self._trace.append((self._now(), "spawn", label, ""))
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         self.steps += 1
         label = self.labels.get(task)
         if label is None:
             return
-        now = self.clock.current_time()
+        now = self.clock._virtual_base
         self.last_step[label] = (self.steps, now)
         self._trace.append((now, "step", label, ""))
         if self.error is None:
@@ -273,22 +323,25 @@ class Controller(trio.abc.Instrument):
     def task_exited(self, task: trio.lowlevel.Task) -> None:
         label = self.labels.pop(task, None)
         if label is not None:
-            self._trace.append((self.clock.current_time(), "exit", label, ""))
+            self._trace.append((self._now(), "exit", label, ""))
 
     def before_io_wait(self, timeout: float) -> None:
+        runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
+        if runner.runq or runner.waiting_for_idle:
+            # tasks are runnable, or will be once the others block (the common
+            # cases, so checked first): not idle
+            self.idle_since = None
+            if self.steps - self.cycle_checked >= _CYCLE_CHECK_EVERY:
+                self._check_cycle()
+            return
         if self.threads.pending or self.threads.free:
-            stats = trio.lowlevel.current_statistics()
-            if not stats.tasks_runnable and self.threads.pending:
+            if self.threads.pending:
                 # nothing else can run: the oldest waiting thread call runs now,
                 # before the clock may jump
                 self.threads.run(self.threads.pending[0])
             return
-        if self.error is None and self.cycle_checked != self.steps:
-            self.cycle_checked = self.steps
-            cycle = find_cycle(self._user_tasks(), self.labels)
-            if cycle is not None:
-                self._stop(self._cycle_error(cycle))
-                return
+        if self.cycle_checked != self.steps and self._check_cycle():
+            return
         if not self._looks_idle():
             self.idle_since = None
             return
@@ -307,6 +360,17 @@ class Controller(trio.abc.Instrument):
             # blocked task, the way trio delivers a cancellation.
             self.forced_rounds += 1
             self._inject_into_blocked()
+
+    def _check_cycle(self) -> bool:
+        """Stop the run if some of its tasks wait for each other in a cycle."""
+        self.cycle_checked = self.steps
+        if self.error is not None:
+            return False
+        cycle = find_cycle(self._user_tasks(), self.labels)
+        if cycle is None:
+            return False
+        self._stop(self._cycle_error(cycle))
+        return True
 
     # -- the parked watchdog task ------------------------------------------
 

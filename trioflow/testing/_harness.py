@@ -41,7 +41,8 @@ class DeterministicRun(Generic[T]):
         virtual_time: The virtual time (seconds, starting from 0) at which it returned.
         decisions: The schedule actually taken, with trailing zeros removed;
             passing it as ``schedule=`` replays the run exactly.
-        trace: Every task event of the run, in order (see :class:`TraceEvent`).
+        trace: Every task event of the run, in order (a read-only sequence of
+            :class:`TraceEvent`, made as they are looked at).
             Tasks are named by their trio name and spawn index, never by
             ``id()``, so the trace is identical whenever the schedule is.
         steps: The number of task steps the scheduler ran.
@@ -50,7 +51,7 @@ class DeterministicRun(Generic[T]):
     value: T
     virtual_time: float
     decisions: tuple[int, ...]
-    trace: tuple[TraceEvent, ...]
+    trace: Sequence[TraceEvent]
     steps: int
 
 
@@ -206,7 +207,7 @@ def run_deterministic(
         value=value,
         virtual_time=end,
         decisions=decisions,
-        trace=tuple(controller.trace),
+        trace=controller.trace,
         steps=controller.steps,
     )
 
@@ -329,7 +330,7 @@ def _run(
         settle = settle_decision.set(controller.handover)
         try:
             result, end = trio.run(
-                _main, controller, fn, args, clock=clock, instruments=[controller]
+                _main, controller, fn, args, clock=clock, instruments=[_hooks(controller)]
             )
         except trio.TrioInternalError as exc:
             if controller.error is not None and exc.__cause__ is controller.error:
@@ -342,6 +343,20 @@ def _run(
     finally:
         _lock.release()
     return result, end, controller
+
+
+class _Hooks:
+    """The instrument trio calls: the controller's hooks, and nothing else for trio to look at."""
+
+
+def _hooks(controller: Controller) -> trio.abc.Instrument:
+    hooks = _Hooks()
+    # bound methods as instance attributes: trio calls them directly
+    hooks.task_spawned = controller.task_spawned  # type: ignore[attr-defined]
+    hooks.before_task_step = controller.before_task_step  # type: ignore[attr-defined]
+    hooks.task_exited = controller.task_exited  # type: ignore[attr-defined]
+    hooks.before_io_wait = controller.before_io_wait  # type: ignore[attr-defined]
+    return hooks  # type: ignore[return-value]
 
 
 def note(event: object) -> None:
