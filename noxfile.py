@@ -55,3 +55,5 @@ def bench(session: nox.Session) -> None:
     """Benchmarks: trioflow against hand-written raw trio, as ratios from the same process."""
     session.install(".")
     session.run("python", "bench/run.py", *session.posargs)
+    # the testing harness: schedules per second against plain trio.run
+    session.run("python", "bench/harness_case.py", *session.posargs)

@@ -15,6 +15,7 @@ from collections import deque
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 from trio._core import _run as trio_run
 
 from trioflow.testing import run_deterministic
@@ -110,3 +111,43 @@ def test_the_shuffle_hook_is_really_called() -> None:
         run_deterministic(order, schedule=[3]).value[0] == 2,
         "a schedule decision no longer chooses which task runs",
     )
+
+
+def test_internals_of_the_thread_runner_clock_and_locks() -> None:
+    from trio import _sync as trio_sync
+    from trio import _threads as trio_threads
+
+    require(
+        callable(getattr(trio_threads, "start_thread_soon", None)),
+        "trio._threads.start_thread_soon is gone (to_thread_run_sync no longer looks it up)",
+    )
+    require(
+        "start_thread_soon(worker_fn, deliver_worker_fn_result"
+        in inspect.getsource(trio_threads.to_thread_run_sync),
+        "to_thread_run_sync no longer starts its thread through start_thread_soon",
+    )
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    require(
+        clock._virtual_base == clock.current_time() == 0.0,
+        "MockClock._virtual_base no longer holds the virtual time of a clock at rate 0",
+    )
+    require(
+        "self._owner" in inspect.getsource(trio_sync._LockImpl.acquire),
+        "trio's locks no longer keep their owner in _owner",
+    )
+    require(
+        "_borrowers" in inspect.getsource(trio_sync.CapacityLimiter.acquire_on_behalf_of_nowait),
+        "CapacityLimiter no longer keeps its borrowers in _borrowers",
+    )
+    require(
+        "runner.waiting_for_idle" in inspect.getsource(trio_run.unrolled_run),
+        "Runner.waiting_for_idle is gone",
+    )
+
+
+def test_asyncio_loop_internals_used_by_the_asyncio_backend() -> None:
+    import asyncio.base_events
+
+    source = inspect.getsource(asyncio.base_events.BaseEventLoop._run_once)
+    for snippet in ("self._scheduled", "self._ready", "self._selector.select(timeout)", "handle._run()"):
+        require(snippet in source, f"asyncio's BaseEventLoop._run_once no longer contains {snippet!r}")
