@@ -15,7 +15,7 @@ TEST_DEPS = ["pytest>=8", "pytest-trio>=0.8", "hypothesis>=6.100", "pydantic>=2"
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (trio and asyncio backends) against the installed package."""
-    session.install(".", *TEST_DEPS)
+    session.install(".[process,http]", *TEST_DEPS)  # http: the flow files' http steps are tested too
     session.run("pytest", *session.posargs)
 
 
@@ -39,7 +39,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typing(session: nox.Session) -> None:
     """mypy --strict over the package."""
-    session.install(".", "mypy>=1.10", "hypothesis>=6.100")
+    session.install(".[process,dask]", "mypy>=1.10", "hypothesis>=6.100")
     session.run("mypy", "--strict", "trioflow")
 
 

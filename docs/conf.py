@@ -49,6 +49,10 @@ napoleon_use_ivar = True
 nitpick_ignore = [
     # the structural type of trio's and anyio's CapacityLimiter
     ("py:class", "trioflow._scheduler.Limiter"),
+    # the runner interface behind flow.step(runner=...) (described in design.rst)
+    ("py:class", "trioflow._runners.Runner"),
+    # what a run keeps for its timeline (RunResult's private _trace field)
+    ("py:class", "trioflow._results.RunTrace"),
 ]
 nitpick_ignore_regex: list[tuple[str, str]] = [
     # type variables (T, R, ...) in generic signatures, also in trioflow.testing's modules
@@ -149,6 +153,7 @@ def _resolve_private_names(app, env, node, contnode):  # type: ignore[no-untyped
 OPTIONAL_PAGES = [
     "testing",
     "durable",
+    "watching",
     "coming-from-batch-node",
     "coming-from-node-executor",
     "coming-from-plans",

@@ -15,7 +15,8 @@ this runs anywhere, offline, with no API keys. The flow has
 The flow runs twice, with ``max_concurrent=1`` (sequential mode) and with no
 limit but the named limiters, and the script checks that both runs produce the
 same outputs and usage, prints the speedup, and draws the parallel run's
-timeline from its events.
+timeline (``result.timeline()``; ``.save("jokes.html")`` would write it as a
+picture).
 
 Run it with ``python examples/jokes.py``.
 """
@@ -177,64 +178,13 @@ async def demo() -> Demo:
     return Demo(sequential, parallel, tuple(events))
 
 
-def timeline(
-    events: tuple[trioflow.Event, ...], start: float, order: tuple[str, ...], width: int = 56
-) -> str:
-    """A text Gantt chart: one row per step or map item, steps in ``order``.
-
-    ``#`` is an attempt that succeeded, ``x`` one that failed, ``.`` a retry wait.
-    """
-    spans_of: dict[tuple[int, int], list[tuple[float, float, str]]] = {}
-    labels: dict[tuple[int, int], str] = {}
-    started: dict[str, float] = {}
-    end = start
-    for event in events:
-        if isinstance(event, trioflow.RunFinished):
-            end = event.time
-            continue
-        if not isinstance(
-            event,
-            trioflow.StepStarted | trioflow.StepSucceeded | trioflow.StepFailed | trioflow.StepRetrying,
-        ):
-            continue
-        label = event.step if event.item is None else f"{event.step}[{event.item}]"
-        row = (order.index(event.step), -1 if event.item is None else event.item)
-        labels[row] = label
-        spans = spans_of.setdefault(row, [])
-        if isinstance(event, trioflow.StepStarted):
-            started[label] = event.time
-        elif isinstance(event, trioflow.StepSucceeded):
-            spans.append((started[label], event.time, "#"))
-        elif isinstance(event, trioflow.StepFailed):
-            spans.append((started[label], event.time, "x"))
-        else:
-            spans.append((started[label], event.time, "x"))
-            spans.append((event.time, event.time + event.wait, "."))
-    total = max(end - start, 1e-9)
-    scale = width / total
-    label_width = max(len(label) for label in labels.values())
-    lines = [f"{'':{label_width}} |0s{'':{width - 8}}{total:5.2f}s|"]
-    for row, spans in sorted(spans_of.items()):
-        label = labels[row]
-        cells = [" "] * width
-        for lo, hi, mark in spans:
-            first = min(width - 1, round((lo - start) * scale))
-            last = max(first + 1, round((hi - start) * scale))
-            for i in range(first, min(last, width)):
-                cells[i] = mark
-        lo = min(s[0] for s in spans) - start
-        hi = max(s[1] for s in spans) - start
-        lines.append(f"{label:{label_width}} |{''.join(cells)}| {lo:4.2f}-{hi:4.2f}s")
-    return "\n".join(lines)
-
-
 async def main(print: Callable[..., object] = print) -> int:
     """Run the demo and report; returns the process exit code."""
     print(flow.describe())
     print()
     result = await demo()
-    print("Parallel run, step by step:")
-    print(timeline(result.events, result.parallel.started_at, flow.steps))
+    print("Parallel run, step by step (* marks the critical path):")
+    print(result.parallel.timeline().to_text())
     print()
     published = result.parallel["publish"]
     print(f"Joke:        {published['joke']}")

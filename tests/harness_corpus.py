@@ -20,6 +20,7 @@ virtual instant, thread races, and flow bugs.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -725,6 +726,41 @@ class ThreadRace:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(trio.to_thread.run_sync, add_in_thread)
             nursery.start_soon(add_in_task)
+        return state["n"]
+
+
+@case("thread_thread_race", "threads")
+class ThreadThreadRace:
+    """Two worker threads read a counter, pause, and write it back plus one."""
+
+    @staticmethod
+    async def bug() -> int:
+        state = {"n": 0}
+
+        def add() -> None:
+            value = state["n"]
+            time.sleep(0.002)
+            state["n"] = value + 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, add)
+            nursery.start_soon(trio.to_thread.run_sync, add)
+        return state["n"]
+
+    @staticmethod
+    async def fixed() -> int:
+        state = {"n": 0}
+        lock = threading.Lock()
+
+        def add() -> None:
+            with lock:
+                value = state["n"]
+                time.sleep(0.002)
+                state["n"] = value + 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, add)
+            nursery.start_soon(trio.to_thread.run_sync, add)
         return state["n"]
 
 

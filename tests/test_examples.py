@@ -96,19 +96,25 @@ def test_jokes_parallel_run_respects_the_llm_limiter(jokes: ModuleType) -> None:
 
 def test_jokes_timeline_draws_every_step_and_item(jokes: ModuleType) -> None:
     demo = run_virtual(jokes.demo)
-    chart = jokes.timeline(demo.events, demo.parallel.started_at, jokes.flow.steps)
-    rows = [line.split("|")[0].strip() for line in chart.splitlines()[1:]]
+    chart = demo.parallel.timeline().to_text()
+    lines = []
+    assert run_virtual(jokes.main, lambda *parts: lines.append(" ".join(map(str, parts)))) == 0
+    assert chart in "\n".join(lines)  # main() prints the library's timeline
+    rows = [line.split("|")[0][2:].strip() for line in chart.splitlines()[1:]]
     assert rows == [
         "brainstorm", "search_news", "style_guide", "audience",
         *(f"draft[{i}]" for i in range(6)),
         "pick_best", "translate", "illustrate", "publish",
+        "llm (3)", "http (2)",
     ]
-    translate = next(line for line in chart.splitlines() if line.startswith("translate"))
+    translate = next(line for line in chart.splitlines() if line.startswith("* translate"))
     # a failed attempt (x), the backoff (.), the successful attempt (#)
     bar = translate.split("|")[1].strip()
     assert bar == "x" * bar.count("x") + "." * bar.count(".") + "#" * bar.count("#")
     assert min(bar.count("x"), bar.count("."), bar.count("#")) > 0
     assert translate.endswith("| 0.46-0.71s")
+    llm = next(line for line in chart.splitlines() if line.startswith("  llm (3)"))
+    assert llm.endswith("| peak 3")
 
 
 def test_jokes_main_prints_the_speedup(jokes: ModuleType) -> None:

@@ -314,8 +314,8 @@ def test_plain_function_instead_of_async_function() -> None:
     with raises(
         TypeError,
         "flow.step expects an async function, but 'plain' is a plain function; define it "
-        "with 'async def', or wrap blocking code as "
-        "'async def plain(...): return await trio.to_thread.run_sync(...)'",
+        "with 'async def', or run it in a worker: @flow.step(runner=\"thread\") for "
+        "blocking code, @flow.step(runner=\"process\") for CPU-bound code",
     ):
         flow.step(plain)
     with raises(TypeError, "flow.step expects an async function (got 3 that is a int)"):

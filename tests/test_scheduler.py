@@ -937,7 +937,12 @@ async def test_pre_cancelled_scope_runs_no_step(autojump_clock: trio.testing.Moc
         await flow.run(on_event=events.append)
     assert scope.cancelled_caught
     assert ran == []
-    assert events == [trioflow.StepCancelled("a", 0.0, False), trioflow.StepCancelled("b", 0.0, False)]
+    assert events == [
+        trioflow.RunStarted("f", None, 0.0, ("a", "b")),
+        trioflow.StepCancelled("a", 0.0, False),
+        trioflow.StepCancelled("b", 0.0, False),
+        trioflow.RunFinished("f", 0.0, 0.0, False, (), "cancelled"),
+    ]
 
 
 @pytest.mark.trio
@@ -976,7 +981,8 @@ async def test_move_on_after_cancels_every_step_and_leaves_no_orphan(
     assert cancelled == [trioflow.StepCancelled(f"s{i}", 5.0, True) for i in range(4)] + [
         trioflow.StepCancelled("after", 5.0, False)
     ]
-    assert not any(isinstance(ev, trioflow.RunFinished) for ev in events)
+    # issue 11 item 6: RunFinished is sent on every outcome, outside cancellation included
+    assert events[-1] == trioflow.RunFinished("f", 5.0, 5.0, False, (), "cancelled")
 
 
 @pytest.mark.trio
@@ -1060,8 +1066,10 @@ async def test_step_swallowing_nothing_outside_cancellation_propagates_cancelled
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cancel_soon)
-            with pytest.raises(trio.Cancelled):
+            with pytest.raises(trio.Cancelled) as info:
                 await flow.run()
+            assert type(info.value) is trio.Cancelled  # cancellation, not a group of it (issue 9 item 5)
+            await trio.lowlevel.checkpoint()  # the scope is still cancelled
             raise AssertionError("unreachable")  # pragma: no cover
     assert scope.cancelled_caught
 

@@ -124,3 +124,50 @@ def test_threads_outside_a_harness_run_are_untouched() -> None:
     trio.run(main)
     assert len(seen) == 2
     assert all(name != threading.main_thread().name for name in seen)
+
+
+def test_thread_calls_run_in_parallel_when_chosen_and_the_failure_says_so() -> None:
+    async def two_threads() -> int:
+        state = {"n": 0}
+
+        def add() -> None:
+            value = state["n"]
+            time.sleep(0.002)
+            state["n"] = value + 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, add)
+            nursery.start_soon(trio.to_thread.run_sync, add)
+        return state["n"]
+
+    assert run_deterministic(two_threads).value == 2  # FIFO: one after the other
+    with pytest.raises(NonDeterminismError) as info:
+        check_deterministic(two_threads, runs=300)
+    assert info.value.got == 1
+    assert "in parallel" in str(info.value)
+    assert "may not reproduce a race between them" in str(info.value)
+
+
+def test_a_thread_waiting_for_a_later_thread_call_is_let_go_not_hung() -> None:
+    async def handshake() -> str:
+        ready = threading.Event()
+
+        def waiter() -> str:
+            return "ok" if ready.wait(10) else "timed out"
+
+        results: list[str] = []
+
+        async def first() -> None:
+            results.append(await trio.to_thread.run_sync(waiter))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first)
+            await trio.sleep(1)
+            await trio.to_thread.run_sync(ready.set)
+        return results[0]
+
+    # the waiter holds the loop for a second, then runs uncontrolled while
+    # virtual time follows real time, so the sleep ends and sets the event
+    result = run_deterministic(handshake)
+    assert result.value == "ok"
+    assert 1.0 <= result.virtual_time < 9.0

@@ -17,6 +17,7 @@ from ._context import current_step as current_step
 from ._events import BatchStarted as BatchStarted
 from ._events import Event as Event
 from ._events import RunFinished as RunFinished
+from ._events import RunStarted as RunStarted
 from ._events import StepCancelled as StepCancelled
 from ._events import StepFailed as StepFailed
 from ._events import StepRetrying as StepRetrying
@@ -36,8 +37,9 @@ from ._results import RunResult as RunResult
 from ._results import StepResult as StepResult
 from ._results import StepStatus as StepStatus
 from ._retry import Retry as Retry
-from ._store import MemoryStore as MemoryStore
-from ._store import SQLiteStore as SQLiteStore
+from ._stores import MemoryStore as MemoryStore
+from ._stores import SQLiteStore as SQLiteStore
+from ._timeline import Timeline as Timeline
 
 __version__ = "0.1.0"
 
@@ -58,6 +60,7 @@ __all__ = [
     "RunFinished",
     "RunInfo",
     "RunResult",
+    "RunStarted",
     "SQLiteStore",
     "StepCancelled",
     "StepContext",
@@ -69,6 +72,7 @@ __all__ = [
     "StepStatus",
     "StepSucceeded",
     "StoreError",
+    "Timeline",
     "TrioflowError",
     "current_step",
     "gather",

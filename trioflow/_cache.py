@@ -29,7 +29,7 @@ from ._codec import CodecError, JSONCodec
 from ._exceptions import StoreError
 from ._isolation import isolate
 from ._scheduler import current_backend
-from ._store import SQLiteStore
+from ._stores import SQLiteStore
 
 __all__ = ["Cache", "CacheStatistics"]
 

@@ -22,13 +22,31 @@ import json
 import math
 import pickle
 import sys
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-__all__ = ["CodecError", "JSONCodec", "PickleCodec"]
+__all__ = ["Codec", "CodecError", "JSONCodec", "PickleCodec"]
 
 _TAG = "__trioflow__"
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Turns values into bytes and back (:class:`trioflow.JSONCodec`, :class:`trioflow.PickleCodec`)."""
+
+    @property
+    def name(self) -> str:
+        """Stored next to each value, so a store knows which codec can read it."""
+        ...
+
+    def encode(self, value: Any) -> bytes:
+        """Encode ``value``; raise :class:`TypeError` (e.g. :class:`trioflow.CodecError`) if it cannot."""
+        ...
+
+    def decode(self, data: bytes) -> Any:
+        """Decode what :meth:`encode` returned."""
+        ...
 
 
 class CodecError(TypeError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import math
+import threading
 
 import attrs
 
@@ -30,7 +31,8 @@ class StepContext:
         """Add counts (tokens, calls, dollars…) to this step's usage.
 
         Counts sum per step (:attr:`StepResult.usage`) and per run
-        (:attr:`RunResult.usage`), whatever the concurrency. Not a checkpoint.
+        (:attr:`RunResult.usage`), whatever the concurrency, also from several
+        threads at once (``runner="thread"`` map items). Not a checkpoint.
 
         Raises:
             TypeError: a count is not a number.
@@ -41,7 +43,14 @@ class StepContext:
                 raise TypeError(f"add_usage({key}=...) takes a number (got {count!r})")
             if not math.isfinite(count) or count < 0:
                 raise ValueError(f"add_usage({key}={count!r}): counts must be finite and >= 0")
-            self._usage[key] = self._usage.get(key, 0) + count
+        usage = self._usage
+        with _usage_lock:  # read-add-write: threads of one map step share the dict
+            for key, count in counts.items():
+                usage[key] = usage.get(key, 0) + count
+
+
+# one lock for every step's usage: taken for a few dict operations, never contended long
+_usage_lock = threading.Lock()
 
 
 _current: contextvars.ContextVar[StepContext] = contextvars.ContextVar("trioflow_current_step")

@@ -19,24 +19,20 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable, Mapping
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 import anyio
 import attrs
 import trio
 
 from ._codec import CodecError
-from ._exceptions import StoreError
+from ._exceptions import FlowError, StoreError
 from ._graph import Plan
-from ._records import ItemRecord, RunHeader, StepRecord, decode_value, step_result, type_name
+from ._records import RunHeader, decode_value, step_result
 from ._results import RunResult, StepResult, StepStatus
 from ._scheduler import Run, RunOptions, current_backend
-from ._store import MemoryStore, SQLiteStore, _SQLiteSession
-from .abc import Codec, RunSession, Store
-
-if TYPE_CHECKING:
-    from ._flow import Flow
+from ._stores._base import BuiltinStore, recording_hooks
+from .abc import Codec, Store
 
 
 def _value_hook(codec: Codec) -> Callable[[str, int | None, Any], bytes]:
@@ -59,13 +55,13 @@ def _value_hook(codec: Codec) -> Callable[[str, int | None, Any], bytes]:
     return on_value
 
 
-def _header(flow: Flow, plan: Plan, inputs: Mapping[str, Any], codec: Codec, run_id: str) -> RunHeader:
+def _header(flow: str, plan: Plan, inputs: Mapping[str, Any], codec: Codec, run_id: str) -> RunHeader:
     ordered = {k: inputs[k] for k in sorted(inputs)}
     try:
         data = codec.encode(ordered)
     except Exception as exc:
         raise StoreError(
-            f"run {run_id!r} of flow {flow.name!r}: the store cannot record its inputs: {exc}"
+            f"run {run_id!r} of flow {flow!r}: the store cannot record its inputs: {exc}"
         ) from exc
     canonical = data
     if codec.name == "json":  # equal inputs, equal digest, whatever the order of dict keys
@@ -82,7 +78,7 @@ def _header(flow: Flow, plan: Plan, inputs: Mapping[str, Any], codec: Codec, run
                 digest.update(f"\0{node.spec.name}.{p.name}=".encode() + default)
     return RunHeader(
         run_id=run_id,
-        flow=flow.name,
+        flow=flow,
         fingerprint=plan.fingerprint,
         inputs=data,
         inputs_digest=digest.hexdigest(),
@@ -91,63 +87,11 @@ def _header(flow: Flow, plan: Plan, inputs: Mapping[str, Any], codec: Codec, run
     )
 
 
-class _Recorder:
-    """The scheduler's recorder hooks for any store's session: turn results into records.
-
-    (The built-in :class:`SQLiteStore` makes its own, leaner hooks.)
-    """
-
-    def __init__(self, session: RunSession, codec: Codec, errors: list[BaseException]) -> None:
-        self.session = session
-        self.codec = codec
-        self.errors = errors
-
-    def step(
-        self,
-        name: str,
-        status: StepStatus,
-        value: Any,
-        data: bytes | None,
-        error: BaseException | None,
-        attempts: int,
-        started_at: float | None,
-        finished_at: float | None,
-        usage: dict[str, float],
-    ) -> None:
-        try:
-            codec = None
-            if status is StepStatus.SUCCEEDED:
-                if data is None:  # a map step's list (its items were encoded one by one)
-                    data = self.codec.encode(value)
-                codec = self.codec.name
-            self.session.record_step(
-                StepRecord(
-                    name,
-                    status,
-                    data,
-                    codec,
-                    None if error is None else type_name(error),
-                    None if error is None else str(error),
-                    attempts,
-                    started_at,
-                    finished_at,
-                    MappingProxyType(dict(usage)),
-                )
-            )
-        except Exception as exc:  # never into the scheduler: raised when the run ends
-            self.errors.append(exc)
-
-    def item(self, step: str, index: int, value: Any, data: bytes, attempts: int) -> None:
-        try:
-            self.session.record_item(ItemRecord(step, index, data, self.codec.name, attempts))
-        except Exception as exc:
-            self.errors.append(exc)
-
-
 async def run_with_store(
-    flow: Flow, plan: Plan, inputs: Mapping[str, Any], options: RunOptions, store: Any
+    flow: str, plan: Plan, inputs: Mapping[str, Any], options: RunOptions, store: Any
 ) -> RunResult:
-    """Run ``plan`` recording to ``store``, resuming what ``options.run_id`` recorded.
+    """Run ``plan`` of the flow named ``flow``, recording to ``store`` and resuming what
+    ``options.run_id`` recorded.
 
     Raises:
         StoreError: the run id was recorded with another flow, structure or
@@ -157,11 +101,17 @@ async def run_with_store(
         FlowError: as :meth:`Flow.run`.
     """
     # (the built-in stores first: a check against a runtime Protocol is slow)
-    if not isinstance(store, SQLiteStore | MemoryStore) and not isinstance(store, Store):
+    if not isinstance(store, BuiltinStore) and not isinstance(store, Store):
         raise TypeError(
             f"flow.run(store=...) takes a store such as trioflow.SQLiteStore('runs.db') or "
             f"trioflow.MemoryStore() (got {store!r} that is a {type(store).__name__})"
         )
+    return await _run_checked(flow, plan, inputs, options, cast(Store, store))
+
+
+async def _run_checked(
+    flow: str, plan: Plan, inputs: Mapping[str, Any], options: RunOptions, store: Store
+) -> RunResult:
     run_id = options.run_id if options.run_id is not None else uuid.uuid4().hex
     options = attrs.evolve(options, run_id=run_id)
     codec = store.codec
@@ -184,14 +134,14 @@ _running: set[tuple[object, str]] = set()
 
 
 def _where(store: Store) -> object:
-    """What identifies the runs a store holds: its file for SQLiteStore, else the store itself."""
-    if isinstance(store, SQLiteStore):
-        return store._realpath
+    """What identifies the runs a store holds: its database for the built-in stores, else the store itself."""
+    if isinstance(store, BuiltinStore):
+        return store._where
     return id(store)
 
 
 async def _run(
-    flow: Flow, plan: Plan, inputs: Mapping[str, Any], options: RunOptions, store: Store, header: RunHeader
+    flow: str, plan: Plan, inputs: Mapping[str, Any], options: RunOptions, store: Store, header: RunHeader
 ) -> RunResult:
     run_id = header.run_id
     codec = store.codec
@@ -210,13 +160,9 @@ async def _run(
                 for index, r in items.items()
             }
         errors: list[BaseException] = []
-        if isinstance(session, _SQLiteSession):
-            record_step, record_item = session.hooks(codec, errors)
-        else:
-            recorder = _Recorder(session, codec, errors)
-            record_step, record_item = recorder.step, recorder.item
+        record_step, record_item = recording_hooks(session, codec, errors)
         run = Run(
-            flow.name,
+            flow,
             plan,
             inputs,
             options,
@@ -231,7 +177,9 @@ async def _run(
             result = await run.execute()
             status = "succeeded"
         except BaseException as exc:
-            if not _is_cancellation(exc):
+            if _only_on_event_failed(exc):  # every step succeeded: so did the run
+                status = "succeeded"
+            elif not _is_cancellation(exc):
                 status = "failed"
             if errors:
                 exc.add_note(f"trioflow: {_record_failure(run_id, errors)}")
@@ -242,6 +190,12 @@ async def _run(
         if errors:
             raise StoreError(_record_failure(run_id, errors)) from errors[0]
     return result
+
+
+def _only_on_event_failed(exc: BaseException) -> bool:
+    """A :class:`FlowError` raised only because the ``on_event`` callback raised."""
+    result = getattr(exc, "result", None)
+    return isinstance(exc, FlowError) and isinstance(result, RunResult) and result.ok
 
 
 def _is_cancellation(exc: BaseException) -> bool:

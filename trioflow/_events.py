@@ -1,13 +1,42 @@
 """Events a run reports to its ``on_event`` callback.
 
-Every event is a frozen attrs object with the run's clock reading ``time``.
-``on_event`` is a plain synchronous callable; it runs inline in the scheduler
-and must not block. ``item`` is the map item index, or ``None`` for a plain step.
+Every event is a frozen attrs object with the run's clock reading ``time``
+and ``elapsed``, the seconds since the run started (``time`` minus the run's
+start). ``on_event`` is a plain synchronous callable; it runs inline in the
+scheduler and must not block. ``item`` is the map item index, or ``None`` for a
+plain step. A run sends :class:`RunStarted` first and :class:`RunFinished`
+last, whatever its outcome.
+
+``elapsed`` is a keyword-only field that takes no part in equality: it is
+derived from ``time`` and the run's start, and leaving it out of comparisons
+lets an event be written as ``StepStarted("a", 1, 0.0)`` in a test.
 """
 
 from __future__ import annotations
 
 import attrs
+
+
+@attrs.frozen
+class RunStarted:
+    """A run began: sent before any step starts.
+
+    ``steps`` names every step in declaration order; ``restored`` the steps
+    whose success a store already had (they do not run again), in declaration
+    order, empty without a store.
+    """
+
+    flow: str
+    run_id: str | None
+    time: float
+    steps: tuple[str, ...]
+    restored: tuple[str, ...] = ()
+    elapsed: float = attrs.field(default=0.0, kw_only=True, eq=False)
+
+    def __str__(self) -> str:
+        restored = f", {len(self.restored)} restored" if self.restored else ""
+        run = "" if self.run_id is None else f" (run {self.run_id!r})"
+        return f"{_at(self.elapsed)} started  {self.flow}{run}: {len(self.steps)} steps{restored}"
 
 
 @attrs.frozen
@@ -18,9 +47,10 @@ class StepStarted:
     attempt: int
     time: float
     item: int | None = None
+    elapsed: float = attrs.field(default=0.0, kw_only=True, eq=False)
 
     def __str__(self) -> str:
-        return f"[{self.time:8.3f}] start    {_label(self.step, self.item)} (attempt {self.attempt})"
+        return f"{_at(self.elapsed)} start    {_label(self.step, self.item)} (attempt {self.attempt})"
 
 
 @attrs.frozen
@@ -32,10 +62,11 @@ class StepSucceeded:
     time: float
     duration: float
     item: int | None = None
+    elapsed: float = attrs.field(default=0.0, kw_only=True, eq=False)
 
     def __str__(self) -> str:
         return (
-            f"[{self.time:8.3f}] done     {_label(self.step, self.item)} "
+            f"{_at(self.elapsed)} done     {_label(self.step, self.item)} "
             f"in {self.duration:.3f}s (attempt {self.attempt})"
         )
 
@@ -49,10 +80,11 @@ class StepFailed:
     time: float
     error: BaseException
     item: int | None = None
+    elapsed: float = attrs.field(default=0.0, kw_only=True, eq=False)
 
     def __str__(self) -> str:
         return (
-            f"[{self.time:8.3f}] FAILED   {_label(self.step, self.item)} "
+            f"{_at(self.elapsed)} FAILED   {_label(self.step, self.item)} "
             f"(attempt {self.attempt}): {self.error!r}"
         )
 
@@ -67,10 +99,11 @@ class StepRetrying:
     error: BaseException
     wait: float
     item: int | None = None
+    elapsed: float = attrs.field(default=0.0, kw_only=True, eq=False)
 
     def __str__(self) -> str:
         return (
-            f"[{self.time:8.3f}] retry    {_label(self.step, self.item)} after attempt "
+            f"{_at(self.elapsed)} retry    {_label(self.step, self.item)} after attempt "
             f"{self.attempt} failed ({self.error!r}); next in {self.wait:.3f}s"
         )
 
@@ -82,9 +115,10 @@ class StepSkipped:
     step: str
     time: float
     cause: str
+    elapsed: float = attrs.field(default=0.0, kw_only=True, eq=False)
 
     def __str__(self) -> str:
-        return f"[{self.time:8.3f}] skipped  {self.step} (because {self.cause!r} failed)"
+        return f"{_at(self.elapsed)} skipped  {self.step} (because {self.cause!r} failed)"
 
 
 @attrs.frozen
@@ -94,10 +128,11 @@ class StepCancelled:
     step: str
     time: float
     started: bool
+    elapsed: float = attrs.field(default=0.0, kw_only=True, eq=False)
 
     def __str__(self) -> str:
         when = "while running" if self.started else "before it started"
-        return f"[{self.time:8.3f}] cancel   {self.step} ({when})"
+        return f"{_at(self.elapsed)} cancel   {self.step} ({when})"
 
 
 @attrs.frozen
@@ -106,28 +141,49 @@ class BatchStarted:
 
     steps: tuple[str, ...]
     time: float
+    elapsed: float = attrs.field(default=0.0, kw_only=True, eq=False)
 
     def __str__(self) -> str:
-        return f"[{self.time:8.3f}] Executing {len(self.steps)} steps in parallel: {', '.join(self.steps)}"
+        return f"{_at(self.elapsed)} Executing {len(self.steps)} steps in parallel: {', '.join(self.steps)}"
+
+
+def _status(event: RunFinished) -> str:
+    return "succeeded" if event.ok else "failed"
 
 
 @attrs.frozen
 class RunFinished:
-    """The run ended (whatever the outcome); ``failed`` names the failed steps."""
+    """The run ended; sent on every outcome, outside cancellation included.
+
+    ``status`` is ``"succeeded"``, ``"failed"`` (a step failed: the run raises
+    :class:`~trioflow.FlowError`) or ``"cancelled"`` (cancelled from outside:
+    the cancellation propagates); it defaults to what ``ok`` says. ``failed``
+    names the failed steps.
+    """
 
     flow: str
     time: float
     duration: float
     ok: bool
     failed: tuple[str, ...] = ()
+    status: str = attrs.field(default=attrs.Factory(_status, takes_self=True))
+    elapsed: float = attrs.field(default=0.0, kw_only=True, eq=False)
 
     def __str__(self) -> str:
-        outcome = "ok" if self.ok else f"failed: {', '.join(self.failed) or 'cancelled'}"
-        return f"[{self.time:8.3f}] finished {self.flow} in {self.duration:.3f}s ({outcome})"
+        if self.ok:
+            outcome = "ok"
+        elif self.failed:
+            outcome = f"failed: {', '.join(self.failed)}"
+            if self.status == "cancelled":
+                outcome += "; then cancelled"
+        else:
+            outcome = "cancelled"
+        return f"{_at(self.elapsed)} finished {self.flow} in {self.duration:.3f}s ({outcome})"
 
 
 Event = (
-    StepStarted
+    RunStarted
+    | StepStarted
     | StepSucceeded
     | StepFailed
     | StepRetrying
@@ -136,6 +192,10 @@ Event = (
     | BatchStarted
     | RunFinished
 )
+
+
+def _at(elapsed: float) -> str:
+    return f"[+{elapsed:8.3f}s]"
 
 
 def _label(step: str, item: int | None) -> str:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar, overload
 
 import attrs
 import trio
 
+from . import _runners
 from ._cache import Cache
+from ._durable import run_with_store
 from ._events import Event
 from ._exceptions import GraphError
 from ._graph import (
@@ -88,6 +91,7 @@ class Flow:
         cost: float = 1.0,
         isolation: Isolation = "copy",
         cache: Cache | None = None,
+        runner: str | _runners.Runner | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(self, fn: Any = None, /, **options: Any) -> Any:  # type: ignore[misc]
@@ -108,13 +112,17 @@ class Flow:
                 inputs; ``"share"`` passes them as they are.
             cache: a :class:`Cache` that memoizes the step's output by its input
                 values, across runs; concurrent identical calls run once.
+            runner: where a plain (``def``) function runs: ``"thread"`` (blocking
+                code, in a worker thread), ``"process"`` (CPU-bound code, in a
+                worker process, cancelled for real).
 
         Returns:
             The function itself, unchanged (or a decorator that returns it).
 
         Raises:
             GraphError: a duplicate name or an invalid option value.
-            TypeError: ``fn`` is not an async function.
+            TypeError: ``fn`` is not an async function (nor a plain function
+                with ``runner=``), or cannot run on its runner.
         """
         if fn is None:
 
@@ -135,7 +143,12 @@ class Flow:
                 f"flow.step() got an unknown option {bad!r}{did_you_mean(bad, _STEP_OPTIONS)}"
             )
         cache = options.pop("cache", None)
-        spec = make_spec(fn, **options)
+        runner = options.pop("runner", None)
+        if runner is not None:
+            runner = _runners.resolve(runner)
+        spec = make_spec(fn, runner=runner, **options)
+        if runner is not None:
+            spec = attrs.evolve(spec, fn=_runners.bind(runner, spec.fn))
         if cache is not None:
             if not isinstance(cache, Cache):
                 raise TypeError(
@@ -166,9 +179,38 @@ class Flow:
         """The plan as text: numbered steps, dependencies, and stages that can run together."""
         return describe(self.name, self.plan())
 
+    def to_mermaid(self) -> str:
+        """The flow's graph as a mermaid ``flowchart``, to paste into Markdown or docs.
+
+        Steps are boxes (a map step a double box naming what it maps over, a
+        step with limiters names them), flow inputs are parallelograms, data
+        edges are solid arrows and order-only edges (``after=``) dashed ones.
+
+        Raises:
+            GraphError: the flow is invalid (a cycle, an unknown ``after`` name).
+        """
+        from ._diagram import to_mermaid
+
+        return to_mermaid(self.name, self.plan())
+
+    def to_dot(self) -> str:
+        """The flow's graph in graphviz's DOT language (``dot -Tsvg``), drawn as :meth:`to_mermaid`.
+
+        Raises:
+            GraphError: the flow is invalid (a cycle, an unknown ``after`` name).
+        """
+        from ._diagram import to_dot
+
+        return to_dot(self.name, self.plan())
+
     @classmethod
     def from_plan(
-        cls, plan: str | bytes | Mapping[str, Any], tools: Mapping[str, Callable[..., Any]], *, name: str = "plan"
+        cls,
+        plan: str | bytes | Mapping[str, Any],
+        tools: Mapping[str, Callable[..., Any]],
+        *,
+        name: str = "plan",
+        options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Flow:
         """Build a flow from a JSON plan of tool steps (the planner's format).
 
@@ -183,17 +225,23 @@ class Flow:
             plan: the plan, as a dict or JSON text.
             tools: tool name -> async function.
             name: the flow's name.
+            options: step options per tool name, given to every step that uses
+                the tool: ``{"search": {"retry": Retry(max_attempts=3),
+                "limiter": "http", "timeout": 10}}``. Any option of
+                :meth:`step` except the ones the plan sets itself (``name``,
+                ``description``) and the map options.
 
         Returns:
             A new :class:`Flow`, validated (see :meth:`describe` to print it).
 
         Raises:
             GraphError: an unknown tool or dependency, a duplicate ``step_id``, a
-                cycle, or a ``parallel_group`` whose members depend on each other.
+                cycle, a ``parallel_group`` whose members depend on each other,
+                or an unknown tool or option name in ``options``.
             TypeError: a tool is not an async function, or ``plan`` has the wrong type.
         """
         flow = cls(name)
-        for spec in plan_specs(name, plan, tools):
+        for spec in plan_specs(name, plan, tools, options, _cached):
             flow._specs.append(spec)
             flow._names.add(spec.name)
         flow.plan()
@@ -266,8 +314,8 @@ class Flow:
             )
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"flow.run(seed=...) must be an int or None (got {seed!r})")
-        if on_event is not None and not callable(on_event):
-            raise TypeError(f"flow.run(on_event=...) must be a callable taking an event (got {on_event!r})")
+        if on_event is not None:
+            _check_on_event(on_event)
         if run_id is not None and (not isinstance(run_id, str) or not run_id):
             raise TypeError(f"flow.run(run_id=...) must be a non-empty string (got {run_id!r})")
         options = RunOptions(
@@ -328,15 +376,35 @@ class Flow:
             inputs, max_concurrent, limiter, limiters, error_handling, seed, on_event, run_id
         )
         if store is not None:
-            from ._durable import run_with_store  # a feature layered on the scheduler
-
-            return await run_with_store(self, plan, resolved, options, store)
+            return await run_with_store(self.name, plan, resolved, options, store)
         return await Run(self.name, plan, resolved, options).execute()
 
 
 _STEP_OPTIONS = frozenset(
-    {"name", "after", "limiter", "retry", "timeout", "map_over", "max_concurrent", "cost", "isolation", "description", "cache"}
+    {"name", "after", "limiter", "retry", "timeout", "map_over", "max_concurrent", "cost", "isolation", "description", "cache", "runner"}
 )
+
+
+def _check_on_event(on_event: object) -> None:
+    if not callable(on_event):
+        raise TypeError(f"flow.run(on_event=...) must be a callable taking an event (got {on_event!r})")
+    call = getattr(on_event, "__call__", None)  # noqa: B004 - a class's __call__ may be async
+    if inspect.iscoroutinefunction(on_event) or inspect.iscoroutinefunction(call):
+        raise TypeError(
+            f"flow.run(on_event=...) takes a plain (synchronous) callable, but {on_event!r} is an "
+            f"async function whose events would never be awaited; pass a def function, or send "
+            f"the events on with a memory channel's send_nowait"
+        )
+
+
+def _cached(spec: StepSpec, cache: object) -> StepSpec:
+    """``spec`` memoized by ``cache`` (a plan tool's ``cache`` option)."""
+    if not isinstance(cache, Cache):
+        raise TypeError(
+            f"step {spec.name!r}: cache= takes a trioflow.Cache (got {cache!r}); "
+            f"for example cache=trioflow.Cache(ttl=3600)"
+        )
+    return attrs.evolve(spec, fn=cache.wrap(spec.fn, spec.name))
 
 
 def _check_limiter(value: object, what: str) -> None:

@@ -42,8 +42,11 @@ def _is_async_callable(fn: object) -> bool:
     return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
 
 
-def check_async_callable(fn: object, what: str) -> None:
-    """Raise a :class:`TypeError` showing the fix unless ``fn`` is an async callable."""
+def check_async_callable(fn: object, what: str, *, runners: bool = False) -> None:
+    """Raise a :class:`TypeError` showing the fix unless ``fn`` is an async callable.
+
+    ``runners``: the caller takes ``runner=``, so the fix for a plain function names it.
+    """
     if inspect.iscoroutine(fn):
         qual = getattr(fn, "__qualname__", "fn")
         fn.close()  # never awaited: close it so Python does not warn about it
@@ -55,6 +58,13 @@ def check_async_callable(fn: object, what: str) -> None:
         raise TypeError(f"{what} expects an async function (got {fn!r} that is a {type(fn).__name__})")
     if not _is_async_callable(fn):
         name = getattr(fn, "__name__", repr(fn))
+        if runners:
+            raise TypeError(
+                f"{what} expects an async function, but {name!r} is a plain function; "
+                f"define it with 'async def', or run it in a worker: "
+                f"@flow.step(runner=\"thread\") for blocking code, "
+                f"@flow.step(runner=\"process\") for CPU-bound code"
+            )
         raise TypeError(
             f"{what} expects an async function, but {name!r} is a plain function; "
             f"define it with 'async def', or wrap blocking code as "
@@ -104,6 +114,9 @@ class StepSpec:
     cost: float = 1.0
     isolation: Isolation = "copy"
     description: str = ""
+    # where the call runs (a trioflow._runners.Runner; None: the event loop).
+    # ``fn`` is then already bound to it: an async function like any other.
+    runner: Any = None
 
 
 def make_spec(
@@ -119,9 +132,15 @@ def make_spec(
     cost: float = 1.0,
     isolation: Isolation = "copy",
     description: str | None = None,
+    runner: Any = None,
 ) -> StepSpec:
-    """Validate one step's function and options (everything that needs no other step)."""
-    check_async_callable(fn, "flow.step" if name is None else f"step {name!r}")
+    """Validate one step's function and options (everything that needs no other step).
+
+    ``runner``: a resolved runner (see ``_runners``), which checks ``fn`` itself;
+    the spec's ``fn`` is then ``fn`` bound to the runner by ``bind``.
+    """
+    if runner is None:
+        check_async_callable(fn, "flow.step" if name is None else f"step {name!r}", runners=True)
     if name is None:
         name = getattr(fn, "__name__", None)
         if not isinstance(name, str):
@@ -132,6 +151,8 @@ def make_spec(
         signature = inspect.signature(fn)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"step {name!r}: cannot read the signature of {fn!r}: {exc}") from None
+    if runner is not None:
+        runner.check(fn, name)
     params: list[Param] = []
     for p in signature.parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -190,6 +211,7 @@ def make_spec(
         cost=float(cost),
         isolation=isolation,
         description=description,
+        runner=runner,
     )
 
 

@@ -18,6 +18,7 @@ taken from ``items`` (or per function given to ``gather``), named
 from __future__ import annotations
 
 import functools
+import math
 import secrets
 from collections.abc import (
     AsyncIterable,
@@ -35,13 +36,20 @@ import anyio
 import anyio.lowlevel
 import trio
 import trio.lowlevel
+import trio.testing
 
 from ._context import StepContext, _current
-from ._exceptions import FlowError, GraphError
+from ._exceptions import FlowError, GraphError, add_note, split_escaped
 from ._graph import check_async_callable, check_max_concurrent
 from ._results import RunResult, StepResult, StepStatus
 from ._retry import Retry
-from ._scheduler import Backend, current_backend
+from ._scheduler import (
+    YIELD_EVERY,
+    Backend,
+    _cancelled_class,
+    current_backend,
+    quiescent_scheduling,
+)
 
 __all__ = ["gather", "map"]
 
@@ -78,7 +86,13 @@ def _check_error_handling(value: object, what: str) -> None:
 
 
 class _Pool:
-    """One ``map``/``gather`` call: workers pulling items from a shared iterator."""
+    """One ``map``/``gather`` call: workers pulling items from a shared iterator.
+
+    What it keeps per item beyond the result list is sparse: an item's error,
+    times, attempts (when more than one) and usage are kept only for items
+    that failed, are in flight, were retried or counted usage, so a million
+    quick items cost the result list and nothing more.
+    """
 
     __slots__ = (
         "attempts",
@@ -95,10 +109,12 @@ class _Pool:
         "names",
         "parent",
         "retry",
+        "retrying",
         "scope",
         "seed",
         "source_error",
         "started",
+        "stop_at",
         "stopping",
         "usages",
         "values",
@@ -134,23 +150,30 @@ class _Pool:
         self.parent = _current.get(None)
         self.exhausted = False
         self.stopping = False
+        self.stop_at = math.inf  # when fail-fast stopped the call (the first failure)
         self.scope: Any = None
         self.source_error: Exception | None = None
-        # one entry per item taken from the iterator, by index
-        self.names: list[str] = []
-        self.values: list[Any] = []
-        self.attempts: list[int] = []
-        self.started: list[float] = []
-        self.finished: list[float | None] = []
-        self.usages: list[dict[str, float]] = []
+        self.values: list[Any] = []  # one entry per item taken from the iterator: the results
+        # sparse, by item index:
+        self.names: dict[int, str] = {}  # gather: the function's name
+        self.attempts: dict[int, int] = {}  # attempts begun, when more than one
+        self.started: dict[int, float] = {}  # items in flight, failed or cancelled
+        self.finished: dict[int, float] = {}  # failed items
+        self.usages: dict[int, dict[str, float]] = {}  # items that counted usage
         self.errors: dict[int, Exception] = {}
+        # items waiting to retry: index -> (the failed attempt's error, attempt, when it failed)
+        self.retrying: dict[int, tuple[Exception, int, float]] = {}
+
+    def _item_name(self, index: int) -> str:
+        return f"{self.names.get(index) if self.name is None else self.name}[{index}]"
 
     # -- taking items ----------------------------------------------------------------
 
     def _source_failed(self, exc: Exception) -> None:
-        exc.add_note(
+        add_note(
+            exc,
             f"trioflow: {self.label} stopped taking items: iterating over the items raised "
-            f"after {len(self.values)} item{'s' if len(self.values) != 1 else ''}"
+            f"after {len(self.values)} item{'s' if len(self.values) != 1 else ''}",
         )
         self.source_error = exc
         self.exhausted = True
@@ -160,12 +183,8 @@ class _Pool:
     def _claim(self, item: Any) -> tuple[int, Any]:
         """Give a freshly taken item its index (in the same step as taking it)."""
         index = len(self.values)
-        self.names.append("")
         self.values.append(None)
-        self.attempts.append(0)
-        self.started.append(self.be.current_time())
-        self.finished.append(None)
-        self.usages.append({})
+        self.started[index] = self.be.current_time()
         return index, item
 
     def _next_sync(self) -> tuple[int, Any] | None:
@@ -196,32 +215,65 @@ class _Pool:
     async def worker(self) -> None:
         """Take items and run them until the items run out or the pool stops."""
         sync = self.lock is None
+        be = self.be
+        streak = 0
         while not (self.stopping or self.exhausted):
+            # like a flow's workers: a cancellation point between items, and a
+            # schedule point every YIELD_EVERY items, so items that never await
+            # cannot starve other tasks nor hold off a cancellation
+            streak += 1
+            if streak >= YIELD_EVERY:
+                streak = 0
+                await be.checkpoint()
+            else:
+                await be.checkpoint_if_cancelled()
+            if self.stopping or self.exhausted:
+                return
             taken = self._next_sync() if sync else await self._next_async()
             if taken is not None:
-                await self._run_item(*taken)
+                try:
+                    await self._run_item(*taken)
+                except Exception as exc:  # the engine's own error: a failure of that item
+                    add_note(exc, f"trioflow: internal error while running {self.what} {taken[0]}")
+                    if taken[0] not in self.errors:
+                        self.retrying.pop(taken[0], None)
+                        self._failed(taken[0], exc, self.attempts.get(taken[0], 1), be.current_time())
             if self.stopping and not self.scope.cancel_called:
                 # fail-fast: first let every task already woken at this instant run to
                 # its next checkpoint, so failures that happen together are all
                 # reported; then cancel the rest mid-await
-                await self._shielded_checkpoint()
-                self.scope.cancel()
+                await self._settle()
+                self._cancel()
             if taken is None:
                 return
 
+    def _cancel(self) -> None:
+        if self.scope.cancel_called:
+            return
+        # an item whose attempt failed at the instant the call stopped, and that
+        # waits to retry, failed at that instant too: report it as failed
+        for index, (error, attempt, failed_at) in list(self.retrying.items()):
+            if failed_at >= self.stop_at:
+                del self.retrying[index]
+                self._failed(index, error, attempt, failed_at)
+        self.scope.cancel()
+
     async def _run_item(self, index: int, item: Any) -> None:
         be = self.be
-        name = self.name if self.name is not None else _fn_name(item)
+        if self.name is None:
+            name = self.names[index] = _fn_name(item)
+        else:
+            name = self.name
         parent = self.parent
-        self.names[index] = f"{name}[{index}]"
-        usage = self.usages[index]
+        usage: dict[str, float] = {}
         ctx_name, run_id = (name, None) if parent is None else (parent.name, parent.run_id)
         retry = self.retry
         attempt = 0
         try:
             while True:
                 attempt += 1
-                self.attempts[index] = attempt
+                if attempt > 1:
+                    self.attempts[index] = attempt
                 token = _current.set(StepContext(ctx_name, attempt, index, run_id, usage))
                 try:
                     value = await self.call(item)
@@ -229,34 +281,63 @@ class _Pool:
                     error: Exception = exc
                 else:
                     self.values[index] = value
-                    self.finished[index] = be.current_time()
+                    del self.started[index]
                     return
                 finally:
                     _current.reset(token)
+                failed_at = be.current_time()
                 if retry is None or self.stopping or not retry.should_retry(error, attempt):
-                    self._failed(index, error, attempt)
+                    self._failed(index, error, attempt, failed_at)
                     return
+                # decide once the failures of this instant have landed (see Run._attempts)
+                await self._settle()
+                if self.stopping:
+                    self._failed(index, error, attempt, failed_at)
+                    return
+                self.retrying[index] = (error, attempt, failed_at)
                 await be.sleep(retry.delay_for(attempt, seed=self.seed, step=name, item=index))
+                if index not in self.retrying:  # the call stopped, and reported this failure
+                    return
+                del self.retrying[index]
+                if self.stopping:
+                    if failed_at >= self.stop_at:
+                        self._failed(index, error, attempt, failed_at)
+                    return
         finally:
-            if parent is not None and usage:
-                parent.add_usage(**usage)  # items' usage sums into the enclosing step
+            if usage:
+                self.usages[index] = usage
+                if parent is not None:
+                    parent.add_usage(**usage)  # items' usage sums into the enclosing step
 
-    def _failed(self, index: int, error: Exception, attempt: int) -> None:
-        error.add_note(
-            f"trioflow: {self.what} {index} ({self.names[index]!r}) of {self.label} "
-            f"failed on attempt {attempt}"
+    def _failed(self, index: int, error: Exception, attempt: int, now: float) -> None:
+        add_note(
+            error,
+            f"trioflow: {self.what} {index} ({self._item_name(index)!r}) of {self.label} "
+            f"failed on attempt {attempt}",
         )
         self.errors[index] = error
-        self.finished[index] = self.be.current_time()
+        self.finished[index] = now
         if self.fail_fast:
             self._stop()
 
     def _stop(self) -> None:
-        self.stopping = True  # the worker cancels the scope after one more scheduling pass
+        if not self.stopping:
+            self.stopping = True  # the worker cancels the scope after one more scheduling pass
+            self.stop_at = self.be.current_time()
 
-    async def _shielded_checkpoint(self) -> None:
+    async def _settle(self) -> None:
+        """Let the other tasks woken at this instant run first (not cancellable).
+
+        One scheduling batch; in quiescent mode (under ``trioflow.testing``),
+        until every task is blocked, so that what happens at one virtual
+        instant does not depend on the schedule.
+        """
         if self.be.name == "trio":
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            if quiescent_scheduling.get():
+                with trio.CancelScope(shield=True):
+                    await trio.testing.wait_all_tasks_blocked()
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
         else:
             await anyio.lowlevel.cancel_shielded_checkpoint()
 
@@ -266,41 +347,50 @@ class _Pool:
         be = self.be
         await be.checkpoint()  # always a checkpoint, even with no items
         started_at = be.current_time()
-        async with be.open_nursery() as nursery:
-            self.scope = nursery.cancel_scope
-            for _ in range(workers):
-                nursery.start_soon(self.worker)
-        if self.errors or self.source_error is not None:
-            raise self._flow_error(started_at, be.current_time())
+        internal: list[Exception] = []
+        try:
+            async with be.open_nursery() as nursery:
+                self.scope = nursery.cancel_scope
+                for _ in range(workers):
+                    nursery.start_soon(self.worker)
+        except BaseExceptionGroup as group:
+            # our own nursery wrapped it: KeyboardInterrupt, SystemExit and
+            # cancellation leave as themselves, anything else as a FlowError
+            escaped, internal = split_escaped(group, _cancelled_class(be))
+            if escaped is not None:
+                raise escaped from None
+        if self.errors or self.source_error is not None or internal:
+            raise self._flow_error(started_at, be.current_time(), internal)
         return self.values
 
-    def _flow_error(self, started_at: float, finished_at: float) -> FlowError:
+    def _flow_error(self, started_at: float, finished_at: float, internal: list[Exception]) -> FlowError:
         steps: dict[str, StepResult] = {}
         cancelled = 0
-        for i, name in enumerate(self.names):
+        no_usage: Mapping[str, float] = {}
+        for i in range(len(self.values)):
+            name = self._item_name(i)
             error = self.errors.get(i)
-            finished = self.finished[i]
             if error is not None:
                 status = StepStatus.FAILED
-            elif finished is not None:
-                status = StepStatus.SUCCEEDED
-            else:
+            elif i in self.started:
                 status = StepStatus.CANCELLED
                 cancelled += 1
+            else:
+                status = StepStatus.SUCCEEDED
             steps[name] = StepResult(
                 name=name,
                 status=status,
                 value=self.values[i] if status is StepStatus.SUCCEEDED else None,
                 error=error,
-                attempts=self.attempts[i],
-                started_at=self.started[i],
-                finished_at=finished,
-                usage=self.usages[i],
+                attempts=self.attempts.get(i, 1),
+                started_at=self.started.get(i),
+                finished_at=self.finished.get(i),
+                usage=self.usages.get(i, no_usage),
             )
         result = RunResult(flow=self.label, steps=steps, started_at=started_at, finished_at=finished_at)
         failed = sorted(self.errors)
         errors = [self.errors[i] for i in failed]
-        listed = ", ".join(repr(self.names[i]) for i in failed[:_MAX_LISTED])
+        listed = ", ".join(repr(self._item_name(i)) for i in failed[:_MAX_LISTED])
         if len(failed) > _MAX_LISTED:
             listed += f", … ({len(failed) - _MAX_LISTED} more)"
         parts = []
@@ -309,6 +399,9 @@ class _Pool:
         if self.source_error is not None:
             errors.append(self.source_error)
             parts.append("iterating over the items raised")
+        if internal:
+            errors.extend(internal)
+            parts.append(f"{len(internal)} internal error(s)")
         if cancelled:
             parts.append(f"{cancelled} cancelled")
         return FlowError(f"{self.label}: " + "; ".join(parts), errors, result)

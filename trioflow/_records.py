@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
+from ._codec import Codec
 from ._exceptions import StoreError, TrioflowError
 from ._results import RunResult, StepResult, StepStatus
-
-if TYPE_CHECKING:
-    from .abc import Codec
 
 
 class RecordedError(TrioflowError):

@@ -5,9 +5,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+
+if TYPE_CHECKING:
+    from ._timeline import Timeline
 
 
 class StepStatus(enum.StrEnum):
@@ -101,6 +104,29 @@ class LazySteps(Mapping[str, "StepResult"]):
         return repr(dict(self))
 
 
+@attrs.frozen(eq=False)
+class RunTrace:
+    """What a run knew beyond its step results, kept for :meth:`RunResult.timeline`.
+
+    ``plan`` is the compiled plan (dependencies and limiters of each step);
+    ``limiters`` maps each limiter name (and ``"max_concurrent (run)"`` when the run
+    had one) to its capacity; ``restored`` names the steps a store restored;
+    ``retries`` lists each retried attempt as ``[step, item, attempt,
+    started, failed_at, wait, resumed_at]`` (``resumed_at`` is None when the
+    wait was cut short), filled on the retry path only; ``items`` lists each
+    attempt of a map item as ``[step, item, attempt, started, ended, status]``
+    (``ended`` and ``status`` are None for an attempt cut short by
+    cancellation; ``status`` is ``"succeeded"``, ``"failed"`` or
+    ``"retried"``).
+    """
+
+    plan: Any
+    limiters: Mapping[str, float]
+    restored: frozenset[str]
+    retries: list[list[Any]]
+    items: list[list[Any]]
+
+
 @attrs.frozen
 class RunResult(Mapping[str, Any]):
     """The result of :meth:`Flow.run`.
@@ -115,6 +141,19 @@ class RunResult(Mapping[str, Any]):
     started_at: float
     finished_at: float
     run_id: str | None = None
+    # what the timeline needs beyond the steps (None for a result loaded from a store)
+    _trace: RunTrace | None = attrs.field(default=None, eq=False, repr=False, kw_only=True, alias="_trace")
+
+    def timeline(self) -> Timeline:
+        """A :class:`~trioflow.Timeline` picture of this run: what ran when, side by side.
+
+        A run's own result draws every attempt, retry wait, the critical path
+        and a track per limiter; a result loaded from a store draws each step's
+        (and map item's) recorded times.
+        """
+        from ._timeline import Timeline
+
+        return Timeline.from_result(self)
 
     @property
     def outputs(self) -> Mapping[str, Any]:

@@ -83,8 +83,23 @@ class Retry:
 
     def delay(self, attempt: int, *, jitter_draw: float) -> float:
         """Seconds to wait after failed ``attempt`` (1-based), given a jitter draw in [0, 1)."""
-        base = min(self.max_wait, self.wait * self.backoff ** (attempt - 1))
-        return base + self.jitter * jitter_draw
+        return self._base(attempt) + self.jitter * jitter_draw
+
+    def _base(self, attempt: int) -> float:
+        """``min(max_wait, wait * backoff ** (attempt - 1))``, capped before the power is taken.
+
+        ``backoff ** (attempt - 1)`` overflows a float long before an attempt
+        count stops making sense, so the exponent is compared with the cap in
+        logarithms first: any attempt count works.
+        """
+        wait, backoff, cap = self.wait, self.backoff, self.max_wait
+        if wait == 0 or cap == 0:
+            return 0.0 if wait == 0 else min(cap, wait)
+        if backoff == 1 or attempt <= 1:
+            return min(cap, wait)
+        if (attempt - 1) * math.log(backoff) >= math.log(cap / wait):
+            return cap
+        return min(cap, wait * backoff ** (attempt - 1))
 
     def delay_for(self, attempt: int, *, seed: int, step: str, item: int | None) -> float:
         """:meth:`delay` with the jitter drawn from ``(seed, step, item, attempt)``."""

@@ -44,6 +44,7 @@ from ._events import (
     BatchStarted,
     Event,
     RunFinished,
+    RunStarted,
     StepCancelled,
     StepFailed,
     StepRetrying,
@@ -52,10 +53,12 @@ from ._events import (
     StepSucceeded,
     _label,
 )
-from ._exceptions import FlowError
+from ._exceptions import FlowError, add_note, split_escaped
 from ._graph import Node, Plan
+from ._hooks import Attempt, call_through, installed_hooks
 from ._isolation import isolate
-from ._results import LazySteps, RunResult, StepResult, StepStatus
+from ._results import LazySteps, RunResult, RunTrace, StepResult, StepStatus
+from ._runners import enter_run, exit_run
 
 
 class Limiter(Protocol):
@@ -95,10 +98,11 @@ quiescent_scheduling: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "trioflow_quiescent_scheduling", default=False
 )
 # A declared decision point, set by trioflow.testing beside quiescent mode:
-# asked where a worker would settle before taking a contended slot, it returns
-# True to settle, or False to take the slot at once, as a production run does.
-# The harness lets its schedules decide, so it sees both behaviours.
-settle_decision: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar(
+# asked (with the run's nursery) where a worker would settle before taking a
+# contended slot, it returns True to settle, or False to take the slot at
+# once, as a production run does. The harness lets its schedules decide, so
+# it sees both behaviours.
+settle_decision: contextvars.ContextVar[Callable[[Any], bool] | None] = contextvars.ContextVar(
     "trioflow_settle_decision", default=None
 )
 
@@ -273,6 +277,7 @@ class Run:
         self.item_recorder = item_recorder
         self.on_value = on_value
         self.completed_items = completed_items or {}
+        self.hooks = installed_hooks()  # wrap every attempt (see _hooks)
         self.be = current_backend()
         self.quiescent = self.be is _TRIO and quiescent_scheduling.get()
         self.settle_decision = settle_decision.get() if self.quiescent else None
@@ -286,9 +291,16 @@ class Run:
         self.scouts = 0
         self.stopping = False
         self.failures: list[_StepState] = []
+        self.stop_at = math.inf  # when fail-fast stopped the run (the first failure)
+        # units waiting to retry: unit -> (the failed attempt's error, attempt, when it failed)
+        self.retrying: dict[_Unit, tuple[Exception, int, float]] = {}
+        self.event_errors: list[Exception] = []  # what on_event raised
+        self.internal_errors: list[Exception] = []  # engine errors that belong to no unfinished step
         self.ready: list[tuple[tuple[float, int, int], int, _Group]] = []
         self._seq = itertools.count()
         self.nursery: Any = None
+        self.retry_log: list[list[Any]] = []  # for the timeline: see RunTrace
+        self.item_log: list[list[Any]] = []
 
         held = _held_limiters.get()
 
@@ -346,8 +358,24 @@ class Run:
     # -- events -------------------------------------------------------------------
 
     def _emit(self, event: Event) -> None:
-        if self.on_event is not None:
-            self.on_event(event)
+        """Hand ``event`` to ``on_event``; what the callback raises never reaches the steps.
+
+        The run goes on as if nothing had happened (the callback only
+        observes); the exception is kept for the :class:`FlowError` raised when
+        the run ends, and no further event is sent to the callback.
+        """
+        on_event = self.on_event
+        if on_event is not None:
+            try:
+                on_event(event)
+            except Exception as exc:
+                self.on_event = None
+                add_note(
+                    exc,
+                    f"trioflow: the on_event callback of flow {self.flow_name!r} raised on "
+                    f"{type(event).__name__}; it got no further events",
+                )
+                self.event_errors.append(exc)
 
     # -- ready queue ------------------------------------------------------------
 
@@ -395,7 +423,7 @@ class Run:
 
     def _settles(self) -> bool:
         """Quiescent mode: settle before taking a contended slot, unless the harness says not."""
-        return self.settle_decision is None or self.settle_decision()
+        return self.settle_decision is None or self.settle_decision(self.nursery)
 
     def _release(self, unit: _Unit) -> None:
         self.busy -= 1
@@ -454,7 +482,7 @@ class Run:
             if isinstance(source, str | bytes | Mapping):
                 raise TypeError(f"it is a {type(source).__name__}")
             items = list(source)
-        except TypeError as exc:
+        except Exception as exc:
             error = TypeError(
                 f"map step {st.name!r} maps over {node.spec.map_over!r}, which must be a list or "
                 f"other iterable of items (got {_short_repr(source)} that is a "
@@ -495,7 +523,7 @@ class Run:
             if child.pending == 0 and child.status is None:
                 newly_ready.append(child)
         if len(newly_ready) > 1 and self.on_event is not None:
-            self._emit(BatchStarted(tuple(s.name for s in newly_ready), now))
+            self._emit(BatchStarted(tuple(s.name for s in newly_ready), now, elapsed=now - self.started_at))
         for child in newly_ready:
             self._make_ready(child)
 
@@ -516,7 +544,7 @@ class Run:
                 child.skip_cause = st.name
                 self._record(child)
                 if self.on_event is not None:
-                    self._emit(StepSkipped(child.name, now, st.name))
+                    self._emit(StepSkipped(child.name, now, st.name, elapsed=now - self.started_at))
 
     def _stop(self) -> None:
         """Fail fast: start nothing new, and cancel everything one batch later.
@@ -528,12 +556,32 @@ class Run:
         """
         if not self.stopping:
             self.stopping = True
+            self.stop_at = self.now()
             self.nursery.start_soon(self._cancel_all)
 
     async def _cancel_all(self) -> None:
         if self.quiescent:  # let every failure of this virtual instant land first
             await trio.testing.wait_all_tasks_blocked()
+        # a unit whose attempt failed at the very instant the run stopped, and
+        # that is waiting to retry, failed at that instant too: report it as
+        # failed, as it is when it fails just after the first failure
+        for unit, (error, attempt, failed_at) in list(self.retrying.items()):
+            if failed_at >= self.stop_at:
+                del self.retrying[unit]
+                self._unit_failed(unit, error, attempt, failed_at)
         self.nursery.cancel_scope.cancel()
+
+    def _engine_failed(self, unit: _Unit, exc: Exception) -> None:
+        """An error of the engine itself (not the step's): fail the unit it belongs to."""
+        add_note(exc, f"trioflow: internal error while running step {_label(unit.state.name, unit.item)!r}")
+        st = unit.state
+        if st.status is None and unit.item is None:
+            self.retrying.pop(unit, None)
+            self._unit_failed(unit, exc, st.attempts, self.now())
+            return
+        self.internal_errors.append(exc)  # the unit had finished: the run fails with it
+        if self.fail_fast:
+            self._stop()
 
     def _record(self, st: _StepState) -> None:
         """Record a step that did not succeed (a success is recorded inline, more cheaply)."""
@@ -557,10 +605,13 @@ class Run:
                 await self.be.checkpoint()
             else:
                 await self.be.checkpoint_if_cancelled()
-            if unit.state.external:
-                await self._execute(unit)
-            else:
-                await self._attempts(unit)
+            try:
+                if unit.state.external:
+                    await self._execute(unit)
+                else:
+                    await self._attempts(unit)
+            except Exception as exc:  # the engine's own error: never a bare group
+                self._engine_failed(unit, exc)
             waited = self.quiescent and self._contended() and self._settles()
             if waited:
                 await trio.testing.wait_all_tasks_blocked()
@@ -581,14 +632,14 @@ class Run:
         for pname, dep in node.data_deps:
             if pname != mapped:
                 value = self.states[dep].value
-                kwargs[pname] = isolate(value) if copy else value
+                kwargs[pname] = _isolate(st.name, pname, value) if copy else value
         for p in node.inputs:
             if p.name != mapped:
                 value = self.inputs.get(p.name, p.default)
-                kwargs[p.name] = isolate(value) if copy else value
+                kwargs[p.name] = _isolate(st.name, p.name, value) if copy else value
         if mapped is not None:
             value = st.items[item]  # type: ignore[index]
-            kwargs[mapped] = isolate(value) if copy else value
+            kwargs[mapped] = _isolate(st.name, mapped, value, item) if copy else value
         return kwargs
 
     async def _execute(self, unit: _Unit) -> None:
@@ -624,16 +675,27 @@ class Run:
         emit = self.on_event is not None
         attempt = 0
         while True:
+            try:
+                kwargs = self._kwargs(st, item) if spec.params or item is not None else {}
+            except _CopyError as exc:  # no attempt began, and another cannot help
+                self._unit_failed(unit, exc.args[0], attempt, now(), before=attempt + 1)
+                return
             attempt += 1
-            kwargs = self._kwargs(st, item) if spec.params or item is not None else {}
+            if attempt > st.attempts:  # counts the attempts that began (a map step: its items' largest)
+                st.attempts = attempt
             started = now()
             if st.started_at is None:
                 st.started_at = started
             if emit:
-                self._emit(StepStarted(st.name, attempt, started, item))
+                self._emit(StepStarted(st.name, attempt, started, item, elapsed=started - self.started_at))
+            if item is not None:  # for the timeline: [step, item, attempt, started, ended, status]
+                times: list[Any] = [st.name, item, attempt, started, None, None]
+                self.item_log.append(times)
             token = _current.set(StepContext(st.name, attempt, item, self.options.run_id, st.usage))
             try:
-                if spec.timeout is None:
+                if self.hooks:
+                    value = await self._hooked(st, item, attempt, kwargs, started)
+                elif spec.timeout is None:
                     value = await spec.fn(**kwargs)
                 else:
                     value = await self._call_with_timeout(spec.fn, kwargs, spec.timeout, started, st.name, item, attempt)
@@ -641,17 +703,67 @@ class Run:
             except Exception as exc:
                 error: Exception = exc
             else:
-                self._unit_succeeded(unit, value, kept, attempt, now(), started)
+                at = now()
+                if item is not None:
+                    times[4:] = (at, "succeeded")
+                self._unit_succeeded(unit, value, kept, attempt, at, started)
                 return
             finally:
                 _current.reset(token)
+            at = now()
             if retry is None or self.stopping or not retry.should_retry(error, attempt):
-                self._unit_failed(unit, error, attempt, now())
+                if item is not None:
+                    times[4:] = (at, "failed")
+                self._unit_failed(unit, error, attempt, at)
                 return
+            # Decide to retry only once the failures of this instant have landed
+            # (one scheduling batch later; in quiescent mode, once every task is
+            # blocked): a failure at the same instant stops the run, and this
+            # attempt's failure is then reported too, whatever the schedule.
+            if self.quiescent:
+                with trio.CancelScope(shield=True):
+                    await trio.testing.wait_all_tasks_blocked()
+            else:
+                await self._shielded_checkpoint()
+            if self.stopping:
+                if item is not None:
+                    times[4:] = (at, "failed")
+                self._unit_failed(unit, error, attempt, at)
+                return
+            if item is not None:
+                times[4:] = (at, "retried")
             wait = retry.delay_for(attempt, seed=self.seed, step=st.name, item=item)
             if emit:
-                self._emit(StepRetrying(st.name, attempt, now(), error, wait, item))
+                self._emit(StepRetrying(st.name, attempt, at, error, wait, item, elapsed=at - self.started_at))
+            entry = [st.name, item, attempt, started, at, wait, None]
+            self.retry_log.append(entry)
+            self.retrying[unit] = (error, attempt, at)
             await self.be.sleep(wait)
+            entry[6] = now()
+            if unit not in self.retrying:  # the run stopped, and reported this failure
+                return
+            del self.retrying[unit]
+            if self.stopping:  # stopped during the wait: cancelled, as the cancellation lands
+                if at >= self.stop_at:
+                    self._unit_failed(unit, error, attempt, at)
+                return
+
+    async def _hooked(
+        self, st: _StepState, item: int | None, attempt: int, kwargs: dict[str, Any], started: float
+    ) -> Any:
+        """One attempt's call, wrapped by the installed attempt hooks."""
+        spec = st.node.spec
+        info = Attempt(
+            self.flow_name, st.name, item, attempt, self.options.run_id,
+            "async" if spec.runner is None else spec.runner.name, started,
+        )
+
+        async def proceed() -> Any:
+            if spec.timeout is None:
+                return await spec.fn(**kwargs)
+            return await self._call_with_timeout(spec.fn, kwargs, spec.timeout, started, st.name, item, attempt)
+
+        return await call_through(self.hooks, info, proceed)
 
     async def _call_with_timeout(
         self,
@@ -674,7 +786,9 @@ class Run:
         st = unit.state
         self._release(unit)
         if self.on_event is not None:
-            self._emit(StepSucceeded(st.name, attempt, now, now - started, unit.item))
+            self._emit(
+                StepSucceeded(st.name, attempt, now, now - started, unit.item, elapsed=now - self.started_at)
+            )
         if unit.item is None:
             self._step_succeeded(st, value, attempt, now, kept)
             return
@@ -684,19 +798,31 @@ class Run:
             self.item_recorder(st.name, unit.item, value, kept, attempt)
         self._item_done(st, now)
 
-    def _unit_failed(self, unit: _Unit, error: Exception, attempt: int, now: float) -> None:
+    async def _shielded_checkpoint(self) -> None:
+        if self.be is _TRIO:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+
+    def _unit_failed(
+        self, unit: _Unit, error: Exception, attempt: int, now: float, before: int | None = None
+    ) -> None:
         st = unit.state
         self._release(unit)
-        error.add_note(f"trioflow: step {_label(st.name, unit.item)!r} failed on attempt {attempt}")
+        if before is None:
+            add_note(error, f"trioflow: step {_label(st.name, unit.item)!r} failed on attempt {attempt}")
+        else:
+            add_note(error, f"trioflow: step {_label(st.name, unit.item)!r} failed before attempt {before}")
         if self.on_event is not None:
-            self._emit(StepFailed(st.name, attempt, now, error, unit.item))
+            self._emit(StepFailed(st.name, attempt, now, error, unit.item, elapsed=now - self.started_at))
         if unit.item is None:
             self._step_failed(st, error, attempt, now)
             return
         st.attempts = max(st.attempts, attempt)
         st.item_errors[unit.item] = error
         if self.fail_fast:
-            self._step_failed(st, error, attempt, now)
+            if st.status is None:  # (items failing at the same instant fail the step once)
+                self._step_failed(st, error, attempt, now)
         else:
             self._item_done(st, now)
 
@@ -726,32 +852,78 @@ class Run:
         be = self.be
         self.started_at = self.now()
         self.finished_at = self.started_at
+        scope = enter_run(self.capacity)  # runners' per-run state (see _runners)
+        if self.on_event is not None:
+            self._emit(self._started_event())
+        ended = False
+        escaped: BaseException | None = None
         try:
-            async with be.open_nursery() as nursery:
-                self.nursery = nursery
-                if self.resumed:  # steps recorded as succeeded count as done
-                    for st in self.states:
-                        st.pending = sum(
-                            1 for d in st.node.deps if self.states[d].status is not StepStatus.SUCCEEDED
-                        )
-                initial = [st for st in self.states if st.pending == 0 and st.status is None]
-                if len(initial) > 1 and self.on_event is not None:
-                    self._emit(BatchStarted(tuple(s.name for s in initial), self.started_at))
-                for st in initial:
-                    self._make_ready(st)
-                self._dispatch()
+            try:
+                async with be.open_nursery() as nursery:
+                    self.nursery = nursery
+                    if self.resumed:  # steps recorded as succeeded count as done
+                        for st in self.states:
+                            st.pending = sum(
+                                1 for d in st.node.deps if self.states[d].status is not StepStatus.SUCCEEDED
+                            )
+                    initial = [st for st in self.states if st.pending == 0 and st.status is None]
+                    if len(initial) > 1 and self.on_event is not None:
+                        self._emit(BatchStarted(tuple(s.name for s in initial), self.started_at, elapsed=0.0))
+                    for st in initial:
+                        self._make_ready(st)
+                    self._dispatch()
+                ended = True
+            except BaseExceptionGroup as group:
+                # our own nursery wrapped it: KeyboardInterrupt, SystemExit and
+                # cancellation leave as themselves, engine errors as a FlowError
+                escaped, errors = split_escaped(group, _cancelled_class(be))
+                self.internal_errors.extend(errors)
+                ended = escaped is None
         finally:
+            exit_run(scope)
             self.finished_at = self.now()
             self._cancel_unfinished()
+            if not ended and self.on_event is not None:  # cancelled from outside
+                self._emit(self._finished_event("cancelled"))
+        if escaped is not None:
+            for exc in self.event_errors:
+                add_note(escaped, f"trioflow: the on_event callback raised {exc!r} during the run")
+            raise escaped
+        self._settle_map_errors()
         result = self.result()
         if self.on_event is not None:
-            self._emit(
-                RunFinished(self.flow_name, self.finished_at, result.duration, not self.failures,
-                            tuple(result.failed))
-            )
-        if self.failures:
+            failed = self.failures or self.internal_errors
+            self._emit(self._finished_event("failed" if failed else "succeeded"))
+        if self.failures or self.internal_errors or self.event_errors:
             raise self._flow_error(result)
         return result
+
+    def _started_event(self) -> RunStarted:
+        resumed = self.resumed
+        return RunStarted(
+            self.flow_name,
+            self.options.run_id,
+            self.started_at,
+            tuple(st.name for st in self.states),
+            tuple(st.name for st in self.states if st.name in resumed) if resumed else (),
+        )
+
+    def _finished_event(self, status: str) -> RunFinished:
+        failed = tuple(st.name for st in sorted(self.failures, key=lambda s: s.node.index))
+        duration = self.finished_at - self.started_at
+        return RunFinished(
+            self.flow_name, self.finished_at, duration, status == "succeeded", failed, status, elapsed=duration
+        )
+
+    def _settle_map_errors(self) -> None:
+        """A map step whose items failed together (fail-fast) holds them all, in item order."""
+        if not self.fail_fast:
+            return
+        for st in self.failures:
+            errors = getattr(st, "item_errors", None)
+            if errors and len(errors) > 1:
+                ordered = [errors[i] for i in sorted(errors)]
+                st.error = ExceptionGroup(f"{len(ordered)} items of map step {st.name!r} failed", ordered)
 
     def _cancel_unfinished(self) -> None:
         for st in self.states:
@@ -759,7 +931,14 @@ class Run:
                 st.status = StepStatus.CANCELLED
                 self._record(st)
                 if self.on_event is not None:
-                    self._emit(StepCancelled(st.name, self.finished_at, st.started_at is not None))
+                    self._emit(
+                        StepCancelled(
+                            st.name,
+                            self.finished_at,
+                            st.started_at is not None,
+                            elapsed=self.finished_at - self.started_at,
+                        )
+                    )
 
     def result(self) -> RunResult:
         """The run's result, once every step has its final status.
@@ -779,7 +958,16 @@ class Run:
             started_at=self.started_at,
             finished_at=self.finished_at,
             run_id=self.options.run_id,
+            _trace=RunTrace(self.plan, self._capacities(), self.resumed, self.retry_log, self.item_log),
         )
+
+    def _capacities(self) -> dict[str, float]:
+        caps: dict[str, float] = {}
+        for name, value in self.options.limiters.items():
+            caps[name] = value if isinstance(value, int) else value.total_tokens
+        if self.options.max_concurrent is not None:
+            caps["max_concurrent (run)"] = self.options.max_concurrent
+        return caps
 
     def _flow_error(self, result: RunResult) -> FlowError:
         failed = sorted(self.failures, key=lambda s: s.node.index)
@@ -791,12 +979,44 @@ class Run:
                 assert isinstance(st.error, Exception)
                 errors.append(st.error)
         names = ", ".join(repr(s.name) for s in failed)
-        message = f"{len(failed)} step{'s' if len(failed) > 1 else ''} of flow {self.flow_name!r} failed: {names}"
+        if failed:
+            message = f"{len(failed)} step{'s' if len(failed) > 1 else ''} of flow {self.flow_name!r} failed: {names}"
+        else:
+            message = f"flow {self.flow_name!r}: no step failed"
+        if self.internal_errors:
+            errors.extend(self.internal_errors)
+            message += f"; {len(self.internal_errors)} internal error(s)"
+        if self.event_errors:
+            errors.extend(self.event_errors)
+            message += "; the on_event callback raised (the steps ran on regardless: see .result)"
         if self.fail_fast and result.cancelled:
             message += f"; {len(result.cancelled)} cancelled"
         if result.skipped:
             message += f"; {len(result.skipped)} skipped"
         return FlowError(message, errors, result)
+
+
+def _cancelled_class(be: Backend) -> type[BaseException]:
+    return trio.Cancelled if be is _TRIO else anyio.get_cancelled_exc_class()
+
+
+class _CopyError(Exception):
+    """A step's argument could not be copied; ``args[0]`` is the TypeError for the user."""
+
+
+def _isolate(step: str, param: str, value: Any, item: int | None = None) -> Any:
+    """:func:`isolate`, with an error that names the step, the parameter and the type."""
+    try:
+        return isolate(value)
+    except Exception as exc:
+        error = TypeError(
+            f"step {_label(step, item)!r} cannot get its own copy of {param!r}: a "
+            f"{type(value).__module__}.{type(value).__qualname__} cannot be deep-copied ({exc}); "
+            f"pass it as a shared resource (flow.run(resources=...)) or declare the step "
+            f"with isolation='share' so that it gets the value as it is"
+        )
+        error.__cause__ = exc
+        raise _CopyError(error) from None
 
 
 def _step_result(st: _StepState) -> StepResult:

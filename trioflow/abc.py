@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
+from ._codec import Codec
 from ._records import ItemRecord, RunHeader, RunInfo, RunRecords, StepRecord
 from ._results import RunResult
 
@@ -18,31 +19,20 @@ __all__ = ["Codec", "ItemRecord", "RunHeader", "RunRecords", "RunSession", "Step
 
 # The records a store receives and returns are part of this protocol: show them
 # (in reprs, tracebacks and the docs) under their public home.
-for _record in (ItemRecord, RunHeader, RunRecords, StepRecord):
+for _record in (Codec, ItemRecord, RunHeader, RunRecords, StepRecord):
     _record.__module__ = __name__
 del _record
 
 
-@runtime_checkable
-class Codec(Protocol):
-    """Turns values into bytes and back (:class:`trioflow.JSONCodec`, :class:`trioflow.PickleCodec`)."""
-
-    @property
-    def name(self) -> str:
-        """Stored next to each value, so a store knows which codec can read it."""
-        ...
-
-    def encode(self, value: Any) -> bytes:
-        """Encode ``value``; raise :class:`TypeError` (e.g. :class:`trioflow.CodecError`) if it cannot."""
-        ...
-
-    def decode(self, data: bytes) -> Any:
-        """Decode what :meth:`encode` returned."""
-        ...
-
-
 class RunSession(Protocol):
-    """One run's connection to a store, from :meth:`Store.open_run`."""
+    """One run's connection to a store, from :meth:`Store.open_run`.
+
+    A session may also offer ``hooks(codec, errors)``, returning the two
+    functions the scheduler calls with the raw values when a step or a map
+    item finishes; the built-in stores' sessions do, to record without making
+    record objects. Without it, the scheduler's results reach the session as
+    :class:`StepRecord` and :class:`ItemRecord` objects.
+    """
 
     @property
     def previous(self) -> RunRecords:

@@ -25,7 +25,8 @@ wait to be run (see :mod:`._threads`):
   choices, tasks oldest first, then thread calls oldest first). A task runs
   alone and the others are pushed back onto the run queue, where they join
   the tasks that become runnable meanwhile; a thread call runs to its end
-  (one atomic step, delivered to its task at once), then the batch runs FIFO.
+  (one atomic step, delivered to its task at once), then the batch runs FIFO;
+  when several thread calls wait, a last choice runs them all in parallel.
 
 The flow engine adds *hand-over* decisions (``quiescent`` mode of
 ``trioflow._scheduler``): ``0`` lets the run settle before a freed slot is
@@ -49,7 +50,7 @@ import trio
 import trio.lowlevel
 from trio._core import _run as _trio_run
 
-from .._store import _Signal
+from .._stores._base import _Signal
 from ._errors import BudgetExceededError, DeadlockError
 from ._strategy import DecisionPoint, Strategy
 from ._threads import ThreadJobs, install_thread_hook, restore_thread_hook
@@ -62,6 +63,8 @@ __all__ = ["Controller", "ScheduleRandom", "TraceEvent", "active", "install", "r
 
 
 #: Paths whose frames are library plumbing, skipped when saying where a task waits.
+#: The choice that runs every waiting thread call at once, in parallel.
+PARALLEL_THREADS: Final = "threads:all, in parallel"
 #: Task steps between looks for a wait-for cycle while tasks keep running (the
 #: harness also looks whenever no task is runnable).
 _CYCLE_CHECK_EVERY: Final = 2000
@@ -202,6 +205,7 @@ class Controller(trio.abc.Instrument):
         self.forced_rounds = 0
         self.cycle_checked = -1
         self.threads = ThreadJobs(self)
+        self.current_batch: list[trio.lowlevel.Task] = []
 
     @property
     def trace(self) -> Trace:
@@ -209,8 +213,9 @@ class Controller(trio.abc.Instrument):
         return Trace(self._trace)
 
     def _now(self) -> float:
-        # the MockClock runs at rate 0: virtual time is its base, moved only by jumps
-        return self.clock._virtual_base
+        # the MockClock runs at rate 0: virtual time is its base, moved only by
+        # jumps (except while uncontrolled threads run, see _threads)
+        return self.clock._virtual_base if not self.threads.free else self.clock.current_time()
 
     # -- scheduling ---------------------------------------------------------
 
@@ -239,12 +244,26 @@ class Controller(trio.abc.Instrument):
         self.decisions.append(decision)
         return decision
 
-    def handover(self) -> bool:
-        """The engine asks: settle before taking a freed slot (True), or take it at once?"""
+    def handover(self, nursery: trio.Nursery) -> bool:
+        """The engine asks: settle before taking a freed slot (True), or take it at once?
+
+        It is a decision only when no other task of the same run (under
+        *nursery*, the run's) is runnable: then nothing else of the run can
+        change the ready queue at this instant, and taking the slot at once
+        gives the same timeline, while other tasks (those the settling would
+        have let run first) see the step start before them, as in production.
+        When another task of the run is runnable, a unit ending at the same
+        instant may be about to make a more urgent step ready: the run
+        settles, so timelines stay schedule-independent.
+        """
         if self.error is not None:
             return True
-        label = self.labels.get(trio.lowlevel.current_task(), "?")
-        return self.next_decision("handover", (label,)) == 0
+        current = trio.lowlevel.current_task()
+        runq = _trio_run.GLOBAL_RUN_CONTEXT.runner.runq
+        for task in (*runq, *self.current_batch):
+            if task is not current and _descends_from(task, nursery):
+                return True
+        return self.next_decision("handover", (self.labels.get(current, "?"),)) == 0
 
     def order_batch(self, batch: list[trio.lowlevel.Task]) -> None:
         """Reorder (and possibly shorten) a batch that trio will run by popping from its end.
@@ -258,6 +277,7 @@ class Controller(trio.abc.Instrument):
                 # (trio.run raises TrioInternalError, which the harness unwraps).
                 raise self.error
             self._inject_into_runnable(batch)
+        self.current_batch = batch  # trio pops the tasks it runs from this list
         labels = self.labels
         user = [task for task in batch if task in labels]
         jobs = self.threads.pending
@@ -267,12 +287,15 @@ class Controller(trio.abc.Instrument):
         choices = [labels[task] for task in user]
         if jobs:
             choices += [job.label for job in jobs]
+            if len(jobs) > 1:
+                choices.append(PARALLEL_THREADS)
         decision = self.next_decision("batch", choices)
         if decision == 0:
             batch.reverse()
             return
         if decision > len(user):
-            self.threads.run(jobs[decision - len(user) - 1])
+            index = decision - len(user) - 1
+            self.threads.run(jobs[index : index + 1] if index < len(jobs) else list(jobs))
             batch.reverse()
             return
         chosen = user.pop(decision - 1)
@@ -308,7 +331,7 @@ class Controller(trio.abc.Instrument):
         label = self.labels.get(task)
         if label is None:
             return
-        now = self.clock._virtual_base
+        now = self._now()
         self.last_step[label] = (self.steps, now)
         self._trace.append((now, "step", label, ""))
         if self.error is None:
@@ -335,10 +358,16 @@ class Controller(trio.abc.Instrument):
                 self._check_cycle()
             return
         if self.threads.pending or self.threads.free:
-            if self.threads.pending:
-                # nothing else can run: the oldest waiting thread call runs now,
-                # before the clock may jump
-                self.threads.run(self.threads.pending[0])
+            jobs = self.threads.pending
+            if jobs:
+                # nothing else can run: a waiting thread call runs now, before
+                # the clock may jump (the oldest, unless the schedule says
+                # another, or all of them in parallel)
+                index = 0
+                if len(jobs) > 1 and self.error is None:
+                    choices = [job.label for job in jobs] + [PARALLEL_THREADS]
+                    index = max(0, self.next_decision("batch", choices) - 1)
+                self.threads.run(jobs[index : index + 1] if index < len(jobs) else list(jobs))
             return
         if self.cycle_checked != self.steps and self._check_cycle():
             return
@@ -521,6 +550,16 @@ class Controller(trio.abc.Instrument):
 
 
 _WATCHDOG_CODE: Final = Controller.watchdog_task.__code__
+
+
+def _descends_from(task: trio.lowlevel.Task, ancestor: trio.Nursery) -> bool:
+    """Whether *task* runs in *ancestor*, or in a nursery of a task that does, and so on."""
+    nursery = task.parent_nursery
+    while nursery is not None:
+        if nursery is ancestor:
+            return True
+        nursery = nursery.parent_task.parent_nursery
+    return False
 
 
 def _is_library(frame: FrameType) -> bool:

@@ -241,13 +241,22 @@ def _backend_hint(backend: str) -> str:
 
 
 def _thread_warning(controller: Any) -> str:
-    n = controller.threads.uncontrolled
-    if not n:
-        return ""
-    return (
-        f"\n(this run made {n} worker-thread call(s) that called back into the event loop; "
-        f"they ran uncontrolled, in parallel with the tasks, so a replay may not be exact)"
-    )
+    threads = controller.threads
+    n, parallel = threads.uncontrolled, getattr(threads, "parallel", 0)
+    text = ""
+    if n:
+        text += (
+            f"\n(this run made {n} worker-thread call(s) that called back into the event loop "
+            f"or waited for another thread; they ran uncontrolled, in parallel with the tasks, "
+            f"so a replay may not be exact)"
+        )
+    if parallel:
+        text += (
+            f"\n(this run ran several worker-thread calls at once, in parallel, {parallel} "
+            f"time(s); a replay runs them at the same point, but how they interleave inside is "
+            f"up to the operating system, so it may not reproduce a race between them)"
+        )
+    return text
 
 
 def _run_or_attach(

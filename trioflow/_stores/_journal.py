@@ -1,0 +1,514 @@
+"""The journal: how the built-in database stores record runs, and the writer thread they share.
+
+A session (:class:`JournalSession`) turns what the scheduler reports into
+journal records the moment a step or a map item finishes, and only queues
+them; one writer thread per store (:class:`Writer`) commits what every open
+session of the store has queued in one transaction every few milliseconds
+(group commit). Leaving a session waits until every record of its run is
+committed. The event loop never waits for the database while steps run.
+
+A store that records through the journal implements :class:`JournalStore`:
+one method that commits a batch of writes (and registers the runs that start)
+in one transaction, and one that is told when a session has closed. The
+records' format (below) is the same in every such store.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import queue
+import sys
+import threading
+import time
+from array import array
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from .._codec import Codec
+from .._exceptions import StoreError
+from .._records import ItemRecord, RunHeader, RunRecords, StepRecord, type_name
+from .._results import StepStatus
+from .._scheduler import Recorder
+from ._base import ItemRecorder, _Signal, checkpoint, shielded
+
+__all__ = [
+    "Begin", "Finish", "JournalSession", "JournalStore", "Record", "Write", "Writer", "Writers", "encode_batch",
+    "open_journal_run", "own_error", "replay", "times_blob",
+]
+
+encode_batch = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+# A queued write: a record, as (run id, its fields as a JSON-ready list,
+# started_at, finished_at) with NaN for a missing time, or a Finish. The records
+# of one run in one commit are one journal row: the records as one JSON array,
+# their times as float64 pairs, little-endian (exact, and much cheaper to write
+# than JSON's shortest float text), and the store's codec. One INSERT per run and
+# commit keeps the writer thread's share of the GIL small. The records, values as
+# text (see _text):
+#
+#   ["s", step, value, attempts] + [usage]?     succeeded, value by the row's codec
+#   ["x", step, status, value, codec, error type, error message, attempts, usage]
+#   ["i", step, index, value, attempts]          a map item, value by the row's codec
+#   ["j", step, index, value, codec, attempts]
+#
+# The short forms are what flows write; the long ones carry their own codec.
+Record = tuple[str, list[Any], float, float]
+_NAN = math.nan
+_BIG_ENDIAN = sys.byteorder == "big"
+
+
+class Finish:
+    """A queued write: the run's end (the parameters of ``_FINISH_RUN``)."""
+
+    __slots__ = ("params", "run_id")
+
+    def __init__(self, params: tuple[str, float, float, float, str]) -> None:
+        self.params = params
+        self.run_id = params[-1]
+
+
+Write = Record | Finish
+
+
+def _long_record(
+    run_id: str,
+    name: str,
+    status: StepStatus,
+    value: str | None,
+    codec: str | None,
+    error_type: str | None,
+    error_message: str | None,
+    attempts: int,
+    started_at: float | None,
+    finished_at: float | None,
+    usage: Mapping[str, float],
+) -> Record:
+    """A step record in the long ``"x"`` form, queued as a write."""
+    return (
+        run_id,
+        ["x", name, status, value, codec, error_type, error_message, attempts, dict(usage) if usage else None],
+        _NAN if started_at is None else started_at,
+        _NAN if finished_at is None else finished_at,
+    )
+
+
+def times_blob(records: Sequence[Record]) -> bytes:
+    times = array("d")
+    append = times.append
+    for _, _, started, finished in records:
+        append(started)
+        append(finished)
+    if _BIG_ENDIAN:
+        times.byteswap()
+    return times.tobytes()
+
+
+def _read_times(blob: bytes, count: int) -> list[float | None]:
+    times = array("d")
+    times.frombytes(blob)
+    if _BIG_ENDIAN:
+        times.byteswap()
+    if len(times) != 2 * count:
+        raise ValueError(f"{len(times)} times for {count} records")
+    return [None if t != t else t for t in times]  # NaN: no time
+
+
+def _text(value: bytes, codec: str) -> str:
+    """A value's bytes as JSON text: as they are for the JSON codec, else base64."""
+    if codec == "json":
+        return value.decode()
+    return base64.b64encode(value).decode("ascii")
+
+
+def _bytes(text: str, codec: str) -> bytes:
+    if codec == "json":
+        return text.encode()
+    return base64.b64decode(text)
+
+
+_GATHER = 0.01  # seconds: how long records gather before a commit
+
+
+_STOP = object()  # put on a writer's queue when its last session has closed
+
+
+class _Flush:
+    """Put on a writer's queue by a closing session: set once what came before is committed."""
+
+    __slots__ = ("done", "error", "run_id")
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.done = _Signal()
+        self.error: BaseException | None = None  # what lost some of the run's records
+
+
+def own_error(error: BaseException, what: str) -> StoreError:
+    """A new :class:`StoreError` for one run, caused by ``error`` (which other runs may share).
+
+    Raising one exception object in several tasks would tangle its traceback.
+    """
+    own = StoreError(str(error) if isinstance(error, StoreError) else f"{what}: {error}")
+    own.__cause__ = error
+    return own
+
+
+class Begin:
+    """Put on a writer's queue by a run that starts: set once the run is registered.
+
+    ``outcome`` is then the run's earlier records, or the error that refused it.
+    """
+
+    __slots__ = ("done", "header", "outcome")
+
+    def __init__(self, header: RunHeader) -> None:
+        self.header = header
+        self.done = _Signal()
+        self.outcome: RunRecords | BaseException | None = None
+
+
+class Writer:
+    """A worker thread that does the database work of a store's runs.
+
+    Records gather for a moment, then whatever every session queued is committed
+    in one transaction (group commit): the runs that start (see :class:`Begin`),
+    a journal row per run, and one sync to disk for all the runs that ended in
+    it. The thread lives while sessions are open; when the last one closes it
+    stops, and a later session starts a new writer (with a queue of its own).
+    """
+
+    def __init__(self, store: JournalStore, name: str) -> None:
+        self._store = store
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.put: Callable[[Any], None] = self._queue.put
+        self.sessions = 0  # open sessions using this writer (under the store's _writer_lock)
+        self._wake = threading.Event()  # a run starts or ends: ends the gathering pause
+        self._failed: dict[str, BaseException] = {}  # run id -> the error that lost its records
+        self._thread = threading.Thread(
+            target=self._loop, name=f"trioflow-store-writer[{name}]", daemon=True
+        )
+        self._thread.start()
+
+    def _loop(self) -> None:
+        get = self._queue.get
+        get_nowait = self._queue.get_nowait
+        failed = self._failed
+        stopping = False
+        while not stopping:
+            item = get()
+            if type(item) is tuple:
+                # let records gather for a moment: fewer, larger commits, and fewer
+                # wake-ups of this thread competing with the event loop for the GIL
+                # (cut short when a run starts or ends)
+                self._wake.wait(_GATHER)
+            self._wake.clear()
+            batch: list[Any] = []
+            begins: list[Begin] = []
+            flushes: list[_Flush] = []
+            while True:
+                if item is _STOP:  # nothing is queued after it
+                    stopping = True
+                    break
+                if type(item) is _Flush:
+                    flushes.append(item)
+                elif type(item) is Begin:
+                    begins.append(item)
+                elif (item.run_id if type(item) is Finish else item[0]) not in failed:
+                    batch.append(item)  # (after a lost write, nothing more of that run is written)
+                if len(batch) >= 10_000:
+                    break
+                try:
+                    item = get_nowait()
+                except queue.Empty:
+                    break
+            if batch or begins:
+                try:
+                    self._store._write(batch, begins)
+                except BaseException as exc:  # given to the sessions when they close
+                    for w in batch:
+                        failed.setdefault(w.run_id if type(w) is Finish else w[0], exc)
+                    for begin in begins:
+                        begin.outcome = exc
+            for begin in begins:
+                begin.done.set()
+            for flush in flushes:
+                flush.error = failed.pop(flush.run_id, None)
+                flush.done.set()
+
+    async def begin(self, header: RunHeader) -> RunRecords:
+        """Register a run that starts (or resumes); its earlier records.
+
+        Raises:
+            StoreError: the run id was recorded with another flow, structure or
+                inputs, or the database is unusable.
+        """
+        begin = Begin(header)
+        self._queue.put(begin)
+        self._wake.set()
+        await begin.done.wait()
+        outcome = begin.outcome
+        if isinstance(outcome, BaseException):  # (maybe shared by several runs' begins)
+            raise own_error(outcome, f"{self._store!r} could not start run {header.run_id!r}")
+        assert outcome is not None
+        return outcome
+
+    async def flush(self, run_id: str) -> BaseException | None:
+        """Wait until every write queued for ``run_id`` is committed; the error that lost any."""
+        flush = _Flush(run_id)
+        self._queue.put(flush)
+        self._wake.set()
+        await flush.done.wait()
+        return flush.error
+
+    def stop(self) -> None:
+        """End the thread once it has committed everything queued."""
+        self._queue.put(_STOP)
+        self._wake.set()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+
+class JournalSession:
+    """A run's session on a journal store: the scheduler's hooks queue journal records.
+
+    With a writer, records go to its queue; without one (``threaded=False``),
+    each is committed at once on the calling thread.
+    """
+
+    def __init__(
+        self, store: JournalStore, run_id: str, previous: RunRecords, writer: Writer | None, writers: Writers
+    ) -> None:
+        self._store = store
+        self._writers = writers
+        self._run_id = run_id
+        self.previous = previous
+        self._writer = writer
+        self._put: Callable[[Write], None] = self._write_now if self._writer is None else self._writer.put
+        self.error: BaseException | None = None
+
+    def _write_now(self, write: Write) -> None:
+        """Commit one write at once, on this thread (``threaded=False``)."""
+        if self.error is None:
+            try:
+                self._store._write([write])
+            except BaseException as exc:  # the scheduler must not see it: raised at close
+                self.error = exc
+
+    def record_step(self, r: StepRecord) -> None:
+        value = None if r.value is None or r.codec is None else _text(r.value, r.codec)
+        self._put(
+            _long_record(
+                self._run_id, r.name, r.status, value, r.codec, r.error_type, r.error_message,
+                r.attempts, r.started_at, r.finished_at, r.usage,
+            )
+        )
+
+    def record_item(self, r: ItemRecord) -> None:
+        self._put((self._run_id, ["j", r.step, r.index, _text(r.value, r.codec), r.codec, r.attempts], _NAN, _NAN))
+
+    def hooks(self, codec: Codec, errors: list[BaseException]) -> tuple[Recorder, ItemRecorder]:
+        """The scheduler's recorder hooks, queueing journal rows with no record objects between.
+
+        A failure to record goes to ``errors`` (the scheduler never sees it).
+        """
+        assert codec is self._store.codec  # the short records are in the journal row's codec
+        put = self._put
+        run_id = self._run_id
+        encode = codec.encode
+        name_ = codec.name
+        text = bytes.decode if name_ == "json" else (lambda data: _text(data, name_))
+        succeeded = StepStatus.SUCCEEDED
+
+        def record_step(
+            name: str,
+            status: StepStatus,
+            value: Any,
+            data: bytes | None,
+            error: BaseException | None,
+            attempts: int,
+            started_at: float | None,
+            finished_at: float | None,
+            usage: dict[str, float],
+        ) -> None:
+            try:
+                if status is succeeded:
+                    if data is None:  # a map step's list (its items were encoded one by one)
+                        data = encode(value)
+                    row = ["s", name, text(data), attempts]
+                    if usage:
+                        row.append(dict(usage))
+                    put((
+                        run_id, row, _NAN if started_at is None else started_at,
+                        _NAN if finished_at is None else finished_at,
+                    ))
+                else:
+                    put(
+                        _long_record(
+                            run_id, name, status, None, None, None if error is None else type_name(error),
+                            None if error is None else str(error), attempts, started_at, finished_at, usage,
+                        )
+                    )
+            except Exception as exc:
+                errors.append(exc)
+
+        def record_item(step: str, index: int, value: Any, data: bytes, attempts: int) -> None:
+            try:
+                put((run_id, ["i", step, index, text(data), attempts], _NAN, _NAN))
+            except Exception as exc:
+                errors.append(exc)
+
+        return record_step, record_item
+
+    def finish(self, status: str, started_at: float, finished_at: float) -> None:
+        self._put(Finish((status, started_at, finished_at, time.time(), self._run_id)))
+
+    async def close(self) -> None:
+        """Wait until every record is committed (keeping the error that lost any)."""
+        writer = self._writer
+        if writer is not None:
+            try:
+                self.error = await writer.flush(self._run_id)
+            finally:
+                self._writers.detach(writer)
+
+
+class Writers:
+    """A store's writer thread: started by the first open session, stopped after the last."""
+
+    def __init__(self, store: JournalStore, name: str) -> None:
+        self._store = store
+        self._name = name
+        self._lock = threading.Lock()
+        self._writer: Writer | None = None  # while sessions are open
+        self._stopped: list[Writer] = []  # writers stopped, maybe still ending
+
+    def attach(self) -> Writer:
+        """The writer for a new session (started if none is running)."""
+        with self._lock:
+            if self._writer is None:
+                self._writer = Writer(self._store, self._name)
+            self._writer.sessions += 1
+            return self._writer
+
+    def detach(self, writer: Writer) -> None:
+        """A session has closed: the last one stops the writer."""
+        with self._lock:
+            writer.sessions -= 1
+            if writer.sessions == 0 and self._writer is writer:
+                self._writer = None
+                self._stopped = [w for w in self._stopped if w.running()]
+                self._stopped.append(writer)
+                writer.stop()
+
+    def join(self) -> None:
+        """Wait for every stopped writer's thread to end (they have nothing left to write)."""
+        with self._lock:
+            stopped, self._stopped = self._stopped, []
+        for writer in stopped:
+            writer.join()
+
+
+@asynccontextmanager
+async def open_journal_run(
+    store: JournalStore, header: RunHeader, writers: Writers | None
+) -> AsyncIterator[JournalSession]:
+    """A journal store's ``open_run``: register the run, record, and commit everything at the end.
+
+    Entering registers the run and reads its records (in the store's writer
+    thread with the other runs' writes, or inline when ``writers`` is None);
+    leaving waits, shielded from cancellation, until every record is committed.
+    Both are checkpoints.
+    """
+    if writers is not None:
+        writer = writers.attach()
+        try:
+            previous = await writer.begin(header)
+        except BaseException:
+            writers.detach(writer)
+            raise
+        session = JournalSession(store, header.run_id, previous, writer, writers)
+    else:
+        await checkpoint()
+        previous = store._begin_now(header)
+        session = JournalSession(store, header.run_id, previous, None, Writers(store, ""))
+    try:
+        yield session
+    except BaseException as exc:
+        with shielded():
+            await session.close()
+        if session.error is not None:
+            exc.add_note(f"trioflow: the store also failed to record run {header.run_id!r}: {session.error}")
+        raise
+    with shielded():
+        await session.close()
+    if session.error is not None:  # (maybe shared by several runs)
+        raise own_error(session.error, f"{store!r} could not record run {header.run_id!r}")
+
+
+class JournalStore(Protocol):
+    """A store that records through the journal (SQLite, PostgreSQL)."""
+
+    def _write(self, batch: Sequence[Write], begins: Sequence[Begin] = ()) -> None:
+        """Commit ``batch`` (the writes of one or more runs) in one transaction.
+
+        The runs that ``begins`` start are registered first, each getting its
+        earlier records, or the :class:`StoreError` that refused it, as its
+        ``outcome``. Called from the writer thread (or inline, unthreaded).
+        """
+        ...
+
+    def _begin_now(self, header: RunHeader) -> RunRecords:
+        """Register a run that starts, in a transaction of its own on this thread; its earlier records.
+
+        Raises:
+            StoreError: the run id was recorded with another flow, structure or
+                inputs, or its records are damaged.
+        """
+        ...
+
+    @property
+    def codec(self) -> Codec:
+        ...
+
+
+def replay(rows: Iterable[tuple[str, str, bytes]]) -> tuple[dict[str, StepRecord], dict[str, dict[int, ItemRecord]]]:
+    """The step and item records in a run's journal rows (codec, records, times), in order.
+
+    Raises:
+        ValueError, TypeError, IndexError, KeyError: a row is damaged.
+    """
+    step_records: dict[str, StepRecord] = {}
+    items: dict[str, dict[int, ItemRecord]] = {}
+    for row_codec, text, blob in rows:
+        batch = json.loads(text)
+        if not isinstance(batch, list):
+            raise ValueError(f"a journal row holds {type(batch).__name__}, not a list of records")
+        times = _read_times(blob, len(batch))
+        for k, r in enumerate(batch):  # replayed in order: the latest record of a step wins
+            kind = r[0]
+            if kind == "s":
+                step_records[r[1]] = StepRecord(
+                    r[1], StepStatus.SUCCEEDED, _bytes(r[2], row_codec), row_codec, None, None,
+                    r[3], times[2 * k], times[2 * k + 1], r[4] if len(r) > 4 else {},
+                )
+            elif kind == "x":
+                step_records[r[1]] = StepRecord(
+                    r[1], StepStatus(r[2]), None if r[3] is None else _bytes(r[3], r[4]), r[4],
+                    r[5], r[6], r[7], times[2 * k], times[2 * k + 1], r[8] or {},
+                )
+            elif kind == "i":
+                items.setdefault(r[1], {})[r[2]] = ItemRecord(
+                    r[1], r[2], _bytes(r[3], row_codec), row_codec, r[4]
+                )
+            elif kind == "j":
+                items.setdefault(r[1], {})[r[2]] = ItemRecord(r[1], r[2], _bytes(r[3], r[4]), r[4], r[5])
+            else:
+                raise ValueError(f"unknown record kind {kind!r}")
+    return step_records, items
