@@ -439,3 +439,108 @@ def test_importing_the_strategies_leaves_plain_trio_scheduling_alone() -> None:
     code = "from trio._core import _run as r\nimport hypothesis\nprint(r._ALLOW_DETERMINISTIC_SCHEDULING)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_nested_limiter_exhaustion_beside_a_ticker_is_a_cycle_through_the_children() -> None:
+    async def nested() -> None:
+        limiter = trio.CapacityLimiter(2)
+
+        async def inner() -> None:
+            async with limiter:
+                pass
+
+        async def outer() -> None:
+            async with limiter:
+                await trio.sleep(1)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(inner)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(outer)
+            nursery.start_soon(outer)
+
+    with pytest.raises(DeadlockError) as info:
+        run_deterministic(ticker_beside, nested)
+    message = str(info.value)
+    assert "tasks wait for each other in a cycle, at virtual time 1.0" in message
+    assert "waits for a trio.CapacityLimiter(2) held by" in message
+    assert "waits for a nursery (its child tasks to finish) held by" in message
+
+
+def test_a_limiter_wait_is_no_deadlock_while_another_borrower_can_let_go() -> None:
+    async def busy_then_free() -> str:
+        limiter = trio.CapacityLimiter(2)
+        lock = trio.Lock()
+        go_on = trio.Event()
+
+        async def holds_lock_wants_slot() -> None:
+            async with lock:
+                await trio.sleep(1)
+                async with limiter:  # both slots taken: waits
+                    pass
+
+        async def holds_slot_wants_lock() -> None:
+            async with limiter:
+                await trio.sleep(2)
+                async with lock:  # waits for the task above: a cycle of two...
+                    pass
+
+        async def holds_slot_then_lets_go() -> None:
+            async with limiter:
+                await go_on.wait()  # ...but this borrower lets its slot go at t=3
+
+        async def releaser() -> None:
+            await trio.sleep(3)
+            go_on.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(holds_lock_wants_slot)
+            nursery.start_soon(holds_slot_wants_lock)
+            nursery.start_soon(holds_slot_then_lets_go)
+            nursery.start_soon(releaser)
+        return "done"
+
+    assert check_deterministic(busy_then_free, runs=50) == "done"
+
+
+def test_a_lock_order_inversion_resolved_by_a_timeout_is_no_deadlock() -> None:
+    async def with_timeout() -> list[str]:
+        first, second = trio.Lock(), trio.Lock()
+        outcomes: list[str] = []
+
+        async def forward() -> None:
+            async with first:
+                await trio.sleep(1)
+                with trio.move_on_after(5) as scope:
+                    async with second:
+                        pass
+                outcomes.append("forward gave up" if scope.cancelled_caught else "forward")
+
+        async def backward() -> None:
+            async with second:
+                await trio.sleep(1)
+                async with first:
+                    outcomes.append("backward")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(forward)
+            nursery.start_soon(backward)
+        return outcomes
+
+    result = run_deterministic(ticker_beside_value, with_timeout)
+    assert result.value == ["forward gave up", "backward"]
+    assert result.virtual_time == 6.0
+
+
+async def ticker_beside_value(program: Any) -> Any:
+    async def ticker() -> None:
+        ticks = 0
+        while True:
+            await trio.sleep(0.5)
+            ticks += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ticker)
+        value = await program()
+        nursery.cancel_scope.cancel()
+    return value

@@ -3,10 +3,12 @@
 A task blocked in :meth:`trio.Lock.acquire` (also :class:`trio.StrictFIFOLock`,
 and :class:`trio.Condition`, whose ``acquire`` and the end of whose ``wait``
 take its lock) waits for the lock's owner; a task blocked in
-:meth:`trio.CapacityLimiter.acquire` waits for the limiter's borrowers. Both
-are read from the primitives' (private) fields and the blocked task's await
-frames, only when the harness looks for a cycle. A cycle in this graph is a
-deadlock of its tasks whatever the other tasks do: none of them can ever go on.
+:meth:`trio.CapacityLimiter.acquire` waits for the limiter's borrowers (any
+one of them to let a slot go); a task waiting at the end of a nursery block
+waits for its child tasks (all of them). These are read from
+the primitives' (private) fields and the blocked task's await frames, only
+when the harness looks for a cycle. Tasks that can never go on, whatever the
+other tasks do, form a cycle in this graph.
 
 :class:`trio.Semaphore` has no owner (any task may release it), so a wait on
 one adds no edge; a deadlock through semaphores is still found once every
@@ -15,6 +17,7 @@ task is blocked.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -22,11 +25,13 @@ import attrs
 import trio
 import trio.lowlevel
 from trio import _sync as _trio_sync
+from trio._core import _run as _trio_run
 
 __all__ = ["Wait", "find_cycle"]
 
 _LOCK_ACQUIRE: Final = _trio_sync._LockImpl.acquire.__code__
 _LIMITER_ACQUIRE: Final = _trio_sync.CapacityLimiter.acquire_on_behalf_of.__code__
+_CHILDREN: Final = _trio_run.Nursery._nested_child_finished.__code__
 
 
 @attrs.frozen
@@ -38,8 +43,15 @@ class Wait:
     holder: trio.lowlevel.Task
 
 
-def _waiting_for(task: trio.lowlevel.Task) -> tuple[object, list[Any]] | None:
-    """The resource *task* is blocked acquiring and its holders, if it is one we know."""
+@attrs.frozen
+class _Blocked:
+    resource: object
+    holders: tuple[object, ...]  # tasks, or other borrowers (a thread's placeholder)
+    all_of: bool  # True: waits for every holder (children); False: for any one to let go
+
+
+def _waiting_for(task: trio.lowlevel.Task) -> _Blocked | None:
+    """What *task* is blocked on, if it is a wait the graph knows."""
     if task._abort_func is None:  # runnable, or running
         return None
     for frame, _ in task.iter_await_frames():
@@ -47,65 +59,74 @@ def _waiting_for(task: trio.lowlevel.Task) -> tuple[object, list[Any]] | None:
         if code is _LOCK_ACQUIRE:
             lock = frame.f_locals.get("self")
             owner = getattr(lock, "_owner", None)
-            return (lock, [owner]) if owner is not None else None
+            return _Blocked(lock, (owner,), False) if owner is not None else None
         if code is _LIMITER_ACQUIRE:
             limiter = frame.f_locals.get("self")
-            return limiter, list(getattr(limiter, "_borrowers", ()))
+            return _Blocked(limiter, tuple(getattr(limiter, "_borrowers", ())), False)
+        if code is _CHILDREN:
+            nursery = frame.f_locals.get("self")
+            children = tuple(getattr(nursery, "child_tasks", ()))
+            return _Blocked(nursery, children, True) if children else None
     return None
+
+
+def _has_deadline(task: trio.lowlevel.Task) -> bool:
+    """Whether a deadline (or a cancellation) will wake *task* anyway."""
+    status = task._cancel_status
+    return status is not None and status.effective_deadline() != math.inf
 
 
 def find_cycle(tasks: Iterable[trio.lowlevel.Task], labels: Mapping[Any, str]) -> list[Wait] | None:
-    """A cycle of tasks (among *tasks*) each waiting for a resource the next one holds."""
-    edges: dict[trio.lowlevel.Task, tuple[object, list[trio.lowlevel.Task]]] = {}
+    """A cycle of tasks (among *tasks*) that can never go on, each waiting for the next.
+
+    A task waiting for a lock is stuck if the lock's owner is; one waiting for
+    a limiter, if every borrower is (any one could let a slot go); one waiting
+    for its child tasks, if any child is. Tasks with a pending deadline (or
+    already cancelled) are never stuck. What remains of that fixpoint holds a
+    cycle of waits, which is returned.
+    """
+    waits: dict[trio.lowlevel.Task, _Blocked] = {}
     for task in tasks:
-        found = _waiting_for(task)
-        if found is not None:
-            resource, holders = found
-            edges[task] = (resource, [h for h in holders if h in labels and h is not task])
-    if len(edges) < 2:
+        blocked = _waiting_for(task)
+        if blocked is not None and not _has_deadline(task):
+            waits[task] = blocked
+    if len(waits) < 2:
         return None
-    done: set[trio.lowlevel.Task] = set()
-    for start in edges:
-        if start in done:
-            continue
-        path: list[trio.lowlevel.Task] = []
-        on_path: dict[trio.lowlevel.Task, int] = {}
-        cycle = _search(start, edges, path, on_path, done)
-        if cycle is not None:
-            return cycle
-    return None
-
-
-def _search(
-    task: trio.lowlevel.Task,
-    edges: Mapping[trio.lowlevel.Task, tuple[object, list[trio.lowlevel.Task]]],
-    path: list[trio.lowlevel.Task],
-    on_path: dict[trio.lowlevel.Task, int],
-    done: set[trio.lowlevel.Task],
-) -> list[Wait] | None:
-    if task in on_path:
-        members = path[on_path[task] :]
-        waits = []
-        for i, member in enumerate(members):
-            nxt = members[(i + 1) % len(members)]
-            waits.append(Wait(member, edges[member][0], nxt))
-        return waits
-    if task in done or task not in edges:
+    stuck = set(waits)
+    changed = True
+    while changed:
+        changed = False
+        for task in list(stuck):
+            blocked = waits[task]
+            if blocked.all_of:
+                free = not any(h in stuck for h in blocked.holders)
+            else:
+                free = not blocked.holders or any(h not in stuck for h in blocked.holders)
+            if free:
+                stuck.discard(task)
+                changed = True
+    if not stuck or not any(not waits[t].all_of for t in stuck):
         return None
-    on_path[task] = len(path)
-    path.append(task)
-    for holder in edges[task][1]:
-        found = _search(holder, edges, path, on_path, done)
-        if found is not None:
-            return found
-    path.pop()
-    del on_path[task]
-    done.add(task)
-    return None
+    # follow waits inside the stuck set until a task repeats: that is the cycle
+    start = next(t for t in waits if t in stuck and not waits[t].all_of)
+    path: list[trio.lowlevel.Task] = []
+    seen: dict[trio.lowlevel.Task, int] = {}
+    task = start
+    while task not in seen:
+        seen[task] = len(path)
+        path.append(task)
+        task = next(h for h in waits[task].holders if h in stuck)
+    members = path[seen[task] :]
+    return [
+        Wait(member, waits[member].resource, members[(i + 1) % len(members)])
+        for i, member in enumerate(members)
+    ]
 
 
 def describe_resource(resource: object) -> str:
     """``trio.Lock`` / ``trio.CapacityLimiter(2)`` and so on, without addresses."""
+    if isinstance(resource, trio.Nursery):
+        return "nursery (its child tasks to finish)"
     kind = type(resource)
     name = f"{kind.__module__.replace('trio._sync', 'trio')}.{kind.__qualname__}"
     if isinstance(resource, trio.CapacityLimiter):
