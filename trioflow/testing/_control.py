@@ -191,7 +191,6 @@ class Controller(trio.abc.Instrument):
         self.decisions: list[int] = []
         self._trace: list[tuple[float, str, str, str]] = []
         self.labels: dict[trio.lowlevel.Task, str] = {}
-        self.last_step: dict[str, tuple[int, float]] = {}
         self.spawned = 0
         self.steps = 0
         self.main_task: trio.lowlevel.Task | None = None
@@ -278,9 +277,11 @@ class Controller(trio.abc.Instrument):
                 raise self.error
             self._inject_into_runnable(batch)
         self.current_batch = batch  # trio pops the tasks it runs from this list
+        jobs = self.threads.pending
+        if len(batch) < 2 and not jobs:
+            return  # nothing to choose (the common case), and nothing to reverse
         labels = self.labels
         user = [task for task in batch if task in labels]
-        jobs = self.threads.pending
         if len(user) + len(jobs) < 2 or self.error is not None:
             batch.reverse()
             return
@@ -327,14 +328,16 @@ class Controller(trio.abc.Instrument):
         self._trace.append((self._now(), "spawn", label, ""))
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        # the hottest hook: one call per task step, so kept to the minimum
         self.steps += 1
         label = self.labels.get(task)
         if label is None:
             return
-        now = self._now()
-        self.last_step[label] = (self.steps, now)
+        now = self.clock._virtual_base if not self.threads.free else self.clock.current_time()
         self._trace.append((now, "step", label, ""))
-        if self.error is None:
+        if now > self.max_virtual_time or self.steps > self.max_steps:
+            if self.error is not None:
+                return
             if self.steps > self.max_steps:
                 what = f"max_steps={self.max_steps!r} task steps"
                 self._stop(self._budget_error(what, f"max_steps={self.max_steps * 10!r}", now))
@@ -524,12 +527,16 @@ class Controller(trio.abc.Instrument):
     def _budget_error(self, what: str, more: str, now: float) -> BudgetExceededError:
         steps_by_label = Counter(label for _, kind, label, _ in self._trace if kind == "step")
         busiest = ", ".join(f"{label} ({n} steps)" for label, n in steps_by_label.most_common(3))
+        last_step: dict[str, tuple[int, float]] = {}
+        for index, (time_, kind, label, _) in enumerate(self._trace):
+            if kind in ("step", "spawn"):
+                last_step[label] = (index, time_)
         waiting = []
         for task in self._user_tasks():
             if task._abort_func is None:
                 continue
             label = self.labels.get(task, task.name)
-            step, since = self.last_step.get(label, (0, 0.0))
+            step, since = last_step.get(label, (0, 0.0))
             waiting.append((step, label, since, task))
         waiting.sort(key=lambda w: w[0])
         longest = "".join(
