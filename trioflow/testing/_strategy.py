@@ -74,7 +74,9 @@ class Strategy(Protocol):
     """
 
     def start_run(self, run: int) -> None:
-        """A run begins; *run* counts the runs of this strategy's check from 1."""
+        """A run begins: *run* counts the runs of a :func:`check_deterministic` from 1
+        (run 0 is its FIFO run, which no strategy chooses); a single
+        :func:`run_deterministic` with this strategy is run 0."""
 
     def decide(self, point: DecisionPoint) -> int:
         """Return ``0`` or ``k`` in ``1..len(point.choices)`` (see :class:`DecisionPoint`).
