@@ -54,6 +54,10 @@ def test_run_loop_sorts_by_counter_then_shuffles_and_pops_from_the_end() -> None
         "_r.shuffle(batch)",
         "task = batch.pop()",
         'runner.instruments.call("before_io_wait", timeout)',
+        # the harness refills the batch list from after_task_step (see Controller.after_task_step)
+        "while batch:",
+        'runner.instruments.call("after_task_step", task)',
+        "runner.deadlines.expire(now)",
     ):
         require(snippet in source, f"unrolled_run no longer contains {snippet!r}")
 
@@ -142,6 +146,15 @@ def test_internals_of_the_thread_runner_clock_and_locks() -> None:
     require(
         "runner.waiting_for_idle" in inspect.getsource(trio_run.unrolled_run),
         "Runner.waiting_for_idle is gone",
+    )
+    require(
+        callable(getattr(trio_run.Deadlines, "next_deadline", None)),
+        "Deadlines.next_deadline is gone",
+    )
+    entry_fields = {a.name for a in trio_run.EntryQueue.__attrs_attrs__}  # type: ignore[attr-defined]
+    require(
+        {"queue", "idempotent_queue"} <= entry_fields,
+        "trio's EntryQueue no longer keeps its callbacks in queue and idempotent_queue",
     )
 
 

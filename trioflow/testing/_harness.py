@@ -364,6 +364,7 @@ def _hooks(controller: Controller) -> trio.abc.Instrument:
     hooks.task_spawned = controller.task_spawned  # type: ignore[attr-defined]
     hooks.before_task_step = controller.before_task_step  # type: ignore[attr-defined]
     hooks.task_exited = controller.task_exited  # type: ignore[attr-defined]
+    hooks.after_task_step = controller.after_task_step  # type: ignore[attr-defined]
     hooks.before_io_wait = controller.before_io_wait  # type: ignore[attr-defined]
     return hooks  # type: ignore[return-value]
 
