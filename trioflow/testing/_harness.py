@@ -15,6 +15,7 @@ import trio.lowlevel
 import trio.testing
 
 from .._scheduler import quiescent_scheduling, settle_decision
+from ._canary import check_trio
 from ._control import Controller, ScheduleRandom, TraceEvent, _trim, active, install, restore
 from ._errors import (
     BudgetExceededError,
@@ -304,6 +305,7 @@ def _run(
     max_virtual_time: float,
     holder: list[Any],
 ) -> tuple[outcome.Outcome[T], float, Controller]:
+    check_trio()  # the canary: refuse clearly if trio's private scheduler changed
     try:
         trio.lowlevel.current_trio_token()
     except RuntimeError:
