@@ -139,7 +139,7 @@ def test_internals_of_the_thread_runner_clock_and_locks() -> None:
         "MockClock._virtual_base no longer holds the virtual time of a clock at rate 0",
     )
     require(
-        "self._owner" in inspect.getsource(trio_sync._LockImpl.acquire),
+        "self._owner" in inspect.getsource(trio_sync._LockImpl.acquire_nowait),
         "trio's locks no longer keep their owner in _owner",
     )
     require(

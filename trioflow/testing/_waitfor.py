@@ -17,6 +17,7 @@ task is blocked.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -29,9 +30,10 @@ from trio._core import _run as _trio_run
 
 __all__ = ["Wait", "find_cycle"]
 
-_LOCK_ACQUIRE: Final = _trio_sync._LockImpl.acquire.__code__
-_LIMITER_ACQUIRE: Final = _trio_sync.CapacityLimiter.acquire_on_behalf_of.__code__
-_CHILDREN: Final = _trio_run.Nursery._nested_child_finished.__code__
+# (older trios wrap these for KeyboardInterrupt protection: the frames are the originals')
+_LOCK_ACQUIRE: Final = inspect.unwrap(_trio_sync._LockImpl.acquire).__code__
+_LIMITER_ACQUIRE: Final = inspect.unwrap(_trio_sync.CapacityLimiter.acquire_on_behalf_of).__code__
+_CHILDREN: Final = inspect.unwrap(_trio_run.Nursery._nested_child_finished).__code__
 
 
 @attrs.frozen
