@@ -101,3 +101,5 @@ def bench(session: nox.Session) -> None:
     # rich, otel and the OpenTelemetry SDK: what the observers cost (bench/observers_case.py)
     session.install(".[process,dask,rich,otel]", "opentelemetry-sdk>=1.20")
     session.run("python", "bench/run.py", *session.posargs)
+    # the testing harness: schedules per second against plain trio.run
+    session.run("python", "bench/harness_case.py", *session.posargs)
