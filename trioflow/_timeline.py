@@ -186,13 +186,14 @@ class Timeline:
             if was_restored:
                 units.append(_Unit(name, None, ()))
                 continue
+            # a run's own result: every attempt of every item; a loaded one: each item's recorded times
             items: Sequence[StepResult] | None = getattr(step, "items", None)
-            if items:
-                for i, item in enumerate(items):
-                    units.append(_unit_of_result(name, i, item, origin, end, retries.get((name, i), [])))
-            elif name in attempts:
+            if name in attempts:
                 for i, log in sorted(attempts[name].items()):
                     units.append(_unit_of_log(name, i, log, origin, end, retries.get((name, i), [])))
+            elif items:
+                for i, item in enumerate(items):
+                    units.append(_unit_of_result(name, i, item, origin, end, retries.get((name, i), [])))
             else:
                 units.append(_unit_of_result(name, None, step, origin, end, retries.get((name, None), [])))
         return cls(result.flow, end, statuses, units, deps, limiters)
