@@ -120,8 +120,8 @@ class Timeline:
         deps: Mapping[str, tuple[str, ...]] | None,
         limiters: Mapping[str, tuple[float | None, tuple[str, ...] | None]],
     ) -> None:
-        self.flow = flow
-        self.duration = max(duration, 0.0)
+        self.flow: str = flow
+        self.duration: float = max(duration, 0.0)
         self.statuses: Mapping[str, str] = dict(statuses)
         self._units = tuple(units)
         self._deps = deps
