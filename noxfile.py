@@ -57,7 +57,8 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typing(session: nox.Session) -> None:
     """mypy --strict over the package."""
-    session.install(".[process,dask]", "mypy>=1.10", "hypothesis>=6.100")
+    # every extra: mypy checks the code that uses rich, OpenTelemetry and httpx too
+    session.install(".[process,dask,rich,otel,http]", "mypy>=1.10", "hypothesis>=6.100")
     session.run("mypy", "--strict", "trioflow")
 
 
