@@ -183,6 +183,12 @@ async def test_issue_12_item_3_result_loaded_from_a_store(autojump_clock: trio.t
     assert tl.statuses == {"a": "succeeded", "m": "succeeded", "c": "succeeded", "side": "succeeded"}
     bars = _bars(tl.to_svg())
     assert {b.get("data-step") for b in bars} == {"a", "m", "c", "side"}
+    # map items from the times the store recorded for each (StepResult.items)
+    assert [(b.get("data-item"), b.get("data-start"), b.get("data-end")) for b in bars if b.get("data-step") == "m"] == [
+        ("0", "1.0", "2.0"),
+        ("1", "1.0", "2.0"),
+        ("2", "2.0", "3.0"),
+    ]
     # resuming restores every step: drawn as restored, no bars
     again = await _flow().run(limiters={"llm": 2}, store=store, run_id="r")
     assert set(again.timeline().statuses.values()) == {"restored"}
