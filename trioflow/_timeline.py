@@ -245,7 +245,10 @@ class Timeline:
                     succeeded.add(ev.step)
                 elif isinstance(ev, StepFailed):
                     bars.setdefault(key, []).append(_Bar(began, t, "failed", attempt))
-                    failed.add(ev.step)
+                    if ev.item is None:  # (a map step fails with its items or not: see RunFinished)
+                        failed.add(ev.step)
+                    else:
+                        succeeded.add(ev.step)
                 else:
                     bars.setdefault(key, []).append(_Bar(began, t, "retried", attempt))
                     bars[key].append(_Bar(t, t + ev.wait, "backoff", attempt))
@@ -260,12 +263,13 @@ class Timeline:
                     if key[0] == ev.step and unit_bars[-1].status == "backoff" and unit_bars[-1].end > t:
                         unit_bars[-1] = attrs.evolve(unit_bars[-1], end=t)
             elif isinstance(ev, RunFinished):
+                failed.update(ev.failed)
                 break
         duration = end - origin
         for key, (began, attempt) in open_at.items():  # no end seen: cut at the run's end
             bars.setdefault(key, []).append(_Bar(began, duration, "cancelled", attempt))
         for name in order:
-            if statuses[name] in ("cancelled",) and name in failed:
+            if name in failed:
                 statuses[name] = "failed"
             elif statuses[name] == "cancelled" and name in succeeded:
                 statuses[name] = "succeeded"
