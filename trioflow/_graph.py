@@ -562,7 +562,7 @@ def describe(flow_name: str, plan: Plan) -> str:
         deps = [plan.nodes[d].spec.name for d in n.deps]
         extras = [f"depends on: {', '.join(deps)}" if deps else "no dependencies"]
         if n.inputs:
-            extras.append("inputs: " + ", ".join(p.name for p in n.inputs))
+            extras.append("inputs: " + ", ".join(p.key for p in n.inputs))
         if s.map_over is not None:
             extras.append(f"one call per item of {s.map_over}")
         if s.limiters:
