@@ -206,8 +206,8 @@ class RateLimit:
     """
 
     def __init__(self, calls: float, per: float = 1.0, burst: int | None = None, *, keyed: bool = False) -> None:
-        self.calls = _positive_number("RateLimit(calls=...)", calls)
-        self.per = _positive_number("RateLimit(per=...)", per)
+        self.calls: float = _positive_number("RateLimit(calls=...)", calls)
+        self.per: float = _positive_number("RateLimit(per=...)", per)
         if burst is None:
             burst = max(1, math.ceil(self.calls))
         elif isinstance(burst, bool) or not isinstance(burst, int):
@@ -221,7 +221,7 @@ class RateLimit:
             raise TypeError(f"RateLimit(keyed=...) must be True or False (got {keyed!r})")
         self.burst = burst
         self.keyed = keyed
-        self.interval = self.per / self.calls
+        self.interval: float = self.per / self.calls
         self._lines = _Lines()
 
     def __repr__(self) -> str:

@@ -104,7 +104,7 @@ class ProgressDisplay:
         self._state: _State | None = None
         self._live: Any = None
         self._plain: TextIO | None = None
-        self.frames = 0  # how many times the live panel was drawn (for the curious, and the tests)
+        self.frames: int = 0  # how many times the live panel was drawn (for the curious, and the tests)
 
     def __repr__(self) -> str:
         mode = "live" if self._live is not None else "plain" if self._plain is not None else "idle"

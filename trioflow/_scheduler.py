@@ -56,11 +56,12 @@ from ._events import (
     _label,
 )
 from ._exceptions import FlowError, add_note, split_escaped
+from ._foreign import explain
 from ._graph import Node, Plan
 from ._hooks import Attempt, call_through, installed_hooks
 from ._isolation import isolate
 from ._limits import Gate, KeyedLimiter, Line, RateLimit, Waiter, next_sequence
-from ._results import LazySteps, RunResult, RunTrace, StepResult, StepStatus
+from ._results import LazySteps, RunResult, RunTrace, StepFunctions, StepResult, StepStatus
 from ._retry import next_wait
 from ._runners import enter_run, exit_run
 from ._waiting import current_domain, give_back, wait_turn
@@ -207,6 +208,7 @@ class _StepState:
     started_at: float | None = None
     finished_at: float | None = None
     skip_cause: str | None = None
+    ready_at: float | None = None  # when its last dependency finished (None: at the run's start)
     skip_reason: str | None = None  # "condition" or "dependency", for a skipped step
     external: tuple[tuple[int, Limiter], ...] = ()  # (id of the caller's limiter, limiter to acquire)
     gates: tuple[Gate, ...] = ()  # rate limits and keyed limiters, passed before queueing
@@ -214,6 +216,11 @@ class _StepState:
     item_values: list[Any]
     item_errors: dict[int, Exception]
     items_left = 0
+    # per item, for StepResult.items (None until the step takes its items)
+    item_status: list[StepStatus | None] | None = None
+    item_attempts: list[int]
+    item_times: list[list[float | None]]  # [started_at, finished_at]
+    item_failures: dict[int, Exception]  # every failed item (also under on_item_error="none")
 
     def __init__(self, node: Node, group: _Group) -> None:
         self.node = node
@@ -234,6 +241,8 @@ class RunOptions:
     seed: int | None = None
     on_event: Callable[[Event], object] | None = None
     run_id: str | None = None
+    resources: Mapping[str, Any] = attrs.field(factory=dict)  # shared, never copied
+    functions: StepFunctions | None = None  # for result[step_function]
 
 
 class Run:
@@ -247,8 +256,8 @@ class Run:
         options: RunOptions,
         completed: Mapping[str, StepResult] | None = None,
         recorder: Recorder | None = None,
-        completed_items: Mapping[str, Mapping[int, Any]] | None = None,
-        item_recorder: Callable[[str, int, Any, Any, int], object] | None = None,
+        completed_items: Mapping[str, Mapping[int, Any] | Callable[[list[Any]], Mapping[int, Any]]] | None = None,
+        item_recorder: Callable[[str, int, Any, Any, int, float, float], object] | None = None,
         on_value: Callable[[str, int | None, Any], Any] | None = None,
     ) -> None:
         """Prepare a run.
@@ -260,9 +269,11 @@ class Run:
                 the moment the step reaches a final status (synchronously, in the
                 scheduler).
             completed_items: for map steps, item index -> value of items recorded
-                by an earlier run; only the missing items run.
-            item_recorder: called as ``(step, index, value, kept, attempts)`` when
-                a map item succeeds (``kept``: what ``on_value`` returned, or None).
+                by an earlier run (or a function that makes that mapping from the
+                step's list of items); only the missing items run.
+            item_recorder: called as ``(step, index, value, kept, attempts, started,
+                finished)`` when a map item succeeds (``kept``: what ``on_value``
+                returned, or None; the times are those of the attempt that succeeded).
             on_value: called as ``(step, item, value)`` the moment a step function
                 (or map item) returns, inside the attempt: an exception it raises
                 fails that attempt as if the step had raised it, and what it
@@ -280,6 +291,7 @@ class Run:
         self.item_recorder = item_recorder
         self.on_value = on_value
         self.completed_items = completed_items or {}
+        self.resources = options.resources
         self.hooks = installed_hooks()  # wrap every attempt (see _hooks)
         self.be = current_backend()
         self.quiescent = self.be is _TRIO and quiescent_scheduling.get()
@@ -517,11 +529,18 @@ class Run:
             return
         st.items = items
         st.item_values = [None] * len(items)
+        st.item_status = [None] * len(items)
+        st.item_attempts = [0] * len(items)
+        st.item_times = [[None, None] for _ in items]
+        st.item_failures = {}
         done = self.completed_items.get(st.name, {})
+        if callable(done):  # a store matches its recorded items to these ones (see _durable)
+            done = done(items)
         todo = [i for i in range(len(items)) if i not in done]
         for i, value in done.items():
             if 0 <= i < len(items):
                 st.item_values[i] = value
+                st.item_status[i] = StepStatus.SUCCEEDED
         st.items_left = len(todo)
         if self.on_event is not None:
             now = self.now()
@@ -747,6 +766,7 @@ class Run:
             child = self.states[c]
             child.pending -= 1
             if child.pending == 0 and child.status is None:
+                child.ready_at = now
                 newly_ready.append(child)
         for child in newly_ready:
             self._make_ready(child)
@@ -784,7 +804,7 @@ class Run:
         without taking anything. Nothing is emitted when fewer than two start.
         """
         free = self.capacity - self.busy
-        if free < 2:
+        if free < 2 or self.stopping:
             return
         members = {id(st) for st in ready}
         starting: dict[int, _StepState] = {}
@@ -908,8 +928,11 @@ class Run:
                 # an optional dependency skipped by a condition gives its default
                 value = upstream.value if upstream.status is not _SKIPPED else node.defaults[pname]
                 kwargs[pname] = _isolate(st.name, pname, value) if copy else value
+        resources = self.resources
         for p in node.inputs:
-            if p.name != mapped:
+            if resources and p.key in resources:
+                kwargs[p.name] = resources[p.key]  # shared: the very object
+            elif p.name != mapped:
                 value = self.inputs.get(p.key, p.default)
                 kwargs[p.name] = _isolate(st.name, p.name, value) if copy else value
         if mapped is not None:
@@ -961,6 +984,10 @@ class Run:
             started = now()
             if st.started_at is None:
                 st.started_at = started
+            if item is not None:
+                st.item_attempts[item] = attempt
+                if attempt == 1:
+                    st.item_times[item][0] = started
             if emit:
                 self._emit(StepStarted(st.name, attempt, started, item, elapsed=started - self.started_at))
             if item is not None:  # for the timeline: [step, item, attempt, started, ended, status]
@@ -976,7 +1003,7 @@ class Run:
                     value = await self._call_with_timeout(spec.fn, kwargs, spec.timeout, started, st.name, item, attempt)
                 kept = None if self.on_value is None else self.on_value(st.name, item, value)
             except Exception as exc:
-                error: Exception = exc
+                error: Exception = exc if self.be is _TRIO else explain(exc, f"step {_label(st.name, item)!r}")
             else:
                 at = now()
                 if item is not None:
@@ -998,11 +1025,7 @@ class Run:
             # (one scheduling batch later; in quiescent mode, once every task is
             # blocked): a failure at the same instant stops the run, and this
             # attempt's failure is then reported too, whatever the schedule.
-            if self.quiescent:
-                with trio.CancelScope(shield=True):
-                    await trio.testing.wait_all_tasks_blocked()
-            else:
-                await self._shielded_checkpoint()
+            await self._settle()
             if self.stopping:
                 if item is not None:
                     times[4:] = (at, "failed")
@@ -1019,6 +1042,10 @@ class Run:
             self.retrying[unit] = (error, attempt, at)
             await self.be.sleep(wait)
             entry[6] = now()
+            # the next attempt begins only once the failures of this instant have
+            # landed, too: a run that stops now never begins it, whatever the schedule
+            if unit in self.retrying:
+                await self._settle()
             if unit not in self.retrying:  # the run stopped, and reported this failure
                 return
             del self.retrying[unit]
@@ -1037,9 +1064,11 @@ class Run:
     ) -> Any:
         """One attempt's call, wrapped by the installed attempt hooks."""
         spec = st.node.spec
+        ready = self.started_at if st.ready_at is None else st.ready_at
         info = Attempt(
             self.flow_name, st.name, item, attempt, self.options.run_id,
             "async" if spec.runner is None else spec.runner.name, started,
+            started - ready if attempt == 1 else 0.0,
         )
 
         async def proceed() -> Any:
@@ -1078,12 +1107,21 @@ class Run:
             return
         st.item_values[unit.item] = value
         st.attempts = max(st.attempts, attempt)
+        st.item_status[unit.item] = StepStatus.SUCCEEDED  # type: ignore[index]
+        st.item_times[unit.item][1] = now
         if self.item_recorder is not None:
-            self.item_recorder(st.name, unit.item, value, kept, attempt)
+            self.item_recorder(st.name, unit.item, value, kept, attempt, started, now)
         self._item_done(st, now)
 
-    async def _shielded_checkpoint(self) -> None:
-        if self.be is _TRIO:
+    async def _settle(self) -> None:
+        """Let the other tasks woken at this instant run first (not cancellable).
+
+        One scheduling batch; in quiescent mode, until every task is blocked.
+        """
+        if self.quiescent:
+            with trio.CancelScope(shield=True):
+                await trio.testing.wait_all_tasks_blocked()
+        elif self.be is _TRIO:
             await trio.lowlevel.cancel_shielded_checkpoint()
         else:
             await anyio.lowlevel.cancel_shielded_checkpoint()
@@ -1103,6 +1141,12 @@ class Run:
             self._step_failed(st, error, attempt, now)
             return
         st.attempts = max(st.attempts, attempt)
+        st.item_status[unit.item] = StepStatus.FAILED  # type: ignore[index]
+        st.item_times[unit.item][1] = now
+        st.item_failures[unit.item] = error
+        if st.node.spec.on_item_error == "none":  # the item's value stays None
+            self._item_done(st, now)
+            return
         st.item_errors[unit.item] = error
         if self.fail_fast:
             if st.status is None:  # (items failing at the same instant fail the step once)
@@ -1255,7 +1299,7 @@ class Run:
             st.__dict__.pop("items", None)
         return RunResult(
             flow=self.flow_name,
-            steps=LazySteps(self.plan.by_name, lambda i: _step_result(states[i])),
+            steps=LazySteps(self.plan.by_name, lambda i: _step_result(states[i]), self.options.functions),
             started_at=self.started_at,
             finished_at=self.finished_at,
             run_id=self.options.run_id,
@@ -1336,7 +1380,28 @@ def _step_result(st: _StepState) -> StepResult:
         st.finished_at if ended else None,
         _frozen_usage(st.usage),
         st.skip_reason,
+        () if st.item_status is None else _item_results(st),
     )
+
+
+def _item_results(st: _StepState) -> tuple[StepResult, ...]:
+    """A map step's per-item results; items that never ended were cancelled."""
+    assert st.item_status is not None
+    results = []
+    for i, status in enumerate(st.item_status):
+        started, finished = st.item_times[i]
+        results.append(
+            StepResult(
+                f"{st.name}[{i}]",
+                StepStatus.CANCELLED if status is None else status,
+                st.item_values[i] if status is StepStatus.SUCCEEDED else None,
+                st.item_failures.get(i),
+                st.item_attempts[i],
+                started,
+                None if status is None else finished,
+            )
+        )
+    return tuple(results)
 
 
 def _frozen_usage(usage: Mapping[str, float]) -> Mapping[str, float]:
