@@ -9,14 +9,30 @@ nox.options.sessions = ["tests", "lint", "typing", "docs"]
 nox.options.reuse_existing_virtualenvs = False
 
 # pydantic: trioflow.nodes states may be pydantic models, and the tests check that
-TEST_DEPS = ["pytest>=8", "pytest-trio>=0.8", "hypothesis>=6.100", "pydantic>=2"]
+# rich: the live ProgressDisplay and the docs' picture of it
+TEST_DEPS = ["pytest>=8", "pytest-trio>=0.8", "hypothesis>=6.100", "pydantic>=2", "rich>=13"]
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (trio and asyncio backends) against the installed package."""
-    session.install(".[process]", *TEST_DEPS)
+    session.install(".[process,http]", *TEST_DEPS)  # http: the flow files' http steps are tested too
     session.run("pytest", *session.posargs)
+
+
+# the oldest trio the engine and the harness are tested with, and the newest release
+OLDEST_TRIO = "0.26.2"
+
+
+@nox.session
+@nox.parametrize("trio", ["oldest", "newest"])
+def trio_range(session: nox.Session, trio: str) -> None:
+    """The test suite on the oldest and on the newest supported trio."""
+    pin = f"trio=={OLDEST_TRIO}" if trio == "oldest" else "trio"
+    session.install(".", *TEST_DEPS)
+    session.install("--upgrade", "anyio[trio]>=4.4,<5", pin)  # with anyio's matching version
+    session.run("python", "-c", "import trio, anyio; print('trio', trio.__version__, 'anyio', anyio.__version__)")
+    session.run("pytest", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session
@@ -45,9 +61,14 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typing(session: nox.Session) -> None:
-    """mypy --strict over the package."""
-    session.install(".[process,dask]", "mypy>=1.10", "hypothesis>=6.100")
+    """mypy --strict over the package; pyright's type completeness of the public API."""
+    session.install(".[process,dask]", "mypy>=1.10", "hypothesis>=6.100", "pyright>=1.1.380", "pytest>=8")
     session.run("mypy", "--strict", "trioflow")
+    # the overloads that type result[step_function] (issue 11 item 3)
+    session.run("mypy", "--strict", "tests/test_typed_results.py")
+    session.run("pyright", "tests/test_typed_results.py")
+    # fails below 100%: every public symbol has a known, declared type
+    session.run("pyright", "--verifytypes", "trioflow", "--ignoreexternal")
 
 
 @nox.session

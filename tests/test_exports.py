@@ -66,6 +66,11 @@ def test_core_names_are_exported() -> None:
     assert core <= set(trioflow.__all__)
 
 
+def test_limits_routing_and_races_are_exported() -> None:
+    # issue 13
+    assert {"KeyedLimiter", "RateLimit", "race"} <= set(trioflow.__all__)
+
+
 def test_version() -> None:
     assert isinstance(trioflow.__version__, str)
 

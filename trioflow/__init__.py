@@ -16,6 +16,7 @@ from ._context import StepContext as StepContext
 from ._context import current_step as current_step
 from ._events import BatchStarted as BatchStarted
 from ._events import Event as Event
+from ._events import MapStarted as MapStarted
 from ._events import RunFinished as RunFinished
 from ._events import RunStarted as RunStarted
 from ._events import StepCancelled as StepCancelled
@@ -29,8 +30,13 @@ from ._exceptions import GraphError as GraphError
 from ._exceptions import StoreError as StoreError
 from ._exceptions import TrioflowError as TrioflowError
 from ._flow import Flow as Flow
+from ._limits import KeyedLimiter as KeyedLimiter
+from ._limits import RateLimit as RateLimit
 from ._map import gather as gather
 from ._map import map as map
+from ._open_run import RunHandle as RunHandle
+from ._progress import ProgressDisplay as ProgressDisplay
+from ._race import race as race
 from ._records import RecordedError as RecordedError
 from ._records import RunInfo as RunInfo
 from ._results import RunResult as RunResult
@@ -55,11 +61,16 @@ __all__ = [
     "FlowError",
     "GraphError",
     "JSONCodec",
+    "KeyedLimiter",
+    "MapStarted",
     "MemoryStore",
     "PickleCodec",
+    "ProgressDisplay",
+    "RateLimit",
     "RecordedError",
     "Retry",
     "RunFinished",
+    "RunHandle",
     "RunInfo",
     "RunResult",
     "RunStarted",
@@ -79,6 +90,7 @@ __all__ = [
     "current_step",
     "gather",
     "map",
+    "race",
 ]
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._context import StepContext, _current
+from ._exceptions import add_note
 
 # ("ok", (pickled value, its type's name), usage, "")
 # | ("raised", (pickled exception, its type's name), usage, traceback text)
@@ -132,7 +133,7 @@ def decode_reply(reply: Reply, step: StepContext, where: str) -> Any:
                 f"step {label!r}: exception (a {type_name}) raised in {where} cannot be "
                 f"unpickled here: {type(exc).__name__}: {exc}"
             ) from exc
-        error.add_note(f"trioflow: raised by step {label!r} in {where}; its traceback there:\n{text.rstrip()}")
+        add_note(error, f"trioflow: raised by step {label!r} in {where}; its traceback there:\n{text.rstrip()}")
         raise error
     error = TypeError(f"step {label!r}: {payload}")
     if text:

@@ -36,7 +36,14 @@ class GraphError(TrioflowError, ValueError):
 
 class StoreError(TrioflowError, ValueError):
     """A store cannot record or resume a run (for example, a reused ``run_id``
-    whose inputs or flow structure differ)."""
+    whose inputs or flow structure differ).
+
+    ``.result`` is the run's (partial) :class:`~trioflow.RunResult` when the
+    store failed while the run went on: every output computed is there, also
+    those the store could not record. ``None`` when no step ran.
+    """
+
+    result: RunResult | None = None
 
 
 class FlowError(ExceptionGroup[Exception], TrioflowError):
@@ -70,3 +77,61 @@ class FlowError(ExceptionGroup[Exception], TrioflowError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.message, list(self.exceptions), getattr(self, "result", None)))
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)``, which never loses ``exc``.
+
+    An exception whose class makes :meth:`~BaseException.add_note` fail (for
+    example ``__notes__ = ()`` on the class) gets the note as an instance
+    attribute instead, or arrives without it: never replaced by the error
+    ``add_note`` raised.
+    """
+    try:
+        exc.add_note(note)
+        return
+    except Exception:
+        pass
+    try:
+        notes = getattr(exc, "__notes__", None)
+        kept = list(notes) if isinstance(notes, list | tuple) else []
+        exc.__notes__ = [*kept, note]
+    except Exception:  # the class forbids it: the exception arrives as it is, without the note
+        pass
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if (isinstance(exc, BaseExceptionGroup) and not isinstance(exc, ExceptionGroup)) or (isinstance(exc, ExceptionGroup) and type(exc).__module__ in ("builtins", "exceptiongroup")):
+            out.extend(_leaves(exc))
+        else:
+            out.append(exc)
+    return out
+
+
+def split_escaped(
+    group: BaseExceptionGroup[BaseException], cancelled: type[BaseException]
+) -> tuple[BaseException | None, list[Exception]]:
+    """Sort out what escaped one of trioflow's own task groups (which wrap everything in a group).
+
+    Returns ``(raise_as_is, errors)``: ``raise_as_is`` is the one exception to
+    raise as it is, chosen as :class:`KeyboardInterrupt`, then
+    :class:`SystemExit`, then any other :class:`BaseException` that is not an
+    :class:`Exception`, then (if nothing else escaped) the first
+    cancellation; ``errors`` are the plain exceptions, which the caller turns
+    into a failure (they never leave as a bare group).
+    """
+    leaves = _leaves(group)
+    errors = [e for e in leaves if isinstance(e, Exception)]
+    others = [e for e in leaves if not isinstance(e, Exception)]
+    for kind in (KeyboardInterrupt, SystemExit):
+        for exc in others:
+            if isinstance(exc, kind):
+                return exc, errors
+    for exc in others:
+        if not isinstance(exc, cancelled):
+            return exc, errors
+    if others and not errors:
+        return others[0], errors
+    return None, errors

@@ -25,6 +25,7 @@ from ._exceptions import GraphError
 from ._retry import Retry
 
 Isolation = Literal["copy", "share"]
+OnItemError = Literal["fail", "none"]
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
@@ -56,6 +57,19 @@ def check_async_callable(fn: object, what: str, *, runners: bool = False) -> Non
         )
     if not callable(fn):
         raise TypeError(f"{what} expects an async function (got {fn!r} that is a {type(fn).__name__})")
+    if inspect.isasyncgenfunction(fn):
+        raise TypeError(
+            f"{what} expects an async function, but {getattr(fn, '__name__', fn)!r} is an async generator function "
+            f"(it yields); a step returns one value: collect the items into a list and return it, "
+            f"or make each item a map item with map_over="
+        )
+    if isinstance(fn, type):
+        call = getattr(fn, "__call__", None)  # noqa: B004 - the instances' __call__
+        if call is not None and inspect.iscoroutinefunction(call):
+            raise TypeError(
+                f"{what} got the class {fn.__name__}, whose instances are async callables; pass an "
+                f"instance: {fn.__name__}()"
+            )
     if not _is_async_callable(fn):
         name = getattr(fn, "__name__", repr(fn))
         if runners:
@@ -96,6 +110,12 @@ class Param:
     name: str
     has_default: bool
     default: Any = None
+    source: str | None = None  # the step or input it receives (``bind=``); None: its own name
+
+    @property
+    def key(self) -> str:
+        """The name of the step or flow input this parameter receives."""
+        return self.name if self.source is None else self.source
 
 
 @attrs.frozen(eq=False)
@@ -114,9 +134,15 @@ class StepSpec:
     cost: float = 1.0
     isolation: Isolation = "copy"
     description: str = ""
+    when: Callable[..., Any] | None = None
+    when_params: tuple[Param, ...] = ()
+    limit_key: Callable[..., Any] | None = None
+    # the parameter that receives each item of a map step (the one bound to map_over)
+    map_param: str | None = None
     # where the call runs (a trioflow._runners.Runner; None: the event loop).
     # ``fn`` is then already bound to it: an async function like any other.
     runner: Any = None
+    on_item_error: OnItemError = "fail"
 
 
 def make_spec(
@@ -132,7 +158,11 @@ def make_spec(
     cost: float = 1.0,
     isolation: Isolation = "copy",
     description: str | None = None,
+    bind: Mapping[str, str] | None = None,
+    when: Callable[..., Any] | None = None,
+    limit_key: Callable[..., Any] | None = None,
     runner: Any = None,
+    on_item_error: OnItemError = "fail",
 ) -> StepSpec:
     """Validate one step's function and options (everything that needs no other step).
 
@@ -164,6 +194,8 @@ def make_spec(
             )
         has_default = p.default is not p.empty
         params.append(Param(p.name, has_default, p.default if has_default else None))
+    if bind is not None:
+        params = _bind(name, params, bind)
     if retry is not None and not isinstance(retry, Retry):
         raise TypeError(
             f"step {name!r}: retry= takes a trioflow.Retry (got {retry!r}); "
@@ -177,7 +209,14 @@ def make_spec(
     if map_over is not None:
         if not isinstance(map_over, str):
             raise TypeError(f"step {name!r}: map_over= takes the name of a step or input (got {map_over!r})")
-        if map_over not in {p.name for p in params}:
+        if map_over not in {p.key for p in params}:
+            bound = [p.name for p in params if p.name == map_over and p.source is not None]
+            if bound:
+                raise GraphError(
+                    f"step {name!r} maps over {map_over!r}, but bind= binds parameter {map_over!r} "
+                    f"to {dict(bind or {})[map_over]!r}; map_over= names the source: "
+                    f"map_over={dict(bind or {})[map_over]!r}"
+                )
             raise GraphError(
                 f"step {name!r} maps over {map_over!r} but has no parameter named {map_over!r} "
                 f"to receive each item; add one: async def {name}({map_over}): ..."
@@ -195,6 +234,12 @@ def make_spec(
         raise GraphError(f"step {name!r}: cost= must be a finite number >= 0 (got {cost!r})")
     if isolation not in ("copy", "share"):
         raise GraphError(f"step {name!r}: isolation= must be 'copy' or 'share' (got {isolation!r})")
+    check_on_item_error(on_item_error, f"step {name!r}: on_item_error")
+    if on_item_error != "fail" and map_over is None:
+        raise GraphError(
+            f"step {name!r}: on_item_error= says what a failed map item becomes, but this step "
+            f"has no map_over=; remove it, or make the step a map step"
+        )
     if description is None:
         doc = inspect.getdoc(fn) or ""
         description = doc.strip().splitlines()[0] if doc.strip() else ""
@@ -211,8 +256,87 @@ def make_spec(
         cost=float(cost),
         isolation=isolation,
         description=description,
+        map_param=next(p.name for p in params if p.key == map_over) if map_over is not None else None,
+        when=when,
+        when_params=_when_params(name, when) if when is not None else (),
+        limit_key=_check_limit_key(name, limit_key),
         runner=runner,
+        on_item_error=on_item_error,
     )
+
+
+def check_on_item_error(value: object, what: str) -> None:
+    if value not in ("fail", "none"):
+        raise GraphError(
+            f"{what}={value!r} must be 'fail' (a failed item fails the step) or 'none' "
+            f"(a failed item becomes None in the output list)"
+        )
+
+
+def _bind(step: str, params: list[Param], bind: object) -> list[Param]:
+    """Apply ``bind={parameter: step or input}`` to a step's parameters."""
+    if not isinstance(bind, Mapping):
+        raise TypeError(
+            f"step {step!r}: bind= takes a mapping of parameter names to step or input names "
+            f"(got {bind!r}); for example bind={{'x': 'fetch_3'}}"
+        )
+    names = [p.name for p in params]
+    unknown = [k for k in bind if k not in names]
+    if unknown:
+        listed = ", ".join(repr(k) for k in unknown)
+        raise TypeError(
+            f"step {step!r}: bind= names parameter{'s' if len(unknown) > 1 else ''} {listed} "
+            f"that the step function does not have (its parameters: {', '.join(names) or 'none'})"
+            f"{did_you_mean(str(unknown[0]), names)}"
+        )
+    for k, v in bind.items():
+        if not isinstance(v, str) or not v:
+            raise TypeError(
+                f"step {step!r}: bind={{{k!r}: ...}} must name a step or flow input (got {v!r})"
+            )
+    return [attrs.evolve(p, source=bind[p.name]) if p.name in bind else p for p in params]
+
+
+def _when_params(step: str, when: object) -> tuple[Param, ...]:
+    """Check a ``when=`` predicate and read the steps and inputs it names."""
+    if inspect.iscoroutinefunction(when) or _is_async_callable(when):
+        raise TypeError(
+            f"step {step!r}: when= takes a plain (synchronous) predicate, but {when!r} is async; "
+            f"a condition reads its inputs and returns True or False, without awaiting"
+        )
+    if not callable(when):
+        raise TypeError(
+            f"step {step!r}: when= takes a predicate whose parameters name steps or inputs "
+            f"(got {when!r}); for example when=lambda classify: classify == 'math'"
+        )
+    try:
+        signature = inspect.signature(when)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"step {step!r}: cannot read the signature of when={when!r}: {exc}") from None
+    params = []
+    for p in signature.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.kind is p.POSITIONAL_ONLY:
+            raise GraphError(
+                f"step {step!r}: parameter {p.name!r} of when= is positional-only; conditions "
+                f"receive their inputs by name, so remove the '/' from the signature"
+            )
+        has_default = p.default is not p.empty
+        params.append(Param(p.name, has_default, p.default if has_default else None))
+    return tuple(params)
+
+
+def _check_limit_key(step: str, limit_key: object) -> Callable[..., Any] | None:
+    if limit_key is None:
+        return None
+    if not callable(limit_key) or _is_async_callable(limit_key):
+        raise TypeError(
+            f"step {step!r}: limit_key= takes a plain function of the step's arguments that "
+            f"returns a hashable key (got {limit_key!r}); for example "
+            f"limit_key=lambda url: urlsplit(url).netloc"
+        )
+    return limit_key
 
 
 def check_max_concurrent(value: object, what: str) -> None:
@@ -237,6 +361,14 @@ class Node:
     rank: float  # longest cost-weighted path from this step to the end
     map_source: int | None  # upstream step index the map step iterates, if a step
     depth: int  # stage number: 0 for steps with no dependencies
+    # ``when=``: predicate parameter -> upstream step index, and its flow inputs
+    when_deps: tuple[tuple[str, int], ...] = ()
+    when_inputs: tuple[Param, ...] = ()
+    # data parameter naming a step, with a default -> that default (optional dependencies)
+    defaults: Mapping[str, Any] = attrs.field(factory=dict)
+    # upstream steps whose skip by a condition this step tolerates: every parameter
+    # (of the step or its condition) that receives it has a default, or none does (after=)
+    tolerates: frozenset[int] = frozenset()
 
 
 @attrs.frozen(eq=False)
@@ -250,6 +382,7 @@ class Plan:
     optional_inputs: frozenset[str]
     stages: tuple[tuple[int, ...], ...]
     fingerprint: str
+    conditional: bool = False  # some step has a when= condition
 
     def descendants(self, index: int) -> list[int]:
         """Every step downstream of ``index`` (not including it), in declaration order."""
@@ -311,18 +444,31 @@ def compile_plan(flow_name: str, specs: list[StepSpec]) -> Plan:
     inputs_all: list[tuple[Param, ...]] = []
     required: dict[str, list[str]] = {}
     optional: set[str] = set()
+    when_all: list[tuple[tuple[tuple[str, int], ...], tuple[Param, ...]]] = []
     for spec in specs:
         data: list[tuple[str, int]] = []
         inputs: list[Param] = []
         for p in spec.params:
-            if p.name in by_name:
-                data.append((p.name, by_name[p.name]))
+            if p.key in by_name:
+                data.append((p.name, by_name[p.key]))
             else:
                 inputs.append(p)
+                if p.has_default:
+                    optional.add(p.key)
+                else:
+                    required.setdefault(p.key, []).append(spec.name)
+        when_data: list[tuple[str, int]] = []
+        when_inputs: list[Param] = []
+        for p in spec.when_params:
+            if p.name in by_name:
+                when_data.append((p.name, by_name[p.name]))
+            else:
+                when_inputs.append(p)
                 if p.has_default:
                     optional.add(p.name)
                 else:
                     required.setdefault(p.name, []).append(spec.name)
+        when_all.append((tuple(when_data), tuple(when_inputs)))
         order: list[int] = []
         for a in spec.after:
             if a not in by_name:
@@ -331,7 +477,7 @@ def compile_plan(flow_name: str, specs: list[StepSpec]) -> Plan:
                     f"{did_you_mean(a, names)}"
                 )
             order.append(by_name[a])
-        deps_lists.append(sorted({i for _, i in data} | set(order)))
+        deps_lists.append(sorted({i for _, i in data} | {i for _, i in when_data} | set(order)))
         data_deps_all.append(tuple(data))
         inputs_all.append(tuple(inputs))
     for i, spec in enumerate(specs):
@@ -370,6 +516,11 @@ def compile_plan(flow_name: str, specs: list[StepSpec]) -> Plan:
     nodes = []
     for i, spec in enumerate(specs):
         map_source = by_name.get(spec.map_over) if spec.map_over is not None else None
+        w_data, w_inputs = when_all[i]
+        defaults = {p.name: p.default for p in spec.params if p.has_default and p.key in by_name}
+        needed = {d for pname, d in data_deps_all[i] if pname not in defaults}
+        when_defaults = {p.name for p in spec.when_params if p.has_default}
+        needed |= {d for pname, d in w_data if pname not in when_defaults}
         nodes.append(
             Node(
                 index=i,
@@ -381,6 +532,10 @@ def compile_plan(flow_name: str, specs: list[StepSpec]) -> Plan:
                 rank=rank[i],
                 map_source=map_source,
                 depth=depth[i],
+                when_deps=w_data,
+                when_inputs=w_inputs,
+                defaults=defaults,
+                tolerates=frozenset(d for d in deps_lists[i] if d not in needed),
             )
         )
     required_inputs = {k: tuple(v) for k, v in required.items()}
@@ -392,6 +547,7 @@ def compile_plan(flow_name: str, specs: list[StepSpec]) -> Plan:
         optional_inputs=frozenset(optional - set(required_inputs)),
         stages=tuple(tuple(s) for s in stages),
         fingerprint=_fingerprint(flow_name, nodes),
+        conditional=any(s.when is not None for s in specs),
     )
 
 
@@ -408,14 +564,37 @@ def _fingerprint(flow_name: str, nodes: list[Node]) -> str:
                     s.after,
                     s.map_over,
                     getattr(s.fn, "__qualname__", type(s.fn).__qualname__),
+                    *_extra_structure(s),
                 )
             ).encode()
         )
     return h.hexdigest()[:16]
 
 
-def describe(flow_name: str, plan: Plan) -> str:
-    """The plan as text: numbered steps, their dependencies, and stages."""
+def _extra_structure(s: StepSpec) -> tuple[tuple[str, Any], ...]:
+    """Bindings and conditions, in the fingerprint only when a step has them (older
+    fingerprints stay valid)."""
+    extra: list[tuple[str, Any]] = []
+    if any(p.source is not None for p in s.params):
+        extra.append(("bind", [(p.name, p.source) for p in s.params if p.source is not None]))
+    if s.when is not None:
+        extra.append(("when", [p.name for p in s.when_params]))
+    return tuple(extra)
+
+
+def describe(
+    flow_name: str,
+    plan: Plan,
+    *,
+    resources: frozenset[str] = frozenset(),
+    typos: Mapping[str, str] | None = None,
+) -> str:
+    """The plan as text: numbered steps, their dependencies, and stages.
+
+    ``resources`` are the declared resource names (listed apart from the
+    inputs); ``typos`` maps an input to the step name it is one edit away from.
+    """
+    typos = typos or {}
     lines = [f"Plan for flow {flow_name!r}: {len(plan.nodes)} steps"]
     for n in plan.nodes:
         s = n.spec
@@ -424,8 +603,12 @@ def describe(flow_name: str, plan: Plan) -> str:
             parts.append(f"- {s.description}")
         deps = [plan.nodes[d].spec.name for d in n.deps]
         extras = [f"depends on: {', '.join(deps)}" if deps else "no dependencies"]
-        if n.inputs:
-            extras.append("inputs: " + ", ".join(p.name for p in n.inputs))
+        inputs = [p.key for p in n.inputs if p.key not in resources]
+        if inputs:
+            extras.append("inputs: " + ", ".join(_typo_mark(i, typos) for i in inputs))
+        shared = [p.key for p in n.inputs if p.key in resources]
+        if shared:
+            extras.append("resources: " + ", ".join(shared))
         if s.map_over is not None:
             extras.append(f"one call per item of {s.map_over}")
         if s.limiters:
@@ -439,3 +622,8 @@ def describe(flow_name: str, plan: Plan) -> str:
         together = f"{len(stage)} in parallel" if len(stage) > 1 else "1 step"
         lines.append(f"  stage {k} ({together}): {names}")
     return "\n".join(lines)
+
+
+def _typo_mark(name: str, typos: Mapping[str, str]) -> str:
+    step = typos.get(name)
+    return name if step is None else f"{name} (likely a typo of step {step!r}?)"

@@ -18,6 +18,8 @@ taken from ``items`` (or per function given to ``gather``), named
 from __future__ import annotations
 
 import functools
+import inspect
+import math
 import secrets
 from collections.abc import (
     AsyncIterable,
@@ -35,13 +37,23 @@ import anyio
 import anyio.lowlevel
 import trio
 import trio.lowlevel
+import trio.testing
 
 from ._context import StepContext, _current
-from ._exceptions import FlowError, GraphError
+from ._exceptions import FlowError, GraphError, add_note, split_escaped
+from ._foreign import explain
 from ._graph import check_async_callable, check_max_concurrent
+from ._limits import KeyedLimiter, RateLimit
 from ._results import RunResult, StepResult, StepStatus
-from ._retry import Retry
-from ._scheduler import Backend, current_backend
+from ._retry import Retry, next_wait
+from ._scheduler import (
+    YIELD_EVERY,
+    Backend,
+    _cancelled_class,
+    current_backend,
+    quiescent_scheduling,
+)
+from ._waiting import line_for, wait_turn
 
 __all__ = ["gather", "map"]
 
@@ -62,7 +74,8 @@ def _fn_name(fn: object) -> str:
 
 
 def _check_async(fn: object, what: str) -> None:
-    """:func:`check_async_callable`, with a hint for the lambda-returning-a-coroutine mistake."""
+    """:func:`check_async_callable`, with a hint for the lambda-returning-a-coroutine mistake
+    (for ``race``, whose calls start at different times)."""
     if getattr(fn, "__name__", None) == "<lambda>":
         raise TypeError(
             f"{what} expects an async function, but got a lambda (a plain function, even "
@@ -72,13 +85,50 @@ def _check_async(fn: object, what: str) -> None:
     check_async_callable(fn, what)
 
 
+def _check_callable(fn: object, what: str) -> None:
+    """A callable, as ``nursery.start_soon`` takes: its call must return an awaitable
+    (checked at the call); a coroutine object or a non-callable is refused here."""
+    if inspect.iscoroutine(fn) or not callable(fn):
+        check_async_callable(fn, what)  # the messages that show the fix
+
+
+def _not_awaitable(what: str, fn: object, args: str, value: object) -> TypeError:
+    return TypeError(
+        f"{what} expects a callable that returns an awaitable (an async function, a partial of "
+        f"one, a lambda returning a coroutine), but {_fn_name(fn)}({args}) returned "
+        f"{_short(value)} that is a {type(value).__name__}; define the function with 'async def'"
+    )
+
+
+async def _await_it(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+async def _raise(exc: Exception) -> Any:
+    raise exc
+
+
+def _check_on_item_error(value: object, what: str) -> None:
+    if value not in ("fail", "none"):
+        raise GraphError(
+            f"{what}(on_item_error={value!r}) must be 'fail' (a failed item fails the call) "
+            f"or 'none' (a failed item becomes None in the output list)"
+        )
+
+
 def _check_error_handling(value: object, what: str) -> None:
     if value not in ("fail_fast", "continue"):
         raise GraphError(f"{what}(error_handling={value!r}) must be 'fail_fast' or 'continue'")
 
 
 class _Pool:
-    """One ``map``/``gather`` call: workers pulling items from a shared iterator."""
+    """One ``map``/``gather`` call: workers pulling items from a shared iterator.
+
+    What it keeps per item beyond the result list is sparse: an item's error,
+    times, attempts (when more than one) and usage are kept only for items
+    that failed, are in flight, were retried or counted usage, so a million
+    quick items cost the result list and nothing more.
+    """
 
     __slots__ = (
         "attempts",
@@ -90,15 +140,19 @@ class _Pool:
         "finished",
         "iterator",
         "label",
+        "limiter",
         "lock",
         "name",
         "names",
         "parent",
         "retry",
+        "retrying",
         "scope",
         "seed",
+        "soft",
         "source_error",
         "started",
+        "stop_at",
         "stopping",
         "usages",
         "values",
@@ -116,8 +170,11 @@ class _Pool:
         iterator: Iterator[Any] | AsyncIterator[Any],
         retry: Retry | None,
         fail_fast: bool,
+        limiter: Any = None,
+        soft: bool = False,
     ) -> None:
         self.be = be
+        self.limiter = limiter  # None, a RateLimit, or a CapacityLimiter
         self.label = label  # "trioflow.map(fetch)", names the call in messages
         self.what = what  # "map item" or "gather argument", for notes
         self.call = call
@@ -131,26 +188,34 @@ class _Pool:
         self.retry = retry
         self.seed = secrets.randbits(63) if retry is not None and retry.jitter else 0
         self.fail_fast = fail_fast
+        self.soft = soft  # on_item_error="none": a failed item's value is None, nothing raises
         self.parent = _current.get(None)
         self.exhausted = False
         self.stopping = False
+        self.stop_at = math.inf  # when fail-fast stopped the call (the first failure)
         self.scope: Any = None
         self.source_error: Exception | None = None
-        # one entry per item taken from the iterator, by index
-        self.names: list[str] = []
-        self.values: list[Any] = []
-        self.attempts: list[int] = []
-        self.started: list[float] = []
-        self.finished: list[float | None] = []
-        self.usages: list[dict[str, float]] = []
+        self.values: list[Any] = []  # one entry per item taken from the iterator: the results
+        # sparse, by item index:
+        self.names: dict[int, str] = {}  # gather: the function's name
+        self.attempts: dict[int, int] = {}  # attempts begun, when more than one
+        self.started: dict[int, float] = {}  # items in flight, failed or cancelled
+        self.finished: dict[int, float] = {}  # failed items
+        self.usages: dict[int, dict[str, float]] = {}  # items that counted usage
         self.errors: dict[int, Exception] = {}
+        # items waiting to retry: index -> (the failed attempt's error, attempt, when it failed)
+        self.retrying: dict[int, tuple[Exception, int, float]] = {}
+
+    def _item_name(self, index: int) -> str:
+        return f"{self.names.get(index) if self.name is None else self.name}[{index}]"
 
     # -- taking items ----------------------------------------------------------------
 
     def _source_failed(self, exc: Exception) -> None:
-        exc.add_note(
+        add_note(
+            exc,
             f"trioflow: {self.label} stopped taking items: iterating over the items raised "
-            f"after {len(self.values)} item{'s' if len(self.values) != 1 else ''}"
+            f"after {len(self.values)} item{'s' if len(self.values) != 1 else ''}",
         )
         self.source_error = exc
         self.exhausted = True
@@ -160,12 +225,8 @@ class _Pool:
     def _claim(self, item: Any) -> tuple[int, Any]:
         """Give a freshly taken item its index (in the same step as taking it)."""
         index = len(self.values)
-        self.names.append("")
         self.values.append(None)
-        self.attempts.append(0)
-        self.started.append(self.be.current_time())
-        self.finished.append(None)
-        self.usages.append({})
+        self.started[index] = self.be.current_time()
         return index, item
 
     def _next_sync(self) -> tuple[int, Any] | None:
@@ -196,111 +257,216 @@ class _Pool:
     async def worker(self) -> None:
         """Take items and run them until the items run out or the pool stops."""
         sync = self.lock is None
+        be = self.be
+        streak = 0
         while not (self.stopping or self.exhausted):
+            # like a flow's workers: a checkpoint every YIELD_EVERY items, so items
+            # that never await cannot starve other tasks nor hold off a cancellation
+            streak += 1
+            if streak >= YIELD_EVERY:
+                streak = 0
+                await be.checkpoint()
+                if self.stopping or self.exhausted:
+                    return
             taken = self._next_sync() if sync else await self._next_async()
             if taken is not None:
-                await self._run_item(*taken)
+                try:
+                    await self._run_item(*taken)
+                except Exception as exc:  # the engine's own error: a failure of that item
+                    add_note(exc, f"trioflow: internal error while running {self.what} {taken[0]}")
+                    if taken[0] not in self.errors:
+                        self.retrying.pop(taken[0], None)
+                        self._failed(taken[0], exc, self.attempts.get(taken[0], 1), be.current_time())
             if self.stopping and not self.scope.cancel_called:
                 # fail-fast: first let every task already woken at this instant run to
                 # its next checkpoint, so failures that happen together are all
                 # reported; then cancel the rest mid-await
-                await self._shielded_checkpoint()
-                self.scope.cancel()
+                await self._settle()
+                self._cancel()
             if taken is None:
                 return
 
-    async def _run_item(self, index: int, item: Any) -> None:
+    def _cancel(self) -> None:
+        if self.scope.cancel_called:
+            return
+        # an item whose attempt failed at the instant the call stopped, and that
+        # waits to retry, failed at that instant too: report it as failed
+        for index, (error, attempt, failed_at) in list(self.retrying.items()):
+            if failed_at >= self.stop_at:
+                del self.retrying[index]
+                self._failed(index, error, attempt, failed_at)
+        self.scope.cancel()
+
+    async def _run_item(self, index: int, item: Any, first: Any = None) -> None:
         be = self.be
-        name = self.name if self.name is not None else _fn_name(item)
+        if self.name is None:
+            name = self.names[index] = _fn_name(item)
+        else:
+            name = self.name
         parent = self.parent
-        self.names[index] = f"{name}[{index}]"
-        usage = self.usages[index]
+        usage: dict[str, float] = {}
         ctx_name, run_id = (name, None) if parent is None else (parent.name, parent.run_id)
         retry = self.retry
+        limiter = self.limiter
+        line = line_for(limiter, None) if isinstance(limiter, RateLimit) else None
+        holding = False
         attempt = 0
         try:
+            if limiter is not None and line is None:
+                await limiter.acquire()
+                holding = True
             while True:
                 attempt += 1
-                self.attempts[index] = attempt
+                if line is not None:  # every attempt takes a token
+                    await wait_turn(line, (index,), be)
+                if attempt > 1:
+                    self.attempts[index] = attempt
                 token = _current.set(StepContext(ctx_name, attempt, index, run_id, usage))
                 try:
-                    value = await self.call(item)
+                    if first is None:
+                        call = self.call(item)
+                        if not inspect.isawaitable(call):
+                            raise _not_awaitable(self.label, self.call, "item", call)
+                    else:  # the call map() made to check that it returns an awaitable
+                        call, first = first, None
+                    value = await call
                 except Exception as exc:
-                    error: Exception = exc
+                    error: Exception = exc if be.name == "trio" else explain(exc, f"{self.label} item {index}")
                 else:
                     self.values[index] = value
-                    self.finished[index] = be.current_time()
+                    del self.started[index]
                     return
                 finally:
                     _current.reset(token)
-                if retry is None or self.stopping or not retry.should_retry(error, attempt):
-                    self._failed(index, error, attempt)
+                failed_at = be.current_time()
+                wait, error = (None, error) if self.stopping else next_wait(
+                    retry, error, attempt, seed=self.seed, step=name, item=index
+                )
+                if wait is None:
+                    self._failed(index, error, attempt, failed_at)
                     return
-                await be.sleep(retry.delay_for(attempt, seed=self.seed, step=name, item=index))
+                # decide once the failures of this instant have landed (see Run._attempts)
+                await self._settle()
+                if self.stopping:
+                    self._failed(index, error, attempt, failed_at)
+                    return
+                self.retrying[index] = (error, attempt, failed_at)
+                await be.sleep(wait)
+                if index not in self.retrying:  # the call stopped, and reported this failure
+                    return
+                del self.retrying[index]
+                if self.stopping:
+                    if failed_at >= self.stop_at:
+                        self._failed(index, error, attempt, failed_at)
+                    return
         finally:
-            if parent is not None and usage:
-                parent.add_usage(**usage)  # items' usage sums into the enclosing step
+            if holding:
+                limiter.release()
+            if usage:
+                self.usages[index] = usage
+                if parent is not None:
+                    parent.add_usage(**usage)  # items' usage sums into the enclosing step
 
-    def _failed(self, index: int, error: Exception, attempt: int) -> None:
-        error.add_note(
-            f"trioflow: {self.what} {index} ({self.names[index]!r}) of {self.label} "
-            f"failed on attempt {attempt}"
+    def _failed(self, index: int, error: Exception, attempt: int, now: float) -> None:
+        add_note(
+            error,
+            f"trioflow: {self.what} {index} ({self._item_name(index)!r}) of {self.label} "
+            f"failed on attempt {attempt}",
         )
+        if self.soft:  # on_item_error="none": its value stays None, and nothing is kept
+            self.started.pop(index, None)
+            return
         self.errors[index] = error
-        self.finished[index] = self.be.current_time()
+        self.finished[index] = now
         if self.fail_fast:
             self._stop()
 
     def _stop(self) -> None:
-        self.stopping = True  # the worker cancels the scope after one more scheduling pass
+        if not self.stopping:
+            self.stopping = True  # the worker cancels the scope after one more scheduling pass
+            self.stop_at = self.be.current_time()
 
-    async def _shielded_checkpoint(self) -> None:
+    async def _settle(self) -> None:
+        """Let the other tasks woken at this instant run first (not cancellable).
+
+        One scheduling batch; in quiescent mode (under ``trioflow.testing``),
+        until every task is blocked, so that what happens at one virtual
+        instant does not depend on the schedule.
+        """
         if self.be.name == "trio":
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            if quiescent_scheduling.get():
+                with trio.CancelScope(shield=True):
+                    await trio.testing.wait_all_tasks_blocked()
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
         else:
             await anyio.lowlevel.cancel_shielded_checkpoint()
 
     # -- the call --------------------------------------------------------------------
 
-    async def run(self, workers: int) -> list[Any]:
+    async def _first_worker(self, index: int, item: Any, call: Awaitable[Any]) -> None:
+        try:
+            await self._run_item(index, item, first=call)
+        except Exception as exc:  # the engine's own error: a failure of that item
+            add_note(exc, f"trioflow: internal error while running {self.what} {index}")
+            if index not in self.errors:
+                self._failed(index, exc, self.attempts.get(index, 1), self.be.current_time())
+        await self.worker()
+
+    async def run(
+        self, workers: int, first: tuple[int, Any, Awaitable[Any]] | None = None, checkpointed: bool = False
+    ) -> list[Any]:
         be = self.be
-        await be.checkpoint()  # always a checkpoint, even with no items
+        if not checkpointed:
+            await be.checkpoint()  # always a checkpoint, even with no items
         started_at = be.current_time()
-        async with be.open_nursery() as nursery:
-            self.scope = nursery.cancel_scope
-            for _ in range(workers):
-                nursery.start_soon(self.worker)
-        if self.errors or self.source_error is not None:
-            raise self._flow_error(started_at, be.current_time())
+        internal: list[Exception] = []
+        try:
+            async with be.open_nursery() as nursery:
+                self.scope = nursery.cancel_scope
+                if first is not None:
+                    nursery.start_soon(self._first_worker, *first)
+                    workers -= 1
+                for _ in range(workers):
+                    nursery.start_soon(self.worker)
+        except BaseExceptionGroup as group:
+            # our own nursery wrapped it: KeyboardInterrupt, SystemExit and
+            # cancellation leave as themselves, anything else as a FlowError
+            escaped, internal = split_escaped(group, _cancelled_class(be))
+            if escaped is not None:
+                raise escaped from None
+        if self.errors or self.source_error is not None or internal:
+            raise self._flow_error(started_at, be.current_time(), internal)
         return self.values
 
-    def _flow_error(self, started_at: float, finished_at: float) -> FlowError:
+    def _flow_error(self, started_at: float, finished_at: float, internal: list[Exception]) -> FlowError:
         steps: dict[str, StepResult] = {}
         cancelled = 0
-        for i, name in enumerate(self.names):
+        no_usage: Mapping[str, float] = {}
+        for i in range(len(self.values)):
+            name = self._item_name(i)
             error = self.errors.get(i)
-            finished = self.finished[i]
             if error is not None:
                 status = StepStatus.FAILED
-            elif finished is not None:
-                status = StepStatus.SUCCEEDED
-            else:
+            elif i in self.started:
                 status = StepStatus.CANCELLED
                 cancelled += 1
+            else:
+                status = StepStatus.SUCCEEDED
             steps[name] = StepResult(
                 name=name,
                 status=status,
                 value=self.values[i] if status is StepStatus.SUCCEEDED else None,
                 error=error,
-                attempts=self.attempts[i],
-                started_at=self.started[i],
-                finished_at=finished,
-                usage=self.usages[i],
+                attempts=self.attempts.get(i, 1),
+                started_at=self.started.get(i),
+                finished_at=self.finished.get(i),
+                usage=self.usages.get(i, no_usage),
             )
         result = RunResult(flow=self.label, steps=steps, started_at=started_at, finished_at=finished_at)
         failed = sorted(self.errors)
         errors = [self.errors[i] for i in failed]
-        listed = ", ".join(repr(self.names[i]) for i in failed[:_MAX_LISTED])
+        listed = ", ".join(repr(self._item_name(i)) for i in failed[:_MAX_LISTED])
         if len(failed) > _MAX_LISTED:
             listed += f", … ({len(failed) - _MAX_LISTED} more)"
         parts = []
@@ -309,6 +475,9 @@ class _Pool:
         if self.source_error is not None:
             errors.append(self.source_error)
             parts.append("iterating over the items raised")
+        if internal:
+            errors.extend(internal)
+            parts.append(f"{len(internal)} internal error(s)")
         if cancelled:
             parts.append(f"{cancelled} cancelled")
         return FlowError(f"{self.label}: " + "; ".join(parts), errors, result)
@@ -335,6 +504,26 @@ def _iterate(items: object, what: str) -> Iterator[Any] | AsyncIterator[Any]:
     )
 
 
+def _check_limiter(limiter: object, what: str) -> None:
+    """``limiter=`` of map and gather: a CapacityLimiter or an unkeyed RateLimit."""
+    if limiter is None:
+        return
+    if isinstance(limiter, KeyedLimiter) or (isinstance(limiter, RateLimit) and limiter.keyed):
+        raise GraphError(
+            f"{what}(limiter={limiter!r}): a keyed limiter needs a key per call, which {what} "
+            f"does not take; use it in a flow step with limit_key=, or pass a CapacityLimiter "
+            f"or an unkeyed RateLimit"
+        )
+    if isinstance(limiter, RateLimit):
+        return
+    if callable(getattr(limiter, "acquire", None)) and callable(getattr(limiter, "release", None)):
+        return
+    raise TypeError(
+        f"{what}(limiter=...) takes a CapacityLimiter or a trioflow.RateLimit "
+        f"(got {limiter!r} that is a {type(limiter).__name__})"
+    )
+
+
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -347,13 +536,17 @@ async def map(
     max_concurrent: int = 10,
     retry: Retry | None = None,
     error_handling: ErrorHandling = "fail_fast",
+    limiter: Any = None,
+    on_item_error: Literal["fail", "none"] = "fail",
 ) -> list[R]:
     """Call ``await fn(item)`` for every item, at most ``max_concurrent`` at once.
 
     ``items`` may be any iterable, including a generator or an async iterable too
     large to hold in memory: items are taken lazily, only as workers free up, so
     at most ``max_concurrent`` items are in flight and the memory for in-flight
-    work is O(``max_concurrent``) (the results are kept, of course). Items are
+    work is O(``max_concurrent``) (the results are kept, of course; nothing
+    else is kept per finished item). At least every 16 items each worker
+    reaches a checkpoint, even if ``fn`` never awaits. Items are
     passed as they are, like the built-in :func:`map`; use a map step
     (``@flow.step(map_over=...)``) for a copy of each item per attempt.
 
@@ -367,7 +560,10 @@ async def map(
     propagates as it is.
 
     Args:
-        fn: an async function of one argument.
+        fn: a callable of one argument that returns an awaitable (an async
+            function, a partial or bound method of one, a lambda returning a
+            coroutine, an object with ``async def __call__``), as trio's
+            ``start_soon`` takes; the first call is checked before any runs.
         items: the items, in order.
         max_concurrent: at most this many items at once (an int >= 1). Unlike
             the batch node's 1..100 setting there is no upper cap: with an
@@ -376,6 +572,13 @@ async def map(
         error_handling: ``"fail_fast"`` (default) cancels the running items at
             the first failure (after its retries); ``"continue"`` tries every
             item and reports every failure at the end.
+        limiter: a ``CapacityLimiter`` each item holds while it runs (its
+            attempts and their waits), or a :class:`~trioflow.RateLimit` whose
+            bucket every attempt takes a token from. Shared with whatever else
+            is given the same object.
+        on_item_error: ``"fail"`` (default) as ``error_handling`` says;
+            ``"none"``: a failed item (after its retries) becomes ``None`` in
+            the returned list and nothing is raised for it.
 
     Returns:
         The results, in item order whatever the completion order.
@@ -388,8 +591,12 @@ async def map(
             ``"<fn name>[<index>]"``, so successful values are at
             ``err.result["fetch[0]"]``. Under ``fail_fast``, items not yet taken
             from ``items`` are absent, and running ones are ``cancelled``.
-        TypeError: ``fn`` is not an async function, ``items`` is not iterable
-            (or is a string, bytes or mapping), or an option has the wrong type.
+            Times are kept only for items that did not succeed (a succeeded
+            item's ``started_at`` and ``finished_at`` are ``None``), so that
+            nothing is kept per finished item beyond its result.
+        TypeError: ``fn`` is not callable, or its first call returns something
+            that is not awaitable; ``items`` is not iterable (or is a string,
+            bytes or mapping), or an option has the wrong type.
         GraphError: ``max_concurrent < 1`` or an unknown ``error_handling``.
 
     Example:
@@ -400,7 +607,7 @@ async def map(
         >>> trio.run(trioflow.map, double, range(5))
         [0, 2, 4, 6, 8]
     """
-    _check_async(fn, "trioflow.map")
+    _check_callable(fn, "trioflow.map")
     if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
         raise TypeError(
             f"trioflow.map(max_concurrent=...) must be an int >= 1 (got {max_concurrent!r} that "
@@ -414,6 +621,8 @@ async def map(
             f"for example retry=trioflow.Retry(max_attempts=3)"
         )
     _check_error_handling(error_handling, "trioflow.map")
+    _check_limiter(limiter, "trioflow.map")
+    _check_on_item_error(on_item_error, "trioflow.map")
     iterator = _iterate(items, "trioflow.map")
     workers = max_concurrent
     if isinstance(items, Sized):
@@ -428,19 +637,55 @@ async def map(
         iterator=iterator,
         retry=retry,
         fail_fast=error_handling == "fail_fast",
+        limiter=limiter,
+        soft=on_item_error == "none",
     )
-    return await pool.run(workers)
+    # Check the first call before any call runs: fn must return an awaitable.
+    await pool.be.checkpoint()  # always a checkpoint, even with no items; before any call
+    taken = pool._next_sync() if pool.lock is None else await pool._next_async()
+    if taken is None:
+        return await pool.run(0, checkpointed=True)  # no items (or iterating raised: a FlowError)
+    index, first = taken
+    try:
+        call = fn(first)
+    except Exception as exc:  # the first item's first attempt failed when called
+        call = _raise(exc)
+    if not inspect.isawaitable(call):
+        raise _not_awaitable(f"trioflow.map({name})", fn, repr(first), call)
+    return await pool.run(max(workers, 1), (index, first, call), checkpointed=True)
 
 
-async def _call_it(fn: Callable[[], Awaitable[Any]]) -> Any:
-    return await fn()
+class _Call:
+    """One ``gather`` argument, already called: named after the callable."""
+
+    __slots__ = ("__name__", "awaitable")
+
+    def __init__(self, fn: object, awaitable: Any) -> None:
+        self.__name__ = _fn_name(fn)
+        self.awaitable = awaitable
 
 
-async def gather(*fns: Callable[[], Awaitable[Any]], max_concurrent: int | None = None) -> list[Any]:
+def _await_call(call: _Call) -> Awaitable[Any]:
+    return _await_it(call.awaitable)
+
+
+def _close(calls: list[_Call]) -> None:
+    """Close coroutines that will never be awaited, so Python does not warn about them."""
+    for c in calls:
+        if inspect.iscoroutine(c.awaitable):
+            c.awaitable.close()
+
+
+async def gather(
+    *fns: Callable[[], Awaitable[Any]], max_concurrent: int | None = None, limiter: Any = None
+) -> list[Any]:
     """Run zero-argument async callables concurrently (the planner's ``call_tools_parallel``).
 
-    Pass arguments with :func:`functools.partial`: ``gather(partial(search, "a"),
-    partial(search, "b"))``. Inside each function, :func:`trioflow.current_step`
+    Each argument is a callable that takes no arguments and returns an
+    awaitable, as trio's ``start_soon`` takes: an async function, a
+    :func:`functools.partial` (``gather(partial(search, "a"), partial(search,
+    "b"))``), a bound method, a lambda returning a coroutine, an object with
+    ``async def __call__``. Every one is called before any runs. Inside each function, :func:`trioflow.current_step`
     gives its name and its argument index as ``item``.
 
     The first failure cancels the others at their next await (fail-fast). Works
@@ -448,8 +693,10 @@ async def gather(*fns: Callable[[], Awaitable[Any]], max_concurrent: int | None 
     started has ended.
 
     Args:
-        fns: async functions taking no arguments.
+        fns: callables taking no arguments that return awaitables.
         max_concurrent: at most this many at once; ``None`` (default) runs them all.
+        limiter: a ``CapacityLimiter`` each call holds while it runs, or a
+            :class:`~trioflow.RateLimit` each call takes a token from as it starts.
 
     Returns:
         Their results, in argument order.
@@ -458,8 +705,9 @@ async def gather(*fns: Callable[[], Awaitable[Any]], max_concurrent: int | None 
         FlowError: a function raised. ``.result`` has one
             :class:`~trioflow.StepResult` per function, named
             ``"<function name>[<argument index>]"``.
-        TypeError: an argument is not an async function (a lambda, a coroutine
-            object, a plain function).
+        TypeError: an argument is not callable (a coroutine object, say), or its
+            call returns something that is not awaitable; raised before any
+            call runs.
 
     Example:
         >>> import functools, trio, trioflow
@@ -470,18 +718,39 @@ async def gather(*fns: Callable[[], Awaitable[Any]], max_concurrent: int | None 
         ['results for a', 'results for b']
     """
     for i, fn in enumerate(fns):
-        _check_async(fn, f"trioflow.gather (argument {i})")
+        _check_callable(fn, f"trioflow.gather (argument {i})")
     if max_concurrent is not None:
         check_max_concurrent(max_concurrent, "trioflow.gather(max_concurrent=...)")
+    _check_limiter(limiter, "trioflow.gather")
+    be = current_backend()
+    await be.checkpoint()  # always a checkpoint; a cancelled caller calls nothing
+    # every call first, so a callable that returns no awaitable is refused before any runs
+    calls: list[_Call] = []
+    try:
+        for i, fn in enumerate(fns):
+            try:
+                awaitable = fn()
+            except Exception as exc:  # fails as that argument's call, like an async raise
+                awaitable = _raise(exc)
+            calls.append(_Call(fn, awaitable))
+            if not inspect.isawaitable(awaitable):
+                raise _not_awaitable(f"trioflow.gather (argument {i})", fn, "", awaitable)
+    except TypeError:
+        _close(calls)
+        raise
     workers = len(fns) if max_concurrent is None else min(max_concurrent, len(fns))
     pool = _Pool(
-        be=current_backend(),
+        be=be,
         label="trioflow.gather",
         what="gather argument",
-        call=_call_it,
+        call=_await_call,
         name=None,
-        iterator=iter(fns),
+        iterator=iter(calls),
         retry=None,
         fail_fast=True,
+        limiter=limiter,
     )
-    return await pool.run(workers)
+    try:
+        return await pool.run(workers, checkpointed=True)
+    finally:
+        _close(calls[len(pool.values) :])  # the calls fail-fast never started

@@ -16,12 +16,15 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+import attrs
+
 from ._exceptions import GraphError
-from ._graph import Param, StepSpec, check_async_callable, compile_plan, did_you_mean
+from ._graph import Param, StepSpec, check_async_callable, compile_plan, did_you_mean, make_spec
 
 __all__ = ["Tool", "plan_specs"]
 
 Tool = Callable[..., Awaitable[Any]]
+CacheWrapper = Callable[[StepSpec, object], StepSpec]  # checks a cache= option and wraps the step
 
 _FIELDS = ("step_id", "description", "tool", "depends_on", "parallel_group")
 
@@ -62,6 +65,109 @@ def _step_id(value: object, where: str) -> str:
     return text
 
 
+def _depends_on(value: object, where: str) -> tuple[str, ...]:
+    """A plan step's ``depends_on``: a list of step ids, one scalar id (of any type,
+    ``0`` included), or null. Linear in the number of dependencies."""
+    if value is None:
+        return ()
+    if isinstance(value, bool) or value == "" or (isinstance(value, Mapping) and not value):
+        raise GraphError(
+            f"{where}: depends_on is {value!r}, which names no step; give a list of step "
+            f"ids, one step id, or [] (or leave it out) for no dependencies"
+        )
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray):
+        items: Sequence[object] = value
+    elif isinstance(value, Mapping | set | frozenset):
+        raise GraphError(f"{where}: depends_on must be a list of step ids (got {_short(value)})")
+    else:
+        items = (value,)  # one scalar id: 0 and "0" are dependencies too
+    deps = tuple(_step_id(d, f"{where} depends_on") for d in items)
+    if len(set(deps)) != len(deps):
+        seen: set[str] = set()
+        for d in deps:
+            if d in seen:
+                raise GraphError(f"{where} lists dependency {d!r} twice in depends_on")
+            seen.add(d)
+    return deps
+
+
+# step options a plan's tool may set for its steps (the others come from the plan itself)
+_TOOL_OPTIONS = ("after", "cache", "cost", "isolation", "limiter", "retry", "timeout")
+_PLAN_OWNED = {
+    "name": "the plan's step_id names each step",
+    "description": "the plan's description describes each step",
+    "map_over": "plan steps take their dependencies' outputs whole",
+    "max_concurrent": "it limits map items, and plan steps are not map steps",
+}
+
+
+def _tool_options(
+    options: object, tools: Mapping[str, Tool]
+) -> dict[str, dict[str, Any]]:
+    """Check ``from_plan(options=...)``: tool name -> step options."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(
+            f"Flow.from_plan(options=...) takes a mapping of tool names to step options, "
+            f'such as {{"search": {{"timeout": 10}}}} (got {_short(options)})'
+        )
+    checked: dict[str, dict[str, Any]] = {}
+    for tool_name, opts in options.items():
+        if tool_name not in tools:
+            known = ", ".join(repr(t) for t in tools) or "none"
+            raise GraphError(
+                f"Flow.from_plan(options=...) has options for tool {tool_name!r}, which is not "
+                f"in tools (known: {known}){did_you_mean(str(tool_name), map(str, tools))}"
+            )
+        if not isinstance(opts, Mapping):
+            raise TypeError(
+                f"Flow.from_plan(options=...): the options of tool {tool_name!r} must be a mapping "
+                f'of step options, such as {{"timeout": 10}} (got {_short(opts)})'
+            )
+        for key in opts:
+            if key in _PLAN_OWNED:
+                raise GraphError(
+                    f"Flow.from_plan(options=...): tool {tool_name!r} sets {key!r}, which a tool "
+                    f"cannot set ({_PLAN_OWNED[key]}); options may be: {', '.join(_TOOL_OPTIONS)}"
+                )
+            if key not in _TOOL_OPTIONS:
+                raise GraphError(
+                    f"Flow.from_plan(options=...): tool {tool_name!r} has an unknown option "
+                    f"{key!r}{did_you_mean(str(key), _TOOL_OPTIONS)}; options may be: "
+                    f"{', '.join(_TOOL_OPTIONS)}"
+                )
+        checked[tool_name] = dict(opts)
+    return checked
+
+
+def _with_options(
+    spec: StepSpec, options: Mapping[str, Any], wrap_cache: CacheWrapper | None
+) -> StepSpec:
+    """``spec`` with a tool's step options, validated as ``flow.step`` validates them."""
+    options = dict(options)
+    cache = options.pop("cache", None)
+
+    async def placeholder() -> None:  # pragma: no cover - never called, only validated
+        return None
+
+    checked = make_spec(placeholder, name=spec.name, **options)
+    spec = attrs.evolve(
+        spec,
+        after=checked.after,
+        limiters=checked.limiters,
+        retry=checked.retry,
+        timeout=checked.timeout,
+        cost=checked.cost,
+        isolation=checked.isolation,
+    )
+    if cache is not None:
+        if wrap_cache is None:  # pragma: no cover - Flow.from_plan always gives one
+            raise GraphError(f"step {spec.name!r}: cache= needs a Flow to wrap the step")
+        spec = wrap_cache(spec, cache)
+    return spec
+
+
 def _make_call(tool: Tool, description: str, deps: tuple[str, ...]) -> Callable[..., Awaitable[Any]]:
     async def call(**outputs: Any) -> Any:
         return await tool(description, *(outputs[d] for d in deps))
@@ -70,8 +176,17 @@ def _make_call(tool: Tool, description: str, deps: tuple[str, ...]) -> Callable[
     return call
 
 
-def plan_specs(flow_name: str, plan: object, tools: Mapping[str, Tool]) -> list[StepSpec]:
+def plan_specs(
+    flow_name: str,
+    plan: object,
+    tools: Mapping[str, Tool],
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    wrap_cache: CacheWrapper | None = None,
+) -> list[StepSpec]:
     """Validate a plan and turn each of its steps into a :class:`StepSpec`.
+
+    ``options`` maps a tool name to step options (``retry``, ``limiter``,
+    ``timeout``, ...) that every step using that tool gets.
 
     Raises:
         GraphError: an unknown tool or dependency, a duplicate ``step_id``, a
@@ -87,6 +202,7 @@ def plan_specs(flow_name: str, plan: object, tools: Mapping[str, Tool]) -> list[
         )
     for key, tool in tools.items():
         check_async_callable(tool, f"Flow.from_plan: tool {key!r}")
+    tool_options = _tool_options(options, tools)
     raw_steps = _load(plan)
     specs: list[StepSpec] = []
     seen: dict[str, int] = {}
@@ -124,28 +240,21 @@ def plan_specs(flow_name: str, plan: object, tools: Mapping[str, Tool]) -> list[
                 f"{where} uses tool {tool_name!r}, which is not in tools (known: {known})"
                 f"{did_you_mean(tool_name, tools)}; add it to the tools mapping"
             )
-        depends_on = raw.get("depends_on") or []
-        if isinstance(depends_on, str | int) and not isinstance(depends_on, bool):
-            depends_on = [depends_on]
-        if not isinstance(depends_on, Sequence) or isinstance(depends_on, str):
-            raise GraphError(f"{where}: depends_on must be a list of step ids (got {_short(depends_on)})")
-        deps = tuple(_step_id(d, f"{where} depends_on") for d in depends_on)
-        for d in deps:
-            if deps.count(d) > 1:
-                raise GraphError(f"{where} lists dependency {d!r} twice in depends_on")
+        deps = _depends_on(raw.get("depends_on"), where)
         group = raw.get("parallel_group")
         if group is not None:
             if isinstance(group, bool) or not isinstance(group, str | int):
                 raise GraphError(f"{where}: parallel_group must be a string, an int or null (got {group!r})")
             groups.setdefault(str(group), []).append(name)
-        specs.append(
-            StepSpec(
-                name=name,
-                fn=_make_call(tools[tool_name], description, deps),
-                params=tuple(Param(d, False) for d in deps),
-                description=f"[{tool_name}] {description}" if description else f"[{tool_name}]",
-            )
+        spec = StepSpec(
+            name=name,
+            fn=_make_call(tools[tool_name], description, deps),
+            params=tuple(Param(d, False) for d in deps),
+            description=f"[{tool_name}] {description}" if description else f"[{tool_name}]",
         )
+        if tool_name in tool_options:
+            spec = _with_options(spec, tool_options[tool_name], wrap_cache)
+        specs.append(spec)
     ids = list(seen)
     for spec in specs:
         for p in spec.params:

@@ -29,7 +29,7 @@ import heapq
 import itertools
 import math
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -39,10 +39,12 @@ import attrs
 import trio
 import trio.testing
 
+from . import _logging
 from ._context import StepContext, _current
 from ._events import (
     BatchStarted,
     Event,
+    MapStarted,
     RunFinished,
     RunStarted,
     StepCancelled,
@@ -53,12 +55,16 @@ from ._events import (
     StepSucceeded,
     _label,
 )
-from ._exceptions import FlowError
+from ._exceptions import FlowError, add_note, split_escaped
+from ._foreign import explain
 from ._graph import Node, Plan
 from ._hooks import Attempt, call_through, installed_hooks
 from ._isolation import isolate
-from ._results import LazySteps, RunResult, RunTrace, StepResult, StepStatus
+from ._limits import Gate, KeyedLimiter, Line, RateLimit, Waiter, next_sequence
+from ._results import LazySteps, RunResult, RunTrace, StepFunctions, StepResult, StepStatus
+from ._retry import next_wait
 from ._runners import enter_run, exit_run
+from ._waiting import current_domain, give_back, wait_turn
 
 
 class Limiter(Protocol):
@@ -73,6 +79,7 @@ class Limiter(Protocol):
 
 
 _NO_USAGE: Mapping[str, float] = MappingProxyType({})
+_SKIPPED = StepStatus.SKIPPED
 
 # A run's recorder hook: called as (name, status, value, kept, error, attempts,
 # started_at, finished_at, usage) the moment a step reaches its final status:
@@ -176,12 +183,15 @@ class _Group:
 class _Unit:
     """One schedulable piece of work: a plain step, or one item of a map step."""
 
-    __slots__ = ("item", "key", "state")
+    __slots__ = ("gate_key", "held", "item", "key", "passed", "state")
 
     def __init__(self, state: _StepState, item: int | None) -> None:
         self.state = state
         self.item = item
         self.key = (-state.node.rank, state.node.index, -1 if item is None else item)
+        self.passed = 0  # rate limits and keyed limiters passed (see Run._gate)
+        self.held: tuple[Line, ...] = ()  # keyed slots held until the unit ends
+        self.gate_key: Hashable = None  # limit_key's answer, for keyed limits
 
 
 class _StepState:
@@ -198,11 +208,18 @@ class _StepState:
     started_at: float | None = None
     finished_at: float | None = None
     skip_cause: str | None = None
+    skip_reason: str | None = None  # "condition" or "dependency", for a skipped step
     external: tuple[tuple[int, Limiter], ...] = ()  # (id of the caller's limiter, limiter to acquire)
+    gates: tuple[Gate, ...] = ()  # rate limits and keyed limiters, passed before queueing
     items: list[Any]
     item_values: list[Any]
     item_errors: dict[int, Exception]
     items_left = 0
+    # per item, for StepResult.items (None until the step takes its items)
+    item_status: list[StepStatus | None] | None = None
+    item_attempts: list[int]
+    item_times: list[list[float | None]]  # [started_at, finished_at]
+    item_failures: dict[int, Exception]  # every failed item (also under on_item_error="none")
 
     def __init__(self, node: Node, group: _Group) -> None:
         self.node = node
@@ -218,11 +235,13 @@ class RunOptions:
 
     max_concurrent: int | None = None
     limiter: Limiter | None = None
-    limiters: Mapping[str, int | Limiter] = attrs.field(factory=dict)
+    limiters: Mapping[str, int | Limiter | Gate] = attrs.field(factory=dict)
     error_handling: str = "fail_fast"
     seed: int | None = None
     on_event: Callable[[Event], object] | None = None
     run_id: str | None = None
+    resources: Mapping[str, Any] = attrs.field(factory=dict)  # shared, never copied
+    functions: StepFunctions | None = None  # for result[step_function]
 
 
 class Run:
@@ -236,8 +255,8 @@ class Run:
         options: RunOptions,
         completed: Mapping[str, StepResult] | None = None,
         recorder: Recorder | None = None,
-        completed_items: Mapping[str, Mapping[int, Any]] | None = None,
-        item_recorder: Callable[[str, int, Any, Any, int], object] | None = None,
+        completed_items: Mapping[str, Mapping[int, Any] | Callable[[list[Any]], Mapping[int, Any]]] | None = None,
+        item_recorder: Callable[[str, int, Any, Any, int, float, float], object] | None = None,
         on_value: Callable[[str, int | None, Any], Any] | None = None,
     ) -> None:
         """Prepare a run.
@@ -249,9 +268,11 @@ class Run:
                 the moment the step reaches a final status (synchronously, in the
                 scheduler).
             completed_items: for map steps, item index -> value of items recorded
-                by an earlier run; only the missing items run.
-            item_recorder: called as ``(step, index, value, kept, attempts)`` when
-                a map item succeeds (``kept``: what ``on_value`` returned, or None).
+                by an earlier run (or a function that makes that mapping from the
+                step's list of items); only the missing items run.
+            item_recorder: called as ``(step, index, value, kept, attempts, started,
+                finished)`` when a map item succeeds (``kept``: what ``on_value``
+                returned, or None; the times are those of the attempt that succeeded).
             on_value: called as ``(step, item, value)`` the moment a step function
                 (or map item) returns, inside the attempt: an exception it raises
                 fails that attempt as if the step had raised it, and what it
@@ -269,6 +290,7 @@ class Run:
         self.item_recorder = item_recorder
         self.on_value = on_value
         self.completed_items = completed_items or {}
+        self.resources = options.resources
         self.hooks = installed_hooks()  # wrap every attempt (see _hooks)
         self.be = current_backend()
         self.quiescent = self.be is _TRIO and quiescent_scheduling.get()
@@ -282,6 +304,11 @@ class Run:
         self.scouts = 0
         self.stopping = False
         self.failures: list[_StepState] = []
+        self.stop_at = math.inf  # when fail-fast stopped the run (the first failure)
+        # units waiting to retry: unit -> (the failed attempt's error, attempt, when it failed)
+        self.retrying: dict[_Unit, tuple[Exception, int, float]] = {}
+        self.event_errors: list[Exception] = []  # what on_event raised
+        self.internal_errors: list[Exception] = []  # engine errors that belong to no unfinished step
         self.ready: list[tuple[tuple[float, int, int], int, _Group]] = []
         self._seq = itertools.count()
         self.nursery: Any = None
@@ -299,8 +326,19 @@ class Run:
         if options.limiter is not None:
             shared = (external(options.limiter),)
         named: dict[str, _Counter | tuple[int, Limiter]] = {}
+        gates: dict[str, Gate] = {}
         for name, value in options.limiters.items():
+            if isinstance(value, RateLimit | KeyedLimiter):
+                gates[name] = value
+                continue
             named[name] = _Counter(name, value) if isinstance(value, int) else external(value)
+        # rate limits and keyed limiters: the lines this run waits in, and its waiters
+        self.domain = current_domain() if gates else None
+        self.gate_lines: dict[int, Line] = {}
+        self.gate_waiting = 0  # units of this run waiting in a line
+        self.granting = False
+        self.granter_scope: Any = None
+        self.holders: set[_Unit] = set()
         free = _Group(())  # the group of steps that need no internal limiter
         groups: dict[tuple[int, ...], _Group] = {}
         states: list[_StepState] = []
@@ -311,7 +349,7 @@ class Run:
                 st.external = shared
                 states.append(st)
                 continue
-            counters = [c for n in spec.limiters if isinstance(c := named[n], _Counter)]
+            counters = [c for n in spec.limiters if n in named and isinstance(c := named[n], _Counter)]
             if spec.max_concurrent is not None:
                 counters.append(_Counter(f"{spec.name}.max_concurrent", spec.max_concurrent))
                 key: tuple[int, ...] = (-1 - node.index,)
@@ -321,8 +359,11 @@ class Run:
             if group is None:
                 group = groups[key] = _Group(tuple(counters)) if counters else free
             st = _StepState(node, group)
+            st.gates = tuple(gates[n] for n in spec.limiters if n in gates)
             acquire = list(shared)
             for n in spec.limiters:
+                if n in gates:
+                    continue
                 lim = named[n]
                 # the same CapacityLimiter given twice is acquired once
                 if not isinstance(lim, _Counter) and lim not in acquire:
@@ -344,12 +385,31 @@ class Run:
     # -- events -------------------------------------------------------------------
 
     def _emit(self, event: Event) -> None:
-        if self.on_event is not None:
-            self.on_event(event)
+        """Hand ``event`` to ``on_event``; what the callback raises never reaches the steps.
+
+        The run goes on as if nothing had happened (the callback only
+        observes); the exception is kept for the :class:`FlowError` raised when
+        the run ends, and no further event is sent to the callback.
+        """
+        on_event = self.on_event
+        if on_event is not None:
+            try:
+                on_event(event)
+            except Exception as exc:
+                self.on_event = None
+                add_note(
+                    exc,
+                    f"trioflow: the on_event callback of flow {self.flow_name!r} raised on "
+                    f"{type(event).__name__}; it got no further events",
+                )
+                self.event_errors.append(exc)
 
     # -- ready queue ------------------------------------------------------------
 
     def _push(self, unit: _Unit) -> None:
+        if unit.state.gates and unit.passed < len(unit.state.gates):
+            self._gate(unit)  # queued once it has passed its rate limits and keyed limiters
+            return
         group = unit.state.group
         self.queued += 1
         if group.counters:
@@ -361,6 +421,8 @@ class Run:
             heapq.heappush(self.ready, (unit.key, next(self._seq), group))
 
     def _take(self) -> _Unit | None:
+        if self.gate_waiting:
+            self._grant_due()
         ready = self.ready
         while ready:
             key, _, group = ready[0]
@@ -393,6 +455,8 @@ class Run:
 
     def _release(self, unit: _Unit) -> None:
         self.busy -= 1
+        if unit.held:
+            self._give_back(unit)
         for counter in unit.state.group.counters:
             counter.in_use -= 1
             if counter.parked:
@@ -416,6 +480,8 @@ class Run:
         run by workers that are already there, with no new task at all.
         """
         self.scouts -= 1
+        # a run cancelled from outside starts nothing new: no unit, no further scout
+        await self.be.checkpoint_if_cancelled()
         waited = self.quiescent and self._contended()
         if waited:
             await trio.testing.wait_all_tasks_blocked()
@@ -434,6 +500,8 @@ class Run:
     # -- state transitions ---------------------------------------------------------
 
     def _make_ready(self, st: _StepState) -> None:
+        if self.plan.conditional and not self._passes(st):
+            return
         node = st.node
         if node.spec.map_over is None:
             self._push(_Unit(st, None))
@@ -441,14 +509,14 @@ class Run:
         if node.map_source is not None:
             source = self.states[node.map_source].value
         else:
-            param = next(p for p in node.inputs if p.name == node.spec.map_over)
-            source = self.inputs.get(param.name, param.default)
+            param = next(p for p in node.inputs if p.key == node.spec.map_over)
+            source = self.inputs.get(param.key, param.default)
         st.item_errors = {}
         try:
             if isinstance(source, str | bytes | Mapping):
                 raise TypeError(f"it is a {type(source).__name__}")
             items = list(source)
-        except TypeError as exc:
+        except Exception as exc:
             error = TypeError(
                 f"map step {st.name!r} maps over {node.spec.map_over!r}, which must be a list or "
                 f"other iterable of items (got {_short_repr(source)} that is a "
@@ -460,12 +528,22 @@ class Run:
             return
         st.items = items
         st.item_values = [None] * len(items)
+        st.item_status = [None] * len(items)
+        st.item_attempts = [0] * len(items)
+        st.item_times = [[None, None] for _ in items]
+        st.item_failures = {}
         done = self.completed_items.get(st.name, {})
+        if callable(done):  # a store matches its recorded items to these ones (see _durable)
+            done = done(items)
         todo = [i for i in range(len(items)) if i not in done]
         for i, value in done.items():
             if 0 <= i < len(items):
                 st.item_values[i] = value
+                st.item_status[i] = StepStatus.SUCCEEDED
         st.items_left = len(todo)
+        if self.on_event is not None:
+            now = self.now()
+            self._emit(MapStarted(st.name, now, len(items), len(items) - len(todo), elapsed=now - self.started_at))
         if not todo:
             now = self.now()
             st.started_at = now
@@ -473,6 +551,206 @@ class Run:
             return
         for i in todo:
             self._push(_Unit(st, i))
+
+    # -- rate limits and keyed limiters ------------------------------------------------
+
+    def _gate(self, unit: _Unit) -> None:
+        """Pass the unit's next rate limit or keyed limiter, or wait in its line.
+
+        A unit waits here before it is queued, so it holds no capacity slot.
+        Rate tokens are given out by the run's granter task (started once per
+        instant, after every unit that became ready at that instant has joined
+        the line), best first; keyed slots at once when free, else when a
+        holder of the key ends.
+        """
+        st = unit.state
+        gates = st.gates
+        if unit.passed == 0 and any(g.keyed for g in gates):
+            try:
+                unit.gate_key = self._limit_key(unit)
+            except Exception as exc:
+                self._fail_unstarted(unit, exc)
+                return
+        gate = gates[unit.passed]
+        line = gate._line(unit.gate_key if gate.keyed else None, self.domain)
+        self.gate_lines[id(line)] = line
+        if isinstance(gate, KeyedLimiter) and line.pass_now(self.now()):
+            self._gate_passed(unit, line, False)
+            return
+        self.gate_waiting += 1
+        line.push(Waiter((*unit.key, next_sequence()), lambda: self._gate_passed(unit, line, True), self))
+        self._wake_granter()
+
+    def _wake_granter(self) -> None:
+        """Start the granter, or make it look again (a token may be free now, or
+        nothing waits any more)."""
+        if not self.granting:
+            self.granting = True
+            self.nursery.start_soon(self._grant)
+        elif self.granter_scope is not None:
+            self.granter_scope.deadline = -math.inf
+
+    def _limit_key(self, unit: _Unit) -> Hashable:
+        st = unit.state
+        limit_key = st.node.spec.limit_key
+        assert limit_key is not None
+        key = limit_key(**self._kwargs(st, unit.item))
+        try:
+            hash(key)
+        except TypeError:
+            raise TypeError(
+                f"step {_label(st.name, unit.item)!r}: limit_key returned {_short_repr(key)}, "
+                f"which is not hashable; return a str, an int or a tuple"
+            ) from None
+        return key  # type: ignore[no-any-return]
+
+    def _gate_passed(self, unit: _Unit, line: Line, waited: bool) -> None:
+        if waited:
+            self.gate_waiting -= 1
+            if not self.gate_waiting:
+                self._wake_granter()  # so that it ends
+        if line.capacity is not None:
+            unit.held = (*unit.held, line)
+            self.holders.add(unit)
+        if self.stopping or unit.state.status is not None:
+            if unit.held:
+                self._give_back(unit)
+            return
+        unit.passed += 1
+        self._push(unit)
+        if waited:
+            self._dispatch()
+
+    def _give_back(self, unit: _Unit) -> None:
+        held = unit.held
+        unit.held = ()
+        self.holders.discard(unit)
+        for line in held:
+            give_back(line, self.be)
+
+    def _grant_due(self) -> None:
+        """Let through, now, the waiters whose tokens are due (before a slot is given
+        out, so a unit that got its token at this instant competes for it)."""
+        now = self.now()
+        for line in list(self.gate_lines.values()):
+            line.grant(now)
+
+    async def _grant(self) -> None:
+        """While units of this run wait in lines: give rate tokens, best first, at
+        their instants (keyed slots are given as holders end, by whoever ends)."""
+        be = self.be
+        try:
+            while self.gate_waiting:
+                now = self.now()
+                wake = math.inf
+                for line in list(self.gate_lines.values()):
+                    line.grant(now)
+                    wake = min(wake, line.next_time(now))
+                if not self.gate_waiting:
+                    return
+                with be.cancel_scope(deadline=wake) as scope:
+                    self.granter_scope = scope
+                    if be is _TRIO:
+                        await trio.sleep_forever()
+                    else:
+                        await anyio.sleep_forever()
+                self.granter_scope = None
+        finally:
+            self.granting = False
+            self.granter_scope = None
+
+    def _fail_unstarted(self, unit: _Unit, error: Exception) -> None:
+        """Fail a unit before its first attempt (its limit key could not be had)."""
+        st = unit.state
+        now = self.now()
+        error.add_note(f"trioflow: step {_label(st.name, unit.item)!r} failed on attempt 1")
+        if st.started_at is None:
+            st.started_at = now
+        if self.on_event is not None:
+            self._emit(StepFailed(st.name, 1, now, error, unit.item, elapsed=now - self.started_at))
+        if unit.item is None:
+            self._step_failed(st, error, 1, now)
+            return
+        st.attempts = max(st.attempts, 1)
+        st.item_errors[unit.item] = error
+        if self.fail_fast:
+            self._step_failed(st, error, 1, now)
+        else:
+            self._item_done(st, now)
+
+    def _leave_lines(self) -> None:
+        """At the end of the run: leave every line, give back every keyed slot."""
+        for line in self.gate_lines.values():
+            line.purge(self)
+        for unit in list(self.holders):
+            self._give_back(unit)
+        now = self.now()
+        for line in self.gate_lines.values():
+            line.grant(now)  # other runs' waiters may pass now
+
+    # -- conditions (when=) and optional dependencies ----------------------------------
+
+    def _passes(self, st: _StepState) -> bool:
+        """Whether a step whose dependencies are done runs: else it is skipped (or failed).
+
+        Evaluated synchronously, the moment the step's last dependency ends, so a
+        condition costs no checkpoint and gives the same answer under every
+        schedule. A skip by a condition lets the steps after it go on (they skip
+        too, unless they take it as an optional dependency).
+        """
+        node = st.node
+        for d in node.deps:
+            upstream = self.states[d]
+            # only skips by a condition get here (a failure skips its descendants at once)
+            if upstream.status is _SKIPPED and d not in node.tolerates:
+                self._skip_by_condition(st, "dependency", upstream.name)
+                return False
+        when = node.spec.when
+        if when is None:
+            return True
+        copy = node.spec.isolation == "copy"
+        kwargs: dict[str, Any] = {}
+        for pname, d in node.when_deps:
+            upstream = self.states[d]
+            if upstream.status is _SKIPPED:
+                value = next(p.default for p in node.spec.when_params if p.name == pname)
+            else:
+                value = upstream.value
+            kwargs[pname] = isolate(value) if copy else value
+        for p in node.when_inputs:
+            value = self.inputs.get(p.name, p.default)
+            kwargs[p.name] = isolate(value) if copy else value
+        try:
+            run = when(**kwargs)
+        except Exception as exc:
+            now = self.now()
+            exc.add_note(f"trioflow: the when= condition of step {st.name!r} raised")
+            st.started_at = now
+            if self.on_event is not None:
+                self._emit(StepFailed(st.name, 0, now, exc, None, elapsed=now - self.started_at))
+            self._step_failed(st, exc, 0, now)
+            return False
+        if not run:
+            self._skip_by_condition(st, "condition", st.name)
+            return False
+        return True
+
+    def _skip_by_condition(self, st: _StepState, reason: str, cause: str) -> None:
+        """Skip ``st`` because of a condition (its own, or one upstream), then let the
+        steps waiting for it go on: each runs, or is skipped in turn."""
+        now = self.now()
+        st.status = _SKIPPED
+        st.skip_reason = reason
+        st.skip_cause = cause
+        st.finished_at = now
+        self._record(st)
+        if self.on_event is not None:
+            self._emit(StepSkipped(st.name, now, cause, reason, elapsed=now - self.started_at))
+        for c in st.node.children:
+            child = self.states[c]
+            child.pending -= 1
+            if child.pending == 0 and child.status is None:
+                self._make_ready(child)
 
     def _step_succeeded(self, st: _StepState, value: Any, attempts: int, now: float, kept: Any = None) -> None:
         st.status = StepStatus.SUCCEEDED
@@ -488,15 +766,17 @@ class Run:
             child.pending -= 1
             if child.pending == 0 and child.status is None:
                 newly_ready.append(child)
-        if len(newly_ready) > 1 and self.on_event is not None:
-            self._emit(BatchStarted(tuple(s.name for s in newly_ready), now, elapsed=now - self.started_at))
         for child in newly_ready:
             self._make_ready(child)
+        if len(newly_ready) > 1 and self.on_event is not None:
+            self._announce(newly_ready, now)
 
     def _step_failed(self, st: _StepState, error: BaseException, attempts: int, now: float) -> None:
         st.status = StepStatus.FAILED
         st.error = error
         st.attempts = max(st.attempts, attempts)
+        if _logging.logger.isEnabledFor(_logging.ERROR):
+            _logging.step_failed(self.flow_name, self.options.run_id, st.name, st.attempts, error)
         st.finished_at = now
         self.failures.append(st)
         self._record(st)
@@ -508,9 +788,54 @@ class Run:
             if child.status is None:
                 child.status = StepStatus.SKIPPED
                 child.skip_cause = st.name
+                child.skip_reason = "dependency"
                 self._record(child)
                 if self.on_event is not None:
                     self._emit(StepSkipped(child.name, now, st.name, elapsed=now - self.started_at))
+
+    def _announce(self, ready: list[_StepState], now: float) -> None:
+        """Emit :class:`BatchStarted` for the steps of ``ready`` (just queued) that start now.
+
+        Those are the ones the ready queue hands a slot at once: it is walked
+        in the order :meth:`_take` follows, against the free capacity, the
+        internal limiters' free slots and the external limiters' free tokens,
+        without taking anything. Nothing is emitted when fewer than two start.
+        """
+        free = self.capacity - self.busy
+        if free < 2:
+            return
+        members = {id(st) for st in ready}
+        starting: dict[int, _StepState] = {}
+        limited = self.queued_limited > 0 or any(st.external for st in ready)
+        if free == math.inf and not limited:
+            starting = {id(st): st for st in ready if st.status is None}
+        else:
+            used: dict[int, float] = {}  # internal limiter -> slots taken in this walk
+            tokens: dict[int, float] = {}  # external limiter -> tokens left in this walk
+            groups = {id(g): g for _, _, g in self.ready if not g.parked and g.heap}
+            units = sorted((entry for g in groups.values() for entry in g.heap), key=lambda e: e[0])
+            for _, unit in units:
+                if free < 1:
+                    break
+                group = unit.state.group
+                if any(c.in_use + used.get(id(c), 0) >= c.capacity for c in group.counters):
+                    continue
+                for c in group.counters:
+                    used[id(c)] = used.get(id(c), 0) + 1
+                free -= 1
+                blocked = False
+                for key, limiter in unit.state.external:
+                    left = tokens.get(key)
+                    if left is None:
+                        left = getattr(limiter, "available_tokens", math.inf)
+                    tokens[key] = left - 1
+                    blocked = blocked or left < 1
+                st = unit.state
+                if not blocked and id(st) in members:
+                    starting[id(st)] = st
+        if len(starting) > 1:
+            names = tuple(st.name for st in ready if id(st) in starting)
+            self._emit(BatchStarted(names, now, elapsed=now - self.started_at))
 
     def _stop(self) -> None:
         """Fail fast: start nothing new, and cancel everything one batch later.
@@ -522,12 +847,32 @@ class Run:
         """
         if not self.stopping:
             self.stopping = True
+            self.stop_at = self.now()
             self.nursery.start_soon(self._cancel_all)
 
     async def _cancel_all(self) -> None:
         if self.quiescent:  # let every failure of this virtual instant land first
             await trio.testing.wait_all_tasks_blocked()
+        # a unit whose attempt failed at the very instant the run stopped, and
+        # that is waiting to retry, failed at that instant too: report it as
+        # failed, as it is when it fails just after the first failure
+        for unit, (error, attempt, failed_at) in list(self.retrying.items()):
+            if failed_at >= self.stop_at:
+                del self.retrying[unit]
+                self._unit_failed(unit, error, attempt, failed_at)
         self.nursery.cancel_scope.cancel()
+
+    def _engine_failed(self, unit: _Unit, exc: Exception) -> None:
+        """An error of the engine itself (not the step's): fail the unit it belongs to."""
+        add_note(exc, f"trioflow: internal error while running step {_label(unit.state.name, unit.item)!r}")
+        st = unit.state
+        if st.status is None and unit.item is None:
+            self.retrying.pop(unit, None)
+            self._unit_failed(unit, exc, st.attempts, self.now())
+            return
+        self.internal_errors.append(exc)  # the unit had finished: the run fails with it
+        if self.fail_fast:
+            self._stop()
 
     def _record(self, st: _StepState) -> None:
         """Record a step that did not succeed (a success is recorded inline, more cheaply)."""
@@ -551,10 +896,13 @@ class Run:
                 await self.be.checkpoint()
             else:
                 await self.be.checkpoint_if_cancelled()
-            if unit.state.external:
-                await self._execute(unit)
-            else:
-                await self._attempts(unit)
+            try:
+                if unit.state.external:
+                    await self._execute(unit)
+                else:
+                    await self._attempts(unit)
+            except Exception as exc:  # the engine's own error: never a bare group
+                self._engine_failed(unit, exc)
             waited = self.quiescent and self._contended()
             if waited:
                 await trio.testing.wait_all_tasks_blocked()
@@ -570,19 +918,24 @@ class Run:
     def _kwargs(self, st: _StepState, item: int | None) -> dict[str, Any]:
         node = st.node
         copy = node.spec.isolation == "copy"
-        mapped = node.spec.map_over if item is not None else None
+        mapped = node.spec.map_param if item is not None else None
         kwargs: dict[str, Any] = {}
         for pname, dep in node.data_deps:
             if pname != mapped:
-                value = self.states[dep].value
-                kwargs[pname] = isolate(value) if copy else value
+                upstream = self.states[dep]
+                # an optional dependency skipped by a condition gives its default
+                value = upstream.value if upstream.status is not _SKIPPED else node.defaults[pname]
+                kwargs[pname] = _isolate(st.name, pname, value) if copy else value
+        resources = self.resources
         for p in node.inputs:
-            if p.name != mapped:
-                value = self.inputs.get(p.name, p.default)
-                kwargs[p.name] = isolate(value) if copy else value
+            if resources and p.key in resources:
+                kwargs[p.name] = resources[p.key]  # shared: the very object
+            elif p.name != mapped:
+                value = self.inputs.get(p.key, p.default)
+                kwargs[p.name] = _isolate(st.name, p.name, value) if copy else value
         if mapped is not None:
             value = st.items[item]  # type: ignore[index]
-            kwargs[mapped] = isolate(value) if copy else value
+            kwargs[mapped] = _isolate(st.name, mapped, value, item) if copy else value
         return kwargs
 
     async def _execute(self, unit: _Unit) -> None:
@@ -618,11 +971,21 @@ class Run:
         emit = self.on_event is not None
         attempt = 0
         while True:
+            try:
+                kwargs = self._kwargs(st, item) if spec.params or item is not None else {}
+            except _CopyError as exc:  # no attempt began, and another cannot help
+                self._unit_failed(unit, exc.args[0], attempt, now(), before=attempt + 1)
+                return
             attempt += 1
-            kwargs = self._kwargs(st, item) if spec.params or item is not None else {}
+            if attempt > st.attempts:  # counts the attempts that began (a map step: its items' largest)
+                st.attempts = attempt
             started = now()
             if st.started_at is None:
                 st.started_at = started
+            if item is not None:
+                st.item_attempts[item] = attempt
+                if attempt == 1:
+                    st.item_times[item][0] = started
             if emit:
                 self._emit(StepStarted(st.name, attempt, started, item, elapsed=started - self.started_at))
             if item is not None:  # for the timeline: [step, item, attempt, started, ended, status]
@@ -638,7 +1001,7 @@ class Run:
                     value = await self._call_with_timeout(spec.fn, kwargs, spec.timeout, started, st.name, item, attempt)
                 kept = None if self.on_value is None else self.on_value(st.name, item, value)
             except Exception as exc:
-                error: Exception = exc
+                error: Exception = exc if self.be is _TRIO else explain(exc, f"step {_label(st.name, item)!r}")
             else:
                 at = now()
                 if item is not None:
@@ -648,20 +1011,51 @@ class Run:
             finally:
                 _current.reset(token)
             at = now()
-            if retry is None or self.stopping or not retry.should_retry(error, attempt):
+            wait, error = (None, error) if self.stopping else next_wait(
+                retry, error, attempt, seed=self.seed, step=st.name, item=item
+            )
+            if wait is None:
+                if item is not None:
+                    times[4:] = (at, "failed")
+                self._unit_failed(unit, error, attempt, at)
+                return
+            # Decide to retry only once the failures of this instant have landed
+            # (one scheduling batch later; in quiescent mode, once every task is
+            # blocked): a failure at the same instant stops the run, and this
+            # attempt's failure is then reported too, whatever the schedule.
+            if self.quiescent:
+                with trio.CancelScope(shield=True):
+                    await trio.testing.wait_all_tasks_blocked()
+            else:
+                await self._shielded_checkpoint()
+            if self.stopping:
                 if item is not None:
                     times[4:] = (at, "failed")
                 self._unit_failed(unit, error, attempt, at)
                 return
             if item is not None:
                 times[4:] = (at, "retried")
-            wait = retry.delay_for(attempt, seed=self.seed, step=st.name, item=item)
             if emit:
                 self._emit(StepRetrying(st.name, attempt, at, error, wait, item, elapsed=at - self.started_at))
+            if _logging.logger.isEnabledFor(_logging.WARNING):
+                _logging.retrying(self.flow_name, self.options.run_id, _label(st.name, item), attempt, error, wait)
             entry = [st.name, item, attempt, started, at, wait, None]
             self.retry_log.append(entry)
+            self.retrying[unit] = (error, attempt, at)
             await self.be.sleep(wait)
             entry[6] = now()
+            if unit not in self.retrying:  # the run stopped, and reported this failure
+                return
+            del self.retrying[unit]
+            if self.stopping:  # stopped during the wait: cancelled, as the cancellation lands
+                if at >= self.stop_at:
+                    self._unit_failed(unit, error, attempt, at)
+                return
+            if st.gates:  # every attempt takes a token (the unit keeps its slot meanwhile)
+                for gate in st.gates:
+                    if isinstance(gate, RateLimit):
+                        line = gate._line(unit.gate_key if gate.keyed else None, self.domain)
+                        await wait_turn(line, unit.key, self.be)
 
     async def _hooked(
         self, st: _StepState, item: int | None, attempt: int, kwargs: dict[str, Any], started: float
@@ -709,23 +1103,43 @@ class Run:
             return
         st.item_values[unit.item] = value
         st.attempts = max(st.attempts, attempt)
+        st.item_status[unit.item] = StepStatus.SUCCEEDED  # type: ignore[index]
+        st.item_times[unit.item][1] = now
         if self.item_recorder is not None:
-            self.item_recorder(st.name, unit.item, value, kept, attempt)
+            self.item_recorder(st.name, unit.item, value, kept, attempt, started, now)
         self._item_done(st, now)
 
-    def _unit_failed(self, unit: _Unit, error: Exception, attempt: int, now: float) -> None:
+    async def _shielded_checkpoint(self) -> None:
+        if self.be is _TRIO:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+
+    def _unit_failed(
+        self, unit: _Unit, error: Exception, attempt: int, now: float, before: int | None = None
+    ) -> None:
         st = unit.state
         self._release(unit)
-        error.add_note(f"trioflow: step {_label(st.name, unit.item)!r} failed on attempt {attempt}")
+        if before is None:
+            add_note(error, f"trioflow: step {_label(st.name, unit.item)!r} failed on attempt {attempt}")
+        else:
+            add_note(error, f"trioflow: step {_label(st.name, unit.item)!r} failed before attempt {before}")
         if self.on_event is not None:
             self._emit(StepFailed(st.name, attempt, now, error, unit.item, elapsed=now - self.started_at))
         if unit.item is None:
             self._step_failed(st, error, attempt, now)
             return
         st.attempts = max(st.attempts, attempt)
+        st.item_status[unit.item] = StepStatus.FAILED  # type: ignore[index]
+        st.item_times[unit.item][1] = now
+        st.item_failures[unit.item] = error
+        if st.node.spec.on_item_error == "none":  # the item's value stays None
+            self._item_done(st, now)
+            return
         st.item_errors[unit.item] = error
         if self.fail_fast:
-            self._step_failed(st, error, attempt, now)
+            if st.status is None:  # (items failing at the same instant fail the step once)
+                self._step_failed(st, error, attempt, now)
         else:
             self._item_done(st, now)
 
@@ -758,32 +1172,48 @@ class Run:
         scope = enter_run(self.capacity)  # runners' per-run state (see _runners)
         if self.on_event is not None:
             self._emit(self._started_event())
+        if _logging.logger.isEnabledFor(_logging.INFO):
+            _logging.run_started(self.flow_name, self.options.run_id, len(self.states), len(self.resumed))
         ended = False
+        escaped: BaseException | None = None
         try:
-            async with be.open_nursery() as nursery:
-                self.nursery = nursery
-                if self.resumed:  # steps recorded as succeeded count as done
-                    for st in self.states:
-                        st.pending = sum(
-                            1 for d in st.node.deps if self.states[d].status is not StepStatus.SUCCEEDED
-                        )
-                initial = [st for st in self.states if st.pending == 0 and st.status is None]
-                if len(initial) > 1 and self.on_event is not None:
-                    self._emit(BatchStarted(tuple(s.name for s in initial), self.started_at, elapsed=0.0))
-                for st in initial:
-                    self._make_ready(st)
-                self._dispatch()
-            ended = True
+            try:
+                async with be.open_nursery() as nursery:
+                    self.nursery = nursery
+                    if self.resumed:  # steps recorded as succeeded count as done
+                        for st in self.states:
+                            st.pending = sum(
+                                1 for d in st.node.deps if self.states[d].status is not StepStatus.SUCCEEDED
+                            )
+                    initial = [st for st in self.states if st.pending == 0 and st.status is None]
+                    for st in initial:
+                        self._make_ready(st)
+                    if len(initial) > 1 and self.on_event is not None:
+                        self._announce(initial, self.started_at)
+                    self._dispatch()
+                ended = True
+            except BaseExceptionGroup as group:
+                # our own nursery wrapped it: KeyboardInterrupt, SystemExit and
+                # cancellation leave as themselves, engine errors as a FlowError
+                escaped, errors = split_escaped(group, _cancelled_class(be))
+                self.internal_errors.extend(errors)
+                ended = escaped is None
         finally:
             exit_run(scope)
             self.finished_at = self.now()
+            if self.domain is not None:
+                self._leave_lines()
             self._cancel_unfinished()
-            if not ended and self.on_event is not None:  # cancelled from outside
-                self._emit(self._finished_event("cancelled"))
+            if not ended:  # cancelled from outside
+                self._finished("cancelled")
+        if escaped is not None:
+            for exc in self.event_errors:
+                add_note(escaped, f"trioflow: the on_event callback raised {exc!r} during the run")
+            raise escaped
+        self._settle_map_errors()
         result = self.result()
-        if self.on_event is not None:
-            self._emit(self._finished_event("failed" if self.failures else "succeeded"))
-        if self.failures:
+        self._finished("failed" if self.failures or self.internal_errors else "succeeded")
+        if self.failures or self.internal_errors or self.event_errors:
             raise self._flow_error(result)
         return result
 
@@ -795,14 +1225,39 @@ class Run:
             self.started_at,
             tuple(st.name for st in self.states),
             tuple(st.name for st in self.states if st.name in resumed) if resumed else (),
+            limiters={
+                name: (cap, tuple(st.name for st in self.states if name in st.node.spec.limiters))
+                for name, cap in self._capacities().items()
+                if name in self.options.limiters
+            },
         )
 
-    def _finished_event(self, status: str) -> RunFinished:
+    def _finished(self, status: str) -> None:
+        """Send RunFinished and log the run's end (what is wanted of either)."""
+        emit = self.on_event is not None
+        log = _logging.logger.isEnabledFor(_logging.INFO)
+        if not emit and not log:
+            return
         failed = tuple(st.name for st in sorted(self.failures, key=lambda s: s.node.index))
         duration = self.finished_at - self.started_at
-        return RunFinished(
-            self.flow_name, self.finished_at, duration, status == "succeeded", failed, status, elapsed=duration
-        )
+        if emit:
+            self._emit(
+                RunFinished(
+                    self.flow_name, self.finished_at, duration, status == "succeeded", failed, status, elapsed=duration
+                )
+            )
+        if log:
+            _logging.run_finished(self.flow_name, self.options.run_id, status, duration, failed)
+
+    def _settle_map_errors(self) -> None:
+        """A map step whose items failed together (fail-fast) holds them all, in item order."""
+        if not self.fail_fast:
+            return
+        for st in self.failures:
+            errors = getattr(st, "item_errors", None)
+            if errors and len(errors) > 1:
+                ordered = [errors[i] for i in sorted(errors)]
+                st.error = ExceptionGroup(f"{len(ordered)} items of map step {st.name!r} failed", ordered)
 
     def _cancel_unfinished(self) -> None:
         for st in self.states:
@@ -833,7 +1288,7 @@ class Run:
             st.__dict__.pop("items", None)
         return RunResult(
             flow=self.flow_name,
-            steps=LazySteps(self.plan.by_name, lambda i: _step_result(states[i])),
+            steps=LazySteps(self.plan.by_name, lambda i: _step_result(states[i]), self.options.functions),
             started_at=self.started_at,
             finished_at=self.finished_at,
             run_id=self.options.run_id,
@@ -843,6 +1298,8 @@ class Run:
     def _capacities(self) -> dict[str, float]:
         caps: dict[str, float] = {}
         for name, value in self.options.limiters.items():
+            if isinstance(value, RateLimit | KeyedLimiter):
+                continue  # a rate or a limit per key: no one capacity to draw
             caps[name] = value if isinstance(value, int) else value.total_tokens
         if self.options.max_concurrent is not None:
             caps["max_concurrent (run)"] = self.options.max_concurrent
@@ -858,12 +1315,44 @@ class Run:
                 assert isinstance(st.error, Exception)
                 errors.append(st.error)
         names = ", ".join(repr(s.name) for s in failed)
-        message = f"{len(failed)} step{'s' if len(failed) > 1 else ''} of flow {self.flow_name!r} failed: {names}"
+        if failed:
+            message = f"{len(failed)} step{'s' if len(failed) > 1 else ''} of flow {self.flow_name!r} failed: {names}"
+        else:
+            message = f"flow {self.flow_name!r}: no step failed"
+        if self.internal_errors:
+            errors.extend(self.internal_errors)
+            message += f"; {len(self.internal_errors)} internal error(s)"
+        if self.event_errors:
+            errors.extend(self.event_errors)
+            message += "; the on_event callback raised (the steps ran on regardless: see .result)"
         if self.fail_fast and result.cancelled:
             message += f"; {len(result.cancelled)} cancelled"
         if result.skipped:
             message += f"; {len(result.skipped)} skipped"
         return FlowError(message, errors, result)
+
+
+def _cancelled_class(be: Backend) -> type[BaseException]:
+    return trio.Cancelled if be is _TRIO else anyio.get_cancelled_exc_class()
+
+
+class _CopyError(Exception):
+    """A step's argument could not be copied; ``args[0]`` is the TypeError for the user."""
+
+
+def _isolate(step: str, param: str, value: Any, item: int | None = None) -> Any:
+    """:func:`isolate`, with an error that names the step, the parameter and the type."""
+    try:
+        return isolate(value)
+    except Exception as exc:
+        error = TypeError(
+            f"step {_label(step, item)!r} cannot get its own copy of {param!r}: a "
+            f"{type(value).__module__}.{type(value).__qualname__} cannot be deep-copied ({exc}); "
+            f"pass it as a shared resource (flow.run(resources=...)) or declare the step "
+            f"with isolation='share' so that it gets the value as it is"
+        )
+        error.__cause__ = exc
+        raise _CopyError(error) from None
 
 
 def _step_result(st: _StepState) -> StepResult:
@@ -879,7 +1368,29 @@ def _step_result(st: _StepState) -> StepResult:
         st.started_at,
         st.finished_at if ended else None,
         _frozen_usage(st.usage),
+        st.skip_reason,
+        () if st.item_status is None else _item_results(st),
     )
+
+
+def _item_results(st: _StepState) -> tuple[StepResult, ...]:
+    """A map step's per-item results; items that never ended were cancelled."""
+    assert st.item_status is not None
+    results = []
+    for i, status in enumerate(st.item_status):
+        started, finished = st.item_times[i]
+        results.append(
+            StepResult(
+                f"{st.name}[{i}]",
+                StepStatus.CANCELLED if status is None else status,
+                st.item_values[i] if status is StepStatus.SUCCEEDED else None,
+                st.item_failures.get(i),
+                st.item_attempts[i],
+                started,
+                None if status is None else finished,
+            )
+        )
+    return tuple(results)
 
 
 def _frozen_usage(usage: Mapping[str, float]) -> Mapping[str, float]:

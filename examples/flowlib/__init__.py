@@ -1,0 +1,1 @@
+"""Helpers for the example flow files in ``examples/*.toml`` (python steps import them)."""
