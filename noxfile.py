@@ -10,7 +10,11 @@ nox.options.reuse_existing_virtualenvs = False
 
 # pydantic: trioflow.nodes states may be pydantic models, and the tests check that
 # rich: the live ProgressDisplay and the docs' picture of it
-TEST_DEPS = ["pytest>=8", "pytest-trio>=0.8", "hypothesis>=6.100", "pydantic>=2", "rich>=13"]
+# starlette, uvicorn: the web-service recipe is served for real in a test (httpx: the http extra)
+TEST_DEPS = [
+    "pytest>=8", "pytest-trio>=0.8", "hypothesis>=6.100", "pydantic>=2", "rich>=13",
+    "starlette>=0.37", "uvicorn>=0.30",
+]
 
 
 @nox.session
@@ -29,7 +33,7 @@ OLDEST_TRIO = "0.26.2"
 def trio_range(session: nox.Session, trio: str) -> None:
     """The test suite on the oldest and on the newest supported trio."""
     pin = f"trio=={OLDEST_TRIO}" if trio == "oldest" else "trio"
-    session.install(".", *TEST_DEPS)
+    session.install(".[process,http]", *TEST_DEPS)
     session.install("--upgrade", "anyio[trio]>=4.4,<5", pin)  # with anyio's matching version
     session.run("python", "-c", "import trio, anyio; print('trio', trio.__version__, 'anyio', anyio.__version__)")
     session.run("pytest", "-p", "no:cacheprovider", *session.posargs)
