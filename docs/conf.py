@@ -158,6 +158,7 @@ OPTIONAL_PAGES = [
     "coming-from-batch-node",
     "coming-from-node-executor",
     "coming-from-plans",
+    "flowfiles",
 ]
 
 

@@ -119,3 +119,13 @@ class OneWay:
 
 def returns_one_way() -> Any:
     return OneWay()
+
+
+def timed_item(xs: int, log: str) -> int:
+    """Sleep 0.3 s on the worker; append 'start end' (CLOCK_MONOTONIC, system-wide) to ``log``."""
+    start = time.monotonic()
+    time.sleep(0.3)
+    end = time.monotonic()
+    with open(log, "a") as f:
+        f.write(f"{start} {end}\n")
+    return xs

@@ -115,7 +115,7 @@ async def test_fail_fast_cancels_pending_tasks_and_returns_without_waiting(
         raise ValueError("sibling failed")
 
     with pytest.raises(FlowError) as info:
-        await flow.run({"xs": list(range(10)), "seconds": 2.0, "log": str(log)})
+        await flow.run({"xs": list(range(10)), "seconds": 5.0, "log": str(log)})
     assert info.value.result.steps["spin_logged"].status is StepStatus.CANCELLED
     # the run returned while the two running tasks still spin on their workers
     assert _count_lines(tmp_path / "started.done") == 0
@@ -125,6 +125,18 @@ async def test_fail_fast_cancels_pending_tasks_and_returns_without_waiting(
         await anyio.to_thread.run_sync(time.sleep, 0.05)
     await anyio.to_thread.run_sync(time.sleep, 1.0)
     assert _count_lines(log) == 2
+
+
+async def test_max_concurrent_counts_the_tasks_submitted(client: Any, tmp_path: Path) -> None:
+    flow = Flow("d")
+    log = tmp_path / "times"
+    flow.add(steps.timed_item, runner=DaskRunner(client), map_over="xs")
+    result = await flow.run({"xs": list(range(4)), "log": str(log)}, max_concurrent=1)
+    assert result["timed_item"] == [0, 1, 2, 3]
+    spans = sorted(tuple(map(float, line.split())) for line in log.read_text().splitlines())
+    assert len(spans) == 4
+    # one task at a time on the cluster, though it has two idle workers
+    assert all(spans[i][1] <= spans[i + 1][0] for i in range(3))
 
 
 async def test_a_runner_from_an_address_owns_its_client(cluster: Any) -> None:
@@ -143,8 +155,9 @@ async def test_a_runner_from_an_address_owns_its_client(cluster: Any) -> None:
     assert "is closed; make a new DaskRunner" in str(error)
 
 
-async def test_a_runner_connects_on_first_use_and_closes(cluster: Any) -> None:
-    runner = DaskRunner(cluster.scheduler_address)
+@pytest.mark.parametrize("given", ["address", "cluster"])
+async def test_a_runner_connects_on_first_use_and_closes(cluster: Any, given: str) -> None:
+    runner = DaskRunner(cluster.scheduler_address if given == "address" else cluster)
     assert runner.client is None
     flow = Flow("d")
     flow.add(steps.square, runner=runner)
@@ -161,6 +174,23 @@ async def test_a_runner_from_a_client_leaves_it_to_its_owner(client: Any) -> Non
     assert (await flow.run({"xs": 4}))["square"] == 16
     await runner.aclose()
     assert client.status == "running"
+
+
+def test_an_asynchronous_client_on_asyncio(cluster: Any) -> None:
+    import asyncio
+
+    from distributed import Client
+
+    async def main() -> list[int]:
+        async with Client(cluster.scheduler_address, asynchronous=True) as client:
+            flow = Flow("d")
+            flow.add(steps.square, runner=DaskRunner(client), map_over="xs")
+            result = await flow.run({"xs": [1, 2, 3]})
+            assert result.steps["square"].usage == {"calls": 3, "units": 6}
+            value: list[int] = result["square"]
+            return value
+
+    assert asyncio.run(main()) == [1, 4, 9]
 
 
 def test_bad_arguments() -> None:

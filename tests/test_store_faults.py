@@ -444,3 +444,41 @@ async def test_issue9_item19_equal_dicts_whose_int_keys_come_in_another_order_re
     with pytest.raises(StoreError, match=r"^run 'r' was recorded with different inputs; "):
         await flow.run({"data": {2: 20, 1: 11}}, store=store, run_id="r")
     store.close()
+
+
+# -- issue 11 item 8: stores the trio way ------------------------------------------------------
+
+
+class WhereClosed(trioflow.SQLiteStore):
+    """Notes the thread that closes it."""
+
+    closed_in: list[str]
+
+    def close(self) -> None:
+        self.closed_in = [*getattr(self, "closed_in", []), threading.current_thread().name]
+        super().close()
+
+
+async def test_issue11_item8_async_with_closes_the_store_off_the_event_loop(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    flow = _counting_flow([])
+    async with WhereClosed(db) as store:
+        assert (await flow.run({"data": {1: 1}}, store=store, run_id="r"))["size"] == 1
+    assert len(store.closed_in) == 1
+    assert store.closed_in[0] != threading.current_thread().name  # a worker thread did it
+    assert not [t for t in threading.enumerate() if t.name == f"trioflow-store-writer[{db}]"]
+    closed = r"^<trioflow.SQLiteStore '.*runs\.db'> is closed; make a new trioflow.SQLiteStore\('.*runs\.db'\) to use the database again$"
+    with pytest.raises(StoreError, match=closed):
+        await store.runs()
+    with pytest.raises(StoreError, match=closed):
+        await store.load("r")
+    calls: list[str] = []
+    with pytest.raises(StoreError, match=closed):
+        await _counting_flow(calls).run({"data": {}}, store=store, run_id="s")
+    assert calls == []
+    await store.aclose()  # closing again is fine
+    store.close()
+    async with trioflow.SQLiteStore(db, threaded=False) as inline:  # no threads at all
+        assert [i.run_id for i in await inline.runs()] == ["r"]
+    with pytest.raises(StoreError, match=r"is closed"):
+        await inline.forget("r")

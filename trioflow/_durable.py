@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, cast
@@ -31,7 +32,13 @@ from ._graph import Plan
 from ._records import RunHeader, decode_value, step_result
 from ._results import RunResult, StepResult, StepStatus
 from ._scheduler import Run, RunOptions, current_backend
-from ._stores._base import BuiltinStore, is_cancellation, recording_hooks, threadsafe_call
+from ._stores._base import (
+    BuiltinStore,
+    ItemRecorder,
+    is_cancellation,
+    recording_hooks,
+    threadsafe_call,
+)
 from .abc import Codec, Store
 
 
@@ -185,22 +192,29 @@ async def _run(
         async with store.open_run(header) as session:
             previous = session.previous
             completed: dict[str, StepResult] = {}
-            completed_items: dict[str, dict[int, Any]] = {}
+            completed_items: dict[str, Callable[[list[Any]], dict[int, Any]]] = {}
             for name, record in previous.steps.items():
                 if record.status is StepStatus.SUCCEEDED and name in plan.by_name:
                     completed[name] = step_result(record, codec, run_id)
-            for name, items in previous.items.items():
-                if name in completed or name not in plan.by_name:
+            fingerprints: dict[str, list[str]] = {}  # map step -> its items' fingerprints
+            for node in plan.nodes:
+                name = node.spec.name
+                if node.spec.map_over is None or name in completed:
                     continue
-                completed_items[name] = {
-                    index: decode_value(codec, r.codec, r.value, run_id, f"item {index} of step {name!r}")
-                    for index, r in items.items()
+                recorded = {
+                    index: (
+                        decode_value(codec, r.codec, r.value, run_id, f"item {index} of step {name!r}"),
+                        r.fingerprint,
+                    )
+                    for index, r in previous.items.get(name, {}).items()
                 }
+                completed_items[name] = _matcher(recorded, fingerprints.setdefault(name, []))
             errors: list[BaseException] = []
             # when the store can no longer record the run, the run stops (as at a failure
             # under fail_fast): nothing more is paid for that would be run again on resume
             scope = current_backend().cancel_scope()
             record_step, record_item = recording_hooks(session, codec, errors, _stopper(scope))
+            record_item = _with_fingerprints(record_item, fingerprints)
             run = Run(
                 flow,
                 plan,
@@ -241,6 +255,68 @@ async def _run(
             exc.result = made  # every output computed, also those not recorded
         raise
     return made
+
+
+def _fingerprint(item: Any) -> str:
+    """What identifies a map item across processes: a digest of its canonical encoding.
+
+    Equal items (sets and dicts whatever their order) get equal fingerprints;
+    an item JSON cannot say is identified by its ``repr`` (which may hold an
+    address: such an item is then never matched, and runs again on resume).
+    """
+    try:
+        text = json.dumps(_canonical(json.loads(_JSON.encode(item))), sort_keys=True)
+    except (TypeError, ValueError):
+        try:
+            text = f"repr:{type(item).__module__}.{type(item).__qualname__}:{item!r}"
+        except Exception:
+            text = f"id:{id(item)}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _matcher(
+    recorded: dict[int, tuple[Any, str | None]], fingerprints: list[str]
+) -> Callable[[list[Any]], dict[int, Any]]:
+    """What the scheduler calls with a map step's items: index -> recorded value, for the items recorded.
+
+    A recorded item is matched to an item with the same fingerprint (equal
+    items in recorded order), not to the same index: an iterable without a
+    stable order (a ``set``, whose order depends on the process's hash seed)
+    gives the same result as an uninterrupted run. Records without a
+    fingerprint (from trioflow versions before them) are matched by index.
+    Fills ``fingerprints`` (by item index) for the item recorder.
+    """
+
+    def match(items: list[Any]) -> dict[int, Any]:
+        fingerprints[:] = [_fingerprint(item) for item in items]
+        if not recorded:
+            return {}
+        by_fingerprint: dict[str, deque[Any]] = {}
+        for index in sorted(recorded):
+            value, fingerprint = recorded[index]
+            if fingerprint is not None:
+                by_fingerprint.setdefault(fingerprint, deque()).append(value)
+        done: dict[int, Any] = {}
+        for i, fingerprint in enumerate(fingerprints):
+            waiting = by_fingerprint.get(fingerprint)
+            if waiting:
+                done[i] = waiting.popleft()
+        for index, (value, fingerprint) in recorded.items():
+            if fingerprint is None and 0 <= index < len(items) and index not in done:
+                done[index] = value
+        return done
+
+    return match
+
+
+def _with_fingerprints(record_item: ItemRecorder, fingerprints: dict[str, list[str]]) -> Any:
+    """The scheduler's item hook: the session's, given each item's fingerprint."""
+
+    def record(step: str, index: int, value: Any, data: bytes, attempts: int, started: float, finished: float) -> None:
+        known = fingerprints.get(step)
+        record_item(step, index, value, data, attempts, started, finished, known[index] if known else None)
+
+    return record
 
 
 def _stopper(scope: Any) -> Callable[[], object]:

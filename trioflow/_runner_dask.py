@@ -48,7 +48,11 @@ class DaskRunner:
 
     Args:
         address_or_client: the scheduler's address (``"tcp://10.0.0.5:8786"``),
-            or a ``distributed.Client`` you already have.
+            or a ``distributed.Client`` you already have (a cluster object such
+            as a ``LocalCluster`` is taken as its ``scheduler_address``).
+
+    Under asyncio the client may also be an asynchronous one
+    (``Client(..., asynchronous=True)``) running on the application's event loop.
 
     A runner made from an address owns its client: it connects on first use
     (or on entering ``async with``) and disconnects when closed, so use it as
@@ -82,6 +86,11 @@ class DaskRunner:
             self._address = None
             self._client = address_or_client
             self._owns = False
+        elif isinstance(getattr(address_or_client, "scheduler_address", None), str):
+            # a cluster object (LocalCluster, ...): connect to it like to its address
+            self._address = address_or_client.scheduler_address
+            self._client = None
+            self._owns = True
         else:
             raise TypeError(
                 f"DaskRunner takes a scheduler address such as 'tcp://127.0.0.1:8786' or a "
@@ -151,6 +160,15 @@ class DaskRunner:
             call_in_worker, fn, "cloudpickle", step.name, step.attempt, step.item, step.run_id, args,
             key=f"trioflow-{label}-{uuid.uuid4().hex}", pure=False,
         )
+        if getattr(client, "asynchronous", False):
+            # an asyncio application's own asynchronous client, on this event loop
+            try:
+                reply = await future
+            finally:
+                if not future.done():
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                        await future.cancel()
+            return decode_reply(reply, step, WHERE)
         try:
             await _wait_done(future)
             # the result is on a worker: fetching it is network I/O, done in a thread

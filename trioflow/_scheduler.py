@@ -255,8 +255,8 @@ class Run:
         options: RunOptions,
         completed: Mapping[str, StepResult] | None = None,
         recorder: Recorder | None = None,
-        completed_items: Mapping[str, Mapping[int, Any]] | None = None,
-        item_recorder: Callable[[str, int, Any, Any, int], object] | None = None,
+        completed_items: Mapping[str, Mapping[int, Any] | Callable[[list[Any]], Mapping[int, Any]]] | None = None,
+        item_recorder: Callable[[str, int, Any, Any, int, float, float], object] | None = None,
         on_value: Callable[[str, int | None, Any], Any] | None = None,
     ) -> None:
         """Prepare a run.
@@ -268,9 +268,11 @@ class Run:
                 the moment the step reaches a final status (synchronously, in the
                 scheduler).
             completed_items: for map steps, item index -> value of items recorded
-                by an earlier run; only the missing items run.
-            item_recorder: called as ``(step, index, value, kept, attempts)`` when
-                a map item succeeds (``kept``: what ``on_value`` returned, or None).
+                by an earlier run (or a function that makes that mapping from the
+                step's list of items); only the missing items run.
+            item_recorder: called as ``(step, index, value, kept, attempts, started,
+                finished)`` when a map item succeeds (``kept``: what ``on_value``
+                returned, or None; the times are those of the attempt that succeeded).
             on_value: called as ``(step, item, value)`` the moment a step function
                 (or map item) returns, inside the attempt: an exception it raises
                 fails that attempt as if the step had raised it, and what it
@@ -531,6 +533,8 @@ class Run:
         st.item_times = [[None, None] for _ in items]
         st.item_failures = {}
         done = self.completed_items.get(st.name, {})
+        if callable(done):  # a store matches its recorded items to these ones (see _durable)
+            done = done(items)
         todo = [i for i in range(len(items)) if i not in done]
         for i, value in done.items():
             if 0 <= i < len(items):
@@ -1102,7 +1106,7 @@ class Run:
         st.item_status[unit.item] = StepStatus.SUCCEEDED  # type: ignore[index]
         st.item_times[unit.item][1] = now
         if self.item_recorder is not None:
-            self.item_recorder(st.name, unit.item, value, kept, attempt)
+            self.item_recorder(st.name, unit.item, value, kept, attempt, started, now)
         self._item_done(st, now)
 
     async def _shielded_checkpoint(self) -> None:

@@ -29,7 +29,8 @@ from .._scheduler import Recorder, current_backend
 
 T = TypeVar("T")
 
-ItemRecorder = Callable[[str, int, Any, bytes, int], None]
+# (step, index, value, encoded value, attempts, started_at, finished_at, item fingerprint)
+ItemRecorder = Callable[[str, int, Any, bytes, int, float, float, "str | None"], None]
 
 
 # trio's own primitives under trio (cheaper, and anyio's trio backend is not
@@ -198,9 +199,12 @@ def _record_hooks(
             errors.append(exc)
             stop()
 
-    def record_item(step: str, index: int, value: Any, data: bytes, attempts: int) -> None:
+    def record_item(
+        step: str, index: int, value: Any, data: bytes, attempts: int, started: float, finished: float,
+        fingerprint: str | None,
+    ) -> None:
         try:
-            session.record_item(ItemRecord(step, index, data, codec_name, attempts))
+            session.record_item(ItemRecord(step, index, data, codec_name, attempts, started, finished, fingerprint))
         except Exception as exc:
             errors.append(exc)
             stop()

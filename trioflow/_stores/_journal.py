@@ -51,10 +51,16 @@ encode_batch = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encod
 #
 #   ["s", step, value, attempts] + [usage]?     succeeded, value by the row's codec
 #   ["x", step, status, value, codec, error type, error message, attempts, usage]
-#   ["i", step, index, value, attempts]          a map item, value by the row's codec
-#   ["j", step, index, value, codec, attempts]
+#   ["k", step, index, value, attempts, fingerprint]          a map item, value by the row's codec
+#   ["l", step, index, value, codec, attempts, fingerprint]
 #
-# The short forms are what flows write; the long ones carry their own codec.
+# The short forms are what flows write; the long ones carry their own codec. A map
+# item's times are those of the attempt that succeeded; its fingerprint
+# identifies the item it was given. Journals of format 1 have map items without
+# times or fingerprints, which are still read:
+#
+#   ["i", step, index, value, attempts]
+#   ["j", step, index, value, codec, attempts]
 Record = tuple[str, list[Any], float, float]
 _NAN = math.nan
 _BIG_ENDIAN = sys.byteorder == "big"
@@ -382,7 +388,10 @@ class JournalSession:
         )
 
     def record_item(self, r: ItemRecord) -> None:
-        self._put((self._run_id, ["j", r.step, r.index, _text(r.value, r.codec), r.codec, r.attempts], _NAN, _NAN))
+        self._put((
+            self._run_id, ["l", r.step, r.index, _text(r.value, r.codec), r.codec, r.attempts, r.fingerprint],
+            _NAN if r.started_at is None else r.started_at, _NAN if r.finished_at is None else r.finished_at,
+        ))
 
     def hooks(
         self, codec: Codec, errors: list[BaseException], stop: Callable[[], object]
@@ -436,9 +445,12 @@ class JournalSession:
                 errors.append(exc)
                 stop()
 
-        def record_item(step: str, index: int, value: Any, data: bytes, attempts: int) -> None:
+        def record_item(
+            step: str, index: int, value: Any, data: bytes, attempts: int, started: float, finished: float,
+            fingerprint: str | None,
+        ) -> None:
             try:
-                put((run_id, ["i", step, index, text(data), attempts], _NAN, _NAN))
+                put((run_id, ["k", step, index, text(data), attempts, fingerprint], started, finished))
             except Exception as exc:
                 errors.append(exc)
                 stop()
@@ -607,6 +619,14 @@ def replay(rows: Iterable[tuple[str, str, bytes]]) -> tuple[dict[str, StepRecord
                 step_records[r[1]] = StepRecord(
                     r[1], StepStatus(r[2]), None if r[3] is None else _bytes(r[3], r[4]), r[4],
                     r[5], r[6], r[7], times[2 * k], times[2 * k + 1], r[8] or {},
+                )
+            elif kind == "k":
+                items.setdefault(r[1], {})[r[2]] = ItemRecord(
+                    r[1], r[2], _bytes(r[3], row_codec), row_codec, r[4], times[2 * k], times[2 * k + 1], r[5]
+                )
+            elif kind == "l":
+                items.setdefault(r[1], {})[r[2]] = ItemRecord(
+                    r[1], r[2], _bytes(r[3], r[4]), r[4], r[5], times[2 * k], times[2 * k + 1], r[6]
                 )
             elif kind == "i":
                 items.setdefault(r[1], {})[r[2]] = ItemRecord(

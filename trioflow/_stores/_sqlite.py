@@ -34,7 +34,10 @@ __all__ = ["SQLiteStore"]
 T = TypeVar("T")
 
 _APPLICATION_ID = 0x54466C77  # "TFlw", in the database header: marks a trioflow store
-_SCHEMA_VERSION = 1
+# 2: map items carry their times and a fingerprint of their item (journal records
+# "k"/"l"). A store of version 1 is migrated on first use: its tables are the
+# same, and its journal rows are still read (items without times or fingerprints).
+_SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE runs (
@@ -159,7 +162,7 @@ class SQLiteStore(BuiltinStore):
     def _locked(self, fn: Callable[[], T]) -> T:
         with self._lock:
             if self._closed:
-                raise StoreError(f"{self!r} is closed")
+                raise self._closed_error()
             try:
                 if self._conn is None:
                     self._conn = self._connect()
@@ -249,10 +252,21 @@ class SQLiteStore(BuiltinStore):
                 f"{self.path!r} is an SQLite database that trioflow did not create (tables {shown}); "
                 f"point SQLiteStore at a new file or at a store trioflow created"
             )
+        if version == 1:  # migrate: mark it version 2 (older trioflows then refuse it clearly)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self._identity(conn)[1] == 1:
+                    conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            version = self._identity(conn)[1]
         if version != _SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path!r} is a trioflow store of schema version {version}, and this trioflow "
-                f"reads version {_SCHEMA_VERSION}; use a matching trioflow version"
+                f"reads versions 1 and {_SCHEMA_VERSION}; use a trioflow version that reads it"
             )
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
@@ -393,7 +407,7 @@ class SQLiteStore(BuiltinStore):
 
     def _lock_run(self, run_id: str) -> Callable[[], None]:
         if self._closed:
-            raise StoreError(f"{self!r} is closed")
+            raise self._closed_error()
         self._check_path()
         if self.path == ":memory:":
             return _nothing
@@ -493,8 +507,37 @@ class SQLiteStore(BuiltinStore):
             self._cache_ready = True
         return conn
 
+    def _closed_error(self) -> StoreError:
+        return StoreError(
+            f"{self!r} is closed; make a new trioflow.SQLiteStore({self.path!r}) to use the database again"
+        )
+
+    async def aclose(self) -> None:
+        """Close the store without blocking the event loop: :meth:`close` in a worker thread.
+
+        Waits for the store's writer threads to end and closes the database
+        connection. A checkpoint. Using the store afterwards is a
+        :exc:`StoreError`. Closing twice is fine.
+        """
+        if self.threaded:
+            await to_thread(self.close)
+        else:
+            await checkpoint()
+            self.close()
+
+    async def __aenter__(self) -> SQLiteStore:
+        """``async with SQLiteStore(path) as store:``; entering does nothing and does not block."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Leaving closes the store (:meth:`aclose`): it waits for the writer threads, in a worker thread."""
+        await self.aclose()
+
     def close(self) -> None:
         """Close the database connection. Call it after the runs using the store have ended.
+
+        Blocks while the writer threads end: in async code, use :meth:`aclose`
+        (or ``async with``).
 
         (A run still going on fails to record, with a :exc:`StoreError`.)
         """
