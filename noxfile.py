@@ -35,7 +35,7 @@ def trio_range(session: nox.Session, trio: str) -> None:
     pin = f"trio=={OLDEST_TRIO}" if trio == "oldest" else "trio"
     session.install(".[process,http]", *TEST_DEPS)
     session.install("--upgrade", "anyio[trio]>=4.4,<5", pin)  # with anyio's matching version
-    session.run("python", "-c", "import trio, anyio; print('trio', trio.__version__, 'anyio', anyio.__version__)")
+    session.run("python", "-c", "from importlib.metadata import version as v; print('trio', v('trio'), 'anyio', v('anyio'))")
     session.run("pytest", "-p", "no:cacheprovider", *session.posargs)
 
 
