@@ -548,6 +548,38 @@ async def test_issue9_item7_exception_refusing_notes_arrives(cls: type[Exception
         await run_graph(Node(), RunContext({}, execution_id="x"))
 
 
+async def test_issue9_item7_notes_never_lose_a_condition_key_or_race_error() -> None:
+    def refuse(label: str) -> Any:
+        raise _NoNotes(label)
+
+    flow = trioflow.Flow("conditional")
+
+    @flow.step(when=lambda: refuse("when"))
+    async def guarded() -> None:  # pragma: no cover - its condition raises
+        pass
+
+    with pytest.raises(trioflow.FlowError) as info:
+        await flow.run()
+    assert [str(e) for e in info.value.exceptions] == ["when"]
+
+    keyed = trioflow.Flow("keyed")
+
+    @keyed.step(map_over="urls", limiter="host", limit_key=lambda urls: refuse("key"))
+    async def fetch(urls: str) -> str:  # pragma: no cover - its key raises
+        return urls
+
+    with pytest.raises(trioflow.FlowError) as kinfo:
+        await keyed.run({"urls": ["a"]}, limiters={"host": trioflow.KeyedLimiter(per_key=1)})
+    assert [str(e) for e in kinfo.value.exceptions] == ["key"]
+
+    async def loser() -> None:
+        raise _NoNotes("race")
+
+    with pytest.raises(trioflow.FlowError) as rinfo:
+        await trioflow.race(loser)
+    assert [str(e) for e in rinfo.value.exceptions] == ["race"]
+
+
 # -- item 8: any attempt count works -----------------------------------------------------
 
 

@@ -20,7 +20,7 @@ import trio
 import trio.lowlevel
 
 from ._context import StepContext, _current
-from ._exceptions import FlowError, GraphError
+from ._exceptions import FlowError, GraphError, add_note
 from ._map import _check_async, _fn_name
 from ._results import RunResult, StepResult, StepStatus
 from ._scheduler import current_backend
@@ -109,7 +109,7 @@ async def race(*fns: Callable[[], Awaitable[Any]], stagger: float | None = None)
             try:
                 value = await fn()
             except Exception as exc:
-                exc.add_note(f"trioflow: race call {i} ({names[i]!r}) failed")
+                add_note(exc, f"trioflow: race call {i} ({names[i]!r}) failed")
                 errors[i] = exc
                 finished[i] = be.current_time()
                 failed.set()
