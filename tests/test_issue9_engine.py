@@ -319,7 +319,15 @@ async def test_issue9_item5_outside_cancellation_is_plain_cancellation() -> None
         await anyio.sleep(100)
 
     cancelled = anyio.get_cancelled_exc_class()
-    for call in (flow.run, lambda: trioflow.map(forever, range(3)), _gather3):
+    async def forever0() -> None:
+        await anyio.sleep(100)
+
+    for call in (
+        flow.run,
+        lambda: trioflow.map(forever, range(3)),
+        _gather3,
+        lambda: trioflow.race(forever0, forever0),
+    ):
         caught: list[BaseException] = []
         with anyio.move_on_after(TICK):
             try:
@@ -372,6 +380,17 @@ async def _comes_out_as_itself(kind: type[BaseException]) -> None:
     with pytest.raises(kind) as minfo:
         await trioflow.map(item, [1, 100])
     assert type(minfo.value) is kind
+
+    async def interrupt() -> None:
+        await anyio.sleep(TICK)
+        raise kind()
+
+    async def laggard() -> None:
+        await anyio.sleep(100)
+
+    with pytest.raises(kind) as rinfo:
+        await trioflow.race(interrupt, laggard)
+    assert type(rinfo.value) is kind
 
 
 async def test_issue9_item5_engine_error_becomes_a_failure_naming_the_step() -> None:
