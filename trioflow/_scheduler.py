@@ -677,7 +677,7 @@ class Run:
         """Fail a unit before its first attempt (its limit key could not be had)."""
         st = unit.state
         now = self.now()
-        error.add_note(f"trioflow: step {_label(st.name, unit.item)!r} failed on attempt 1")
+        add_note(error, f"trioflow: step {_label(st.name, unit.item)!r} failed on attempt 1")
         if st.started_at is None:
             st.started_at = now
         if self.on_event is not None:
@@ -738,7 +738,7 @@ class Run:
             run = when(**kwargs)
         except Exception as exc:
             now = self.now()
-            exc.add_note(f"trioflow: the when= condition of step {st.name!r} raised")
+            add_note(exc, f"trioflow: the when= condition of step {st.name!r} raised")
             st.started_at = now
             if self.on_event is not None:
                 self._emit(StepFailed(st.name, 0, now, exc, None, elapsed=now - self.started_at))
