@@ -1145,6 +1145,8 @@ class Run:
         st.item_times[unit.item][1] = now
         st.item_failures[unit.item] = error
         if st.node.spec.on_item_error == "none":  # the item's value stays None
+            if _logging.logger.isEnabledFor(_logging.WARNING):
+                _logging.item_dropped(self.flow_name, self.options.run_id, st.name, unit.item, attempt, error)
             self._item_done(st, now)
             return
         st.item_errors[unit.item] = error
