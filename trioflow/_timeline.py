@@ -159,15 +159,12 @@ class Timeline:
         end = result.finished_at - origin
         trace = result._trace
         retries: dict[tuple[str, int | None], list[list[Any]]] = {}
-        attempts: dict[str, dict[int, list[list[Any]]]] = {}
         restored: frozenset[str] = frozenset()
         deps: dict[str, tuple[str, ...]] | None = None
         limiters: dict[str, tuple[float | None, tuple[str, ...] | None]] = {}
         if trace is not None:
             for entry in trace.retries:
                 retries.setdefault((entry[0], entry[1]), []).append(entry)
-            for entry in trace.items:
-                attempts.setdefault(entry[0], {}).setdefault(entry[1], []).append(entry)
             restored = trace.restored
             nodes = trace.plan.nodes
             deps = {n.spec.name: tuple(nodes[d].spec.name for d in n.deps) for n in nodes}
@@ -186,12 +183,9 @@ class Timeline:
             if was_restored:
                 units.append(_Unit(name, None, ()))
                 continue
-            # a run's own result: every attempt of every item; a loaded one: each item's recorded times
+            # each item's times (and, for a run's own result, its retries)
             items: Sequence[StepResult] | None = getattr(step, "items", None)
-            if name in attempts:
-                for i, log in sorted(attempts[name].items()):
-                    units.append(_unit_of_log(name, i, log, origin, end, retries.get((name, i), [])))
-            elif items:
+            if items:
                 for i, item in enumerate(items):
                     units.append(_unit_of_result(name, i, item, origin, end, retries.get((name, i), [])))
             else:
@@ -489,20 +483,6 @@ def _unit_of_result(
             kind = "cancelled"
         finish = r.finished_at - origin if r.finished_at is not None else end
         bars.append(_Bar(resume, max(finish, resume), kind, max(r.attempts, len(retries) + 1)))
-    return _Unit(step, item, tuple(bars))
-
-
-def _unit_of_log(
-    step: str, item: int, log: list[list[Any]], origin: float, end: float, retries: list[list[Any]]
-) -> _Unit:
-    bars: list[_Bar] = []
-    for _, _, attempt, started, ended, status in log:
-        stop = end if ended is None else ended - origin
-        bars.append(_Bar(started - origin, stop, "cancelled" if status is None else status, attempt))
-    for _, _, attempt, _, failed_at, wait, resumed_at in retries:
-        stop = min(failed_at + wait - origin, end) if resumed_at is None else resumed_at - origin
-        bars.append(_Bar(failed_at - origin, stop, "backoff", attempt))
-    bars.sort(key=lambda b: (b.start, b.status != "backoff"))
     return _Unit(step, item, tuple(bars))
 
 
