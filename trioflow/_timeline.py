@@ -30,6 +30,7 @@ import attrs
 
 from ._events import (
     Event,
+    MapStarted,
     RunFinished,
     RunStarted,
     StepCancelled,
@@ -162,12 +163,14 @@ class Timeline:
         restored: frozenset[str] = frozenset()
         deps: dict[str, tuple[str, ...]] | None = None
         limiters: dict[str, tuple[float | None, tuple[str, ...] | None]] = {}
+        mapped: set[str] = set()
         if trace is not None:
             for entry in trace.retries:
                 retries.setdefault((entry[0], entry[1]), []).append(entry)
             restored = trace.restored
             nodes = trace.plan.nodes
             deps = {n.spec.name: tuple(nodes[d].spec.name for d in n.deps) for n in nodes}
+            mapped = {n.spec.name for n in nodes if n.spec.map_over is not None}
             for name, cap in trace.limiters.items():
                 users = None if name == "max_concurrent (run)" else tuple(
                     n.spec.name for n in nodes if name in n.spec.limiters
@@ -188,6 +191,8 @@ class Timeline:
             if items:
                 for i, item in enumerate(items):
                     units.append(_unit_of_result(name, i, item, origin, end, retries.get((name, i), [])))
+            elif name in mapped:  # a map step with no items (or that never took them): nothing ran
+                units.append(_Unit(name, None, ()))
             else:
                 units.append(_unit_of_result(name, None, step, origin, end, retries.get((name, None), [])))
         return cls(result.flow, end, statuses, units, deps, limiters)
@@ -246,6 +251,9 @@ class Timeline:
                 else:
                     bars.setdefault(key, []).append(_Bar(began, t, "retried", attempt))
                     bars[key].append(_Bar(t, t + ev.wait, "backoff", attempt))
+            elif isinstance(ev, MapStarted):
+                if ev.items == ev.restored:  # nothing left to run: the step succeeds at once
+                    succeeded.add(ev.step)
             elif isinstance(ev, StepSkipped):
                 statuses[ev.step] = "skipped"
             elif isinstance(ev, StepCancelled):
