@@ -104,6 +104,14 @@ YIELD_EVERY = 16
 quiescent_scheduling: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "trioflow_quiescent_scheduling", default=False
 )
+# A declared decision point, set by trioflow.testing beside quiescent mode:
+# asked (with the run's nursery) where a worker would settle before taking a
+# contended slot, it returns True to settle, or False to take the slot at
+# once, as a production run does. The harness lets its schedules decide, so
+# it sees both behaviours.
+settle_decision: contextvars.ContextVar[Callable[[Any], bool] | None] = contextvars.ContextVar(
+    "trioflow_settle_decision", default=None
+)
 
 # The external limiters held by the enclosing steps of this task: id of the
 # caller's limiter -> the limiter of capacity 1 that the holding step lends to
@@ -295,6 +303,7 @@ class Run:
         self.hooks = installed_hooks()  # wrap every attempt (see _hooks)
         self.be = current_backend()
         self.quiescent = self.be is _TRIO and quiescent_scheduling.get()
+        self.settle_decision = settle_decision.get() if self.quiescent else None
         # the clock's own bound method: one call per reading on the hot path
         self.now: Callable[[], float] = (
             trio.lowlevel.current_clock().current_time if self.be is _TRIO else self.be.current_time
@@ -453,6 +462,10 @@ class Run:
         """Whether more units wait than there are free slots (so someone must choose)."""
         return self.queued > self.capacity - self.busy or self.queued_limited > 0
 
+    def _settles(self) -> bool:
+        """Quiescent mode: settle before taking a contended slot, unless the harness says not."""
+        return self.settle_decision is None or self.settle_decision(self.nursery)
+
     def _release(self, unit: _Unit) -> None:
         self.busy -= 1
         if unit.held:
@@ -482,7 +495,7 @@ class Run:
         self.scouts -= 1
         # a run cancelled from outside starts nothing new: no unit, no further scout
         await self.be.checkpoint_if_cancelled()
-        waited = self.quiescent and self._contended()
+        waited = self.quiescent and self._contended() and self._settles()
         if waited:
             await trio.testing.wait_all_tasks_blocked()
         if self.stopping or self.busy >= self.capacity:
@@ -904,7 +917,7 @@ class Run:
                     await self._attempts(unit)
             except Exception as exc:  # the engine's own error: never a bare group
                 self._engine_failed(unit, exc)
-            waited = self.quiescent and self._contended()
+            waited = self.quiescent and self._contended() and self._settles()
             if waited:
                 await trio.testing.wait_all_tasks_blocked()
             if self.stopping or self.busy >= self.capacity:
@@ -944,7 +957,12 @@ class Run:
         acquired: list[tuple[int, Limiter]] = []
         try:
             for key, limiter in unit.state.external:
-                await limiter.acquire()
+                try:
+                    await limiter.acquire()
+                except Exception as exc:  # a broken limiter fails the unit, which never began
+                    add_note(exc, f"trioflow: acquiring the limiter {limiter!r} raised")
+                    self._unit_failed(unit, exc, 0, self.now(), before=1)
+                    return
                 acquired.append((key, limiter))
             lent = dict(_held_limiters.get())
             for key, _ in acquired:
