@@ -323,7 +323,6 @@ class Run:
         self._seq = itertools.count()
         self.nursery: Any = None
         self.retry_log: list[list[Any]] = []  # for the timeline: see RunTrace
-        self.item_log: list[list[Any]] = []
 
         held = _held_limiters.get()
 
@@ -1008,9 +1007,6 @@ class Run:
                     st.item_times[item][0] = started
             if emit:
                 self._emit(StepStarted(st.name, attempt, started, item, elapsed=started - self.started_at))
-            if item is not None:  # for the timeline: [step, item, attempt, started, ended, status]
-                times: list[Any] = [st.name, item, attempt, started, None, None]
-                self.item_log.append(times)
             token = _current.set(StepContext(st.name, attempt, item, self.options.run_id, st.usage))
             try:
                 if self.hooks:
@@ -1024,8 +1020,6 @@ class Run:
                 error: Exception = exc if self.be is _TRIO else explain(exc, f"step {_label(st.name, item)!r}")
             else:
                 at = now()
-                if item is not None:
-                    times[4:] = (at, "succeeded")
                 self._unit_succeeded(unit, value, kept, attempt, at, started)
                 return
             finally:
@@ -1035,8 +1029,6 @@ class Run:
                 retry, error, attempt, seed=self.seed, step=st.name, item=item
             )
             if wait is None:
-                if item is not None:
-                    times[4:] = (at, "failed")
                 self._unit_failed(unit, error, attempt, at)
                 return
             # Decide to retry only once the failures of this instant have landed
@@ -1045,12 +1037,8 @@ class Run:
             # attempt's failure is then reported too, whatever the schedule.
             await self._settle()
             if self.stopping:
-                if item is not None:
-                    times[4:] = (at, "failed")
                 self._unit_failed(unit, error, attempt, at)
                 return
-            if item is not None:
-                times[4:] = (at, "retried")
             if emit:
                 self._emit(StepRetrying(st.name, attempt, at, error, wait, item, elapsed=at - self.started_at))
             if _logging.logger.isEnabledFor(_logging.WARNING):
@@ -1163,6 +1151,8 @@ class Run:
         st.item_times[unit.item][1] = now
         st.item_failures[unit.item] = error
         if st.node.spec.on_item_error == "none":  # the item's value stays None
+            if _logging.logger.isEnabledFor(_logging.WARNING):
+                _logging.item_dropped(self.flow_name, self.options.run_id, st.name, unit.item, attempt, error)
             self._item_done(st, now)
             return
         st.item_errors[unit.item] = error
@@ -1321,7 +1311,7 @@ class Run:
             started_at=self.started_at,
             finished_at=self.finished_at,
             run_id=self.options.run_id,
-            _trace=RunTrace(self.plan, self._capacities(), self.resumed, self.retry_log, self.item_log),
+            _trace=RunTrace(self.plan, self._capacities(), self.resumed, self.retry_log),
         )
 
     def _capacities(self) -> dict[str, float]:
