@@ -205,6 +205,9 @@ class Flow:
         runner = options.pop("runner", None)
         if runner is not None:
             runner = _runners.resolve(runner)
+            if getattr(runner, "copies_arguments", False):
+                # pickling to another process already gives the step its own copy
+                options.setdefault("isolation", "share")
         spec = make_spec(fn, runner=runner, **options)
         if runner is not None:
             spec = attrs.evolve(spec, fn=_runners.bind(runner, spec.fn))
