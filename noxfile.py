@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typing``, ``docs``, ``bench``, ``fuzz``, ``distributed``."""
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typing``, ``docs``, ``bench``, ``fuzz``, ``distributed``, ``browser``, ``postgres``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ nox.options.sessions = ["tests", "lint", "typing", "docs"]
 nox.options.reuse_existing_virtualenvs = False
 
 # pydantic: trioflow.nodes states may be pydantic models, and the tests check that
-# rich: the live ProgressDisplay and the docs' picture of it
-TEST_DEPS = ["pytest>=8", "pytest-trio>=0.8", "hypothesis>=6.100", "pydantic>=2", "rich>=13"]
+# rich: the live ProgressDisplay and the docs' picture of it; opentelemetry-sdk: the
+# in-memory exporter that checks the spans (it brings opentelemetry-api, the otel extra)
+TEST_DEPS = [
+    "pytest>=8", "pytest-trio>=0.8", "hypothesis>=6.100", "pydantic>=2", "rich>=13", "opentelemetry-sdk>=1.20",
+]
 
 
 @nox.session
@@ -38,10 +41,24 @@ def trio_range(session: nox.Session, trio: str) -> None:
 
 
 @nox.session
+def browser(session: nox.Session) -> None:
+    """The timeline page in headless Chromium (needs Debian's chromium package; .ci/run installs it)."""
+    session.install(".", *TEST_DEPS)
+    session.run("pytest", "browser_tests", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
 def distributed(session: nox.Session) -> None:
     """The Dask runner's tests against a real LocalCluster (slow, so not in ``tests``)."""
     session.install(".[dask,process]", *TEST_DEPS)
     session.run("pytest", "-m", "distributed", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def postgres(session: nox.Session) -> None:
+    """The store suite and the crash test against a real PostgreSQL server (Debian's postgresql package)."""
+    session.install(".[postgres]", *TEST_DEPS)
+    session.run("pytest", "-m", "postgres", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session
@@ -58,13 +75,16 @@ def fuzz(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff, including the flake8-async (ASYNC) rules."""
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "trioflow", "tests", "fuzz", "bench", "examples", "noxfile.py")
+    session.run("ruff", "check", "trioflow", "tests", "browser_tests", "fuzz", "bench", "examples", "noxfile.py")
 
 
 @nox.session
 def typing(session: nox.Session) -> None:
     """mypy --strict over the package; pyright's type completeness of the public API."""
-    session.install(".[process,dask]", "mypy>=1.10", "hypothesis>=6.100", "pyright>=1.1.380", "pytest>=8")
+    # every extra: mypy checks the code that uses rich, OpenTelemetry and httpx too
+    session.install(
+        ".[process,dask,rich,otel,http]", "mypy>=1.10", "hypothesis>=6.100", "pyright>=1.1.380", "pytest>=8"
+    )
     session.run("mypy", "--strict", "trioflow")
     # the overloads that type result[step_function] (issue 11 item 3)
     session.run("mypy", "--strict", "tests/test_typed_results.py")
@@ -83,5 +103,8 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks: trioflow against hand-written raw trio, as ratios from the same process."""
-    session.install(".[process,dask]")
+    # rich, otel and the OpenTelemetry SDK: what the observers cost (bench/observers_case.py)
+    session.install(".[process,dask,rich,otel]", "opentelemetry-sdk>=1.20")
     session.run("python", "bench/run.py", *session.posargs)
+    # the testing harness: schedules per second against plain trio.run
+    session.run("python", "bench/harness_case.py", *session.posargs)

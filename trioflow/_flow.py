@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 import attrs
 import trio
 
-from . import _runners
+from . import _otel, _runners
 from ._cache import Cache
 from ._durable import run_with_store
 from ._events import Event
@@ -84,7 +84,7 @@ class Flow:
             inputs: the names of the flow's inputs. When given, every parameter
                 that names no step or declared resource must be one of them (a
                 parameter with a default is an optional declared input), so a
-                misspelt parameter is a :class:`GraphError` from :meth:`plan`,
+                misspelt parameter is a :class:`GraphError` from ``plan()``,
                 :meth:`describe` and :meth:`run`, not a missing input.
             resources: the names of parameters that receive shared objects
                 given as ``flow.run(resources=...)`` (an HTTP client, a pool).
@@ -249,7 +249,7 @@ class Flow:
         swap of two adjacent letters) is marked as a likely typo.
 
         Raises:
-            GraphError: as :meth:`plan`.
+            GraphError: as ``plan()``.
         """
         plan = self.plan()
         marks = {} if self._declared.inputs is not None else typo_marks(plan, self._declared.resources)
@@ -485,11 +485,18 @@ class Flow:
         plan, resolved, options = self._prepare(
             inputs, max_concurrent, limiter, limiters, error_handling, seed, on_event, run_id, resources
         )
+        if _otel.active():  # opentelemetry-api is installed and a provider set: spans per run and attempt
+            return await _otel.traced_run(
+                self.name, options.run_id, lambda: self._execute(plan, resolved, options, store)
+            )
+        return await self._execute(plan, resolved, options, store)
+
+    async def _execute(self, plan: Plan, inputs: dict[str, Any], options: RunOptions, store: Any) -> RunResult:
         token = current_resources.set(frozenset(options.resources)) if options.resources else None
         try:
             if store is not None:
-                return await run_with_store(self.name, plan, resolved, options, store)
-            return await Run(self.name, plan, resolved, options).execute()
+                return await run_with_store(self.name, plan, inputs, options, store)
+            return await Run(self.name, plan, inputs, options).execute()
         finally:
             if token is not None:
                 current_resources.reset(token)

@@ -104,6 +104,14 @@ YIELD_EVERY = 16
 quiescent_scheduling: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "trioflow_quiescent_scheduling", default=False
 )
+# A declared decision point, set by trioflow.testing beside quiescent mode:
+# asked (with the run's nursery) where a worker would settle before taking a
+# contended slot, it returns True to settle, or False to take the slot at
+# once, as a production run does. The harness lets its schedules decide, so
+# it sees both behaviours.
+settle_decision: contextvars.ContextVar[Callable[[Any], bool] | None] = contextvars.ContextVar(
+    "trioflow_settle_decision", default=None
+)
 
 # The external limiters held by the enclosing steps of this task: id of the
 # caller's limiter -> the limiter of capacity 1 that the holding step lends to
@@ -208,6 +216,7 @@ class _StepState:
     started_at: float | None = None
     finished_at: float | None = None
     skip_cause: str | None = None
+    ready_at: float | None = None  # when its last dependency finished (None: at the run's start)
     skip_reason: str | None = None  # "condition" or "dependency", for a skipped step
     external: tuple[tuple[int, Limiter], ...] = ()  # (id of the caller's limiter, limiter to acquire)
     gates: tuple[Gate, ...] = ()  # rate limits and keyed limiters, passed before queueing
@@ -294,6 +303,7 @@ class Run:
         self.hooks = installed_hooks()  # wrap every attempt (see _hooks)
         self.be = current_backend()
         self.quiescent = self.be is _TRIO and quiescent_scheduling.get()
+        self.settle_decision = settle_decision.get() if self.quiescent else None
         # the clock's own bound method: one call per reading on the hot path
         self.now: Callable[[], float] = (
             trio.lowlevel.current_clock().current_time if self.be is _TRIO else self.be.current_time
@@ -453,6 +463,10 @@ class Run:
         """Whether more units wait than there are free slots (so someone must choose)."""
         return self.queued > self.capacity - self.busy or self.queued_limited > 0
 
+    def _settles(self) -> bool:
+        """Quiescent mode: settle before taking a contended slot, unless the harness says not."""
+        return self.settle_decision is None or self.settle_decision(self.nursery)
+
     def _release(self, unit: _Unit) -> None:
         self.busy -= 1
         if unit.held:
@@ -482,7 +496,7 @@ class Run:
         self.scouts -= 1
         # a run cancelled from outside starts nothing new: no unit, no further scout
         await self.be.checkpoint_if_cancelled()
-        waited = self.quiescent and self._contended()
+        waited = self.quiescent and self._contended() and self._settles()
         if waited:
             await trio.testing.wait_all_tasks_blocked()
         if self.stopping or self.busy >= self.capacity:
@@ -765,6 +779,7 @@ class Run:
             child = self.states[c]
             child.pending -= 1
             if child.pending == 0 and child.status is None:
+                child.ready_at = now
                 newly_ready.append(child)
         for child in newly_ready:
             self._make_ready(child)
@@ -802,7 +817,7 @@ class Run:
         without taking anything. Nothing is emitted when fewer than two start.
         """
         free = self.capacity - self.busy
-        if free < 2:
+        if free < 2 or self.stopping:
             return
         members = {id(st) for st in ready}
         starting: dict[int, _StepState] = {}
@@ -903,7 +918,7 @@ class Run:
                     await self._attempts(unit)
             except Exception as exc:  # the engine's own error: never a bare group
                 self._engine_failed(unit, exc)
-            waited = self.quiescent and self._contended()
+            waited = self.quiescent and self._contended() and self._settles()
             if waited:
                 await trio.testing.wait_all_tasks_blocked()
             if self.stopping or self.busy >= self.capacity:
@@ -943,7 +958,12 @@ class Run:
         acquired: list[tuple[int, Limiter]] = []
         try:
             for key, limiter in unit.state.external:
-                await limiter.acquire()
+                try:
+                    await limiter.acquire()
+                except Exception as exc:  # a broken limiter fails the unit, which never began
+                    add_note(exc, f"trioflow: acquiring the limiter {limiter!r} raised")
+                    self._unit_failed(unit, exc, 0, self.now(), before=1)
+                    return
                 acquired.append((key, limiter))
             lent = dict(_held_limiters.get())
             for key, _ in acquired:
@@ -1023,11 +1043,7 @@ class Run:
             # (one scheduling batch later; in quiescent mode, once every task is
             # blocked): a failure at the same instant stops the run, and this
             # attempt's failure is then reported too, whatever the schedule.
-            if self.quiescent:
-                with trio.CancelScope(shield=True):
-                    await trio.testing.wait_all_tasks_blocked()
-            else:
-                await self._shielded_checkpoint()
+            await self._settle()
             if self.stopping:
                 if item is not None:
                     times[4:] = (at, "failed")
@@ -1044,6 +1060,10 @@ class Run:
             self.retrying[unit] = (error, attempt, at)
             await self.be.sleep(wait)
             entry[6] = now()
+            # the next attempt begins only once the failures of this instant have
+            # landed, too: a run that stops now never begins it, whatever the schedule
+            if unit in self.retrying:
+                await self._settle()
             if unit not in self.retrying:  # the run stopped, and reported this failure
                 return
             del self.retrying[unit]
@@ -1062,9 +1082,11 @@ class Run:
     ) -> Any:
         """One attempt's call, wrapped by the installed attempt hooks."""
         spec = st.node.spec
+        ready = self.started_at if st.ready_at is None else st.ready_at
         info = Attempt(
             self.flow_name, st.name, item, attempt, self.options.run_id,
             "async" if spec.runner is None else spec.runner.name, started,
+            started - ready if attempt == 1 else 0.0,
         )
 
         async def proceed() -> Any:
@@ -1109,8 +1131,15 @@ class Run:
             self.item_recorder(st.name, unit.item, value, kept, attempt, started, now)
         self._item_done(st, now)
 
-    async def _shielded_checkpoint(self) -> None:
-        if self.be is _TRIO:
+    async def _settle(self) -> None:
+        """Let the other tasks woken at this instant run first (not cancellable).
+
+        One scheduling batch; in quiescent mode, until every task is blocked.
+        """
+        if self.quiescent:
+            with trio.CancelScope(shield=True):
+                await trio.testing.wait_all_tasks_blocked()
+        elif self.be is _TRIO:
             await trio.lowlevel.cancel_shielded_checkpoint()
         else:
             await anyio.lowlevel.cancel_shielded_checkpoint()
