@@ -173,7 +173,8 @@ class Flow:
                 arguments, returns the hashable key whose limit applies.
             runner: where a plain (``def``) function runs: ``"thread"`` (blocking
                 code, in a worker thread), ``"process"`` (CPU-bound code, in a
-                worker process, cancelled for real).
+                worker process, cancelled for real) or a :class:`DaskRunner`
+                (a Dask cluster). See :doc:`scaling`.
 
         Returns:
             The function itself, unchanged (or a decorator that returns it).
