@@ -283,6 +283,10 @@ async def main(repeats: int, n: int) -> int:
                 )
             )
 
+    from build_case import bench_build  # type: ignore[import-not-found]
+
+    rows.extend(bench_build(n, repeats))
+
     import importlib.util
 
     def installed(name: str) -> bool:

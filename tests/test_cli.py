@@ -425,6 +425,7 @@ def test_sigint_cancels_cleanly_then_resume_runs_no_recorded_step_again(tmp_path
         [steps.slow]
         kind = "shell"
         shell = true
+        after = ["fast"]  # so that `fast` has surely finished when the interrupt comes
         command = "echo slow >> {log}; if [ -e {gate} ]; then echo S; else sleep 300 & echo $! > {pid_file}; wait; fi"
 
         [steps.join]

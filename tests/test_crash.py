@@ -142,7 +142,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path, kind: str, reques
     kills = completions = mid_run = unrecorded = 0
     run_no = 0
     window = calibrate(tmp_path, env, db)
-    while kills < KILLS:
+    while kills < KILLS or mid_run < KILLS // 4:  # a busy machine lands fewer kills mid-run: go on
         run_id = f"run-{run_no}"
         run_no += 1
         for cycle in range(100):
