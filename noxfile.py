@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typing``, ``docs``, ``bench``, ``fuzz``, ``distributed``."""
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typing``, ``docs``, ``bench``, ``fuzz``, ``distributed``, ``browser``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ nox.options.sessions = ["tests", "lint", "typing", "docs"]
 nox.options.reuse_existing_virtualenvs = False
 
 # pydantic: trioflow.nodes states may be pydantic models, and the tests check that
-# rich: the live ProgressDisplay and the docs' picture of it
+# rich: the live ProgressDisplay and the docs' picture of it; opentelemetry-sdk: the
+# in-memory exporter that checks the spans (it brings opentelemetry-api, the otel extra)
 # starlette, uvicorn: the web-service recipe is served for real in a test (httpx: the http extra)
 TEST_DEPS = [
-    "pytest>=8", "pytest-trio>=0.8", "hypothesis>=6.100", "pydantic>=2", "rich>=13",
+    "pytest>=8", "pytest-trio>=0.8", "hypothesis>=6.100", "pydantic>=2", "rich>=13", "opentelemetry-sdk>=1.20",
     "starlette>=0.37", "uvicorn>=0.30",
 ]
 
@@ -40,6 +41,13 @@ def trio_range(session: nox.Session, trio: str) -> None:
 
 
 @nox.session
+def browser(session: nox.Session) -> None:
+    """The timeline page in headless Chromium (needs Debian's chromium package; .ci/run installs it)."""
+    session.install(".", *TEST_DEPS)
+    session.run("pytest", "browser_tests", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
 def distributed(session: nox.Session) -> None:
     """The Dask runner's tests against a real LocalCluster (slow, so not in ``tests``)."""
     session.install(".[dask,process]", *TEST_DEPS)
@@ -60,7 +68,7 @@ def fuzz(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff, including the flake8-async (ASYNC) rules."""
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "trioflow", "tests", "fuzz", "bench", "examples", "noxfile.py")
+    session.run("ruff", "check", "trioflow", "tests", "browser_tests", "fuzz", "bench", "examples", "noxfile.py")
 
 
 @nox.session
@@ -85,5 +93,6 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks: trioflow against hand-written raw trio, as ratios from the same process."""
-    session.install(".[process,dask]")
+    # rich, otel and the OpenTelemetry SDK: what the observers cost (bench/observers_case.py)
+    session.install(".[process,dask,rich,otel]", "opentelemetry-sdk>=1.20")
     session.run("python", "bench/run.py", *session.posargs)

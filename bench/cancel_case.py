@@ -50,7 +50,7 @@ async def main(sizes: list[int]) -> None:
     print(f"{'steps':>8}  {'finish (ms)':>12}  {'deadline -> return (ms)':>24}  {'ratio':>6}")
     for n in sizes:
         flow = build(n)
-        repeats = 5 if n <= 20_000 else 3
+        repeats = 3 if n <= 20_000 else 1
         finish = statistics.median([await finish_s(flow) for _ in range(repeats)])
         cancel = statistics.median([await cancel_s(flow) for _ in range(repeats)])
         print(f"{n:>8}  {finish * 1e3:>12.1f}  {cancel * 1e3:>24.1f}  {cancel / finish:>6.2f}")

@@ -14,6 +14,7 @@ W2  chain of N steps                           raw: task per step + Event chain
 W3  fail-fast latency: 10 steps sleeping 2 s, one raising at 50 ms (ms from raise to run raising)
 MAP trioflow.map over N items, max_concurrent=10  raw: task per item + CapacityLimiter(10)
 STORE W1/W2 recording every step to an SQLiteStore, against the same flow without a store
+OBS W1 with a ProgressDisplay, OpenTelemetry spans, open_run's event stream (see bench/observers_case.py)
 CPU/OVH/KILL where steps run: threads, processes, Dask (see bench/runners_case.py)
 """
 
@@ -287,6 +288,17 @@ async def main(repeats: int, n: int) -> int:
     rows.extend(bench_build(n, repeats))
 
     import importlib.util
+
+    def installed(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # (its parent package is missing)
+            return False
+
+    if installed("rich") and installed("opentelemetry.sdk"):  # nox -s bench installs them
+        from observers_case import bench_observers  # type: ignore[import-not-found]
+
+        rows.extend(await bench_observers(fan, n, repeats))
 
     if importlib.util.find_spec("distributed") is not None:  # pip install '.[dask,process]'
         from runners_case import bench_runners  # type: ignore[import-not-found]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 import attrs
 import trio
 
-from . import _runners
+from . import _otel, _runners
 from ._cache import Cache
 from ._durable import run_with_store
 from ._events import Event
@@ -481,11 +481,18 @@ class Flow:
         plan, resolved, options = self._prepare(
             inputs, max_concurrent, limiter, limiters, error_handling, seed, on_event, run_id, resources
         )
+        if _otel.active():  # opentelemetry-api is installed and a provider set: spans per run and attempt
+            return await _otel.traced_run(
+                self.name, options.run_id, lambda: self._execute(plan, resolved, options, store)
+            )
+        return await self._execute(plan, resolved, options, store)
+
+    async def _execute(self, plan: Plan, inputs: dict[str, Any], options: RunOptions, store: Any) -> RunResult:
         token = current_resources.set(frozenset(options.resources)) if options.resources else None
         try:
             if store is not None:
-                return await run_with_store(self.name, plan, resolved, options, store)
-            return await Run(self.name, plan, resolved, options).execute()
+                return await run_with_store(self.name, plan, inputs, options, store)
+            return await Run(self.name, plan, inputs, options).execute()
         finally:
             if token is not None:
                 current_resources.reset(token)

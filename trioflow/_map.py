@@ -258,7 +258,9 @@ class _Pool:
         """Take items and run them until the items run out or the pool stops."""
         sync = self.lock is None
         be = self.be
+        quiescent = be.name == "trio" and quiescent_scheduling.get()
         streak = 0
+        first = True
         while not (self.stopping or self.exhausted):
             # like a flow's workers: a checkpoint every YIELD_EVERY items, so items
             # that never await cannot starve other tasks nor hold off a cancellation
@@ -268,6 +270,14 @@ class _Pool:
                 await be.checkpoint()
                 if self.stopping or self.exhausted:
                     return
+            if quiescent and not first:
+                # under trioflow.testing, as a flow's workers do: take the next item
+                # once this virtual instant has settled, so whether a failure at
+                # this instant stops the call first does not depend on the schedule
+                await trio.testing.wait_all_tasks_blocked()
+                if self.stopping or self.exhausted:
+                    return
+            first = False
             taken = self._next_sync() if sync else await self._next_async()
             if taken is not None:
                 try:
@@ -352,6 +362,8 @@ class _Pool:
                     return
                 self.retrying[index] = (error, attempt, failed_at)
                 await be.sleep(wait)
+                if index in self.retrying:  # begin the next attempt once this instant settled
+                    await self._settle()
                 if index not in self.retrying:  # the call stopped, and reported this failure
                     return
                 del self.retrying[index]

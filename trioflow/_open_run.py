@@ -27,6 +27,9 @@ from ._results import RunResult
 if TYPE_CHECKING:
     from ._flow import Flow
 
+# the event iterator yields to the scheduler at least this often (see _Events)
+SCHEDULE_EVERY = 64
+
 
 class RunHandle:
     """A run going on in an ``async with flow.open_run(...) as run:`` block.
@@ -82,7 +85,9 @@ class RunHandle:
         Use as ``async for event in run.events():``. Events are buffered from
         the run's start, so nothing is missed whenever this is called (also
         after the run ended); the iteration ends after the last event. Each
-        step of the iteration is a checkpoint. It can be iterated once.
+        step of the iteration is a cancellation point, and it lets other tasks
+        run at least every 64 events (or whenever it waits for the next one).
+        It can be iterated once.
 
         Raises:
             RuntimeError: it was iterated before.
@@ -120,22 +125,33 @@ class _Events:
 
     def __init__(self, handle: RunHandle) -> None:
         self._handle = handle
+        self._streak = 0
 
     def __aiter__(self) -> _Events:
         return self
 
     async def __anext__(self) -> Event:
         handle = self._handle
-        while not handle._buffer:
-            if handle._ended.is_set():
-                raise StopAsyncIteration
-            wakeup = handle._wakeup
-            if wakeup is None:
-                wakeup = handle._wakeup = anyio.Event()
-            await wakeup.wait()
-        await anyio.lowlevel.checkpoint()
-        if not handle._buffer:  # (only one consumer, but be safe)
-            raise StopAsyncIteration  # pragma: no cover
+        if handle._buffer:
+            # Events already buffered are handed out in a batch: a cancellation
+            # point each, a schedule point every SCHEDULE_EVERY, so that a
+            # consumer and the run do not take turns at every event.
+            self._streak += 1
+            if self._streak >= SCHEDULE_EVERY:
+                self._streak = 0
+                await anyio.lowlevel.checkpoint()
+            else:
+                await anyio.lowlevel.checkpoint_if_cancelled()
+        else:
+            self._streak = 0
+            while not handle._buffer:
+                if handle._ended.is_set():
+                    await anyio.lowlevel.checkpoint()
+                    raise StopAsyncIteration
+                wakeup = handle._wakeup
+                if wakeup is None:
+                    wakeup = handle._wakeup = anyio.Event()
+                await wakeup.wait()
         return handle._buffer.popleft()
 
 

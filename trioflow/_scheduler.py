@@ -208,6 +208,7 @@ class _StepState:
     started_at: float | None = None
     finished_at: float | None = None
     skip_cause: str | None = None
+    ready_at: float | None = None  # when its last dependency finished (None: at the run's start)
     skip_reason: str | None = None  # "condition" or "dependency", for a skipped step
     external: tuple[tuple[int, Limiter], ...] = ()  # (id of the caller's limiter, limiter to acquire)
     gates: tuple[Gate, ...] = ()  # rate limits and keyed limiters, passed before queueing
@@ -765,6 +766,7 @@ class Run:
             child = self.states[c]
             child.pending -= 1
             if child.pending == 0 and child.status is None:
+                child.ready_at = now
                 newly_ready.append(child)
         for child in newly_ready:
             self._make_ready(child)
@@ -802,7 +804,7 @@ class Run:
         without taking anything. Nothing is emitted when fewer than two start.
         """
         free = self.capacity - self.busy
-        if free < 2:
+        if free < 2 or self.stopping:
             return
         members = {id(st) for st in ready}
         starting: dict[int, _StepState] = {}
@@ -1023,11 +1025,7 @@ class Run:
             # (one scheduling batch later; in quiescent mode, once every task is
             # blocked): a failure at the same instant stops the run, and this
             # attempt's failure is then reported too, whatever the schedule.
-            if self.quiescent:
-                with trio.CancelScope(shield=True):
-                    await trio.testing.wait_all_tasks_blocked()
-            else:
-                await self._shielded_checkpoint()
+            await self._settle()
             if self.stopping:
                 if item is not None:
                     times[4:] = (at, "failed")
@@ -1044,6 +1042,10 @@ class Run:
             self.retrying[unit] = (error, attempt, at)
             await self.be.sleep(wait)
             entry[6] = now()
+            # the next attempt begins only once the failures of this instant have
+            # landed, too: a run that stops now never begins it, whatever the schedule
+            if unit in self.retrying:
+                await self._settle()
             if unit not in self.retrying:  # the run stopped, and reported this failure
                 return
             del self.retrying[unit]
@@ -1062,9 +1064,11 @@ class Run:
     ) -> Any:
         """One attempt's call, wrapped by the installed attempt hooks."""
         spec = st.node.spec
+        ready = self.started_at if st.ready_at is None else st.ready_at
         info = Attempt(
             self.flow_name, st.name, item, attempt, self.options.run_id,
             "async" if spec.runner is None else spec.runner.name, started,
+            started - ready if attempt == 1 else 0.0,
         )
 
         async def proceed() -> Any:
@@ -1109,8 +1113,15 @@ class Run:
             self.item_recorder(st.name, unit.item, value, kept, attempt, started, now)
         self._item_done(st, now)
 
-    async def _shielded_checkpoint(self) -> None:
-        if self.be is _TRIO:
+    async def _settle(self) -> None:
+        """Let the other tasks woken at this instant run first (not cancellable).
+
+        One scheduling batch; in quiescent mode, until every task is blocked.
+        """
+        if self.quiescent:
+            with trio.CancelScope(shield=True):
+                await trio.testing.wait_all_tasks_blocked()
+        elif self.be is _TRIO:
             await trio.lowlevel.cancel_shielded_checkpoint()
         else:
             await anyio.lowlevel.cancel_shielded_checkpoint()
