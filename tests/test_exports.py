@@ -79,3 +79,9 @@ def test_runner_names_are_exported() -> None:
     # issue 14: runner="thread" | "process" take strings; the Dask runner is a class
     assert "DaskRunner" in trioflow.__all__
     assert trioflow.DaskRunner.__module__ == "trioflow"
+
+
+def test_store_names_are_exported() -> None:
+    # issue 14 item 4: PostgresStore beside SQLiteStore and MemoryStore; importing it needs no psycopg
+    assert {"MemoryStore", "PostgresStore", "SQLiteStore"} <= set(trioflow.__all__)
+    assert trioflow.PostgresStore.__module__ == "trioflow"

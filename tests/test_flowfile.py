@@ -855,3 +855,21 @@ def test_a_batch_step_may_use_one_rate_limit(tmp_path: Path) -> None:
     assert problems(path) == [
         "FILE:8: steps.s.limiter: a batch step can use one rate limit, not 2 (a, b); keep one of them",
     ]
+
+
+def test_inputs_bound_with_bind_are_shown_by_their_own_name() -> None:
+    # flow files wire steps with bind=; describe() and the diagrams named a bound
+    # input by the parameter (v0) instead of the input
+    from trioflow import Flow
+
+    flow = Flow("bound")
+
+    async def shout(v0: str) -> str:
+        return v0.upper()
+
+    flow.add(shout, bind={"v0": "my-topic"})
+    assert "(no dependencies; inputs: my-topic)" in flow.describe()
+    assert '[/"my-topic"/]' in flow.to_mermaid()
+    assert 'label="my-topic"' in flow.to_dot()
+    assert "v0" not in flow.to_mermaid() + flow.to_dot()
+    assert trio.run(flow.run, {"my-topic": "hi"})["shout"] == "HI"

@@ -84,7 +84,7 @@ class Flow:
             inputs: the names of the flow's inputs. When given, every parameter
                 that names no step or declared resource must be one of them (a
                 parameter with a default is an optional declared input), so a
-                misspelt parameter is a :class:`GraphError` from :meth:`plan`,
+                misspelt parameter is a :class:`GraphError` from ``plan()``,
                 :meth:`describe` and :meth:`run`, not a missing input.
             resources: the names of parameters that receive shared objects
                 given as ``flow.run(resources=...)`` (an HTTP client, a pool).
@@ -246,7 +246,7 @@ class Flow:
         swap of two adjacent letters) is marked as a likely typo.
 
         Raises:
-            GraphError: as :meth:`plan`.
+            GraphError: as ``plan()``.
         """
         plan = self.plan()
         marks = {} if self._declared.inputs is not None else typo_marks(plan, self._declared.resources)

@@ -54,8 +54,8 @@ class _State:
         self.status: dict[str, str] = dict.fromkeys(event.steps, "waiting")
         for name in event.restored:
             self.status[name] = "restored"
-        # map steps: [items done, items in all] (made for every step: no key is ever added)
-        self.items: dict[str, list[int]] = {name: [0, -1] for name in event.steps}
+        # map steps: [items done, items in all, items failed] (made for every step: no key is ever added)
+        self.items: dict[str, list[int]] = {name: [0, -1, 0] for name in event.steps}
         self.limiters = {name: (cap, frozenset(users)) for name, (cap, users) in event.limiters.items()}
         self.held: dict[str, int] = dict.fromkeys(event.limiters, 0)
         self.uses: dict[str, tuple[str, ...]] = {
@@ -212,11 +212,12 @@ class ProgressDisplay:
         if len(running) > _SHOWN:
             table.add_row(Text(f"... and {len(running) - _SHOWN} more running", style="dim"), Text(""), Text(""))
         for name in state.steps:
-            done, total = state.items[name]
+            done, total, failed = state.items[name]
             if total >= 0:
                 colour = {"failed": "red", "done": "green"}.get(status[name], "yellow")
                 bar = ProgressBar(total=max(total, 1), completed=done, width=24, complete_style=colour)
-                table.add_row(Text(name), Text(f"{done}/{total} items", style=colour), bar)
+                label = f"{done}/{total} items" + (f", {failed} failed" if failed else "")
+                table.add_row(Text(name), Text(label, style=colour), bar)
         for name in state.steps:
             if status[name] == "failed" and state.items[name][1] < 0:
                 table.add_row(Text(name), Text("failed", style="bold red"), Text(""))
@@ -251,17 +252,16 @@ def _update(state: _State, event: Event) -> None:
         if isinstance(event, StepRetrying):
             state.retrying[name] += 1
             state.status[name] = "retrying"
-        elif isinstance(event, StepFailed):
-            state.status[name] = "failed"
         elif event.item is None:
-            state.status[name] = "done"
-        else:
+            state.status[name] = "failed" if isinstance(event, StepFailed) else "done"
+        else:  # a map item: whether the step fails with it is known at the end (on_item_error=)
             counts = state.items[name]
             counts[0] += 1
-            if counts[0] >= counts[1] >= 0:
-                state.status[name] = "done"
+            if isinstance(event, StepFailed):
+                counts[2] += 1
+            state.status[name] = "done" if counts[0] >= counts[1] >= 0 else "running"
     elif isinstance(event, MapStarted):
-        state.items[event.step][:] = [event.restored, event.items]
+        state.items[event.step][:] = [event.restored, event.items, 0]
         if event.items == event.restored:
             state.status[event.step] = "done"
     elif isinstance(event, StepSkipped):
@@ -275,6 +275,8 @@ def _update(state: _State, event: Event) -> None:
         state.holding[name] = 0
     elif isinstance(event, RunFinished):
         state.outcome = event.status
+        for name in event.failed:
+            state.status[name] = "failed"
 
 
 class _Panel:

@@ -958,7 +958,12 @@ class Run:
         acquired: list[tuple[int, Limiter]] = []
         try:
             for key, limiter in unit.state.external:
-                await limiter.acquire()
+                try:
+                    await limiter.acquire()
+                except Exception as exc:  # a broken limiter fails the unit, which never began
+                    add_note(exc, f"trioflow: acquiring the limiter {limiter!r} raised")
+                    self._unit_failed(unit, exc, 0, self.now(), before=1)
+                    return
                 acquired.append((key, limiter))
             lent = dict(_held_limiters.get())
             for key, _ in acquired:

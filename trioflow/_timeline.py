@@ -120,7 +120,7 @@ class Timeline:
         deps: Mapping[str, tuple[str, ...]] | None,
         limiters: Mapping[str, tuple[float | None, tuple[str, ...] | None]],
     ) -> None:
-        self.flow = flow
+        self.flow: str = flow
         self.duration: float = max(duration, 0.0)
         self.statuses: Mapping[str, str] = dict(statuses)
         self._units = tuple(units)
@@ -186,13 +186,14 @@ class Timeline:
             if was_restored:
                 units.append(_Unit(name, None, ()))
                 continue
+            # a run's own result: every attempt of every item; a loaded one: each item's recorded times
             items: Sequence[StepResult] | None = getattr(step, "items", None)
-            if items:
-                for i, item in enumerate(items):
-                    units.append(_unit_of_result(name, i, item, origin, end, retries.get((name, i), [])))
-            elif name in attempts:
+            if name in attempts:
                 for i, log in sorted(attempts[name].items()):
                     units.append(_unit_of_log(name, i, log, origin, end, retries.get((name, i), [])))
+            elif items:
+                for i, item in enumerate(items):
+                    units.append(_unit_of_result(name, i, item, origin, end, retries.get((name, i), [])))
             else:
                 units.append(_unit_of_result(name, None, step, origin, end, retries.get((name, None), [])))
         return cls(result.flow, end, statuses, units, deps, limiters)
@@ -244,7 +245,10 @@ class Timeline:
                     succeeded.add(ev.step)
                 elif isinstance(ev, StepFailed):
                     bars.setdefault(key, []).append(_Bar(began, t, "failed", attempt))
-                    failed.add(ev.step)
+                    if ev.item is None:  # (a map step fails with its items or not: see RunFinished)
+                        failed.add(ev.step)
+                    else:
+                        succeeded.add(ev.step)
                 else:
                     bars.setdefault(key, []).append(_Bar(began, t, "retried", attempt))
                     bars[key].append(_Bar(t, t + ev.wait, "backoff", attempt))
@@ -259,12 +263,13 @@ class Timeline:
                     if key[0] == ev.step and unit_bars[-1].status == "backoff" and unit_bars[-1].end > t:
                         unit_bars[-1] = attrs.evolve(unit_bars[-1], end=t)
             elif isinstance(ev, RunFinished):
+                failed.update(ev.failed)
                 break
         duration = end - origin
         for key, (began, attempt) in open_at.items():  # no end seen: cut at the run's end
             bars.setdefault(key, []).append(_Bar(began, duration, "cancelled", attempt))
         for name in order:
-            if statuses[name] in ("cancelled",) and name in failed:
+            if name in failed:
                 statuses[name] = "failed"
             elif statuses[name] == "cancelled" and name in succeeded:
                 statuses[name] = "succeeded"

@@ -405,10 +405,12 @@ class SQLiteStore(BuiltinStore):
         """
         return open_journal_run(self, header, self._writers if self.threaded else None, self._lock_run)
 
-    def _lock_run(self, run_id: str) -> Callable[[], None]:
+    async def _lock_run(self, run_id: str) -> Callable[[], None]:
+        await checkpoint()  # (the lock is a quick system call: no thread)
         if self._closed:
             raise self._closed_error()
-        self._check_path()
+        if self._conn is None:  # (once connected, the path is known to be good)
+            self._check_path()
         if self.path == ":memory:":
             return _nothing
         return lock_run(self._realpath, run_id)
