@@ -88,10 +88,12 @@ class TraceEvent:
     Attributes:
         time: Virtual time (seconds of :class:`trio.testing.MockClock`) of the event.
         kind: ``"spawn"`` (task created), ``"step"`` (task resumed by the
-            scheduler), ``"exit"`` (task finished) or ``"note"`` (recorded
-            with :func:`~trioflow.testing.note`).
+            scheduler), ``"exit"`` (task finished), ``"thread"`` (a
+            worker-thread call run, as one step) or ``"note"`` (recorded with
+            :func:`~trioflow.testing.note`).
         task: A deterministic label for the task: its trio name and its spawn
-            index within the run, such as ``"mymodule.worker#3"``.
+            index within the run, such as ``"mymodule.worker#3"`` (for a
+            thread call, ``"thread:<function>#<index>"``).
         detail: For a ``"note"``, the text noted; else ``""``.
     """
 
