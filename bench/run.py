@@ -284,9 +284,10 @@ async def main(repeats: int, n: int) -> int:
                 )
             )
 
-    from build_case import bench_build  # type: ignore[import-not-found]
+    from build_case import bench_build, bench_import  # type: ignore[import-not-found]
 
     rows.extend(bench_build(n, repeats))
+    rows.extend(bench_import(repeats))
 
     import importlib.util
 
