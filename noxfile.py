@@ -11,8 +11,10 @@ nox.options.reuse_existing_virtualenvs = False
 # pydantic: trioflow.nodes states may be pydantic models, and the tests check that
 # rich: the live ProgressDisplay and the docs' picture of it; opentelemetry-sdk: the
 # in-memory exporter that checks the spans (it brings opentelemetry-api, the otel extra)
+# starlette, uvicorn: the web-service recipe is served for real in a test (httpx: the http extra)
 TEST_DEPS = [
     "pytest>=8", "pytest-trio>=0.8", "hypothesis>=6.100", "pydantic>=2", "rich>=13", "opentelemetry-sdk>=1.20",
+    "starlette>=0.37", "uvicorn>=0.30",
 ]
 
 
@@ -34,9 +36,9 @@ def trio_range(session: nox.Session, trio: str) -> None:
     pin = f"trio=={OLDEST_TRIO}" if trio == "oldest" else "trio"
     # process: runner="process" on trio goes through trio-parallel (anyio's process
     # workers time their start-up, which trio's virtual clock in the tests cuts short)
-    session.install(".[process]", *TEST_DEPS)
+    session.install(".[process,http]", *TEST_DEPS)
     session.install("--upgrade", "anyio[trio]>=4.4,<5", pin)  # with anyio's matching version
-    session.run("python", "-c", "import trio, anyio; print('trio', trio.__version__, 'anyio', anyio.__version__)")
+    session.run("python", "-c", "from importlib.metadata import version as v; print('trio', v('trio'), 'anyio', v('anyio'))")
     session.run("pytest", "-p", "no:cacheprovider", *session.posargs)
 
 
@@ -104,7 +106,7 @@ def docs(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks: trioflow against hand-written raw trio, as ratios from the same process."""
     # rich, otel and the OpenTelemetry SDK: what the observers cost (bench/observers_case.py)
-    session.install(".[process,dask,rich,otel]", "opentelemetry-sdk>=1.20")
+    session.install(".[process,dask,rich,otel,postgres]", "opentelemetry-sdk>=1.20")  # postgres: bench/store_case.py
     session.run("python", "bench/run.py", *session.posargs)
     # the testing harness: schedules per second against plain trio.run
     session.run("python", "bench/harness_case.py", *session.posargs)

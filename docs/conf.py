@@ -49,6 +49,9 @@ napoleon_use_ivar = True
 nitpick_ignore = [
     # the structural type of trio's and anyio's CapacityLimiter
     ("py:class", "trioflow._scheduler.Limiter"),
+    # RunResult.steps: a read-only mapping of step results, by name or step function
+    ("py:class", "LazySteps"),
+    ("py:class", "trioflow._results.LazySteps"),
     # the runner interface behind flow.step(runner=...) (described in design.rst)
     ("py:class", "trioflow._runners.Runner"),
     # what a run keeps for its timeline (RunResult's private _trace field)
@@ -158,6 +161,7 @@ OPTIONAL_PAGES = [
     "durable",
     "scaling",
     "watching",
+    "web-service",
     "coming-from-batch-node",
     "coming-from-node-executor",
     "coming-from-plans",

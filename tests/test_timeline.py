@@ -270,3 +270,30 @@ async def test_issue_12_item_3_failed_items_of_a_step_that_goes_on(autojump_cloc
             ("1", "failed"),
             ("2", "succeeded"),
         ]
+
+
+@pytest.mark.anyio
+async def test_issue_12_item_3_retried_map_items(anyio_backend: Any) -> None:
+    flow = Flow("items")
+
+    @flow.step(map_over="xs", retry=Retry(max_attempts=2, wait=0.05))
+    async def each(xs: int) -> int:
+        await anyio.sleep(0.01 * (xs + 1))
+        if xs == 1 and trioflow.current_step().attempt == 1:
+            raise ConnectionError("once")
+        return xs
+
+    events: list[Any] = []
+    result = await flow.run({"xs": [0, 1]}, on_event=events.append)
+    for tl in (result.timeline(), Timeline.from_events(events, flow=flow)):
+        bars = [(b.get("data-item"), b.get("data-status"), b.get("data-attempt")) for b in _bars(tl.to_svg())]
+        assert bars == [
+            ("0", "succeeded", "1"),
+            ("1", "retried", "1"),
+            ("1", "backoff", "1"),
+            ("1", "succeeded", "2"),
+        ]
+        ends = {(b.get("data-item"), b.get("data-status")): float(b.attrib["data-end"]) for b in _bars(tl.to_svg())}
+        starts = {(b.get("data-item"), b.get("data-status")): float(b.attrib["data-start"]) for b in _bars(tl.to_svg())}
+        assert ends[("1", "retried")] == starts[("1", "backoff")]
+        assert ends[("1", "backoff")] == pytest.approx(starts[("1", "succeeded")], abs=0.01)  # real time on asyncio

@@ -37,7 +37,6 @@ import anyio
 import anyio.lowlevel
 import attrs
 import trio
-import trio.testing
 
 from . import _logging
 from ._context import StepContext, _current
@@ -121,6 +120,15 @@ settle_decision: contextvars.ContextVar[Callable[[Any], bool] | None] = contextv
 _held_limiters: contextvars.ContextVar[Mapping[int, Limiter]] = contextvars.ContextVar(
     "trioflow_held_limiters", default=MappingProxyType({})
 )
+
+
+async def wait_all_tasks_blocked() -> None:
+    """:func:`trio.testing.wait_all_tasks_blocked`, imported when first used: only in
+    quiescent mode, under ``trioflow.testing`` (``import trioflow`` never imports
+    ``trio.testing``, which imports pytest)."""
+    from trio.testing import wait_all_tasks_blocked as wait
+
+    await wait()
 
 
 @attrs.frozen
@@ -323,7 +331,6 @@ class Run:
         self._seq = itertools.count()
         self.nursery: Any = None
         self.retry_log: list[list[Any]] = []  # for the timeline: see RunTrace
-        self.item_log: list[list[Any]] = []
 
         held = _held_limiters.get()
 
@@ -498,7 +505,7 @@ class Run:
         await self.be.checkpoint_if_cancelled()
         waited = self.quiescent and self._contended() and self._settles()
         if waited:
-            await trio.testing.wait_all_tasks_blocked()
+            await wait_all_tasks_blocked()
         if self.stopping or self.busy >= self.capacity:
             return
         unit = self._take()
@@ -677,7 +684,7 @@ class Run:
         """Fail a unit before its first attempt (its limit key could not be had)."""
         st = unit.state
         now = self.now()
-        error.add_note(f"trioflow: step {_label(st.name, unit.item)!r} failed on attempt 1")
+        add_note(error, f"trioflow: step {_label(st.name, unit.item)!r} failed on attempt 1")
         if st.started_at is None:
             st.started_at = now
         if self.on_event is not None:
@@ -738,7 +745,7 @@ class Run:
             run = when(**kwargs)
         except Exception as exc:
             now = self.now()
-            exc.add_note(f"trioflow: the when= condition of step {st.name!r} raised")
+            add_note(exc, f"trioflow: the when= condition of step {st.name!r} raised")
             st.started_at = now
             if self.on_event is not None:
                 self._emit(StepFailed(st.name, 0, now, exc, None, elapsed=now - self.started_at))
@@ -867,7 +874,7 @@ class Run:
 
     async def _cancel_all(self) -> None:
         if self.quiescent:  # let every failure of this virtual instant land first
-            await trio.testing.wait_all_tasks_blocked()
+            await wait_all_tasks_blocked()
         # a unit whose attempt failed at the very instant the run stopped, and
         # that is waiting to retry, failed at that instant too: report it as
         # failed, as it is when it fails just after the first failure
@@ -920,7 +927,7 @@ class Run:
                 self._engine_failed(unit, exc)
             waited = self.quiescent and self._contended() and self._settles()
             if waited:
-                await trio.testing.wait_all_tasks_blocked()
+                await wait_all_tasks_blocked()
             if self.stopping or self.busy >= self.capacity:
                 return
             next_unit = self._take()
@@ -1008,9 +1015,6 @@ class Run:
                     st.item_times[item][0] = started
             if emit:
                 self._emit(StepStarted(st.name, attempt, started, item, elapsed=started - self.started_at))
-            if item is not None:  # for the timeline: [step, item, attempt, started, ended, status]
-                times: list[Any] = [st.name, item, attempt, started, None, None]
-                self.item_log.append(times)
             token = _current.set(StepContext(st.name, attempt, item, self.options.run_id, st.usage))
             try:
                 if self.hooks:
@@ -1024,8 +1028,6 @@ class Run:
                 error: Exception = exc if self.be is _TRIO else explain(exc, f"step {_label(st.name, item)!r}")
             else:
                 at = now()
-                if item is not None:
-                    times[4:] = (at, "succeeded")
                 self._unit_succeeded(unit, value, kept, attempt, at, started)
                 return
             finally:
@@ -1035,8 +1037,6 @@ class Run:
                 retry, error, attempt, seed=self.seed, step=st.name, item=item
             )
             if wait is None:
-                if item is not None:
-                    times[4:] = (at, "failed")
                 self._unit_failed(unit, error, attempt, at)
                 return
             # Decide to retry only once the failures of this instant have landed
@@ -1045,12 +1045,8 @@ class Run:
             # attempt's failure is then reported too, whatever the schedule.
             await self._settle()
             if self.stopping:
-                if item is not None:
-                    times[4:] = (at, "failed")
                 self._unit_failed(unit, error, attempt, at)
                 return
-            if item is not None:
-                times[4:] = (at, "retried")
             if emit:
                 self._emit(StepRetrying(st.name, attempt, at, error, wait, item, elapsed=at - self.started_at))
             if _logging.logger.isEnabledFor(_logging.WARNING):
@@ -1138,7 +1134,7 @@ class Run:
         """
         if self.quiescent:
             with trio.CancelScope(shield=True):
-                await trio.testing.wait_all_tasks_blocked()
+                await wait_all_tasks_blocked()
         elif self.be is _TRIO:
             await trio.lowlevel.cancel_shielded_checkpoint()
         else:
@@ -1163,6 +1159,8 @@ class Run:
         st.item_times[unit.item][1] = now
         st.item_failures[unit.item] = error
         if st.node.spec.on_item_error == "none":  # the item's value stays None
+            if _logging.logger.isEnabledFor(_logging.WARNING):
+                _logging.item_dropped(self.flow_name, self.options.run_id, st.name, unit.item, attempt, error)
             self._item_done(st, now)
             return
         st.item_errors[unit.item] = error
@@ -1321,7 +1319,7 @@ class Run:
             started_at=self.started_at,
             finished_at=self.finished_at,
             run_id=self.options.run_id,
-            _trace=RunTrace(self.plan, self._capacities(), self.resumed, self.retry_log, self.item_log),
+            _trace=RunTrace(self.plan, self._capacities(), self.resumed, self.retry_log),
         )
 
     def _capacities(self) -> dict[str, float]:
