@@ -106,7 +106,7 @@ def docs(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks: trioflow against hand-written raw trio, as ratios from the same process."""
     # rich, otel and the OpenTelemetry SDK: what the observers cost (bench/observers_case.py)
-    session.install(".[process,dask,rich,otel]", "opentelemetry-sdk>=1.20")
+    session.install(".[process,dask,rich,otel,postgres]", "opentelemetry-sdk>=1.20")  # postgres: bench/store_case.py
     session.run("python", "bench/run.py", *session.posargs)
     # the testing harness: schedules per second against plain trio.run
     session.run("python", "bench/harness_case.py", *session.posargs)

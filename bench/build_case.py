@@ -69,3 +69,31 @@ def bench_build(n: int, repeats: int) -> list[tuple[str, str, str, str, str]]:
             )
         )
     return rows
+
+
+def _import_seconds(module: str) -> float:
+    import subprocess
+    import sys
+
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
+    return time.perf_counter() - t
+
+
+def bench_import(repeats: int) -> list[tuple[str, str, str, str, str]]:
+    """``import trioflow`` against ``import trio``, each in a fresh interpreter (interleaved)."""
+    ours: list[float] = []
+    raw: list[float] = []
+    for _ in range(max(5, repeats)):
+        ours.append(_import_seconds("trioflow"))
+        raw.append(_import_seconds("trio"))
+    ratios = sorted(o / r for o, r in zip(ours, raw, strict=True))
+    return [
+        (
+            "IMPORT trioflow (fresh interpreter)",
+            f"{statistics.median(ours) * 1000:.0f} ms",
+            f"{statistics.median(raw) * 1000:.0f} ms",
+            f"{ratios[0]:.2f}-{statistics.median(ratios):.2f}-{ratios[-1]:.2f}x",
+            "<= 1.2x",
+        )
+    ]

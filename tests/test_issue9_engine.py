@@ -319,7 +319,15 @@ async def test_issue9_item5_outside_cancellation_is_plain_cancellation() -> None
         await anyio.sleep(100)
 
     cancelled = anyio.get_cancelled_exc_class()
-    for call in (flow.run, lambda: trioflow.map(forever, range(3)), _gather3):
+    async def forever0() -> None:
+        await anyio.sleep(100)
+
+    for call in (
+        flow.run,
+        lambda: trioflow.map(forever, range(3)),
+        _gather3,
+        lambda: trioflow.race(forever0, forever0),
+    ):
         caught: list[BaseException] = []
         with anyio.move_on_after(TICK):
             try:
@@ -372,6 +380,17 @@ async def _comes_out_as_itself(kind: type[BaseException]) -> None:
     with pytest.raises(kind) as minfo:
         await trioflow.map(item, [1, 100])
     assert type(minfo.value) is kind
+
+    async def interrupt() -> None:
+        await anyio.sleep(TICK)
+        raise kind()
+
+    async def laggard() -> None:
+        await anyio.sleep(100)
+
+    with pytest.raises(kind) as rinfo:
+        await trioflow.race(interrupt, laggard)
+    assert type(rinfo.value) is kind
 
 
 async def test_issue9_item5_engine_error_becomes_a_failure_naming_the_step() -> None:
@@ -546,6 +565,38 @@ async def test_issue9_item7_exception_refusing_notes_arrives(cls: type[Exception
 
     with pytest.raises(cls, match="the original node"):
         await run_graph(Node(), RunContext({}, execution_id="x"))
+
+
+async def test_issue9_item7_notes_never_lose_a_condition_key_or_race_error() -> None:
+    def refuse(label: str) -> Any:
+        raise _NoNotes(label)
+
+    flow = trioflow.Flow("conditional")
+
+    @flow.step(when=lambda: refuse("when"))
+    async def guarded() -> None:  # pragma: no cover - its condition raises
+        pass
+
+    with pytest.raises(trioflow.FlowError) as info:
+        await flow.run()
+    assert [str(e) for e in info.value.exceptions] == ["when"]
+
+    keyed = trioflow.Flow("keyed")
+
+    @keyed.step(map_over="urls", limiter="host", limit_key=lambda urls: refuse("key"))
+    async def fetch(urls: str) -> str:  # pragma: no cover - its key raises
+        return urls
+
+    with pytest.raises(trioflow.FlowError) as kinfo:
+        await keyed.run({"urls": ["a"]}, limiters={"host": trioflow.KeyedLimiter(per_key=1)})
+    assert [str(e) for e in kinfo.value.exceptions] == ["key"]
+
+    async def loser() -> None:
+        raise _NoNotes("race")
+
+    with pytest.raises(trioflow.FlowError) as rinfo:
+        await trioflow.race(loser)
+    assert [str(e) for e in rinfo.value.exceptions] == ["race"]
 
 
 # -- item 8: any attempt count works -----------------------------------------------------

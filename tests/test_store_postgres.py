@@ -114,3 +114,28 @@ def test_a_cache_keeps_its_entries_in_the_database(postgres_dsn: str) -> None:
     assert trio.run(main) == ["HI", "HI"]
     store.close()
     assert calls == ["hi"]
+
+
+def test_a_damaged_run_gets_its_own_error_and_other_runs_go_on(postgres_dsn: str) -> None:
+    # issue 9 item 11, on PostgreSQL: the start of each run is a savepoint of its own
+    import psycopg
+
+    flow = trioflow.Flow("damaged")
+
+    @flow.step
+    async def only() -> int:
+        return 1
+
+    async def run(run_id: str) -> Any:
+        async with trioflow.PostgresStore(postgres_dsn) as store:
+            return await flow.run(store=store, run_id=run_id)
+
+    trio.run(run, "bad")
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE trioflow_runs SET steps = 'not json' WHERE run_id = 'bad'")
+    with pytest.raises(StoreError, match=(
+        r"^<trioflow.PostgresStore '.*'>: the records of run 'bad' are damaged \(JSONDecodeError\(.*\)\); "
+        r"start the run over with `await store.forget\('bad'\)`$"
+    )):
+        trio.run(run, "bad")
+    assert trio.run(run, "good")["only"] == 1

@@ -544,3 +544,46 @@ async def ticker_beside_value(program: Any) -> Any:
         value = await program()
         nursery.cancel_scope.cancel()
     return value
+
+
+def test_anyio_locks_and_a_cycle_of_three_are_seen_beside_a_ticker() -> None:
+    import anyio
+    import anyio.lowlevel
+
+    async def anyio_cycle() -> None:
+        first, second = anyio.Lock(), anyio.Lock()
+
+        async def forward() -> None:
+            async with first:
+                await anyio.sleep(1)
+                async with second:
+                    pass
+
+        async def backward() -> None:
+            async with second:
+                await anyio.sleep(1)
+                async with first:
+                    pass
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(forward)
+            tg.start_soon(backward)
+
+    async def three() -> None:
+        locks = [trio.Lock() for _ in range(3)]
+
+        async def worker(i: int) -> None:
+            async with locks[i]:
+                await trio.sleep(1)
+                async with locks[(i + 1) % 3]:
+                    pass
+
+        async with trio.open_nursery() as nursery:
+            for i in range(3):
+                nursery.start_soon(worker, i)
+
+    with pytest.raises(DeadlockError, match="2 tasks wait for each other in a cycle"):
+        run_deterministic(ticker_beside, anyio_cycle)
+    with pytest.raises(DeadlockError, match="3 tasks wait for each other in a cycle") as info:
+        run_deterministic(ticker_beside, three)
+    assert str(info.value).count("holds a trio.Lock wanted by") == 3

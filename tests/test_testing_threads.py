@@ -171,3 +171,43 @@ def test_a_thread_waiting_for_a_later_thread_call_is_let_go_not_hung() -> None:
     result = run_deterministic(handshake)
     assert result.value == "ok"
     assert 1.0 <= result.virtual_time < 9.0
+
+
+def test_steps_on_the_thread_runner_are_decisions_and_show_in_the_trace() -> None:
+    import trioflow
+
+    def make_flow(shared: bool) -> trioflow.Flow:
+        flow = trioflow.Flow("threads")
+        state = {"n": 0}
+
+        @flow.step(runner="thread")
+        def in_thread() -> int:
+            if shared:
+                state["n"] += 1
+            return 1
+
+        @flow.step
+        async def in_task() -> int:
+            if shared:
+                value = state["n"]
+                await trio.lowlevel.checkpoint()
+                state["n"] = value + 1
+            return 1
+
+        @flow.step
+        async def total(in_thread: int, in_task: int) -> int:
+            return state["n"] if shared else in_thread + in_task
+
+        return flow
+
+    async def run(shared: bool) -> int:
+        return (await make_flow(shared).run())["total"]
+
+    assert check_deterministic(run, False, runs=100) == 2
+    result = run_deterministic(run, False)
+    threads = [e.task for e in result.trace if e.kind == "thread"]
+    assert len(threads) == 1
+    assert threads[0].startswith("thread:")  # anyio's wrapper around the step's call
+    with pytest.raises(NonDeterminismError) as info:
+        check_deterministic(run, True, runs=300)
+    assert {info.value.expected, info.value.got} == {1, 2}

@@ -31,6 +31,10 @@ class Runner(Protocol):
 
     Attributes:
         name: a short name for messages and hooks (``"thread"``, ``"process"``, ``"dask"``).
+
+    A runner that pickles the arguments to another process may also say so with
+    a true ``copies_arguments`` attribute: its steps then default to
+    ``isolation="share"``, since the copy made by pickling already isolates them.
     """
 
     name: str

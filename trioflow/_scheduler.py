@@ -37,7 +37,6 @@ import anyio
 import anyio.lowlevel
 import attrs
 import trio
-import trio.testing
 
 from . import _logging
 from ._context import StepContext, _current
@@ -121,6 +120,15 @@ settle_decision: contextvars.ContextVar[Callable[[Any], bool] | None] = contextv
 _held_limiters: contextvars.ContextVar[Mapping[int, Limiter]] = contextvars.ContextVar(
     "trioflow_held_limiters", default=MappingProxyType({})
 )
+
+
+async def wait_all_tasks_blocked() -> None:
+    """:func:`trio.testing.wait_all_tasks_blocked`, imported when first used: only in
+    quiescent mode, under ``trioflow.testing`` (``import trioflow`` never imports
+    ``trio.testing``, which imports pytest)."""
+    from trio.testing import wait_all_tasks_blocked as wait
+
+    await wait()
 
 
 @attrs.frozen
@@ -497,7 +505,7 @@ class Run:
         await self.be.checkpoint_if_cancelled()
         waited = self.quiescent and self._contended() and self._settles()
         if waited:
-            await trio.testing.wait_all_tasks_blocked()
+            await wait_all_tasks_blocked()
         if self.stopping or self.busy >= self.capacity:
             return
         unit = self._take()
@@ -676,7 +684,7 @@ class Run:
         """Fail a unit before its first attempt (its limit key could not be had)."""
         st = unit.state
         now = self.now()
-        error.add_note(f"trioflow: step {_label(st.name, unit.item)!r} failed on attempt 1")
+        add_note(error, f"trioflow: step {_label(st.name, unit.item)!r} failed on attempt 1")
         if st.started_at is None:
             st.started_at = now
         if self.on_event is not None:
@@ -737,7 +745,7 @@ class Run:
             run = when(**kwargs)
         except Exception as exc:
             now = self.now()
-            exc.add_note(f"trioflow: the when= condition of step {st.name!r} raised")
+            add_note(exc, f"trioflow: the when= condition of step {st.name!r} raised")
             st.started_at = now
             if self.on_event is not None:
                 self._emit(StepFailed(st.name, 0, now, exc, None, elapsed=now - self.started_at))
@@ -866,7 +874,7 @@ class Run:
 
     async def _cancel_all(self) -> None:
         if self.quiescent:  # let every failure of this virtual instant land first
-            await trio.testing.wait_all_tasks_blocked()
+            await wait_all_tasks_blocked()
         # a unit whose attempt failed at the very instant the run stopped, and
         # that is waiting to retry, failed at that instant too: report it as
         # failed, as it is when it fails just after the first failure
@@ -919,7 +927,7 @@ class Run:
                 self._engine_failed(unit, exc)
             waited = self.quiescent and self._contended() and self._settles()
             if waited:
-                await trio.testing.wait_all_tasks_blocked()
+                await wait_all_tasks_blocked()
             if self.stopping or self.busy >= self.capacity:
                 return
             next_unit = self._take()
@@ -1126,7 +1134,7 @@ class Run:
         """
         if self.quiescent:
             with trio.CancelScope(shield=True):
-                await trio.testing.wait_all_tasks_blocked()
+                await wait_all_tasks_blocked()
         elif self.be is _TRIO:
             await trio.lowlevel.cancel_shielded_checkpoint()
         else:

@@ -36,7 +36,7 @@ from ._base import ItemRecorder, _Signal, is_cancellation, shielded
 
 __all__ = [
     "Begin", "Finish", "JournalSession", "JournalStore", "Record", "Write", "Writer", "Writers", "encode_batch",
-    "open_journal_run", "own_error", "replay", "times_blob",
+    "DAMAGE", "damaged", "open_journal_run", "own_error", "replay", "times_blob",
 ]
 
 encode_batch = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -595,6 +595,18 @@ class JournalStore(Protocol):
     @property
     def codec(self) -> Codec:
         ...
+
+
+# what reading a damaged journal row or run row raises
+DAMAGE = (ValueError, TypeError, IndexError, KeyError, AttributeError)
+
+
+def damaged(where: object, run_id: str, exc: BaseException) -> StoreError:
+    """The error for a run whose records are damaged (``where``: the database, as shown)."""
+    return StoreError(
+        f"{where!r}: the records of run {run_id!r} are damaged ({exc!r}); "
+        f"start the run over with `await store.forget({run_id!r})`"
+    )
 
 
 def replay(rows: Iterable[tuple[str, str, bytes]]) -> tuple[dict[str, StepRecord], dict[str, dict[int, ItemRecord]]]:

@@ -30,9 +30,11 @@ from .._results import RunResult
 from ..abc import RunSession
 from ._base import BuiltinStore, check_codec, check_run_id, to_thread
 from ._journal import (
+    DAMAGE,
     Begin,
     Write,
     Writers,
+    damaged,
     encode_batch,
     open_journal_run,
     replay,
@@ -94,6 +96,7 @@ _KEEPALIVE_IDLE = 30
 _KEEPALIVE_INTERVAL = 10
 _KEEPALIVE_COUNT = 3
 _LOCK_CLASS = 0x54466C77  # "TFlw": the first half of each run lock's key
+_IDLE_LOCK_CONNECTIONS = 8  # lock connections kept for the next runs
 
 
 def _psycopg() -> Any:
@@ -163,6 +166,7 @@ class PostgresStore(BuiltinStore):
         self._conn: Any = None
         self._closed = False
         self._writers = Writers(self, self._shown())
+        self._idle: list[Any] = []  # lock connections of ended runs, for the next runs (under _lock)
 
     def _shown(self) -> str:
         """The dsn without its password, for messages."""
@@ -253,8 +257,8 @@ class PostgresStore(BuiltinStore):
                         begin.outcome = self._begin_in(conn, begin.header)
                 except StoreError as exc:
                     begin.outcome = exc
-                except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
-                    begin.outcome = self._damaged(begin.header.run_id, exc)
+                except DAMAGE as exc:
+                    begin.outcome = damaged(self, begin.header.run_id, exc)
             with conn.cursor() as cursor:
                 for run_id, records in runs.items():
                     rows = encode_batch([r[1] for r in records])
@@ -273,12 +277,6 @@ class PostgresStore(BuiltinStore):
 
     def _begin_now(self, header: RunHeader) -> RunRecords:
         return self._locked(lambda: self._transaction(lambda conn: self._begin_in(conn, header)))
-
-    def _damaged(self, run_id: str, exc: BaseException) -> StoreError:
-        return StoreError(
-            f"{self!r}: the records of run {run_id!r} are damaged ({exc!r}); "
-            f"start the run over with `await store.forget({run_id!r})`"
-        )
 
     def _read(self, conn: Any, run_id: str) -> RunRecords:
         row = conn.execute(
@@ -299,8 +297,8 @@ class PostgresStore(BuiltinStore):
                 "SELECT codec, records, times FROM trioflow_journal WHERE run_id = %s ORDER BY id", (run_id,)
             ).fetchall()
             step_records, items = replay((c, text, bytes(blob)) for c, text, blob in journal)
-        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
-            raise self._damaged(run_id, exc) from None
+        except DAMAGE as exc:
+            raise damaged(self, run_id, exc) from None
         return RunRecords(header=header, info=info, steps=step_records, items=items)
 
     def _begin_in(self, conn: Any, header: RunHeader) -> RunRecords:
@@ -345,21 +343,32 @@ class PostgresStore(BuiltinStore):
             raise self._closed_error()
         return await to_thread(self._lock_run_now, run_id)
 
-    def _lock_run_now(self, run_id: str) -> Callable[[], None]:
+    def _lock_connection(self) -> Any:
+        """A connection for a run's lock: an idle one of an ended run, or a new one."""
+        with self._lock:
+            while self._idle:
+                conn = self._idle.pop()
+                if not (conn.closed or conn.broken):
+                    return conn
         psycopg = _psycopg()
         try:
             conn = psycopg.connect(
                 self.dsn, autocommit=True, keepalives=1, keepalives_idle=_KEEPALIVE_IDLE,
                 keepalives_interval=_KEEPALIVE_INTERVAL, keepalives_count=_KEEPALIVE_COUNT,
             )
-        except psycopg.Error as exc:
-            raise StoreError(f"{self!r} cannot connect to the server: {exc}") from exc
-        try:
             # the server's side of the keepalives: it notices a client machine that vanished
             # (and so ends the session and releases the lock) after about a minute
             conn.execute(f"SET tcp_keepalives_idle = {_KEEPALIVE_IDLE}")
             conn.execute(f"SET tcp_keepalives_interval = {_KEEPALIVE_INTERVAL}")
             conn.execute(f"SET tcp_keepalives_count = {_KEEPALIVE_COUNT}")
+        except psycopg.Error as exc:
+            raise StoreError(f"{self!r} cannot connect to the server: {exc}") from exc
+        return conn
+
+    def _lock_run_now(self, run_id: str) -> Callable[[], None]:
+        psycopg = _psycopg()
+        conn = self._lock_connection()
+        try:
             got = conn.execute(
                 "SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_CLASS, _lock_key(run_id))
             ).fetchone()[0]
@@ -378,11 +387,16 @@ class PostgresStore(BuiltinStore):
 
         def release() -> None:
             try:  # at once (closing alone frees it only once the server's session has ended)
-                conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_CLASS, _lock_key(run_id)))
+                unlocked = conn.execute(
+                    "SELECT pg_advisory_unlock(%s, %s)", (_LOCK_CLASS, _lock_key(run_id))
+                ).fetchone()[0]
             except psycopg.Error:
-                pass  # the connection is gone: so is the lock
-            finally:
-                conn.close()
+                unlocked = False  # the connection is gone: so is the lock
+            with self._lock:
+                if unlocked and not self._closed and len(self._idle) < _IDLE_LOCK_CONNECTIONS:
+                    self._idle.append(conn)  # for the next run
+                    return
+            conn.close()
 
         return release
 
@@ -496,6 +510,9 @@ class PostgresStore(BuiltinStore):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
     def __enter__(self) -> PostgresStore:
         return self

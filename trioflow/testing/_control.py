@@ -54,7 +54,7 @@ from .._stores._base import _Signal
 from ._errors import BudgetExceededError, DeadlockError
 from ._strategy import DecisionPoint, Strategy
 from ._threads import ThreadJobs, install_thread_hook, restore_thread_hook
-from ._waitfor import Wait, describe_resource, find_cycle
+from ._waitfor import Wait, _has_deadline, describe_resource, find_cycle
 
 # where a task waits for an SQLiteStore's writer thread (see _looks_idle)
 _THREAD_WAIT: Final = _Signal.wait.__code__
@@ -88,10 +88,12 @@ class TraceEvent:
     Attributes:
         time: Virtual time (seconds of :class:`trio.testing.MockClock`) of the event.
         kind: ``"spawn"`` (task created), ``"step"`` (task resumed by the
-            scheduler), ``"exit"`` (task finished) or ``"note"`` (recorded
-            with :func:`~trioflow.testing.note`).
+            scheduler), ``"exit"`` (task finished), ``"thread"`` (a
+            worker-thread call run, as one step) or ``"note"`` (recorded with
+            :func:`~trioflow.testing.note`).
         task: A deterministic label for the task: its trio name and its spawn
-            index within the run, such as ``"mymodule.worker#3"``.
+            index within the run, such as ``"mymodule.worker#3"`` (for a
+            thread call, ``"thread:<function>#<index>"``).
         detail: For a ``"note"``, the text noted; else ``""``.
     """
 
@@ -205,6 +207,7 @@ class Controller(trio.abc.Instrument):
         self.idle_generation = -1
         self.forced_rounds = 0
         self.cycle_checked = -1
+        self.last_waits: frozenset[tuple[trio.lowlevel.Task, object]] = frozenset()
         self.threads = ThreadJobs(self)
         self.current_batch: list[trio.lowlevel.Task] = []
         self.refills = 0
@@ -434,6 +437,20 @@ class Controller(trio.abc.Instrument):
         self.cycle_checked = self.steps
         if self.error is not None:
             return False
+        # The tasks that could be in a cycle: blocked, with no deadline to wake
+        # them, each in one particular wait (a wait's abort function is its
+        # own). If that set is what it was at the last look, so is the answer
+        # (a ticking task re-parks each tick, but it has a deadline).
+        waits = frozenset(
+            (task, task._abort_func)
+            for task in self.labels
+            if task._abort_func is not None and not _has_deadline(task)
+        )
+        if waits == self.last_waits:
+            return False
+        self.last_waits = waits
+        if len(waits) < 2:
+            return False
         cycle = find_cycle(self._user_tasks(), self.labels)
         if cycle is None:
             return False
@@ -491,6 +508,8 @@ class Controller(trio.abc.Instrument):
     # -- deadlock detection -------------------------------------------------
 
     def _looks_idle(self) -> bool:
+        if _trio_run.GLOBAL_RUN_CONTEXT.runner.deadlines.next_deadline() != math.inf:
+            return False  # the clock will jump to it (checked first: it is cheap)
         stats = trio.lowlevel.current_statistics()
         if stats.tasks_runnable or stats.run_sync_soon_queue_size:
             return False

@@ -100,8 +100,8 @@ class RandomWalk:
     name = "random"
 
     def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
-        self.rng = random.Random(seed)
+        self.seed: int = seed
+        self.rng: random.Random = random.Random(seed)
 
     def start_run(self, run: int) -> None:
         pass
@@ -134,13 +134,13 @@ class PCT:
     def __init__(self, seed: int = 0, depth: int | None = None) -> None:
         if depth is not None and (not isinstance(depth, int) or depth < 1):
             raise ValueError(f"PCT depth must be an int >= 1 or None, got {depth!r}")
-        self.seed = seed
-        self.depth = depth
-        self.rng = random.Random(seed)
-        self.length = 16  # decisions per run, updated from the runs seen
+        self.seed: int = seed
+        self.depth: int | None = depth
+        self.rng: random.Random = random.Random(seed)
+        self.length: int = 16  # decisions per run, updated from the runs seen
         self.priorities: dict[str, float] = {}
         self.changes: dict[int, int] = {}
-        self.handover_at_once = False
+        self.handover_at_once: bool = False
 
     def start_run(self, run: int) -> None:
         depth = self.depth if self.depth is not None else self.rng.choice((1, 2, 3))
@@ -181,14 +181,14 @@ class Bounded:
     name = "bounded"
 
     def __init__(self, seed: int = 0, max_bound: int = 3) -> None:
-        self.seed = seed
-        self.max_bound = max_bound
+        self.seed: int = seed
+        self.max_bound: int = max_bound
         # (prefix, its number of non-zero decisions)
         self.queue: deque[tuple[tuple[int, ...], int]] = deque([((), 0)])
         self.prefix: tuple[int, ...] = ()
-        self.bound = 0
+        self.bound: int = 0
         self.sizes: list[int] = []
-        self.exhausted = False
+        self.exhausted: bool = False
 
     def start_run(self, run: int) -> None:
         if self.queue:
@@ -229,14 +229,14 @@ class Portfolio:
     name = "portfolio"
 
     def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
+        self.seed: int = seed
         rngs = random.Random(seed)
 
         def sub() -> int:
             return rngs.randrange(2**32)
 
         walk = RandomWalk(sub())
-        self.bounded = Bounded(sub())
+        self.bounded: Bounded = Bounded(sub())
         self.members: list[RandomWalk | PCT | Bounded] = [
             walk,
             PCT(sub(), 1),
@@ -245,7 +245,7 @@ class Portfolio:
             walk,
             PCT(sub(), 3),
         ]
-        self.turn = -1
+        self.turn: int = -1
         self.current: RandomWalk | PCT | Bounded = walk
 
     @property

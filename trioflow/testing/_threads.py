@@ -100,8 +100,10 @@ class ThreadJobs:
         (it may wait for a thread that has not started), is let go on while
         the loop runs, uncontrolled, with the clock frozen until it ends.
         """
+        controller = self.controller
         for job in jobs:
             self.pending.remove(job)
+            controller._trace.append((controller._now(), "thread", job.label, ""))
         if len(jobs) > 1:
             self.parallel += 1
         token = trio.lowlevel.current_trio_token()
