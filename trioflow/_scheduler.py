@@ -208,6 +208,8 @@ class _StepState:
     skip_reason: str | None = None  # "condition" or "dependency", for a skipped step
     external: tuple[tuple[int, Limiter], ...] = ()  # (id of the caller's limiter, limiter to acquire)
     gates: tuple[Gate, ...] = ()  # rate limits and keyed limiters, passed before queueing
+    ok_items: list[int] | None = None  # a map step with pipes: its items that succeeded
+    piped: set[int] | None = None  # a pipelined map step: items started (or resumed) early
     items: list[Any]
     item_values: list[Any]
     item_errors: dict[int, Exception]
@@ -496,7 +498,8 @@ class Run:
         else:
             param = next(p for p in node.inputs if p.key == node.spec.map_over)
             source = self.inputs.get(param.key, param.default)
-        st.item_errors = {}
+        if st.piped is None:
+            st.item_errors = {}
         try:
             if isinstance(source, str | bytes | Mapping):
                 raise TypeError(f"it is a {type(source).__name__}")
@@ -511,6 +514,10 @@ class Run:
             st.started_at = now
             self._step_failed(st, error, 0, now)
             return
+        if st.piped is not None:  # items already started one by one: start the rest
+            st.items = items
+            self._pipe_start(st, range(len(items)), items)
+            return
         st.items = items
         st.item_values = [None] * len(items)
         done = self.completed_items.get(st.name, {})
@@ -518,6 +525,10 @@ class Run:
         for i, value in done.items():
             if 0 <= i < len(items):
                 st.item_values[i] = value
+        if node.pipes:
+            st.ok_items = [i for i in range(len(items)) if i in done]
+            for c in node.pipes:
+                self._pipe_ready(self.states[c])
         st.items_left = len(todo)
         if not todo:
             now = self.now()
@@ -741,10 +752,57 @@ class Run:
             child.pending -= 1
             if child.pending == 0 and child.status is None:
                 newly_ready.append(child)
+            elif child.pending == 1 and child.status is None and child.node.map_source is not None:
+                source = self.states[child.node.map_source]
+                if source.ok_items:  # only its map source left: catch up on its items
+                    self._pipe_ready(child)
         if len(newly_ready) > 1 and self.on_event is not None:
             self._emit(BatchStarted(tuple(s.name for s in newly_ready), now, elapsed=now - self.started_at))
         for child in newly_ready:
             self._make_ready(child)
+
+    # -- item-level pipelining -----------------------------------------------------------
+
+    def _pipe_ready(self, down: _StepState, item: int | None = None) -> None:
+        """Start items of map step ``down`` whose upstream items have succeeded (``item``,
+        or all of them), if the upstream map step is the only dependency left."""
+        if down.status is not None or down.pending != 1:
+            return
+        assert down.node.map_source is not None
+        up = self.states[down.node.map_source]
+        if up.status is not None:
+            return
+        assert up.ok_items is not None
+        if down.piped is None:
+            n = len(up.items)
+            down.piped = set()
+            down.items = [None] * n
+            down.item_values = [None] * n
+            down.item_errors = {}
+            down.items_left = n
+            if down.node.pipes:  # a chain of map steps pipelines through
+                down.ok_items = []
+        self._pipe_start(down, up.ok_items if item is None else (item,), up.item_values)
+
+    def _pipe_start(self, down: _StepState, indices: Any, values: list[Any]) -> None:
+        piped = down.piped
+        assert piped is not None
+        done = self.completed_items.get(down.name, {})
+        for i in indices:
+            if i in piped:
+                continue
+            piped.add(i)
+            down.items[i] = values[i]
+            if i in done:
+                down.item_values[i] = done[i]
+                down.items_left -= 1
+            else:
+                self._push(_Unit(down, i))
+        if not down.items_left and down.status is None:  # every item was recorded earlier
+            now = self.now()
+            if down.started_at is None:
+                down.started_at = now
+            self._step_succeeded(down, down.item_values, down.attempts, now)
 
     def _step_failed(self, st: _StepState, error: BaseException, attempts: int, now: float) -> None:
         st.status = StepStatus.FAILED
@@ -1025,6 +1083,10 @@ class Run:
         st.attempts = max(st.attempts, attempt)
         if self.item_recorder is not None:
             self.item_recorder(st.name, unit.item, value, kept, attempt)
+        if st.ok_items is not None:
+            st.ok_items.append(unit.item)
+            for c in st.node.pipes:
+                self._pipe_ready(self.states[c], unit.item)
         self._item_done(st, now)
 
     async def _shielded_checkpoint(self) -> None:

@@ -342,8 +342,21 @@ class FlowCase:
 
         Map items start in item order as the step's own ``max_concurrent`` allows.
         """
+        finish, _ = self._finish_times()
+        return finish
+
+    def _finish_times(self) -> tuple[dict[str, float], dict[str, list[float]]]:
+        """Step finish times, and each map step's item finish times.
+
+        A map step over another map step is pipelined (issue 13): its item ``i``
+        is released when upstream item ``i`` has finished and every other
+        dependency has; items then start, lowest index first, as the step's own
+        ``max_concurrent`` allows.
+        """
         seq = self.sequential()
         finish: dict[str, float] = {}
+        items_finish: dict[str, list[float]] = {}
+        maps = {m.name for m in self.models if m.map_over is not None}
         for model in self.models:
             if seq[model.name][0] == "skipped":
                 continue
@@ -353,8 +366,17 @@ class FlowCase:
                 continue
             n = len(self._map_items(model))
             times = [model.unit_time(i) for i in range(n)]
-            finish[model.name] = start + _list_schedule(times, model.max_concurrent)
-        return finish
+            if model.map_over in maps:
+                others = max(
+                    (finish[d] for d in (*model.deps, *model.after) if d not in (ITEMS, model.map_over)),
+                    default=0.0,
+                )
+                releases = [max(others, t) for t in items_finish[model.map_over]]
+            else:
+                releases = [start] * n
+            items_finish[model.name] = _release_schedule(releases, times, model.max_concurrent)
+            finish[model.name] = max(items_finish[model.name], default=start)
+        return finish, items_finish
 
     def _map_items(self, model: StepModel) -> list[Any]:
         assert model.map_over is not None
@@ -381,6 +403,26 @@ class FlowCase:
             else:
                 total += sum(model.unit_time(i) for i in range(len(self._map_items(model))))
         return total
+
+
+def _release_schedule(
+    releases: Sequence[float], times: Sequence[float], slots: int | None
+) -> list[float]:
+    """Finish times of jobs released at *releases*, on *slots* machines (``None`` = one
+    each); a free machine takes the lowest-index job released by then."""
+    n = len(times)
+    if slots is None or slots >= n:
+        return [r + t for r, t in zip(releases, times, strict=True)]
+    finish = [0.0] * n
+    free = [0.0] * slots
+    waiting = set(range(n))
+    while waiting:
+        at = max(heapq.heappop(free), min(releases[i] for i in waiting))
+        i = min(j for j in waiting if releases[j] <= at)
+        waiting.discard(i)
+        finish[i] = at + times[i]
+        heapq.heappush(free, finish[i])
+    return finish
 
 
 def _list_schedule(times: Sequence[float], slots: int | None) -> float:
