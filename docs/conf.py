@@ -154,6 +154,7 @@ OPTIONAL_PAGES = [
     "testing",
     "durable",
     "watching",
+    "limits",
     "coming-from-batch-node",
     "coming-from-node-executor",
     "coming-from-plans",
