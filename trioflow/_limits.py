@@ -53,6 +53,10 @@ class TokenBucket:
         """Take one token at ``now`` (which must be >= :meth:`available_at`)."""
         self.tat = max(self.tat, now) + self.interval
 
+    def holds(self, now: float, count: float) -> bool:
+        """Whether ``count`` tokens could all be taken at ``now``."""
+        return max(self.tat, now) + (count - 1) * self.interval - self.tolerance <= now
+
 
 class Waiter:
     """One place in a :class:`Line`: a priority, and what to call when granted."""
@@ -230,7 +234,10 @@ class RateLimit:
 
     def _line(self, key: Hashable, domain: object) -> Line:
         """The waiting line of ``key``'s bucket (``None`` when not keyed)."""
-        return self._lines.get(key, domain, lambda: Line(TokenBucket(self.interval, self.burst), None))
+        return self._lines.get(key, domain, self._new_line)
+
+    def _new_line(self) -> Line:
+        return Line(TokenBucket(self.interval, self.burst), None)
 
 
 class KeyedLimiter:
@@ -268,7 +275,10 @@ class KeyedLimiter:
 
     def _line(self, key: Hashable, domain: object) -> Line:
         """The waiting line of ``key``'s slots."""
-        return self._lines.get(key, domain, lambda: Line(None, self.per_key))
+        return self._lines.get(key, domain, self._new_line)
+
+    def _new_line(self) -> Line:
+        return Line(None, self.per_key)
 
     def in_use(self, key: Hashable) -> int:
         """How many holders of ``key`` run now (for tests and statistics)."""

@@ -325,6 +325,13 @@ class Run:
         self.domain = current_domain() if gates else None
         self.gate_lines: dict[int, Line] = {}
         self.gate_waiting = 0  # units of this run waiting in a line
+        # how many units of this run could ask a rate limit for a token at one
+        # instant: one per step (a unit retries in its own time), unknown with map steps
+        self.token_headroom: float = (
+            len(plan.nodes)
+            if not any(n.spec.map_over is not None for n in plan.nodes if n.spec.limiters)
+            else math.inf
+        )
         self.granting = False
         self.granter_scope: Any = None
         self.holders: set[_Unit] = set()
@@ -560,9 +567,21 @@ class Run:
         gate = gates[unit.passed]
         line = gate._line(unit.gate_key if gate.keyed else None, self.domain)
         self.gate_lines[id(line)] = line
-        if isinstance(gate, KeyedLimiter) and line.pass_now(self.now()):
-            self._gate_passed(unit, line, False)
-            return
+        if isinstance(gate, KeyedLimiter):
+            if line.pass_now(self.now()):
+                self._gate_passed(unit, line, False)
+                return
+        elif not line.heap:
+            # Enough tokens for every unit of this run that could ask at this
+            # instant: none can be refused, so the order does not matter and
+            # the token is taken at once (no line, no granter).
+            now = self.now()
+            bucket = line.bucket
+            assert bucket is not None
+            if bucket.holds(now, self.token_headroom):
+                bucket.take(now)
+                self._gate_passed(unit, line, False)
+                return
         self.gate_waiting += 1
         line.push(Waiter((*unit.key, next_sequence()), lambda: self._gate_passed(unit, line, True), self))
         self._wake_granter()

@@ -70,4 +70,5 @@ async def wait_turn(line: Line, sort: tuple[Any, ...], be: Any) -> None:
 def give_back(line: Line, be: Any) -> None:
     """Give back a keyed slot and let the next waiter of that key through."""
     line.release()
-    line.grant(be.current_time())
+    if line.heap:
+        line.grant(be.current_time())
