@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typing``, ``docs``, ``bench``, ``fuzz``."""
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typing``, ``docs``, ``bench``, ``fuzz``, ``distributed``, ``browser``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ nox.options.sessions = ["tests", "lint", "typing", "docs"]
 nox.options.reuse_existing_virtualenvs = False
 
 # pydantic: trioflow.nodes states may be pydantic models, and the tests check that
-TEST_DEPS = ["pytest>=8", "pytest-trio>=0.8", "hypothesis>=6.100", "pydantic>=2"]
+# rich: the live ProgressDisplay and the docs' picture of it; opentelemetry-sdk: the
+# in-memory exporter that checks the spans (it brings opentelemetry-api, the otel extra)
+TEST_DEPS = [
+    "pytest>=8", "pytest-trio>=0.8", "hypothesis>=6.100", "pydantic>=2", "rich>=13", "opentelemetry-sdk>=1.20",
+]
 
 
 @nox.session
@@ -17,6 +21,35 @@ def tests(session: nox.Session) -> None:
     """Run the test suite (trio and asyncio backends) against the installed package."""
     session.install(".[process,http]", *TEST_DEPS)  # http: the flow files' http steps are tested too
     session.run("pytest", *session.posargs)
+
+
+# the oldest trio the engine and the harness are tested with, and the newest release
+OLDEST_TRIO = "0.26.2"
+
+
+@nox.session
+@nox.parametrize("trio", ["oldest", "newest"])
+def trio_range(session: nox.Session, trio: str) -> None:
+    """The test suite on the oldest and on the newest supported trio."""
+    pin = f"trio=={OLDEST_TRIO}" if trio == "oldest" else "trio"
+    session.install(".", *TEST_DEPS)
+    session.install("--upgrade", "anyio[trio]>=4.4,<5", pin)  # with anyio's matching version
+    session.run("python", "-c", "import trio, anyio; print('trio', trio.__version__, 'anyio', anyio.__version__)")
+    session.run("pytest", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def browser(session: nox.Session) -> None:
+    """The timeline page in headless Chromium (needs Debian's chromium package; .ci/run installs it)."""
+    session.install(".", *TEST_DEPS)
+    session.run("pytest", "browser_tests", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def distributed(session: nox.Session) -> None:
+    """The Dask runner's tests against a real LocalCluster (slow, so not in ``tests``)."""
+    session.install(".[dask,process]", *TEST_DEPS)
+    session.run("pytest", "-m", "distributed", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session
@@ -33,14 +66,19 @@ def fuzz(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff, including the flake8-async (ASYNC) rules."""
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "trioflow", "tests", "fuzz", "bench", "examples", "noxfile.py")
+    session.run("ruff", "check", "trioflow", "tests", "browser_tests", "fuzz", "bench", "examples", "noxfile.py")
 
 
 @nox.session
 def typing(session: nox.Session) -> None:
-    """mypy --strict over the package."""
-    session.install(".[process,dask]", "mypy>=1.10", "hypothesis>=6.100")
+    """mypy --strict over the package; pyright's type completeness of the public API."""
+    session.install(".[process,dask]", "mypy>=1.10", "hypothesis>=6.100", "pyright>=1.1.380", "pytest>=8")
     session.run("mypy", "--strict", "trioflow")
+    # the overloads that type result[step_function] (issue 11 item 3)
+    session.run("mypy", "--strict", "tests/test_typed_results.py")
+    session.run("pyright", "tests/test_typed_results.py")
+    # fails below 100%: every public symbol has a known, declared type
+    session.run("pyright", "--verifytypes", "trioflow", "--ignoreexternal")
 
 
 @nox.session
@@ -53,5 +91,6 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks: trioflow against hand-written raw trio, as ratios from the same process."""
-    session.install(".")
+    # rich, otel and the OpenTelemetry SDK: what the observers cost (bench/observers_case.py)
+    session.install(".[process,dask,rich,otel]", "opentelemetry-sdk>=1.20")
     session.run("python", "bench/run.py", *session.posargs)

@@ -16,6 +16,8 @@ MAP trioflow.map over N items, max_concurrent=10  raw: task per item + CapacityL
 STORE W1/W2 recording every step to an SQLiteStore, against the same flow without a store
 RATE/KEYED W1 with a huge-rate RateLimit / a 100-key KeyedLimiter on every step, against plain W1
 PIPE  virtual-time makespan of a two-stage map of 1000 items, pipelined against whole-list
+OBS W1 with a ProgressDisplay, OpenTelemetry spans, open_run's event stream (see bench/observers_case.py)
+CPU/OVH/KILL where steps run: threads, processes, Dask (see bench/runners_case.py)
 """
 
 from __future__ import annotations
@@ -312,6 +314,23 @@ async def main(repeats: int, n: int) -> int:
                     "< 1.0x",
                 )
             )
+    import importlib.util
+
+    def installed(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # (its parent package is missing)
+            return False
+
+    if installed("rich") and installed("opentelemetry.sdk"):  # nox -s bench installs them
+        from observers_case import bench_observers  # type: ignore[import-not-found]
+
+        rows.extend(await bench_observers(fan, n, repeats))
+
+    if importlib.util.find_spec("distributed") is not None:  # pip install '.[dask,process]'
+        from runners_case import bench_runners  # type: ignore[import-not-found]
+
+        rows.extend(await bench_runners())
 
     header = ("workload", "trioflow / step", "raw trio / step", "ratio", "target")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]

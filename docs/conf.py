@@ -153,11 +153,13 @@ def _resolve_private_names(app, env, node, contnode):  # type: ignore[no-untyped
 OPTIONAL_PAGES = [
     "testing",
     "durable",
+    "scaling",
     "watching",
     "limits",
     "coming-from-batch-node",
     "coming-from-node-executor",
     "coming-from-plans",
+    "flowfiles",
 ]
 
 

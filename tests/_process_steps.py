@@ -92,3 +92,40 @@ def noop() -> None:
 
 def thread_count() -> int:
     return threading.active_count()
+
+
+def spin_logged(xs: int, seconds: float, log: str) -> int:
+    """Log the start, busy-loop for ``seconds``, log the end (in ``log + '.done'``)."""
+    with open(log, "a") as f:
+        f.write(f"{xs}\n")
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+    with open(log + ".done", "a") as f:
+        f.write(f"{xs}\n")
+    return xs
+
+
+def _refuse_to_unpickle() -> Any:
+    raise ValueError("OneWay objects cannot be unpickled")
+
+
+class OneWay:
+    """Pickles, but cannot be unpickled."""
+
+    def __reduce__(self) -> Any:
+        return (_refuse_to_unpickle, ())
+
+
+def returns_one_way() -> Any:
+    return OneWay()
+
+
+def timed_item(xs: int, log: str) -> int:
+    """Sleep 0.3 s on the worker; append 'start end' (CLOCK_MONOTONIC, system-wide) to ``log``."""
+    start = time.monotonic()
+    time.sleep(0.3)
+    end = time.monotonic()
+    with open(log, "a") as f:
+        f.write(f"{start} {end}\n")
+    return xs

@@ -1,9 +1,12 @@
 """Canary: trio's private scheduler internals that trioflow.testing relies on.
 
 If one of these fails after a trio upgrade, ``trioflow.testing`` can no longer
-control or observe trio's scheduler the way it does: do not just bump the pin
-in ``pyproject.toml``. Read the new ``trio/_core/_run.py`` (``unrolled_run``),
-adapt ``trioflow/testing/_control.py``, and update this file.
+control or observe trio's scheduler the way it does (and, at run time, the
+harness refuses with the message of ``trioflow/testing/_canary.py``). Read the
+new ``trio/_core/_run.py`` (``unrolled_run``), adapt
+``trioflow/testing/_control.py`` and ``_canary.py``, and update this file and
+``TESTED_TRIO``. The ``trio_range`` nox session runs this on the oldest and the
+newest supported trio.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from trioflow.testing import run_deterministic
 
 ADVICE = (
     f" -- trio's scheduler internals changed (trio {trio.__version__}); trioflow.testing relies on them. "
-    "Adapt trioflow/testing/_control.py before widening the trio pin in pyproject.toml."
+    "Adapt trioflow/testing/_control.py and _canary.py (TESTED_TRIO)."
 )
 
 
@@ -110,3 +113,43 @@ def test_the_shuffle_hook_is_really_called() -> None:
         run_deterministic(order, schedule=[3]).value[0] == 2,
         "a schedule decision no longer chooses which task runs",
     )
+
+
+# -- issue 11 item 10: the harness checks these itself, when it is used -------------------
+
+
+def test_issue_11_item_10_the_installed_trio_passes_the_harness_canary() -> None:
+    from trioflow.testing import _canary
+
+    assert _canary.problems() == []
+    _canary.check_trio()
+
+
+def test_issue_11_item_10_a_changed_trio_is_refused_with_the_supported_versions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trioflow.testing import _canary
+
+    monkeypatch.setattr(trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING", None)
+    _canary._checked.cache_clear()
+    try:
+        found = _canary.problems()
+        assert found == ["trio._core._run._ALLOW_DETERMINISTIC_SCHEDULING is gone or not a bool"]
+
+        async def nothing() -> int:
+            return 1
+
+        with pytest.raises(_canary.UnsupportedTrioError) as info:
+            run_deterministic(nothing)
+        message = str(info.value)
+        assert message.startswith(
+            f"trioflow.testing cannot drive the scheduler of the installed trio {trio.__version__}: "
+            f"trio._core._run._ALLOW_DETERMINISTIC_SCHEDULING is gone or not a bool. The "
+            f"deterministic harness is tested with trio {_canary.TESTED_TRIO[0]} to "
+            f"{_canary.TESTED_TRIO[1]}"
+        )
+        assert isinstance(info.value, RuntimeError)
+    finally:
+        monkeypatch.undo()
+        _canary._checked.cache_clear()
+    assert run_deterministic(nothing).value == 1  # flows and the harness work again

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-import trioflow
+from trioflow._flowfile import load_flow_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,6 +113,10 @@ def test_a_failed_flow_exits_1_with_the_errors(tmp_path: Path) -> None:
     assert "trioflow: flow 'broken' failed\n  step 'bad': CommandError: command" in plain.stderr
     assert "  skipped: after_bad" in plain.stderr
     assert "Traceback" not in plain.stderr
+    debug = trioflow_cmd("run", path, "--debug")
+    assert debug.returncode == 1
+    assert "trioflow: traceback of step 'bad':\nTraceback (most recent call last):" in debug.stderr
+    assert "run_shell" in debug.stderr
 
 
 def test_an_invalid_file_exits_2_with_every_problem_and_no_traceback(tmp_path: Path) -> None:
@@ -172,18 +176,14 @@ def test_validate_and_plan(tmp_path: Path) -> None:
 
 def test_graph(tmp_path: Path) -> None:
     path = write(tmp_path, HELLO)
-    for fmt in ("mermaid", "dot"):
+    ff = load_flow_file(path)
+    for fmt, expected in (("mermaid", ff.flow.to_mermaid()), ("dot", ff.flow.to_dot())):
         done = trioflow_cmd("graph", path, "--format", fmt)
-        if hasattr(trioflow.Flow, f"to_{fmt}"):
-            assert done.returncode == 0, done.stderr
-            assert "greet" in done.stdout
-            assert "repeat" in done.stdout
-        else:
-            assert done.returncode == 2
-            assert done.stderr == (
-                f"trioflow: error: trioflow graph --format {fmt} needs Flow.to_{fmt}(), which this "
-                f"version of trioflow lacks; use trioflow plan {path} for the plan as text\n"
-            )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == expected + "\n"
+        assert "greet" in done.stdout
+        assert "repeat" in done.stdout
+    assert trioflow_cmd("graph", path).stdout == ff.flow.to_mermaid() + "\n"  # the default
     assert trioflow_cmd("graph", path, "--format", "png").returncode == 2
 
 
@@ -486,17 +486,12 @@ def test_timeline(tmp_path: Path) -> None:
     bad = trioflow_cmd("timeline", "t", "--store", db, "-o", tmp_path / "x.png")
     assert bad.returncode == 2
     assert "must end in .html, .svg or .txt" in bad.stderr
-    out = tmp_path / "t.txt"
-    done = trioflow_cmd("timeline", "t", "--store", db, "-o", out)
-    if hasattr(trioflow.RunResult, "timeline"):
-        assert done.returncode == 0, done.stderr
+    for suffix in ("txt", "svg", "html"):
+        out = tmp_path / f"t.{suffix}"
+        done = trioflow_cmd("timeline", "t", "--store", db, "-o", out)
+        assert (done.returncode, done.stdout) == (0, f"wrote {out}\n"), done.stderr
         assert "greet" in out.read_text()
-    else:
-        assert done.returncode == 2
-        assert done.stderr == (
-            "trioflow: error: trioflow timeline needs RunResult.timeline(), which this version of "
-            f"trioflow lacks; trioflow runs show t --store {db} shows the step times\n"
-        )
+    assert 'data-step="repeat"' in (tmp_path / "t.svg").read_text()
 
 
 def test_debug_adds_the_traceback(tmp_path: Path) -> None:
@@ -505,7 +500,9 @@ def test_debug_adds_the_traceback(tmp_path: Path) -> None:
     assert trioflow_cmd("run", path, "--store", db, "--run-id", "d").returncode == 0
     plain = trioflow_cmd("run", path, "--store", db, "--run-id", "d", "-i", "who=x")
     debug = trioflow_cmd("--debug", "run", path, "--store", db, "--run-id", "d", "-i", "who=x")
-    assert plain.returncode == debug.returncode == 2
+    after = trioflow_cmd("run", path, "--store", db, "--run-id", "d", "-i", "who=x", "--debug")
+    assert plain.returncode == debug.returncode == after.returncode == 2
+    assert "Traceback (most recent call last)" in after.stderr
     assert "Traceback" not in plain.stderr
     assert "Traceback (most recent call last)" in debug.stderr
     assert "StoreError" in debug.stderr
@@ -544,3 +541,115 @@ def test_example_flow_files_run(path: Path, tmp_path: Path) -> None:
         assert len(outputs["drafts"]) == 5
         assert outputs["report"].startswith("A short guide to structured concurrency\n")
         assert "retry" in done.stderr  # the fake server's first outline answer is a 503
+
+
+# -- the docs page's examples -------------------------------------------------------------------
+
+
+def doc_blocks(kind: str) -> list[str]:
+    import re
+
+    text = (ROOT / "docs" / "flowfiles.rst").read_text()
+    return [textwrap.dedent(b) for b in re.findall(rf"\.\. code-block:: {kind}\n\n((?:   .*\n|\n)+)", text)]
+
+
+def test_the_docs_first_flow_runs_as_shown(tmp_path: Path) -> None:
+    hello, batch = doc_blocks("toml")
+    write(tmp_path, hello, "hello.toml")
+    [console] = doc_blocks("console")
+    command, *shown = console.strip().splitlines()
+    assert command == "$ trioflow run hello.toml -i who=trio"
+    done = trioflow_cmd(*command.split()[2:], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    got = done.stdout.splitlines()
+    assert got[0].startswith("flow 'hello' succeeded in ")
+    assert got[1:] == shown[1:]
+    (tmp_path / "mytools.py").write_text("def sizes(pages):\n    return [len(p) for p in pages]\n")
+    checked = trioflow_cmd("validate", write(tmp_path, batch, "batch.toml"), cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_the_readme_flow_file_runs_and_resumes(tmp_path: Path) -> None:
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    [toml] = re.findall(r"^```toml\n(.*?)^```", readme, flags=re.MULTILINE | re.DOTALL)
+    [console] = re.findall(r"^```console\n(.*?)^```", readme, flags=re.MULTILINE | re.DOTALL)
+    write(tmp_path, toml, "flow.toml")
+    results = []
+    for line in console.strip().splitlines():
+        args = line.split("#")[0].split()[2:]
+        results.append(trioflow_cmd(*args, cwd=tmp_path))
+        assert results[-1].returncode == 0, (line, results[-1].stderr)
+    doc = json.loads(results[3].stdout)
+    assert doc["outputs"]["greet"] == "hello you"
+    assert doc["outputs"]["each"] == ["a", "b", "c"]
+    assert "succeeded" in results[4].stdout
+
+
+def test_with_json_what_python_steps_print_goes_to_stderr(tmp_path: Path) -> None:
+    (tmp_path / "noisy.py").write_text("def talk():\n    print('chatter')\n    return 1\n")
+    path = write(tmp_path, """
+        [flow]
+        allow = ["noisy"]
+        [steps.talk]
+        kind = "python"
+        function = "noisy:talk"
+    """)
+    done = trioflow_cmd("run", path, "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["outputs"] == {"talk": 1}
+    assert "chatter" in done.stderr
+
+
+def test_a_store_path_that_cannot_be_a_database_exits_2_before_anything_runs(tmp_path: Path) -> None:
+    path = write(tmp_path, HELLO)
+    folder = trioflow_cmd("run", path, "--store", tmp_path)
+    assert folder.returncode == 2
+    assert folder.stderr == (
+        f"trioflow: error: --store {str(tmp_path)!r} is a folder; give the path of a database "
+        f"file, such as {str(tmp_path / 'runs.db')!r}\n"
+    )
+    missing = trioflow_cmd("run", path, "--store", tmp_path / "nowhere" / "runs.db")
+    assert missing.returncode == 2
+    assert missing.stderr == (
+        f"trioflow: error: --store {str(tmp_path / 'nowhere' / 'runs.db')!r}: the folder "
+        f"{str(tmp_path / 'nowhere')!r} does not exist; create it first, or give another path\n"
+    )
+
+
+def test_without_httpx_the_http_kind_says_how_to_install_it(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        [steps.get]
+        kind = "http"
+        url = "http://127.0.0.1:9/"
+    """)
+    code = ("import sys; sys.modules['httpx'] = None\n"  # as if httpx were not installed
+            "from trioflow._cli import main\n"
+            f"main(['validate', {str(path)!r}])\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"trioflow: error: {path}:2: steps.get.kind: the 'http' kind needs httpx, which is not "
+        f"installed; install it with pip install 'trioflow[http]'\n"
+    )
+
+
+def test_a_continue_batch_reports_failed_items_on_stderr(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        [steps.each]
+        kind = "shell"
+        shell = true
+        command = "test ${item} != 2 || { echo no two >&2; exit 7; }; echo ${item}"
+        batch = { items = [1, 2, 3], error_handling = "continue" }
+    """)
+    done = trioflow_cmd("run", path, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["outputs"] == {"each": ["1", None, "3"]}
+    assert (
+        "trioflow: step 'each': item 1 failed after 1 attempt, so its output is null (batch "
+        "error_handling = continue): CommandError: command ['/bin/sh', '-c', 'test 2 != 2 || "
+        "{ echo no two >&2; exit 7; }; echo 2'] exited with code 7: no two\n"
+    ) in done.stderr

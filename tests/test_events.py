@@ -18,6 +18,7 @@ from trioflow import (
     BatchStarted,
     Flow,
     FlowError,
+    MapStarted,
     Retry,
     RunFinished,
     RunStarted,
@@ -209,6 +210,7 @@ ALL_EVENTS = [
     BatchStarted(("s", "t"), 0.0),
     RunFinished("f", 1.0, 1.0, True),
     RunStarted("f", None, 0.0, ("s", "t")),
+    MapStarted("s", 1.0, 3),
 ]
 
 
@@ -232,7 +234,9 @@ def test_event_str() -> None:
         "[+   0.000s] Executing 2 steps in parallel: s, t",
         "[+   0.000s] finished f in 1.000s (ok)",
         "[+   0.000s] started  f: 2 steps",
+        "[+   0.000s] map      s: 3 items",
     ]
+    assert str(MapStarted("m", 2.0, 5, 2, elapsed=1.0)) == "[+   1.000s] map      m: 5 items (2 restored)"
     assert str(StepStarted("m", 2, 7.0, 3, elapsed=2.5)) == "[+   2.500s] start    m[3] (attempt 2)"
     assert (
         str(RunFinished("f", 1.0, 1.0, False, ("a", "b"), elapsed=1.0))
@@ -431,3 +435,26 @@ def test_issue_11_item_6_run_finished_status_defaults_from_ok() -> None:
     assert RunFinished("f", 1.0, 1.0, False, (), "cancelled").status == "cancelled"
     # elapsed is keyword-only and derived from time: not part of equality
     assert StepStarted("a", 1, 2.0, elapsed=1.0) == StepStarted("a", 1, 2.0)
+
+
+@pytest.mark.trio
+async def test_map_started_and_limiters_for_displays(autojump_clock: trio.testing.MockClock) -> None:
+    flow = Flow("m")
+
+    @flow.step(limiter="llm")
+    async def src() -> list[int]:
+        await trio.sleep(1)
+        return [1, 2, 3]
+
+    @flow.step(map_over="src", limiter=["llm", "gpu"])
+    async def each(src: int) -> int:
+        return src
+
+    llm = trio.CapacityLimiter(5)
+    events: list[Any] = []
+    await flow.run(limiters={"llm": llm, "gpu": 2}, on_event=events.append)
+    assert events[0].limiters == {"llm": (5, ("src", "each")), "gpu": (2, ("each",))}
+    maps = [ev for ev in events if isinstance(ev, MapStarted)]
+    assert maps == [MapStarted("each", 1.0, 3, 0)]
+    assert maps[0].elapsed == 1.0
+    assert events.index(maps[0]) < min(i for i, ev in enumerate(events) if getattr(ev, "item", None) is not None)

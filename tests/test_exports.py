@@ -73,3 +73,9 @@ def test_limits_routing_and_races_are_exported() -> None:
 
 def test_version() -> None:
     assert isinstance(trioflow.__version__, str)
+
+
+def test_runner_names_are_exported() -> None:
+    # issue 14: runner="thread" | "process" take strings; the Dask runner is a class
+    assert "DaskRunner" in trioflow.__all__
+    assert trioflow.DaskRunner.__module__ == "trioflow"

@@ -287,7 +287,9 @@ async def test_batch_limits_retries_and_waits_in_virtual_time(tmp_path: Path) ->
 
 @pytest.mark.trio_only
 @pytest.mark.anyio
-async def test_batch_error_handling_continue_tries_every_item(tmp_path: Path) -> None:
+async def test_batch_error_handling_continue_gives_null_for_failed_items(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     (tmp_path / "helpers_e.py").write_text(textwrap.dedent("""
         import trio
 
@@ -303,33 +305,37 @@ async def test_batch_error_handling_continue_tries_every_item(tmp_path: Path) ->
     body = """
         [flow]
         allow = ["helpers_e"]
-        error_handling = "continue"
         [steps.work]
         kind = "python"
         function = "helpers_e:work"
         args = { i = "${item}" }
-        batch = { items = [0, 1, 2, 3], error_handling = "EH" }
+        batch = { items = [0, 1, 2, 3], max_retries = 2, retry_wait = 1, error_handling = "EH" }
         [steps.after_work]
         kind = "shell"
         argv = ["echo", "${steps.work.output}"]
-        [steps.other]
-        kind = "shell"
-        argv = ["echo", "independent"]
     """
+    # the batch node's continue: every item is tried, a failed one's output is null
     ff = load_flow_file(write(tmp_path, body.replace("EH", "continue")))
+    start = trio.current_time()
+    with caplog.at_level("WARNING", logger="trioflow.flowfile"):
+        result = await run(ff)
+    assert result["work"] == [0, None, 2, 3]
+    assert result["after_work"] == "[0, None, 2, 3]"
+    seen = sys.modules["helpers_e"].seen
+    assert sorted(seen) == [0, 1, 1, 2, 3]  # item 1 had its two attempts
+    assert trio.current_time() - start == 3  # item 1: 1 s, wait 1 s, 1 s; item 3: 3 s
+    assert [r.getMessage() for r in caplog.records] == [
+        "step 'work': item 1 failed after 2 attempts, so its output is null "
+        "(batch error_handling = continue): ValueError: bad item 1"
+    ]
+    seen.clear()
+    fail_fast = body.replace("EH", "fail_fast").replace("max_retries = 2", "max_retries = 1")
+    ff = load_flow_file(write(tmp_path, fail_fast, "ff.toml"))
     with pytest.raises(FlowError) as info:
         await run(ff)
-    seen = sys.modules["helpers_e"].seen
-    assert sorted(seen) == [0, 1, 2, 3]
-    result = info.value.result
-    assert result.failed == ["work"]
-    assert result.skipped == ["after_work"]
-    assert result["other"] == "independent"
-    seen.clear()
-    ff = load_flow_file(write(tmp_path, body.replace("EH", "fail_fast"), "ff.toml"))
-    with pytest.raises(FlowError):
-        await run(ff)
-    assert seen == [0, 1]  # items 2 and 3 were cancelled mid-sleep
+    assert sorted(seen) == [0, 1]  # items 2 and 3 were cancelled mid-sleep
+    assert info.value.result.failed == ["work"]
+    assert info.value.result.steps["after_work"].status is StepStatus.CANCELLED
 
 
 @pytest.mark.anyio
@@ -487,16 +493,26 @@ def test_templates_naming_no_step_or_input(tmp_path: Path) -> None:
         [steps.bad]
         kind = "shell"
         argv = ["echo", "${steps.fetch}", "${oops"]
+
+        [steps.each]
+        kind = "shell"
+        argv = ["echo", "${doc}", "${HOME}", "$${HOME}"]
+        batch = { items = [1], as = "doc" }
+        stdin = "${dc}"
     """)
     assert problems(path) == [
         "FILE:6: steps.fetch.argv: ${inputs.topik} names no input; did you mean 'topic'?",
         "FILE:10: steps.parse.argv: ${steps.fetc.output} names no step; did you mean 'fetch'?",
-        "FILE:10: steps.parse.argv: ${steps.nothing_like_it.output} names no step (steps: fetch, parse, bad)",
-        "FILE:11: steps.parse.stdin: ${item}: ${item} is defined only in a step with batch = "
-        "{ items = ... }; write ${inputs.NAME} or ${steps.NAME.output}",
+        "FILE:10: steps.parse.argv: ${steps.nothing_like_it.output} names no step (steps: fetch, parse, bad, each)",
+        "FILE:11: steps.parse.stdin: ${item} names nothing here: a batch item exists only in a "
+        "step with batch = { items = ... }; use ${inputs.NAME} or ${steps.NAME.output}; write $${ "
+        "for a literal ${ (as in a shell variable)",
         "FILE:15: steps.bad.argv.1: template ${steps.fetch} in '${steps.fetch}' must read the step's "
         "output: ${steps.fetch.output}",
         "FILE:15: steps.bad.argv.2: '${oops' has a '${' with no closing '}'; write $${ for a literal ${",
+        "FILE:19: steps.each.argv: ${HOME} names nothing: this batch's items are ${doc}; write $${ "
+        "for a literal ${ (as in a shell variable)",
+        "FILE:21: steps.each.stdin: ${dc} names nothing: this batch's items are ${doc}; did you mean 'doc'?",
     ]
 
 
@@ -688,7 +704,7 @@ def test_rate_limits_need_calls_and_per(tmp_path: Path) -> None:
     assert problems(path)[:3] == [
         "FILE:2: limiters.api: a rate limit needs calls and per, as in api = { calls = 100, per = 60 } "
         "(got {'calls': 10})",
-        "FILE:3: limiters.web.calls: must be a whole number >= 1 (got 0)",
+        "FILE:3: limiters.web.calls: must be a number > 0 (got 0)",
         "FILE:3: limiters.web.per: must be a number > 0 (got -1)",
     ]
 
@@ -752,3 +768,90 @@ async def test_each_batch_item_holds_the_steps_limiters(tmp_path: Path) -> None:
     with pytest.raises(FlowError) as info:
         await ff.flow.run(limiters={"llm": 2})  # not through FlowFile.run: no limiters to hold
     assert "runs only through FlowFile.run()" in str(info.value.exceptions[0])
+
+
+@pytest.mark.anyio
+async def test_batch_item_limits_hold_on_both_backends(tmp_path: Path) -> None:
+    (tmp_path / "helpers_h.py").write_text(textwrap.dedent("""
+        import anyio
+
+        now = 0
+        peak = 0
+
+        async def call(i):
+            global now, peak
+            now += 1
+            peak = max(peak, now)
+            await anyio.sleep(0.01)
+            now -= 1
+            return i * i
+    """))
+    path = write(tmp_path, """
+        [flow]
+        allow = ["helpers_h"]
+        [limiters]
+        llm = 2
+        [steps.many]
+        kind = "python"
+        function = "helpers_h:call"
+        args = { i = "${item}" }
+        limiter = "llm"
+        batch = { items = [0, 1, 2, 3, 4, 5, 6], max_concurrent = 10 }
+    """)
+    module = sys.modules.pop("helpers_h", None)
+    del module
+    result = await run(load_flow_file(path))
+    assert result["many"] == [0, 1, 4, 9, 16, 25, 36]
+    assert sys.modules["helpers_h"].peak == 2
+
+
+@pytest.mark.trio_only
+@pytest.mark.anyio
+async def test_rate_limits_in_flow_files(tmp_path: Path) -> None:
+    # issue 13's rule: RateLimit(calls=2, per=1.0) lets six ready starts go at 0, 0,
+    # 0.5, 1.0, 1.5, 2.0; here a plain step and a batch's items share the bucket
+    (tmp_path / "helpers_i.py").write_text(textwrap.dedent("""
+        import trio
+
+        async def stamp(i):
+            return trio.current_time()
+    """))
+    path = write(tmp_path, """
+        [flow]
+        allow = ["helpers_i"]
+        [limiters]
+        api = { calls = 2, per = 1 }
+        [steps.many]
+        kind = "python"
+        function = "helpers_i:stamp"
+        args = { i = "${item}" }
+        limiter = "api"
+        batch = { items = [0, 1, 2, 3, 4] }
+        [steps.single]
+        kind = "python"
+        function = "helpers_i:stamp"
+        args = { i = 9 }
+        limiter = "api"
+    """)
+    ff = load_flow_file(path)
+    start = trio.current_time()
+    result = await run(ff)
+    starts = sorted([t - start for t in result["many"]] + [result["single"] - start])
+    assert starts == [0, 0, 0.5, 1.0, 1.5, 2.0]
+
+
+def test_a_batch_step_may_use_one_rate_limit(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        [limiters]
+        a = { calls = 1, per = 1 }
+        b = { calls = 5, per = 60, burst = 2 }
+        c = 3
+        [steps.s]
+        kind = "shell"
+        argv = ["echo", "${item}"]
+        limiter = ["a", "b", "c"]
+        batch = { items = [1] }
+    """)
+    assert problems(path) == [
+        "FILE:8: steps.s.limiter: a batch step can use one rate limit, not 2 (a, b); keep one of them",
+    ]

@@ -6,6 +6,7 @@ virtual time) and on asyncio (in real time, short sleeps).
 
 from __future__ import annotations
 
+import inspect
 import threading
 from typing import Any
 
@@ -366,7 +367,8 @@ def _two_steps() -> trioflow.Flow:
 
 
 @pytest.mark.parametrize("on", ["StepStarted", "StepSucceeded", "RunFinished"])
-async def test_issue9_item6_on_event_raising_keeps_every_output(on: str) -> None:
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_issue9_item6_on_event_raising_keeps_every_output(on: str, kind: str, tmp_path: Any) -> None:
     seen: list[str] = []
 
     def callback(event: Any) -> None:
@@ -374,7 +376,7 @@ async def test_issue9_item6_on_event_raising_keeps_every_output(on: str) -> None
         if type(event).__name__ == on:
             raise RuntimeError(f"observer broke on {on}")
 
-    store = trioflow.MemoryStore()
+    store: Any = trioflow.MemoryStore() if kind == "memory" else trioflow.SQLiteStore(tmp_path / "runs.db")
     with pytest.raises(trioflow.FlowError) as info:
         await _two_steps().run(on_event=callback, store=store, run_id="r1")
     err = info.value
@@ -385,6 +387,8 @@ async def test_issue9_item6_on_event_raising_keeps_every_output(on: str) -> None
     assert run.status == "succeeded"
     loaded = await store.load("r1")
     assert dict(loaded.outputs) == {"first": 1, "second": 2}
+    if kind == "sqlite":
+        store.close()
 
 
 async def test_issue9_item6_on_event_raising_while_cancelled_stays_cancellation() -> None:
@@ -457,6 +461,15 @@ async def test_issue9_item7_exception_refusing_notes_arrives(cls: type[Exception
     assert type(mexc) is cls
     assert str(mexc) == "the original item"
 
+    class Node:
+        async def run(self, ctx: Any) -> Any:
+            raise cls("the original node")
+
+    from trioflow.nodes import RunContext, run_graph
+
+    with pytest.raises(cls, match="the original node"):
+        await run_graph(Node(), RunContext({}, execution_id="x"))
+
 
 # -- item 8: any attempt count works -----------------------------------------------------
 
@@ -486,3 +499,212 @@ async def test_issue9_item8_two_thousand_attempts() -> None:
     result = await flow.run()
     assert result["stubborn"] == "done"
     assert result.steps["stubborn"].attempts == 2000
+
+
+# -- item 21: a cancelled run starts no new work ------------------------------------------
+
+
+class _SpawnCounter(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.spawned_at: list[float] = []
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.spawned_at.append(trio.current_time())
+
+
+@pytest.mark.trio_only  # counting spawned tasks needs trio's Instrument API
+async def test_issue9_item21_cancelled_run_spawns_no_tasks() -> None:
+    flow = trioflow.Flow("wide")
+
+    async def step() -> None:
+        await trio.sleep(1)
+
+    for i in range(2000):
+        flow.add(step, name=f"s{i}")
+
+    counter = _SpawnCounter()
+    trio.lowlevel.add_instrument(counter)
+    try:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await flow.run()
+        assert len(counter.spawned_at) <= 2  # the nursery's first scout, nothing more
+
+        counter.spawned_at.clear()
+        with trio.move_on_after(1.5):  # 100 steps done at 1.0, 100 more in flight
+            await flow.run(max_concurrent=100)
+        late = [t for t in counter.spawned_at if t >= 1.5]
+        assert late == []
+        assert len(counter.spawned_at) <= 400  # about two batches' worth, not 2000
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+
+
+async def test_issue9_item21_cancelled_run_starts_no_step() -> None:
+    flow = trioflow.Flow("chain_and_fan")
+    started: list[str] = []
+
+    def add(name: str, deps: list[str]) -> None:
+        async def step(**kwargs: Any) -> None:
+            started.append(name)
+            await anyio.sleep(TICK)
+
+        step.__name__ = name
+        step.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter(d, inspect.Parameter.KEYWORD_ONLY) for d in deps]
+        )
+        flow.add(step)
+
+    add("root", [])
+    for i in range(50):
+        add(f"leaf{i}", ["root"])
+    with anyio.move_on_after(TICK / 2) as scope:
+        await flow.run()
+    assert scope.cancelled_caught
+    assert started == ["root"]
+
+
+# -- item 22: map reaches a checkpoint at least every 16 items ---------------------------
+
+
+async def test_issue9_item22_map_of_items_that_never_await_lets_others_run() -> None:
+    done: list[int] = []
+
+    async def quick(x: int) -> int:
+        done.append(x)
+        return x
+
+    sibling_runs = 0
+    finished = False
+
+    async def sibling() -> None:
+        nonlocal sibling_runs
+        while not finished:
+            sibling_runs += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sibling)
+        await anyio.lowlevel.checkpoint()
+        runs_before = sibling_runs
+        assert await trioflow.map(quick, range(1600), max_concurrent=1) == list(range(1600))
+        finished = True
+    assert sibling_runs - runs_before >= 1600 // 16 - 2
+
+
+async def test_issue9_item22_cancellation_reaches_a_map_of_items_that_never_await() -> None:
+    done: list[int] = []
+
+    async def quick(x: int) -> int:
+        done.append(x)
+        return x
+
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+
+            async def canceller() -> None:
+                await anyio.lowlevel.checkpoint()
+                scope.cancel()
+
+            tg.start_soon(canceller)
+            await trioflow.map(quick, range(100_000), max_concurrent=4)
+    assert scope.cancelled_caught
+    assert len(done) < 1000
+
+
+# -- item 20: map keeps nothing per finished item beyond the results -------------------
+
+
+def test_issue9_item20_map_bookkeeping_does_not_grow_with_the_items() -> None:
+    import tracemalloc
+
+    async def double(x: int) -> int:
+        return 2 * x
+
+    async def comprehension(n: int) -> list[int]:
+        return [await double(i) for i in (i for i in range(n))]
+
+    def peak(fn: Any, *args: Any) -> int:
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            result = trio.run(fn, *args)
+            top = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+        assert result == [2 * i for i in range(n)]
+        return top
+
+    n = 30_000
+    ours = peak(trioflow.map, double, (i for i in range(n)))
+    plain = peak(comprehension, n)  # the result list, growing as items come
+    assert ours - plain < 64 * 1024  # was about 218 bytes per item (6.5 MB here)
+
+
+# -- item 3: BatchStarted lists exactly the steps that start together --------------------
+
+
+def _independent(n: int, limiter: str | None = None, extra: int = 0) -> trioflow.Flow:
+    flow = trioflow.Flow("batches")
+    for i in range(n):
+
+        async def step() -> None:
+            await anyio.sleep(TICK)
+
+        step.__name__ = f"s{i}"
+        flow.add(step, limiter=limiter)
+    for i in range(extra):
+
+        async def free() -> None:
+            await anyio.sleep(TICK)
+
+        free.__name__ = f"free{i}"
+        flow.add(free)
+    return flow
+
+
+async def _batches(flow: trioflow.Flow, **options: Any) -> tuple[list[tuple[str, ...]], list[Any]]:
+    events: list[Any] = []
+    await flow.run(on_event=events.append, **options)
+    return [e.steps for e in events if isinstance(e, trioflow.BatchStarted)], events
+
+
+async def test_issue9_item3_batch_started_lists_only_steps_that_start() -> None:
+    # sequential: steps never start together, so nothing is announced
+    batches, _ = await _batches(_independent(3), max_concurrent=1)
+    assert batches == []
+
+    # two slots: the first two start together; the third starts alone later
+    batches, events = await _batches(_independent(3), max_concurrent=2)
+    assert batches == [("s0", "s1")]
+    if on_trio():  # in virtual time, "together" is the same clock reading
+        (batch,) = [e for e in events if isinstance(e, trioflow.BatchStarted)]
+        first_starts = [e for e in events if isinstance(e, trioflow.StepStarted) and e.time == batch.time]
+        assert sorted(e.step for e in first_starts) == ["s0", "s1"]
+
+    # a named limiter of 2: two of its steps start, with the step that needs none
+    batches, _ = await _batches(_independent(3, limiter="llm", extra=1), limiters={"llm": 2})
+    assert batches == [("s0", "s1", "free0")]
+
+    # a shared CapacityLimiter with 2 tokens
+    batches, _ = await _batches(_independent(3), limiter=anyio.CapacityLimiter(2))
+    assert batches == [("s0", "s1")]
+
+    # a fan-out under a full run: the root's children start one at a time
+    flow = trioflow.Flow("fan")
+
+    @flow.step
+    async def root() -> int:
+        return 1
+
+    for i in range(3):
+
+        async def child(root: int) -> None:
+            await anyio.sleep(TICK)
+
+        child.__name__ = f"child{i}"
+        flow.add(child)
+    batches, _ = await _batches(flow, max_concurrent=1)
+    assert batches == []
+    batches, _ = await _batches(flow)
+    assert batches == [("child0", "child1", "child2")]

@@ -547,3 +547,87 @@ def test_run_context_defaults_are_not_shared() -> None:
     assert b.metadata == {}
     assert b.provenance == []
     assert a.user_id is None
+
+
+# -- issue 9 items 16 and 17 ----------------------------------------------------------------
+
+
+class Leaf:
+    def __init__(self, name: str, fail: bool = False) -> None:
+        self.name = name
+        self.fail = fail
+
+    async def run(self, ctx: RunContext[dict[str, Any]]) -> type[End]:
+        await nap(0.1)
+        if self.fail:
+            raise ValueError(f"leaf {self.name} failed")
+        ctx.state[self.name] = True
+        ctx.provenance.append(self.name)
+        return End
+
+
+class Inner:
+    def __init__(self, n: int, strategy: MergeStrategy | None = None, fail_one: bool = False) -> None:
+        self.n = n
+        self.fail_one = fail_one
+        if strategy is not None:
+            self.merge_strategy = strategy
+
+    async def run(self, ctx: RunContext[dict[str, Any]]) -> list[BaseNode]:
+        await nap(0.1)
+        ctx.provenance.append(f"inner{self.n}")
+        return [Leaf(f"{self.n}a", fail=self.fail_one), Leaf(f"{self.n}b")]
+
+
+class Outer:
+    def __init__(self, *inners: Inner) -> None:
+        self.inners = inners
+
+    async def run(self, ctx: RunContext[dict[str, Any]]) -> list[BaseNode]:
+        ctx.provenance.append("outer")
+        return list(self.inners)
+
+
+async def test_issue_9_item_16_run_graph_runs_every_branch_of_nested_fan_outs() -> None:
+    start = anyio.current_time()
+    final = await run_graph(Outer(Inner(1), Inner(2)), ctx_of({}))
+    assert final.state == {"1a": True}  # ALL_SUCCESS: the first branch's state, at each level
+    assert final.provenance == ["outer", "inner1", "1a", "1b", "inner2", "2a", "2b"]  # all four ran
+    if on_trio():
+        assert anyio.current_time() - start == pytest.approx(0.2)  # both levels in parallel
+
+
+async def test_issue_9_item_16_a_nested_fan_out_merges_with_its_own_strategy() -> None:
+    # the inner fan-outs keep their first success, so a failing leaf does not fail the
+    # outer ALL_SUCCESS merge (it would if the outer strategy were used for them)
+    final = await run_graph(
+        Outer(
+            Inner(1, MergeStrategy.FIRST_SUCCESS, fail_one=True),
+            Inner(2, MergeStrategy.FIRST_SUCCESS, fail_one=True),
+        ),
+        ctx_of({}),
+    )
+    assert final.provenance == ["outer", "inner1", "1b", "inner2", "2b"]
+    with pytest.raises(ParallelExecutionError) as info:  # an inner ALL_SUCCESS fails its branch
+        await run_graph(Outer(Inner(1), Inner(2, fail_one=True)), ctx_of({}))
+    assert len(info.value.failed_nodes) == 1
+    assert isinstance(info.value.failed_nodes[0].error, ParallelExecutionError)
+
+
+async def test_issue_9_item_17_execute_single_with_isolation() -> None:
+    ctx = ctx_of({"counter": 0}, provenance=["before"])
+    executor = ParallelExecutor()
+    result = await executor.execute_single_with_isolation(Increment(), ctx)
+    assert isinstance(result, NodeResult)
+    assert result.ok
+    assert result.context.state == {"counter": 1}
+    assert ctx.state == {"counter": 0}  # the caller's context is untouched
+    assert result.context is not ctx
+    assert result.inherited_provenance == 1
+    failed = await executor.execute_single_with_isolation(Fail(), ctx)
+    assert isinstance(failed.error, ValueError)
+    assert failed.next_node is None
+    with pytest.raises(TypeError, match="execute_single_with_isolation\\(\\): node is the class Fail"):
+        await executor.execute_single_with_isolation(Fail, ctx)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"takes a trioflow\.nodes\.RunContext as ctx"):
+        await executor.execute_single_with_isolation(Fail(), {"counter": 0})  # type: ignore[arg-type]

@@ -191,3 +191,18 @@ async def test_process_and_local_results_agree() -> None:
     remote.add(steps.burn, runner="process", map_over="xs")
     items = list(range(16))
     assert (await remote.run({"xs": items}))["burn"] == (await local.run({"xs": items}))["burn"]
+
+
+async def test_what_pickles_but_cannot_be_unpickled_is_a_failure_naming_it() -> None:
+    flow = Flow("p")
+    flow.add(steps.echo, name="send", runner="process", isolation="share")  # (a copy would unpickle it)
+    flow.add(steps.returns_one_way, runner="process")
+    with pytest.raises(FlowError) as info:
+        await flow.run({"value": steps.OneWay()}, error_handling="continue")
+    messages = sorted(str(e) for e in info.value.exceptions)
+    assert messages == [
+        "step 'returns_one_way': result (a OneWay) cannot be unpickled here: "
+        "ValueError: OneWay objects cannot be unpickled",
+        "step 'send': parameter 'value' (a OneWay) cannot be unpickled in the worker: "
+        "ValueError: OneWay objects cannot be unpickled",
+    ]

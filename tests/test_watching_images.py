@@ -19,7 +19,7 @@ def _pictures() -> dict[str, str]:
     return module.pictures()  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("name", ["jokes-timeline.svg", "jokes-timeline.txt", "jokes-flow.mmd", "jokes-flow.dot"])
+@pytest.mark.parametrize("name", ["jokes-progress.svg", "jokes-timeline.svg", "jokes-timeline.txt", "jokes-flow.mmd", "jokes-flow.dot"])
 def test_docs_pictures_are_up_to_date(name: str) -> None:
     drawn = _pictures()[name]
     stored = (IMAGES / name).read_text(encoding="utf-8")

@@ -16,6 +16,7 @@ from ._context import StepContext as StepContext
 from ._context import current_step as current_step
 from ._events import BatchStarted as BatchStarted
 from ._events import Event as Event
+from ._events import MapStarted as MapStarted
 from ._events import RunFinished as RunFinished
 from ._events import RunStarted as RunStarted
 from ._events import StepCancelled as StepCancelled
@@ -33,6 +34,8 @@ from ._limits import KeyedLimiter as KeyedLimiter
 from ._limits import RateLimit as RateLimit
 from ._map import gather as gather
 from ._map import map as map
+from ._open_run import RunHandle as RunHandle
+from ._progress import ProgressDisplay as ProgressDisplay
 from ._race import race as race
 from ._records import RecordedError as RecordedError
 from ._records import RunInfo as RunInfo
@@ -40,6 +43,7 @@ from ._results import RunResult as RunResult
 from ._results import StepResult as StepResult
 from ._results import StepStatus as StepStatus
 from ._retry import Retry as Retry
+from ._runner_dask import DaskRunner as DaskRunner
 from ._stores import MemoryStore as MemoryStore
 from ._stores import SQLiteStore as SQLiteStore
 from ._timeline import Timeline as Timeline
@@ -51,18 +55,22 @@ __all__ = [
     "Cache",
     "CacheStatistics",
     "CodecError",
+    "DaskRunner",
     "Event",
     "Flow",
     "FlowError",
     "GraphError",
     "JSONCodec",
     "KeyedLimiter",
+    "MapStarted",
     "MemoryStore",
     "PickleCodec",
+    "ProgressDisplay",
     "RateLimit",
     "RecordedError",
     "Retry",
     "RunFinished",
+    "RunHandle",
     "RunInfo",
     "RunResult",
     "RunStarted",

@@ -27,6 +27,7 @@ import trio
 
 from ._codec import CodecError, JSONCodec
 from ._exceptions import StoreError
+from ._inputs import current_resources
 from ._isolation import isolate
 from ._scheduler import current_backend
 from ._stores import SQLiteStore
@@ -176,8 +177,9 @@ class Cache:
                 return ("key", self.key(**kwargs))
             except Exception as exc:
                 raise TypeError(f"step {step!r}: Cache(key=...) failed on the step's arguments: {exc!r}") from exc
+        shared = current_resources.get()  # resources (clients, pools) are no part of the key
         try:
-            data = _KEY_CODEC.encode(dict(sorted(kwargs.items())))
+            data = _KEY_CODEC.encode(dict(sorted(i for i in kwargs.items() if i[0] not in shared)))
         except CodecError as exc:
             raise CodecError(
                 f"step {step!r}: cannot make a cache key from its arguments: {exc}; pass "

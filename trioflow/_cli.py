@@ -7,7 +7,10 @@ one message; ``--debug`` adds the traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import signal
 import sys
 import time
@@ -15,7 +18,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TextIO
 
 import click
 
@@ -23,6 +26,7 @@ from . import __version__
 
 if TYPE_CHECKING:
     from ._flowfile import FlowFile
+    from ._progress import ProgressDisplay
     from ._results import RunResult
 
 __all__ = ["main"]
@@ -52,6 +56,11 @@ def _load(path: str, allow_modules: Sequence[str] = ()) -> FlowFile:
         _fail("\n".join(exc.problems))
 
 
+def _debugging() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().params.get("debug"))
+
+
 def _parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for pair in pairs:
@@ -72,6 +81,12 @@ def _store(path: str, *, must_exist: bool) -> Any:
     if must_exist and not Path(path).exists():
         _fail(f"--store {path!r}: no such file; give the database a run was recorded in "
               f"(trioflow run FILE --store PATH)")
+    if Path(path).is_dir():
+        _fail(f"--store {path!r} is a folder; give the path of a database file, such as "
+              f"{str(Path(path) / 'runs.db')!r}")
+    if not Path(path).absolute().parent.is_dir():
+        _fail(f"--store {path!r}: the folder {str(Path(path).absolute().parent)!r} does not "
+              f"exist; create it first, or give another path")
     try:
         return SQLiteStore(path)
     except (StoreError, OSError) as exc:
@@ -98,23 +113,10 @@ def _error_text(error: BaseException | None) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-class _PlainLines:
-    """The fallback display: one line per event."""
+def _display(file: TextIO) -> ProgressDisplay:
+    from ._progress import ProgressDisplay
 
-    def __init__(self, file: IO[str]) -> None:
-        self.file = file
-
-    def __call__(self, event: object) -> None:
-        print(event, file=self.file, flush=True)
-
-
-def _display(file: IO[str]) -> Callable[[object], object]:
-    import trioflow
-
-    progress = getattr(trioflow, "ProgressDisplay", None)
-    if progress is not None:
-        return progress(file=file)  # type: ignore[no-any-return]
-    return _PlainLines(file)
+    return ProgressDisplay(file=file)  # live on a terminal, one line per event otherwise
 
 
 # -- the commands ------------------------------------------------------------------------------
@@ -158,11 +160,11 @@ def run(file: str, inputs: tuple[str, ...], store: str | None, run_id: str | Non
         _fail("\n".join(exc.problems))
     if run_id is not None and store is None:
         _fail("--run-id needs --store PATH: a run can be resumed only from where it was recorded")
+    opened = _store(store, must_exist=False) if store is not None else None
     if store is not None and run_id is None:
         run_id = uuid.uuid4().hex[:12]
         print(f"trioflow: run id {run_id} (resume with --store {store} --run-id {run_id})",
               file=sys.stderr, flush=True)
-    opened = _store(store, must_exist=False) if store is not None else None
     try:
         code = _run(flow_file, file, values, opened, store, run_id, max_concurrent, as_json)
     finally:
@@ -180,6 +182,12 @@ def _run(flow_file: FlowFile, file: str, values: dict[str, Any], store: Any, sto
 
     display = _display(sys.stderr)
     outcome: dict[str, Any] = {}
+    from ._flowstep import LOG  # batch items that failed under error_handling = "continue"
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("trioflow: %(message)s"))
+    LOG.addHandler(handler)
+    LOG.setLevel(logging.WARNING)
 
     async def main() -> None:
         with trio.CancelScope() as scope:
@@ -188,7 +196,13 @@ def _run(flow_file: FlowFile, file: str, values: dict[str, Any], store: Any, sto
                 async def on_sigint() -> None:
                     with trio.open_signal_receiver(signal.SIGINT) as signals:
                         async for _ in signals:
+                            if outcome.get("interrupted"):  # a second Ctrl-C: stop waiting
+                                print("trioflow: interrupted again: exiting without waiting for "
+                                      "the steps to stop", file=sys.stderr, flush=True)
+                                os._exit(EXIT_INTERRUPTED)
                             outcome["interrupted"] = True
+                            print("trioflow: interrupted: cancelling the run (Ctrl-C again to "
+                                  "exit at once)", file=sys.stderr, flush=True)
                             scope.cancel()
 
                 nursery.start_soon(on_sigint)
@@ -204,11 +218,13 @@ def _run(flow_file: FlowFile, file: str, values: dict[str, Any], store: Any, sto
                 finally:
                     nursery.cancel_scope.cancel()
 
-    trio.run(main)
+    # with --json, standard output holds only the document: what steps print goes to stderr
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        trio.run(main)
     if "invalid" in outcome:
         exc = outcome["invalid"]
         hint = ""
-        if isinstance(exc, StoreError) and store_path is not None:
+        if isinstance(exc, StoreError) and store_path is not None and "store.forget(" in str(exc):
             hint = (f"; to start run {run_id!r} over from the command line: "
                     f"trioflow runs forget {run_id} --store {store_path}")
         raise _Exit(EXIT_USAGE, f"{file}: {exc}{hint}") from exc
@@ -232,6 +248,12 @@ def _run(flow_file: FlowFile, file: str, values: dict[str, Any], store: Any, sto
         cancelled = [n for n, s in result.steps.items() if str(getattr(s.status, "value", s.status)) == "cancelled"]
         if cancelled:
             lines.append(f"  cancelled: {', '.join(cancelled)}")
+        if _debugging():
+            for n in result.failed:
+                error = result.steps[n].error
+                if error is not None:
+                    print(f"trioflow: traceback of step {n!r}:", file=sys.stderr)
+                    traceback.print_exception(error, file=sys.stderr)
         print("\n".join(lines), file=sys.stderr)
     if as_json:
         print(json.dumps(_document(result, run_id), indent=2))
@@ -292,11 +314,7 @@ def plan(file: str, allow_module: tuple[str, ...]) -> None:
 def graph(file: str, fmt: str, allow_module: tuple[str, ...]) -> None:
     """Print a diagram of FILE's steps and dependencies."""
     flow = _load(file, allow_module).flow
-    method = getattr(flow, f"to_{fmt}", None)
-    if method is None:
-        _fail(f"trioflow graph --format {fmt} needs Flow.to_{fmt}(), which this version of "
-              f"trioflow lacks; use trioflow plan {file} for the plan as text")
-    click.echo(method())
+    click.echo(flow.to_mermaid() if fmt == "mermaid" else flow.to_dot())
 
 
 @cli.group()
@@ -429,11 +447,7 @@ def timeline(run_id: str, store: str, output: str) -> None:
         return await s.load(run_id)
 
     result = _in_store(store, read)
-    make = getattr(result, "timeline", None)
-    if make is None:
-        _fail("trioflow timeline needs RunResult.timeline(), which this version of trioflow "
-              f"lacks; trioflow runs show {run_id} --store {store} shows the step times")
-    make().save(output)
+    result.timeline().save(output)
     click.echo(f"wrote {output}")
 
 
@@ -441,6 +455,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """The ``trioflow`` command's entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    if debug:  # accepted anywhere: trioflow --debug run FILE, trioflow run FILE --debug
+        args = ["--debug", *(a for a in args if a != "--debug")]
     try:
         cli.main(args=args, prog_name="trioflow", standalone_mode=False)
     except _Exit as exc:

@@ -71,9 +71,18 @@ def _lookup(path: str) -> type:
         )
     obj: Any = module
     for part in qualname.split("."):
-        obj = getattr(obj, part, None)
+        # what the namespace holds already: never getattr, which would run a module's
+        # lazy __getattr__ (anyio's, for one, imports submodules) or a descriptor
+        try:
+            namespace = vars(obj)
+        except TypeError:
+            namespace = {}
+        obj = namespace.get(part)
         if obj is None:
-            raise CodecError(f"cannot decode a value of type {path!r}: {module_name!r} has no {qualname!r}")
+            raise CodecError(
+                f"cannot decode a value of type {path!r}: {module_name!r} has no {qualname!r} "
+                f"(among what it has defined or imported so far)"
+            )
     if not isinstance(obj, type):
         raise CodecError(f"cannot decode a value of type {path!r}: it is not a class")
     return obj

@@ -17,8 +17,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._context import StepContext, _current
+from ._exceptions import add_note
 
-# ("ok", pickled value, usage, "") | ("raised", pickled exception, usage, traceback text)
+# ("ok", (pickled value, its type's name), usage, "")
+# | ("raised", (pickled exception, its type's name), usage, traceback text)
 # | ("cannot", message, usage, traceback text)
 Reply = tuple[str, Any, dict[str, float], str]
 
@@ -40,17 +42,19 @@ def _label(step: StepContext) -> str:
     return step.name if step.item is None else f"{step.name}[{step.item}]"
 
 
-def encode_kwargs(kwargs: Mapping[str, Any], step: StepContext, codec: str, where: str) -> dict[str, bytes]:
-    """Each argument pickled on its own.
+def encode_kwargs(
+    kwargs: Mapping[str, Any], step: StepContext, codec: str, where: str
+) -> dict[str, tuple[bytes, str]]:
+    """Each argument pickled on its own, with the name of its type.
 
     Raises:
         TypeError: an argument cannot be pickled (names the step, the parameter and its type).
     """
     dumps = _codec(codec)[0]
-    encoded: dict[str, bytes] = {}
+    encoded: dict[str, tuple[bytes, str]] = {}
     for name, value in kwargs.items():
         try:
-            encoded[name] = dumps(value)
+            encoded[name] = (dumps(value), type(value).__qualname__)
         except Exception as exc:
             raise TypeError(
                 f"step {_label(step)!r}: parameter {name!r} (a {type(value).__qualname__}) cannot be "
@@ -66,17 +70,17 @@ def call_in_worker(
     attempt: int,
     item: int | None,
     run_id: str | None,
-    args: Mapping[str, bytes],
+    args: Mapping[str, tuple[bytes, str]],
 ) -> Reply:
     """Run in the worker: decode the arguments, call ``fn`` with ``current_step()`` set."""
     dumps, loads = _codec(codec)
     usage: dict[str, float] = {}
     kwargs: dict[str, Any] = {}
-    for key, data in args.items():
+    for key, (data, type_name) in args.items():
         try:
             kwargs[key] = loads(data)
         except Exception as exc:
-            return ("cannot", f"parameter {key!r} cannot be unpickled in the worker: "
+            return ("cannot", f"parameter {key!r} (a {type_name}) cannot be unpickled in the worker: "
                     f"{type(exc).__name__}: {exc}", usage, "")
     token = _current.set(StepContext(name, attempt, item, run_id, usage))
     try:
@@ -89,7 +93,7 @@ def call_in_worker(
         except Exception as why:
             return ("cannot", f"exception {type(exc).__qualname__}({_short(exc)}) cannot be sent back "
                     f"from the worker: {type(why).__name__}: {why}", usage, text)
-        return ("raised", data, usage, text)
+        return ("raised", (data, type(exc).__qualname__), usage, text)
     finally:
         _current.reset(token)
     try:
@@ -121,14 +125,15 @@ def decode_reply(reply: Reply, step: StepContext, where: str) -> Any:
                 f"{type(exc).__name__}: {exc}"
             ) from exc
     if kind == "raised":
+        data, type_name = payload
         try:
-            error = pickle.loads(payload)
+            error = pickle.loads(data)
         except Exception as exc:
             raise TypeError(
-                f"step {label!r}: exception raised in {where} cannot be unpickled here: "
-                f"{type(exc).__name__}: {exc}"
+                f"step {label!r}: exception (a {type_name}) raised in {where} cannot be "
+                f"unpickled here: {type(exc).__name__}: {exc}"
             ) from exc
-        error.add_note(f"trioflow: raised by step {label!r} in {where}; its traceback there:\n{text.rstrip()}")
+        add_note(error, f"trioflow: raised by step {label!r} in {where}; its traceback there:\n{text.rstrip()}")
         raise error
     error = TypeError(f"step {label!r}: {payload}")
     if text:

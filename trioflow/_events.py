@@ -14,6 +14,8 @@ lets an event be written as ``StepStarted("a", 1, 0.0)`` in a test.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import attrs
 
 
@@ -23,7 +25,9 @@ class RunStarted:
 
     ``steps`` names every step in declaration order; ``restored`` the steps
     whose success a store already had (they do not run again), in declaration
-    order, empty without a store.
+    order, empty without a store. ``limiters`` describes the run's named
+    limiters, for displays: name -> (capacity, the steps that take it); like
+    ``elapsed`` it is keyword-only and not part of equality.
     """
 
     flow: str
@@ -32,6 +36,9 @@ class RunStarted:
     steps: tuple[str, ...]
     restored: tuple[str, ...] = ()
     elapsed: float = attrs.field(default=0.0, kw_only=True, eq=False)
+    limiters: Mapping[str, tuple[float, tuple[str, ...]]] = attrs.field(
+        factory=dict, kw_only=True, eq=False
+    )
 
     def __str__(self) -> str:
         restored = f", {len(self.restored)} restored" if self.restored else ""
@@ -51,6 +58,24 @@ class StepStarted:
 
     def __str__(self) -> str:
         return f"{_at(self.elapsed)} start    {_label(self.step, self.item)} (attempt {self.attempt})"
+
+
+@attrs.frozen
+class MapStarted:
+    """A map step's items are known: ``items`` in all, ``restored`` of them recorded by a store.
+
+    Sent when the map step becomes ready, before its first item starts.
+    """
+
+    step: str
+    time: float
+    items: int
+    restored: int = 0
+    elapsed: float = attrs.field(default=0.0, kw_only=True, eq=False)
+
+    def __str__(self) -> str:
+        restored = f" ({self.restored} restored)" if self.restored else ""
+        return f"{_at(self.elapsed)} map      {self.step}: {self.items} items{restored}"
 
 
 @attrs.frozen
@@ -141,7 +166,13 @@ class StepCancelled:
 
 @attrs.frozen
 class BatchStarted:
-    """Several steps became ready at the same moment and start together."""
+    """Several steps became ready at the same moment and start together.
+
+    ``steps`` lists exactly those that get a slot at once (capacity, named
+    limiters and a shared limiter allowing), in declaration order; the others
+    start later, one by one as slots free. Not sent when fewer than two start
+    (for example always under ``max_concurrent=1``).
+    """
 
     steps: tuple[str, ...]
     time: float
@@ -187,6 +218,7 @@ class RunFinished:
 
 Event = (
     RunStarted
+    | MapStarted
     | StepStarted
     | StepSucceeded
     | StepFailed

@@ -36,7 +36,14 @@ class GraphError(TrioflowError, ValueError):
 
 class StoreError(TrioflowError, ValueError):
     """A store cannot record or resume a run (for example, a reused ``run_id``
-    whose inputs or flow structure differ)."""
+    whose inputs or flow structure differ).
+
+    ``.result`` is the run's (partial) :class:`~trioflow.RunResult` when the
+    store failed while the run went on: every output computed is there, also
+    those the store could not record. ``None`` when no step ran.
+    """
+
+    result: RunResult | None = None
 
 
 class FlowError(ExceptionGroup[Exception], TrioflowError):

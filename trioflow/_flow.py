@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import attrs
 import trio
 
-from . import _runners
+from . import _otel, _runners
 from ._cache import Cache
 from ._durable import run_with_store
 from ._events import Event
 from ._exceptions import GraphError
 from ._graph import (
     Isolation,
+    OnItemError,
     Plan,
     StepSpec,
     check_max_concurrent,
@@ -24,11 +26,22 @@ from ._graph import (
     did_you_mean,
     make_spec,
 )
+from ._inputs import (
+    Declarations,
+    apply_declarations,
+    check_resources,
+    current_resources,
+    declared_names,
+    typo_marks,
+)
 from ._limits import KeyedLimiter, RateLimit
 from ._plan import plan_specs
-from ._results import RunResult
+from ._results import RunResult, StepFunctions
 from ._retry import Retry
-from ._scheduler import Limiter, Run, RunOptions
+from ._scheduler import _TRIO, Limiter, Run, RunOptions, current_backend
+
+if TYPE_CHECKING:
+    from ._open_run import RunHandle
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,13 +70,41 @@ class Flow:
         'A JOKE ABOUT CATS'
     """
 
-    def __init__(self, name: str = "flow") -> None:
+    def __init__(
+        self,
+        name: str = "flow",
+        *,
+        inputs: Iterable[str] | None = None,
+        resources: Iterable[str] | None = None,
+    ) -> None:
+        """Create an empty flow.
+
+        Args:
+            name: the flow's name, in messages, events and stores.
+            inputs: the names of the flow's inputs. When given, every parameter
+                that names no step or declared resource must be one of them (a
+                parameter with a default is an optional declared input), so a
+                misspelt parameter is a :class:`GraphError` from :meth:`plan`,
+                :meth:`describe` and :meth:`run`, not a missing input.
+            resources: the names of parameters that receive shared objects
+                given as ``flow.run(resources=...)`` (an HTTP client, a pool).
+
+        Raises:
+            TypeError: ``name`` is not a non-empty string, or ``inputs`` or
+                ``resources`` is not a tuple of parameter names.
+            GraphError: a name is declared both as an input and as a resource.
+        """
         if not isinstance(name, str) or not name:
             raise TypeError(f"Flow(name=...) must be a non-empty string (got {name!r})")
         self.name = name
+        self._declared = Declarations(
+            declared_names(inputs, "inputs"),
+            declared_names(resources, "resources") or frozenset(),
+        )
         self._specs: list[StepSpec] = []
         self._names: set[str] = set()
         self._plan: Plan | None = None
+        self._functions = StepFunctions()
 
     def __repr__(self) -> str:
         return f"<trioflow.Flow {self.name!r} with {len(self._specs)} steps>"
@@ -92,6 +133,7 @@ class Flow:
         cost: float = 1.0,
         isolation: Isolation = "copy",
         cache: Cache | None = None,
+        on_item_error: OnItemError = "fail",
         bind: Mapping[str, str] | None = None,
         when: Callable[..., Any] | None = None,
         limit_key: Callable[..., Any] | None = None,
@@ -116,6 +158,10 @@ class Flow:
                 inputs; ``"share"`` passes them as they are.
             cache: a :class:`Cache` that memoizes the step's output by its input
                 values, across runs; concurrent identical calls run once.
+            on_item_error: for a map step, ``"fail"`` (default): a failed item
+                (after its retries) fails the step; ``"none"``: it becomes
+                ``None`` in the output list and the step succeeds (the error is
+                in :attr:`StepResult.items` and in the events).
             bind: ``{parameter: step or input}``: the parameter receives that
                 step's output (or flow input) instead of the one its own name
                 names, so flows built in loops need no made-up signatures.
@@ -177,6 +223,7 @@ class Flow:
         self._specs.append(spec)
         self._names.add(spec.name)
         self._plan = None
+        self._functions.add(fn, spec.name)
 
     def plan(self) -> Plan:
         """The compiled, validated graph (cached until a step is added).
@@ -185,12 +232,25 @@ class Flow:
             GraphError: a cycle, an unknown ``after`` name, or no steps at all.
         """
         if self._plan is None:
-            self._plan = compile_plan(self.name, self._specs)
+            plan = compile_plan(self.name, self._specs)
+            if self._declared.active:
+                plan = apply_declarations(self.name, plan, self._declared)
+            self._plan = plan
         return self._plan
 
     def describe(self) -> str:
-        """The plan as text: numbered steps, dependencies, and stages that can run together."""
-        return describe(self.name, self.plan())
+        """The plan as text: numbered steps, dependencies, and stages that can run together.
+
+        Without declared inputs (``Flow(name, inputs=...)``), a flow input one
+        edit away from a step's name (an insertion, deletion, substitution or
+        swap of two adjacent letters) is marked as a likely typo.
+
+        Raises:
+            GraphError: as :meth:`plan`.
+        """
+        plan = self.plan()
+        marks = {} if self._declared.inputs is not None else typo_marks(plan, self._declared.resources)
+        return describe(self.name, plan, resources=self._declared.resources, typos=marks)
 
     def to_mermaid(self) -> str:
         """The flow's graph as a mermaid ``flowchart``, to paste into Markdown or docs.
@@ -272,13 +332,21 @@ class Flow:
         seed: int | None,
         on_event: Callable[[Event], object] | None,
         run_id: str | None,
+        resources: Mapping[str, Any] | None = None,
     ) -> tuple[Plan, dict[str, Any], RunOptions]:
         plan = self.plan()
         if inputs is None:
             inputs = {}
         if not isinstance(inputs, Mapping):
             raise TypeError(f"flow.run(inputs=...) takes a mapping of input names to values (got {inputs!r})")
-        known_inputs = set(plan.required_inputs) | plan.optional_inputs
+        for key in inputs:
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"flow.run(inputs=...) keys must be input names (strings), got {key!r} that "
+                    f"is a {type(key).__name__}; an input is a step parameter that names no step"
+                )
+        shared = check_resources(self.name, plan, resources, inputs, self._declared)
+        known_inputs = (set(plan.required_inputs) | plan.optional_inputs | (self._declared.inputs or set())) - set(shared)
         for key in inputs:
             if key in plan.by_name:
                 raise GraphError(
@@ -290,7 +358,7 @@ class Flow:
                     f"input {key!r} is not used by any step of flow {self.name!r}"
                     f"{did_you_mean(key, known_inputs)}"
                 )
-        missing = [name for name in plan.required_inputs if name not in inputs]
+        missing = [name for name in plan.required_inputs if name not in inputs and name not in shared]
         if missing:
             details = "; ".join(
                 f"{name!r} (needed by {', '.join(repr(s) for s in plan.required_inputs[name])})"
@@ -298,7 +366,7 @@ class Flow:
             )
             hint = ""
             if len(missing) == 1:
-                hint = did_you_mean(missing[0], list(plan.by_name) + list(inputs))
+                hint = did_you_mean(missing[0], list(plan.by_name) + list(inputs) + list(shared))
             raise GraphError(
                 f"flow {self.name!r} is missing input{'s' if len(missing) > 1 else ''} {details}"
                 f"{hint}; pass {'them' if len(missing) > 1 else 'it'} in flow.run(inputs)"
@@ -307,6 +375,12 @@ class Flow:
             check_max_concurrent(max_concurrent, "flow.run(max_concurrent=...)")
         if limiter is not None:
             _check_limiter(limiter, "flow.run(limiter=...)")
+        if limiters is not None and not isinstance(limiters, Mapping):
+            raise TypeError(
+                f"flow.run(limiters=...) takes a mapping of limiter names to sizes or "
+                f"CapacityLimiters, for example limiters={{'llm': 2}} (got {_short(limiters)} that "
+                f"is a {type(limiters).__name__})"
+            )
         limiters = dict(limiters or {})
         for lname, value in limiters.items():
             if isinstance(value, int) and not isinstance(value, bool):
@@ -329,6 +403,7 @@ class Flow:
                         f"limiter by that name; pass limiters={{{lname!r}: 2}} (or a CapacityLimiter)"
                         f"{did_you_mean(lname, limiters)}"
                     )
+        _check_limiter_names(self.name, plan, limiters)
         if error_handling not in ("fail_fast", "continue"):
             raise GraphError(
                 f"flow.run(error_handling={error_handling!r}) must be 'fail_fast' or 'continue'"
@@ -347,6 +422,8 @@ class Flow:
             seed=seed,
             on_event=on_event,
             run_id=run_id,
+            resources=shared,
+            functions=self._functions,
         )
         # optional inputs left out stay out: each step falls back on its own default
         return plan, dict(inputs), options
@@ -363,6 +440,7 @@ class Flow:
         on_event: Callable[[Event], object] | None = None,
         store: Any = None,
         run_id: str | None = None,
+        resources: Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Run the flow: every step as soon as its dependencies have finished.
 
@@ -387,6 +465,12 @@ class Flow:
                 not block.
             store: where to record each step as it finishes, to resume a run.
             run_id: the run's id in the store (and in :func:`current_step`).
+            resources: shared objects by parameter name (an
+                ``httpx.AsyncClient``, an LLM client, a connection pool): a step
+                parameter that names a resource receives that very object,
+                whatever its ``isolation``. Resources are not inputs: a store
+                never records them and they are not part of a resumed run's
+                identity.
 
         Returns:
             The :class:`RunResult`.
@@ -396,17 +480,61 @@ class Flow:
             GraphError: invalid flow or arguments, raised before any step runs.
         """
         plan, resolved, options = self._prepare(
-            inputs, max_concurrent, limiter, limiters, error_handling, seed, on_event, run_id
+            inputs, max_concurrent, limiter, limiters, error_handling, seed, on_event, run_id, resources
         )
-        if store is not None:
-            return await run_with_store(self.name, plan, resolved, options, store)
-        return await Run(self.name, plan, resolved, options).execute()
+        if _otel.active():  # opentelemetry-api is installed and a provider set: spans per run and attempt
+            return await _otel.traced_run(
+                self.name, options.run_id, lambda: self._execute(plan, resolved, options, store)
+            )
+        return await self._execute(plan, resolved, options, store)
+
+    async def _execute(self, plan: Plan, inputs: dict[str, Any], options: RunOptions, store: Any) -> RunResult:
+        token = current_resources.set(frozenset(options.resources)) if options.resources else None
+        try:
+            if store is not None:
+                return await run_with_store(self.name, plan, inputs, options, store)
+            return await Run(self.name, plan, inputs, options).execute()
+        finally:
+            if token is not None:
+                current_resources.reset(token)
+
+    def open_run(
+        self, inputs: Mapping[str, Any] | None = None, **run_options: Any
+    ) -> contextlib.AbstractAsyncContextManager[RunHandle]:
+        """Start a run in the block's own nursery, to watch its events as they come.
+
+        Example::
+
+            async with flow.open_run({"topic": "cats"}, limiters={"llm": 2}) as run:
+                async for event in run.events():
+                    print(event)
+                result = await run.result()
+
+        ``run_options`` are the options of :meth:`run`, ``on_event`` included
+        (it is called too). Entering the block waits for the run to start
+        (after its inputs and options were checked, and a store accepted its
+        id): invalid ones raise there, before any step runs. Leaving the block
+        before the run ended cancels the run and waits for it; nothing outlives
+        the block. If the run failed and :meth:`RunHandle.result
+        <trioflow.RunHandle.result>` has not raised the failure, the block
+        raises it (once). Works on trio and asyncio.
+
+        Returns:
+            An async context manager whose value is a :class:`~trioflow.RunHandle`.
+
+        Raises:
+            TypeError: an option :meth:`run` does not take.
+            GraphError: as :meth:`run`, when the block is entered.
+        """
+        from ._open_run import open_run  # a feature layered on the scheduler
+
+        return open_run(self, inputs, dict(run_options))
 
 
 _STEP_OPTIONS = frozenset(
     {
         "name", "after", "limiter", "retry", "timeout", "map_over", "max_concurrent", "cost",
-        "isolation", "description", "cache", "runner", "bind", "when", "limit_key",
+        "isolation", "description", "cache", "runner", "bind", "when", "limit_key", "on_item_error",
     }
 )
 
@@ -433,12 +561,54 @@ def _cached(spec: StepSpec, cache: object) -> StepSpec:
     return attrs.evolve(spec, fn=cache.wrap(spec.fn, spec.name))
 
 
+def _check_limiter_names(flow_name: str, plan: Plan, limiters: Mapping[Any, object]) -> None:
+    """Every ``limiters`` key is a string that some step uses (else a misspelt name)."""
+    used = {name for node in plan.nodes for name in node.spec.limiters}
+    for key in limiters:
+        if not isinstance(key, str):
+            raise TypeError(
+                f"flow.run(limiters=...) keys must be limiter names (strings), got {key!r} that is a "
+                f"{type(key).__name__}"
+            )
+        if key not in used:
+            users = f"; the steps use {', '.join(repr(u) for u in sorted(used))}" if used else (
+                "; no step names a limiter (use @flow.step(limiter=...), or limiter= for the whole run)"
+            )
+            raise GraphError(
+                f"flow.run(limiters=...) has limiter {key!r}, but no step of flow {flow_name!r} uses "
+                f"it{did_you_mean(key, used) or users}"
+            )
+
+
 def _check_limiter(value: object, what: str) -> None:
+    if current_backend() is not _TRIO and isinstance(value, trio.CapacityLimiter):
+        raise TypeError(
+            f"{what} got a trio.CapacityLimiter, which works only under trio, but this run is on "
+            f"asyncio; use anyio.CapacityLimiter, which works on both"
+        )
+    total = getattr(value, "total_tokens", None)
+    if isinstance(total, int | float) and not isinstance(total, bool) and total < 1:
+        raise GraphError(
+            f"{what} got a limiter with total_tokens={total!r}, so no step could ever run; give it "
+            f"at least 1 token"
+        )
     if isinstance(value, trio.CapacityLimiter):
         return
-    if callable(getattr(value, "acquire", None)) and callable(getattr(value, "release", None)):
+    acquire = getattr(value, "acquire", None)
+    if callable(acquire) and callable(getattr(value, "release", None)):
+        if not inspect.iscoroutinefunction(acquire):
+            raise TypeError(
+                f"{what} got {_short(value)} (a {type(value).__name__}) whose acquire() is not async; "
+                f"a limiter must be awaited without blocking the event loop: use "
+                f"anyio.CapacityLimiter (or trio.CapacityLimiter under trio)"
+            )
         return
     raise TypeError(
         f"{what} takes a CapacityLimiter (trio.CapacityLimiter or anyio.CapacityLimiter), "
         f"got {value!r} that is a {type(value).__name__}"
     )
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

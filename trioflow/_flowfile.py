@@ -30,6 +30,7 @@ from ._filelines import Problems
 from ._flow import Flow
 from ._flowstep import RUN_LIMITERS, Batch, StepDef
 from ._graph import did_you_mean
+from ._limits import RateLimit
 from ._results import RunResult
 from ._retry import Retry
 from ._stepkinds import load_httpx
@@ -371,21 +372,14 @@ class _Loader:
                     self.p.add(where, f"a rate limit needs calls and per, as in {name} = "
                                       f"{{ calls = 100, per = 60 }} (got {_show(dict(spec))})")
                     continue
-                ok = self.integer(spec["calls"], [*where, "calls"], 1)
+                ok = self.number(spec["calls"], [*where, "calls"], 0, strict=True)
                 ok = self.number(spec["per"], [*where, "per"], 0, strict=True) and ok
                 if "burst" in spec:
                     ok = self.integer(spec["burst"], [*where, "burst"], 1) and ok
                 if not ok:
                     continue
-                import trioflow
-
-                rate_limit = getattr(trioflow, "RateLimit", None)
-                if rate_limit is None:
-                    self.p.add(where, "rate limits need trioflow.RateLimit, which this version of "
-                                      f"trioflow lacks; use a concurrency limit: {name} = 2")
-                    continue
                 try:
-                    limiters[name] = rate_limit(**{k: spec[k] for k in _RATE_KEYS if k in spec})
+                    limiters[name] = RateLimit(**{k: spec[k] for k in _RATE_KEYS if k in spec})
                 except (GraphError, TypeError, ValueError) as exc:
                     self.p.add(where, str(exc))
             elif self.integer(spec, where, 1):
@@ -439,6 +433,10 @@ class _Loader:
             step.retry = self.load_retry(raw["retry"], [*where, "retry"])
         if "batch" in raw:
             step.batch = self.load_batch(raw["batch"], [*where, "batch"])
+            rates = [n for n in step.limiters if n in limiters and not isinstance(limiters[n], int)]
+            if len(rates) > 1:
+                self.p.add([*where, "limiter"], f"a batch step can use one rate limit, not {len(rates)} "
+                                                f"({', '.join(rates)}); keep one of them")
         fields = {k: v for k, v in raw.items() if k in _KINDS[kind]}
         if kind == "shell":
             self.check_shell(fields, where)
@@ -451,6 +449,8 @@ class _Loader:
         self.check_refs(step, steps, inputs)
         if not step.description:
             step.description = _describe(kind, raw)
+            if isinstance(raw.get("batch"), Mapping) and "items" in raw["batch"]:
+                step.description += f" (batch over {raw['batch']['items']})"
         return step
 
     def p_has(self, keys: Sequence[str]) -> bool:
@@ -647,12 +647,15 @@ class _Loader:
             else:
                 step.deps.add(ref.name)
         elif step.batch is None or ref.root != step.batch.name:
+            literal = "; write $${ for a literal ${ (as in a shell variable)"
             if step.batch is None:
-                self.p.add(keys, f"{ref.text}: ${{{ref.root}}} is defined only in a step with "
-                                 "batch = { items = ... }; write ${inputs.NAME} or ${steps.NAME.output}")
+                self.p.add(keys, f"{ref.text} names nothing here: a batch item exists only in a step "
+                                 "with batch = { items = ... }; use ${inputs.NAME} or "
+                                 f"${{steps.NAME.output}}{literal}")
             else:
+                hint = did_you_mean(ref.root, [step.batch.name]) or literal
                 self.p.add(keys, f"{ref.text} names nothing: this batch's items are "
-                                 f"${{{step.batch.name}}}{did_you_mean(ref.root, [step.batch.name])}")
+                                 f"${{{step.batch.name}}}{hint}")
 
     def check_cycles(self, built: Sequence[StepDef | None]) -> None:
         graph = {b.name: sorted(b.deps) + [a for a in b.after if a not in b.deps] for b in built if b}

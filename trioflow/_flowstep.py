@@ -14,17 +14,24 @@ import hashlib
 import inspect
 import json
 import keyword
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
+from ._exceptions import FlowError
+from ._limits import RateLimit
 from ._map import map as map_items
 from ._retry import Retry
 from ._stepkinds import run_http, run_python, run_shell
 from ._templates import resolve
 
-__all__ = ["RUN_LIMITERS", "Batch", "StepDef"]
+__all__ = ["LOG", "RUN_LIMITERS", "Batch", "StepDef"]
+
+LOG = logging.getLogger("trioflow.flowfile")
+"""Where batch steps report the items that failed under ``error_handling = "continue"``."""
+LOG.addHandler(logging.NullHandler())
 
 
 def _show(value: object) -> str:
@@ -114,7 +121,8 @@ class StepDef:
                     f"a {type(items).__name__})"
                 )
 
-            held = _item_limiters(name, limiter_names)
+            held, rate = _item_limiters(name, limiter_names)
+            extra = {} if rate is None else {"limiter": rate}  # each item's attempts take a token
 
             async def one(item: Any) -> Any:
                 async with contextlib.AsyncExitStack() as stack:
@@ -123,13 +131,30 @@ class StepDef:
                     return await act(resolve(tree, {**scope, batch.name: item}))
 
             one.__name__ = one.__qualname__ = name
-            return await map_items(
-                one,
-                items,
-                max_concurrent=batch.max_concurrent if batch.parallel else 1,
-                retry=Retry(max_attempts=batch.max_retries, wait=batch.retry_wait, backoff=1.0),
-                error_handling=batch.error_handling,  # type: ignore[arg-type]
-            )
+            retry = Retry(max_attempts=batch.max_retries, wait=batch.retry_wait, backoff=1.0)
+            width = batch.max_concurrent if batch.parallel else 1
+            if batch.error_handling == "fail_fast":
+                return await map_items(one, items, max_concurrent=width, retry=retry, **extra)
+
+            # "continue", as the batch node does it: every item is tried (with its
+            # retries), and a failed item's output is None; the step succeeds
+            async def tried(pair: tuple[int, Any]) -> Any:
+                index, item = pair
+                try:
+                    [value] = await map_items(one, [item], max_concurrent=1, retry=retry, **extra)
+                except FlowError as exc:
+                    error = exc.exceptions[0]
+                    LOG.warning(
+                        "step %r: item %d failed after %d attempt%s, so its output is null "
+                        "(batch error_handling = continue): %s: %s",
+                        name, index, batch.max_retries, "s" * (batch.max_retries != 1),
+                        type(error).__name__, error,
+                    )
+                    return None
+                return value
+
+            tried.__name__ = tried.__qualname__ = name
+            return await map_items(tried, list(enumerate(items)), max_concurrent=width)
 
         # the step's whole definition is part of the flow's structure: resuming a run
         # recorded with another version of the step is refused
@@ -145,10 +170,12 @@ RUN_LIMITERS: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar
 )
 
 
-def _item_limiters(step: str, names: Sequence[str]) -> list[Any]:
-    """The limiter objects of the current :meth:`FlowFile.run` that each batch item holds."""
+def _item_limiters(step: str, names: Sequence[str]) -> tuple[list[Any], Any]:
+    """The limiter objects of the current ``FlowFile.run`` for a batch's items: the
+    capacity limiters each item holds, and the rate limit (if any) that
+    :func:`trioflow.map` applies to each item's attempts."""
     if not names:
-        return []
+        return [], None
     try:
         limiters = RUN_LIMITERS.get()
     except LookupError:
@@ -156,4 +183,6 @@ def _item_limiters(step: str, names: Sequence[str]) -> list[Any]:
             f"step {step!r}: a batch step with a limiter runs only through FlowFile.run(), "
             f"which makes the run's limiters"
         ) from None
-    return [limiters[n] for n in names]
+    held = [limiters[n] for n in names]
+    rates = [lim for lim in held if isinstance(lim, RateLimit)]
+    return [lim for lim in held if lim not in rates], (rates[0] if rates else None)

@@ -25,6 +25,7 @@ from ._exceptions import GraphError
 from ._retry import Retry
 
 Isolation = Literal["copy", "share"]
+OnItemError = Literal["fail", "none"]
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
@@ -56,6 +57,19 @@ def check_async_callable(fn: object, what: str, *, runners: bool = False) -> Non
         )
     if not callable(fn):
         raise TypeError(f"{what} expects an async function (got {fn!r} that is a {type(fn).__name__})")
+    if inspect.isasyncgenfunction(fn):
+        raise TypeError(
+            f"{what} expects an async function, but {getattr(fn, '__name__', fn)!r} is an async generator function "
+            f"(it yields); a step returns one value: collect the items into a list and return it, "
+            f"or make each item a map item with map_over="
+        )
+    if isinstance(fn, type):
+        call = getattr(fn, "__call__", None)  # noqa: B004 - the instances' __call__
+        if call is not None and inspect.iscoroutinefunction(call):
+            raise TypeError(
+                f"{what} got the class {fn.__name__}, whose instances are async callables; pass an "
+                f"instance: {fn.__name__}()"
+            )
     if not _is_async_callable(fn):
         name = getattr(fn, "__name__", repr(fn))
         if runners:
@@ -128,6 +142,7 @@ class StepSpec:
     # where the call runs (a trioflow._runners.Runner; None: the event loop).
     # ``fn`` is then already bound to it: an async function like any other.
     runner: Any = None
+    on_item_error: OnItemError = "fail"
 
 
 def make_spec(
@@ -147,6 +162,7 @@ def make_spec(
     when: Callable[..., Any] | None = None,
     limit_key: Callable[..., Any] | None = None,
     runner: Any = None,
+    on_item_error: OnItemError = "fail",
 ) -> StepSpec:
     """Validate one step's function and options (everything that needs no other step).
 
@@ -218,6 +234,12 @@ def make_spec(
         raise GraphError(f"step {name!r}: cost= must be a finite number >= 0 (got {cost!r})")
     if isolation not in ("copy", "share"):
         raise GraphError(f"step {name!r}: isolation= must be 'copy' or 'share' (got {isolation!r})")
+    check_on_item_error(on_item_error, f"step {name!r}: on_item_error")
+    if on_item_error != "fail" and map_over is None:
+        raise GraphError(
+            f"step {name!r}: on_item_error= says what a failed map item becomes, but this step "
+            f"has no map_over=; remove it, or make the step a map step"
+        )
     if description is None:
         doc = inspect.getdoc(fn) or ""
         description = doc.strip().splitlines()[0] if doc.strip() else ""
@@ -239,7 +261,16 @@ def make_spec(
         when_params=_when_params(name, when) if when is not None else (),
         limit_key=_check_limit_key(name, limit_key),
         runner=runner,
+        on_item_error=on_item_error,
     )
+
+
+def check_on_item_error(value: object, what: str) -> None:
+    if value not in ("fail", "none"):
+        raise GraphError(
+            f"{what}={value!r} must be 'fail' (a failed item fails the step) or 'none' "
+            f"(a failed item becomes None in the output list)"
+        )
 
 
 def _bind(step: str, params: list[Param], bind: object) -> list[Param]:
@@ -561,8 +592,19 @@ def _extra_structure(s: StepSpec) -> tuple[tuple[str, Any], ...]:
     return tuple(extra)
 
 
-def describe(flow_name: str, plan: Plan) -> str:
-    """The plan as text: numbered steps, their dependencies, and stages."""
+def describe(
+    flow_name: str,
+    plan: Plan,
+    *,
+    resources: frozenset[str] = frozenset(),
+    typos: Mapping[str, str] | None = None,
+) -> str:
+    """The plan as text: numbered steps, their dependencies, and stages.
+
+    ``resources`` are the declared resource names (listed apart from the
+    inputs); ``typos`` maps an input to the step name it is one edit away from.
+    """
+    typos = typos or {}
     lines = [f"Plan for flow {flow_name!r}: {len(plan.nodes)} steps"]
     for n in plan.nodes:
         s = n.spec
@@ -571,8 +613,12 @@ def describe(flow_name: str, plan: Plan) -> str:
             parts.append(f"- {s.description}")
         deps = [plan.nodes[d].spec.name for d in n.deps]
         extras = [f"depends on: {', '.join(deps)}" if deps else "no dependencies"]
-        if n.inputs:
-            extras.append("inputs: " + ", ".join(p.name for p in n.inputs))
+        inputs = [p.key for p in n.inputs if p.key not in resources]
+        if inputs:
+            extras.append("inputs: " + ", ".join(_typo_mark(i, typos) for i in inputs))
+        shared = [p.key for p in n.inputs if p.key in resources]
+        if shared:
+            extras.append("resources: " + ", ".join(shared))
         if s.map_over is not None:
             extras.append(f"one call per item of {s.map_over}")
         if s.limiters:
@@ -584,3 +630,8 @@ def describe(flow_name: str, plan: Plan) -> str:
         together = f"{len(stage)} in parallel" if len(stage) > 1 else "1 step"
         lines.append(f"  stage {k} ({together}): {names}")
     return "\n".join(lines)
+
+
+def _typo_mark(name: str, typos: Mapping[str, str]) -> str:
+    step = typos.get(name)
+    return name if step is None else f"{name} (likely a typo of step {step!r}?)"

@@ -32,6 +32,7 @@ A run with no hook installed pays nothing for this (one tuple read per run).
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -51,6 +52,10 @@ class Attempt:
         runner: where the call runs: ``"async"`` (the event loop), ``"thread"``,
             ``"process"``, or the runner's own name (``"dask"``).
         started_at: when the attempt started, on the async library's clock.
+        waited: seconds from the moment the step became ready (its last
+            dependency finished) to this attempt's start: time spent waiting
+            for capacity (limiters, ``max_concurrent``); 0 for a retry, which
+            keeps its slots.
     """
 
     flow: str
@@ -60,6 +65,7 @@ class Attempt:
     run_id: str | None
     runner: str
     started_at: float
+    waited: float = 0.0
 
 
 class AttemptHook(Protocol):
@@ -71,6 +77,13 @@ class AttemptHook(Protocol):
 
 
 _installed: tuple[AttemptHook, ...] = ()
+
+# Hooks for the runs started in this context only, after the installed ones: a
+# feature that surrounds one run (the OpenTelemetry run span of Flow.run) sets
+# it around that run, and the run's tasks inherit it.
+context_hooks: contextvars.ContextVar[tuple[AttemptHook, ...]] = contextvars.ContextVar(
+    "trioflow_context_hooks", default=()
+)
 
 
 def add_attempt_hook(hook: AttemptHook) -> None:
@@ -101,8 +114,9 @@ def remove_attempt_hook(hook: AttemptHook) -> None:
 
 
 def installed_hooks() -> tuple[AttemptHook, ...]:
-    """The hooks installed now, outermost first."""
-    return _installed
+    """The hooks installed now, outermost first (then those of :data:`context_hooks`)."""
+    extra = context_hooks.get()
+    return _installed + extra if extra else _installed
 
 
 async def call_through(

@@ -38,9 +38,10 @@ __all__ = ["KeyedLimiter", "Line", "RateLimit", "TokenBucket", "Waiter"]
 class TokenBucket:
     """A token bucket (capacity ``burst``, ``1 / interval`` tokens per second), starting full."""
 
-    __slots__ = ("interval", "tat", "tolerance")
+    __slots__ = ("burst", "interval", "tat", "tolerance")
 
     def __init__(self, interval: float, burst: int) -> None:
+        self.burst = burst
         self.interval = interval
         self.tolerance = (burst - 1) * interval
         self.tat = -math.inf  # theoretical arrival time of the next token: full
@@ -61,13 +62,19 @@ class TokenBucket:
 class Waiter:
     """One place in a :class:`Line`: a priority, and what to call when granted."""
 
-    __slots__ = ("alive", "grant", "owner", "sort")
+    __slots__ = ("alive", "grant", "owner", "sort", "takes")
 
-    def __init__(self, sort: tuple[Any, ...], grant: Callable[[], object], owner: object) -> None:
+    def __init__(
+        self, sort: tuple[Any, ...], grant: Callable[[], object], owner: object, takes: bool = True
+    ) -> None:
         self.sort = sort
         self.grant = grant
         self.owner = owner  # who to purge on cancellation (a run, a task)
         self.alive = True
+        # True: the token is taken for the waiter as it is let through. False: the
+        # waiter is only woken, with a token *promised*, and takes it as it starts
+        # (the scheduler's units, which may start later, when a slot frees)
+        self.takes = takes
 
     def __lt__(self, other: Waiter) -> bool:
         return self.sort < other.sort
@@ -76,12 +83,16 @@ class Waiter:
 class Line:
     """The waiters for one bucket or one key's slots, best first."""
 
-    __slots__ = ("bucket", "capacity", "heap", "in_use")
+    __slots__ = ("bucket", "capacity", "heap", "in_use", "promised", "watchers")
 
     def __init__(self, bucket: TokenBucket | None, capacity: int | None) -> None:
         self.bucket = bucket  # a rate limit's bucket, or None
         self.capacity = capacity  # a keyed limiter's slots per key, or None
         self.in_use = 0
+        self.promised = 0  # tokens promised to woken waiters that have not taken them yet
+        # called when a promise is settled (its token taken or given back): whoever
+        # grants may let the next waiter through
+        self.watchers: dict[int, Callable[[], object]] = {}
         self.heap: list[Waiter] = []
 
     def _prune(self) -> None:
@@ -94,7 +105,7 @@ class Line:
         if self.capacity is not None:
             return self.in_use < self.capacity
         assert self.bucket is not None
-        return self.bucket.available_at(now) <= now
+        return self.bucket.holds(now, self.promised + 1)
 
     def take(self, now: float) -> None:
         if self.capacity is not None:
@@ -102,6 +113,12 @@ class Line:
         else:
             assert self.bucket is not None
             self.bucket.take(now)
+
+    def settle(self) -> None:
+        """A woken waiter took its promised token, or gave it back."""
+        self.promised -= 1
+        for watcher in list(self.watchers.values()):
+            watcher()
 
     def release(self) -> None:
         """Give back a keyed slot (rate tokens are never given back)."""
@@ -128,16 +145,20 @@ class Line:
                 return
             waiter = heapq.heappop(heap)
             waiter.alive = False
-            self.take(now)
+            if waiter.takes or self.bucket is None:
+                self.take(now)
+            else:
+                self.promised += 1
             waiter.grant()
 
     def next_time(self, now: float) -> float:
         """When the head waiter can next be let through by time alone (inf: never,
         or not by time: a keyed slot frees when a holder ends)."""
         self._prune()
-        if not self.heap or self.bucket is None:
-            return math.inf
-        return self.bucket.available_at(now)
+        bucket = self.bucket
+        if not self.heap or bucket is None or self.promised >= bucket.burst:
+            return math.inf  # (promised tokens are taken, or given back, before more are)
+        return max(now, bucket.tat + self.promised * bucket.interval - bucket.tolerance)
 
     def purge(self, owner: object) -> None:
         """Drop every waiter of ``owner`` (a run or task that was cancelled)."""
@@ -210,8 +231,8 @@ class RateLimit:
     """
 
     def __init__(self, calls: float, per: float = 1.0, burst: int | None = None, *, keyed: bool = False) -> None:
-        self.calls = _positive_number("RateLimit(calls=...)", calls)
-        self.per = _positive_number("RateLimit(per=...)", per)
+        self.calls: float = _positive_number("RateLimit(calls=...)", calls)
+        self.per: float = _positive_number("RateLimit(per=...)", per)
         if burst is None:
             burst = max(1, math.ceil(self.calls))
         elif isinstance(burst, bool) or not isinstance(burst, int):
@@ -225,7 +246,7 @@ class RateLimit:
             raise TypeError(f"RateLimit(keyed=...) must be True or False (got {keyed!r})")
         self.burst = burst
         self.keyed = keyed
-        self.interval = self.per / self.calls
+        self.interval: float = self.per / self.calls
         self._lines = _Lines()
 
     def __repr__(self) -> str:

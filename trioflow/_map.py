@@ -18,6 +18,7 @@ taken from ``items`` (or per function given to ``gather``), named
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import secrets
 from collections.abc import (
@@ -40,6 +41,7 @@ import trio.testing
 
 from ._context import StepContext, _current
 from ._exceptions import FlowError, GraphError, add_note, split_escaped
+from ._foreign import explain
 from ._graph import check_async_callable, check_max_concurrent
 from ._limits import KeyedLimiter, RateLimit
 from ._results import RunResult, StepResult, StepStatus
@@ -72,7 +74,8 @@ def _fn_name(fn: object) -> str:
 
 
 def _check_async(fn: object, what: str) -> None:
-    """:func:`check_async_callable`, with a hint for the lambda-returning-a-coroutine mistake."""
+    """:func:`check_async_callable`, with a hint for the lambda-returning-a-coroutine mistake
+    (for ``race``, whose calls start at different times)."""
     if getattr(fn, "__name__", None) == "<lambda>":
         raise TypeError(
             f"{what} expects an async function, but got a lambda (a plain function, even "
@@ -80,6 +83,37 @@ def _check_async(fn: object, what: str) -> None:
             f"lambda: fetch(x), or define the function with 'async def'"
         )
     check_async_callable(fn, what)
+
+
+def _check_callable(fn: object, what: str) -> None:
+    """A callable, as ``nursery.start_soon`` takes: its call must return an awaitable
+    (checked at the call); a coroutine object or a non-callable is refused here."""
+    if inspect.iscoroutine(fn) or not callable(fn):
+        check_async_callable(fn, what)  # the messages that show the fix
+
+
+def _not_awaitable(what: str, fn: object, args: str, value: object) -> TypeError:
+    return TypeError(
+        f"{what} expects a callable that returns an awaitable (an async function, a partial of "
+        f"one, a lambda returning a coroutine), but {_fn_name(fn)}({args}) returned "
+        f"{_short(value)} that is a {type(value).__name__}; define the function with 'async def'"
+    )
+
+
+async def _await_it(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+async def _raise(exc: Exception) -> Any:
+    raise exc
+
+
+def _check_on_item_error(value: object, what: str) -> None:
+    if value not in ("fail", "none"):
+        raise GraphError(
+            f"{what}(on_item_error={value!r}) must be 'fail' (a failed item fails the call) "
+            f"or 'none' (a failed item becomes None in the output list)"
+        )
 
 
 def _check_error_handling(value: object, what: str) -> None:
@@ -115,6 +149,7 @@ class _Pool:
         "retrying",
         "scope",
         "seed",
+        "soft",
         "source_error",
         "started",
         "stop_at",
@@ -136,6 +171,7 @@ class _Pool:
         retry: Retry | None,
         fail_fast: bool,
         limiter: Any = None,
+        soft: bool = False,
     ) -> None:
         self.be = be
         self.limiter = limiter  # None, a RateLimit, or a CapacityLimiter
@@ -152,6 +188,7 @@ class _Pool:
         self.retry = retry
         self.seed = secrets.randbits(63) if retry is not None and retry.jitter else 0
         self.fail_fast = fail_fast
+        self.soft = soft  # on_item_error="none": a failed item's value is None, nothing raises
         self.parent = _current.get(None)
         self.exhausted = False
         self.stopping = False
@@ -221,19 +258,26 @@ class _Pool:
         """Take items and run them until the items run out or the pool stops."""
         sync = self.lock is None
         be = self.be
+        quiescent = be.name == "trio" and quiescent_scheduling.get()
         streak = 0
+        first = True
         while not (self.stopping or self.exhausted):
-            # like a flow's workers: a cancellation point between items, and a
-            # schedule point every YIELD_EVERY items, so items that never await
-            # cannot starve other tasks nor hold off a cancellation
+            # like a flow's workers: a checkpoint every YIELD_EVERY items, so items
+            # that never await cannot starve other tasks nor hold off a cancellation
             streak += 1
             if streak >= YIELD_EVERY:
                 streak = 0
                 await be.checkpoint()
-            else:
-                await be.checkpoint_if_cancelled()
-            if self.stopping or self.exhausted:
-                return
+                if self.stopping or self.exhausted:
+                    return
+            if quiescent and not first:
+                # under trioflow.testing, as a flow's workers do: take the next item
+                # once this virtual instant has settled, so whether a failure at
+                # this instant stops the call first does not depend on the schedule
+                await trio.testing.wait_all_tasks_blocked()
+                if self.stopping or self.exhausted:
+                    return
+            first = False
             taken = self._next_sync() if sync else await self._next_async()
             if taken is not None:
                 try:
@@ -263,7 +307,7 @@ class _Pool:
                 self._failed(index, error, attempt, failed_at)
         self.scope.cancel()
 
-    async def _run_item(self, index: int, item: Any) -> None:
+    async def _run_item(self, index: int, item: Any, first: Any = None) -> None:
         be = self.be
         if self.name is None:
             name = self.names[index] = _fn_name(item)
@@ -289,9 +333,15 @@ class _Pool:
                     self.attempts[index] = attempt
                 token = _current.set(StepContext(ctx_name, attempt, index, run_id, usage))
                 try:
-                    value = await self.call(item)
+                    if first is None:
+                        call = self.call(item)
+                        if not inspect.isawaitable(call):
+                            raise _not_awaitable(self.label, self.call, "item", call)
+                    else:  # the call map() made to check that it returns an awaitable
+                        call, first = first, None
+                    value = await call
                 except Exception as exc:
-                    error: Exception = exc
+                    error: Exception = exc if be.name == "trio" else explain(exc, f"{self.label} item {index}")
                 else:
                     self.values[index] = value
                     del self.started[index]
@@ -312,6 +362,8 @@ class _Pool:
                     return
                 self.retrying[index] = (error, attempt, failed_at)
                 await be.sleep(wait)
+                if index in self.retrying:  # begin the next attempt once this instant settled
+                    await self._settle()
                 if index not in self.retrying:  # the call stopped, and reported this failure
                     return
                 del self.retrying[index]
@@ -333,6 +385,9 @@ class _Pool:
             f"trioflow: {self.what} {index} ({self._item_name(index)!r}) of {self.label} "
             f"failed on attempt {attempt}",
         )
+        if self.soft:  # on_item_error="none": its value stays None, and nothing is kept
+            self.started.pop(index, None)
+            return
         self.errors[index] = error
         self.finished[index] = now
         if self.fail_fast:
@@ -361,14 +416,29 @@ class _Pool:
 
     # -- the call --------------------------------------------------------------------
 
-    async def run(self, workers: int) -> list[Any]:
+    async def _first_worker(self, index: int, item: Any, call: Awaitable[Any]) -> None:
+        try:
+            await self._run_item(index, item, first=call)
+        except Exception as exc:  # the engine's own error: a failure of that item
+            add_note(exc, f"trioflow: internal error while running {self.what} {index}")
+            if index not in self.errors:
+                self._failed(index, exc, self.attempts.get(index, 1), self.be.current_time())
+        await self.worker()
+
+    async def run(
+        self, workers: int, first: tuple[int, Any, Awaitable[Any]] | None = None, checkpointed: bool = False
+    ) -> list[Any]:
         be = self.be
-        await be.checkpoint()  # always a checkpoint, even with no items
+        if not checkpointed:
+            await be.checkpoint()  # always a checkpoint, even with no items
         started_at = be.current_time()
         internal: list[Exception] = []
         try:
             async with be.open_nursery() as nursery:
                 self.scope = nursery.cancel_scope
+                if first is not None:
+                    nursery.start_soon(self._first_worker, *first)
+                    workers -= 1
                 for _ in range(workers):
                     nursery.start_soon(self.worker)
         except BaseExceptionGroup as group:
@@ -479,13 +549,16 @@ async def map(
     retry: Retry | None = None,
     error_handling: ErrorHandling = "fail_fast",
     limiter: Any = None,
+    on_item_error: Literal["fail", "none"] = "fail",
 ) -> list[R]:
     """Call ``await fn(item)`` for every item, at most ``max_concurrent`` at once.
 
     ``items`` may be any iterable, including a generator or an async iterable too
     large to hold in memory: items are taken lazily, only as workers free up, so
     at most ``max_concurrent`` items are in flight and the memory for in-flight
-    work is O(``max_concurrent``) (the results are kept, of course). Items are
+    work is O(``max_concurrent``) (the results are kept, of course; nothing
+    else is kept per finished item). At least every 16 items each worker
+    reaches a checkpoint, even if ``fn`` never awaits. Items are
     passed as they are, like the built-in :func:`map`; use a map step
     (``@flow.step(map_over=...)``) for a copy of each item per attempt.
 
@@ -499,7 +572,10 @@ async def map(
     propagates as it is.
 
     Args:
-        fn: an async function of one argument.
+        fn: a callable of one argument that returns an awaitable (an async
+            function, a partial or bound method of one, a lambda returning a
+            coroutine, an object with ``async def __call__``), as trio's
+            ``start_soon`` takes; the first call is checked before any runs.
         items: the items, in order.
         max_concurrent: at most this many items at once (an int >= 1). Unlike
             the batch node's 1..100 setting there is no upper cap: with an
@@ -512,6 +588,9 @@ async def map(
             attempts and their waits), or a :class:`~trioflow.RateLimit` whose
             bucket every attempt takes a token from. Shared with whatever else
             is given the same object.
+        on_item_error: ``"fail"`` (default) as ``error_handling`` says;
+            ``"none"``: a failed item (after its retries) becomes ``None`` in
+            the returned list and nothing is raised for it.
 
     Returns:
         The results, in item order whatever the completion order.
@@ -524,8 +603,12 @@ async def map(
             ``"<fn name>[<index>]"``, so successful values are at
             ``err.result["fetch[0]"]``. Under ``fail_fast``, items not yet taken
             from ``items`` are absent, and running ones are ``cancelled``.
-        TypeError: ``fn`` is not an async function, ``items`` is not iterable
-            (or is a string, bytes or mapping), or an option has the wrong type.
+            Times are kept only for items that did not succeed (a succeeded
+            item's ``started_at`` and ``finished_at`` are ``None``), so that
+            nothing is kept per finished item beyond its result.
+        TypeError: ``fn`` is not callable, or its first call returns something
+            that is not awaitable; ``items`` is not iterable (or is a string,
+            bytes or mapping), or an option has the wrong type.
         GraphError: ``max_concurrent < 1`` or an unknown ``error_handling``.
 
     Example:
@@ -536,7 +619,7 @@ async def map(
         >>> trio.run(trioflow.map, double, range(5))
         [0, 2, 4, 6, 8]
     """
-    _check_async(fn, "trioflow.map")
+    _check_callable(fn, "trioflow.map")
     if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
         raise TypeError(
             f"trioflow.map(max_concurrent=...) must be an int >= 1 (got {max_concurrent!r} that "
@@ -551,6 +634,7 @@ async def map(
         )
     _check_error_handling(error_handling, "trioflow.map")
     _check_limiter(limiter, "trioflow.map")
+    _check_on_item_error(on_item_error, "trioflow.map")
     iterator = _iterate(items, "trioflow.map")
     workers = max_concurrent
     if isinstance(items, Sized):
@@ -566,12 +650,42 @@ async def map(
         retry=retry,
         fail_fast=error_handling == "fail_fast",
         limiter=limiter,
+        soft=on_item_error == "none",
     )
-    return await pool.run(workers)
+    # Check the first call before any call runs: fn must return an awaitable.
+    await pool.be.checkpoint()  # always a checkpoint, even with no items; before any call
+    taken = pool._next_sync() if pool.lock is None else await pool._next_async()
+    if taken is None:
+        return await pool.run(0, checkpointed=True)  # no items (or iterating raised: a FlowError)
+    index, first = taken
+    try:
+        call = fn(first)
+    except Exception as exc:  # the first item's first attempt failed when called
+        call = _raise(exc)
+    if not inspect.isawaitable(call):
+        raise _not_awaitable(f"trioflow.map({name})", fn, repr(first), call)
+    return await pool.run(max(workers, 1), (index, first, call), checkpointed=True)
 
 
-async def _call_it(fn: Callable[[], Awaitable[Any]]) -> Any:
-    return await fn()
+class _Call:
+    """One ``gather`` argument, already called: named after the callable."""
+
+    __slots__ = ("__name__", "awaitable")
+
+    def __init__(self, fn: object, awaitable: Any) -> None:
+        self.__name__ = _fn_name(fn)
+        self.awaitable = awaitable
+
+
+def _await_call(call: _Call) -> Awaitable[Any]:
+    return _await_it(call.awaitable)
+
+
+def _close(calls: list[_Call]) -> None:
+    """Close coroutines that will never be awaited, so Python does not warn about them."""
+    for c in calls:
+        if inspect.iscoroutine(c.awaitable):
+            c.awaitable.close()
 
 
 async def gather(
@@ -579,8 +693,11 @@ async def gather(
 ) -> list[Any]:
     """Run zero-argument async callables concurrently (the planner's ``call_tools_parallel``).
 
-    Pass arguments with :func:`functools.partial`: ``gather(partial(search, "a"),
-    partial(search, "b"))``. Inside each function, :func:`trioflow.current_step`
+    Each argument is a callable that takes no arguments and returns an
+    awaitable, as trio's ``start_soon`` takes: an async function, a
+    :func:`functools.partial` (``gather(partial(search, "a"), partial(search,
+    "b"))``), a bound method, a lambda returning a coroutine, an object with
+    ``async def __call__``. Every one is called before any runs. Inside each function, :func:`trioflow.current_step`
     gives its name and its argument index as ``item``.
 
     The first failure cancels the others at their next await (fail-fast). Works
@@ -588,7 +705,7 @@ async def gather(
     started has ended.
 
     Args:
-        fns: async functions taking no arguments.
+        fns: callables taking no arguments that return awaitables.
         max_concurrent: at most this many at once; ``None`` (default) runs them all.
         limiter: a ``CapacityLimiter`` each call holds while it runs, or a
             :class:`~trioflow.RateLimit` each call takes a token from as it starts.
@@ -600,8 +717,9 @@ async def gather(
         FlowError: a function raised. ``.result`` has one
             :class:`~trioflow.StepResult` per function, named
             ``"<function name>[<argument index>]"``.
-        TypeError: an argument is not an async function (a lambda, a coroutine
-            object, a plain function).
+        TypeError: an argument is not callable (a coroutine object, say), or its
+            call returns something that is not awaitable; raised before any
+            call runs.
 
     Example:
         >>> import functools, trio, trioflow
@@ -612,20 +730,39 @@ async def gather(
         ['results for a', 'results for b']
     """
     for i, fn in enumerate(fns):
-        _check_async(fn, f"trioflow.gather (argument {i})")
+        _check_callable(fn, f"trioflow.gather (argument {i})")
     if max_concurrent is not None:
         check_max_concurrent(max_concurrent, "trioflow.gather(max_concurrent=...)")
     _check_limiter(limiter, "trioflow.gather")
+    be = current_backend()
+    await be.checkpoint()  # always a checkpoint; a cancelled caller calls nothing
+    # every call first, so a callable that returns no awaitable is refused before any runs
+    calls: list[_Call] = []
+    try:
+        for i, fn in enumerate(fns):
+            try:
+                awaitable = fn()
+            except Exception as exc:  # fails as that argument's call, like an async raise
+                awaitable = _raise(exc)
+            calls.append(_Call(fn, awaitable))
+            if not inspect.isawaitable(awaitable):
+                raise _not_awaitable(f"trioflow.gather (argument {i})", fn, "", awaitable)
+    except TypeError:
+        _close(calls)
+        raise
     workers = len(fns) if max_concurrent is None else min(max_concurrent, len(fns))
     pool = _Pool(
-        be=current_backend(),
+        be=be,
         label="trioflow.gather",
         what="gather argument",
-        call=_call_it,
+        call=_await_call,
         name=None,
-        iterator=iter(fns),
+        iterator=iter(calls),
         retry=None,
         fail_fast=True,
         limiter=limiter,
     )
-    return await pool.run(workers)
+    try:
+        return await pool.run(workers, checkpointed=True)
+    finally:
+        _close(calls[len(pool.values) :])  # the calls fail-fast never started

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
+import functools
 import json
 import sys
 from collections import Counter
@@ -19,7 +20,7 @@ from typing import Any, Generic, Protocol, Self, TypeVar, runtime_checkable
 
 import attrs
 
-from ._exceptions import TrioflowError
+from ._exceptions import TrioflowError, add_note
 from ._graph import check_async_callable
 from ._map import gather
 from ._scheduler import current_backend
@@ -169,7 +170,7 @@ class MergeError(TrioflowError):
 
     def __init__(self, message: str, results: Sequence[NodeResult[Any]] = ()) -> None:
         super().__init__(message)
-        self.results = list(results)
+        self.results: list[NodeResult[Any]] = list(results)
 
 
 # -- canonical serialization -----------------------------------------------------------
@@ -428,6 +429,32 @@ class ParallelExecutor:
         calls = [_NodeCall(node, ctx, inherited) for node in nodes]
         return await gather(*calls, max_concurrent=self.max_concurrent)
 
+    async def execute_single_with_isolation(
+        self, node: BaseNode, ctx: RunContext[StateT]
+    ) -> NodeResult[StateT]:
+        """Run one node on its own deep copy of ``ctx``; never raises for the node's own exception.
+
+        The building block of :meth:`execute_parallel`: ``ctx`` itself is never
+        changed, and an exception the node raises is in the result's ``error``.
+        Always a checkpoint.
+
+        Returns:
+            The node's :class:`NodeResult`.
+
+        Raises:
+            TypeError: ``node`` has no ``async def run(self, ctx)``, or ``ctx`` is
+                not a :class:`RunContext`.
+        """
+        if not isinstance(ctx, RunContext):
+            raise TypeError(
+                f"execute_single_with_isolation(node, ctx) takes a trioflow.nodes.RunContext as "
+                f"ctx (got {ctx!r}); wrap your state: RunContext(state, execution_id='...')"
+            )
+        _check_node(node, "execute_single_with_isolation(): node")
+        await current_backend().checkpoint()
+        result: NodeResult[StateT] = await _NodeCall(node, ctx, len(ctx.provenance))()
+        return result
+
     def merge_states(
         self,
         results: Sequence[NodeResult[StateT]],
@@ -435,6 +462,47 @@ class ParallelExecutor:
     ) -> RunContext[StateT]:
         """:func:`merge_states`, as a method."""
         return merge_states(results, strategy)
+
+
+def _rejoin(fanner: object, strategy: MergeStrategy, results: list[NodeResult[Any]], kept: list[NodeResult[Any]]) -> Any:
+    """The next node after a merged fan-out: the first kept branch's; under
+    ``ALL_SUCCESS`` every branch must lead to the same node type (or End)."""
+    nexts = [r.next_node for r in kept]
+    if strategy is MergeStrategy.ALL_SUCCESS:
+        kinds = {End if _is_end(n) else type(n) for n in nexts}
+        if len(kinds) > 1:
+            raise MergeError(
+                f"the {len(nexts)} branches fanned out by {_node_name(fanner)} do not "
+                f"rejoin: they return next nodes of different types "
+                f"({', '.join(sorted(k.__name__ for k in kinds))}); return the same "
+                f"node type (or End) from every branch",
+                results,
+            )
+    return nexts[0]
+
+
+async def _fan_out(
+    fanner: object, nodes: Sequence[BaseNode], ctx: RunContext[StateT], executor: ParallelExecutor, default: MergeStrategy
+) -> tuple[RunContext[StateT], Any]:
+    """Run ``nodes`` in parallel, each branch to its rejoin, and merge them with the
+    strategy of ``fanner`` (the node that returned them): the merged context and next node."""
+    strategy = _check_strategy(getattr(fanner, "merge_strategy", default))
+    results = await executor.execute_parallel(nodes, ctx)
+    nested = [i for i, r in enumerate(results) if r.error is None and isinstance(r.next_node, list | tuple)]
+    if nested:  # a branch that fans out again: all its branches run, merged by its own strategy
+
+        async def settle(i: int) -> None:
+            r = results[i]
+            try:
+                merged, following = await _fan_out(r.node, r.next_node, r.context, executor, default)
+            except Exception as exc:  # the nested fan-out failed: so did this branch
+                results[i] = attrs.evolve(r, next_node=None, error=exc)
+            else:
+                results[i] = attrs.evolve(r, next_node=following, context=merged)
+
+        await gather(*(functools.partial(settle, i) for i in nested))
+    merged, kept = _merge(results, strategy)
+    return merged, _rejoin(fanner, strategy, results, kept)
 
 
 async def run_graph(
@@ -453,6 +521,10 @@ async def run_graph(
     node's ``merge_strategy`` attribute if it has one, else ``strategy``.
     Under ``ALL_SUCCESS`` the branches must rejoin: their next nodes must be of
     one type (or all :class:`End`); the first branch's next node is taken.
+    A branch that itself returns a list fans out again, on its own context:
+    every branch of every level runs, and each nested fan-out is merged with
+    its own node's ``merge_strategy`` (a nested fan-out that fails to merge
+    fails its branch) before the outer merge.
 
     ``ctx`` itself is not changed: the graph runs on a deep copy. A
     checkpoint; works under trio and asyncio.
@@ -486,27 +558,14 @@ async def run_graph(
     while not _is_end(current):
         count += 1
         if isinstance(current, list | tuple):
-            chosen_strategy = _check_strategy(getattr(previous, "merge_strategy", default))
-            results = await executor.execute_parallel(current, ctx)
-            ctx, kept = _merge(results, chosen_strategy)
-            nexts = [r.next_node for r in kept]
-            if chosen_strategy is MergeStrategy.ALL_SUCCESS:
-                kinds = {End if _is_end(n) else type(n) for n in nexts}
-                if len(kinds) > 1:
-                    raise MergeError(
-                        f"the {len(nexts)} branches fanned out by {_node_name(previous)} do not "
-                        f"rejoin: they return next nodes of different types "
-                        f"({', '.join(sorted(k.__name__ for k in kinds))}); return the same "
-                        f"node type (or End) from every branch",
-                        results,
-                    )
-            previous, current = current, nexts[0]
+            ctx, following = await _fan_out(previous, current, ctx, executor, default)
+            previous, current = current, following
             continue
         try:
             following = await current.run(ctx)
             _check_next(following, current)
         except Exception as exc:
-            exc.add_note(f"trioflow.nodes.run_graph: node {_node_name(current)} (node {count}) raised")
+            add_note(exc, f"trioflow.nodes.run_graph: node {_node_name(current)} (node {count}) raised")
             raise
         previous, current = current, following
     return ctx

@@ -65,13 +65,24 @@ class StepRecord:
 
 @attrs.frozen
 class ItemRecord:
-    """One succeeded item of a map step."""
+    """One succeeded item of a map step.
+
+    ``started_at``/``finished_at`` are the times of the attempt that succeeded
+    (None in records made before trioflow recorded them). ``fingerprint``
+    identifies the item the step was given (a digest of its encoding), so that
+    a resumed run matches recorded items to the same items even when the
+    iterable's order changed (a ``set`` in another process); None in older
+    records, which are matched by index.
+    """
 
     step: str
     index: int
     value: bytes
     codec: str
     attempts: int
+    started_at: float | None = None
+    finished_at: float | None = None
+    fingerprint: str | None = None
 
 
 @attrs.frozen
@@ -120,6 +131,13 @@ def check_header(recorded: RunHeader, new: RunHeader) -> None:
             f"run {rid!r} was recorded with a different structure of flow {new.flow!r} "
             f"(fingerprint {recorded.fingerprint!r}, now {new.fingerprint!r}): steps, "
             f"dependencies or step functions changed; {fix}"
+        )
+    if recorded.codec != new.codec:
+        known = {"json": " (codec=trioflow.JSONCodec())", "pickle": " (codec=trioflow.PickleCodec())"}
+        raise StoreError(
+            f"run {rid!r} was recorded with the {recorded.codec!r} codec, and this store uses "
+            f"{new.codec!r}; to resume it, open the store with the codec that recorded it"
+            f"{known.get(recorded.codec, '')}, or {fix}"
         )
     if recorded.inputs_digest != new.inputs_digest:
         raise StoreError(f"run {rid!r} was recorded with different inputs; {fix}")
@@ -181,6 +199,10 @@ def run_result(records: RunRecords, codec: Codec, run_id: str) -> RunResult:
             if record is not None
             else StepResult(name=name, status=StepStatus.CANCELLED)
         )
+        items = records.items.get(name)
+        if items and _HAS_ITEMS:
+            made: dict[str, Any] = {"items": item_results(steps[name], items, codec, run_id)}
+            steps[name] = attrs.evolve(steps[name], **made)
     return RunResult(
         flow=info.flow,
         steps=steps,
@@ -188,6 +210,36 @@ def run_result(records: RunRecords, codec: Codec, run_id: str) -> RunResult:
         finished_at=finished,
         run_id=run_id,
     )
+
+
+_HAS_ITEMS = "items" in attrs.fields_dict(StepResult)  # StepResult.items (per-item results)
+
+
+def item_results(
+    step: StepResult, items: Mapping[int, ItemRecord], codec: Codec, run_id: str
+) -> tuple[StepResult, ...]:
+    """The per-item results of a map step from its item records, in item order.
+
+    A succeeded step has one result per element of its value; otherwise the
+    items up to the last recorded one, those without a record taking the
+    step's status.
+    """
+    if step.status is StepStatus.SUCCEEDED and isinstance(step.value, list):
+        count = len(step.value)
+    else:
+        count = max(items) + 1
+    out = []
+    for i in range(count):
+        label = f"{step.name}[{i}]"
+        r = items.get(i)
+        if r is not None:
+            value = decode_value(codec, r.codec, r.value, run_id, f"item {i} of step {step.name!r}")
+            out.append(StepResult(label, StepStatus.SUCCEEDED, value, None, r.attempts, r.started_at, r.finished_at))
+        elif step.status is StepStatus.SUCCEEDED:
+            out.append(StepResult(label, StepStatus.SUCCEEDED, step.value[i], attempts=step.attempts))
+        else:
+            out.append(StepResult(label, step.status))
+    return tuple(out)
 
 
 def type_name(exc: BaseException) -> str:

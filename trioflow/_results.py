@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import attrs
 
 if TYPE_CHECKING:
     from ._timeline import Timeline
+
+T = TypeVar("T")
 
 
 class StepStatus(enum.StrEnum):
@@ -39,6 +41,10 @@ def _frozen_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(dict(value))
 
 
+def _results_tuple(value: Iterable[StepResult]) -> tuple[StepResult, ...]:
+    return value if type(value) is tuple else tuple(value)
+
+
 @attrs.frozen
 class StepResult:
     """What happened to one step of a run.
@@ -51,6 +57,12 @@ class StepResult:
     step skipped because its ``when=`` condition was false, ``"dependency"``
     for one skipped because a step it depends on failed or was skipped, and
     ``None`` for a step that was not skipped.
+
+    For a map step, ``items`` holds one :class:`StepResult` per item, in item
+    order, named ``"step[i]"`` (status, value, error, attempts and times), also
+    when the step failed or was cancelled, so the values of the items that
+    succeeded are never lost. It is empty for a plain step, and for a map step
+    that never took its items.
     """
 
     name: str
@@ -62,6 +74,7 @@ class StepResult:
     finished_at: float | None = None
     usage: Mapping[str, float] = attrs.field(factory=dict, converter=_frozen_mapping)
     skip_reason: str | None = None
+    items: tuple[StepResult, ...] = attrs.field(default=(), converter=_results_tuple, repr=False)
 
     @property
     def duration(self) -> float | None:
@@ -75,26 +88,90 @@ class StepResult:
         return self.status is StepStatus.SUCCEEDED
 
 
+class StepFunctions:
+    """Which step(s) each function was declared as, so results can be indexed by it."""
+
+    __slots__ = ("_by_id",)
+
+    def __init__(self) -> None:
+        # id(fn) -> (fn, step names); the flow keeps every fn alive, so ids are stable
+        self._by_id: dict[int, tuple[object, list[str]]] = {}
+
+    def add(self, fn: object, name: str) -> None:
+        entry = self._by_id.get(id(fn))
+        if entry is None or entry[0] is not fn:
+            self._by_id[id(fn)] = (fn, [name])
+        else:
+            entry[1].append(name)
+
+    def name_of(self, fn: object) -> str:
+        """The step ``fn`` was declared as.
+
+        Raises:
+            KeyError: ``fn`` is no step's function, or it is several steps' function.
+        """
+        entry = self._by_id.get(id(fn))
+        label = getattr(fn, "__qualname__", None) or repr(fn)
+        if entry is None or entry[0] is not fn:
+            raise KeyError(f"{label} is not the function of any step of this flow; index by step name")
+        names = entry[1]
+        if len(names) > 1:
+            raise KeyError(
+                f"{label} is the function of several steps ({', '.join(repr(n) for n in names)}); "
+                f"index by step name"
+            )
+        return names[0]
+
+
+_NO_FUNCTIONS = StepFunctions()
+
+
 class LazySteps(Mapping[str, "StepResult"]):
     """A run's step results by name, each made the first time it is looked up.
 
     Making a :class:`StepResult` costs about as much as scheduling a quick step,
     and most callers look at a few of thousands. Read-only, like a
     ``MappingProxyType``; ``index`` gives the order (declaration order) and
-    ``make(i)`` makes the result of step ``i``.
+    ``make(i)`` makes the result of step ``i``. A step's own function (what
+    ``@flow.step`` returned) works as a key too.
     """
 
-    __slots__ = ("_index", "_made", "_make")
+    __slots__ = ("_functions", "_index", "_made", "_make")
 
-    def __init__(self, index: Mapping[str, int], make: Callable[[int], StepResult]) -> None:
+    def __init__(
+        self,
+        index: Mapping[str, int],
+        make: Callable[[int], StepResult],
+        functions: StepFunctions | None = None,
+    ) -> None:
         self._index = index
         self._make = make
         self._made: dict[str, StepResult] = {}
+        self._functions = _NO_FUNCTIONS if functions is None else functions
 
-    def __getitem__(self, name: str) -> StepResult:
-        made = self._made.get(name)
+    @classmethod
+    def of(cls, steps: Mapping[str, StepResult]) -> LazySteps:
+        """Already made results, in the mapping's order."""
+        results = list(steps.values())
+        return cls({name: i for i, name in enumerate(steps)}, results.__getitem__)
+
+    def name_of(self, key: object) -> str:
+        """The step name for ``key``: a name, or a step's function.
+
+        Raises:
+            KeyError: ``key`` is neither.
+        """
+        if isinstance(key, str):
+            return key
+        return self._functions.name_of(key)
+
+    def __getitem__(self, name: str | Callable[..., Any]) -> StepResult:
+        made = self._made.get(name) if type(name) is str else None
         if made is None:
-            made = self._made[name] = self._make(self._index[name])
+            name = self.name_of(name)
+            made = self._made.get(name)
+            if made is None:
+                made = self._made[name] = self._make(self._index[name])
         return made
 
     def __iter__(self) -> Iterator[str]:
@@ -104,10 +181,21 @@ class LazySteps(Mapping[str, "StepResult"]):
         return len(self._index)
 
     def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            try:
+                name = self._functions.name_of(name)
+            except KeyError:
+                return False
         return name in self._index
 
     def __repr__(self) -> str:
         return repr(dict(self))
+
+
+def _steps_mapping(value: Mapping[str, StepResult]) -> LazySteps:
+    if type(value) is LazySteps:
+        return value
+    return LazySteps.of(value)
 
 
 @attrs.frozen(eq=False)
@@ -143,7 +231,7 @@ class RunResult(Mapping[str, Any]):
     """
 
     flow: str
-    steps: Mapping[str, StepResult] = attrs.field(converter=_frozen_mapping)
+    steps: LazySteps = attrs.field(converter=_steps_mapping)
     started_at: float
     finished_at: float
     run_id: str | None = None
@@ -198,7 +286,23 @@ class RunResult(Mapping[str, Any]):
                 total[key] = total.get(key, 0) + count
         return MappingProxyType(total)
 
-    def __getitem__(self, name: str) -> Any:
+    @overload
+    def __getitem__(self, name: str) -> Any: ...
+
+    @overload
+    def __getitem__(self, name: Callable[..., Awaitable[T]]) -> T: ...
+
+    def __getitem__(self, name: str | Callable[..., Awaitable[Any]]) -> Any:
+        """The output of step ``name``: a step name, or the step's own function.
+
+        Indexed by the function (what ``@flow.step`` returned), a type checker
+        infers the value's type from the function's return annotation.
+
+        Raises:
+            KeyError: no such step, or the step did not succeed (its status is named).
+        """
+        if not isinstance(name, str):
+            name = self.steps.name_of(name)
         try:
             step = self.steps[name]
         except KeyError:
@@ -214,5 +318,6 @@ class RunResult(Mapping[str, Any]):
         return len(self.outputs)
 
     def __contains__(self, name: object) -> bool:
-        step = self.steps.get(name) if isinstance(name, str) else None
-        return step is not None and step.status is StepStatus.SUCCEEDED
+        if name not in self.steps:
+            return False
+        return self.steps[name].status is StepStatus.SUCCEEDED  # type: ignore[index]

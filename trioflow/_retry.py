@@ -27,6 +27,11 @@ def _check_retry_on(value: object) -> None:
             f"retry_on=(TimeoutError, ConnectionError)"
         )
     types = value if isinstance(value, tuple) else (value,)
+    if not types:
+        raise GraphError(
+            "Retry(retry_on=()) retries no exception at all; give the exception types to retry, "
+            "for example retry_on=(TimeoutError, ConnectionError), or use max_attempts=1 for no retry"
+        )
     for t in types:
         if not (isinstance(t, type) and issubclass(t, Exception)):
             raise TypeError(

@@ -63,7 +63,7 @@ class ProcessRunner:
         return "<trioflow runner 'process'>"
 
     def check(self, fn: Callable[..., Any], step: str) -> None:
-        check_plain(fn, step, "process")
+        check_plain(fn, step, "'process'")
         problem = importable_problem(fn)
         if problem is not None:
             raise TypeError(

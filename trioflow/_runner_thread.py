@@ -13,21 +13,24 @@ from ._runners import current_run_scope
 
 
 def check_plain(fn: Callable[..., Any], step: str, runner: str) -> None:
-    """Raise :class:`TypeError` unless ``fn`` is a plain (not async) callable."""
+    """Raise :class:`TypeError` unless ``fn`` is a plain (not async) callable.
+
+    ``runner``: how the runner reads in ``runner=...`` (``"'thread'"``, ``"DaskRunner(...)"``).
+    """
     if inspect.iscoroutine(fn):
         fn.close()
-        raise TypeError(f"step {step!r}: runner={runner!r} takes a plain function, not a coroutine object")
+        raise TypeError(f"step {step!r}: runner={runner} takes a plain function, not a coroutine object")
     if not callable(fn):
-        raise TypeError(f"step {step!r}: runner={runner!r} takes a plain function (got {fn!r})")
+        raise TypeError(f"step {step!r}: runner={runner} takes a plain function (got {fn!r})")
     target = inspect.unwrap(fn) if inspect.isfunction(fn) else fn
     call = getattr(type(fn), "__call__", None)  # noqa: B004 - instances with async __call__
     if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(call):
         raise TypeError(
-            f"step {step!r}: runner={runner!r} runs plain functions, but {step!r} is an async "
+            f"step {step!r}: runner={runner} runs plain functions, but {step!r} is an async "
             f"function; drop runner= to run it on the event loop, or define it with 'def'"
         )
     if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
-        raise TypeError(f"step {step!r}: runner={runner!r} takes a plain function, not a generator function")
+        raise TypeError(f"step {step!r}: runner={runner} takes a plain function, not a generator function")
 
 
 class ThreadRunner:
@@ -46,7 +49,7 @@ class ThreadRunner:
         return "<trioflow runner 'thread'>"
 
     def check(self, fn: Callable[..., Any], step: str) -> None:
-        check_plain(fn, step, "thread")
+        check_plain(fn, step, "'thread'")
 
     async def call(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
         scope = current_run_scope()

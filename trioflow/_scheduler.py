@@ -39,10 +39,12 @@ import attrs
 import trio
 import trio.testing
 
+from . import _logging
 from ._context import StepContext, _current
 from ._events import (
     BatchStarted,
     Event,
+    MapStarted,
     RunFinished,
     RunStarted,
     StepCancelled,
@@ -54,11 +56,12 @@ from ._events import (
     _label,
 )
 from ._exceptions import FlowError, add_note, split_escaped
+from ._foreign import explain
 from ._graph import Node, Plan
 from ._hooks import Attempt, call_through, installed_hooks
 from ._isolation import isolate
 from ._limits import Gate, KeyedLimiter, Line, RateLimit, Waiter, next_sequence
-from ._results import LazySteps, RunResult, RunTrace, StepResult, StepStatus
+from ._results import LazySteps, RunResult, RunTrace, StepFunctions, StepResult, StepStatus
 from ._retry import next_wait
 from ._runners import enter_run, exit_run
 from ._waiting import current_domain, give_back, wait_turn
@@ -180,7 +183,7 @@ class _Group:
 class _Unit:
     """One schedulable piece of work: a plain step, or one item of a map step."""
 
-    __slots__ = ("gate_key", "held", "item", "key", "passed", "state")
+    __slots__ = ("gate_key", "held", "item", "key", "passed", "state", "tokened", "woken")
 
     def __init__(self, state: _StepState, item: int | None) -> None:
         self.state = state
@@ -189,6 +192,8 @@ class _Unit:
         self.passed = 0  # rate limits and keyed limiters passed (see Run._gate)
         self.held: tuple[Line, ...] = ()  # keyed slots held until the unit ends
         self.gate_key: Hashable = None  # limit_key's answer, for keyed limits
+        self.tokened = False  # took its first attempt's rate tokens
+        self.woken: Line | None = None  # the rate line that promised it a token
 
 
 class _StepState:
@@ -205,15 +210,22 @@ class _StepState:
     started_at: float | None = None
     finished_at: float | None = None
     skip_cause: str | None = None
+    ready_at: float | None = None  # when its last dependency finished (None: at the run's start)
     skip_reason: str | None = None  # "condition" or "dependency", for a skipped step
     external: tuple[tuple[int, Limiter], ...] = ()  # (id of the caller's limiter, limiter to acquire)
     gates: tuple[Gate, ...] = ()  # rate limits and keyed limiters, passed before queueing
+    rates: tuple[RateLimit, ...] = ()  # rate limits: a token taken as each attempt starts
     ok_items: list[int] | None = None  # a map step with pipes: its items that succeeded
     piped: set[int] | None = None  # a pipelined map step: items started (or resumed) early
     items: list[Any]
     item_values: list[Any]
     item_errors: dict[int, Exception]
     items_left = 0
+    # per item, for StepResult.items (None until the step takes its items)
+    item_status: list[StepStatus | None] | None = None
+    item_attempts: list[int]
+    item_times: list[list[float | None]]  # [started_at, finished_at]
+    item_failures: dict[int, Exception]  # every failed item (also under on_item_error="none")
 
     def __init__(self, node: Node, group: _Group) -> None:
         self.node = node
@@ -234,6 +246,8 @@ class RunOptions:
     seed: int | None = None
     on_event: Callable[[Event], object] | None = None
     run_id: str | None = None
+    resources: Mapping[str, Any] = attrs.field(factory=dict)  # shared, never copied
+    functions: StepFunctions | None = None  # for result[step_function]
 
 
 class Run:
@@ -247,8 +261,8 @@ class Run:
         options: RunOptions,
         completed: Mapping[str, StepResult] | None = None,
         recorder: Recorder | None = None,
-        completed_items: Mapping[str, Mapping[int, Any]] | None = None,
-        item_recorder: Callable[[str, int, Any, Any, int], object] | None = None,
+        completed_items: Mapping[str, Mapping[int, Any] | Callable[[list[Any]], Mapping[int, Any]]] | None = None,
+        item_recorder: Callable[[str, int, Any, Any, int, float, float], object] | None = None,
         on_value: Callable[[str, int | None, Any], Any] | None = None,
     ) -> None:
         """Prepare a run.
@@ -260,9 +274,11 @@ class Run:
                 the moment the step reaches a final status (synchronously, in the
                 scheduler).
             completed_items: for map steps, item index -> value of items recorded
-                by an earlier run; only the missing items run.
-            item_recorder: called as ``(step, index, value, kept, attempts)`` when
-                a map item succeeds (``kept``: what ``on_value`` returned, or None).
+                by an earlier run (or a function that makes that mapping from the
+                step's list of items); only the missing items run.
+            item_recorder: called as ``(step, index, value, kept, attempts, started,
+                finished)`` when a map item succeeds (``kept``: what ``on_value``
+                returned, or None; the times are those of the attempt that succeeded).
             on_value: called as ``(step, item, value)`` the moment a step function
                 (or map item) returns, inside the attempt: an exception it raises
                 fails that attempt as if the step had raised it, and what it
@@ -280,6 +296,7 @@ class Run:
         self.item_recorder = item_recorder
         self.on_value = on_value
         self.completed_items = completed_items or {}
+        self.resources = options.resources
         self.hooks = installed_hooks()  # wrap every attempt (see _hooks)
         self.be = current_backend()
         self.quiescent = self.be is _TRIO and quiescent_scheduling.get()
@@ -325,13 +342,7 @@ class Run:
         self.domain = current_domain() if gates else None
         self.gate_lines: dict[int, Line] = {}
         self.gate_waiting = 0  # units of this run waiting in a line
-        # how many units of this run could ask a rate limit for a token at one
-        # instant: one per step (a unit retries in its own time), unknown with map steps
-        self.token_headroom: float = (
-            len(plan.nodes)
-            if not any(n.spec.map_over is not None for n in plan.nodes if n.spec.limiters)
-            else math.inf
-        )
+        self.woken: set[_Unit] = set()  # units woken with a promised token, not yet taken
         self.granting = False
         self.granter_scope: Any = None
         self.holders: set[_Unit] = set()
@@ -355,7 +366,12 @@ class Run:
             if group is None:
                 group = groups[key] = _Group(tuple(counters)) if counters else free
             st = _StepState(node, group)
-            st.gates = tuple(gates[n] for n in spec.limiters if n in gates)
+            st.gates = tuple(
+                g for n in spec.limiters if n in gates and isinstance(g := gates[n], KeyedLimiter)
+            )
+            st.rates = tuple(
+                g for n in spec.limiters if n in gates and isinstance(g := gates[n], RateLimit)
+            )
             acquire = list(shared)
             for n in spec.limiters:
                 if n in gates:
@@ -436,6 +452,13 @@ class Run:
                 heapq.heappop(ready)
                 unit = heapq.heappop(heap)[1]
                 self.queued -= 1
+                if unit.state.rates and not unit.tokened and not self._tokens(unit):
+                    # no token now: the unit waits in the rate's line, holding nothing
+                    if group.counters:
+                        self.queued_limited -= 1
+                    if heap:
+                        heapq.heappush(ready, (heap[0][0], next(self._seq), group))
+                    continue
                 for counter in group.counters:
                     counter.in_use += 1
                 if group.counters:
@@ -476,6 +499,8 @@ class Run:
         run by workers that are already there, with no new task at all.
         """
         self.scouts -= 1
+        # a run cancelled from outside starts nothing new: no unit, no further scout
+        await self.be.checkpoint_if_cancelled()
         waited = self.quiescent and self._contended()
         if waited:
             await trio.testing.wait_all_tasks_blocked()
@@ -527,16 +552,26 @@ class Run:
             return
         st.items = items
         st.item_values = [None] * len(items)
+        st.item_status = [None] * len(items)
+        st.item_attempts = [0] * len(items)
+        st.item_times = [[None, None] for _ in items]
+        st.item_failures = {}
         done = self.completed_items.get(st.name, {})
+        if callable(done):  # a store matches its recorded items to these ones (see _durable)
+            done = done(items)
         todo = [i for i in range(len(items)) if i not in done]
         for i, value in done.items():
             if 0 <= i < len(items):
                 st.item_values[i] = value
+                st.item_status[i] = StepStatus.SUCCEEDED
         if node.pipes:
             st.ok_items = [i for i in range(len(items)) if i in done]
             for c in node.pipes:
                 self._pipe_ready(self.states[c])
         st.items_left = len(todo)
+        if self.on_event is not None:
+            now = self.now()
+            self._emit(MapStarted(st.name, now, len(items), len(items) - len(todo), elapsed=now - self.started_at))
         if not todo:
             now = self.now()
             st.started_at = now
@@ -558,30 +593,14 @@ class Run:
         """
         st = unit.state
         gates = st.gates
-        if unit.passed == 0 and any(g.keyed for g in gates):
-            try:
-                unit.gate_key = self._limit_key(unit)
-            except Exception as exc:
-                self._fail_unstarted(unit, exc)
-                return
+        if unit.passed == 0 and not self._read_key(unit):
+            return
         gate = gates[unit.passed]
-        line = gate._line(unit.gate_key if gate.keyed else None, self.domain)
+        line = gate._line(unit.gate_key, self.domain)
         self.gate_lines[id(line)] = line
-        if isinstance(gate, KeyedLimiter):
-            if line.pass_now(self.now()):
-                self._gate_passed(unit, line, False)
-                return
-        elif not line.heap:
-            # Enough tokens for every unit of this run that could ask at this
-            # instant: none can be refused, so the order does not matter and
-            # the token is taken at once (no line, no granter).
-            now = self.now()
-            bucket = line.bucket
-            assert bucket is not None
-            if bucket.holds(now, self.token_headroom):
-                bucket.take(now)
-                self._gate_passed(unit, line, False)
-                return
+        if line.pass_now(self.now()):
+            self._gate_passed(unit, line, False)
+            return
         self.gate_waiting += 1
         line.push(Waiter((*unit.key, next_sequence()), lambda: self._gate_passed(unit, line, True), self))
         self._wake_granter()
@@ -590,10 +609,68 @@ class Run:
         """Start the granter, or make it look again (a token may be free now, or
         nothing waits any more)."""
         if not self.granting:
-            self.granting = True
-            self.nursery.start_soon(self._grant)
+            if self.gate_waiting:
+                self.granting = True
+                self.nursery.start_soon(self._grant)
         elif self.granter_scope is not None:
             self.granter_scope.deadline = -math.inf
+
+    def _read_key(self, unit: _Unit) -> bool:
+        """Read the unit's limit key once, if a keyed limit needs it; False: it failed."""
+        st = unit.state
+        if unit.passed or unit.tokened or unit.gate_key is not None:
+            return True
+        if not any(g.keyed for g in (*st.gates, *st.rates)):
+            return True
+        try:
+            unit.gate_key = self._limit_key(unit)
+        except Exception as exc:
+            self._fail_unstarted(unit, exc)
+            return False
+        return True
+
+    def _tokens(self, unit: _Unit) -> bool:
+        """Take the first attempt's token from each of the unit's rate limits, at
+        once and as it starts; or make it wait in the line of the first that has
+        none, best first (it is let back into the ready queue when a token is due)."""
+        st = unit.state
+        if unit.woken is not None:  # its promised token is now taken, or given back
+            self.woken.discard(unit)
+            woken = unit.woken
+            unit.woken = None
+            woken.settle()
+        if not self._read_key(unit):
+            return False
+        now = self.now()
+        lines = [rate._line(unit.gate_key if rate.keyed else None, self.domain) for rate in st.rates]
+        for line in lines:
+            if not line.ready(now):
+                self._wait_for_token(unit, line)
+                return False
+        for line in lines:
+            line.take(now)
+        unit.tokened = True
+        return True
+
+    def _wait_for_token(self, unit: _Unit, line: Line) -> None:
+        self.gate_lines[id(line)] = line
+        line.watchers[id(self)] = self._wake_granter
+        self.gate_waiting += 1
+        line.push(Waiter((*unit.key, next_sequence()), lambda: self._woken(unit, line), self, False))
+        self._wake_granter()
+
+    def _woken(self, unit: _Unit, line: Line) -> None:
+        """A token is due for ``unit``: back to the ready queue, to take it as it starts."""
+        self.gate_waiting -= 1
+        if not self.gate_waiting:
+            self._wake_granter()  # so that it ends
+        if self.stopping or unit.state.status is not None:
+            line.settle()
+            return
+        unit.woken = line
+        self.woken.add(unit)
+        self._push(unit)
+        self._dispatch()
 
     def _limit_key(self, unit: _Unit) -> Hashable:
         st = unit.state
@@ -678,15 +755,26 @@ class Run:
             return
         st.attempts = max(st.attempts, 1)
         st.item_errors[unit.item] = error
+        st.item_status[unit.item] = StepStatus.FAILED  # type: ignore[index]
+        st.item_times[unit.item] = [now, now]
+        st.item_failures[unit.item] = error
         if self.fail_fast:
             self._step_failed(st, error, 1, now)
         else:
             self._item_done(st, now)
 
     def _leave_lines(self) -> None:
-        """At the end of the run: leave every line, give back every keyed slot."""
+        """At the end of the run: leave every line, give back every keyed slot and
+        every promised token."""
         for line in self.gate_lines.values():
             line.purge(self)
+            line.watchers.pop(id(self), None)
+        for unit in self.woken:
+            woken = unit.woken
+            assert woken is not None
+            unit.woken = None
+            woken.settle()
+        self.woken.clear()
         for unit in list(self.holders):
             self._give_back(unit)
         now = self.now()
@@ -770,15 +858,16 @@ class Run:
             child = self.states[c]
             child.pending -= 1
             if child.pending == 0 and child.status is None:
+                child.ready_at = now
                 newly_ready.append(child)
             elif child.pending == 1 and child.status is None and child.node.map_source is not None:
                 source = self.states[child.node.map_source]
                 if source.ok_items:  # only its map source left: catch up on its items
                     self._pipe_ready(child)
-        if len(newly_ready) > 1 and self.on_event is not None:
-            self._emit(BatchStarted(tuple(s.name for s in newly_ready), now, elapsed=now - self.started_at))
         for child in newly_ready:
             self._make_ready(child)
+        if len(newly_ready) > 1 and self.on_event is not None:
+            self._announce(newly_ready, now)
 
     # -- item-level pipelining -----------------------------------------------------------
 
@@ -787,6 +876,8 @@ class Run:
         or all of them), if the upstream map step is the only dependency left."""
         if down.status is not None or down.pending != 1:
             return
+        if callable(self.completed_items.get(down.name)):
+            return  # resumed items are matched to the whole list: no pipelining
         assert down.node.map_source is not None
         up = self.states[down.node.map_source]
         if up.status is not None:
@@ -798,6 +889,10 @@ class Run:
             down.items = [None] * n
             down.item_values = [None] * n
             down.item_errors = {}
+            down.item_status = [None] * n
+            down.item_attempts = [0] * n
+            down.item_times = [[None, None] for _ in range(n)]
+            down.item_failures = {}
             down.items_left = n
             if down.node.pipes:  # a chain of map steps pipelines through
                 down.ok_items = []
@@ -807,6 +902,8 @@ class Run:
         piped = down.piped
         assert piped is not None
         done = self.completed_items.get(down.name, {})
+        if callable(done):  # (never pipelined: see _pipe_ready)
+            done = done(list(values))
         for i in indices:
             if i in piped:
                 continue
@@ -814,6 +911,7 @@ class Run:
             down.items[i] = values[i]
             if i in done:
                 down.item_values[i] = done[i]
+                down.item_status[i] = StepStatus.SUCCEEDED  # type: ignore[index]
                 down.items_left -= 1
             else:
                 self._push(_Unit(down, i))
@@ -827,6 +925,8 @@ class Run:
         st.status = StepStatus.FAILED
         st.error = error
         st.attempts = max(st.attempts, attempts)
+        if _logging.logger.isEnabledFor(_logging.ERROR):
+            _logging.step_failed(self.flow_name, self.options.run_id, st.name, st.attempts, error)
         st.finished_at = now
         self.failures.append(st)
         self._record(st)
@@ -842,6 +942,50 @@ class Run:
                 self._record(child)
                 if self.on_event is not None:
                     self._emit(StepSkipped(child.name, now, st.name, elapsed=now - self.started_at))
+
+    def _announce(self, ready: list[_StepState], now: float) -> None:
+        """Emit :class:`BatchStarted` for the steps of ``ready`` (just queued) that start now.
+
+        Those are the ones the ready queue hands a slot at once: it is walked
+        in the order :meth:`_take` follows, against the free capacity, the
+        internal limiters' free slots and the external limiters' free tokens,
+        without taking anything. Nothing is emitted when fewer than two start.
+        """
+        free = self.capacity - self.busy
+        if free < 2 or self.stopping:
+            return
+        members = {id(st) for st in ready}
+        starting: dict[int, _StepState] = {}
+        limited = self.queued_limited > 0 or any(st.external for st in ready)
+        if free == math.inf and not limited:
+            starting = {id(st): st for st in ready if st.status is None}
+        else:
+            used: dict[int, float] = {}  # internal limiter -> slots taken in this walk
+            tokens: dict[int, float] = {}  # external limiter -> tokens left in this walk
+            groups = {id(g): g for _, _, g in self.ready if not g.parked and g.heap}
+            units = sorted((entry for g in groups.values() for entry in g.heap), key=lambda e: e[0])
+            for _, unit in units:
+                if free < 1:
+                    break
+                group = unit.state.group
+                if any(c.in_use + used.get(id(c), 0) >= c.capacity for c in group.counters):
+                    continue
+                for c in group.counters:
+                    used[id(c)] = used.get(id(c), 0) + 1
+                free -= 1
+                blocked = False
+                for key, limiter in unit.state.external:
+                    left = tokens.get(key)
+                    if left is None:
+                        left = getattr(limiter, "available_tokens", math.inf)
+                    tokens[key] = left - 1
+                    blocked = blocked or left < 1
+                st = unit.state
+                if not blocked and id(st) in members:
+                    starting[id(st)] = st
+        if len(starting) > 1:
+            names = tuple(st.name for st in ready if id(st) in starting)
+            self._emit(BatchStarted(names, now, elapsed=now - self.started_at))
 
     def _stop(self) -> None:
         """Fail fast: start nothing new, and cancel everything one batch later.
@@ -932,8 +1076,11 @@ class Run:
                 # an optional dependency skipped by a condition gives its default
                 value = upstream.value if upstream.status is not _SKIPPED else node.defaults[pname]
                 kwargs[pname] = _isolate(st.name, pname, value) if copy else value
+        resources = self.resources
         for p in node.inputs:
-            if p.name != mapped:
+            if resources and p.key in resources:
+                kwargs[p.name] = resources[p.key]  # shared: the very object
+            elif p.name != mapped:
                 value = self.inputs.get(p.key, p.default)
                 kwargs[p.name] = _isolate(st.name, p.name, value) if copy else value
         if mapped is not None:
@@ -985,6 +1132,10 @@ class Run:
             started = now()
             if st.started_at is None:
                 st.started_at = started
+            if item is not None:
+                st.item_attempts[item] = attempt
+                if attempt == 1:
+                    st.item_times[item][0] = started
             if emit:
                 self._emit(StepStarted(st.name, attempt, started, item, elapsed=started - self.started_at))
             if item is not None:  # for the timeline: [step, item, attempt, started, ended, status]
@@ -1000,7 +1151,7 @@ class Run:
                     value = await self._call_with_timeout(spec.fn, kwargs, spec.timeout, started, st.name, item, attempt)
                 kept = None if self.on_value is None else self.on_value(st.name, item, value)
             except Exception as exc:
-                error: Exception = exc
+                error: Exception = exc if self.be is _TRIO else explain(exc, f"step {_label(st.name, item)!r}")
             else:
                 at = now()
                 if item is not None:
@@ -1022,11 +1173,7 @@ class Run:
             # (one scheduling batch later; in quiescent mode, once every task is
             # blocked): a failure at the same instant stops the run, and this
             # attempt's failure is then reported too, whatever the schedule.
-            if self.quiescent:
-                with trio.CancelScope(shield=True):
-                    await trio.testing.wait_all_tasks_blocked()
-            else:
-                await self._shielded_checkpoint()
+            await self._settle()
             if self.stopping:
                 if item is not None:
                     times[4:] = (at, "failed")
@@ -1036,11 +1183,17 @@ class Run:
                 times[4:] = (at, "retried")
             if emit:
                 self._emit(StepRetrying(st.name, attempt, at, error, wait, item, elapsed=at - self.started_at))
+            if _logging.logger.isEnabledFor(_logging.WARNING):
+                _logging.retrying(self.flow_name, self.options.run_id, _label(st.name, item), attempt, error, wait)
             entry = [st.name, item, attempt, started, at, wait, None]
             self.retry_log.append(entry)
             self.retrying[unit] = (error, attempt, at)
             await self.be.sleep(wait)
             entry[6] = now()
+            # the next attempt begins only once the failures of this instant have
+            # landed, too: a run that stops now never begins it, whatever the schedule
+            if unit in self.retrying:
+                await self._settle()
             if unit not in self.retrying:  # the run stopped, and reported this failure
                 return
             del self.retrying[unit]
@@ -1048,20 +1201,20 @@ class Run:
                 if at >= self.stop_at:
                     self._unit_failed(unit, error, attempt, at)
                 return
-            if st.gates:  # every attempt takes a token (the unit keeps its slot meanwhile)
-                for gate in st.gates:
-                    if isinstance(gate, RateLimit):
-                        line = gate._line(unit.gate_key if gate.keyed else None, self.domain)
-                        await wait_turn(line, unit.key, self.be)
+            for rate in st.rates:  # every attempt takes a token (the unit keeps its slot meanwhile)
+                line = rate._line(unit.gate_key if rate.keyed else None, self.domain)
+                await wait_turn(line, unit.key, self.be)
 
     async def _hooked(
         self, st: _StepState, item: int | None, attempt: int, kwargs: dict[str, Any], started: float
     ) -> Any:
         """One attempt's call, wrapped by the installed attempt hooks."""
         spec = st.node.spec
+        ready = self.started_at if st.ready_at is None else st.ready_at
         info = Attempt(
             self.flow_name, st.name, item, attempt, self.options.run_id,
             "async" if spec.runner is None else spec.runner.name, started,
+            started - ready if attempt == 1 else 0.0,
         )
 
         async def proceed() -> Any:
@@ -1100,16 +1253,25 @@ class Run:
             return
         st.item_values[unit.item] = value
         st.attempts = max(st.attempts, attempt)
+        st.item_status[unit.item] = StepStatus.SUCCEEDED  # type: ignore[index]
+        st.item_times[unit.item][1] = now
         if self.item_recorder is not None:
-            self.item_recorder(st.name, unit.item, value, kept, attempt)
+            self.item_recorder(st.name, unit.item, value, kept, attempt, started, now)
         if st.ok_items is not None:
             st.ok_items.append(unit.item)
             for c in st.node.pipes:
                 self._pipe_ready(self.states[c], unit.item)
         self._item_done(st, now)
 
-    async def _shielded_checkpoint(self) -> None:
-        if self.be is _TRIO:
+    async def _settle(self) -> None:
+        """Let the other tasks woken at this instant run first (not cancellable).
+
+        One scheduling batch; in quiescent mode, until every task is blocked.
+        """
+        if self.quiescent:
+            with trio.CancelScope(shield=True):
+                await trio.testing.wait_all_tasks_blocked()
+        elif self.be is _TRIO:
             await trio.lowlevel.cancel_shielded_checkpoint()
         else:
             await anyio.lowlevel.cancel_shielded_checkpoint()
@@ -1129,6 +1291,12 @@ class Run:
             self._step_failed(st, error, attempt, now)
             return
         st.attempts = max(st.attempts, attempt)
+        st.item_status[unit.item] = StepStatus.FAILED  # type: ignore[index]
+        st.item_times[unit.item][1] = now
+        st.item_failures[unit.item] = error
+        if st.node.spec.on_item_error == "none":  # the item's value stays None
+            self._item_done(st, now)
+            return
         st.item_errors[unit.item] = error
         if self.fail_fast:
             if st.status is None:  # (items failing at the same instant fail the step once)
@@ -1165,6 +1333,8 @@ class Run:
         scope = enter_run(self.capacity)  # runners' per-run state (see _runners)
         if self.on_event is not None:
             self._emit(self._started_event())
+        if _logging.logger.isEnabledFor(_logging.INFO):
+            _logging.run_started(self.flow_name, self.options.run_id, len(self.states), len(self.resumed))
         ended = False
         escaped: BaseException | None = None
         try:
@@ -1177,10 +1347,10 @@ class Run:
                                 1 for d in st.node.deps if self.states[d].status is not StepStatus.SUCCEEDED
                             )
                     initial = [st for st in self.states if st.pending == 0 and st.status is None]
-                    if len(initial) > 1 and self.on_event is not None:
-                        self._emit(BatchStarted(tuple(s.name for s in initial), self.started_at, elapsed=0.0))
                     for st in initial:
                         self._make_ready(st)
+                    if len(initial) > 1 and self.on_event is not None:
+                        self._announce(initial, self.started_at)
                     self._dispatch()
                 ended = True
             except BaseExceptionGroup as group:
@@ -1195,17 +1365,15 @@ class Run:
             if self.domain is not None:
                 self._leave_lines()
             self._cancel_unfinished()
-            if not ended and self.on_event is not None:  # cancelled from outside
-                self._emit(self._finished_event("cancelled"))
+            if not ended:  # cancelled from outside
+                self._finished("cancelled")
         if escaped is not None:
             for exc in self.event_errors:
                 add_note(escaped, f"trioflow: the on_event callback raised {exc!r} during the run")
             raise escaped
         self._settle_map_errors()
         result = self.result()
-        if self.on_event is not None:
-            failed = self.failures or self.internal_errors
-            self._emit(self._finished_event("failed" if failed else "succeeded"))
+        self._finished("failed" if self.failures or self.internal_errors else "succeeded")
         if self.failures or self.internal_errors or self.event_errors:
             raise self._flow_error(result)
         return result
@@ -1218,14 +1386,29 @@ class Run:
             self.started_at,
             tuple(st.name for st in self.states),
             tuple(st.name for st in self.states if st.name in resumed) if resumed else (),
+            limiters={
+                name: (cap, tuple(st.name for st in self.states if name in st.node.spec.limiters))
+                for name, cap in self._capacities().items()
+                if name in self.options.limiters
+            },
         )
 
-    def _finished_event(self, status: str) -> RunFinished:
+    def _finished(self, status: str) -> None:
+        """Send RunFinished and log the run's end (what is wanted of either)."""
+        emit = self.on_event is not None
+        log = _logging.logger.isEnabledFor(_logging.INFO)
+        if not emit and not log:
+            return
         failed = tuple(st.name for st in sorted(self.failures, key=lambda s: s.node.index))
         duration = self.finished_at - self.started_at
-        return RunFinished(
-            self.flow_name, self.finished_at, duration, status == "succeeded", failed, status, elapsed=duration
-        )
+        if emit:
+            self._emit(
+                RunFinished(
+                    self.flow_name, self.finished_at, duration, status == "succeeded", failed, status, elapsed=duration
+                )
+            )
+        if log:
+            _logging.run_finished(self.flow_name, self.options.run_id, status, duration, failed)
 
     def _settle_map_errors(self) -> None:
         """A map step whose items failed together (fail-fast) holds them all, in item order."""
@@ -1266,7 +1449,7 @@ class Run:
             st.__dict__.pop("items", None)
         return RunResult(
             flow=self.flow_name,
-            steps=LazySteps(self.plan.by_name, lambda i: _step_result(states[i])),
+            steps=LazySteps(self.plan.by_name, lambda i: _step_result(states[i]), self.options.functions),
             started_at=self.started_at,
             finished_at=self.finished_at,
             run_id=self.options.run_id,
@@ -1347,7 +1530,28 @@ def _step_result(st: _StepState) -> StepResult:
         st.finished_at if ended else None,
         _frozen_usage(st.usage),
         st.skip_reason,
+        () if st.item_status is None else _item_results(st),
     )
+
+
+def _item_results(st: _StepState) -> tuple[StepResult, ...]:
+    """A map step's per-item results; items that never ended were cancelled."""
+    assert st.item_status is not None
+    results = []
+    for i, status in enumerate(st.item_status):
+        started, finished = st.item_times[i]
+        results.append(
+            StepResult(
+                f"{st.name}[{i}]",
+                StepStatus.CANCELLED if status is None else status,
+                st.item_values[i] if status is StepStatus.SUCCEEDED else None,
+                st.item_failures.get(i),
+                st.item_attempts[i],
+                started,
+                None if status is None else finished,
+            )
+        )
+    return tuple(results)
 
 
 def _frozen_usage(usage: Mapping[str, float]) -> Mapping[str, float]:

@@ -10,6 +10,7 @@ only converted (``str()`` where a string is required).
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import os
 import signal
@@ -129,8 +130,8 @@ async def run_shell(fields: Mapping[str, Any]) -> str:
 
 def load_httpx() -> Any:
     """The httpx module, or :class:`ImportError` with the install command."""
-    try:
-        import httpx
+    try:  # imported by name: httpx is an optional extra, not needed to type-check trioflow
+        httpx = importlib.import_module("httpx")
     except ImportError:
         raise ImportError(
             "the 'http' kind needs httpx, which is not installed; install it with "

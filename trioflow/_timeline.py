@@ -121,7 +121,7 @@ class Timeline:
         limiters: Mapping[str, tuple[float | None, tuple[str, ...] | None]],
     ) -> None:
         self.flow = flow
-        self.duration = max(duration, 0.0)
+        self.duration: float = max(duration, 0.0)
         self.statuses: Mapping[str, str] = dict(statuses)
         self._units = tuple(units)
         self._deps = deps

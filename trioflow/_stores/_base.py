@@ -29,7 +29,8 @@ from .._scheduler import Recorder, current_backend
 
 T = TypeVar("T")
 
-ItemRecorder = Callable[[str, int, Any, bytes, int], None]
+# (step, index, value, encoded value, attempts, started_at, finished_at, item fingerprint)
+ItemRecorder = Callable[[str, int, Any, bytes, int, float, float, "str | None"], None]
 
 
 # trio's own primitives under trio (cheaper, and anyio's trio backend is not
@@ -48,6 +49,14 @@ async def to_thread(fn: Callable[..., T], *args: Any) -> T:
 
 def shielded() -> Any:
     return current_backend().cancel_scope(shield=True)
+
+
+def is_cancellation(exc: BaseException) -> bool:
+    """``Cancelled``, or a group of nothing else (how a trio nursery passes it on)."""
+    cancelled = trio.Cancelled if current_backend().name == "trio" else anyio.get_cancelled_exc_class()
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(cancelled)[1] is None
+    return isinstance(exc, cancelled)
 
 
 class _Signal:
@@ -76,8 +85,18 @@ class _Signal:
         except (trio.RunFinishedError, RuntimeError):
             pass  # the event loop has ended: no one is waiting any more
 
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
     async def wait(self) -> None:
         await self._event.wait()
+
+
+def threadsafe_call() -> Callable[[Callable[[], object]], object]:
+    """A function that calls ``fn()`` soon in the running event loop, from any thread."""
+    if current_backend().name == "trio":
+        return trio.lowlevel.current_trio_token().run_sync_soon
+    return asyncio.get_running_loop().call_soon_threadsafe
 
 
 def check_codec(codec: object) -> Codec:
@@ -114,25 +133,33 @@ class BuiltinStore:
 class Recording(Protocol):
     """A session that makes the scheduler's recording hooks itself (every built-in store's)."""
 
-    def hooks(self, codec: Codec, errors: list[BaseException]) -> tuple[Recorder, ItemRecorder]:
+    def hooks(
+        self, codec: Codec, errors: list[BaseException], stop: Callable[[], object]
+    ) -> tuple[Recorder, ItemRecorder]:
         """The hooks the scheduler calls when a step or a map item finishes.
 
         They run synchronously on the event loop's thread: they must not block,
-        and must not raise (a failure to record goes to ``errors``).
+        and must not raise (a failure to record goes to ``errors``). When the
+        store can no longer record the run, the session calls ``stop()`` (from
+        any thread), which stops the run.
         """
         ...
 
 
-def recording_hooks(session: Any, codec: Codec, errors: list[BaseException]) -> tuple[Recorder, ItemRecorder]:
+def recording_hooks(
+    session: Any, codec: Codec, errors: list[BaseException], stop: Callable[[], object]
+) -> tuple[Recorder, ItemRecorder]:
     """The scheduler's recording hooks for ``session``: its own, or made from its record methods."""
     hooks = getattr(session, "hooks", None)
     if hooks is not None:
-        made: tuple[Recorder, ItemRecorder] = hooks(codec, errors)
+        made: tuple[Recorder, ItemRecorder] = hooks(codec, errors, stop)
         return made
-    return _record_hooks(session, codec, errors)
+    return _record_hooks(session, codec, errors, stop)
 
 
-def _record_hooks(session: Any, codec: Codec, errors: list[BaseException]) -> tuple[Recorder, ItemRecorder]:
+def _record_hooks(
+    session: Any, codec: Codec, errors: list[BaseException], stop: Callable[[], object]
+) -> tuple[Recorder, ItemRecorder]:
     """Hooks that hand a session :class:`StepRecord` and :class:`ItemRecord` objects."""
     encode = codec.encode
     codec_name = codec.name
@@ -170,11 +197,16 @@ def _record_hooks(session: Any, codec: Codec, errors: list[BaseException]) -> tu
             )
         except Exception as exc:  # never into the scheduler: raised when the run ends
             errors.append(exc)
+            stop()
 
-    def record_item(step: str, index: int, value: Any, data: bytes, attempts: int) -> None:
+    def record_item(
+        step: str, index: int, value: Any, data: bytes, attempts: int, started: float, finished: float,
+        fingerprint: str | None,
+    ) -> None:
         try:
-            session.record_item(ItemRecord(step, index, data, codec_name, attempts))
+            session.record_item(ItemRecord(step, index, data, codec_name, attempts, started, finished, fingerprint))
         except Exception as exc:
             errors.append(exc)
+            stop()
 
     return record_step, record_item

@@ -31,8 +31,8 @@ from .._codec import Codec
 from .._exceptions import StoreError
 from .._records import ItemRecord, RunHeader, RunRecords, StepRecord, type_name
 from .._results import StepStatus
-from .._scheduler import Recorder
-from ._base import ItemRecorder, _Signal, checkpoint, shielded
+from .._scheduler import Recorder, current_backend
+from ._base import ItemRecorder, _Signal, checkpoint, is_cancellation, shielded
 
 __all__ = [
     "Begin", "Finish", "JournalSession", "JournalStore", "Record", "Write", "Writer", "Writers", "encode_batch",
@@ -51,23 +51,56 @@ encode_batch = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encod
 #
 #   ["s", step, value, attempts] + [usage]?     succeeded, value by the row's codec
 #   ["x", step, status, value, codec, error type, error message, attempts, usage]
-#   ["i", step, index, value, attempts]          a map item, value by the row's codec
-#   ["j", step, index, value, codec, attempts]
+#   ["k", step, index, value, attempts, fingerprint]          a map item, value by the row's codec
+#   ["l", step, index, value, codec, attempts, fingerprint]
 #
-# The short forms are what flows write; the long ones carry their own codec.
+# The short forms are what flows write; the long ones carry their own codec. A map
+# item's times are those of the attempt that succeeded; its fingerprint
+# identifies the item it was given. Journals of format 1 have map items without
+# times or fingerprints, which are still read:
+#
+#   ["i", step, index, value, attempts]
+#   ["j", step, index, value, codec, attempts]
 Record = tuple[str, list[Any], float, float]
 _NAN = math.nan
 _BIG_ENDIAN = sys.byteorder == "big"
 
 
 class Finish:
-    """A queued write: the run's end (the parameters of ``_FINISH_RUN``)."""
+    """A queued write: the run's end, as ``params`` (status, started_at, finished_at, updated, run_id).
 
-    __slots__ = ("params", "run_id")
+    With ``begin``, the run was cancelled while it was being registered: its
+    status becomes ``params[0]`` if that registration succeeded and it is
+    still marked running, and its times are left as they are.
+    """
 
-    def __init__(self, params: tuple[str, float, float, float, str]) -> None:
+    __slots__ = ("begin", "params", "run_id")
+
+    def __init__(self, params: tuple[str, float | None, float | None, float, str], begin: Begin | None = None) -> None:
         self.params = params
         self.run_id = params[-1]
+        self.begin = begin
+
+
+def split_batch(batch: Sequence[Write]) -> tuple[dict[str, list[Record]], list[Finish]]:
+    """The records of each run in ``batch`` (in order), and the ends of runs to write.
+
+    An end for a run whose registration was refused is left out.
+    """
+    runs: dict[str, list[Record]] = {}  # run id -> its records, in order
+    finishes: list[Finish] = []
+    last = None
+    records: list[Record] = []
+    for w in batch:
+        if type(w) is Finish:
+            if w.begin is None or isinstance(w.begin.outcome, RunRecords):
+                finishes.append(w)
+            continue
+        if w[0] != last:  # type: ignore[index]
+            last = w[0]  # type: ignore[index]
+            records = runs.setdefault(last, [])
+        records.append(w)  # type: ignore[arg-type]
+    return runs, finishes
 
 
 Write = Record | Finish
@@ -136,12 +169,17 @@ _STOP = object()  # put on a writer's queue when its last session has closed
 
 
 class _Flush:
-    """Put on a writer's queue by a closing session: set once what came before is committed."""
+    """Put on a writer's queue by a closing session: set once what came before is committed.
 
-    __slots__ = ("done", "error", "run_id")
+    ``after`` is then called in the writer's thread (it releases the run's lock),
+    also when the session has stopped waiting.
+    """
 
-    def __init__(self, run_id: str) -> None:
+    __slots__ = ("after", "done", "error", "run_id")
+
+    def __init__(self, run_id: str, after: Callable[[], object] | None) -> None:
         self.run_id = run_id
+        self.after = after
         self.done = _Signal()
         self.error: BaseException | None = None  # what lost some of the run's records
 
@@ -187,6 +225,8 @@ class Writer:
         self.sessions = 0  # open sessions using this writer (under the store's _writer_lock)
         self._wake = threading.Event()  # a run starts or ends: ends the gathering pause
         self._failed: dict[str, BaseException] = {}  # run id -> the error that lost its records
+        # run id -> what stops the run when its records are lost (called from this thread)
+        self.stoppers: dict[str, Callable[[], object]] = {}
         self._thread = threading.Thread(
             target=self._loop, name=f"trioflow-store-writer[{name}]", daemon=True
         )
@@ -216,7 +256,7 @@ class Writer:
                     flushes.append(item)
                 elif type(item) is Begin:
                     begins.append(item)
-                elif (item.run_id if type(item) is Finish else item[0]) not in failed:
+                elif (item[0] if type(item) is tuple else item.run_id) not in failed:
                     batch.append(item)  # (after a lost write, nothing more of that run is written)
                 if len(batch) >= 10_000:
                     break
@@ -229,14 +269,22 @@ class Writer:
                     self._store._write(batch, begins)
                 except BaseException as exc:  # given to the sessions when they close
                     for w in batch:
-                        failed.setdefault(w.run_id if type(w) is Finish else w[0], exc)
+                        run_id = w[0] if type(w) is tuple else w.run_id
+                        if run_id not in failed:
+                            failed[run_id] = exc
+                            stop = self.stoppers.get(run_id)
+                            if stop is not None:  # the run cannot be recorded: stop it now
+                                stop()
                     for begin in begins:
                         begin.outcome = exc
             for begin in begins:
                 begin.done.set()
             for flush in flushes:
                 flush.error = failed.pop(flush.run_id, None)
+                self.stoppers.pop(flush.run_id, None)
                 flush.done.set()
+                if flush.after is not None:
+                    flush.after()
 
     async def begin(self, header: RunHeader) -> RunRecords:
         """Register a run that starts (or resumes); its earlier records.
@@ -248,20 +296,46 @@ class Writer:
         begin = Begin(header)
         self._queue.put(begin)
         self._wake.set()
-        await begin.done.wait()
+        try:
+            await begin.done.wait()
+        except BaseException:
+            # cancelled while the run is registered: once it is, mark it cancelled
+            self._queue.put(Finish(("cancelled", None, None, time.time(), header.run_id), begin))
+            raise
         outcome = begin.outcome
         if isinstance(outcome, BaseException):  # (maybe shared by several runs' begins)
             raise own_error(outcome, f"{self._store!r} could not start run {header.run_id!r}")
         assert outcome is not None
         return outcome
 
-    async def flush(self, run_id: str) -> BaseException | None:
-        """Wait until every write queued for ``run_id`` is committed; the error that lost any."""
-        flush = _Flush(run_id)
+    async def flush(
+        self, run_id: str, after: Callable[[], object] | None = None, patience: float | None = None
+    ) -> BaseException | None:
+        """Wait until every write queued for ``run_id`` is committed; the error that lost any.
+
+        ``after`` is called (in the writer's thread) once they are. Waits at most
+        ``patience`` seconds, if given: then the writes go on without a waiter,
+        and the result is a :class:`StoreError` saying so.
+        """
+        flush = _Flush(run_id, after)
         self._queue.put(flush)
         self._wake.set()
-        await flush.done.wait()
+        if patience is None:
+            await flush.done.wait()
+        else:
+            be = current_backend()
+            with be.cancel_scope(deadline=be.current_time() + patience, shield=True):
+                await flush.done.wait()
+            if not flush.done.is_set():
+                return StoreError(
+                    f"run {run_id!r}: the store did not commit the run's last records within "
+                    f"{patience:g}s of its cancellation; they are committed later, or their steps run again on resume"
+                )
         return flush.error
+
+    def wake(self) -> None:
+        """End the gathering pause: something waits."""
+        self._wake.set()
 
     def stop(self) -> None:
         """End the thread once it has committed everything queued."""
@@ -292,6 +366,7 @@ class JournalSession:
         self._writer = writer
         self._put: Callable[[Write], None] = self._write_now if self._writer is None else self._writer.put
         self.error: BaseException | None = None
+        self._stop: Callable[[], object] | None = None
 
     def _write_now(self, write: Write) -> None:
         """Commit one write at once, on this thread (``threaded=False``)."""
@@ -300,6 +375,8 @@ class JournalSession:
                 self._store._write([write])
             except BaseException as exc:  # the scheduler must not see it: raised at close
                 self.error = exc
+                if self._stop is not None:
+                    self._stop()
 
     def record_step(self, r: StepRecord) -> None:
         value = None if r.value is None or r.codec is None else _text(r.value, r.codec)
@@ -311,14 +388,23 @@ class JournalSession:
         )
 
     def record_item(self, r: ItemRecord) -> None:
-        self._put((self._run_id, ["j", r.step, r.index, _text(r.value, r.codec), r.codec, r.attempts], _NAN, _NAN))
+        self._put((
+            self._run_id, ["l", r.step, r.index, _text(r.value, r.codec), r.codec, r.attempts, r.fingerprint],
+            _NAN if r.started_at is None else r.started_at, _NAN if r.finished_at is None else r.finished_at,
+        ))
 
-    def hooks(self, codec: Codec, errors: list[BaseException]) -> tuple[Recorder, ItemRecorder]:
+    def hooks(
+        self, codec: Codec, errors: list[BaseException], stop: Callable[[], object]
+    ) -> tuple[Recorder, ItemRecorder]:
         """The scheduler's recorder hooks, queueing journal rows with no record objects between.
 
-        A failure to record goes to ``errors`` (the scheduler never sees it).
+        A failure to record goes to ``errors`` (the scheduler never sees it);
+        when records are lost, ``stop()`` is called (from any thread).
         """
         assert codec is self._store.codec  # the short records are in the journal row's codec
+        self._stop = stop
+        if self._writer is not None:
+            self._writer.stoppers[self._run_id] = stop
         put = self._put
         run_id = self._run_id
         encode = codec.encode
@@ -357,26 +443,37 @@ class JournalSession:
                     )
             except Exception as exc:
                 errors.append(exc)
+                stop()
 
-        def record_item(step: str, index: int, value: Any, data: bytes, attempts: int) -> None:
+        def record_item(
+            step: str, index: int, value: Any, data: bytes, attempts: int, started: float, finished: float,
+            fingerprint: str | None,
+        ) -> None:
             try:
-                put((run_id, ["i", step, index, text(data), attempts], _NAN, _NAN))
+                put((run_id, ["k", step, index, text(data), attempts, fingerprint], started, finished))
             except Exception as exc:
                 errors.append(exc)
+                stop()
 
         return record_step, record_item
 
     def finish(self, status: str, started_at: float, finished_at: float) -> None:
         self._put(Finish((status, started_at, finished_at, time.time(), self._run_id)))
 
-    async def close(self) -> None:
-        """Wait until every record is committed (keeping the error that lost any)."""
+    async def close(self, release: Callable[[], object], patience: float | None = None) -> None:
+        """Wait until every record is committed (keeping the error that lost any), then ``release()``.
+
+        Waits at most ``patience`` seconds if given; ``release`` is then called
+        when the writes are done, in the writer's thread.
+        """
         writer = self._writer
-        if writer is not None:
-            try:
-                self.error = await writer.flush(self._run_id)
-            finally:
-                self._writers.detach(writer)
+        if writer is None:
+            release()
+            return
+        try:
+            self.error = await writer.flush(self._run_id, release, patience)
+        finally:
+            self._writers.detach(writer)
 
 
 class Writers:
@@ -415,39 +512,59 @@ class Writers:
             writer.join()
 
 
+# seconds a cancelled run waits for its last records to be committed (a locked
+# database may keep them waiting for the 30 s busy timeout)
+CANCEL_PATIENCE = 1.0
+
+
 @asynccontextmanager
 async def open_journal_run(
-    store: JournalStore, header: RunHeader, writers: Writers | None
+    store: JournalStore,
+    header: RunHeader,
+    writers: Writers | None,
+    lock: Callable[[str], Callable[[], object]],
 ) -> AsyncIterator[JournalSession]:
     """A journal store's ``open_run``: register the run, record, and commit everything at the end.
 
-    Entering registers the run and reads its records (in the store's writer
-    thread with the other runs' writes, or inline when ``writers`` is None);
-    leaving waits, shielded from cancellation, until every record is committed.
-    Both are checkpoints.
+    ``lock(run_id)`` takes the run's lock across processes (raising
+    :class:`StoreError` if another process holds it) and returns what releases
+    it: after the run's last records are committed. Entering registers the run
+    and reads its records (in the store's writer thread with the other runs'
+    writes, or inline when ``writers`` is None); leaving waits, shielded from
+    cancellation, until every record is committed: when the run was cancelled,
+    for about a second at most. Both are checkpoints.
     """
+    await checkpoint()
+    release = lock(header.run_id)
     if writers is not None:
         writer = writers.attach()
         try:
             previous = await writer.begin(header)
         except BaseException:
-            writers.detach(writer)
+            try:  # the lock is released once the writer is done with the run's start
+                writer.put(_Flush(header.run_id, release))
+                writer.wake()
+            finally:
+                writers.detach(writer)
             raise
         session = JournalSession(store, header.run_id, previous, writer, writers)
     else:
-        await checkpoint()
-        previous = store._begin_now(header)
+        try:
+            previous = store._begin_now(header)
+        except BaseException:
+            release()
+            raise
         session = JournalSession(store, header.run_id, previous, None, Writers(store, ""))
     try:
         yield session
     except BaseException as exc:
         with shielded():
-            await session.close()
+            await session.close(release, CANCEL_PATIENCE if is_cancellation(exc) else None)
         if session.error is not None:
             exc.add_note(f"trioflow: the store also failed to record run {header.run_id!r}: {session.error}")
         raise
     with shielded():
-        await session.close()
+        await session.close(release)
     if session.error is not None:  # (maybe shared by several runs)
         raise own_error(session.error, f"{store!r} could not record run {header.run_id!r}")
 
@@ -502,6 +619,14 @@ def replay(rows: Iterable[tuple[str, str, bytes]]) -> tuple[dict[str, StepRecord
                 step_records[r[1]] = StepRecord(
                     r[1], StepStatus(r[2]), None if r[3] is None else _bytes(r[3], r[4]), r[4],
                     r[5], r[6], r[7], times[2 * k], times[2 * k + 1], r[8] or {},
+                )
+            elif kind == "k":
+                items.setdefault(r[1], {})[r[2]] = ItemRecord(
+                    r[1], r[2], _bytes(r[3], row_codec), row_codec, r[4], times[2 * k], times[2 * k + 1], r[5]
+                )
+            elif kind == "l":
+                items.setdefault(r[1], {})[r[2]] = ItemRecord(
+                    r[1], r[2], _bytes(r[3], r[4]), r[4], r[5], times[2 * k], times[2 * k + 1], r[6]
                 )
             elif kind == "i":
                 items.setdefault(r[1], {})[r[2]] = ItemRecord(

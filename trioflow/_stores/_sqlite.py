@@ -19,22 +19,25 @@ from ..abc import RunSession
 from ._base import BuiltinStore, check_codec, check_run_id, checkpoint, to_thread
 from ._journal import (
     Begin,
-    Finish,
-    Record,
     Write,
     Writers,
     encode_batch,
     open_journal_run,
     replay,
+    split_batch,
     times_blob,
 )
+from ._runlock import lock_run
 
 __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 
 _APPLICATION_ID = 0x54466C77  # "TFlw", in the database header: marks a trioflow store
-_SCHEMA_VERSION = 1
+# 2: map items carry their times and a fingerprint of their item (journal records
+# "k"/"l"). A store of version 1 is migrated on first use: its tables are the
+# same, and its journal rows are still read (items without times or fingerprints).
+_SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE runs (
@@ -74,6 +77,7 @@ CREATE INDEX IF NOT EXISTS cache_step ON cache (step, stored_at);
 """
 
 _JOURNAL = "INSERT INTO journal (run_id, codec, records, times) VALUES (?, ?, ?, ?)"
+_CANCEL_START = "UPDATE runs SET status = ?, updated = ? WHERE run_id = ? AND status = 'running'"
 FINISH_RUN = "UPDATE runs SET status = ?, started_at = ?, finished_at = ?, updated = ? WHERE run_id = ?"
 
 
@@ -125,11 +129,11 @@ class SQLiteStore(BuiltinStore):
     ) -> None:
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"SQLiteStore(path) takes a file path (got {path!r})")
-        self.path = os.fspath(path)
+        self.path: str = os.fspath(path)
         self._realpath = os.path.realpath(self.path)  # what identifies the database file
         self._codec = check_codec(codec)
-        self.threaded = bool(threaded)
-        self.fsync = bool(fsync)
+        self.threaded: bool = bool(threaded)
+        self.fsync: bool = bool(fsync)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._closed = False
@@ -158,7 +162,7 @@ class SQLiteStore(BuiltinStore):
     def _locked(self, fn: Callable[[], T]) -> T:
         with self._lock:
             if self._closed:
-                raise StoreError(f"{self!r} is closed")
+                raise self._closed_error()
             try:
                 if self._conn is None:
                     self._conn = self._connect()
@@ -177,12 +181,39 @@ class SQLiteStore(BuiltinStore):
             )
         return StoreError(f"SQLite store {self.path!r} failed: {type(exc).__name__}: {text}")
 
+    def _check_path(self) -> None:
+        """Raise :class:`StoreError` if the path cannot be a database file."""
+        path = self.path
+        if path == ":memory:":
+            return
+        if os.path.isdir(path):
+            raise StoreError(
+                f"SQLiteStore path {path!r} is a directory; give the path of a database file, "
+                f"e.g. SQLiteStore({os.path.join(path, 'runs.db')!r})"
+            )
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise StoreError(
+                f"SQLiteStore path {path!r} is in a folder that does not exist ({folder!r}); "
+                f"create it first (os.makedirs({folder!r}, exist_ok=True)) or give another path"
+            )
+
     def _connect(self) -> sqlite3.Connection:
+        path = self.path
+        self._check_path()
+        try:  # a new database (and so its WAL and SHM files) is readable by its owner only
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StoreError(f"cannot create the SQLite store {path!r}: {exc}") from exc
         try:
-            with open(self.path, "rb") as f:
+            with open(path, "rb") as f:
                 head = f.read(16)
         except FileNotFoundError:
             head = b""
+        except OSError as exc:
+            raise StoreError(f"cannot read the SQLite store {path!r}: {exc}") from exc
         if head and head != b"SQLite format 3\x00":
             raise StoreError(
                 f"{self.path!r} is not an SQLite database (it starts with {head!r}); "
@@ -221,10 +252,21 @@ class SQLiteStore(BuiltinStore):
                 f"{self.path!r} is an SQLite database that trioflow did not create (tables {shown}); "
                 f"point SQLiteStore at a new file or at a store trioflow created"
             )
+        if version == 1:  # migrate: mark it version 2 (older trioflows then refuse it clearly)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self._identity(conn)[1] == 1:
+                    conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            version = self._identity(conn)[1]
         if version != _SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path!r} is a trioflow store of schema version {version}, and this trioflow "
-                f"reads version {_SCHEMA_VERSION}; use a matching trioflow version"
+                f"reads versions 1 and {_SCHEMA_VERSION}; use a trioflow version that reads it"
             )
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
@@ -259,30 +301,28 @@ class SQLiteStore(BuiltinStore):
         The runs that ``begins`` start are registered first (a begin that is
         refused gets its error as its outcome, and changes nothing).
         """
-        runs: dict[str, list[Record]] = {}  # run id -> its records, in order
-        finishes = []
-        last = None
-        records: list[Record] = []
-        for w in batch:
-            if isinstance(w, Finish):
-                finishes.append(w.params)
-                continue
-            if w[0] != last:
-                last = w[0]
-                records = runs.setdefault(last, [])
-            records.append(w)
+        runs, finishes = split_batch(batch)
 
         def write(conn: sqlite3.Connection) -> None:
             for begin in begins:
+                # each start on its own: one refused (or damaged) run changes nothing,
+                # and the other runs' starts and records in this commit go on
+                conn.execute("SAVEPOINT begin")
                 try:
                     begin.outcome = self._begin_in(conn, begin.header)
-                except StoreError as exc:
-                    begin.outcome = exc
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO begin")
+                    begin.outcome = exc if isinstance(exc, StoreError) else self._damaged(begin.header.run_id, exc)
+                conn.execute("RELEASE begin")
             for run_id, records in runs.items():
                 rows = encode_batch([r[1] for r in records])
                 conn.execute(_JOURNAL, (run_id, self._codec.name, rows, times_blob(records)))
-            for params in finishes:
-                conn.execute(FINISH_RUN, params)
+            for finish in finishes:
+                if finish.begin is None:
+                    conn.execute(FINISH_RUN, finish.params)
+                else:  # cancelled while it was registered
+                    status, _, _, updated, run_id = finish.params
+                    conn.execute(_CANCEL_START, (status, updated, run_id))
 
         def commit() -> None:
             if not (finishes and self.fsync):
@@ -308,20 +348,26 @@ class SQLiteStore(BuiltinStore):
         ).fetchone()
         if row is None:
             return RunRecords()
-        flow, fingerprint, steps, inputs, digest, codec, status, created, updated, started, finished = row
-        header = RunHeader(run_id, flow, fingerprint, bytes(inputs), digest, codec, tuple(json.loads(steps)))
-        info = RunInfo(run_id, flow, fingerprint, status, created, updated, started, finished)
-        journal = conn.execute(
-            "SELECT codec, records, times FROM journal WHERE run_id = ? ORDER BY id", (run_id,)
-        )
         try:
+            flow, fingerprint, steps, inputs, digest, codec, status, created, updated, started, finished = row
+            names = json.loads(steps)
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError(f"the run's steps are {names!r}, not a list of names")
+            header = RunHeader(run_id, flow, fingerprint, bytes(inputs), digest, codec, tuple(names))
+            info = RunInfo(run_id, flow, fingerprint, status, created, updated, started, finished)
+            journal = conn.execute(
+                "SELECT codec, records, times FROM journal WHERE run_id = ? ORDER BY id", (run_id,)
+            )
             step_records, items = replay(journal)
-        except (ValueError, TypeError, IndexError, KeyError) as exc:
-            raise StoreError(
-                f"{self.path!r}: the records of run {run_id!r} are damaged ({exc!r}); "
-                f"start the run over with `await store.forget({run_id!r})`"
-            ) from None
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+            raise self._damaged(run_id, exc) from None
         return RunRecords(header=header, info=info, steps=step_records, items=items)
+
+    def _damaged(self, run_id: str, exc: BaseException) -> StoreError:
+        return StoreError(
+            f"{self.path!r}: the records of run {run_id!r} are damaged ({exc!r}); "
+            f"start the run over with `await store.forget({run_id!r})`"
+        )
 
     def _begin_in(self, conn: sqlite3.Connection, header: RunHeader) -> RunRecords:
         """Register a run that starts, in the transaction going on; its earlier records.
@@ -357,7 +403,15 @@ class SQLiteStore(BuiltinStore):
             StoreError: the run id was recorded with another flow, structure or
                 inputs; the database is unusable; or records could not be written.
         """
-        return open_journal_run(self, header, self._writers if self.threaded else None)
+        return open_journal_run(self, header, self._writers if self.threaded else None, self._lock_run)
+
+    def _lock_run(self, run_id: str) -> Callable[[], None]:
+        if self._closed:
+            raise self._closed_error()
+        self._check_path()
+        if self.path == ":memory:":
+            return _nothing
+        return lock_run(self._realpath, run_id)
 
     def _begin_now(self, header: RunHeader) -> RunRecords:
         return self._locked(lambda: self._transaction(lambda conn: self._begin_in(conn, header)))
@@ -453,8 +507,37 @@ class SQLiteStore(BuiltinStore):
             self._cache_ready = True
         return conn
 
+    def _closed_error(self) -> StoreError:
+        return StoreError(
+            f"{self!r} is closed; make a new trioflow.SQLiteStore({self.path!r}) to use the database again"
+        )
+
+    async def aclose(self) -> None:
+        """Close the store without blocking the event loop: :meth:`close` in a worker thread.
+
+        Waits for the store's writer threads to end and closes the database
+        connection. A checkpoint. Using the store afterwards is a
+        :exc:`StoreError`. Closing twice is fine.
+        """
+        if self.threaded:
+            await to_thread(self.close)
+        else:
+            await checkpoint()
+            self.close()
+
+    async def __aenter__(self) -> SQLiteStore:
+        """``async with SQLiteStore(path) as store:``; entering does nothing and does not block."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Leaving closes the store (:meth:`aclose`): it waits for the writer threads, in a worker thread."""
+        await self.aclose()
+
     def close(self) -> None:
         """Close the database connection. Call it after the runs using the store have ended.
+
+        Blocks while the writer threads end: in async code, use :meth:`aclose`
+        (or ``async with``).
 
         (A run still going on fails to record, with a :exc:`StoreError`.)
         """
@@ -470,3 +553,7 @@ class SQLiteStore(BuiltinStore):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _nothing() -> None:
+    return None

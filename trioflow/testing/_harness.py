@@ -16,6 +16,7 @@ import trio.lowlevel
 import trio.testing
 
 from .._scheduler import quiescent_scheduling
+from ._canary import check_trio
 from ._control import Controller, ScheduleRandom, TraceEvent, _trim, active, install, restore
 from ._errors import NonDeterminismError
 
@@ -193,6 +194,7 @@ def _run(
     max_steps: int,
     max_virtual_time: float,
 ) -> tuple[outcome.Outcome[T], float, Controller]:
+    check_trio()  # the canary: refuse clearly if trio's private scheduler changed
     try:
         trio.lowlevel.current_trio_token()
     except RuntimeError:

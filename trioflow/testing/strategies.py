@@ -231,9 +231,11 @@ def flows(
         failing += model.fails
         models.append(model)
     items = draw(st.lists(st.integers(0, 99), max_size=4))
+    used = {m.limiter for m in models}
+    sizes = {name: size for name, size in sizes.items() if name in used}  # run() refuses unused ones
     rate = None
-    if rate_limits:
+    if rate_limits and any(m.rate for m in models):
         rate = (float(draw(st.sampled_from((1, 2, 4)))), draw(st.sampled_from((0.5, 1.0, 2.0))),
                 draw(st.integers(1, 3)))
-    per_key = draw(st.integers(1, 2)) if keyed else 0
+    per_key = draw(st.integers(1, 2)) if keyed and any(m.key_mod for m in models) else 0
     return FlowCase.build(models, items, sizes, rate=rate, per_key=per_key)
