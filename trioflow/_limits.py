@@ -77,6 +77,9 @@ class Waiter:
         self.takes = takes
 
     def __lt__(self, other: Waiter) -> bool:
+        # waiters that hold a slot meanwhile (they take at once) go first
+        if self.takes is not other.takes:
+            return self.takes
         return self.sort < other.sort
 
 
@@ -100,12 +103,17 @@ class Line:
         while heap and not heap[0].alive:
             heapq.heappop(heap)
 
-    def ready(self, now: float) -> bool:
-        """Whether one more can pass at ``now`` (a token or a slot is free)."""
+    def ready(self, now: float, takes: bool = True) -> bool:
+        """Whether one more can pass at ``now`` (a token or a slot is free).
+
+        A token promised to a woken waiter is only a hint against waking too
+        many: one who takes a token now (``takes``) does not count it, so a
+        promise never holds back a waiter that holds a slot meanwhile.
+        """
         if self.capacity is not None:
             return self.in_use < self.capacity
         assert self.bucket is not None
-        return self.bucket.holds(now, self.promised + 1)
+        return self.bucket.holds(now, 1 if takes else self.promised + 1)
 
     def take(self, now: float) -> None:
         if self.capacity is not None:
@@ -141,7 +149,7 @@ class Line:
         heap = self.heap
         while True:
             self._prune()
-            if not heap or not self.ready(now):
+            if not heap or not self.ready(now, heap[0].takes):
                 return
             waiter = heapq.heappop(heap)
             waiter.alive = False
@@ -156,7 +164,11 @@ class Line:
         or not by time: a keyed slot frees when a holder ends)."""
         self._prune()
         bucket = self.bucket
-        if not self.heap or bucket is None or self.promised >= bucket.burst:
+        if not self.heap or bucket is None:
+            return math.inf
+        if self.heap[0].takes:
+            return bucket.available_at(now)
+        if self.promised >= bucket.burst:
             return math.inf  # (promised tokens are taken, or given back, before more are)
         return max(now, bucket.tat + self.promised * bucket.interval - bucket.tolerance)
 
