@@ -49,10 +49,16 @@ napoleon_use_ivar = True
 nitpick_ignore = [
     # the structural type of trio's and anyio's CapacityLimiter
     ("py:class", "trioflow._scheduler.Limiter"),
+    # RunResult.steps: a read-only mapping of step results, by name or step function
+    ("py:class", "LazySteps"),
+    ("py:class", "trioflow._results.LazySteps"),
     # the runner interface behind flow.step(runner=...) (described in design.rst)
     ("py:class", "trioflow._runners.Runner"),
     # what a run keeps for its timeline (RunResult's private _trace field)
     ("py:class", "trioflow._results.RunTrace"),
+    # RunResult.steps' read-only mapping that makes each StepResult when first looked up
+    ("py:class", "LazySteps"),
+    ("py:class", "trioflow._results.LazySteps"),
 ]
 nitpick_ignore_regex: list[tuple[str, str]] = [
     # type variables (T, R, ...) in generic signatures, also in trioflow.testing's modules
@@ -156,6 +162,7 @@ OPTIONAL_PAGES = [
     "scaling",
     "watching",
     "limits",
+    "web-service",
     "coming-from-batch-node",
     "coming-from-node-executor",
     "coming-from-plans",

@@ -79,3 +79,25 @@ def test_runner_names_are_exported() -> None:
     # issue 14: runner="thread" | "process" take strings; the Dask runner is a class
     assert "DaskRunner" in trioflow.__all__
     assert trioflow.DaskRunner.__module__ == "trioflow"
+
+
+def test_store_names_are_exported() -> None:
+    # issue 14 item 4: PostgresStore beside SQLiteStore and MemoryStore; importing it needs no psycopg
+    assert {"MemoryStore", "PostgresStore", "SQLiteStore"} <= set(trioflow.__all__)
+    assert trioflow.PostgresStore.__module__ == "trioflow"
+
+
+def test_issue_16_importing_trioflow_imports_neither_pytest_nor_trio_testing() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, trioflow; "
+        "print(sorted(m for m in ('pytest', 'trio.testing', 'hypothesis') if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    ).stdout
+    assert out.strip() == "[]"

@@ -168,3 +168,33 @@ def test_cycle_in_a_larger_graph_names_only_the_cycle(step_factory: Any) -> None
     with pytest.raises(GraphError) as info:
         flow.plan()
     assert str(info.value) == "cycle: p -> q -> r -> p"
+
+
+def test_issue_16_a_function_added_many_times_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspect as inspect_module
+
+    from trioflow import _graph
+
+    reads: list[object] = []
+    real = inspect_module.signature
+
+    def counting(fn: Any, *args: Any, **kwargs: Any) -> inspect_module.Signature:
+        reads.append(fn)
+        return real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(_graph.inspect, "signature", counting)
+
+    async def fetch(url: str, retries: int = 2) -> str:
+        """Fetch a page.
+
+        More text that the plan never shows."""
+        return url
+
+    flow = Flow("f")
+    for i in range(50):
+        flow.add(fetch, name=f"fetch{i}")
+    assert reads == [fetch]
+    spec = flow._specs[7]
+    assert [(p.name, p.has_default, p.default) for p in spec.params] == [("url", False, None), ("retries", True, 2)]
+    assert spec.description == "Fetch a page."
+    assert "fetch49 - Fetch a page." in flow.describe()

@@ -56,6 +56,21 @@ class Flow:
     run any number of times, also concurrently; runs share nothing but what the
     caller passes in.
 
+    Args:
+        name: the flow's name, in messages, events and stores.
+        inputs: the names of the flow's inputs. When given, every parameter
+            that names no step or declared resource must be one of them (a
+            parameter with a default is an optional declared input), so a
+            misspelt parameter is a :class:`GraphError` from ``plan()``,
+            :meth:`describe` and :meth:`run`, not a missing input.
+        resources: the names of parameters that receive shared objects given
+            as ``flow.run(resources=...)`` (an HTTP client, a pool).
+
+    Raises:
+        TypeError: ``name`` is not a non-empty string, or ``inputs`` or
+            ``resources`` is not a tuple of parameter names.
+        GraphError: a name is declared both as an input and as a resource.
+
     Example:
         >>> import trio
         >>> from trioflow import Flow
@@ -77,23 +92,6 @@ class Flow:
         inputs: Iterable[str] | None = None,
         resources: Iterable[str] | None = None,
     ) -> None:
-        """Create an empty flow.
-
-        Args:
-            name: the flow's name, in messages, events and stores.
-            inputs: the names of the flow's inputs. When given, every parameter
-                that names no step or declared resource must be one of them (a
-                parameter with a default is an optional declared input), so a
-                misspelt parameter is a :class:`GraphError` from :meth:`plan`,
-                :meth:`describe` and :meth:`run`, not a missing input.
-            resources: the names of parameters that receive shared objects
-                given as ``flow.run(resources=...)`` (an HTTP client, a pool).
-
-        Raises:
-            TypeError: ``name`` is not a non-empty string, or ``inputs`` or
-                ``resources`` is not a tuple of parameter names.
-            GraphError: a name is declared both as an input and as a resource.
-        """
         if not isinstance(name, str) or not name:
             raise TypeError(f"Flow(name=...) must be a non-empty string (got {name!r})")
         self.name = name
@@ -173,7 +171,8 @@ class Flow:
                 arguments, returns the hashable key whose limit applies.
             runner: where a plain (``def``) function runs: ``"thread"`` (blocking
                 code, in a worker thread), ``"process"`` (CPU-bound code, in a
-                worker process, cancelled for real).
+                worker process, cancelled for real) or a :class:`DaskRunner`
+                (a Dask cluster). See :doc:`scaling`.
 
         Returns:
             The function itself, unchanged (or a decorator that returns it).
@@ -205,6 +204,9 @@ class Flow:
         runner = options.pop("runner", None)
         if runner is not None:
             runner = _runners.resolve(runner)
+            if getattr(runner, "copies_arguments", False):
+                # pickling to another process already gives the step its own copy
+                options.setdefault("isolation", "share")
         spec = make_spec(fn, runner=runner, **options)
         if runner is not None:
             spec = attrs.evolve(spec, fn=_runners.bind(runner, spec.fn))
@@ -246,7 +248,8 @@ class Flow:
         swap of two adjacent letters) is marked as a likely typo.
 
         Raises:
-            GraphError: as :meth:`plan`.
+            GraphError: a cycle, an unknown name, or (with declared inputs) a
+                parameter that names no step, input or resource.
         """
         plan = self.plan()
         marks = {} if self._declared.inputs is not None else typo_marks(plan, self._declared.resources)

@@ -16,13 +16,16 @@ import hashlib
 import heapq
 import inspect
 import math
+import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import attrs
 
 from ._exceptions import GraphError
 from ._retry import Retry
+
+T = TypeVar("T")
 
 Isolation = Literal["copy", "share"]
 OnItemError = Literal["fail", "none"]
@@ -177,23 +180,9 @@ def make_spec(
             raise TypeError(f"cannot tell the step's name from {fn!r}; pass name='...'")
     if not isinstance(name, str) or not name:
         raise TypeError(f"a step name must be a non-empty string (got {name!r})")
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"step {name!r}: cannot read the signature of {fn!r}: {exc}") from None
     if runner is not None:
         runner.check(fn, name)
-    params: list[Param] = []
-    for p in signature.parameters.values():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue  # *args / **kwargs take nothing
-        if p.kind is p.POSITIONAL_ONLY:
-            raise GraphError(
-                f"step {name!r}: parameter {p.name!r} is positional-only; steps receive "
-                f"their inputs by name, so remove the '/' from the signature"
-            )
-        has_default = p.default is not p.empty
-        params.append(Param(p.name, has_default, p.default if has_default else None))
+    params = list(_parameters(fn, name))
     if bind is not None:
         params = _bind(name, params, bind)
     if retry is not None and not isinstance(retry, Retry):
@@ -241,8 +230,7 @@ def make_spec(
             f"has no map_over=; remove it, or make the step a map step"
         )
     if description is None:
-        doc = inspect.getdoc(fn) or ""
-        description = doc.strip().splitlines()[0] if doc.strip() else ""
+        description = _summary(fn)
     return StepSpec(
         name=name,
         fn=fn,
@@ -337,6 +325,62 @@ def _check_limit_key(step: str, limit_key: object) -> Callable[..., Any] | None:
             f"limit_key=lambda url: urlsplit(url).netloc"
         )
     return limit_key
+
+
+# A function's parameters and docstring summary, read once per function: flows
+# built in loops add the same function many times, and inspect.signature and
+# inspect.getdoc cost more than the rest of adding a step.
+_PARAMS: weakref.WeakKeyDictionary[Any, tuple[Param, ...]] = weakref.WeakKeyDictionary()
+_SUMMARIES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def _cached(table: weakref.WeakKeyDictionary[Any, T], fn: object) -> T | None:
+    try:
+        return table.get(fn)
+    except TypeError:  # not hashable, or not weakly referenceable: not cached
+        return None
+
+
+def _keep(table: weakref.WeakKeyDictionary[Any, T], fn: object, value: T) -> None:
+    try:
+        table[fn] = value
+    except TypeError:
+        pass
+
+
+def _parameters(fn: Callable[..., Any], name: str) -> tuple[Param, ...]:
+    """The parameters a step function takes by name (``*args``/``**kwargs`` take nothing)."""
+    known = _cached(_PARAMS, fn)
+    if known is not None:
+        return known
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"step {name!r}: cannot read the signature of {fn!r}: {exc}") from None
+    params: list[Param] = []
+    for p in signature.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue  # *args / **kwargs take nothing
+        if p.kind is p.POSITIONAL_ONLY:
+            raise GraphError(
+                f"step {name!r}: parameter {p.name!r} is positional-only; steps receive "
+                f"their inputs by name, so remove the '/' from the signature"
+            )
+        has_default = p.default is not p.empty
+        params.append(Param(p.name, has_default, p.default if has_default else None))
+    _keep(_PARAMS, fn, tuple(params))
+    return tuple(params)
+
+
+def _summary(fn: object) -> str:
+    """The first line of the function's docstring (``""`` without one)."""
+    known = _cached(_SUMMARIES, fn)
+    if known is not None:
+        return known
+    doc = (inspect.getdoc(fn) or "").strip()
+    summary = doc.splitlines()[0] if doc else ""
+    _keep(_SUMMARIES, fn, summary)
+    return summary
 
 
 def check_max_concurrent(value: object, what: str) -> None:
@@ -623,6 +667,8 @@ def describe(
             extras.append(f"one call per item of {s.map_over}")
         if s.limiters:
             extras.append("limiter: " + ", ".join(s.limiters))
+        if s.runner is not None:
+            extras.append(f"runs in: {s.runner.name}")
         lines.append("  " + " ".join(parts) + f" ({'; '.join(extras)})")
     lines.append("Stages (steps in one stage can run together):")
     for k, stage in enumerate(plan.stages, 1):

@@ -175,9 +175,8 @@ def check_resources(
 
     Raises:
         TypeError: ``resources`` is not a mapping with string keys.
-        GraphError: a resource name is a step's name or an input's name, names
-            no parameter of any step (and was not declared), or a declared
-            resource that a step uses is missing.
+        GraphError: a resource name is a step's name or an input's name, or a
+            declared resource that a step uses is missing.
     """
     if resources is None:
         resources = {}
@@ -187,7 +186,9 @@ def check_resources(
             f"for example resources={{'client': client}} (got {resources!r} that is a "
             f"{type(resources).__name__})"
         )
-    used = set(plan.required_inputs) | plan.optional_inputs
+    # A resource no step uses is fine: an application passes the same resources to
+    # every flow it runs. A misspelt key leaves its parameter a missing input,
+    # whose error suggests the key.
     for key in resources:
         if not isinstance(key, str):
             raise TypeError(
@@ -203,11 +204,6 @@ def check_resources(
             raise GraphError(
                 f"{key!r} is given as a resource but is also an input of flow {flow_name!r}; "
                 f"an input is copied for each step, a resource is shared: pass it as one of them"
-            )
-        if key not in used and key not in declared.resources:
-            raise GraphError(
-                f"resource {key!r} is not used by any step of flow {flow_name!r}"
-                f"{did_you_mean(key, used | declared.resources)}"
             )
     for name in sorted(declared.resources):
         users = resource_users(plan, name)

@@ -37,7 +37,6 @@ import anyio
 import anyio.lowlevel
 import trio
 import trio.lowlevel
-import trio.testing
 
 from ._context import StepContext, _current
 from ._exceptions import FlowError, GraphError, add_note, split_escaped
@@ -52,6 +51,7 @@ from ._scheduler import (
     _cancelled_class,
     current_backend,
     quiescent_scheduling,
+    wait_all_tasks_blocked,
 )
 from ._waiting import line_for, wait_turn
 
@@ -274,7 +274,7 @@ class _Pool:
                 # under trioflow.testing, as a flow's workers do: take the next item
                 # once this virtual instant has settled, so whether a failure at
                 # this instant stops the call first does not depend on the schedule
-                await trio.testing.wait_all_tasks_blocked()
+                await wait_all_tasks_blocked()
                 if self.stopping or self.exhausted:
                     return
             first = False
@@ -408,7 +408,7 @@ class _Pool:
         if self.be.name == "trio":
             if quiescent_scheduling.get():
                 with trio.CancelScope(shield=True):
-                    await trio.testing.wait_all_tasks_blocked()
+                    await wait_all_tasks_blocked()
             else:
                 await trio.lowlevel.cancel_shielded_checkpoint()
         else:
