@@ -74,7 +74,8 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typing(session: nox.Session) -> None:
     """mypy --strict over the package; pyright's type completeness of the public API."""
-    session.install(".[process,dask]", "mypy>=1.10", "hypothesis>=6.100", "pyright>=1.1.380", "pytest>=8")
+    # pyright's nodejs extra brings Node as a wheel from PyPI (no download from nodejs.org)
+    session.install(".[process,dask,rich,otel]", "mypy>=1.10", "hypothesis>=6.100", "pyright[nodejs]>=1.1.380", "pytest>=8")
     session.run("mypy", "--strict", "trioflow")
     # the overloads that type result[step_function] (issue 11 item 3)
     session.run("mypy", "--strict", "tests/test_typed_results.py")
