@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typing``, ``docs``, ``bench``, ``fuzz``, ``distributed``, ``browser``."""
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typing``, ``docs``, ``bench``, ``fuzz``, ``distributed``, ``browser``, ``postgres``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ OLDEST_TRIO = "0.26.2"
 def trio_range(session: nox.Session, trio: str) -> None:
     """The test suite on the oldest and on the newest supported trio."""
     pin = f"trio=={OLDEST_TRIO}" if trio == "oldest" else "trio"
+    # process: runner="process" on trio goes through trio-parallel (anyio's process
+    # workers time their start-up, which trio's virtual clock in the tests cuts short)
     session.install(".[process,http]", *TEST_DEPS)
     session.install("--upgrade", "anyio[trio]>=4.4,<5", pin)  # with anyio's matching version
     session.run("python", "-c", "from importlib.metadata import version as v; print('trio', v('trio'), 'anyio', v('anyio'))")
@@ -52,6 +54,13 @@ def distributed(session: nox.Session) -> None:
     """The Dask runner's tests against a real LocalCluster (slow, so not in ``tests``)."""
     session.install(".[dask,process]", *TEST_DEPS)
     session.run("pytest", "-m", "distributed", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def postgres(session: nox.Session) -> None:
+    """The store suite and the crash test against a real PostgreSQL server (Debian's postgresql package)."""
+    session.install(".[postgres]", *TEST_DEPS)
+    session.run("pytest", "-m", "postgres", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session
@@ -74,8 +83,12 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typing(session: nox.Session) -> None:
     """mypy --strict over the package; pyright's type completeness of the public API."""
+    # every extra: mypy checks the code that uses rich, OpenTelemetry and httpx too;
     # pyright's nodejs extra brings Node as a wheel from PyPI (no download from nodejs.org)
-    session.install(".[process,dask,rich,otel]", "mypy>=1.10", "hypothesis>=6.100", "pyright[nodejs]>=1.1.380", "pytest>=8")
+    session.install(
+        ".[process,dask,rich,otel,http]", "mypy>=1.10", "hypothesis>=6.100", "pyright[nodejs]>=1.1.380",
+        "pytest>=8",
+    )
     session.run("mypy", "--strict", "trioflow")
     # the overloads that type result[step_function] (issue 11 item 3)
     session.run("mypy", "--strict", "tests/test_typed_results.py")
@@ -95,5 +108,7 @@ def docs(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks: trioflow against hand-written raw trio, as ratios from the same process."""
     # rich, otel and the OpenTelemetry SDK: what the observers cost (bench/observers_case.py)
-    session.install(".[process,dask,rich,otel]", "opentelemetry-sdk>=1.20")
+    session.install(".[process,dask,rich,otel,postgres]", "opentelemetry-sdk>=1.20")  # postgres: bench/store_case.py
     session.run("python", "bench/run.py", *session.posargs)
+    # the testing harness: schedules per second against plain trio.run
+    session.run("python", "bench/harness_case.py", *session.posargs)

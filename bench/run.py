@@ -14,6 +14,7 @@ W2  chain of N steps                           raw: task per step + Event chain
 W3  fail-fast latency: 10 steps sleeping 2 s, one raising at 50 ms (ms from raise to run raising)
 MAP trioflow.map over N items, max_concurrent=10  raw: task per item + CapacityLimiter(10)
 STORE W1/W2 recording every step to an SQLiteStore, against the same flow without a store
+      (and to a PostgresStore on a loopback server, when psycopg and Debian's postgresql are there)
 OBS W1 with a ProgressDisplay, OpenTelemetry spans, open_run's event stream (see bench/observers_case.py)
 CPU/OVH/KILL where steps run: threads, processes, Dask (see bench/runners_case.py)
 """
@@ -295,6 +296,26 @@ async def main(repeats: int, n: int) -> int:
             return importlib.util.find_spec(name) is not None
         except ModuleNotFoundError:  # (its parent package is missing)
             return False
+
+    import glob
+
+    if installed("psycopg") and glob.glob("/usr/lib/postgresql/*/bin/initdb"):  # Debian's postgresql
+        from store_case import bench_postgres  # type: ignore[import-not-found]
+
+        sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+        from _postgres import Server  # type: ignore[import-not-found]
+
+        server = await trio.to_thread.run_sync(lambda: Server(durable=True))  # a loopback server
+        try:
+            pg = await bench_postgres(n, await trio.to_thread.run_sync(server.new_database))
+        finally:
+            await trio.to_thread.run_sync(server.stop)
+        for w, what in (("w1", "W1"), ("w2", "W2")):
+            ours, base = pg[f"{w}_postgres"], pg[f"{w}_none"]
+            rows.append(
+                (f"STORE {what}: PostgresStore (loopback) vs no store", f"{ours:.2f} µs",
+                 f"{base:.2f} µs (no store)", f"{ours / base:.2f}x", "none set")
+            )
 
     if installed("rich") and installed("opentelemetry.sdk"):  # nox -s bench installs them
         from observers_case import bench_observers  # type: ignore[import-not-found]

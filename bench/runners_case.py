@@ -11,7 +11,8 @@ OVH  per-step overhead of each runner on no-op steps (a fan-out of n plain
      functions that return None), in µs per step, against async steps.
 KILL fail_fast kill latency of runner="process": a step spinning for 10 s, a
      sibling raising once the spinner runs; ms from the raise to the run
-     raising (the spinner's worker process is killed in between).
+     raising (the spinner's worker process is killed in between), on trio
+     (trio-parallel) and on asyncio (anyio's process workers).
 
 Each figure is a median of several runs on trio, after a warm-up run that
 starts the worker processes. Timing on a busy machine is noisy.
@@ -30,6 +31,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import anyio
 import trio
 
 import trioflow
@@ -143,16 +145,24 @@ async def bench_runners(n_noop: int = 200) -> list[tuple[str, str, str, str, str
         cluster.close()
 
     latencies = [await _kill_latency_ms() for _ in range(5)]
-    rows.append(
-        (
-            "KILL fail_fast stops a spinning process step",
-            f"{statistics.median(latencies):.0f} ms (max {max(latencies):.0f})",
-            "-",
-            "-",
-            "< 1000 ms",
+    # the same on asyncio (anyio's process workers), in a process of its own
+    done = await trio.run_process([sys.executable, __file__, "--kill-asyncio"], capture_stdout=True)
+    on_asyncio = [float(x) for x in done.stdout.split()]
+    for backend, figures in (("trio", latencies), ("asyncio", on_asyncio)):
+        rows.append(
+            (
+                f"KILL fail_fast stops a spinning process step ({backend})",
+                f"{statistics.median(figures):.0f} ms (max {max(figures):.0f})",
+                "-",
+                "-",
+                "< 1000 ms",
+            )
         )
-    )
     return rows
+
+
+async def _kill_latencies(times: int) -> list[float]:
+    return [await _kill_latency_ms() for _ in range(times)]
 
 
 async def _kill_latency_ms() -> float:
@@ -164,8 +174,8 @@ async def _kill_latency_ms() -> float:
 
     @flow.step
     async def boom() -> None:
-        await trio.to_thread.run_sync(work.wait_for, str(pid_file))
-        await trio.sleep(0.05)  # the spinner is well into its loop
+        await anyio.to_thread.run_sync(work.wait_for, str(pid_file))
+        await anyio.sleep(0.05)  # the spinner is well into its loop
         raised_at.append(time.perf_counter())
         raise RuntimeError("sibling failed")
 
@@ -188,5 +198,8 @@ def _print(rows: list[tuple[str, str, str, str, str]]) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--kill-asyncio"]:
+        print(*anyio.run(_kill_latencies, 5, backend="asyncio"))
+        sys.exit(0)
     _print(trio.run(bench_runners))
     print(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")

@@ -10,7 +10,12 @@ worker thread, ``fsync=True``) and with ``SQLiteStore(path, fsync=False)``,
 interleaved, several times, on trio; figures are medians in µs per step, and
 the time includes opening the run and waiting until every record is committed.
 
-    python bench/store_case.py [n]
+With ``--postgres [DSN]``, W1 and W2 also run with ``PostgresStore(DSN)``
+(``fsync=True``); without a DSN, a PostgreSQL server from Debian's
+``postgresql`` package is started for the bench on 127.0.0.1 (as the tests do),
+with its default durability settings.
+
+    python bench/store_case.py [n] [--postgres [DSN]]
 """
 
 from __future__ import annotations
@@ -78,14 +83,14 @@ def _chain(n: int, name: str = "store-w2", *, yields: bool = False) -> trioflow.
 CONCURRENT_RUNS = 100
 
 
-async def _run(flow: trioflow.Flow, store: trioflow.SQLiteStore | None) -> None:
+async def _run(flow: trioflow.Flow, store: Any) -> None:
     if store is None:
         await flow.run()
     else:
         await flow.run(store=store, run_id=uuid.uuid4().hex)
 
 
-async def _time(flow: trioflow.Flow, store: trioflow.SQLiteStore | None, runs: int = 1) -> float:
+async def _time(flow: trioflow.Flow, store: Any, runs: int = 1) -> float:
     started = time.perf_counter()
     if runs == 1:
         await _run(flow, store)
@@ -134,8 +139,47 @@ async def bench_store(n: int) -> dict[str, float]:
     return figures
 
 
+async def bench_postgres(n: int, dsn: str) -> dict[str, float]:
+    """µs per step of W1 and W2 (n steps each) without a store and with a PostgresStore (medians)."""
+    figures: dict[str, float] = {}
+    store = trioflow.PostgresStore(dsn)
+    try:
+        for label, flow, steps in (("w1", _fanout(n), n + 1), ("w2", _chain(n), n)):
+            await _time(flow, store)  # warm up: connections, tables
+            samples: dict[str, list[float]] = {"none": [], "postgres": []}
+            for _ in range(REPEATS):
+                samples["none"].append(await _time(flow, None))
+                samples["postgres"].append(await _time(flow, store))
+            for kind, values in samples.items():
+                figures[f"{label}_{kind}"] = statistics.median(values) / steps * 1e6
+            figures[f"{label}_ratio"] = figures[f"{label}_postgres"] / figures[f"{label}_none"]
+    finally:
+        await store.aclose()
+    return figures
+
+
+def _postgres_figures(n: int, dsn: str | None) -> dict[str, float]:
+    if dsn is not None:
+        return trio.run(bench_postgres, n, dsn)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from _postgres import Server  # type: ignore[import-not-found]
+
+    server = Server(durable=True)
+    try:
+        return trio.run(bench_postgres, n, server.new_database())
+    finally:
+        server.stop()
+
+
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    args = sys.argv[1:]
+    postgres: str | bool | None = False
+    if "--postgres" in args:
+        at = args.index("--postgres")
+        following = args[at + 1 : at + 2]
+        postgres = following[0] if following and not following[0].isdigit() else None
+        del args[at : at + (2 if postgres else 1)]
+    n = int(args[0]) if args else 2000
     figures = trio.run(bench_store, n)
     print(f"store bench, n={n}, µs per step (median of {REPEATS}):")
     for label in ("w1", "w2", "w4"):
@@ -145,6 +189,14 @@ def main() -> None:
             f"fsync=False {figures[f'{label}_sqlite_nofsync']:7.2f} "
             f"({figures[f'{label}_ratio_nofsync']:.2f}x)"
         )
+    if postgres is not False:
+        pg = _postgres_figures(n, postgres if isinstance(postgres, str) else None)
+        print(f"PostgresStore (loopback server), n={n}, µs per step (median of {REPEATS}):")
+        for label in ("w1", "w2"):
+            print(
+                f"  {label.upper()}: no store {pg[f'{label}_none']:7.2f}   "
+                f"PostgresStore {pg[f'{label}_postgres']:7.2f} ({pg[f'{label}_ratio']:.2f}x)"
+            )
 
 
 if __name__ == "__main__":

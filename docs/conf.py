@@ -56,6 +56,9 @@ nitpick_ignore = [
     ("py:class", "trioflow._runners.Runner"),
     # what a run keeps for its timeline (RunResult's private _trace field)
     ("py:class", "trioflow._results.RunTrace"),
+    # RunResult.steps' read-only mapping that makes each StepResult when first looked up
+    ("py:class", "LazySteps"),
+    ("py:class", "trioflow._results.LazySteps"),
 ]
 nitpick_ignore_regex: list[tuple[str, str]] = [
     # type variables (T, R, ...) in generic signatures, also in trioflow.testing's modules

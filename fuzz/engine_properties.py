@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import itertools
 import json
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -214,6 +215,43 @@ def check_critical_path(case: FlowCase, schedule: Sequence[int]) -> None:
         assert result.duration == case.critical_path
         finish = case.finish_times()
         assert {n: s.finished_at for n, s in result.steps.items() if n in finish} == finish
+
+
+def check_timeline(case: FlowCase, schedule: Sequence[int], max_concurrent: int | None) -> None:
+    """A run's timeline is the same drawn from its result or from its events (issue 12).
+
+    Every attempt, retry wait and item bar at the same virtual times, the same
+    statuses and critical path; a limiter's track never exceeds its size; the
+    critical path ends when the run's last step ends, and each of its steps
+    ends no later than the next one starts.
+    """
+    with saved_on_failure("timeline", case, schedule=list(schedule), max_concurrent=max_concurrent):
+        events: list[Any] = []
+        result = run(
+            case, schedule, error_handling="continue", max_concurrent=max_concurrent, on_event=events.append
+        ).value
+        drawn = result.timeline()
+        replayed = trioflow.Timeline.from_events(events, flow=case.flow)
+
+        def bars(timeline: trioflow.Timeline) -> list[tuple[Any, ...]]:
+            return sorted(
+                (u.step, -1 if u.item is None else u.item, b.status, b.attempt, b.start, b.end)
+                for u in timeline._units
+                for b in u.bars
+            )
+
+        assert bars(drawn) == bars(replayed)
+        assert drawn.statuses == replayed.statuses
+        assert drawn.critical_path == replayed.critical_path
+        assert drawn.duration == replayed.duration == result.duration
+        for track in drawn._tracks:
+            if track.capacity is not None:
+                assert track.peak <= track.capacity, track.name
+        path = drawn.critical_path
+        if path:
+            assert drawn._ends[path[-1]] == max(drawn._ends.values())
+            for before, after in itertools.pairwise(path):
+                assert drawn._ends[before] <= drawn._starts[after]
 
 
 def check_graham_bound(case: FlowCase, schedule: Sequence[int], m: int) -> None:

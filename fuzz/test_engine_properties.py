@@ -50,6 +50,11 @@ def test_nested_runs_share_a_limiter(
     props.check_nested_runs_share_a_limiter(inner, width, size, schedule)
 
 
+@given(flows(), schedules(), capacities)
+def test_timeline(case: FlowCase, schedule: list[int], m: int | None) -> None:
+    props.check_timeline(case, schedule, m)
+
+
 @given(flows(), schedules())
 def test_critical_path(case: FlowCase, schedule: list[int]) -> None:
     props.check_critical_path(case, schedule)

@@ -129,3 +129,8 @@ def timed_item(xs: int, log: str) -> int:
     with open(log, "a") as f:
         f.write(f"{start} {end}\n")
     return xs
+
+
+def append_one(data: list[int]) -> list[int]:
+    data.append(1)  # mutates what it was given: its own copy
+    return data

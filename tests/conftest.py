@@ -17,6 +17,8 @@ from typing import Any
 import anyio
 import pytest
 import trio.testing
+from _postgres import postgres_dsn as postgres_dsn
+from _postgres import postgres_server as postgres_server
 
 import trioflow
 

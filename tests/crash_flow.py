@@ -1,6 +1,7 @@
 """The flow that ``tests/test_crash.py`` runs in a subprocess and kills.
 
-Run as ``python crash_flow.py DB LOG RUN_ID``: prints ``ready`` just before
+Run as ``python crash_flow.py DB LOG RUN_ID`` (DB: an SQLite file, or ``postgres:``
+and a libpq connection string): prints ``ready`` just before
 the run starts, then the outputs as JSON when it ends. Every execution of a
 step (or map item) appends its label to LOG with ``O_APPEND``, so the test can
 count executions across processes. Steps sleep for random real times (seeded
@@ -105,7 +106,9 @@ async def main(db: str, log: str, run_id: str) -> None:
     global _log_fd
     _log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     flow = build()
-    store = trioflow.SQLiteStore(db)
+    store = (
+        trioflow.PostgresStore(db.removeprefix("postgres:")) if db.startswith("postgres:") else trioflow.SQLiteStore(db)
+    )
     print("ready", flush=True)
     result = await flow.run({"n": N_ITEMS}, store=store, run_id=run_id)
     print(outputs(result), flush=True)

@@ -2,6 +2,8 @@
 
     python tests/store_holder.py DATABASE RUN_ID
 
+DATABASE is an SQLite file, or ``postgres:`` and a libpq connection string.
+
 The run's only step prints ``started`` and, when the environment variable
 ``TRIOFLOW_TEST_HOLD`` is set, waits until a line arrives on standard input;
 then it returns ``"held"``. The process prints ``done held`` at the end.
@@ -30,8 +32,14 @@ def build() -> trioflow.Flow:
     return flow
 
 
+def open_store(database: str) -> trioflow.SQLiteStore | trioflow.PostgresStore:
+    if database.startswith("postgres:"):
+        return trioflow.PostgresStore(database.removeprefix("postgres:"))
+    return trioflow.SQLiteStore(database)
+
+
 async def main(database: str, run_id: str) -> None:
-    store = trioflow.SQLiteStore(database)
+    store = open_store(database)
     result = await build().run(store=store, run_id=run_id)
     store.close()
     print("done", result["hold"], flush=True)

@@ -407,6 +407,6 @@ def test_a_cache_store_must_be_an_sqlite_store(tmp_path: Path) -> None:
         assert repr(Cache(ttl=5, store=store)) == (
             f"Cache(ttl=5, maxsize=1024, key=None, clock=<built-in function time>, store={store!r})"
         )
-    with pytest.raises(TypeError, match=r"^Cache\(store=...\) takes a trioflow.SQLiteStore whose database "
-                       r"keeps the entries, or None to keep them in memory only \(got <trioflow.MemoryStore"):
+    with pytest.raises(TypeError, match=r"^Cache\(store=...\) takes a trioflow.SQLiteStore or trioflow.PostgresStore "
+                       r"whose database keeps the entries, or None to keep them in memory only \(got <trioflow.MemoryStore"):
         Cache(store=trioflow.MemoryStore())  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from collections import deque
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 from trio._core import _run as trio_run
 
 from trioflow.testing import run_deterministic
@@ -56,6 +57,10 @@ def test_run_loop_sorts_by_counter_then_shuffles_and_pops_from_the_end() -> None
         "_r.shuffle(batch)",
         "task = batch.pop()",
         'runner.instruments.call("before_io_wait", timeout)',
+        # the harness refills the batch list from after_task_step (see Controller.after_task_step)
+        "while batch:",
+        'runner.instruments.call("after_task_step", task)',
+        "runner.deadlines.expire(now)",
     ):
         require(snippet in source, f"unrolled_run no longer contains {snippet!r}")
 
@@ -113,6 +118,55 @@ def test_the_shuffle_hook_is_really_called() -> None:
         run_deterministic(order, schedule=[3]).value[0] == 2,
         "a schedule decision no longer chooses which task runs",
     )
+
+
+def test_internals_of_the_thread_runner_clock_and_locks() -> None:
+    from trio import _sync as trio_sync
+    from trio import _threads as trio_threads
+
+    require(
+        callable(getattr(trio_threads, "start_thread_soon", None)),
+        "trio._threads.start_thread_soon is gone (to_thread_run_sync no longer looks it up)",
+    )
+    require(
+        "start_thread_soon(worker_fn, deliver_worker_fn_result"
+        in inspect.getsource(trio_threads.to_thread_run_sync),
+        "to_thread_run_sync no longer starts its thread through start_thread_soon",
+    )
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    require(
+        clock._virtual_base == clock.current_time() == 0.0,
+        "MockClock._virtual_base no longer holds the virtual time of a clock at rate 0",
+    )
+    require(
+        "self._owner" in inspect.getsource(trio_sync._LockImpl.acquire_nowait),
+        "trio's locks no longer keep their owner in _owner",
+    )
+    require(
+        "_borrowers" in inspect.getsource(trio_sync.CapacityLimiter.acquire_on_behalf_of_nowait),
+        "CapacityLimiter no longer keeps its borrowers in _borrowers",
+    )
+    require(
+        "runner.waiting_for_idle" in inspect.getsource(trio_run.unrolled_run),
+        "Runner.waiting_for_idle is gone",
+    )
+    require(
+        callable(getattr(trio_run.Deadlines, "next_deadline", None)),
+        "Deadlines.next_deadline is gone",
+    )
+    entry_fields = {a.name for a in trio_run.EntryQueue.__attrs_attrs__}  # type: ignore[attr-defined]
+    require(
+        {"queue", "idempotent_queue"} <= entry_fields,
+        "trio's EntryQueue no longer keeps its callbacks in queue and idempotent_queue",
+    )
+
+
+def test_asyncio_loop_internals_used_by_the_asyncio_backend() -> None:
+    import asyncio.base_events
+
+    source = inspect.getsource(asyncio.base_events.BaseEventLoop._run_once)
+    for snippet in ("self._scheduled", "self._ready", "self._selector.select(timeout)", "handle._run()"):
+        require(snippet in source, f"asyncio's BaseEventLoop._run_once no longer contains {snippet!r}")
 
 
 # -- issue 11 item 10: the harness checks these itself, when it is used -------------------

@@ -425,6 +425,7 @@ def test_sigint_cancels_cleanly_then_resume_runs_no_recorded_step_again(tmp_path
         [steps.slow]
         kind = "shell"
         shell = true
+        after = ["fast"]  # so that `fast` has surely finished when the interrupt comes
         command = "echo slow >> {log}; if [ -e {gate} ]; then echo S; else sleep 300 & echo $! > {pid_file}; wait; fi"
 
         [steps.join]
@@ -486,6 +487,13 @@ def test_timeline(tmp_path: Path) -> None:
     bad = trioflow_cmd("timeline", "t", "--store", db, "-o", tmp_path / "x.png")
     assert bad.returncode == 2
     assert "must end in .html, .svg or .txt" in bad.stderr
+    nowhere = trioflow_cmd("timeline", "t", "--store", db, "-o", tmp_path / "no" / "t.svg")
+    assert nowhere.returncode == 2
+    assert nowhere.stderr == (f"trioflow: error: -o {str(tmp_path / 'no' / 't.svg')!r}: the folder "
+                              f"{str(tmp_path / 'no')!r} does not exist\n")
+    unknown = trioflow_cmd("timeline", "nope", "--store", db, "-o", tmp_path / "n.svg")
+    assert unknown.returncode == 2
+    assert "the store has no run 'nope'" in unknown.stderr
     for suffix in ("txt", "svg", "html"):
         out = tmp_path / f"t.{suffix}"
         done = trioflow_cmd("timeline", "t", "--store", db, "-o", out)

@@ -81,6 +81,12 @@ def test_runner_names_are_exported() -> None:
     assert trioflow.DaskRunner.__module__ == "trioflow"
 
 
+def test_store_names_are_exported() -> None:
+    # issue 14 item 4: PostgresStore beside SQLiteStore and MemoryStore; importing it needs no psycopg
+    assert {"MemoryStore", "PostgresStore", "SQLiteStore"} <= set(trioflow.__all__)
+    assert trioflow.PostgresStore.__module__ == "trioflow"
+
+
 def test_issue_16_importing_trioflow_imports_neither_pytest_nor_trio_testing() -> None:
     import subprocess
     import sys

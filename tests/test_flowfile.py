@@ -855,3 +855,56 @@ def test_a_batch_step_may_use_one_rate_limit(tmp_path: Path) -> None:
     assert problems(path) == [
         "FILE:8: steps.s.limiter: a batch step can use one rate limit, not 2 (a, b); keep one of them",
     ]
+
+
+def test_inputs_bound_with_bind_are_shown_by_their_own_name() -> None:
+    # flow files wire steps with bind=; describe() and the diagrams named a bound
+    # input by the parameter (v0) instead of the input
+    from trioflow import Flow
+
+    flow = Flow("bound")
+
+    async def shout(v0: str) -> str:
+        return v0.upper()
+
+    flow.add(shout, bind={"v0": "my-topic"})
+    assert "(no dependencies; inputs: my-topic)" in flow.describe()
+    assert '[/"my-topic"/]' in flow.to_mermaid()
+    assert 'label="my-topic"' in flow.to_dot()
+    assert "v0" not in flow.to_mermaid() + flow.to_dot()
+    assert trio.run(flow.run, {"my-topic": "hi"})["shout"] == "HI"
+
+
+@pytest.mark.trio_only
+@pytest.mark.anyio
+async def test_max_concurrent_from_the_file_and_its_override(tmp_path: Path) -> None:
+    (tmp_path / "helpers_j.py").write_text(textwrap.dedent("""
+        import trio
+
+        async def nap():
+            await trio.sleep(1)
+    """))
+    steps = "".join(f'[steps.s{i}]\nkind = "python"\nfunction = "helpers_j:nap"\n' for i in range(4))
+    ff = load_flow_file(write(tmp_path, f'[flow]\nallow = ["helpers_j"]\nmax_concurrent = 2\n{steps}'))
+    assert ff.max_concurrent == 2
+    assert (await run(ff)).duration == 2  # four one-second steps, two at a time
+    assert (await run(ff, max_concurrent=1)).duration == 4  # --max-concurrent 1
+    assert (await run(ff, max_concurrent=4)).duration == 1
+
+
+def test_lines_of_inline_tables_and_dotted_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        [steps]
+        a = { kind = "shel", argv = ["x"] }
+        b = { kind = "shell", argv = ["echo"], retry = { max_attempts = 0 } }
+
+        [steps.c]
+        kind = "shell"
+        argv = ["echo"]
+        retry.wait = -1
+    """)
+    assert problems(path) == [
+        "FILE:2: steps.a.kind: must be one of 'shell', 'http', 'python' (got 'shel'); did you mean 'shell'?",
+        "FILE:3: steps.b.retry.max_attempts: must be a whole number >= 1 (got 0)",
+        "FILE:8: steps.c.retry.wait: must be a number >= 0 (got -1)",
+    ]

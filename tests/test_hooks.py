@@ -182,3 +182,22 @@ def test_add_and_remove_check_their_argument() -> None:
         remove_attempt_hook(hook)
     with pytest.raises(ValueError, match="is not installed"):
         remove_attempt_hook(hook)
+
+
+async def test_hook_wraps_process_steps_in_the_event_loop_task(install: Callable[[Any], None]) -> None:
+    import _process_steps as steps
+
+    seen: list[tuple[str, str, int | None]] = []
+
+    class Keep:
+        async def around_attempt(self, attempt: Attempt, proceed: Callable[[], Awaitable[Any]]) -> Any:
+            value = await proceed()
+            seen.append((attempt.step, attempt.runner, attempt.item))
+            return value
+
+    install(Keep())
+    flow = Flow("f")
+    flow.add(steps.square, runner="process", map_over="xs")
+    result = await flow.run({"xs": [2, 3]})
+    assert result["square"] == [4, 9]
+    assert sorted(seen, key=lambda s: s[2] or 0) == [("square", "process", 0), ("square", "process", 1)]

@@ -34,66 +34,89 @@ def _outcome(err: trioflow.FlowError) -> tuple[Any, ...]:
 # -- item 1: fail_fast with retries does not depend on the schedule ----------------------
 
 
-def _retry_and_fail_flow() -> trioflow.Flow:
-    """Two steps fail at the same instant; one of them would retry."""
+def _retry_and_fail_flow(gate: anyio.Event, reverse: bool = False) -> trioflow.Flow:
+    """Two steps fail at the same instant (woken by one event); one of them would retry."""
     flow = trioflow.Flow("retry_and_fail")
 
-    @flow.step(retry=trioflow.Retry(max_attempts=3, wait=1))
     async def flaky() -> None:
-        await anyio.sleep(TICK)
+        await gate.wait()
         raise ValueError("flaky")
 
-    @flow.step
     async def broken() -> None:
-        await anyio.sleep(TICK)
+        await gate.wait()
         raise KeyError("broken")
 
-    @flow.step
+    async def opener() -> str:
+        await anyio.sleep(TICK)
+        gate.set()
+        return "open"
+
     async def slow() -> str:
         await anyio.sleep(10 * TICK)
         return "slow"
 
+    failing: list[tuple[Any, dict[str, Any]]] = [
+        (flaky, {"retry": trioflow.Retry(max_attempts=3, wait=1)}),
+        (broken, {}),
+    ]
+    for fn, options in reversed(failing) if reverse else failing:  # either one runs first
+        flow.add(fn, **options)
+    flow.add(opener)
+    flow.add(slow)
     return flow
 
 
-async def _flow_outcome(max_concurrent: int | None = None) -> tuple[Any, ...]:
+def _by_name(err: trioflow.FlowError) -> tuple[Any, ...]:
+    steps = {name: (s.status.value, s.attempts) for name, s in err.result.steps.items()}
+    return steps, sorted(repr(e) for e in err.exceptions)
+
+
+async def _flow_outcome(max_concurrent: int | None = None, reverse: bool = False) -> tuple[Any, ...]:
     with pytest.raises(trioflow.FlowError) as info:
-        await _retry_and_fail_flow().run(max_concurrent=max_concurrent)
-    return _outcome(info.value)
+        await _retry_and_fail_flow(anyio.Event(), reverse).run(max_concurrent=max_concurrent)
+    return _by_name(info.value)
 
 
-async def _map_outcome() -> tuple[Any, ...]:
+async def _map_outcome(reverse: bool = False) -> tuple[Any, ...]:
+    gate = anyio.Event()
+    xs = [1, 0] if reverse else [0, 1]
+
     async def item(x: int) -> None:
-        await anyio.sleep(TICK)
+        await gate.wait()
         if x == 0:
             raise KeyError(x)
         raise ValueError(x)
 
-    with pytest.raises(trioflow.FlowError) as info:
-        await trioflow.map(item, [0, 1], retry=trioflow.Retry(max_attempts=3, wait=1, retry_on=ValueError))
-    return _outcome(info.value)
+    async def opener() -> None:
+        await anyio.sleep(TICK)
+        gate.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(opener)
+        with pytest.raises(trioflow.FlowError) as info:
+            await trioflow.map(item, xs, retry=trioflow.Retry(max_attempts=3, wait=1, retry_on=ValueError))
+    steps = info.value.result.steps
+    by_x = {x: (steps[f"item[{i}]"].status.value, steps[f"item[{i}]"].attempts) for i, x in enumerate(xs)}
+    return by_x, sorted(repr(e) for e in info.value.exceptions)
 
 
 EXPECTED_FLOW = (
-    (("flaky", "failed", 1), ("broken", "failed", 1), ("slow", "cancelled", 1)),
-    ("ValueError('flaky')", "KeyError('broken')"),
+    {"flaky": ("failed", 1), "broken": ("failed", 1), "opener": ("succeeded", 1), "slow": ("cancelled", 1)},
+    ["KeyError('broken')", "ValueError('flaky')"],
 )
+EXPECTED_MAP = ({0: ("failed", 1), 1: ("failed", 1)}, ["KeyError(0)", "ValueError(1)"])
 
 
-@pytest.mark.parametrize("max_concurrent", [None, 3])
+@pytest.mark.parametrize("max_concurrent", [None, 4])
 async def test_issue9_item1_failfast_retry_schedule_independent(max_concurrent: int | None) -> None:
-    # trio reverses each scheduling batch at random: 20 runs reach both orders
-    for _ in range(20 if on_trio() else 3):
-        assert await _flow_outcome(max_concurrent) == EXPECTED_FLOW
+    # trio also reverses each scheduling batch at random: 20 runs reach both orders
+    for i in range(20 if on_trio() else 4):
+        assert await _flow_outcome(max_concurrent, reverse=bool(i % 2)) == EXPECTED_FLOW
 
 
 async def test_issue9_item1_map_failfast_retry_schedule_independent() -> None:
-    for _ in range(20 if on_trio() else 3):
-        outcome = await _map_outcome()
-        assert outcome == (
-            (("item[0]", "failed", 1), ("item[1]", "failed", 1)),
-            ("KeyError(0)", "ValueError(1)"),
-        )
+    for i in range(20 if on_trio() else 4):
+        assert await _map_outcome(reverse=bool(i % 2)) == EXPECTED_MAP
 
 
 def test_issue9_item1_check_deterministic_passes_on_failfast_retry_flow() -> None:
@@ -101,8 +124,7 @@ def test_issue9_item1_check_deterministic_passes_on_failfast_retry_flow() -> Non
 
 
 def test_issue9_item1_check_deterministic_passes_on_failfast_retry_map() -> None:
-    value = check_deterministic(_map_outcome, runs=40)
-    assert value[0] == (("item[0]", "failed", 1), ("item[1]", "failed", 1))
+    assert check_deterministic(_map_outcome, runs=40) == EXPECTED_MAP
 
 
 def test_issue9_item1_zero_wait_retry_is_schedule_independent_under_the_harness() -> None:
@@ -157,38 +179,59 @@ async def test_issue9_item1_a_retry_pending_from_an_earlier_instant_is_cancelled
 async def test_issue9_item2_cancelled_while_waiting_to_retry_counts_its_attempt() -> None:
     flow = trioflow.Flow("attempts")
 
-    @flow.step(retry=trioflow.Retry(max_attempts=5, wait=2 * TICK, backoff=1))
+    @flow.step(retry=trioflow.Retry(max_attempts=5, wait=30 * TICK))
     async def flaky() -> None:
         await anyio.sleep(TICK)
         raise ValueError("flaky")
 
     @flow.step
     async def broken() -> None:
-        await anyio.sleep(5.5 * TICK)  # flaky: attempts at 0, 3, 6 ticks; this fails in the third
+        await anyio.sleep(10 * TICK)  # while flaky waits to retry after its first attempt
         raise KeyError("broken")
 
     with pytest.raises(trioflow.FlowError) as info:
         await flow.run()
     flaky_result = info.value.result.steps["flaky"]
     assert flaky_result.status == "cancelled"
-    assert flaky_result.attempts == 2
+    assert flaky_result.attempts == 1
     assert flaky_result.started_at is not None
+
+
+async def test_issue9_item2_cancelled_in_its_second_attempt_counts_two() -> None:
+    flow = trioflow.Flow("attempts2")
+
+    @flow.step(retry=trioflow.Retry(max_attempts=5, wait=TICK))
+    async def flaky() -> None:
+        if trioflow.current_step().attempt == 1:
+            raise ValueError("flaky")
+        await anyio.sleep(100 * TICK)
+
+    @flow.step
+    async def broken() -> None:
+        await anyio.sleep(20 * TICK)  # while flaky runs its second attempt
+        raise KeyError("broken")
+
+    with pytest.raises(trioflow.FlowError) as info:
+        await flow.run()
+    assert (info.value.result.steps["flaky"].status, info.value.result.steps["flaky"].attempts) == (
+        "cancelled",
+        2,
+    )
 
 
 async def test_issue9_item2_map_item_attempts_count_the_same_way() -> None:
     async def item(x: int) -> None:
         if x == 0:
-            await anyio.sleep(5.5 * TICK)
+            await anyio.sleep(10 * TICK)
             raise KeyError(x)
         await anyio.sleep(TICK)
         raise ValueError(x)
 
+    retry = trioflow.Retry(max_attempts=5, wait=30 * TICK, retry_on=ValueError)
     with pytest.raises(trioflow.FlowError) as info:
-        await trioflow.map(
-            item, [0, 1], retry=trioflow.Retry(max_attempts=5, wait=2 * TICK, backoff=1, retry_on=ValueError)
-        )
+        await trioflow.map(item, [0, 1], retry=retry)
     steps = info.value.result.steps
-    assert (steps["item[1]"].status, steps["item[1]"].attempts) == ("cancelled", 2)
+    assert (steps["item[1]"].status, steps["item[1]"].attempts) == ("cancelled", 1)
 
     flow = trioflow.Flow("map_attempts")
 
@@ -196,13 +239,14 @@ async def test_issue9_item2_map_item_attempts_count_the_same_way() -> None:
     async def items() -> list[int]:
         return [0, 1]
 
-    @flow.step(map_over="items", retry=trioflow.Retry(max_attempts=5, wait=2 * TICK, backoff=1, retry_on=ValueError))
+    @flow.step(map_over="items", retry=retry)
     async def each(items: int) -> None:
         await item(items)
 
     with pytest.raises(trioflow.FlowError) as finfo:
         await flow.run()
-    assert (finfo.value.result.steps["each"].status, finfo.value.result.steps["each"].attempts) == ("failed", 2)
+    assert (finfo.value.result.steps["each"].status, finfo.value.result.steps["each"].attempts) == ("failed", 1)
+    assert finfo.value.result.steps["each"].error is not None
 
 
 # -- item 4: a value that cannot be copied fails its step, named ------------------------
@@ -275,7 +319,15 @@ async def test_issue9_item5_outside_cancellation_is_plain_cancellation() -> None
         await anyio.sleep(100)
 
     cancelled = anyio.get_cancelled_exc_class()
-    for call in (flow.run, lambda: trioflow.map(forever, range(3)), _gather3):
+    async def forever0() -> None:
+        await anyio.sleep(100)
+
+    for call in (
+        flow.run,
+        lambda: trioflow.map(forever, range(3)),
+        _gather3,
+        lambda: trioflow.race(forever0, forever0),
+    ):
         caught: list[BaseException] = []
         with anyio.move_on_after(TICK):
             try:
@@ -329,6 +381,17 @@ async def _comes_out_as_itself(kind: type[BaseException]) -> None:
         await trioflow.map(item, [1, 100])
     assert type(minfo.value) is kind
 
+    async def interrupt() -> None:
+        await anyio.sleep(TICK)
+        raise kind()
+
+    async def laggard() -> None:
+        await anyio.sleep(100)
+
+    with pytest.raises(kind) as rinfo:
+        await trioflow.race(interrupt, laggard)
+    assert type(rinfo.value) is kind
+
 
 async def test_issue9_item5_engine_error_becomes_a_failure_naming_the_step() -> None:
     flow = trioflow.Flow("engine")
@@ -345,6 +408,39 @@ async def test_issue9_item5_engine_error_becomes_a_failure_naming_the_step() -> 
         await flow.run({"source": items()})
     assert info.value.result.steps["each"].status == "failed"
     assert "map step 'each' maps over 'source'" in str(info.value.exceptions[0])
+
+
+class _BrokenLimiter:
+    total_tokens = 1.0
+
+    async def acquire(self) -> None:
+        raise RuntimeError("limiter broke")
+
+    def release(self) -> None:  # pragma: no cover - never acquired
+        raise AssertionError("released a limiter that was never acquired")
+
+
+@pytest.mark.parametrize("error_handling", ["fail_fast", "continue"])
+async def test_issue9_item5_a_limiter_that_raises_fails_its_steps(error_handling: str) -> None:
+    flow = trioflow.Flow("limited")
+
+    @flow.step(limiter="broken")
+    async def plain() -> int:  # pragma: no cover - never called
+        return 1
+
+    @flow.step(map_over="items", limiter="broken")
+    async def each(items: int) -> int:  # pragma: no cover - never called
+        return items
+
+    with pytest.raises(trioflow.FlowError) as info:
+        await flow.run({"items": [1, 2]}, limiters={"broken": _BrokenLimiter()}, error_handling=error_handling)
+    result = info.value.result
+    assert result.steps["plain"].status == "failed"
+    assert result.steps["plain"].attempts == 0
+    if error_handling == "continue":
+        assert result.steps["each"].status == "failed"
+    assert all(isinstance(e, RuntimeError) for e in info.value.exceptions)
+    assert "trioflow: step 'plain' failed before attempt 1" in info.value.exceptions[0].__notes__
 
 
 # -- item 6: an on_event callback that raises loses nothing -----------------------------
@@ -469,6 +565,38 @@ async def test_issue9_item7_exception_refusing_notes_arrives(cls: type[Exception
 
     with pytest.raises(cls, match="the original node"):
         await run_graph(Node(), RunContext({}, execution_id="x"))
+
+
+async def test_issue9_item7_notes_never_lose_a_condition_key_or_race_error() -> None:
+    def refuse(label: str) -> Any:
+        raise _NoNotes(label)
+
+    flow = trioflow.Flow("conditional")
+
+    @flow.step(when=lambda: refuse("when"))
+    async def guarded() -> None:  # pragma: no cover - its condition raises
+        pass
+
+    with pytest.raises(trioflow.FlowError) as info:
+        await flow.run()
+    assert [str(e) for e in info.value.exceptions] == ["when"]
+
+    keyed = trioflow.Flow("keyed")
+
+    @keyed.step(map_over="urls", limiter="host", limit_key=lambda urls: refuse("key"))
+    async def fetch(urls: str) -> str:  # pragma: no cover - its key raises
+        return urls
+
+    with pytest.raises(trioflow.FlowError) as kinfo:
+        await keyed.run({"urls": ["a"]}, limiters={"host": trioflow.KeyedLimiter(per_key=1)})
+    assert [str(e) for e in kinfo.value.exceptions] == ["key"]
+
+    async def loser() -> None:
+        raise _NoNotes("race")
+
+    with pytest.raises(trioflow.FlowError) as rinfo:
+        await trioflow.race(loser)
+    assert [str(e) for e in rinfo.value.exceptions] == ["race"]
 
 
 # -- item 8: any attempt count works -----------------------------------------------------

@@ -128,3 +128,26 @@ def test_issue_12_item_6_an_unconfigured_application_prints_nothing() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "failed as expected\n"
     assert proc.stderr == ""
+
+
+@pytest.mark.anyio
+async def test_issue_12_item_6_a_dropped_map_item_is_a_warning(
+    anyio_backend: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trioflow")
+    flow = Flow("lenient")
+
+    @flow.step(map_over="xs", on_item_error="none")
+    async def each(xs: int) -> int:
+        if xs == 1:
+            raise ValueError("one")
+        return xs
+
+    assert (await flow.run({"xs": [0, 1]}))["each"] == [0, None]
+    assert [(r.levelno, r.getMessage()) for r in caplog.records if r.levelno > logging.INFO] == [
+        (
+            logging.WARNING,
+            "item 1 of map step 'each' of flow 'lenient' failed after 1 attempt (ValueError('one')); "
+            "its value is None (on_item_error='none')",
+        )
+    ]

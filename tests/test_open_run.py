@@ -245,3 +245,26 @@ async def test_issue_12_item_1_with_a_store(anyio_backend: Any) -> None:
     assert events[0].restored == ("a", "m", "total")
     assert not any(isinstance(ev, StepSucceeded) for ev in events)
     assert result["total"] == 12
+
+
+@pytest.mark.anyio
+async def test_issue_12_item_1_a_raising_on_event_fails_the_run_not_the_stream(anyio_backend: Any) -> None:
+    def picky(event: Any) -> None:
+        if isinstance(event, StepSucceeded):
+            raise RuntimeError("display broke")
+
+    got: list[Any] = []
+
+    async def watch() -> None:
+        async with _flow().open_run(INPUTS, on_event=picky) as run:
+            async for event in run.events():
+                got.append(event)
+
+    with pytest.raises(FlowError) as info:
+        await watch()
+    assert type(info.value) is FlowError
+    assert any(isinstance(e, RuntimeError) and str(e) == "display broke" for e in info.value.exceptions)
+    # the stream had every event up to the one the callback raised on, and then ended
+    assert isinstance(got[0], RunStarted)
+    assert isinstance(got[-1], StepSucceeded)
+    assert info.value.result["total"] == 12  # the run went on

@@ -243,3 +243,21 @@ def test_issue_12_item_5_installed_but_no_provider_set_no_spans() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "1\n"
+
+
+@pytest.mark.trio
+async def test_issue_12_item_5_thread_step_spans_nest_too(spans: InMemorySpanExporter) -> None:
+    flow = Flow("threads")
+    inner = trace.get_tracer("the step's own code")
+
+    @flow.step(runner="thread")
+    def blocking() -> int:  # runs in a worker thread
+        with inner.start_as_current_span("blocking call"):
+            return 1
+
+    assert (await flow.run())["blocking"] == 1
+    by = _by_name(spans.get_finished_spans())
+    (step,) = by["trioflow.step blocking"]
+    (call,) = by["blocking call"]
+    assert call.parent is not None
+    assert call.parent.span_id == step.context.span_id

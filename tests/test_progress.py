@@ -229,3 +229,25 @@ def test_issue_12_item_2_bad_arguments() -> None:
         ProgressDisplay(3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"^ProgressDisplay\(refresh_per_second=...\) must be a number in \(0, 60\] \(got 0\)$"):
         ProgressDisplay(refresh_per_second=0)
+
+
+@pytest.mark.trio
+async def test_issue_12_item_2_failed_items_of_a_step_that_goes_on(autojump_clock: trio.testing.MockClock) -> None:
+    flow = Flow("lenient")
+
+    @flow.step(map_over="xs", on_item_error="none")
+    async def each(xs: int) -> int:
+        await trio.sleep(1)
+        if xs % 2:
+            raise ValueError(xs)
+        return xs
+
+    with terminal() as (tty, chunks):
+        display = ProgressDisplay(tty)
+        result = await flow.run({"xs": [0, 1, 2, 3]}, on_event=display)
+    assert result["each"] == [0, None, 2, None]
+    final = _text(chunks)
+    final = final[final.rindex("trioflow lenient") :]
+    assert "4/4 items, 2 failed" in final
+    assert "1/1 done" in final  # the step itself succeeded
+    assert " failed" not in final.splitlines()[0]

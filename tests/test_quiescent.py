@@ -47,7 +47,11 @@ async def timeline(flow: trioflow.Flow, max_concurrent: int) -> tuple[dict[str, 
 
 
 def test_freed_slots_go_to_the_same_steps_under_every_schedule() -> None:
-    steps, duration = check_deterministic(timeline, contended_flow(), 2, runs=60)
+    # b and r1 end together: whichever frees its slot first, the other one is
+    # still runnable, so the run settles before the slot is taken (issue 10
+    # item 3: a hand-over at once is explored only when no other task of the
+    # run is runnable, see tests/test_testing_corpus.py)
+    steps, duration = check_deterministic(timeline, contended_flow(), 2, runs=200)
     assert steps["v1"] == (1.0, 4.0)
     assert steps["v2"] == (1.0, 4.0)
     assert steps["r2"] == (4.0, 5.0)

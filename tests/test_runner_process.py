@@ -206,3 +206,21 @@ async def test_what_pickles_but_cannot_be_unpickled_is_a_failure_naming_it() -> 
         "step 'send': parameter 'value' (a OneWay) cannot be unpickled in the worker: "
         "ValueError: OneWay objects cannot be unpickled",
     ]
+
+
+async def test_a_process_step_gets_its_own_copy_without_isolation_copy() -> None:
+    flow = Flow("p")
+
+    @flow.step
+    async def data() -> list[int]:
+        return [1, 2]
+
+    flow.add(steps.append_one, runner="process")
+
+    @flow.step
+    async def after(data: list[int], append_one: list[int]) -> tuple[list[int], list[int]]:
+        return data, append_one
+
+    assert flow.plan().nodes[1].spec.isolation == "share"  # pickling copies already
+    result = await flow.run()
+    assert result["after"] == ([1, 2], [1, 2, 1])

@@ -259,3 +259,19 @@ async def test_sequential_and_parallel_thread_runs_agree() -> None:
     many = await flow.run({"xs": list(range(20))})
     assert one.outputs == many.outputs == {"double": [2 * x for x in range(20)], "total": 380}
     assert one.usage == many.usage == {"n": 20}
+
+
+def test_describe_shows_where_a_step_runs() -> None:
+    flow = Flow("f")
+
+    @flow.step(runner="thread")
+    def parse(text: str) -> str:
+        return text
+
+    @flow.step
+    async def use(parse: str) -> str:
+        return parse
+
+    lines = flow.describe().splitlines()
+    assert lines[1] == "  1. parse (no dependencies; inputs: text; runs in: thread)"
+    assert lines[2] == "  2. use (depends on: parse)"

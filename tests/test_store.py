@@ -42,9 +42,12 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 StoreFactory = Callable[..., Any]
 
 
-@pytest.fixture(params=["memory", "sqlite", "sqlite-inline"])
+@pytest.fixture(
+    params=["memory", "sqlite", "sqlite-inline", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
-    """``make_store(**options)``: a new store of the parametrized kind (one file per test)."""
+    """``make_store(**options)``: a new store of the parametrized kind (one file, or one
+    PostgreSQL database on the session's server, per test)."""
     made: list[Any] = []
 
     def make(**options: Any) -> Any:
@@ -52,6 +55,10 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
             if not made:
                 made.append(trioflow.MemoryStore(**options))
             return made[0]  # the same memory store: "reopening" it
+        if request.param == "postgres":
+            store: Any = trioflow.PostgresStore(request.getfixturevalue("postgres_dsn"), fsync=False, **options)
+            made.append(store)
+            return store
         store = trioflow.SQLiteStore(
             tmp_path / "runs.db", threaded=request.param == "sqlite", fsync=False, **options
         )
@@ -60,7 +67,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
 
     yield make
     for store in made:
-        if isinstance(store, trioflow.SQLiteStore):
+        if isinstance(store, trioflow.SQLiteStore | trioflow.PostgresStore):
             store.close()
 
 

@@ -17,6 +17,7 @@ import trio
 import trio.testing
 
 import trioflow
+from trioflow import StepStatus
 from trioflow.abc import ItemRecord
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,3 +176,45 @@ async def _touch(db: Path) -> None:
     store = trioflow.SQLiteStore(db)
     await store.runs()
     store.close()
+
+
+def test_issue12_item3_a_loaded_map_step_has_each_item_with_its_times(tmp_path: Path) -> None:
+    flow = trioflow.Flow("items")
+    fail = {1}
+
+    @flow.step(map_over="n")
+    async def triple(n: int) -> int:
+        await trio.sleep(n + 1)
+        if n in fail:
+            raise ValueError(n)
+        return n * 3
+
+    def shown(items: Any) -> list[tuple[Any, ...]]:
+        return [(s.name, s.status, s.value, s.attempts, s.started_at, s.finished_at) for s in items]
+
+    async def main() -> None:
+        store = trioflow.SQLiteStore(tmp_path / "runs.db", threaded=False)
+        await trio.sleep(10)
+        with pytest.raises(trioflow.FlowError) as info:
+            await flow.run({"n": [0, 1, 2]}, store=store, run_id="i", error_handling="continue")
+        live = info.value.result.steps["triple"].items
+        loaded = (await store.load("i")).steps["triple"].items
+        # the items that succeeded come back with their values and times; the failed one
+        # (whose error is in the step's record) with its status
+        assert shown(loaded) == [
+            ("triple[0]", StepStatus.SUCCEEDED, 0, 1, 10.0, 11.0),
+            ("triple[1]", StepStatus.FAILED, None, 0, None, None),
+            ("triple[2]", StepStatus.SUCCEEDED, 6, 1, 10.0, 13.0),
+        ]
+        assert shown(loaded)[0] == shown(live)[0]
+        assert shown(loaded)[2] == shown(live)[2]
+        fail.clear()
+        await flow.run({"n": [0, 1, 2]}, store=store, run_id="i")  # item 1 runs at 13..15
+        assert shown((await store.load("i")).steps["triple"].items) == [
+            ("triple[0]", StepStatus.SUCCEEDED, 0, 1, 10.0, 11.0),
+            ("triple[1]", StepStatus.SUCCEEDED, 3, 1, 13.0, 15.0),
+            ("triple[2]", StepStatus.SUCCEEDED, 6, 1, 10.0, 13.0),
+        ]
+        store.close()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

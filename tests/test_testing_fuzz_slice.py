@@ -66,6 +66,12 @@ def test_nested_runs_share_a_limiter(
 
 
 @SLICE
+@given(flows(), schedules(), capacities)
+def test_timeline(case: FlowCase, schedule: list[int], m: int | None) -> None:
+    props.check_timeline(case, schedule, m)
+
+
+@SLICE
 @given(flows(), schedules())
 def test_critical_path(case: FlowCase, schedule: list[int]) -> None:
     props.check_critical_path(case, schedule)

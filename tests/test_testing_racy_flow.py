@@ -64,7 +64,7 @@ def test_the_docs_page_examples_run_and_show_what_the_page_says(
 ) -> None:
     namespace: dict[str, Any] = {"__name__": "testing_page"}
     blocks = list(code_blocks("python"))
-    assert len(blocks) == 4
+    assert len(blocks) == 7
     for block in blocks:
         exec(compile(block, str(PAGE), "exec"), namespace)
 
@@ -84,8 +84,15 @@ def test_the_docs_page_examples_run_and_show_what_the_page_says(
     assert "start    deposit (attempt 1)" in printed
     assert "start    withdraw (attempt 1)" in printed
 
+    # the user's own strategy found the race in its first run
+    assert "run 1 by NewestFirst: 150" in printed
+
     # the user's own flow is schedule independent, and exactly timed
     reproducible(namespace["test_report_is_schedule_independent"])()
+
+    # the user's own trio code: conserved under every schedule
+    namespace["test_money_is_conserved_under_every_schedule"]()
+    reproducible(namespace["test_money_is_conserved"])()
 
 
 def test_the_text_blocks_match_real_messages() -> None:

@@ -183,6 +183,12 @@ async def test_issue_12_item_3_result_loaded_from_a_store(autojump_clock: trio.t
     assert tl.statuses == {"a": "succeeded", "m": "succeeded", "c": "succeeded", "side": "succeeded"}
     bars = _bars(tl.to_svg())
     assert {b.get("data-step") for b in bars} == {"a", "m", "c", "side"}
+    # map items from the times the store recorded for each (StepResult.items)
+    assert [(b.get("data-item"), b.get("data-start"), b.get("data-end")) for b in bars if b.get("data-step") == "m"] == [
+        ("0", "1.0", "2.0"),
+        ("1", "1.0", "2.0"),
+        ("2", "2.0", "3.0"),
+    ]
     # resuming restores every step: drawn as restored, no bars
     again = await _flow().run(limiters={"llm": 2}, store=store, run_id="r")
     assert set(again.timeline().statuses.values()) == {"restored"}
@@ -242,3 +248,52 @@ async def test_issue_12_item_3_html_and_save(autojump_clock: trio.testing.MockCl
         tl.save(tmp_path / "t.png")
     with pytest.raises(ValueError, match=r"^Timeline.to_text\(width=...\) must be an int >= 10 columns \(got 3\)$"):
         tl.to_text(width=3)
+
+
+@pytest.mark.trio
+async def test_issue_12_item_3_failed_items_of_a_step_that_goes_on(autojump_clock: trio.testing.MockClock) -> None:
+    flow = Flow("lenient")
+
+    @flow.step(map_over="xs", on_item_error="none")
+    async def each(xs: int) -> int:
+        await trio.sleep(1)
+        if xs % 2:
+            raise ValueError(xs)
+        return xs
+
+    events: list[Any] = []
+    result = await flow.run({"xs": [0, 1, 2]}, on_event=events.append)
+    for tl in (result.timeline(), Timeline.from_events(events, flow=flow)):
+        assert tl.statuses == {"each": "succeeded"}
+        assert [(b.get("data-item"), b.get("data-status")) for b in _bars(tl.to_svg())] == [
+            ("0", "succeeded"),
+            ("1", "failed"),
+            ("2", "succeeded"),
+        ]
+
+
+@pytest.mark.anyio
+async def test_issue_12_item_3_retried_map_items(anyio_backend: Any) -> None:
+    flow = Flow("items")
+
+    @flow.step(map_over="xs", retry=Retry(max_attempts=2, wait=0.05))
+    async def each(xs: int) -> int:
+        await anyio.sleep(0.01 * (xs + 1))
+        if xs == 1 and trioflow.current_step().attempt == 1:
+            raise ConnectionError("once")
+        return xs
+
+    events: list[Any] = []
+    result = await flow.run({"xs": [0, 1]}, on_event=events.append)
+    for tl in (result.timeline(), Timeline.from_events(events, flow=flow)):
+        bars = [(b.get("data-item"), b.get("data-status"), b.get("data-attempt")) for b in _bars(tl.to_svg())]
+        assert bars == [
+            ("0", "succeeded", "1"),
+            ("1", "retried", "1"),
+            ("1", "backoff", "1"),
+            ("1", "succeeded", "2"),
+        ]
+        ends = {(b.get("data-item"), b.get("data-status")): float(b.attrib["data-end"]) for b in _bars(tl.to_svg())}
+        starts = {(b.get("data-item"), b.get("data-status")): float(b.attrib["data-start"]) for b in _bars(tl.to_svg())}
+        assert ends[("1", "retried")] == starts[("1", "backoff")]
+        assert ends[("1", "backoff")] == pytest.approx(starts[("1", "succeeded")], abs=0.01)  # real time on asyncio

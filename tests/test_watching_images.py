@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
 
 
-def _pictures() -> dict[str, str]:
+def _module() -> Any:
     spec = importlib.util.spec_from_file_location("_trioflow_make_images", IMAGES / "make_images.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.pictures()  # type: ignore[no-any-return]
+    return module
+
+
+def _pictures() -> dict[str, str]:
+    return _module().pictures()  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("name", ["jokes-progress.svg", "jokes-timeline.svg", "jokes-timeline.txt", "jokes-flow.mmd", "jokes-flow.dot"])
@@ -24,3 +30,16 @@ def test_docs_pictures_are_up_to_date(name: str) -> None:
     drawn = _pictures()[name]
     stored = (IMAGES / name).read_text(encoding="utf-8")
     assert stored == drawn, f"docs/images/{name} is out of date: run python docs/images/make_images.py"
+
+
+def test_the_rendered_mermaid_diagram_shows_todays_text() -> None:
+    svg = (IMAGES / "jokes-flow-mermaid.svg").read_text(encoding="utf-8")
+    first, _, rest = svg.partition("\n")
+    text = (IMAGES / "jokes-flow.mmd").read_text(encoding="utf-8")
+    assert first == f"<!-- mermaid sha256 {_module().mermaid_digest(text)} -->", (
+        "docs/images/jokes-flow-mermaid.svg is out of date: run python docs/images/make_images.py --mermaid ..."
+    )
+    assert rest.startswith("<svg")
+    words = re.findall(r">\s*([^<>]+?)\s*</tspan>", rest)  # the labels' words
+    for word in ("brainstorm", "draft", "map", "over", "publish", "limiter:", "llm"):
+        assert word in words

@@ -45,6 +45,7 @@ from ._results import StepStatus as StepStatus
 from ._retry import Retry as Retry
 from ._runner_dask import DaskRunner as DaskRunner
 from ._stores import MemoryStore as MemoryStore
+from ._stores import PostgresStore as PostgresStore
 from ._stores import SQLiteStore as SQLiteStore
 from ._timeline import Timeline as Timeline
 
@@ -65,6 +66,7 @@ __all__ = [
     "MapStarted",
     "MemoryStore",
     "PickleCodec",
+    "PostgresStore",
     "ProgressDisplay",
     "RateLimit",
     "RecordedError",

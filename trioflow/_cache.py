@@ -30,7 +30,7 @@ from ._exceptions import StoreError
 from ._inputs import current_resources
 from ._isolation import isolate
 from ._scheduler import current_backend
-from ._stores import SQLiteStore
+from ._stores import PostgresStore, SQLiteStore
 
 __all__ = ["Cache", "CacheStatistics"]
 
@@ -68,10 +68,10 @@ def _check_maxsize(_: object, __: object, maxsize: Any) -> None:
 
 
 def _check_store(_: object, __: object, store: Any) -> None:
-    if store is not None and not isinstance(store, SQLiteStore):
+    if store is not None and not isinstance(store, SQLiteStore | PostgresStore):
         raise TypeError(
-            f"Cache(store=...) takes a trioflow.SQLiteStore whose database keeps the entries, "
-            f"or None to keep them in memory only (got {store!r})"
+            f"Cache(store=...) takes a trioflow.SQLiteStore or trioflow.PostgresStore whose database "
+            f"keeps the entries, or None to keep them in memory only (got {store!r})"
         )
 
 
@@ -87,7 +87,7 @@ class Cache:
     the cache.
 
     Entries live in this object, in memory. With ``store=``, they are also
-    written to that :class:`~trioflow.SQLiteStore`'s database (encoded by its
+    written to that :class:`~trioflow.SQLiteStore`'s (or :class:`~trioflow.PostgresStore`'s) database (encoded by its
     codec), so they outlive the process: a later process with a ``Cache`` on the
     same file finds them. A value the store's codec cannot encode fails the
     step, with a :exc:`~trioflow.CodecError` naming it.
@@ -130,7 +130,7 @@ class Cache:
     maxsize: int | None = attrs.field(default=1024, validator=_check_maxsize)
     key: Callable[..., Hashable] | None = attrs.field(default=None)
     clock: Callable[[], float] = attrs.field(default=None)
-    store: SQLiteStore | None = attrs.field(default=None, validator=_check_store, kw_only=True)
+    store: SQLiteStore | PostgresStore | None = attrs.field(default=None, validator=_check_store, kw_only=True)
     _entries: OrderedDict[_Key, tuple[float, Any]] = attrs.field(init=False, factory=OrderedDict, repr=False)
     _in_flight: dict[_Key, trio.Event | anyio.Event] = attrs.field(init=False, factory=dict, repr=False)
     _hits: int = attrs.field(init=False, default=0, repr=False)
@@ -203,7 +203,7 @@ class Cache:
                 ) from exc
         return hashlib.sha256(identity.encode() + b"\0" + data).digest()
 
-    async def _load(self, key: _Key, stored: bytes, step: str, store: SQLiteStore) -> tuple[bool, Any]:
+    async def _load(self, key: _Key, stored: bytes, step: str, store: SQLiteStore | PostgresStore) -> tuple[bool, Any]:
         """Look ``key`` up in the store (as ``stored``); a hit is also kept in memory."""
         entry = await store._cache_get(stored)
         if entry is None:
@@ -211,7 +211,7 @@ class Cache:
         data, codec, stored_at = entry
         if self.ttl is not None and self.clock() - stored_at >= self.ttl:
             return False, None
-        what = f"the cache entry of step {step!r} in {store.path!r}"
+        what = f"the cache entry of step {step!r} in {getattr(store, 'path', store)!r}"
         if codec != store.codec.name:
             raise StoreError(
                 f"{what} was stored with the {codec!r} codec, and this store uses "
@@ -225,7 +225,7 @@ class Cache:
         return True, value
 
     async def _save(
-        self, key: _Key, stored: bytes, step: str, value: Any, stored_at: float, store: SQLiteStore
+        self, key: _Key, stored: bytes, step: str, value: Any, stored_at: float, store: SQLiteStore | PostgresStore
     ) -> None:
         codec = store.codec
         try:

@@ -442,6 +442,8 @@ def timeline(run_id: str, store: str, output: str) -> None:
     suffix = Path(output).suffix.lower()
     if suffix not in (".html", ".svg", ".txt"):
         _fail(f"-o {output!r}: the file must end in .html, .svg or .txt")
+    if not Path(output).absolute().parent.is_dir():
+        _fail(f"-o {output!r}: the folder {str(Path(output).absolute().parent)!r} does not exist")
 
     async def read(s: Any) -> Any:
         return await s.load(run_id)

@@ -37,9 +37,9 @@ def _inputs(plan: Plan) -> list[tuple[str, bool, list[int]]]:
     found: dict[str, tuple[bool, list[int]]] = {}
     for node in plan.nodes:
         for p in node.inputs:
-            optional, readers = found.setdefault(p.name, (True, []))
+            optional, readers = found.setdefault(p.key, (True, []))
             readers.append(node.index)
-            found[p.name] = (optional and p.has_default, readers)
+            found[p.key] = (optional and p.has_default, readers)
     return [(name, optional, readers) for name, (optional, readers) in found.items()]
 
 

@@ -15,8 +15,9 @@ Argument errors also subclass :class:`ValueError` (or are a plain
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Self
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 if TYPE_CHECKING:
     from ._results import RunResult
@@ -135,3 +136,25 @@ def split_escaped(
     if others and not errors:
         return others[0], errors
     return None, errors
+
+
+_T = TypeVar("_T")
+
+
+@asynccontextmanager
+async def unwrapped(
+    task_group: AbstractAsyncContextManager[_T], cancelled: type[BaseException], label: str
+) -> AsyncIterator[_T]:
+    """``async with task_group``, letting nothing out as a bare group (see :func:`split_escaped`).
+
+    Plain exceptions that escaped (the engine's own errors) leave as a
+    :class:`FlowError` whose message starts with ``label``.
+    """
+    try:
+        async with task_group as tg:
+            yield tg
+    except BaseExceptionGroup as group:
+        escaped, errors = split_escaped(group, cancelled)
+        if escaped is not None:
+            raise escaped from None
+        raise FlowError(f"{label}: {len(errors)} internal error(s)", errors) from None

@@ -171,7 +171,8 @@ class Flow:
                 arguments, returns the hashable key whose limit applies.
             runner: where a plain (``def``) function runs: ``"thread"`` (blocking
                 code, in a worker thread), ``"process"`` (CPU-bound code, in a
-                worker process, cancelled for real).
+                worker process, cancelled for real) or a :class:`DaskRunner`
+                (a Dask cluster). See :doc:`scaling`.
 
         Returns:
             The function itself, unchanged (or a decorator that returns it).
@@ -203,6 +204,9 @@ class Flow:
         runner = options.pop("runner", None)
         if runner is not None:
             runner = _runners.resolve(runner)
+            if getattr(runner, "copies_arguments", False):
+                # pickling to another process already gives the step its own copy
+                options.setdefault("isolation", "share")
         spec = make_spec(fn, runner=runner, **options)
         if runner is not None:
             spec = attrs.evolve(spec, fn=_runners.bind(runner, spec.fn))

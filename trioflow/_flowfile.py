@@ -321,11 +321,11 @@ class _Loader:
         for b in built:
             assert b is not None
             used |= b.inputs
-            fn = b.make()
+            fn, bind = b.make()
             held = None if b.batch is not None else b.limiters or None  # batch items hold them
             step_limiters |= set(held or ())
             try:
-                flow.add(fn, name=b.name, after=b.after or None, limiter=held,
+                flow.add(fn, name=b.name, after=b.after or None, limiter=held, bind=bind,
                          retry=b.retry, timeout=b.timeout, description=b.description)
             except (GraphError, TypeError) as exc:
                 self.p.add(["steps", b.name], str(exc))

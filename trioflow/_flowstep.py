@@ -13,7 +13,6 @@ import contextvars
 import hashlib
 import inspect
 import json
-import keyword
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -50,26 +49,15 @@ class Batch:
     error_handling: str
 
 
-def _params(names: Sequence[str]) -> inspect.Signature:
-    """A signature of keyword-only parameters with these names.
+def _params(count: int) -> inspect.Signature:
+    """A signature of ``count`` keyword-only parameters ``v0``, ``v1``, ...
 
-    Step and input names in flow files may hold a '-', which Python names
-    cannot; the scheduler only passes them by keyword, so such a name is set
-    on a parameter made under a stand-in name.
+    Step and input names in flow files may hold a '-', which parameter names
+    cannot: each parameter is bound to its step or input with ``bind=``.
     """
-    params = []
-    for name in names:
-        if name.isidentifier() and not _is_keyword(name):
-            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY))
-        else:
-            p = inspect.Parameter("_", inspect.Parameter.KEYWORD_ONLY)
-            p._name = name  # type: ignore[attr-defined]
-            params.append(p)
-    return inspect.Signature(params)
-
-
-def _is_keyword(name: str) -> bool:
-    return keyword.iskeyword(name)
+    return inspect.Signature(
+        [inspect.Parameter(f"v{i}", inspect.Parameter.KEYWORD_ONLY) for i in range(count)]
+    )
 
 
 @attrs.define
@@ -91,8 +79,9 @@ class StepDef:
     deps: set[str] = attrs.Factory(set)
     inputs: set[str] = attrs.Factory(set)
 
-    def make(self) -> Callable[..., Any]:
-        """The step function: fill in the templates, then do the step's kind of work."""
+    def make(self) -> tuple[Callable[..., Any], dict[str, str]]:
+        """The step function (it fills in the templates, then does the step's kind of
+        work), and the ``bind=`` that gives its parameters the upstream outputs and inputs."""
         tree, batch, deps, used = self.tree, self.batch, sorted(self.deps), sorted(self.inputs)
         name = self.name
         kind = self.kind
@@ -109,8 +98,8 @@ class StepDef:
 
         async def step(**values: Any) -> Any:
             scope: dict[str, Any] = {
-                "inputs": {n: values[n] for n in used},
-                "steps": {n: values[n] for n in deps},
+                "inputs": {n: values[f"v{i + len(deps)}"] for i, n in enumerate(used)},
+                "steps": {n: values[f"v{i}"] for i, n in enumerate(deps)},
             }
             if batch is None:
                 return await act(resolve(tree, scope))
@@ -161,8 +150,9 @@ class StepDef:
         digest = hashlib.sha256(json.dumps(self.raw, sort_keys=True, default=str).encode()).hexdigest()
         step.__name__ = name
         step.__qualname__ = f"{kind}:{digest[:16]}"
-        step.__signature__ = _params([*deps, *used])  # type: ignore[attr-defined]
-        return step
+        sources = [*deps, *used]
+        step.__signature__ = _params(len(sources))  # type: ignore[attr-defined]
+        return step, {f"v{i}": source for i, source in enumerate(sources)}
 
 
 RUN_LIMITERS: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(

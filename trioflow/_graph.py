@@ -657,6 +657,8 @@ def describe(
             extras.append(f"one call per item of {s.map_over}")
         if s.limiters:
             extras.append("limiter: " + ", ".join(s.limiters))
+        if s.runner is not None:
+            extras.append(f"runs in: {s.runner.name}")
         lines.append("  " + " ".join(parts) + f" ({'; '.join(extras)})")
     lines.append("Stages (steps in one stage can run together):")
     for k, stage in enumerate(plan.stages, 1):

@@ -1,8 +1,9 @@
 """trioflow's log records: ``logging.getLogger("trioflow")``.
 
-A run logs its start and end at ``INFO``, each retry at ``WARNING`` and each
-failed step at ``ERROR`` (with the exception), naming the flow, the run id and
-the step. As a library should, trioflow adds only a
+A run logs its start and end at ``INFO``, each retry at ``WARNING``, each
+failed step at ``ERROR`` (with the exception), and each failed map item that
+its step lets go (``on_item_error="none"``) at ``WARNING``, naming the flow,
+the run id and the step. As a library should, trioflow adds only a
 :class:`logging.NullHandler`: the application decides where records go
 (``logging.basicConfig(level=logging.INFO)`` shows them all).
 
@@ -60,4 +61,13 @@ def step_failed(flow: str, run_id: str | None, step: str, attempts: int, error: 
         "step %r of %s failed after %d attempt%s: %r",
         step, _run(flow, run_id), attempts, "" if attempts == 1 else "s", error,
         exc_info=error, extra=_extra(flow, run_id, step),
+    )
+
+
+def item_dropped(flow: str, run_id: str | None, step: str, item: int, attempts: int, error: BaseException) -> None:
+    logger.warning(
+        "item %d of map step %r of %s failed after %d attempt%s (%r); its value is None "
+        "(on_item_error='none')",
+        item, step, _run(flow, run_id), attempts, "" if attempts == 1 else "s", error,
+        extra=_extra(flow, run_id, step),
     )

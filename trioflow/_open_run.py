@@ -56,8 +56,6 @@ class RunHandle:
         return f"<trioflow.RunHandle {state}, {len(self._buffer)} events buffered>"
 
     def _on_event(self, event: Event) -> None:
-        if self._user_on_event is not None:
-            self._user_on_event(event)
         self._buffer.append(event)
         if not self._started and isinstance(event, RunStarted):
             self._started = True
@@ -66,6 +64,9 @@ class RunHandle:
         if wakeup is not None:
             self._wakeup = None
             wakeup.set()
+        if self._user_on_event is not None:
+            # (if it raises, the run sends no more events, to it or to the stream: see Flow.run)
+            self._user_on_event(event)
 
     async def _drive(self, flow: Flow, inputs: Mapping[str, Any] | None, options: dict[str, Any]) -> None:
         try:

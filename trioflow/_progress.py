@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from ._events import (
@@ -54,8 +55,8 @@ class _State:
         self.status: dict[str, str] = dict.fromkeys(event.steps, "waiting")
         for name in event.restored:
             self.status[name] = "restored"
-        # map steps: [items done, items in all] (made for every step: no key is ever added)
-        self.items: dict[str, list[int]] = {name: [0, -1] for name in event.steps}
+        # map steps: [items done, items in all, items failed] (made for every step: no key is ever added)
+        self.items: dict[str, list[int]] = {name: [0, -1, 0] for name in event.steps}
         self.limiters = {name: (cap, frozenset(users)) for name, (cap, users) in event.limiters.items()}
         self.held: dict[str, int] = dict.fromkeys(event.limiters, 0)
         self.uses: dict[str, tuple[str, ...]] = {
@@ -212,11 +213,12 @@ class ProgressDisplay:
         if len(running) > _SHOWN:
             table.add_row(Text(f"... and {len(running) - _SHOWN} more running", style="dim"), Text(""), Text(""))
         for name in state.steps:
-            done, total = state.items[name]
+            done, total, failed = state.items[name]
             if total >= 0:
                 colour = {"failed": "red", "done": "green"}.get(status[name], "yellow")
                 bar = ProgressBar(total=max(total, 1), completed=done, width=24, complete_style=colour)
-                table.add_row(Text(name), Text(f"{done}/{total} items", style=colour), bar)
+                label = f"{done}/{total} items" + (f", {failed} failed" if failed else "")
+                table.add_row(Text(name), Text(label, style=colour), bar)
         for name in state.steps:
             if status[name] == "failed" and state.items[name][1] < 0:
                 table.add_row(Text(name), Text("failed", style="bold red"), Text(""))
@@ -229,52 +231,92 @@ class ProgressDisplay:
 
 
 def _update(state: _State, event: Event) -> None:
-    """Count one event (in the scheduler's thread)."""
+    """Count one event (in the scheduler's thread): a dict lookup and a few integer updates."""
     state.elapsed = event.elapsed
-    if isinstance(event, StepStarted):
-        name = event.step
-        state.running[name] += 1
-        state.status[name] = "running"
-        if event.attempt > 1:
-            state.retrying[name] = max(state.retrying[name] - 1, 0)
-        else:
-            state.holding[name] += 1
-            for lim in state.uses[name]:
-                state.held[lim] += 1
-    elif isinstance(event, StepSucceeded | StepFailed | StepRetrying):
-        name = event.step
-        state.running[name] = max(state.running[name] - 1, 0)
-        if not isinstance(event, StepRetrying):  # (a unit waiting to retry keeps its slots)
-            state.holding[name] = max(state.holding[name] - 1, 0)
-            for lim in state.uses[name]:
-                state.held[lim] = max(state.held[lim] - 1, 0)
-        if isinstance(event, StepRetrying):
-            state.retrying[name] += 1
-            state.status[name] = "retrying"
-        elif isinstance(event, StepFailed):
-            state.status[name] = "failed"
-        elif event.item is None:
-            state.status[name] = "done"
-        else:
-            counts = state.items[name]
-            counts[0] += 1
-            if counts[0] >= counts[1] >= 0:
-                state.status[name] = "done"
-    elif isinstance(event, MapStarted):
-        state.items[event.step][:] = [event.restored, event.items]
-        if event.items == event.restored:
-            state.status[event.step] = "done"
-    elif isinstance(event, StepSkipped):
-        state.status[event.step] = "skipped"
-    elif isinstance(event, StepCancelled):
-        name = event.step
-        state.status[name] = "cancelled"
-        state.running[name] = 0
+    handler = _HANDLERS.get(type(event))
+    if handler is not None:
+        handler(state, event)
+
+
+def _started(state: _State, event: Any) -> None:
+    name = event.step
+    state.running[name] += 1
+    state.status[name] = "running"
+    if event.attempt > 1:
+        state.retrying[name] = max(state.retrying[name] - 1, 0)
+    else:
+        state.holding[name] += 1
         for lim in state.uses[name]:
-            state.held[lim] = max(state.held[lim] - state.holding[name], 0)
-        state.holding[name] = 0
-    elif isinstance(event, RunFinished):
-        state.outcome = event.status
+            state.held[lim] += 1
+
+
+def _ended(state: _State, event: Any, failed: bool) -> None:
+    name = event.step
+    state.running[name] = max(state.running[name] - 1, 0)
+    state.holding[name] = max(state.holding[name] - 1, 0)
+    for lim in state.uses[name]:
+        state.held[lim] = max(state.held[lim] - 1, 0)
+    if event.item is None:
+        state.status[name] = "failed" if failed else "done"
+        return
+    # a map item: whether the step fails with it is known at the end (on_item_error=)
+    counts = state.items[name]
+    counts[0] += 1
+    if failed:
+        counts[2] += 1
+    state.status[name] = "done" if counts[0] >= counts[1] >= 0 else "running"
+
+
+def _succeeded(state: _State, event: Any) -> None:
+    _ended(state, event, False)
+
+
+def _failed(state: _State, event: Any) -> None:
+    _ended(state, event, True)
+
+
+def _retrying(state: _State, event: Any) -> None:
+    name = event.step  # (a unit waiting to retry keeps its slots)
+    state.running[name] = max(state.running[name] - 1, 0)
+    state.retrying[name] += 1
+    state.status[name] = "retrying"
+
+
+def _mapped(state: _State, event: Any) -> None:
+    state.items[event.step][:] = [event.restored, event.items, 0]
+    if event.items == event.restored:
+        state.status[event.step] = "done"
+
+
+def _skipped(state: _State, event: Any) -> None:
+    state.status[event.step] = "skipped"
+
+
+def _cancelled(state: _State, event: Any) -> None:
+    name = event.step
+    state.status[name] = "cancelled"
+    state.running[name] = 0
+    for lim in state.uses[name]:
+        state.held[lim] = max(state.held[lim] - state.holding[name], 0)
+    state.holding[name] = 0
+
+
+def _finished(state: _State, event: Any) -> None:
+    state.outcome = event.status
+    for name in event.failed:
+        state.status[name] = "failed"
+
+
+_HANDLERS: dict[type, Callable[[_State, Any], None]] = {
+    StepStarted: _started,
+    StepSucceeded: _succeeded,
+    StepFailed: _failed,
+    StepRetrying: _retrying,
+    MapStarted: _mapped,
+    StepSkipped: _skipped,
+    StepCancelled: _cancelled,
+    RunFinished: _finished,
+}
 
 
 class _Panel:

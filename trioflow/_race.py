@@ -20,10 +20,10 @@ import trio
 import trio.lowlevel
 
 from ._context import StepContext, _current
-from ._exceptions import FlowError, GraphError
+from ._exceptions import FlowError, GraphError, add_note, unwrapped
 from ._map import _check_async, _fn_name
 from ._results import RunResult, StepResult, StepStatus
-from ._scheduler import current_backend
+from ._scheduler import _cancelled_class, current_backend
 
 __all__ = ["race"]
 
@@ -91,7 +91,7 @@ async def race(*fns: Callable[[], Awaitable[Any]], stagger: float | None = None)
 
     await be.checkpoint()
     race_started = be.current_time()
-    async with be.open_nursery() as nursery:
+    async with unwrapped(be.open_nursery(), _cancelled_class(be), "trioflow.race") as nursery:
 
         async def settle() -> None:
             # let every call that ends at this instant report first, then cancel the rest
@@ -109,7 +109,7 @@ async def race(*fns: Callable[[], Awaitable[Any]], stagger: float | None = None)
             try:
                 value = await fn()
             except Exception as exc:
-                exc.add_note(f"trioflow: race call {i} ({names[i]!r}) failed")
+                add_note(exc, f"trioflow: race call {i} ({names[i]!r}) failed")
                 errors[i] = exc
                 finished[i] = be.current_time()
                 failed.set()

@@ -200,9 +200,8 @@ def run_result(records: RunRecords, codec: Codec, run_id: str) -> RunResult:
             else StepResult(name=name, status=StepStatus.CANCELLED)
         )
         items = records.items.get(name)
-        if items and _HAS_ITEMS:
-            made: dict[str, Any] = {"items": item_results(steps[name], items, codec, run_id)}
-            steps[name] = attrs.evolve(steps[name], **made)
+        if items:
+            steps[name] = attrs.evolve(steps[name], items=item_results(steps[name], items, codec, run_id))
     return RunResult(
         flow=info.flow,
         steps=steps,
@@ -210,9 +209,6 @@ def run_result(records: RunRecords, codec: Codec, run_id: str) -> RunResult:
         finished_at=finished,
         run_id=run_id,
     )
-
-
-_HAS_ITEMS = "items" in attrs.fields_dict(StepResult)  # StepResult.items (per-item results)
 
 
 def item_results(

@@ -207,18 +207,14 @@ class RunTrace:
     had one) to its capacity; ``restored`` names the steps a store restored;
     ``retries`` lists each retried attempt as ``[step, item, attempt,
     started, failed_at, wait, resumed_at]`` (``resumed_at`` is None when the
-    wait was cut short), filled on the retry path only; ``items`` lists each
-    attempt of a map item as ``[step, item, attempt, started, ended, status]``
-    (``ended`` and ``status`` are None for an attempt cut short by
-    cancellation; ``status`` is ``"succeeded"``, ``"failed"`` or
-    ``"retried"``).
+    wait was cut short), filled on the retry path only. (Map items' times are
+    in :attr:`StepResult.items`.)
     """
 
     plan: Any
     limiters: Mapping[str, float]
     restored: frozenset[str]
     retries: list[list[Any]]
-    items: list[list[Any]]
 
 
 @attrs.frozen

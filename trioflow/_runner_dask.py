@@ -71,6 +71,8 @@ class DaskRunner:
     """
 
     name = "dask"
+    # arguments are pickled to the worker: a step gets its own copy without isolation="copy"
+    copies_arguments = True
 
     def __init__(self, address_or_client: Any) -> None:
         distributed = _distributed()

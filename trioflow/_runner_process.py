@@ -58,6 +58,8 @@ class ProcessRunner:
     """Calls the step's plain function in a worker process (see the module docstring)."""
 
     name = "process"
+    # arguments are pickled to the worker: a step gets its own copy without isolation="copy"
+    copies_arguments = True
 
     def __repr__(self) -> str:
         return "<trioflow runner 'process'>"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Protocol
 
 
@@ -31,6 +31,10 @@ class Runner(Protocol):
 
     Attributes:
         name: a short name for messages and hooks (``"thread"``, ``"process"``, ``"dask"``).
+
+    A runner that pickles the arguments to another process may also say so with
+    a true ``copies_arguments`` attribute: its steps then default to
+    ``isolation="share"``, since the copy made by pickling already isolates them.
     """
 
     name: str
@@ -86,9 +90,6 @@ def exit_run(token: contextvars.Token[RunScope]) -> None:
     _run_scope.reset(token)
 
 
-RUNNER_NAMES = ("thread", "process")
-
-
 def resolve(value: object) -> Runner:
     """The runner that ``runner=value`` names.
 
@@ -131,10 +132,3 @@ def bind(runner: Runner, fn: Callable[..., Any]) -> Callable[..., Any]:
 
     return through_runner
 
-
-def add_usage(usage: Mapping[str, float]) -> None:
-    """Add usage brought back from elsewhere to the running step's usage."""
-    if usage:
-        from ._context import current_step
-
-        current_step().add_usage(**usage)

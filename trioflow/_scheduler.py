@@ -103,6 +103,14 @@ YIELD_EVERY = 16
 quiescent_scheduling: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "trioflow_quiescent_scheduling", default=False
 )
+# A declared decision point, set by trioflow.testing beside quiescent mode:
+# asked (with the run's nursery) where a worker would settle before taking a
+# contended slot, it returns True to settle, or False to take the slot at
+# once, as a production run does. The harness lets its schedules decide, so
+# it sees both behaviours.
+settle_decision: contextvars.ContextVar[Callable[[Any], bool] | None] = contextvars.ContextVar(
+    "trioflow_settle_decision", default=None
+)
 
 # The external limiters held by the enclosing steps of this task: id of the
 # caller's limiter -> the limiter of capacity 1 that the holding step lends to
@@ -303,6 +311,7 @@ class Run:
         self.hooks = installed_hooks()  # wrap every attempt (see _hooks)
         self.be = current_backend()
         self.quiescent = self.be is _TRIO and quiescent_scheduling.get()
+        self.settle_decision = settle_decision.get() if self.quiescent else None
         # the clock's own bound method: one call per reading on the hot path
         self.now: Callable[[], float] = (
             trio.lowlevel.current_clock().current_time if self.be is _TRIO else self.be.current_time
@@ -322,7 +331,6 @@ class Run:
         self._seq = itertools.count()
         self.nursery: Any = None
         self.retry_log: list[list[Any]] = []  # for the timeline: see RunTrace
-        self.item_log: list[list[Any]] = []
 
         held = _held_limiters.get()
 
@@ -462,6 +470,10 @@ class Run:
         """Whether more units wait than there are free slots (so someone must choose)."""
         return self.queued > self.capacity - self.busy or self.queued_limited > 0
 
+    def _settles(self) -> bool:
+        """Quiescent mode: settle before taking a contended slot, unless the harness says not."""
+        return self.settle_decision is None or self.settle_decision(self.nursery)
+
     def _release(self, unit: _Unit) -> None:
         self.busy -= 1
         if unit.held:
@@ -491,7 +503,7 @@ class Run:
         self.scouts -= 1
         # a run cancelled from outside starts nothing new: no unit, no further scout
         await self.be.checkpoint_if_cancelled()
-        waited = self.quiescent and self._contended()
+        waited = self.quiescent and self._contended() and self._settles()
         if waited:
             await wait_all_tasks_blocked()
         if self.stopping or self.busy >= self.capacity:
@@ -672,7 +684,7 @@ class Run:
         """Fail a unit before its first attempt (its limit key could not be had)."""
         st = unit.state
         now = self.now()
-        error.add_note(f"trioflow: step {_label(st.name, unit.item)!r} failed on attempt 1")
+        add_note(error, f"trioflow: step {_label(st.name, unit.item)!r} failed on attempt 1")
         if st.started_at is None:
             st.started_at = now
         if self.on_event is not None:
@@ -733,7 +745,7 @@ class Run:
             run = when(**kwargs)
         except Exception as exc:
             now = self.now()
-            exc.add_note(f"trioflow: the when= condition of step {st.name!r} raised")
+            add_note(exc, f"trioflow: the when= condition of step {st.name!r} raised")
             st.started_at = now
             if self.on_event is not None:
                 self._emit(StepFailed(st.name, 0, now, exc, None, elapsed=now - self.started_at))
@@ -913,7 +925,7 @@ class Run:
                     await self._attempts(unit)
             except Exception as exc:  # the engine's own error: never a bare group
                 self._engine_failed(unit, exc)
-            waited = self.quiescent and self._contended()
+            waited = self.quiescent and self._contended() and self._settles()
             if waited:
                 await wait_all_tasks_blocked()
             if self.stopping or self.busy >= self.capacity:
@@ -953,7 +965,12 @@ class Run:
         acquired: list[tuple[int, Limiter]] = []
         try:
             for key, limiter in unit.state.external:
-                await limiter.acquire()
+                try:
+                    await limiter.acquire()
+                except Exception as exc:  # a broken limiter fails the unit, which never began
+                    add_note(exc, f"trioflow: acquiring the limiter {limiter!r} raised")
+                    self._unit_failed(unit, exc, 0, self.now(), before=1)
+                    return
                 acquired.append((key, limiter))
             lent = dict(_held_limiters.get())
             for key, _ in acquired:
@@ -998,9 +1015,6 @@ class Run:
                     st.item_times[item][0] = started
             if emit:
                 self._emit(StepStarted(st.name, attempt, started, item, elapsed=started - self.started_at))
-            if item is not None:  # for the timeline: [step, item, attempt, started, ended, status]
-                times: list[Any] = [st.name, item, attempt, started, None, None]
-                self.item_log.append(times)
             token = _current.set(StepContext(st.name, attempt, item, self.options.run_id, st.usage))
             try:
                 if self.hooks:
@@ -1014,8 +1028,6 @@ class Run:
                 error: Exception = exc if self.be is _TRIO else explain(exc, f"step {_label(st.name, item)!r}")
             else:
                 at = now()
-                if item is not None:
-                    times[4:] = (at, "succeeded")
                 self._unit_succeeded(unit, value, kept, attempt, at, started)
                 return
             finally:
@@ -1025,8 +1037,6 @@ class Run:
                 retry, error, attempt, seed=self.seed, step=st.name, item=item
             )
             if wait is None:
-                if item is not None:
-                    times[4:] = (at, "failed")
                 self._unit_failed(unit, error, attempt, at)
                 return
             # Decide to retry only once the failures of this instant have landed
@@ -1035,12 +1045,8 @@ class Run:
             # attempt's failure is then reported too, whatever the schedule.
             await self._settle()
             if self.stopping:
-                if item is not None:
-                    times[4:] = (at, "failed")
                 self._unit_failed(unit, error, attempt, at)
                 return
-            if item is not None:
-                times[4:] = (at, "retried")
             if emit:
                 self._emit(StepRetrying(st.name, attempt, at, error, wait, item, elapsed=at - self.started_at))
             if _logging.logger.isEnabledFor(_logging.WARNING):
@@ -1153,6 +1159,8 @@ class Run:
         st.item_times[unit.item][1] = now
         st.item_failures[unit.item] = error
         if st.node.spec.on_item_error == "none":  # the item's value stays None
+            if _logging.logger.isEnabledFor(_logging.WARNING):
+                _logging.item_dropped(self.flow_name, self.options.run_id, st.name, unit.item, attempt, error)
             self._item_done(st, now)
             return
         st.item_errors[unit.item] = error
@@ -1311,7 +1319,7 @@ class Run:
             started_at=self.started_at,
             finished_at=self.finished_at,
             run_id=self.options.run_id,
-            _trace=RunTrace(self.plan, self._capacities(), self.resumed, self.retry_log, self.item_log),
+            _trace=RunTrace(self.plan, self._capacities(), self.resumed, self.retry_log),
         )
 
     def _capacities(self) -> dict[str, float]:

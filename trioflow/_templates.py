@@ -1,9 +1,9 @@
 """Templates in flow files: ``${inputs.NAME}``, ``${steps.NAME.output}``, ``${item}``.
 
 Pure and synchronous. :func:`parse` turns a string into a :class:`Template`
-(literal text and references); :func:`compile_value` does so for every string
-inside a TOML/JSON value, so a step's fields become a tree that
-:func:`resolve` fills in at run time. A template that is the whole string keeps
+(literal text and references); the flow-file loader does so for every string
+inside a step's fields, so they become a tree that :func:`resolve` fills in at
+run time. A template that is the whole string keeps
 the value's type; inside a longer string each reference is formatted with
 ``str()``. ``$${`` stands for a literal ``${``.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Ref", "Template", "TemplateError", "compile_value", "parse", "refs", "resolve"]
+__all__ = ["Ref", "Template", "TemplateError", "parse", "refs", "resolve"]
 
 
 class TemplateError(ValueError):
@@ -135,17 +135,6 @@ def parse(source: str) -> Template:
     return Template(source, tuple(parts))
 
 
-def compile_value(value: Any) -> Any:
-    """``value`` with every string that holds ``${`` replaced by its :class:`Template`."""
-    if isinstance(value, str):
-        return parse(value) if "$" in value else value
-    if isinstance(value, Mapping):
-        return {k: compile_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [compile_value(v) for v in value]
-    return value
-
-
 def refs(tree: Any) -> Iterator[Ref]:
     """Every reference in a compiled value, in order."""
     if isinstance(tree, Template):
@@ -163,22 +152,23 @@ def refs(tree: Any) -> Iterator[Ref]:
 def _lookup(ref: Ref, scope: Mapping[str, Mapping[str, Any]]) -> Any:
     group: Any = scope.get(ref.root, {})
     value: Any = group[ref.name] if ref.root in ("inputs", "steps") else group
-    walked = ref.text[: ref.text.index(".output") + 7] if ref.root == "steps" else None
+    walked = {"inputs": f"inputs.{ref.name}", "steps": f"steps.{ref.name}.output"}.get(ref.root, ref.root)
     for key in ref.path:
+        what = f"[{key}]" if isinstance(key, int) else f".{key}"
         try:
             indexable = isinstance(key, int) and isinstance(value, Sequence) and not isinstance(value, str)
             if not (indexable or (isinstance(key, str) and isinstance(value, Mapping))):
                 raise TypeError
             value = value[key]
         except (KeyError, IndexError, TypeError):
-            where = "the value" if walked is None else walked + "}"
             shown = repr(value)
             if len(shown) > 80:
                 shown = shown[:77] + "..."
-            what = f"[{key}]" if isinstance(key, int) else f".{key}"
             raise TemplateError(
-                f"{ref.text}: {where} has no {what} (it is {shown}, a {type(value).__name__})"
+                f"{ref.text}: ${{{walked}}} has no {what} (it is {shown}, of type "
+                f"{type(value).__name__})"
             ) from None
+        walked += what
     return value
 
 

@@ -30,6 +30,7 @@ import attrs
 
 from ._events import (
     Event,
+    MapStarted,
     RunFinished,
     RunStarted,
     StepCancelled,
@@ -120,7 +121,7 @@ class Timeline:
         deps: Mapping[str, tuple[str, ...]] | None,
         limiters: Mapping[str, tuple[float | None, tuple[str, ...] | None]],
     ) -> None:
-        self.flow = flow
+        self.flow: str = flow
         self.duration: float = max(duration, 0.0)
         self.statuses: Mapping[str, str] = dict(statuses)
         self._units = tuple(units)
@@ -159,18 +160,17 @@ class Timeline:
         end = result.finished_at - origin
         trace = result._trace
         retries: dict[tuple[str, int | None], list[list[Any]]] = {}
-        attempts: dict[str, dict[int, list[list[Any]]]] = {}
         restored: frozenset[str] = frozenset()
         deps: dict[str, tuple[str, ...]] | None = None
         limiters: dict[str, tuple[float | None, tuple[str, ...] | None]] = {}
+        mapped: set[str] = set()
         if trace is not None:
             for entry in trace.retries:
                 retries.setdefault((entry[0], entry[1]), []).append(entry)
-            for entry in trace.items:
-                attempts.setdefault(entry[0], {}).setdefault(entry[1], []).append(entry)
             restored = trace.restored
             nodes = trace.plan.nodes
             deps = {n.spec.name: tuple(nodes[d].spec.name for d in n.deps) for n in nodes}
+            mapped = {n.spec.name for n in nodes if n.spec.map_over is not None}
             for name, cap in trace.limiters.items():
                 users = None if name == "max_concurrent (run)" else tuple(
                     n.spec.name for n in nodes if name in n.spec.limiters
@@ -186,13 +186,13 @@ class Timeline:
             if was_restored:
                 units.append(_Unit(name, None, ()))
                 continue
+            # each item's times (and, for a run's own result, its retries)
             items: Sequence[StepResult] | None = getattr(step, "items", None)
             if items:
                 for i, item in enumerate(items):
                     units.append(_unit_of_result(name, i, item, origin, end, retries.get((name, i), [])))
-            elif name in attempts:
-                for i, log in sorted(attempts[name].items()):
-                    units.append(_unit_of_log(name, i, log, origin, end, retries.get((name, i), [])))
+            elif name in mapped:  # a map step with no items (or that never took them): nothing ran
+                units.append(_Unit(name, None, ()))
             else:
                 units.append(_unit_of_result(name, None, step, origin, end, retries.get((name, None), [])))
         return cls(result.flow, end, statuses, units, deps, limiters)
@@ -244,10 +244,16 @@ class Timeline:
                     succeeded.add(ev.step)
                 elif isinstance(ev, StepFailed):
                     bars.setdefault(key, []).append(_Bar(began, t, "failed", attempt))
-                    failed.add(ev.step)
+                    if ev.item is None:  # (a map step fails with its items or not: see RunFinished)
+                        failed.add(ev.step)
+                    else:
+                        succeeded.add(ev.step)
                 else:
                     bars.setdefault(key, []).append(_Bar(began, t, "retried", attempt))
                     bars[key].append(_Bar(t, t + ev.wait, "backoff", attempt))
+            elif isinstance(ev, MapStarted):
+                if ev.items == ev.restored:  # nothing left to run: the step succeeds at once
+                    succeeded.add(ev.step)
             elif isinstance(ev, StepSkipped):
                 statuses[ev.step] = "skipped"
             elif isinstance(ev, StepCancelled):
@@ -259,12 +265,13 @@ class Timeline:
                     if key[0] == ev.step and unit_bars[-1].status == "backoff" and unit_bars[-1].end > t:
                         unit_bars[-1] = attrs.evolve(unit_bars[-1], end=t)
             elif isinstance(ev, RunFinished):
+                failed.update(ev.failed)
                 break
         duration = end - origin
         for key, (began, attempt) in open_at.items():  # no end seen: cut at the run's end
             bars.setdefault(key, []).append(_Bar(began, duration, "cancelled", attempt))
         for name in order:
-            if statuses[name] in ("cancelled",) and name in failed:
+            if name in failed:
                 statuses[name] = "failed"
             elif statuses[name] == "cancelled" and name in succeeded:
                 statuses[name] = "succeeded"
@@ -484,20 +491,6 @@ def _unit_of_result(
             kind = "cancelled"
         finish = r.finished_at - origin if r.finished_at is not None else end
         bars.append(_Bar(resume, max(finish, resume), kind, max(r.attempts, len(retries) + 1)))
-    return _Unit(step, item, tuple(bars))
-
-
-def _unit_of_log(
-    step: str, item: int, log: list[list[Any]], origin: float, end: float, retries: list[list[Any]]
-) -> _Unit:
-    bars: list[_Bar] = []
-    for _, _, attempt, started, ended, status in log:
-        stop = end if ended is None else ended - origin
-        bars.append(_Bar(started - origin, stop, "cancelled" if status is None else status, attempt))
-    for _, _, attempt, _, failed_at, wait, resumed_at in retries:
-        stop = min(failed_at + wait - origin, end) if resumed_at is None else resumed_at - origin
-        bars.append(_Bar(failed_at - origin, stop, "backoff", attempt))
-    bars.sort(key=lambda b: (b.start, b.status != "backoff"))
     return _Unit(step, item, tuple(bars))
 
 

@@ -27,11 +27,13 @@ del _record
 class RunSession(Protocol):
     """One run's connection to a store, from :meth:`Store.open_run`.
 
-    A session may also offer ``hooks(codec, errors)``, returning the two
+    A session may also offer ``hooks(codec, errors, stop)``, returning the two
     functions the scheduler calls with the raw values when a step or a map
     item finishes; the built-in stores' sessions do, to record without making
-    record objects. Without it, the scheduler's results reach the session as
-    :class:`StepRecord` and :class:`ItemRecord` objects.
+    record objects (``stop()``, callable from any thread, stops the run when
+    the store can no longer record it). Without it, the scheduler's results
+    reach the session as :class:`StepRecord` and :class:`ItemRecord` objects,
+    and a :meth:`record_step` or :meth:`record_item` that raises stops the run.
     """
 
     @property

@@ -3,13 +3,28 @@
 The jokes example runs in virtual time (trio's ``MockClock``), so the
 pictures are the same on every machine; ``tests/test_watching_images.py``
 checks that the files here are up to date.
+
+``jokes-flow-mermaid.svg`` is ``jokes-flow.mmd`` drawn by mermaid itself in
+headless Chromium; it needs mermaid's JavaScript (``npm install mermaid`` in
+some folder) and Debian's ``chromium``::
+
+    python docs/images/make_images.py --mermaid /path/to/node_modules/mermaid/dist/mermaid.min.js
+
+The SVG starts with a comment holding the SHA-256 of the mermaid text it
+shows, which the test compares with today's text.
 """
 
 from __future__ import annotations
 
+import hashlib
+import html
 import importlib.util
 import io
+import json
+import re
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import trio
@@ -60,10 +75,51 @@ def _progress(events: list[object]) -> str:
     return console.export_svg(title="python examples/jokes.py")
 
 
+def mermaid_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def render_mermaid(text: str, mermaid_js: Path) -> str:
+    """``text`` drawn by mermaid in headless Chromium, as SVG (with the digest comment first)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "mermaid.min.js").write_bytes(mermaid_js.read_bytes())
+        page = folder / "render.html"
+        page.write_text(
+            '<!DOCTYPE html><html><head><meta charset="utf-8"><script src="mermaid.min.js"></script></head>'
+            "<body><script>"
+            'mermaid.initialize({startOnLoad: false, htmlLabels: false, flowchart: {htmlLabels: false}});'
+            f"mermaid.render('flow', {json.dumps(text)}).then(r => {{"
+            'const out = document.createElement("pre"); out.id = "svg"; out.textContent = r.svg;'
+            "document.body.append(out); });</script></body></html>",
+            encoding="utf-8",
+        )
+        (folder / "profile").mkdir()
+        dom = subprocess.run(
+            [
+                "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", f"--user-data-dir={folder / 'profile'}", "--allow-file-access-from-files",
+                "--dump-dom", "--virtual-time-budget=10000", page.as_uri(),
+            ],
+            capture_output=True, text=True, timeout=120, check=True,
+        ).stdout
+    found = re.search(r'<pre id="svg">(.*?)</pre>', dom, flags=re.DOTALL)
+    if found is None:
+        raise RuntimeError("mermaid drew nothing")
+    return f"<!-- mermaid sha256 {mermaid_digest(text)} -->\n{html.unescape(found[1])}\n"
+
+
 def main() -> int:
-    for name, text in pictures().items():
+    drawn = pictures()
+    for name, text in drawn.items():
         (HERE / name).write_text(text, encoding="utf-8")
         print(f"wrote {HERE / name}")
+    if "--mermaid" in sys.argv:
+        js = Path(sys.argv[sys.argv.index("--mermaid") + 1])
+        target = HERE / "jokes-flow-mermaid.svg"
+        target.write_text(render_mermaid(drawn["jokes-flow.mmd"], js), encoding="utf-8")
+        print(f"wrote {target}")
     return 0
 
 

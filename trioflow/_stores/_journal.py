@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from array import array
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -32,11 +32,11 @@ from .._exceptions import StoreError
 from .._records import ItemRecord, RunHeader, RunRecords, StepRecord, type_name
 from .._results import StepStatus
 from .._scheduler import Recorder, current_backend
-from ._base import ItemRecorder, _Signal, checkpoint, is_cancellation, shielded
+from ._base import ItemRecorder, _Signal, is_cancellation, shielded
 
 __all__ = [
     "Begin", "Finish", "JournalSession", "JournalStore", "Record", "Write", "Writer", "Writers", "encode_batch",
-    "open_journal_run", "own_error", "replay", "times_blob",
+    "DAMAGE", "damaged", "open_journal_run", "own_error", "replay", "times_blob",
 ]
 
 encode_batch = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -282,9 +282,12 @@ class Writer:
             for flush in flushes:
                 flush.error = failed.pop(flush.run_id, None)
                 self.stoppers.pop(flush.run_id, None)
+                if flush.after is not None:  # (before the waiter goes on: the run's lock is free then)
+                    try:
+                        flush.after()
+                    except Exception as exc:
+                        flush.error = flush.error or exc
                 flush.done.set()
-                if flush.after is not None:
-                    flush.after()
 
     async def begin(self, header: RunHeader) -> RunRecords:
         """Register a run that starts (or resumes); its earlier records.
@@ -522,11 +525,11 @@ async def open_journal_run(
     store: JournalStore,
     header: RunHeader,
     writers: Writers | None,
-    lock: Callable[[str], Callable[[], object]],
+    lock: Callable[[str], Awaitable[Callable[[], object]]],
 ) -> AsyncIterator[JournalSession]:
     """A journal store's ``open_run``: register the run, record, and commit everything at the end.
 
-    ``lock(run_id)`` takes the run's lock across processes (raising
+    ``await lock(run_id)`` takes the run's lock across processes (raising
     :class:`StoreError` if another process holds it) and returns what releases
     it: after the run's last records are committed. Entering registers the run
     and reads its records (in the store's writer thread with the other runs'
@@ -534,8 +537,7 @@ async def open_journal_run(
     cancellation, until every record is committed: when the run was cancelled,
     for about a second at most. Both are checkpoints.
     """
-    await checkpoint()
-    release = lock(header.run_id)
+    release = await lock(header.run_id)
     if writers is not None:
         writer = writers.attach()
         try:
@@ -593,6 +595,18 @@ class JournalStore(Protocol):
     @property
     def codec(self) -> Codec:
         ...
+
+
+# what reading a damaged journal row or run row raises
+DAMAGE = (ValueError, TypeError, IndexError, KeyError, AttributeError)
+
+
+def damaged(where: object, run_id: str, exc: BaseException) -> StoreError:
+    """The error for a run whose records are damaged (``where``: the database, as shown)."""
+    return StoreError(
+        f"{where!r}: the records of run {run_id!r} are damaged ({exc!r}); "
+        f"start the run over with `await store.forget({run_id!r})`"
+    )
 
 
 def replay(rows: Iterable[tuple[str, str, bytes]]) -> tuple[dict[str, StepRecord], dict[str, dict[int, ItemRecord]]]:

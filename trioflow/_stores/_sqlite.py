@@ -18,9 +18,11 @@ from .._results import RunResult
 from ..abc import RunSession
 from ._base import BuiltinStore, check_codec, check_run_id, checkpoint, to_thread
 from ._journal import (
+    DAMAGE,
     Begin,
     Write,
     Writers,
+    damaged,
     encode_batch,
     open_journal_run,
     replay,
@@ -310,9 +312,9 @@ class SQLiteStore(BuiltinStore):
                 conn.execute("SAVEPOINT begin")
                 try:
                     begin.outcome = self._begin_in(conn, begin.header)
-                except Exception as exc:
+                except StoreError as exc:  # refused, or its records are damaged
                     conn.execute("ROLLBACK TO begin")
-                    begin.outcome = exc if isinstance(exc, StoreError) else self._damaged(begin.header.run_id, exc)
+                    begin.outcome = exc
                 conn.execute("RELEASE begin")
             for run_id, records in runs.items():
                 rows = encode_batch([r[1] for r in records])
@@ -359,15 +361,9 @@ class SQLiteStore(BuiltinStore):
                 "SELECT codec, records, times FROM journal WHERE run_id = ? ORDER BY id", (run_id,)
             )
             step_records, items = replay(journal)
-        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
-            raise self._damaged(run_id, exc) from None
+        except DAMAGE as exc:
+            raise damaged(self.path, run_id, exc) from None
         return RunRecords(header=header, info=info, steps=step_records, items=items)
-
-    def _damaged(self, run_id: str, exc: BaseException) -> StoreError:
-        return StoreError(
-            f"{self.path!r}: the records of run {run_id!r} are damaged ({exc!r}); "
-            f"start the run over with `await store.forget({run_id!r})`"
-        )
 
     def _begin_in(self, conn: sqlite3.Connection, header: RunHeader) -> RunRecords:
         """Register a run that starts, in the transaction going on; its earlier records.
@@ -405,10 +401,12 @@ class SQLiteStore(BuiltinStore):
         """
         return open_journal_run(self, header, self._writers if self.threaded else None, self._lock_run)
 
-    def _lock_run(self, run_id: str) -> Callable[[], None]:
+    async def _lock_run(self, run_id: str) -> Callable[[], None]:
+        await checkpoint()  # (the lock is a quick system call: no thread)
         if self._closed:
             raise self._closed_error()
-        self._check_path()
+        if self._conn is None:  # (once connected, the path is known to be good)
+            self._check_path()
         if self.path == ":memory:":
             return _nothing
         return lock_run(self._realpath, run_id)

@@ -13,9 +13,11 @@ from __future__ import annotations
 import functools
 import inspect
 import random
+from typing import Any
 
 import trio
 import trio.lowlevel
+import trio.testing
 
 from .._exceptions import TrioflowError
 
@@ -30,6 +32,11 @@ RUN_LOOP_SNIPPETS = (
     "_r.shuffle(batch)",
     "task = batch.pop()",
     'runner.instruments.call("before_io_wait", timeout)',
+    # the batch list refilled from after_task_step (Controller.after_task_step)
+    "while batch:",
+    'runner.instruments.call("after_task_step", task)',
+    "runner.deadlines.expire(now)",
+    "runner.waiting_for_idle",
 )
 TASK_FIELDS = ("_counter", "_next_send", "_next_send_fn", "_abort_func", "coro", "name")
 TASK_METHODS = ("_attempt_abort", "iter_await_frames")
@@ -70,6 +77,43 @@ def problems() -> list[str]:
     runner = getattr(trio_run, "Runner", None)
     if runner is None or "runq" not in {a.name for a in getattr(runner, "__attrs_attrs__", ())}:
         found.append("trio's Runner has no runq")
+    found.extend(_more_problems(trio_run))
+    return found
+
+
+def _source_has(obj: object, snippet: str) -> bool:
+    try:
+        return snippet in inspect.getsource(obj)  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return False
+
+
+def _more_problems(trio_run: Any) -> list[str]:
+    """The internals of thread calls, the clock, locks, limiters and callbacks the harness uses."""
+    found: list[str] = []
+    from trio import _sync as trio_sync
+    from trio import _threads as trio_threads
+
+    if not _source_has(
+        getattr(trio_threads, "to_thread_run_sync", None), "start_thread_soon(worker_fn"
+    ) or not callable(getattr(trio_threads, "start_thread_soon", None)):
+        found.append("to_thread_run_sync no longer starts threads through trio._threads.start_thread_soon")
+    if not hasattr(trio.testing.MockClock(), "_virtual_base"):
+        found.append("trio.testing.MockClock has no _virtual_base")
+    if not _source_has(getattr(getattr(trio_sync, "_LockImpl", None), "acquire_nowait", None), "self._owner"):
+        found.append("trio's locks no longer keep their owner in _owner")
+    if not _source_has(trio_sync.CapacityLimiter.acquire_on_behalf_of_nowait, "self._borrowers"):
+        found.append("trio.CapacityLimiter no longer keeps its borrowers in _borrowers")
+    for owner, name in (
+        (getattr(trio_run, "Deadlines", None), "next_deadline"),
+        (getattr(trio_run, "Nursery", None), "_nested_child_finished"),
+        (getattr(trio_run, "CancelStatus", None), "effective_deadline"),
+    ):
+        if not callable(getattr(owner, name, None)):
+            found.append(f"trio's {getattr(owner, '__name__', '?')}.{name} is gone")
+    entry = {a.name for a in getattr(getattr(trio_run, "EntryQueue", None), "__attrs_attrs__", ())}
+    if not {"queue", "idempotent_queue"} <= entry:
+        found.append("trio's EntryQueue no longer keeps callbacks in queue and idempotent_queue")
     return found
 
 

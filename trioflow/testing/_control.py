@@ -17,14 +17,20 @@ a new trio release changes them. What we rely on (trio 0.35):
 
 The batch arrives sorted by ``Task._counter`` (oldest task first) and trio
 runs it by popping from the *end*. A *decision* is made at every batch that
-holds two or more tasks:
+holds two or more choices: the run's own tasks, and worker-thread calls that
+wait to be run (see :mod:`._threads`):
 
 * ``0``: run the whole batch, oldest task first (the canonical "FIFO" order);
-* ``k >= 1``: run only task number ``(k - 1) % n`` of the batch (``n`` its
-  size, oldest first) and push the others back onto the run queue, where they
-  join the tasks that become runnable meanwhile. This reaches interleavings in
-  which one task runs several steps before a sibling that was already
-  runnable.
+* ``k >= 1``: take choice number ``(k - 1) % n`` (``n`` the number of
+  choices, tasks oldest first, then thread calls oldest first). A task runs
+  alone and the others are pushed back onto the run queue, where they join
+  the tasks that become runnable meanwhile; a thread call runs to its end
+  (one atomic step, delivered to its task at once), then the batch runs FIFO;
+  when several thread calls wait, a last choice runs them all in parallel.
+
+The flow engine adds *hand-over* decisions (``quiescent`` mode of
+``trioflow._scheduler``): ``0`` lets the run settle before a freed slot is
+taken, ``1`` takes it at once.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from types import CodeType, FrameType
-from typing import Any, Final
+from typing import Any, Final, overload
 
 import attrs
 import outcome
@@ -46,13 +52,24 @@ from trio._core import _run as _trio_run
 
 from .._stores._base import _Signal
 from ._errors import BudgetExceededError, DeadlockError
+from ._strategy import DecisionPoint, Strategy
+from ._threads import ThreadJobs, install_thread_hook, restore_thread_hook
+from ._waitfor import Wait, _has_deadline, describe_resource, find_cycle
 
 # where a task waits for an SQLiteStore's writer thread (see _looks_idle)
 _THREAD_WAIT: Final = _Signal.wait.__code__
 
 __all__ = ["Controller", "ScheduleRandom", "TraceEvent", "active", "install", "restore"]
 
+
 #: Paths whose frames are library plumbing, skipped when saying where a task waits.
+#: Batches the harness takes in a row without an iteration of trio's loop.
+_MAX_REFILLS: Final = 64
+#: The choice that runs every waiting thread call at once, in parallel.
+PARALLEL_THREADS: Final = "threads:all, in parallel"
+#: Task steps between looks for a wait-for cycle while tasks keep running (the
+#: harness also looks whenever no task is runnable).
+_CYCLE_CHECK_EVERY: Final = 2000
 _LIBRARY_MARKERS: Final = (
     "/trio/",
     "/anyio/",
@@ -71,10 +88,12 @@ class TraceEvent:
     Attributes:
         time: Virtual time (seconds of :class:`trio.testing.MockClock`) of the event.
         kind: ``"spawn"`` (task created), ``"step"`` (task resumed by the
-            scheduler), ``"exit"`` (task finished) or ``"note"`` (recorded
-            with :func:`~trioflow.testing.note`).
+            scheduler), ``"exit"`` (task finished), ``"thread"`` (a
+            worker-thread call run, as one step) or ``"note"`` (recorded with
+            :func:`~trioflow.testing.note`).
         task: A deterministic label for the task: its trio name and its spawn
-            index within the run, such as ``"mymodule.worker#3"``.
+            index within the run, such as ``"mymodule.worker#3"`` (for a
+            thread call, ``"thread:<function>#<index>"``).
         detail: For a ``"note"``, the text noted; else ``""``.
     """
 
@@ -82,6 +101,49 @@ class TraceEvent:
     kind: str
     task: str
     detail: str = ""
+
+
+class Trace(Sequence[TraceEvent]):
+    """A run's trace: a read-only sequence of :class:`TraceEvent`, each made when looked at.
+
+    Equal to another trace (or a tuple or list of events) with the same events.
+    """
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: Sequence[tuple[float, str, str, str]]) -> None:
+        self._raw = raw
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    @overload
+    def __getitem__(self, index: int) -> TraceEvent: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[TraceEvent, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> TraceEvent | tuple[TraceEvent, ...]:
+        if isinstance(index, slice):
+            return tuple(TraceEvent(*event) for event in self._raw[index])
+        return TraceEvent(*self._raw[index])
+
+    def __iter__(self) -> Iterator[TraceEvent]:
+        for event in self._raw:
+            yield TraceEvent(*event)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Trace):
+            return list(self._raw) == list(other._raw)
+        if isinstance(other, (tuple, list)):
+            return len(other) == len(self._raw) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._raw))
+
+    def __repr__(self) -> str:
+        return f"Trace({list(self)!r})"
 
 
 class _ForcedStop(BaseException):
@@ -106,14 +168,15 @@ class ScheduleRandom(random.Random):
 class Controller(trio.abc.Instrument):
     """Chooses the schedule, records the trace, enforces budgets, detects deadlocks.
 
-    One controller serves exactly one ``trio.run``.
+    One controller serves exactly one ``trio.run``. The decisions come from the
+    explicit ``schedule`` first, then from ``strategy`` (``None``: FIFO).
     """
 
     def __init__(
         self,
         *,
         schedule: Sequence[int],
-        seed: int | None,
+        strategy: Strategy | None,
         grace: float,
         max_steps: int,
         max_virtual_time: float,
@@ -122,7 +185,7 @@ class Controller(trio.abc.Instrument):
         clock: trio.testing.MockClock,
     ) -> None:
         self.schedule = list(schedule)
-        self.rng = None if seed is None else random.Random(seed)
+        self.strategy = strategy
         self.grace = grace
         self.max_steps = max_steps
         self.max_virtual_time = max_virtual_time
@@ -130,9 +193,8 @@ class Controller(trio.abc.Instrument):
         self.main_code = main_code
         self.main_name = main_name
         self.decisions: list[int] = []
-        self.trace: list[TraceEvent] = []
+        self._trace: list[tuple[float, str, str, str]] = []
         self.labels: dict[trio.lowlevel.Task, str] = {}
-        self.steps_by_label: Counter[str] = Counter()
         self.spawned = 0
         self.steps = 0
         self.main_task: trio.lowlevel.Task | None = None
@@ -144,26 +206,75 @@ class Controller(trio.abc.Instrument):
         self.idle_since: float | None = None
         self.idle_generation = -1
         self.forced_rounds = 0
+        self.cycle_checked = -1
+        self.last_waits: frozenset[tuple[trio.lowlevel.Task, object]] = frozenset()
+        self.threads = ThreadJobs(self)
+        self.current_batch: list[trio.lowlevel.Task] = []
+        self.refills = 0
+
+    @property
+    def trace(self) -> Trace:
+        """The trace, whose :class:`TraceEvent` objects are made when looked at."""
+        return Trace(self._trace)
+
+    def _now(self) -> float:
+        # the MockClock runs at rate 0: virtual time is its base, moved only by
+        # jumps (except while uncontrolled threads run, see _threads)
+        return self.clock._virtual_base if not self.threads.free else self.clock.current_time()
 
     # -- scheduling ---------------------------------------------------------
 
-    def next_decision(self, n: int) -> int:
+    def next_decision(self, kind: str, choices: Sequence[str]) -> int:
+        n = len(choices)
         index = len(self.decisions)
         if index < len(self.schedule):
             raw = self.schedule[index]
-        elif self.rng is not None:
-            raw = self.rng.randrange(n + 1)
+        elif self.strategy is not None and self.error is None:
+            try:
+                raw = self.strategy.decide(DecisionPoint(kind, tuple(choices), self.steps, index))
+            except Exception as exc:  # trio would call it an internal error: stop the run with it
+                self._stop(exc)
+                raw = 0
+            if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
+                self._stop(
+                    TypeError(
+                        f"{type(self.strategy).__name__}.decide() must return an int >= 0, "
+                        f"got {raw!r}"
+                    )
+                )
+                raw = 0
         else:
             raw = 0
         decision = 0 if raw == 0 else (raw - 1) % n + 1
         self.decisions.append(decision)
         return decision
 
+    def handover(self, nursery: trio.Nursery) -> bool:
+        """The engine asks: settle before taking a freed slot (True), or take it at once?
+
+        It is a decision only when no other task of the same run (under
+        *nursery*, the run's) is runnable: then nothing else of the run can
+        change the ready queue at this instant, and taking the slot at once
+        gives the same timeline, while other tasks (those the settling would
+        have let run first) see the step start before them, as in production.
+        When another task of the run is runnable, a unit ending at the same
+        instant may be about to make a more urgent step ready: the run
+        settles, so timelines stay schedule-independent.
+        """
+        if self.error is not None:
+            return True
+        current = trio.lowlevel.current_task()
+        runq = _trio_run.GLOBAL_RUN_CONTEXT.runner.runq
+        for task in (*runq, *self.current_batch):
+            if task is not current and _descends_from(task, nursery):
+                return True
+        return self.next_decision("handover", (self.labels.get(current, "?"),)) == 0
+
     def order_batch(self, batch: list[trio.lowlevel.Task]) -> None:
         """Reorder (and possibly shorten) a batch that trio will run by popping from its end.
 
-        Only the run's own tasks (not trio's system tasks or the watchdog) count:
-        a decision is made when two or more of them are runnable.
+        Only the run's own tasks (not trio's system tasks or the watchdog) and
+        waiting thread calls count: a decision is made when two or more are there.
         """
         if self.force_stop_after is not None and self.steps >= self.force_stop_after:
             if self.steps >= self.force_stop_after + 1000 and self.error is not None:
@@ -171,12 +282,27 @@ class Controller(trio.abc.Instrument):
                 # (trio.run raises TrioInternalError, which the harness unwraps).
                 raise self.error
             self._inject_into_runnable(batch)
-        user = [task for task in batch if task in self.labels]
-        if len(user) < 2:
+        self.current_batch = batch  # trio pops the tasks it runs from this list
+        jobs = self.threads.pending
+        if len(batch) < 2 and not jobs:
+            return  # nothing to choose (the common case), and nothing to reverse
+        labels = self.labels
+        user = [task for task in batch if task in labels]
+        if len(user) + len(jobs) < 2 or self.error is not None:
             batch.reverse()
             return
-        decision = self.next_decision(len(user))
+        choices = [labels[task] for task in user]
+        if jobs:
+            choices += [job.label for job in jobs]
+            if len(jobs) > 1:
+                choices.append(PARALLEL_THREADS)
+        decision = self.next_decision("batch", choices)
         if decision == 0:
+            batch.reverse()
+            return
+        if decision > len(user):
+            index = decision - len(user) - 1
+            self.threads.run(jobs[index : index + 1] if index < len(jobs) else list(jobs))
             batch.reverse()
             return
         chosen = user.pop(decision - 1)
@@ -189,7 +315,7 @@ class Controller(trio.abc.Instrument):
     def note(self, detail: str) -> None:
         task = trio.lowlevel.current_task()
         label = self.labels.get(task, _ADDRESS.sub("", task.name))
-        self.trace.append(TraceEvent(self.clock.current_time(), "note", label, detail))
+        self._trace.append((self.clock.current_time(), "note", label, detail))
 
     # -- instrument hooks ---------------------------------------------------
 
@@ -205,17 +331,19 @@ class Controller(trio.abc.Instrument):
         self.labels[task] = label
         if is_main:
             self.main_task = task
-        self.trace.append(TraceEvent(self.clock.current_time(), "spawn", label))
+        self._trace.append((self._now(), "spawn", label, ""))
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        # the hottest hook: one call per task step, so kept to the minimum
         self.steps += 1
         label = self.labels.get(task)
         if label is None:
             return
-        now = self.clock.current_time()
-        self.steps_by_label[label] += 1
-        self.trace.append(TraceEvent(now, "step", label))
-        if self.error is None:
+        now = self.clock._virtual_base if not self.threads.free else self.clock.current_time()
+        self._trace.append((now, "step", label, ""))
+        if now > self.max_virtual_time or self.steps > self.max_steps:
+            if self.error is not None:
+                return
             if self.steps > self.max_steps:
                 what = f"max_steps={self.max_steps!r} task steps"
                 self._stop(self._budget_error(what, f"max_steps={self.max_steps * 10!r}", now))
@@ -224,12 +352,67 @@ class Controller(trio.abc.Instrument):
                 more = f"max_virtual_time={self.max_virtual_time * 10!r}"
                 self._stop(self._budget_error(what, more, now))
 
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        """When a batch is done, take the next one at once if trio's loop would only do that.
+
+        The next iteration of trio's loop would poll for I/O, expire deadlines
+        that are due, run queued callbacks, and take the runnable tasks as the
+        next batch. When no deadline is due, no callback is queued and no
+        thread call waits, the poll is all it would add (and a virtual-time
+        program does no I/O): so the harness takes the next batch into the
+        list trio is running from, with the same decision it would make there,
+        and spares the iteration. At most ``_MAX_REFILLS`` batches in a row, so
+        I/O still gets polled.
+        """
+        batch = self.current_batch
+        if batch or self.refills >= _MAX_REFILLS or self.error is not None:
+            return
+        runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
+        runq = runner.runq
+        if not runq or self.threads.pending or self.threads.free:
+            return
+        entry = runner.entry_queue
+        if entry.queue or entry.idempotent_queue:
+            return
+        if runner.deadlines.next_deadline() <= self.clock._virtual_base:
+            return
+        self.refills += 1
+        if self.steps - self.cycle_checked >= _CYCLE_CHECK_EVERY and self._check_cycle():
+            return
+        batch.extend(runq)
+        runq.clear()
+        batch.sort(key=_counter)
+        self.order_batch(batch)
+
     def task_exited(self, task: trio.lowlevel.Task) -> None:
         label = self.labels.pop(task, None)
         if label is not None:
-            self.trace.append(TraceEvent(self.clock.current_time(), "exit", label))
+            self._trace.append((self._now(), "exit", label, ""))
 
     def before_io_wait(self, timeout: float) -> None:
+        self.refills = 0
+        runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
+        if runner.runq or runner.waiting_for_idle:
+            # tasks are runnable, or will be once the others block (the common
+            # cases, so checked first): not idle
+            self.idle_since = None
+            if self.steps - self.cycle_checked >= _CYCLE_CHECK_EVERY:
+                self._check_cycle()
+            return
+        if self.threads.pending or self.threads.free:
+            jobs = self.threads.pending
+            if jobs:
+                # nothing else can run: a waiting thread call runs now, before
+                # the clock may jump (the oldest, unless the schedule says
+                # another, or all of them in parallel)
+                index = 0
+                if len(jobs) > 1 and self.error is None:
+                    choices = [job.label for job in jobs] + [PARALLEL_THREADS]
+                    index = max(0, self.next_decision("batch", choices) - 1)
+                self.threads.run(jobs[index : index + 1] if index < len(jobs) else list(jobs))
+            return
+        if self.cycle_checked != self.steps and self._check_cycle():
+            return
         if not self._looks_idle():
             self.idle_since = None
             return
@@ -248,6 +431,31 @@ class Controller(trio.abc.Instrument):
             # blocked task, the way trio delivers a cancellation.
             self.forced_rounds += 1
             self._inject_into_blocked()
+
+    def _check_cycle(self) -> bool:
+        """Stop the run if some of its tasks wait for each other in a cycle."""
+        self.cycle_checked = self.steps
+        if self.error is not None:
+            return False
+        # The tasks that could be in a cycle: blocked, with no deadline to wake
+        # them, each in one particular wait (a wait's abort function is its
+        # own). If that set is what it was at the last look, so is the answer
+        # (a ticking task re-parks each tick, but it has a deadline).
+        waits = frozenset(
+            (task, task._abort_func)
+            for task in self.labels
+            if task._abort_func is not None and not _has_deadline(task)
+        )
+        if waits == self.last_waits:
+            return False
+        self.last_waits = waits
+        if len(waits) < 2:
+            return False
+        cycle = find_cycle(self._user_tasks(), self.labels)
+        if cycle is None:
+            return False
+        self._stop(self._cycle_error(cycle))
+        return True
 
     # -- the parked watchdog task ------------------------------------------
 
@@ -277,6 +485,11 @@ class Controller(trio.abc.Instrument):
             self.watchdog_parked = False
             trio.lowlevel.reschedule(self.watchdog)
 
+    def stop_with(self, error: BaseException) -> None:
+        """Stop the run with *error* (for example, from the thread runner)."""
+        if self.error is None:
+            self._stop(error)
+
     # -- forced stops ---------------------------------------------------------
 
     def _inject_into_runnable(self, batch: list[trio.lowlevel.Task]) -> None:
@@ -295,6 +508,8 @@ class Controller(trio.abc.Instrument):
     # -- deadlock detection -------------------------------------------------
 
     def _looks_idle(self) -> bool:
+        if _trio_run.GLOBAL_RUN_CONTEXT.runner.deadlines.next_deadline() != math.inf:
+            return False  # the clock will jump to it (checked first: it is cheap)
         stats = trio.lowlevel.current_statistics()
         if stats.tasks_runnable or stats.run_sync_soon_queue_size:
             return False
@@ -309,9 +524,9 @@ class Controller(trio.abc.Instrument):
         # trio's own run_sync_soon task always waits on its wakeup socket.
         if io_waiters > 1:
             return False
-        # nor is a task that waits for a thread: trio's worker threads, or a store's writer
+        # nor is a task that waits for a store's writer thread
         return not any(
-            frame.f_code.co_name == "to_thread_run_sync" or frame.f_code is _THREAD_WAIT
+            frame.f_code is _THREAD_WAIT
             for task in self.labels
             for frame, _ in task.iter_await_frames()
         )
@@ -344,20 +559,73 @@ class Controller(trio.abc.Instrument):
         lines.append(_replay_hint(self.decisions))
         return DeadlockError("\n".join(lines), decisions=tuple(_trim(self.decisions)))
 
+    def _cycle_error(self, cycle: list[Wait]) -> DeadlockError:
+        lines = [
+            f"deadlock: {len(cycle)} tasks wait for each other in a cycle, at virtual time "
+            f"{self.clock.current_time()!r} after {self.steps} task steps; none of them can "
+            f"ever go on, whatever the other tasks do."
+        ]
+        lines.append("The cycle: each task, what it holds, what it waits for, and its await frames:")
+        for i, wait in enumerate(cycle):
+            label = self.labels.get(wait.task, wait.task.name)
+            holder = self.labels.get(wait.holder, wait.holder.name)
+            before = cycle[i - 1]
+            wanted_by = self.labels.get(before.task, before.task.name)
+            frames = list(wait.task.iter_await_frames())
+            lines.append(f"  - {label}: {_where(frames)}")
+            lines.append(f"      holds a {describe_resource(before.resource)} wanted by {wanted_by}")
+            lines.append(f"      waits for a {describe_resource(wait.resource)} held by {holder}")
+            lines.extend(f"      await frame: {line}" for line in _await_frames(frames))
+        lines.append(_replay_hint(self.decisions))
+        return DeadlockError("\n".join(lines), decisions=tuple(_trim(self.decisions)))
+
     def _budget_error(self, what: str, more: str, now: float) -> BudgetExceededError:
-        busiest = ", ".join(
-            f"{label} ({n} steps)" for label, n in self.steps_by_label.most_common(3)
+        steps_by_label = Counter(label for _, kind, label, _ in self._trace if kind == "step")
+        busiest = ", ".join(f"{label} ({n} steps)" for label, n in steps_by_label.most_common(3))
+        last_step: dict[str, tuple[int, float]] = {}
+        for index, (time_, kind, label, _) in enumerate(self._trace):
+            if kind in ("step", "spawn"):
+                last_step[label] = (index, time_)
+        waiting = []
+        for task in self._user_tasks():
+            if task._abort_func is None:
+                continue
+            label = self.labels.get(task, task.name)
+            step, since = last_step.get(label, (0, 0.0))
+            waiting.append((step, label, since, task))
+        waiting.sort(key=lambda w: w[0])
+        longest = "".join(
+            f"\n  - {label}: blocked since virtual time {since!r}, at "
+            f"{_where(list(task.iter_await_frames()))}"
+            for _, label, since, task in waiting[:3]
         )
         message = (
             f"the run exceeded {what} (at virtual time {now!r} after {self.steps} task steps): "
             f"a livelock, an endless ticker, or simply a longer run than the budget allows. "
             f"Busiest tasks: {busiest}. If the work is legitimately this long, raise the budget, "
-            f"e.g. run_deterministic(..., {more}).\n" + _replay_hint(self.decisions)
+            f"e.g. run_deterministic(..., {more})."
+            + (f"\nTasks blocked the longest:{longest}" if longest else "")
+            + "\n"
+            + _replay_hint(self.decisions)
         )
         return BudgetExceededError(message, decisions=tuple(_trim(self.decisions)))
 
 
 _WATCHDOG_CODE: Final = Controller.watchdog_task.__code__
+
+
+def _counter(task: trio.lowlevel.Task) -> int:
+    return task._counter
+
+
+def _descends_from(task: trio.lowlevel.Task, ancestor: trio.Nursery) -> bool:
+    """Whether *task* runs in *ancestor*, or in a nursery of a task that does, and so on."""
+    nursery = task.parent_nursery
+    while nursery is not None:
+        if nursery is ancestor:
+            return True
+        nursery = nursery.parent_task.parent_nursery
+    return False
 
 
 def _is_library(frame: FrameType) -> bool:
@@ -385,6 +653,15 @@ def _where(frames: list[tuple[FrameType, int]]) -> str:
     return text
 
 
+def _await_frames(frames: list[tuple[FrameType, int]]) -> list[str]:
+    """The task's await frames of user code, outermost first, as ``file:line in function``."""
+    return [
+        f"{frame.f_code.co_filename}:{lineno} in {frame.f_code.co_qualname}"
+        for frame, lineno in frames
+        if not _is_library(frame)
+    ]
+
+
 def _trim(decisions: Sequence[int]) -> list[int]:
     """Drop trailing zeros: an exhausted schedule continues with 0 (FIFO) anyway."""
     end = len(decisions)
@@ -408,11 +685,14 @@ def install(rng: ScheduleRandom) -> None:
     _saved.append((_trio_run._r, _trio_run._ALLOW_DETERMINISTIC_SCHEDULING))
     _trio_run._r = rng
     setattr(_trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING", True)  # noqa: B010 (it is Final)
+    install_thread_hook()
 
 
 def restore() -> None:
     """Undo :func:`install`."""
     active.pop()
+    if not active:
+        restore_thread_hook()
     rng, allow = _saved.pop()
     _trio_run._r = rng
     setattr(_trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING", allow)  # noqa: B010 (it is Final)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import random
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
@@ -15,10 +14,17 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from .._scheduler import quiescent_scheduling
+from .._scheduler import quiescent_scheduling, settle_decision
 from ._canary import check_trio
 from ._control import Controller, ScheduleRandom, TraceEvent, _trim, active, install, restore
-from ._errors import NonDeterminismError
+from ._errors import (
+    BudgetExceededError,
+    DeadlockError,
+    FailingSchedule,
+    NonDeterminismError,
+    attach,
+)
+from ._strategy import Bounded, Strategy, make_strategy, strategy_name
 
 __all__ = ["DeterministicRun", "check_deterministic", "note", "run_deterministic"]
 
@@ -36,7 +42,8 @@ class DeterministicRun(Generic[T]):
         virtual_time: The virtual time (seconds, starting from 0) at which it returned.
         decisions: The schedule actually taken, with trailing zeros removed;
             passing it as ``schedule=`` replays the run exactly.
-        trace: Every task event of the run, in order (see :class:`TraceEvent`).
+        trace: Every task event of the run, in order (a read-only sequence of
+            :class:`TraceEvent`, made as they are looked at).
             Tasks are named by their trio name and spawn index, never by
             ``id()``, so the trace is identical whenever the schedule is.
         steps: The number of task steps the scheduler ran.
@@ -45,7 +52,7 @@ class DeterministicRun(Generic[T]):
     value: T
     virtual_time: float
     decisions: tuple[int, ...]
-    trace: tuple[TraceEvent, ...]
+    trace: Sequence[TraceEvent]
     steps: int
 
 
@@ -93,6 +100,8 @@ def run_deterministic(
     *args: Any,
     seed: int | None = None,
     schedule: Sequence[int] | None = None,
+    strategy: str | Strategy | None = None,
+    backend: str = "trio",
     grace: float = 0.05,
     max_steps: int = 100_000,
     max_virtual_time: float = 1e9,
@@ -113,14 +122,24 @@ def run_deterministic(
         fn: An async function, for example ``flow.run``.
         *args: Positional arguments for ``fn``. Use :func:`functools.partial`
             for keyword arguments.
-        seed: Draw the decisions pseudo-randomly from this seed. ``None`` (with
-            no ``schedule``) means FIFO: every batch of runnable tasks runs
-            oldest task first.
-        schedule: Explicit decisions, one per point where two or more tasks are
-            runnable: ``0`` runs the whole batch oldest first, ``k >= 1`` runs
-            only the ``(k - 1) % n``-th task of the batch of ``n`` and holds the
-            rest back. When the list runs out, the rest of the run is drawn from
-            ``seed`` if given, else FIFO. ``[]`` is FIFO.
+        seed: Seeds the strategy; with no ``strategy``, a seed means
+            ``strategy="random"``. ``None`` with no ``strategy`` and no
+            ``schedule`` means FIFO: every batch of runnable tasks runs oldest
+            task first.
+        schedule: Explicit decisions, one per decision point (see
+            :class:`DecisionPoint`): at a batch, ``0`` runs the whole batch
+            oldest first, ``k >= 1`` takes only the ``(k - 1) % n``-th of the
+            ``n`` choices (tasks oldest first, then waiting thread calls) and
+            holds the rest back; at a flow's hand-over of a freed slot, ``0``
+            settles first and ``1`` hands over at once. When the list runs
+            out, the rest of the run is chosen by the strategy if one is
+            given, else FIFO. ``[]`` is FIFO.
+        strategy: Who chooses the decisions after ``schedule``: ``"random"``,
+            ``"pct"``, ``"bounded"``, ``"portfolio"`` (built from ``seed``,
+            0 if ``None``), or any :class:`Strategy` object.
+        backend: ``"trio"`` (the default) or ``"asyncio"``: run ``fn`` on an
+            asyncio event loop whose ready queue follows the same decisions
+            and whose clock is virtual (see :doc:`testing` for what differs).
         grace: Seconds of real time that every task must stay blocked, with no
             deadline pending, before the run is declared deadlocked.
         max_steps: Budget of task steps; exceeding it raises
@@ -138,7 +157,8 @@ def run_deterministic(
         BudgetExceededError: ``max_steps`` or ``max_virtual_time`` was exceeded.
         RuntimeError: Called while another ``run_deterministic`` is running (in
             this or another thread), or from inside a running trio loop.
-        Exception: Whatever ``fn`` raised, as it is (not wrapped in a group).
+        Exception: Whatever ``fn`` raised, as it is (not wrapped in a group);
+            :func:`failing_schedule` reads its replay.
 
     Example::
 
@@ -158,41 +178,132 @@ def run_deterministic(
     explicit = _check_schedule(schedule)
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise TypeError(f"seed must be an int or None, got {seed!r}")
-    if not (isinstance(grace, (int, float)) and grace >= 0 and math.isfinite(grace)):
-        raise ValueError(f"grace must be a finite number of seconds >= 0, got {grace!r}")
-    if not (isinstance(max_steps, int) and max_steps > 0):
-        raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
-    if not (isinstance(max_virtual_time, (int, float)) and max_virtual_time > 0):
-        raise ValueError(f"max_virtual_time must be a positive number, got {max_virtual_time!r}")
-    result, end, controller = _run(
-        fn, args, explicit, seed, float(grace), max_steps, float(max_virtual_time)
+    _check_options(backend, grace, max_steps, max_virtual_time)
+    chooser: Strategy | None = None
+    if strategy is not None:
+        chooser = make_strategy(strategy, seed)
+    elif seed is not None:
+        chooser = make_strategy("random", seed)
+    if chooser is not None:
+        chooser.start_run(0)
+    name = strategy_name(chooser) if chooser is not None else "schedule" if explicit else "fifo"
+    result, end, controller = _run_or_attach(
+        fn, args, explicit, chooser, seed, name, 0, backend, float(grace), max_steps,
+        float(max_virtual_time),
     )
     decisions = tuple(_trim(controller.decisions))
+    if chooser is not None:
+        chooser.end_run(decisions, controller.steps)
     if isinstance(result, outcome.Error):
         error = result.error
         if isinstance(error, BaseException) and not isinstance(error, trio.Cancelled):
+            replay = _replay(controller, seed, name, 0, backend)
+            attach(error, replay)
             error.add_note(
                 f"(raised under trioflow.testing.run_deterministic; replay this run with "
-                f"schedule={list(decisions)!r})"
+                f"schedule={list(decisions)!r}{_backend_hint(backend)}){_thread_warning(controller)}"
             )
     value = result.unwrap()
     return DeterministicRun(
         value=value,
         virtual_time=end,
         decisions=decisions,
-        trace=tuple(controller.trace),
+        trace=controller.trace,
         steps=controller.steps,
     )
+
+
+def _check_options(backend: str, grace: float, max_steps: int, max_virtual_time: float) -> None:
+    if backend not in ("trio", "asyncio"):
+        raise ValueError(
+            f"backend must be 'trio' or 'asyncio', got {backend!r}; anyio code runs on either"
+        )
+    if not (isinstance(grace, (int, float)) and grace >= 0 and math.isfinite(grace)):
+        raise ValueError(f"grace must be a finite number of seconds >= 0, got {grace!r}")
+    if not (isinstance(max_steps, int) and max_steps > 0):
+        raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+    if not (isinstance(max_virtual_time, (int, float)) and max_virtual_time > 0):
+        raise ValueError(f"max_virtual_time must be a positive number, got {max_virtual_time!r}")
+
+
+def _replay(controller: Any, seed: int | None, name: str, run: int, backend: str) -> FailingSchedule:
+    return FailingSchedule(
+        schedule=tuple(_trim(controller.decisions)),
+        seed=seed,
+        strategy=name,
+        run=run,
+        backend=backend,
+        threads=controller.threads.started,
+    )
+
+
+def _backend_hint(backend: str) -> str:
+    return ", backend='asyncio'" if backend == "asyncio" else ""
+
+
+def _thread_warning(controller: Any) -> str:
+    threads = controller.threads
+    n, parallel = threads.uncontrolled, getattr(threads, "parallel", 0)
+    text = ""
+    if n:
+        text += (
+            f"\n(this run made {n} worker-thread call(s) that called back into the event loop "
+            f"or waited for another thread; they ran uncontrolled, in parallel with the tasks, "
+            f"so a replay may not be exact)"
+        )
+    if parallel:
+        text += (
+            f"\n(this run ran several worker-thread calls at once, in parallel, {parallel} "
+            f"time(s); a replay runs them at the same point, but how they interleave inside is "
+            f"up to the operating system, so it may not reproduce a race between them)"
+        )
+    return text
+
+
+def _run_or_attach(
+    fn: Callable[..., Awaitable[T]],
+    args: tuple[Any, ...],
+    schedule: list[int],
+    strategy: Strategy | None,
+    seed: int | None,
+    name: str,
+    run: int,
+    backend: str,
+    grace: float,
+    max_steps: int,
+    max_virtual_time: float,
+) -> tuple[outcome.Outcome[T], float, Any]:
+    """Run once; a harness error (deadlock, budget) gets its replay attached."""
+    holder: list[Any] = []
+    try:
+        if backend == "asyncio":
+            from ._asyncio import run_asyncio
+
+            return run_asyncio(
+                fn, args, schedule, strategy, grace, max_steps, max_virtual_time, holder,
+                _task_name(fn),
+            )
+        return _run(fn, args, schedule, strategy, grace, max_steps, max_virtual_time, holder)
+    except (DeadlockError, BudgetExceededError) as exc:
+        if holder:
+            attach(exc, _replay(holder[0], seed, name, run, backend))
+            if run:
+                exc.add_note(
+                    f"(run {run} of trioflow.testing.check_deterministic, strategy {name!r}, "
+                    f"seed {seed!r}){_thread_warning(holder[0])}"
+                )
+        raise
 
 
 def _run(
     fn: Callable[..., Awaitable[T]],
     args: tuple[Any, ...],
     schedule: list[int],
-    seed: int | None,
+    strategy: Strategy | None,
     grace: float,
     max_steps: int,
     max_virtual_time: float,
+    holder: list[Any],
 ) -> tuple[outcome.Outcome[T], float, Controller]:
     check_trio()  # the canary: refuse clearly if trio's private scheduler changed
     try:
@@ -214,7 +325,7 @@ def _run(
         clock = trio.testing.MockClock(autojump_threshold=0)
         controller = Controller(
             schedule=schedule,
-            seed=seed,
+            strategy=strategy,
             grace=grace,
             max_steps=max_steps,
             max_virtual_time=max_virtual_time,
@@ -222,23 +333,42 @@ def _run(
             main_name=_task_name(fn),
             clock=clock,
         )
+        holder.append(controller)
         install(ScheduleRandom(controller))
-        # the engine settles each virtual instant before it hands out slots
+        # the engine settles each virtual instant before it hands out slots,
+        # unless the schedule says to hand a freed slot over at once
         quiescent = quiescent_scheduling.set(True)
+        settle = settle_decision.set(controller.handover)
         try:
             result, end = trio.run(
-                _main, controller, fn, args, clock=clock, instruments=[controller]
+                _main, controller, fn, args, clock=clock, instruments=[_hooks(controller)]
             )
         except trio.TrioInternalError as exc:
             if controller.error is not None and exc.__cause__ is controller.error:
                 raise controller.error from None
             raise
         finally:
+            settle_decision.reset(settle)
             quiescent_scheduling.reset(quiescent)
             restore()
     finally:
         _lock.release()
     return result, end, controller
+
+
+class _Hooks:
+    """The instrument trio calls: the controller's hooks, and nothing else for trio to look at."""
+
+
+def _hooks(controller: Controller) -> trio.abc.Instrument:
+    hooks = _Hooks()
+    # bound methods as instance attributes: trio calls them directly
+    hooks.task_spawned = controller.task_spawned  # type: ignore[attr-defined]
+    hooks.before_task_step = controller.before_task_step  # type: ignore[attr-defined]
+    hooks.task_exited = controller.task_exited  # type: ignore[attr-defined]
+    hooks.after_task_step = controller.after_task_step  # type: ignore[attr-defined]
+    hooks.before_io_wait = controller.before_io_wait  # type: ignore[attr-defined]
+    return hooks  # type: ignore[return-value]
 
 
 def note(event: object) -> None:
@@ -291,21 +421,29 @@ def check_deterministic(
     *args: Any,
     runs: int = 100,
     seed: int = 0,
+    strategy: str | Strategy = "portfolio",
+    backend: str = "trio",
     grace: float = 0.05,
     max_steps: int = 100_000,
     max_virtual_time: float = 1e9,
 ) -> T:
     """Run ``fn(*args)`` under many schedules and check that the result never changes.
 
-    The first run is FIFO (``schedule=[]``); then ``runs - 1`` runs use
-    pseudo-random schedules from distinct seeds derived from ``seed``. Each
-    run's return value and virtual end time are compared with the FIFO run's.
+    Run 0 is FIFO (``schedule=[]``); then ``runs - 1`` runs take the
+    decisions of ``strategy``. Each run's return value and virtual end time
+    are compared with the FIFO run's; the first run that differs is reported
+    with its number, its strategy, both values and both schedules.
 
     Args:
         fn: An async function, for example ``flow.run``.
         *args: Positional arguments for ``fn``.
-        runs: How many runs in all, FIFO included.
-        seed: Derives the seeds of the random schedules, so a check is reproducible.
+        runs: How many runs in all, FIFO included. A ``"bounded"`` search
+            that runs out of schedules stops early.
+        seed: Seeds the strategy, so a check is reproducible.
+        strategy: ``"portfolio"`` (the default: random walk, PCT and bounded
+            search in turn), ``"random"``, ``"pct"``, ``"bounded"``, or any
+            :class:`Strategy` object.
+        backend: ``"trio"`` or ``"asyncio"``, as for :func:`run_deterministic`.
         grace: As for :func:`run_deterministic`.
         max_steps: As for :func:`run_deterministic`.
         max_virtual_time: As for :func:`run_deterministic`.
@@ -314,58 +452,88 @@ def check_deterministic(
         The common return value.
 
     Raises:
-        NonDeterminismError: A schedule gave a different value or end time, or
+        NonDeterminismError: A run gave a different value or end time, or
             raised where FIFO did not; the message shows the first differing
-            value and both schedules, replayable with ``run_deterministic``.
-        DeadlockError: A schedule deadlocked (its ``decisions`` replay it).
-        BudgetExceededError: A schedule exceeded a budget.
+            value, both values and both schedules, replayable with
+            ``run_deterministic``; its ``run``, ``strategy``, ``seed`` and
+            ``schedule`` say which run it was.
+        DeadlockError: A run deadlocked (its ``schedule`` replays it).
+        BudgetExceededError: A run exceeded a budget.
         Exception: Whatever ``fn`` raised under the FIFO schedule, as it is.
     """
     if not (isinstance(runs, int) and runs >= 1):
         raise ValueError(f"runs must be an int >= 1, got {runs!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    chooser = make_strategy(strategy, seed)
+    _check_options(backend, grace, max_steps, max_virtual_time)
     base = run_deterministic(
-        fn, *args, schedule=[], grace=grace, max_steps=max_steps, max_virtual_time=max_virtual_time
+        fn,
+        *args,
+        schedule=[],
+        backend=backend,
+        grace=grace,
+        max_steps=max_steps,
+        max_virtual_time=max_virtual_time,
     )
-    fifo = f"  schedule=[] (FIFO): value={base.value!r}, virtual_time={base.virtual_time!r}\n"
-    for run_seed in random.Random(seed).sample(range(2**32), runs - 1):
-        result, end, controller = _run(
-            fn, args, [], run_seed, float(grace), max_steps, float(max_virtual_time)
+    fifo = f"  run 0, schedule=[] (FIFO): value={base.value!r}, virtual_time={base.virtual_time!r}\n"
+    for run in range(1, runs):
+        if isinstance(chooser, Bounded) and not chooser.queue:
+            break  # the bounded search has tried every schedule within its bound
+        chooser.start_run(run)
+        name = strategy_name(chooser)
+        result, end, controller = _run_or_attach(
+            fn, args, [], chooser, seed, name, run, backend, float(grace), max_steps,
+            float(max_virtual_time),
         )
         decisions = tuple(_trim(controller.decisions))
+        chooser.end_run(decisions, controller.steps)
         replay = (
             f"Replay with trioflow.testing.run_deterministic(fn, *args, "
-            f"schedule={list(decisions)!r})."
+            f"schedule={list(decisions)!r}{_backend_hint(backend)})."
+            + _thread_warning(controller)
         )
+        which = f"run {run} (strategy {name!r}, seed {seed!r})"
+        info = _replay(controller, seed, name, run, backend)
         if isinstance(result, outcome.Error):
             exc = result.error
             if not isinstance(exc, Exception):
                 raise exc
-            raise NonDeterminismError(
-                f"{_name(fn)} returned under the FIFO schedule but raised under another:\n"
-                f"{fifo}  schedule={list(decisions)!r} (seed={run_seed}): raised {exc!r}\n"
-                f"{replay}",
+            attach(exc, info)
+            error = NonDeterminismError(
+                f"{_name(fn)} returned under the FIFO schedule but raised under {which}:\n"
+                f"{fifo}  {which}, schedule={list(decisions)!r}: raised {exc!r}\n{replay}",
                 expected=base.value,
                 got=exc,
                 expected_schedule=base.decisions,
                 schedule=decisions,
-                seed=run_seed,
-            ) from exc
+                seed=seed,
+                strategy=name,
+                run=run,
+            )
+            attach(error, info)
+            raise error from exc
         value = result.unwrap()
         if value != base.value or end != base.virtual_time:
             if value != base.value:
                 first = _first_difference(base.value, value)
             else:
                 first = f"the virtual end time: {base.virtual_time!r} vs {end!r}"
-            raise NonDeterminismError(
-                f"{_name(fn)} is not deterministic; the first difference is {first}\n"
-                f"{fifo}  schedule={list(decisions)!r} (seed={run_seed}): value={value!r}, "
+            error = NonDeterminismError(
+                f"{_name(fn)} is not deterministic: {which} differs from run 0 (FIFO); "
+                f"the first difference is {first}\n"
+                f"{fifo}  {which}, schedule={list(decisions)!r}: value={value!r}, "
                 f"virtual_time={end!r}\n{replay}",
                 expected=base.value,
                 got=value,
                 expected_schedule=base.decisions,
                 schedule=decisions,
-                seed=run_seed,
+                seed=seed,
+                strategy=name,
+                run=run,
             )
+            attach(error, info)
+            raise error
     return base.value
 
 

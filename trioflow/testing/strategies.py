@@ -20,9 +20,35 @@ Example::
 
 from __future__ import annotations
 
-from hypothesis import strategies as st
+import sys
 
-from ._model import ITEMS, FlowCase, Observations, StepFailure, StepModel
+from trio._core import _run as _trio_run
+
+# trio registers a Hypothesis plugin (its "hypothesis" entry point) that, when
+# Hypothesis is first imported, switches trio's run loop into its deterministic
+# scheduling mode for the whole process (each batch sorted, then shuffled by a
+# random.Random that Hypothesis reseeds for every example) and registers that
+# Random with Hypothesis. Importing this module must not change how plain
+# trio.run schedules elsewhere, so if the import of Hypothesis below is the
+# first one, the mode and the registration are undone. (The harness turns the
+# mode on for the length of each of its own runs, whatever it was.)
+_first_import = "hypothesis" not in sys.modules
+_allow_before = _trio_run._ALLOW_DETERMINISTIC_SCHEDULING
+
+from hypothesis import strategies as st  # noqa: E402
+
+if _first_import:
+    setattr(_trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING", _allow_before)  # noqa: B010 (Final)
+    try:
+        from hypothesis.internal import entropy as _entropy
+
+        for _key, _value in list(_entropy.RANDOMS_TO_MANAGE.items()):
+            if _value is _trio_run._r:
+                del _entropy.RANDOMS_TO_MANAGE[_key]
+    except (ImportError, AttributeError):  # a Hypothesis that keeps them elsewhere
+        pass
+
+from ._model import ITEMS, FlowCase, Observations, StepFailure, StepModel  # noqa: E402
 
 __all__ = ["FlowCase", "Observations", "StepFailure", "StepModel", "flows", "schedules", "seeds"]
 
@@ -36,18 +62,27 @@ __all__ = ["FlowCase", "Observations", "StepFailure", "StepModel", "flows", "sch
 _DURATIONS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 
 
-def schedules(*, max_size: int = 64, max_value: int = 8) -> st.SearchStrategy[list[int]]:
-    """Schedules for :func:`~trioflow.testing.run_deterministic`: lists of small ints.
+def schedules(*, max_size: int = 64, max_value: int = 2**16) -> st.SearchStrategy[list[int]]:
+    """Schedules for :func:`~trioflow.testing.run_deterministic`: lists of ints.
 
-    Shrinks toward ``[]`` (FIFO) and toward small values, so a failing example
-    ends up as the shortest list of decisions that still exposes the bug.
+    Each decision is ``0`` (FIFO) or a value ``k`` that the harness wraps to
+    the decision point's ``n`` choices, taking choice ``(k - 1) % n``; values
+    are drawn up to ``max_value``, so every task of a batch of up to
+    ``max_value`` tasks can be chosen. Shrinks toward ``[]`` (FIFO) and toward
+    small values: a failing example ends up as the shortest list of the
+    smallest decisions that still exposes the bug (each value at most the
+    number of choices where it was taken).
 
     Args:
         max_size: Most decisions drawn; a run that needs more continues FIFO.
-        max_value: Largest decision drawn (decisions are taken modulo the
-            number of runnable tasks, so small values reach every choice).
+        max_value: Largest decision drawn (at least 1); batches larger than this
+            have tasks no drawn value reaches.
     """
-    return st.lists(st.integers(0, max_value), max_size=max_size)
+    if not isinstance(max_value, int) or max_value < 1:
+        raise ValueError(f"schedules(max_value={max_value!r}) must be an int >= 1")
+    # half the draws as before (0 to 8), half over the whole range
+    decision = st.one_of(st.integers(0, min(8, max_value)), st.integers(0, max_value))
+    return st.lists(decision, max_size=max_size)
 
 
 def seeds() -> st.SearchStrategy[int]:

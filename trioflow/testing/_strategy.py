@@ -1,0 +1,310 @@
+"""Strategies: who chooses each scheduling decision of a deterministic run.
+
+A *decision point* arises whenever the harness must choose what happens next:
+
+* ``"batch"``: two or more things can run (tasks of the run, and worker-thread
+  calls waiting to be run). ``0`` runs every runnable task, oldest first
+  (FIFO); ``k >= 1`` runs only ``choices[k - 1]``: a task, which then runs
+  alone while the others wait for the next batch, or a thread call, which runs
+  to its end before the batch runs FIFO.
+* ``"handover"``: a flow worker freed a slot that several steps want.
+  ``0`` lets the run settle first (every task runs until blocked), ``1``
+  hands the slot over at once, in the same task step, as a busy production run
+  does.
+
+A strategy is anything with the three methods of :class:`Strategy`; the
+built-in ones are :class:`RandomWalk`, :class:`PCT`, :class:`Bounded` and
+:class:`Portfolio`, named ``"random"``, ``"pct"``, ``"bounded"`` and
+``"portfolio"``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+__all__ = [
+    "PCT",
+    "STRATEGY_NAMES",
+    "Bounded",
+    "DecisionPoint",
+    "Portfolio",
+    "RandomWalk",
+    "Strategy",
+    "make_strategy",
+    "strategy_name",
+]
+
+STRATEGY_NAMES = ("random", "pct", "bounded", "portfolio")
+
+
+@attrs.frozen
+class DecisionPoint:
+    """What a :class:`Strategy` sees when it must decide.
+
+    Attributes:
+        kind: ``"batch"`` or ``"handover"`` (see :mod:`trioflow.testing`).
+        choices: Stable names of what can run, oldest first: task labels such
+            as ``"mymodule.worker#3"`` (the trio name and the spawn index in
+            the run) and, in a batch, worker-thread calls such as
+            ``"thread:read_file#0"``. For a hand-over, the one worker's label.
+        step: Task steps run so far in this run.
+        index: The number of this decision within the run (0 for the first).
+    """
+
+    kind: str
+    choices: tuple[str, ...]
+    step: int
+    index: int
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """Chooses the decisions of deterministic runs, one run after another.
+
+    :func:`~trioflow.testing.check_deterministic` calls ``start_run`` before
+    each run it gives to the strategy, ``decide`` at each decision point of
+    that run, and ``end_run`` after it; a strategy may learn from earlier runs
+    (their length, the choices they offered). The decisions taken are recorded,
+    so every run replays as an explicit ``schedule=`` whatever the strategy.
+    """
+
+    def start_run(self, run: int) -> None:
+        """A run begins: *run* counts the runs of a :func:`check_deterministic` from 1
+        (run 0 is its FIFO run, which no strategy chooses); a single
+        :func:`run_deterministic` with this strategy is run 0."""
+
+    def decide(self, point: DecisionPoint) -> int:
+        """Return ``0`` or ``k`` in ``1..len(point.choices)`` (see :class:`DecisionPoint`).
+
+        Values outside the range wrap: ``k`` picks ``choices[(k - 1) % n]``.
+        """
+        ...
+
+    def end_run(self, decisions: Sequence[int], steps: int) -> None:
+        """The run ended after taking *decisions* and running *steps* task steps."""
+
+
+class RandomWalk:
+    """Each decision drawn uniformly from ``0..n`` (``"random"``).
+
+    Good at races that need one or two unlikely choices anywhere in a run, and
+    at lost wakeups; the draw for each decision is independent, so a bug that
+    needs one task held back for many consecutive decisions is unlikely.
+    """
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed: int = seed
+        self.rng: random.Random = random.Random(seed)
+
+    def start_run(self, run: int) -> None:
+        pass
+
+    def decide(self, point: DecisionPoint) -> int:
+        return self.rng.randrange(len(point.choices) + 1)
+
+    def end_run(self, decisions: Sequence[int], steps: int) -> None:
+        pass
+
+
+class PCT:
+    """Probabilistic concurrency testing (Burckhardt et al., ASPLOS 2010) (``"pct"``).
+
+    Every task (and thread call) gets a random priority when first seen; at
+    each batch only the runnable one of highest priority runs. At ``depth - 1``
+    change points, drawn uniformly over the length of the run as measured in
+    earlier runs, the task running then drops below every other. A bug of
+    depth ``d`` (``d`` ordering constraints) among ``n`` tasks in a run of
+    ``k`` decisions is found with probability at least ``1 / (n * k**(d-1))``
+    per run; it finds bugs that need one task held back for a long time.
+
+    Args:
+        seed: Seeds the priorities and change points.
+        depth: The bug depth aimed at (``>= 1``); ``None`` draws 1, 2 or 3 per run.
+    """
+
+    name = "pct"
+
+    def __init__(self, seed: int = 0, depth: int | None = None) -> None:
+        if depth is not None and (not isinstance(depth, int) or depth < 1):
+            raise ValueError(f"PCT depth must be an int >= 1 or None, got {depth!r}")
+        self.seed: int = seed
+        self.depth: int | None = depth
+        self.rng: random.Random = random.Random(seed)
+        self.length: int = 16  # decisions per run, updated from the runs seen
+        self.priorities: dict[str, float] = {}
+        self.changes: dict[int, int] = {}
+        self.handover_at_once: bool = False
+
+    def start_run(self, run: int) -> None:
+        depth = self.depth if self.depth is not None else self.rng.choice((1, 2, 3))
+        self.priorities = {}
+        points = range(1, max(self.length, depth) + 1)
+        self.changes = {p: i for i, p in enumerate(self.rng.sample(points, depth - 1))}
+        self.handover_at_once = self.rng.random() < 0.5
+
+    def decide(self, point: DecisionPoint) -> int:
+        if point.kind == "handover":
+            return 1 if self.handover_at_once else 0
+        priorities = self.priorities
+        for name in point.choices:
+            if name not in priorities:
+                priorities[name] = 1.0 + self.rng.random()
+        best = max(range(len(point.choices)), key=lambda i: priorities[point.choices[i]])
+        change = self.changes.get(point.index)
+        if change is not None:
+            # below every initial priority, later change points lower still
+            priorities[point.choices[best]] = -float(change)
+            best = max(range(len(point.choices)), key=lambda i: priorities[point.choices[i]])
+        return best + 1
+
+    def end_run(self, decisions: Sequence[int], steps: int) -> None:
+        self.length = max(self.length, len(decisions))
+
+
+class Bounded:
+    """Systematic search by increasing number of non-FIFO decisions (``"bounded"``).
+
+    Runs FIFO, then every schedule with one non-FIFO decision (any position,
+    any choice), then every one with two, and so on (preemption / delay
+    bounding, as in CHESS and SCTBench), until the budget of runs ends. It
+    finds every bug that needs few unusual decisions, in the fewest runs that
+    guarantee it; the search is exhausted when no schedule is left.
+    """
+
+    name = "bounded"
+
+    def __init__(self, seed: int = 0, max_bound: int = 3) -> None:
+        self.seed: int = seed
+        self.max_bound: int = max_bound
+        # (prefix, its number of non-zero decisions)
+        self.queue: deque[tuple[tuple[int, ...], int]] = deque([((), 0)])
+        self.prefix: tuple[int, ...] = ()
+        self.bound: int = 0
+        self.sizes: list[int] = []
+        self.exhausted: bool = False
+
+    def start_run(self, run: int) -> None:
+        if self.queue:
+            self.prefix, self.bound = self.queue.popleft()
+        else:
+            # exhausted: further runs are FIFO, a pure repetition
+            self.exhausted = True
+            self.prefix, self.bound = (), self.max_bound
+        self.sizes = []
+
+    def decide(self, point: DecisionPoint) -> int:
+        index = point.index
+        self.sizes.append(len(point.choices))
+        return self.prefix[index] if index < len(self.prefix) else 0
+
+    def end_run(self, decisions: Sequence[int], steps: int) -> None:
+        if self.bound >= self.max_bound or self.exhausted:
+            return
+        start = len(self.prefix)
+        zeros: tuple[int, ...] = ()
+        for position in range(start, len(self.sizes)):
+            base = self.prefix + zeros
+            for choice in range(1, self.sizes[position] + 1):
+                self.queue.append(((*base, choice), self.bound + 1))
+            zeros += (0,)
+
+
+class Portfolio:
+    """Interleaves random walk, PCT of depths 1 to 3 and bounded search (``"portfolio"``).
+
+    SCTBench (Thomson, Donaldson and Betts, PPoPP 2014) found that no single
+    technique finds every bug quickly, and a portfolio finds more than any one
+    of its members. Runs go in turn to: random, PCT depth 1, bounded, PCT
+    depth 2, random, PCT depth 3; an exhausted bounded search gives its turns
+    to the others. The default of :func:`~trioflow.testing.check_deterministic`.
+    """
+
+    name = "portfolio"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed: int = seed
+        rngs = random.Random(seed)
+
+        def sub() -> int:
+            return rngs.randrange(2**32)
+
+        walk = RandomWalk(sub())
+        self.bounded: Bounded = Bounded(sub())
+        self.members: list[RandomWalk | PCT | Bounded] = [
+            walk,
+            PCT(sub(), 1),
+            self.bounded,
+            PCT(sub(), 2),
+            walk,
+            PCT(sub(), 3),
+        ]
+        self.turn: int = -1
+        self.current: RandomWalk | PCT | Bounded = walk
+
+    @property
+    def member_name(self) -> str:
+        """The name of the member running now (``"pct"`` with its depth: ``"pct(d=2)"``)."""
+        current = self.current
+        if isinstance(current, PCT):
+            return f"pct(d={current.depth})"
+        return current.name
+
+    def start_run(self, run: int) -> None:
+        while True:
+            self.turn += 1
+            self.current = self.members[self.turn % len(self.members)]
+            if self.current is not self.bounded or self.bounded.queue:
+                break
+        self.current.start_run(run)
+
+    def decide(self, point: DecisionPoint) -> int:
+        return self.current.decide(point)
+
+    def end_run(self, decisions: Sequence[int], steps: int) -> None:
+        self.current.end_run(decisions, steps)
+        # every PCT member learns the run length from every run
+        for member in self.members:
+            if isinstance(member, PCT) and member is not self.current:
+                member.length = max(member.length, len(decisions))
+
+
+def make_strategy(strategy: object, seed: int | None) -> Strategy:
+    """Build the strategy named by *strategy* (or check the object given), seeded by *seed*."""
+    if isinstance(strategy, str):
+        s = 0 if seed is None else seed
+        if strategy == "random":
+            return RandomWalk(s)
+        if strategy == "pct":
+            return PCT(s)
+        if strategy == "bounded":
+            return Bounded(s)
+        if strategy == "portfolio":
+            return Portfolio(s)
+        raise ValueError(
+            f"strategy must be one of {', '.join(map(repr, STRATEGY_NAMES))} or an object with "
+            f"the methods of trioflow.testing.Strategy, got {strategy!r}"
+        )
+    if not isinstance(strategy, Strategy):
+        raise TypeError(
+            f"strategy must be a name such as 'portfolio' or an object with start_run(), "
+            f"decide() and end_run() (see trioflow.testing.Strategy), got {strategy!r} "
+            f"(a {type(strategy).__name__})"
+        )
+    return strategy
+
+
+def strategy_name(strategy: Strategy) -> str:
+    """A short name for reports: the built-in name (with the portfolio's member), or the class."""
+    if isinstance(strategy, Portfolio):
+        return f"portfolio:{strategy.member_name}"
+    if isinstance(strategy, PCT) and strategy.depth is not None:
+        return f"pct(d={strategy.depth})"
+    name = getattr(strategy, "name", None)
+    return name if isinstance(name, str) else type(strategy).__name__
