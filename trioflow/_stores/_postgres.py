@@ -160,7 +160,7 @@ class PostgresStore(BuiltinStore):
             )
         self.dsn = dsn
         self._codec = check_codec(codec)
-        self.fsync = bool(fsync)
+        self.fsync: bool = bool(fsync)
         self.threaded = True
         self._lock = threading.Lock()
         self._conn: Any = None
