@@ -112,3 +112,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/run.py", *session.posargs)
     # the testing harness: schedules per second against plain trio.run
     session.run("python", "bench/harness_case.py", *session.posargs)
+    # cancelling a large run from outside, against letting it finish (issue 9 item 21)
+    session.run("python", "bench/cancel_case.py")
+    # trioflow.map's retained memory beside the results, at 100k and 1M items (issue 9 item 20)
+    session.run("python", "bench/map_memory_case.py")
