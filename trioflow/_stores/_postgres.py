@@ -158,10 +158,10 @@ class PostgresStore(BuiltinStore):
                 f"PostgresStore(dsn) takes a libpq connection string such as "
                 f"'postgresql://user@host/dbname' (got {dsn!r})"
             )
-        self.dsn = dsn
+        self.dsn: str = dsn
         self._codec = check_codec(codec)
         self.fsync: bool = bool(fsync)
-        self.threaded = True
+        self.threaded: bool = True  # (always: psycopg is driven from worker threads)
         self._lock = threading.Lock()
         self._conn: Any = None
         self._closed = False
