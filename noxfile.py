@@ -86,7 +86,7 @@ def typing(session: nox.Session) -> None:
     # every extra: mypy checks the code that uses rich, OpenTelemetry and httpx too;
     # pyright's nodejs extra brings Node as a wheel from PyPI (no download from nodejs.org)
     session.install(
-        ".[process,dask,rich,otel,http]", "mypy>=1.10", "hypothesis>=6.100", "pyright[nodejs]>=1.1.380",
+        ".[process,dask,rich,otel,http,postgres]", "mypy>=1.10", "hypothesis>=6.100", "pyright[nodejs]>=1.1.380",
         "pytest>=8",
     )
     session.run("mypy", "--strict", "trioflow")

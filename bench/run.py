@@ -14,6 +14,8 @@ W2  chain of N steps                           raw: task per step + Event chain
 W3  fail-fast latency: 10 steps sleeping 2 s, one raising at 50 ms (ms from raise to run raising)
 MAP trioflow.map over N items, max_concurrent=10  raw: task per item + CapacityLimiter(10)
 STORE W1/W2 recording every step to an SQLiteStore, against the same flow without a store
+RATE/KEYED W1 with a huge-rate RateLimit / a 100-key KeyedLimiter on every step, against plain W1
+PIPE  virtual-time makespan of a two-stage map of 1000 items, pipelined against whole-list
       (and to a PostgresStore on a loopback server, when psycopg and Debian's postgresql are there)
 OBS W1 with a ProgressDisplay, OpenTelemetry spans, open_run's event stream (see bench/observers_case.py)
 CPU/OVH/KILL where steps run: threads, processes, Dask (see bench/runners_case.py)
@@ -284,6 +286,35 @@ async def main(repeats: int, n: int) -> int:
                 )
             )
 
+    try:
+        from limits_case import bench_gates, pipeline_makespans  # type: ignore[import-not-found]
+    except ImportError:
+        bench_gates = None
+    if bench_gates is not None:
+        gates = await bench_gates(n)
+        for key, what in (("rate", "RATE W1, huge-rate RateLimit"), ("keyed", "KEYED W1, 100-key KeyedLimiter")):
+            rows.append(
+                (
+                    f"{what} vs plain W1",
+                    f"{gates[key]:.2f} µs",
+                    f"{gates['plain']:.2f} µs (plain)",
+                    f"{gates[key] / gates['plain']:.2f}x",
+                    "small",
+                )
+            )
+        spans = pipeline_makespans()
+        for limit in (None, 50):
+            ours = spans[f"pipelined, max_concurrent={limit}"]
+            whole = spans[f"whole list, max_concurrent={limit}"]
+            rows.append(
+                (
+                    f"PIPE 1000 items, max_concurrent={limit} (virtual s)",
+                    f"{ours:.1f} s",
+                    f"{whole:.1f} s (whole list)",
+                    f"{ours / whole:.2f}x",
+                    "< 1.0x",
+                )
+            )
     from build_case import bench_build, bench_import  # type: ignore[import-not-found]
 
     rows.extend(bench_build(n, repeats))

@@ -161,6 +161,7 @@ OPTIONAL_PAGES = [
     "durable",
     "scaling",
     "watching",
+    "limits",
     "web-service",
     "coming-from-batch-node",
     "coming-from-node-executor",

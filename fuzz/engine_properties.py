@@ -405,3 +405,56 @@ def check_isolation(case: FlowCase, schedule: Sequence[int], m: int | None) -> N
 CHECKS: dict[str, Callable[..., None]] = {
     name[len("check_") :]: fn for name, fn in globals().items() if name.startswith("check_")
 }
+
+
+# -- 6. rate limits, keyed limits, conditions, pipelining (issue 13) ---------------------
+
+
+def check_gated_matches_sequential(
+    case: FlowCase, schedule: Sequence[int], max_concurrent: int | None
+) -> None:
+    """With rate limits, keyed limits, conditions and pipelined map steps, outputs,
+    statuses, attempts and usage still equal running the steps one by one."""
+    with saved_on_failure(
+        "gated_matches_sequential", case, schedule=list(schedule), max_concurrent=max_concurrent
+    ):
+        result = run(case, schedule, error_handling="continue", max_concurrent=max_concurrent).value
+        assert case.summary(result) == case.sequential()
+
+
+def check_keyed_limits(case: FlowCase, schedule: Sequence[int], max_concurrent: int | None) -> None:
+    """At most ``per_key`` attempts with one key run at once."""
+    with saved_on_failure(
+        "keyed_limits", case, schedule=list(schedule), max_concurrent=max_concurrent
+    ):
+        run(case, schedule, error_handling="continue", max_concurrent=max_concurrent)
+        for key, peak in case.observations.max_in_flight.items():
+            if key.startswith("key:"):
+                assert peak <= case.per_key, (key, peak, case.per_key)
+
+
+def check_token_starts(case: FlowCase, schedule: Sequence[int], max_concurrent: int | None) -> None:
+    """No attempt that takes a token starts earlier than the bucket allows: over any
+    window ``[a, b]`` of attempt starts, at most ``burst + (b - a) * calls / per`` start,
+    and by time ``t`` after the run's start at most ``burst + t * calls / per``."""
+    if case.rate is None:  # no step drew a rate limit
+        return
+    calls, per, burst = case.rate
+    rated = {m.name for m in case.models if m.rate}
+    with saved_on_failure(
+        "token_starts", case, schedule=list(schedule), max_concurrent=max_concurrent
+    ):
+        result = run(case, schedule, error_handling="continue", max_concurrent=max_concurrent).value
+        starts = sorted(t for name, _, _, t in case.observations.starts if name in rated)
+        eps = 1e-9
+        for k, b in enumerate(starts):
+            assert k + 1 <= burst + (b - result.started_at) * calls / per + eps, (k, b)
+            for j in range(k):
+                a = starts[j]
+                assert k - j + 1 <= burst + (b - a) * calls / per + eps, (j, k, a, b)
+
+
+def check_conditional_critical_path(case: FlowCase, schedule: Sequence[int]) -> None:
+    """With conditions (and pipelined map steps), unlimited capacity: the run takes
+    exactly the model's critical path and each step finishes when the model says."""
+    check_critical_path(case, schedule)

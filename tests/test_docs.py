@@ -19,7 +19,9 @@ import trioflow
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-DOCTESTED_PAGES = ["index.rst", "tutorial.rst", "errors.rst", "design.rst", "watching.rst", "scaling.rst"]
+DOCTESTED_PAGES = [
+    "index.rst", "tutorial.rst", "errors.rst", "design.rst", "watching.rst", "scaling.rst", "limits.rst",
+]
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 

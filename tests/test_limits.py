@@ -387,3 +387,38 @@ async def test_map_and_gather_reject_keyed_and_unknown_limiters(anyio_backend: A
         "trioflow.map(limiter=...) takes a CapacityLimiter or a trioflow.RateLimit (got 3 that is a int)"
     )):
         await trioflow.map(f, [1], limiter=3)
+
+
+@pytest.mark.trio
+async def test_a_token_is_taken_as_the_attempt_starts_not_before(autojump_clock: trio.testing.MockClock) -> None:
+    # issue 13 item 1: with one slot, `s1` gets the slot at 0.25 and takes its token then;
+    # `s2` must wait a full interval after that (0.75), not after 0 (the fuzz found this)
+    flow = Flow("spacing")
+
+    @flow.step
+    async def s0() -> None:
+        await trio.sleep(0.25)
+
+    flow.add(_returns(1), name="s1", limiter="api")
+    flow.add(_returns(2), name="s2", limiter="api")
+    result = await flow.run(max_concurrent=1, limiters={"api": RateLimit(calls=2, per=1.0, burst=1)})
+    assert [result.steps[n].started_at for n in ("s0", "s1", "s2")] == [0.0, 0.25, 0.75]
+
+
+@pytest.mark.trio
+async def test_a_retry_waiting_for_a_token_in_its_slot_cannot_deadlock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    flow = Flow("retry-slot")
+    tries: list[float] = []
+
+    @flow.step(limiter="api", retry=Retry(max_attempts=2))
+    async def flaky() -> None:
+        tries.append(trio.current_time())
+        if len(tries) == 1:
+            raise ConnectionError
+
+    flow.add(_returns(1), name="other", limiter="api")
+    with trio.fail_after(100):
+        await flow.run(max_concurrent=1, limiters={"api": RateLimit(calls=1, per=1.0)})
+    assert tries == [0.0, 1.0]

@@ -111,3 +111,32 @@ def test_continue_skips_descendants(case: FlowCase, schedule: list[int], m: int 
 @given(flows(failures=False), schedules(), capacities)
 def test_isolation(case: FlowCase, schedule: list[int], m: int | None) -> None:
     props.check_isolation(case, schedule, m)
+
+
+# -- issue 13: rate limits, keyed limits, conditions, pipelining ----------------------------
+
+gated = flows(max_steps=6, rate_limits=True, keyed=True, conditions=True)
+
+
+@SLICE
+@given(gated, schedules(), capacities)
+def test_gated_matches_sequential(case: FlowCase, schedule: list[int], m: int | None) -> None:
+    props.check_gated_matches_sequential(case, schedule, m)
+
+
+@SLICE
+@given(flows(max_steps=6, keyed=True), schedules(), capacities)
+def test_keyed_limits(case: FlowCase, schedule: list[int], m: int | None) -> None:
+    props.check_keyed_limits(case, schedule, m)
+
+
+@SLICE
+@given(flows(max_steps=6, rate_limits=True), schedules(), capacities)
+def test_token_starts(case: FlowCase, schedule: list[int], m: int | None) -> None:
+    props.check_token_starts(case, schedule, m)
+
+
+@SLICE
+@given(flows(conditions=True), schedules())
+def test_conditional_critical_path(case: FlowCase, schedule: list[int]) -> None:
+    props.check_conditional_critical_path(case, schedule)

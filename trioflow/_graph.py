@@ -413,6 +413,9 @@ class Node:
     # upstream steps whose skip by a condition this step tolerates: every parameter
     # (of the step or its condition) that receives it has a default, or none does (after=)
     tolerates: frozenset[int] = frozenset()
+    # item-level pipelining: a map step over another map step starts item i as soon
+    # as upstream item i has succeeded. ``pipes``: such map steps over this one.
+    pipes: tuple[int, ...] = ()
 
 
 @attrs.frozen(eq=False)
@@ -558,6 +561,12 @@ def compile_plan(flow_name: str, specs: list[StepSpec]) -> Plan:
         stages[depth[i]].append(i)
 
     nodes = []
+    pipes: list[list[int]] = [[] for _ in specs]
+    if not any(s.when is not None for s in specs):  # a condition is decided when the step is ready
+        for i, spec in enumerate(specs):
+            source = by_name.get(spec.map_over) if spec.map_over is not None else None
+            if source is not None and specs[source].map_over is not None:
+                pipes[source].append(i)
     for i, spec in enumerate(specs):
         map_source = by_name.get(spec.map_over) if spec.map_over is not None else None
         w_data, w_inputs = when_all[i]
@@ -580,6 +589,7 @@ def compile_plan(flow_name: str, specs: list[StepSpec]) -> Plan:
                 when_inputs=w_inputs,
                 defaults=defaults,
                 tolerates=frozenset(d for d in deps_lists[i] if d not in needed),
+                pipes=tuple(pipes[i]),
             )
         )
     required_inputs = {k: tuple(v) for k, v in required.items()}

@@ -38,9 +38,10 @@ __all__ = ["KeyedLimiter", "Line", "RateLimit", "TokenBucket", "Waiter"]
 class TokenBucket:
     """A token bucket (capacity ``burst``, ``1 / interval`` tokens per second), starting full."""
 
-    __slots__ = ("interval", "tat", "tolerance")
+    __slots__ = ("burst", "interval", "tat", "tolerance")
 
     def __init__(self, interval: float, burst: int) -> None:
+        self.burst = burst
         self.interval = interval
         self.tolerance = (burst - 1) * interval
         self.tat = -math.inf  # theoretical arrival time of the next token: full
@@ -53,31 +54,48 @@ class TokenBucket:
         """Take one token at ``now`` (which must be >= :meth:`available_at`)."""
         self.tat = max(self.tat, now) + self.interval
 
+    def holds(self, now: float, count: float) -> bool:
+        """Whether ``count`` tokens could all be taken at ``now``."""
+        return max(self.tat, now) + (count - 1) * self.interval - self.tolerance <= now
+
 
 class Waiter:
     """One place in a :class:`Line`: a priority, and what to call when granted."""
 
-    __slots__ = ("alive", "grant", "owner", "sort")
+    __slots__ = ("alive", "grant", "owner", "sort", "takes")
 
-    def __init__(self, sort: tuple[Any, ...], grant: Callable[[], object], owner: object) -> None:
+    def __init__(
+        self, sort: tuple[Any, ...], grant: Callable[[], object], owner: object, takes: bool = True
+    ) -> None:
         self.sort = sort
         self.grant = grant
         self.owner = owner  # who to purge on cancellation (a run, a task)
         self.alive = True
+        # True: the token is taken for the waiter as it is let through. False: the
+        # waiter is only woken, with a token *promised*, and takes it as it starts
+        # (the scheduler's units, which may start later, when a slot frees)
+        self.takes = takes
 
     def __lt__(self, other: Waiter) -> bool:
+        # waiters that hold a slot meanwhile (they take at once) go first
+        if self.takes is not other.takes:
+            return self.takes
         return self.sort < other.sort
 
 
 class Line:
     """The waiters for one bucket or one key's slots, best first."""
 
-    __slots__ = ("bucket", "capacity", "heap", "in_use")
+    __slots__ = ("bucket", "capacity", "heap", "in_use", "promised", "watchers")
 
     def __init__(self, bucket: TokenBucket | None, capacity: int | None) -> None:
         self.bucket = bucket  # a rate limit's bucket, or None
         self.capacity = capacity  # a keyed limiter's slots per key, or None
         self.in_use = 0
+        self.promised = 0  # tokens promised to woken waiters that have not taken them yet
+        # called when a promise is settled (its token taken or given back): whoever
+        # grants may let the next waiter through
+        self.watchers: dict[int, Callable[[], object]] = {}
         self.heap: list[Waiter] = []
 
     def _prune(self) -> None:
@@ -85,12 +103,17 @@ class Line:
         while heap and not heap[0].alive:
             heapq.heappop(heap)
 
-    def ready(self, now: float) -> bool:
-        """Whether one more can pass at ``now`` (a token or a slot is free)."""
+    def ready(self, now: float, takes: bool = True) -> bool:
+        """Whether one more can pass at ``now`` (a token or a slot is free).
+
+        A token promised to a woken waiter is only a hint against waking too
+        many: one who takes a token now (``takes``) does not count it, so a
+        promise never holds back a waiter that holds a slot meanwhile.
+        """
         if self.capacity is not None:
             return self.in_use < self.capacity
         assert self.bucket is not None
-        return self.bucket.available_at(now) <= now
+        return self.bucket.holds(now, 1 if takes else self.promised + 1)
 
     def take(self, now: float) -> None:
         if self.capacity is not None:
@@ -98,6 +121,12 @@ class Line:
         else:
             assert self.bucket is not None
             self.bucket.take(now)
+
+    def settle(self) -> None:
+        """A woken waiter took its promised token, or gave it back."""
+        self.promised -= 1
+        for watcher in list(self.watchers.values()):
+            watcher()
 
     def release(self) -> None:
         """Give back a keyed slot (rate tokens are never given back)."""
@@ -120,20 +149,28 @@ class Line:
         heap = self.heap
         while True:
             self._prune()
-            if not heap or not self.ready(now):
+            if not heap or not self.ready(now, heap[0].takes):
                 return
             waiter = heapq.heappop(heap)
             waiter.alive = False
-            self.take(now)
+            if waiter.takes or self.bucket is None:
+                self.take(now)
+            else:
+                self.promised += 1
             waiter.grant()
 
     def next_time(self, now: float) -> float:
         """When the head waiter can next be let through by time alone (inf: never,
         or not by time: a keyed slot frees when a holder ends)."""
         self._prune()
-        if not self.heap or self.bucket is None:
+        bucket = self.bucket
+        if not self.heap or bucket is None:
             return math.inf
-        return self.bucket.available_at(now)
+        if self.heap[0].takes:
+            return bucket.available_at(now)
+        if self.promised >= bucket.burst:
+            return math.inf  # (promised tokens are taken, or given back, before more are)
+        return max(now, bucket.tat + self.promised * bucket.interval - bucket.tolerance)
 
     def purge(self, owner: object) -> None:
         """Drop every waiter of ``owner`` (a run or task that was cancelled)."""
@@ -230,7 +267,10 @@ class RateLimit:
 
     def _line(self, key: Hashable, domain: object) -> Line:
         """The waiting line of ``key``'s bucket (``None`` when not keyed)."""
-        return self._lines.get(key, domain, lambda: Line(TokenBucket(self.interval, self.burst), None))
+        return self._lines.get(key, domain, self._new_line)
+
+    def _new_line(self) -> Line:
+        return Line(TokenBucket(self.interval, self.burst), None)
 
 
 class KeyedLimiter:
@@ -268,7 +308,10 @@ class KeyedLimiter:
 
     def _line(self, key: Hashable, domain: object) -> Line:
         """The waiting line of ``key``'s slots."""
-        return self._lines.get(key, domain, lambda: Line(None, self.per_key))
+        return self._lines.get(key, domain, self._new_line)
+
+    def _new_line(self) -> Line:
+        return Line(None, self.per_key)
 
     def in_use(self, key: Hashable) -> int:
         """How many holders of ``key`` run now (for tests and statistics)."""

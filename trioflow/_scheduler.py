@@ -199,7 +199,7 @@ class _Group:
 class _Unit:
     """One schedulable piece of work: a plain step, or one item of a map step."""
 
-    __slots__ = ("gate_key", "held", "item", "key", "passed", "state")
+    __slots__ = ("gate_key", "held", "item", "key", "passed", "state", "tokened", "woken")
 
     def __init__(self, state: _StepState, item: int | None) -> None:
         self.state = state
@@ -208,6 +208,8 @@ class _Unit:
         self.passed = 0  # rate limits and keyed limiters passed (see Run._gate)
         self.held: tuple[Line, ...] = ()  # keyed slots held until the unit ends
         self.gate_key: Hashable = None  # limit_key's answer, for keyed limits
+        self.tokened = False  # took its first attempt's rate tokens
+        self.woken: Line | None = None  # the rate line that promised it a token
 
 
 class _StepState:
@@ -228,6 +230,9 @@ class _StepState:
     skip_reason: str | None = None  # "condition" or "dependency", for a skipped step
     external: tuple[tuple[int, Limiter], ...] = ()  # (id of the caller's limiter, limiter to acquire)
     gates: tuple[Gate, ...] = ()  # rate limits and keyed limiters, passed before queueing
+    rates: tuple[RateLimit, ...] = ()  # rate limits: a token taken as each attempt starts
+    ok_items: list[int] | None = None  # a map step with pipes: its items that succeeded
+    piped: set[int] | None = None  # a pipelined map step: items started (or resumed) early
     items: list[Any]
     item_values: list[Any]
     item_errors: dict[int, Exception]
@@ -353,6 +358,7 @@ class Run:
         self.domain = current_domain() if gates else None
         self.gate_lines: dict[int, Line] = {}
         self.gate_waiting = 0  # units of this run waiting in a line
+        self.woken: set[_Unit] = set()  # units woken with a promised token, not yet taken
         self.granting = False
         self.granter_scope: Any = None
         self.holders: set[_Unit] = set()
@@ -376,7 +382,12 @@ class Run:
             if group is None:
                 group = groups[key] = _Group(tuple(counters)) if counters else free
             st = _StepState(node, group)
-            st.gates = tuple(gates[n] for n in spec.limiters if n in gates)
+            st.gates = tuple(
+                g for n in spec.limiters if n in gates and isinstance(g := gates[n], KeyedLimiter)
+            )
+            st.rates = tuple(
+                g for n in spec.limiters if n in gates and isinstance(g := gates[n], RateLimit)
+            )
             acquire = list(shared)
             for n in spec.limiters:
                 if n in gates:
@@ -457,6 +468,13 @@ class Run:
                 heapq.heappop(ready)
                 unit = heapq.heappop(heap)[1]
                 self.queued -= 1
+                if unit.state.rates and not unit.tokened and not self._tokens(unit):
+                    # no token now: the unit waits in the rate's line, holding nothing
+                    if group.counters:
+                        self.queued_limited -= 1
+                    if heap:
+                        heapq.heappush(ready, (heap[0][0], next(self._seq), group))
+                    continue
                 for counter in group.counters:
                     counter.in_use += 1
                 if group.counters:
@@ -532,7 +550,8 @@ class Run:
         else:
             param = next(p for p in node.inputs if p.key == node.spec.map_over)
             source = self.inputs.get(param.key, param.default)
-        st.item_errors = {}
+        if st.piped is None:
+            st.item_errors = {}
         try:
             if isinstance(source, str | bytes | Mapping):
                 raise TypeError(f"it is a {type(source).__name__}")
@@ -546,6 +565,10 @@ class Run:
             now = self.now()
             st.started_at = now
             self._step_failed(st, error, 0, now)
+            return
+        if st.piped is not None:  # items already started one by one: start the rest
+            st.items = items
+            self._pipe_start(st, range(len(items)), items)
             return
         st.items = items
         st.item_values = [None] * len(items)
@@ -561,6 +584,10 @@ class Run:
             if 0 <= i < len(items):
                 st.item_values[i] = value
                 st.item_status[i] = StepStatus.SUCCEEDED
+        if node.pipes:
+            st.ok_items = [i for i in range(len(items)) if i in done]
+            for c in node.pipes:
+                self._pipe_ready(self.states[c])
         st.items_left = len(todo)
         if self.on_event is not None:
             now = self.now()
@@ -586,16 +613,12 @@ class Run:
         """
         st = unit.state
         gates = st.gates
-        if unit.passed == 0 and any(g.keyed for g in gates):
-            try:
-                unit.gate_key = self._limit_key(unit)
-            except Exception as exc:
-                self._fail_unstarted(unit, exc)
-                return
+        if unit.passed == 0 and not self._read_key(unit):
+            return
         gate = gates[unit.passed]
-        line = gate._line(unit.gate_key if gate.keyed else None, self.domain)
+        line = gate._line(unit.gate_key, self.domain)
         self.gate_lines[id(line)] = line
-        if isinstance(gate, KeyedLimiter) and line.pass_now(self.now()):
+        if line.pass_now(self.now()):
             self._gate_passed(unit, line, False)
             return
         self.gate_waiting += 1
@@ -606,10 +629,68 @@ class Run:
         """Start the granter, or make it look again (a token may be free now, or
         nothing waits any more)."""
         if not self.granting:
-            self.granting = True
-            self.nursery.start_soon(self._grant)
+            if self.gate_waiting:
+                self.granting = True
+                self.nursery.start_soon(self._grant)
         elif self.granter_scope is not None:
             self.granter_scope.deadline = -math.inf
+
+    def _read_key(self, unit: _Unit) -> bool:
+        """Read the unit's limit key once, if a keyed limit needs it; False: it failed."""
+        st = unit.state
+        if unit.passed or unit.tokened or unit.gate_key is not None:
+            return True
+        if not any(g.keyed for g in (*st.gates, *st.rates)):
+            return True
+        try:
+            unit.gate_key = self._limit_key(unit)
+        except Exception as exc:
+            self._fail_unstarted(unit, exc)
+            return False
+        return True
+
+    def _tokens(self, unit: _Unit) -> bool:
+        """Take the first attempt's token from each of the unit's rate limits, at
+        once and as it starts; or make it wait in the line of the first that has
+        none, best first (it is let back into the ready queue when a token is due)."""
+        st = unit.state
+        if unit.woken is not None:  # its promised token is now taken, or given back
+            self.woken.discard(unit)
+            woken = unit.woken
+            unit.woken = None
+            woken.settle()
+        if not self._read_key(unit):
+            return False
+        now = self.now()
+        lines = [rate._line(unit.gate_key if rate.keyed else None, self.domain) for rate in st.rates]
+        for line in lines:
+            if not line.ready(now):
+                self._wait_for_token(unit, line)
+                return False
+        for line in lines:
+            line.take(now)
+        unit.tokened = True
+        return True
+
+    def _wait_for_token(self, unit: _Unit, line: Line) -> None:
+        self.gate_lines[id(line)] = line
+        line.watchers[id(self)] = self._wake_granter
+        self.gate_waiting += 1
+        line.push(Waiter((*unit.key, next_sequence()), lambda: self._woken(unit, line), self, False))
+        self._wake_granter()
+
+    def _woken(self, unit: _Unit, line: Line) -> None:
+        """A token is due for ``unit``: back to the ready queue, to take it as it starts."""
+        self.gate_waiting -= 1
+        if not self.gate_waiting:
+            self._wake_granter()  # so that it ends
+        if self.stopping or unit.state.status is not None:
+            line.settle()
+            return
+        unit.woken = line
+        self.woken.add(unit)
+        self._push(unit)
+        self._dispatch()
 
     def _limit_key(self, unit: _Unit) -> Hashable:
         st = unit.state
@@ -694,15 +775,26 @@ class Run:
             return
         st.attempts = max(st.attempts, 1)
         st.item_errors[unit.item] = error
+        st.item_status[unit.item] = StepStatus.FAILED  # type: ignore[index]
+        st.item_times[unit.item] = [now, now]
+        st.item_failures[unit.item] = error
         if self.fail_fast:
             self._step_failed(st, error, 1, now)
         else:
             self._item_done(st, now)
 
     def _leave_lines(self) -> None:
-        """At the end of the run: leave every line, give back every keyed slot."""
+        """At the end of the run: leave every line, give back every keyed slot and
+        every promised token."""
         for line in self.gate_lines.values():
             line.purge(self)
+            line.watchers.pop(id(self), None)
+        for unit in self.woken:
+            woken = unit.woken
+            assert woken is not None
+            unit.woken = None
+            woken.settle()
+        self.woken.clear()
         for unit in list(self.holders):
             self._give_back(unit)
         now = self.now()
@@ -788,10 +880,66 @@ class Run:
             if child.pending == 0 and child.status is None:
                 child.ready_at = now
                 newly_ready.append(child)
+            elif child.pending == 1 and child.status is None and child.node.map_source is not None:
+                source = self.states[child.node.map_source]
+                if source.ok_items:  # only its map source left: catch up on its items
+                    self._pipe_ready(child)
         for child in newly_ready:
             self._make_ready(child)
         if len(newly_ready) > 1 and self.on_event is not None:
             self._announce(newly_ready, now)
+
+    # -- item-level pipelining -----------------------------------------------------------
+
+    def _pipe_ready(self, down: _StepState, item: int | None = None) -> None:
+        """Start items of map step ``down`` whose upstream items have succeeded (``item``,
+        or all of them), if the upstream map step is the only dependency left."""
+        if down.status is not None or down.pending != 1:
+            return
+        if callable(self.completed_items.get(down.name)):
+            return  # resumed items are matched to the whole list: no pipelining
+        assert down.node.map_source is not None
+        up = self.states[down.node.map_source]
+        if up.status is not None:
+            return
+        assert up.ok_items is not None
+        if down.piped is None:
+            n = len(up.items)
+            down.piped = set()
+            down.items = [None] * n
+            down.item_values = [None] * n
+            down.item_errors = {}
+            down.item_status = [None] * n
+            down.item_attempts = [0] * n
+            down.item_times = [[None, None] for _ in range(n)]
+            down.item_failures = {}
+            down.items_left = n
+            if down.node.pipes:  # a chain of map steps pipelines through
+                down.ok_items = []
+        self._pipe_start(down, up.ok_items if item is None else (item,), up.item_values)
+
+    def _pipe_start(self, down: _StepState, indices: Any, values: list[Any]) -> None:
+        piped = down.piped
+        assert piped is not None
+        done = self.completed_items.get(down.name, {})
+        if callable(done):  # (never pipelined: see _pipe_ready)
+            done = done(list(values))
+        for i in indices:
+            if i in piped:
+                continue
+            piped.add(i)
+            down.items[i] = values[i]
+            if i in done:
+                down.item_values[i] = done[i]
+                down.item_status[i] = StepStatus.SUCCEEDED  # type: ignore[index]
+                down.items_left -= 1
+            else:
+                self._push(_Unit(down, i))
+        if not down.items_left and down.status is None:  # every item was recorded earlier
+            now = self.now()
+            if down.started_at is None:
+                down.started_at = now
+            self._step_succeeded(down, down.item_values, down.attempts, now)
 
     def _step_failed(self, st: _StepState, error: BaseException, attempts: int, now: float) -> None:
         st.status = StepStatus.FAILED
@@ -1067,11 +1215,9 @@ class Run:
                 if at >= self.stop_at:
                     self._unit_failed(unit, error, attempt, at)
                 return
-            if st.gates:  # every attempt takes a token (the unit keeps its slot meanwhile)
-                for gate in st.gates:
-                    if isinstance(gate, RateLimit):
-                        line = gate._line(unit.gate_key if gate.keyed else None, self.domain)
-                        await wait_turn(line, unit.key, self.be)
+            for rate in st.rates:  # every attempt takes a token (the unit keeps its slot meanwhile)
+                line = rate._line(unit.gate_key if rate.keyed else None, self.domain)
+                await wait_turn(line, unit.key, self.be)
 
     async def _hooked(
         self, st: _StepState, item: int | None, attempt: int, kwargs: dict[str, Any], started: float
@@ -1125,6 +1271,10 @@ class Run:
         st.item_times[unit.item][1] = now
         if self.item_recorder is not None:
             self.item_recorder(st.name, unit.item, value, kept, attempt, started, now)
+        if st.ok_items is not None:
+            st.ok_items.append(unit.item)
+            for c in st.node.pipes:
+                self._pipe_ready(self.states[c], unit.item)
         self._item_done(st, now)
 
     async def _settle(self) -> None:

@@ -34,11 +34,11 @@ def line_for(gate: Gate, key: Hashable) -> Line:
 async def wait_turn(line: Line, sort: tuple[Any, ...], be: Any) -> None:
     """Wait until ``line`` lets this task through (a token taken, or a keyed slot held).
 
-    A checkpoint only when it has to wait. The caller gives a keyed slot back
-    with :func:`give_back`. Cancellation while waiting leaves the line as it was.
+    Always a checkpoint: the waiter joins the line first, so that the tasks
+    that ask at the same instant are let through in priority order, not in the
+    order they happened to run. The caller gives a keyed slot back with
+    :func:`give_back`. Cancellation while waiting leaves the line as it was.
     """
-    if line.pass_now(be.current_time()):
-        return
     granted = False
     event = anyio.Event()
 
@@ -50,6 +50,7 @@ async def wait_turn(line: Line, sort: tuple[Any, ...], be: Any) -> None:
     waiter = Waiter((*sort, next_sequence()), grant, event)
     line.push(waiter)
     try:
+        await be.checkpoint()  # let every task asking at this instant join the line
         while True:
             now = be.current_time()
             line.grant(now)  # whoever is due, best first: maybe this task, maybe others
@@ -70,4 +71,5 @@ async def wait_turn(line: Line, sort: tuple[Any, ...], be: Any) -> None:
 def give_back(line: Line, be: Any) -> None:
     """Give back a keyed slot and let the next waiter of that key through."""
     line.release()
-    line.grant(be.current_time())
+    if line.heap:
+        line.grant(be.current_time())

@@ -61,6 +61,13 @@ class StepModel:
             duration means that attempt times out (a failure).
         mutate: The step appends to every list it was given, after using it.
         tokens: Usage reported per attempt, as ``tokens``.
+        when: ``None``, or a step in ``deps`` whose value decides whether the
+            step runs (``when=``): it runs when ``condition(value)`` (in this module) holds.
+        optional: Steps in ``deps`` the step takes with a default of ``None``
+            (optional dependencies: ``None`` when a condition skipped them).
+        rate: Every attempt takes a token from the run's rate limit ``"rate"``.
+        key_mod: ``0``, or the step uses the keyed limiter ``"keyed"`` with the
+            key ``item % key_mod`` (a plain step: key ``0``).
     """
 
     name: str
@@ -81,6 +88,10 @@ class StepModel:
     timeout: float | None = None
     mutate: bool = False
     tokens: int = 1
+    when: str | None = None
+    optional: tuple[str, ...] = ()
+    rate: bool = False
+    key_mod: int = 0
 
     @property
     def fails(self) -> bool:
@@ -101,13 +112,19 @@ class StepModel:
         return self.attempts * d + waits
 
 
+def condition(value: Sequence[int]) -> bool:
+    """The condition of a generated step with ``when``: holds for about half the values."""
+    return (sum(value) + len(value)) % 2 == 0
+
+
 def _value(model: StepModel, index: int, inputs: Mapping[str, Any], item: Any) -> Any:
     """The pure function every generated step computes."""
     h = 7 * index + 3
     for k, dep in enumerate(model.deps):
         if dep == model.map_over:
             continue
-        h += (k + 1) * (sum(inputs[dep]) + 11 * len(inputs[dep]))
+        given = inputs[dep] if inputs[dep] is not None else []  # an optional dependency skipped
+        h += (k + 1) * (sum(given) + 11 * len(given))
     if model.map_over is not None:
         return (h + 31 * item) % 10007
     return [(h + j) % 10007 for j in range(model.length)]
@@ -126,6 +143,7 @@ class Observations:
         cancelled: ``(step, item)`` of every body that saw a cancellation.
         inputs_seen: ``(step, item, attempt)`` -> a deep copy of the arguments
             the body was called with.
+        starts: ``(step, item, attempt, time)`` of every attempt, as it began.
     """
 
     in_flight: dict[str, int] = attrs.Factory(dict)
@@ -134,6 +152,7 @@ class Observations:
     exited: int = 0
     cancelled: set[tuple[str, int | None]] = attrs.Factory(set)
     inputs_seen: dict[tuple[str, int | None, int], Any] = attrs.Factory(dict)
+    starts: list[tuple[str, int | None, int, float]] = attrs.Factory(list)
 
 
 @attrs.define(eq=False)
@@ -159,21 +178,31 @@ class FlowCase:
     observations: Observations = attrs.Factory(Observations)
     time_scale: float = 1.0
     anyio_only: bool = False
+    rate: tuple[float, float, int] | None = None  # (calls, per, burst) of the limit "rate"
+    per_key: int = 0  # slots per key of the keyed limiter "keyed"
 
     @classmethod
     def build(
-        cls, models: Sequence[StepModel], items: Sequence[int], limiter_sizes: Mapping[str, int]
+        cls,
+        models: Sequence[StepModel],
+        items: Sequence[int],
+        limiter_sizes: Mapping[str, int],
+        *,
+        rate: tuple[float, float, int] | None = None,
+        per_key: int = 0,
     ) -> FlowCase:
         """Build the flow for *models* (each one's deps must name earlier steps or ``"items"``)."""
         case = cls(
-            trioflow.Flow("generated"), {ITEMS: list(items)}, tuple(models), dict(limiter_sizes)
+            trioflow.Flow("generated"), {ITEMS: list(items)}, tuple(models), dict(limiter_sizes),
+            rate=rate, per_key=per_key,
         )
         for index, model in enumerate(models):
             case.flow.add(
                 case._make_fn(index, model),
                 name=model.name,
                 after=list(model.after) or None,
-                limiter=model.limiter,
+                limiter=_limiter_names(model),
+                **_gate_options(model),
                 retry=trioflow.Retry(
                     max_attempts=model.max_attempts, wait=model.wait, backoff=model.backoff
                 ),
@@ -192,6 +221,8 @@ class FlowCase:
             "models": [attrs.asdict(m) for m in self.models],
             "items": list(self.inputs.get(ITEMS, [])),
             "limiter_sizes": dict(self.limiter_sizes),
+            **({"rate": list(self.rate)} if self.rate is not None else {}),
+            **({"per_key": self.per_key} if self.per_key else {}),
         }
 
     @classmethod
@@ -203,10 +234,19 @@ class FlowCase:
                 k: tuple(v) if isinstance(v, list) else v for k, v in m.items()
             }
             models.append(StepModel(**fields))
-        return cls.build(models, data["items"], data["limiter_sizes"])
+        rate = data.get("rate")
+        return cls.build(
+            models, data["items"], data["limiter_sizes"],
+            rate=(rate[0], rate[1], rate[2]) if rate is not None else None,
+            per_key=data.get("per_key", 0),
+        )
 
     def _make_fn(self, index: int, model: StepModel) -> Any:
-        params = ", ".join(model.deps)
+        params = ", ".join(f"{d}=None" if d in model.optional else d for d in model.deps)
+        if model.optional:  # parameters with defaults last
+            ordered = [d for d in model.deps if d not in model.optional]
+            ordered += [f"{d}=None" for d in model.deps if d in model.optional]
+            params = ", ".join(ordered)
         packed = ", ".join(f"{p!r}: {p}" for p in model.deps)
         source = f"async def {model.name}({params}):\n    return await _body({{{packed}}})\n"
 
@@ -221,6 +261,10 @@ class FlowCase:
         ctx = trioflow.current_step()
         obs = self.observations
         keys = ["*", model.name] + ([f"limiter:{model.limiter}"] if model.limiter else [])
+        if model.key_mod:
+            item_value = kwargs[model.map_over] if model.map_over is not None else 0
+            keys.append(f"key:{item_value % model.key_mod}")
+        obs.starts.append((model.name, ctx.item, ctx.attempt, anyio.current_time()))
         obs.entered += 1
         for key in keys:
             obs.in_flight[key] = obs.in_flight.get(key, 0) + 1
@@ -265,7 +309,23 @@ class FlowCase:
         """
         self.observations = Observations()
         options.setdefault("limiters", dict(self.limiter_sizes))
+        options["limiters"] = {**options["limiters"], **self.gate_limiters()}
         return await self.flow.run(self.inputs, **options)
+
+    def gate_limiters(self) -> dict[str, Any]:
+        """A fresh rate limit ``"rate"`` and keyed limiter ``"keyed"`` for one run (each
+        run gets its own bucket, so runs can be compared). On a real clock
+        (``time_scale == 0``) the rate limit never holds anything back."""
+        gates: dict[str, Any] = {}
+        if self.rate is not None:
+            calls, per, burst = self.rate
+            if self.time_scale == 0:
+                gates["rate"] = trioflow.RateLimit(calls=1e9, per=1.0)
+            else:
+                gates["rate"] = trioflow.RateLimit(calls=calls, per=per * self.time_scale, burst=burst)
+        if self.per_key:
+            gates["keyed"] = trioflow.KeyedLimiter(per_key=self.per_key)
+        return gates
 
     def unlimited_limiters(self) -> dict[str, int]:
         """Named limiters too large to ever hold a step back."""
@@ -313,13 +373,29 @@ class FlowCase:
             ``error_handling="continue"``: a step downstream of a failure is
             ``"skipped"`` with value ``None``.
         """
+        return self._sequential()[0]
+
+    def _sequential(
+        self,
+    ) -> tuple[dict[str, tuple[str, Any, int, dict[str, float]]], set[str]]:
+        """:meth:`sequential`, and the steps skipped because of a condition (their
+        own ``when``, or one upstream that a dependent could not do without)."""
         out: dict[str, tuple[str, Any, int, dict[str, float]]] = {}
         values: dict[str, Any] = {ITEMS: self.inputs.get(ITEMS, [])}
+        by_condition: set[str] = set()
         for index, model in enumerate(self.models):
-            if any(out[d][0] != "succeeded" for d in (*model.deps, *model.after) if d != ITEMS):
+            ups = [d for d in (*model.deps, *model.after) if d != ITEMS]
+            if any(out[d][0] == "failed" or (out[d][0] == "skipped" and d not in by_condition) for d in ups):
                 out[model.name] = ("skipped", None, 0, {})
                 continue
-            kwargs = {d: values[d] for d in model.deps}
+            tolerated = (set(model.after) | set(model.optional)) - {model.when}
+            if any(d in by_condition and d not in tolerated for d in ups) or (
+                model.when is not None and not condition(values[model.when])
+            ):
+                out[model.name] = ("skipped", None, 0, {})
+                by_condition.add(model.name)
+                continue
+            kwargs: dict[str, Any] = {d: None if d in by_condition else values[d] for d in model.deps}
             units = len(kwargs[model.map_over]) if model.map_over is not None else 1
             calls = units * model.attempts
             usage: dict[str, float] = (
@@ -335,26 +411,58 @@ class FlowCase:
                 value = _value(model, index, kwargs, None)
             values[model.name] = value
             out[model.name] = ("succeeded", value, attempts, usage)
-        return out
+        return out, by_condition
 
     def finish_times(self) -> dict[str, float]:
         """Virtual finish time of every step that runs, with unlimited capacity.
 
         Map items start in item order as the step's own ``max_concurrent`` allows.
         """
-        seq = self.sequential()
+        finish, _ = self._finish_times()
+        return finish
+
+    def _finish_times(self) -> tuple[dict[str, float], dict[str, list[float]]]:
+        """Step finish times, and each map step's item finish times.
+
+        A map step over another map step is pipelined (issue 13): its item ``i``
+        is released when upstream item ``i`` has finished and every other
+        dependency has; items then start, lowest index first, as the step's own
+        ``max_concurrent`` allows.
+        """
+        seq, by_condition = self._sequential()
         finish: dict[str, float] = {}
+        items_finish: dict[str, list[float]] = {}
+        # a map step over a map step is pipelined, unless the flow has conditions
+        maps = {m.name for m in self.models if m.map_over is not None}
+        if any(m.when is not None for m in self.models):
+            maps = set()
+        skipped_at: dict[str, float] = {}  # a skip by a condition happens when its inputs are in
         for model in self.models:
+            ended = {**finish, **skipped_at}
+            if model.name in by_condition:
+                skipped_at[model.name] = max(
+                    (ended[d] for d in (*model.deps, *model.after) if d != ITEMS), default=0.0
+                )
+                continue
             if seq[model.name][0] == "skipped":
                 continue
-            start = max((finish[d] for d in (*model.deps, *model.after) if d != ITEMS), default=0.0)
+            start = max((ended[d] for d in (*model.deps, *model.after) if d != ITEMS), default=0.0)
             if model.map_over is None:
                 finish[model.name] = start + model.unit_time(None)
                 continue
             n = len(self._map_items(model))
             times = [model.unit_time(i) for i in range(n)]
-            finish[model.name] = start + _list_schedule(times, model.max_concurrent)
-        return finish
+            if model.map_over in maps:
+                others = max(
+                    (ended[d] for d in (*model.deps, *model.after) if d not in (ITEMS, model.map_over)),
+                    default=0.0,
+                )
+                releases = [max(others, t) for t in items_finish[model.map_over]]
+            else:
+                releases = [start] * n
+            items_finish[model.name] = _release_schedule(releases, times, model.max_concurrent)
+            finish[model.name] = max(items_finish[model.name], default=start)
+        return finish, items_finish
 
     def _map_items(self, model: StepModel) -> list[Any]:
         assert model.map_over is not None
@@ -381,6 +489,50 @@ class FlowCase:
             else:
                 total += sum(model.unit_time(i) for i in range(len(self._map_items(model))))
         return total
+
+
+def _limiter_names(model: StepModel) -> list[str] | None:
+    names = [model.limiter] if model.limiter else []
+    names += ["rate"] if model.rate else []
+    names += ["keyed"] if model.key_mod else []
+    return names or None
+
+
+def _gate_options(model: StepModel) -> dict[str, Any]:
+    """``when=`` and ``limit_key=`` of a generated step, as ``flow.add`` options."""
+    options: dict[str, Any] = {}
+    if model.when is not None:
+        namespace: dict[str, Any] = {"_condition": condition}
+        exec(f"def when({model.when}):\n    return _condition({model.when})\n", namespace)
+        options["when"] = namespace["when"]
+    if model.key_mod:
+        mapped, mod = model.map_over, model.key_mod
+
+        def limit_key(**kwargs: Any) -> int:
+            return (kwargs[mapped] if mapped is not None else 0) % mod
+
+        options["limit_key"] = limit_key
+    return options
+
+
+def _release_schedule(
+    releases: Sequence[float], times: Sequence[float], slots: int | None
+) -> list[float]:
+    """Finish times of jobs released at *releases*, on *slots* machines (``None`` = one
+    each); a free machine takes the lowest-index job released by then."""
+    n = len(times)
+    if slots is None or slots >= n:
+        return [r + t for r, t in zip(releases, times, strict=True)]
+    finish = [0.0] * n
+    free = [0.0] * slots
+    waiting = set(range(n))
+    while waiting:
+        at = max(heapq.heappop(free), min(releases[i] for i in waiting))
+        i = min(j for j in waiting if releases[j] <= at)
+        waiting.discard(i)
+        finish[i] = at + times[i]
+        heapq.heappush(free, finish[i])
+    return finish
 
 
 def _list_schedule(times: Sequence[float], slots: int | None) -> float:

@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from trio._core import _run as _trio_run
 
@@ -106,6 +107,9 @@ def _step(
     map_limits: bool,
     limiters: tuple[str, ...],
     mutations: bool,
+    rate_limits: bool = False,
+    keyed: bool = False,
+    conditions: bool = False,
 ) -> StepModel:
     names = [m.name for m in earlier]
     deps = draw(st.lists(st.sampled_from([ITEMS, *names]), unique=True, max_size=3))
@@ -149,7 +153,30 @@ def _step(
         timeout=timeout,
         mutate=mutations and draw(st.booleans()),
         tokens=draw(st.integers(0, 5)),
+        **_gated(draw, deps, map_over, rate_limits=rate_limits, keyed=keyed, conditions=conditions),
     )
+
+
+def _gated(
+    draw: st.DrawFn,
+    deps: list[str],
+    map_over: str | None,
+    *,
+    rate_limits: bool,
+    keyed: bool,
+    conditions: bool,
+) -> dict[str, Any]:
+    """A step's rate limit, keyed limit, condition and optional dependencies (issue 13)."""
+    fields: dict[str, Any] = {}
+    if rate_limits:
+        fields["rate"] = draw(st.booleans())
+    if keyed:
+        fields["key_mod"] = draw(st.sampled_from((0, 1, 2)))
+    steps = [d for d in deps if d not in (ITEMS, map_over)]
+    if conditions and steps:
+        fields["when"] = draw(st.sampled_from((None, *steps)))
+        fields["optional"] = tuple(draw(st.lists(st.sampled_from(steps), unique=True, max_size=2)))
+    return fields
 
 
 @st.composite
@@ -166,6 +193,9 @@ def flows(
     limiters: bool = True,
     mutations: bool = True,
     min_failing: int = 0,
+    rate_limits: bool = False,
+    keyed: bool = False,
+    conditions: bool = False,
 ) -> FlowCase:
     """Random DAG flows, as :class:`FlowCase` objects.
 
@@ -193,6 +223,13 @@ def flows(
         mutations: Allow steps that mutate their inputs.
         min_failing: At least this many steps fail on every attempt (at most
             ``max_steps``); their descendants may still be drawn.
+        rate_limits: Steps may take a token per attempt from a rate limit
+            ``"rate"`` (a :class:`trioflow.RateLimit` of drawn calls, period
+            and burst, new for each run).
+        keyed: Steps may use a :class:`trioflow.KeyedLimiter` ``"keyed"`` of a
+            drawn ``per_key``, keyed by item value modulo 1 or 2.
+        conditions: Steps may have a ``when=`` condition on an upstream step
+            and take upstream steps as optional dependencies (default ``None``).
     """
     if not 0 <= min_failing <= max_steps:
         raise ValueError(
@@ -220,6 +257,9 @@ def flows(
                 map_limits=map_limits,
                 limiters=tuple(sizes),
                 mutations=mutations,
+                rate_limits=rate_limits,
+                keyed=keyed,
+                conditions=conditions,
             )
         )
         failing += model.fails
@@ -227,4 +267,9 @@ def flows(
     items = draw(st.lists(st.integers(0, 99), max_size=4))
     used = {m.limiter for m in models}
     sizes = {name: size for name, size in sizes.items() if name in used}  # run() refuses unused ones
-    return FlowCase.build(models, items, sizes)
+    rate = None
+    if rate_limits and any(m.rate for m in models):
+        rate = (float(draw(st.sampled_from((1, 2, 4)))), draw(st.sampled_from((0.5, 1.0, 2.0))),
+                draw(st.integers(1, 3)))
+    per_key = draw(st.integers(1, 2)) if keyed and any(m.key_mod for m in models) else 0
+    return FlowCase.build(models, items, sizes, rate=rate, per_key=per_key)
