@@ -739,7 +739,7 @@ class ThreadThreadRace:
 
         def add() -> None:
             value = state["n"]
-            time.sleep(0.002)
+            time.sleep(0.01)  # a window wide enough to overlap on a busy machine
             state["n"] = value + 1
 
         async with trio.open_nursery() as nursery:
@@ -755,7 +755,7 @@ class ThreadThreadRace:
         def add() -> None:
             with lock:
                 value = state["n"]
-                time.sleep(0.002)
+                time.sleep(0.01)  # a window wide enough to overlap on a busy machine
                 state["n"] = value + 1
 
         async with trio.open_nursery() as nursery:

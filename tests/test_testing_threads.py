@@ -132,7 +132,7 @@ def test_thread_calls_run_in_parallel_when_chosen_and_the_failure_says_so() -> N
 
         def add() -> None:
             value = state["n"]
-            time.sleep(0.002)
+            time.sleep(0.01)
             state["n"] = value + 1
 
         async with trio.open_nursery() as nursery:
