@@ -83,9 +83,11 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typing(session: nox.Session) -> None:
     """mypy --strict over the package; pyright's type completeness of the public API."""
-    # every extra: mypy checks the code that uses rich, OpenTelemetry and httpx too
+    # every extra: mypy checks the code that uses rich, OpenTelemetry and httpx too;
+    # pyright's nodejs extra brings Node as a wheel from PyPI (no download from nodejs.org)
     session.install(
-        ".[process,dask,rich,otel,http]", "mypy>=1.10", "hypothesis>=6.100", "pyright>=1.1.380", "pytest>=8"
+        ".[process,dask,rich,otel,http,postgres]", "mypy>=1.10", "hypothesis>=6.100", "pyright[nodejs]>=1.1.380",
+        "pytest>=8",
     )
     session.run("mypy", "--strict", "trioflow")
     # the overloads that type result[step_function] (issue 11 item 3)

@@ -180,7 +180,8 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path, kind: str, reques
                     unrecorded += 1  # killed between running a step and committing its record
                     # (a few per test: the gap is about one commit long)
                 continue
-            assert proc.returncode == (-signal.SIGKILL if killed else 0), err
+            # (a process may also end by itself between the poll and the kill)
+            assert proc.returncode in ((-signal.SIGKILL, 0) if killed else (0,)), err
             assert out.strip() == expected, f"{run_id}: resumed outputs differ"
             completions += 1
             break

@@ -599,6 +599,23 @@ async def test_issue9_item7_notes_never_lose_a_condition_key_or_race_error() -> 
     assert [str(e) for e in rinfo.value.exceptions] == ["race"]
 
 
+async def test_issue9_item7_open_run_body_error_refusing_notes_arrives() -> None:
+    flow = trioflow.Flow("watched")
+
+    @flow.step
+    async def boom() -> None:
+        raise ValueError("the run failed")
+
+    async def watch() -> None:
+        async with flow.open_run() as run:
+            async for _event in run.events():
+                pass
+            raise _NoNotes("the body")
+
+    with pytest.raises(_NoNotes, match="the body"):
+        await watch()
+
+
 # -- item 8: any attempt count works -----------------------------------------------------
 
 

@@ -268,3 +268,21 @@ async def test_issue_12_item_1_a_raising_on_event_fails_the_run_not_the_stream(a
     assert isinstance(got[0], RunStarted)
     assert isinstance(got[-1], StepSucceeded)
     assert info.value.result["total"] == 12  # the run went on
+
+
+@pytest.mark.trio
+async def test_issue_12_item_1_a_store_refusing_the_run_raises_on_entry(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    flow = Flow("busy")
+
+    @flow.step
+    async def slow() -> None:
+        await trio.sleep(10)
+
+    store = trioflow.MemoryStore()
+    async with flow.open_run(store=store, run_id="same") as first:
+        with pytest.raises(trioflow.StoreError, match="'same' is already running"):
+            async with flow.open_run(store=store, run_id="same"):
+                raise AssertionError("not reached")  # pragma: no cover
+        assert (await first.result()).ok

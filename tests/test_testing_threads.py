@@ -211,3 +211,19 @@ def test_steps_on_the_thread_runner_are_decisions_and_show_in_the_trace() -> Non
     with pytest.raises(NonDeterminismError) as info:
         check_deterministic(run, True, runs=300)
     assert {info.value.expected, info.value.got} == {1, 2}
+
+
+def test_virtual_time_follows_real_time_while_a_task_waits_for_a_subprocess() -> None:
+    import sys
+
+    async def main() -> tuple[str, float]:
+        with trio.move_on_after(5) as scope:
+            await trio.run_process([sys.executable, "-c", "import time; time.sleep(0.3)"])
+        waited = trio.current_time()
+        await trio.sleep(100)  # no I/O any more: the clock jumps again
+        return ("timed out" if scope.cancelled_caught else "done"), trio.current_time() - waited
+
+    result = run_deterministic(main)
+    assert result.value[0] == "done"
+    assert abs(result.value[1] - 100.0) < 0.05  # (a moment of real time before the jump)
+    assert 0.3 <= result.virtual_time - 100 < 5

@@ -25,21 +25,28 @@ def _pictures() -> dict[str, str]:
     return _module().pictures()  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("name", ["jokes-progress.svg", "jokes-timeline.svg", "jokes-timeline.txt", "jokes-flow.mmd", "jokes-flow.dot"])
+@pytest.mark.parametrize("name", ["tutorial-flow.mmd", "jokes-progress.svg", "jokes-timeline.svg", "jokes-timeline.txt", "jokes-flow.mmd", "jokes-flow.dot"])
 def test_docs_pictures_are_up_to_date(name: str) -> None:
     drawn = _pictures()[name]
     stored = (IMAGES / name).read_text(encoding="utf-8")
     assert stored == drawn, f"docs/images/{name} is out of date: run python docs/images/make_images.py"
 
 
-def test_the_rendered_mermaid_diagram_shows_todays_text() -> None:
-    svg = (IMAGES / "jokes-flow-mermaid.svg").read_text(encoding="utf-8")
+@pytest.mark.parametrize(
+    ("source", "svg_name", "words"),
+    [
+        ("jokes-flow.mmd", "jokes-flow-mermaid.svg", ("brainstorm", "draft", "map", "over", "publish", "limiter:", "llm")),
+        ("tutorial-flow.mmd", "tutorial-flow-mermaid.svg", ("topic", "joke", "french", "rating")),
+    ],
+)
+def test_the_rendered_mermaid_diagrams_show_todays_text(source: str, svg_name: str, words: tuple[str, ...]) -> None:
+    svg = (IMAGES / svg_name).read_text(encoding="utf-8")
     first, _, rest = svg.partition("\n")
-    text = (IMAGES / "jokes-flow.mmd").read_text(encoding="utf-8")
+    text = (IMAGES / source).read_text(encoding="utf-8")
     assert first == f"<!-- mermaid sha256 {_module().mermaid_digest(text)} -->", (
-        "docs/images/jokes-flow-mermaid.svg is out of date: run python docs/images/make_images.py --mermaid ..."
+        f"docs/images/{svg_name} is out of date: run python docs/images/make_images.py --mermaid ..."
     )
     assert rest.startswith("<svg")
-    words = re.findall(r">\s*([^<>]+?)\s*</tspan>", rest)  # the labels' words
-    for word in ("brainstorm", "draft", "map", "over", "publish", "limiter:", "llm"):
-        assert word in words
+    drawn = re.findall(r">\s*([^<>]+?)\s*</tspan>", rest)  # the labels' words
+    for word in words:
+        assert word in drawn

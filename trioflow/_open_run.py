@@ -21,6 +21,7 @@ import anyio
 import anyio.lowlevel
 
 from ._events import Event, RunStarted
+from ._exceptions import add_note
 from ._graph import did_you_mean
 from ._results import RunResult
 
@@ -193,7 +194,7 @@ async def open_run(flow: Flow, inputs: Mapping[str, Any] | None, options: dict[s
     error = handle._error
     if body_error is not None:
         if error is not None and not handle._raised and error is not body_error:
-            body_error.add_note(f"trioflow: the run failed too: {error!r}")
+            add_note(body_error, f"trioflow: the run failed too: {error!r}")
         raise body_error
     if error is not None and not handle._raised:
         handle._raised = True

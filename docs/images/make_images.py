@@ -54,12 +54,34 @@ def pictures() -> dict[str, str]:
     result = trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
     timeline = result.timeline()
     return {
+        "tutorial-flow.mmd": _tutorial_flow().to_mermaid(),
         "jokes-progress.svg": _progress(events),
         "jokes-timeline.svg": timeline.to_svg() + "\n",
         "jokes-timeline.txt": timeline.to_text() + "\n",
         "jokes-flow.mmd": jokes.flow.to_mermaid(),
         "jokes-flow.dot": jokes.flow.to_dot(),
     }
+
+
+def _tutorial_flow():  # type: ignore[no-untyped-def]
+    """The first flow of docs/tutorial.rst."""
+    import trioflow
+
+    flow = trioflow.Flow("jokes")
+
+    @flow.step
+    async def joke(topic: str) -> str:
+        return f"Why did the {topic} cross the road?"
+
+    @flow.step
+    async def french(joke: str) -> str:
+        return f"[fr] {joke}"
+
+    @flow.step
+    async def rating(joke: str) -> int:
+        return min(10, len(joke) // 4)
+
+    return flow
 
 
 def _progress(events: list[object]) -> str:
@@ -117,9 +139,10 @@ def main() -> int:
         print(f"wrote {HERE / name}")
     if "--mermaid" in sys.argv:
         js = Path(sys.argv[sys.argv.index("--mermaid") + 1])
-        target = HERE / "jokes-flow-mermaid.svg"
-        target.write_text(render_mermaid(drawn["jokes-flow.mmd"], js), encoding="utf-8")
-        print(f"wrote {target}")
+        for source, name in (("jokes-flow.mmd", "jokes-flow-mermaid.svg"), ("tutorial-flow.mmd", "tutorial-flow-mermaid.svg")):
+            target = HERE / name
+            target.write_text(render_mermaid(drawn[source], js), encoding="utf-8")
+            print(f"wrote {target}")
     return 0
 
 

@@ -211,6 +211,7 @@ class Controller(trio.abc.Instrument):
         self.threads = ThreadJobs(self)
         self.current_batch: list[trio.lowlevel.Task] = []
         self.refills = 0
+        self.io_real_time = False  # a task waits for real I/O: see _follow_io
 
     @property
     def trace(self) -> Trace:
@@ -220,7 +221,7 @@ class Controller(trio.abc.Instrument):
     def _now(self) -> float:
         # the MockClock runs at rate 0: virtual time is its base, moved only by
         # jumps (except while uncontrolled threads run, see _threads)
-        return self.clock._virtual_base if not self.threads.free else self.clock.current_time()
+        return self.clock.current_time() if self.clock.rate else self.clock._virtual_base
 
     # -- scheduling ---------------------------------------------------------
 
@@ -339,7 +340,8 @@ class Controller(trio.abc.Instrument):
         label = self.labels.get(task)
         if label is None:
             return
-        now = self.clock._virtual_base if not self.threads.free else self.clock.current_time()
+        clock = self.clock
+        now = clock._virtual_base if not clock.rate else clock.current_time()
         self._trace.append((now, "step", label, ""))
         if now > self.max_virtual_time or self.steps > self.max_steps:
             if self.error is not None:
@@ -413,6 +415,7 @@ class Controller(trio.abc.Instrument):
             return
         if self.cycle_checked != self.steps and self._check_cycle():
             return
+        self._follow_io()
         if not self._looks_idle():
             self.idle_since = None
             return
@@ -507,6 +510,31 @@ class Controller(trio.abc.Instrument):
 
     # -- deadlock detection -------------------------------------------------
 
+    def _follow_io(self) -> None:
+        """While a task waits for real I/O (a subprocess, a socket), let virtual time be real.
+
+        Nothing runnable, and the clock would jump to the next deadline: right
+        for sleeps and timeouts, wrong for a subprocess or a server that takes
+        real time to answer (a ``move_on_after(5)`` around a 0.3 s subprocess
+        would time out at once). So while a task waits for I/O the clock runs
+        at the rate of real time, and jumps again once none does.
+        """
+        waiting = self._io_waiters() > 1  # trio's own wakeup socket is always waited on
+        if waiting != self.io_real_time:
+            self.io_real_time = waiting
+            self.threads.real_time_changed()
+            # this iteration's timeout was computed for the other mode: wake it
+            trio.lowlevel.current_trio_token().run_sync_soon(_nothing)
+
+    def _io_waiters(self) -> int:
+        stats = trio.lowlevel.current_statistics()
+        return sum(
+            value
+            for name, value in attrs.asdict(stats.io_statistics).items()
+            if name.startswith(("tasks_waiting", "monitors", "completion_key"))
+            and isinstance(value, int)
+        )
+
     def _looks_idle(self) -> bool:
         if _trio_run.GLOBAL_RUN_CONTEXT.runner.deadlines.next_deadline() != math.inf:
             return False  # the clock will jump to it (checked first: it is cheap)
@@ -515,14 +543,8 @@ class Controller(trio.abc.Instrument):
             return False
         if not math.isinf(stats.seconds_to_next_deadline):
             return False
-        io_waiters = sum(
-            value
-            for name, value in attrs.asdict(stats.io_statistics).items()
-            if name.startswith(("tasks_waiting", "monitors", "completion_key"))
-            and isinstance(value, int)
-        )
         # trio's own run_sync_soon task always waits on its wakeup socket.
-        if io_waiters > 1:
+        if self._io_waiters() > 1:
             return False
         # nor is a task that waits for a store's writer thread
         return not any(
@@ -612,6 +634,10 @@ class Controller(trio.abc.Instrument):
 
 
 _WATCHDOG_CODE: Final = Controller.watchdog_task.__code__
+
+
+def _nothing() -> None:
+    pass
 
 
 def _counter(task: trio.lowlevel.Task) -> int:

@@ -147,9 +147,15 @@ class ThreadJobs:
 
     def _real_time(self, on: bool) -> None:
         """While uncontrolled threads run, virtual time passes as real time does."""
+        self.real_time_changed()
+
+    def real_time_changed(self) -> None:
+        """Set the clock: real time while an uncontrolled thread runs or a task waits for I/O."""
+        on = bool(self.free) or self.controller.io_real_time
         clock = self.controller.clock
-        clock.autojump_threshold = math.inf if on else 0
-        clock.rate = 1.0 if on else 0.0
+        if (clock.rate != 0) != on:
+            clock.autojump_threshold = math.inf if on else 0
+            clock.rate = 1.0 if on else 0.0
 
     def _free_done(self, job: ThreadJob, result: outcome.Outcome[Any]) -> None:
         self.free -= 1
