@@ -231,6 +231,7 @@ class _StepState:
     external: tuple[tuple[int, Limiter], ...] = ()  # (id of the caller's limiter, limiter to acquire)
     gates: tuple[Gate, ...] = ()  # rate limits and keyed limiters, passed before queueing
     rates: tuple[RateLimit, ...] = ()  # rate limits: a token taken as each attempt starts
+    needs_key = False  # a keyed limit applies: limit_key is read once per unit
     ok_items: list[int] | None = None  # a map step with pipes: its items that succeeded
     piped: set[int] | None = None  # a pipelined map step: items started (or resumed) early
     items: list[Any]
@@ -388,6 +389,7 @@ class Run:
             st.rates = tuple(
                 g for n in spec.limiters if n in gates and isinstance(g := gates[n], RateLimit)
             )
+            st.needs_key = any(g.keyed for g in (*st.gates, *st.rates))
             acquire = list(shared)
             for n in spec.limiters:
                 if n in gates:
@@ -638,9 +640,7 @@ class Run:
     def _read_key(self, unit: _Unit) -> bool:
         """Read the unit's limit key once, if a keyed limit needs it; False: it failed."""
         st = unit.state
-        if unit.passed or unit.tokened or unit.gate_key is not None:
-            return True
-        if not any(g.keyed for g in (*st.gates, *st.rates)):
+        if not st.needs_key or unit.passed or unit.tokened or unit.gate_key is not None:
             return True
         try:
             unit.gate_key = self._limit_key(unit)
@@ -659,10 +659,21 @@ class Run:
             woken = unit.woken
             unit.woken = None
             woken.settle()
-        if not self._read_key(unit):
+        if st.needs_key and not self._read_key(unit):
             return False
         now = self.now()
-        lines = [rate._line(unit.gate_key if rate.keyed else None, self.domain) for rate in st.rates]
+        key = unit.gate_key
+        domain = self.domain
+        if len(st.rates) == 1:  # the common case, without a list
+            (rate,) = st.rates
+            line = rate._line(key if rate.keyed else None, domain)
+            if not line.ready(now):
+                self._wait_for_token(unit, line)
+                return False
+            line.take(now)
+            unit.tokened = True
+            return True
+        lines = [rate._line(key if rate.keyed else None, domain) for rate in st.rates]
         for line in lines:
             if not line.ready(now):
                 self._wait_for_token(unit, line)
