@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from .._codec import Codec
 from .._exceptions import StoreError
-from .._records import ItemRecord, RunHeader, RunRecords, StepRecord, type_name
+from .._records import ItemRecord, RunHeader, RunInfo, RunRecords, StepRecord, type_name
 from .._results import StepStatus
 from .._scheduler import Recorder, current_backend
 from ._base import ItemRecorder, _Signal, is_cancellation, shielded
@@ -607,6 +607,28 @@ def damaged(where: object, run_id: str, exc: BaseException) -> StoreError:
         f"{where!r}: the records of run {run_id!r} are damaged ({exc!r}); "
         f"start the run over with `await store.forget({run_id!r})`"
     )
+
+
+def run_records(
+    run_id: str, row: Sequence[Any], journal: Callable[[], Iterable[tuple[str, str, bytes]]]
+) -> RunRecords:
+    """A run's records, from its row of the runs table and its journal rows (``journal()`` reads them).
+
+    ``row`` holds flow, fingerprint, steps, inputs, inputs digest, codec, status,
+    created, updated, started_at and finished_at, as every built-in store keeps them.
+
+    Raises:
+        ValueError, TypeError, IndexError, KeyError, AttributeError: the row or a
+            journal row is damaged (see :data:`DAMAGE`).
+    """
+    flow, fingerprint, steps, inputs, digest, codec, status, created, updated, started, finished = row
+    names = json.loads(steps)
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"the run's steps are {names!r}, not a list of names")
+    header = RunHeader(run_id, flow, fingerprint, bytes(inputs), digest, codec, tuple(names))
+    info = RunInfo(run_id, flow, fingerprint, status, created, updated, started, finished)
+    step_records, items = replay(journal())
+    return RunRecords(header=header, info=info, steps=step_records, items=items)
 
 
 def replay(rows: Iterable[tuple[str, str, bytes]]) -> tuple[dict[str, StepRecord], dict[str, dict[int, ItemRecord]]]:

@@ -37,7 +37,7 @@ from ._journal import (
     damaged,
     encode_batch,
     open_journal_run,
-    replay,
+    run_records,
     split_batch,
     times_blob,
 )
@@ -287,19 +287,13 @@ class PostgresStore(BuiltinStore):
         if row is None:
             return RunRecords()
         try:
-            flow, fingerprint, steps, inputs, digest, codec, status, created, updated, started, finished = row
-            names = json.loads(steps)
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise ValueError(f"the run's steps are {names!r}, not a list of names")
-            header = RunHeader(run_id, flow, fingerprint, bytes(inputs), digest, codec, tuple(names))
-            info = RunInfo(run_id, flow, fingerprint, status, created, updated, started, finished)
-            journal = conn.execute(
-                "SELECT codec, records, times FROM trioflow_journal WHERE run_id = %s ORDER BY id", (run_id,)
-            ).fetchall()
-            step_records, items = replay((c, text, bytes(blob)) for c, text, blob in journal)
+            return run_records(run_id, row, lambda: (
+                (c, text, bytes(blob)) for c, text, blob in conn.execute(
+                    "SELECT codec, records, times FROM trioflow_journal WHERE run_id = %s ORDER BY id", (run_id,)
+                ).fetchall()
+            ))
         except DAMAGE as exc:
             raise damaged(self, run_id, exc) from None
-        return RunRecords(header=header, info=info, steps=step_records, items=items)
 
     def _begin_in(self, conn: Any, header: RunHeader) -> RunRecords:
         records = self._read(conn, header.run_id)

@@ -25,7 +25,7 @@ from ._journal import (
     damaged,
     encode_batch,
     open_journal_run,
-    replay,
+    run_records,
     split_batch,
     times_blob,
 )
@@ -351,19 +351,11 @@ class SQLiteStore(BuiltinStore):
         if row is None:
             return RunRecords()
         try:
-            flow, fingerprint, steps, inputs, digest, codec, status, created, updated, started, finished = row
-            names = json.loads(steps)
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise ValueError(f"the run's steps are {names!r}, not a list of names")
-            header = RunHeader(run_id, flow, fingerprint, bytes(inputs), digest, codec, tuple(names))
-            info = RunInfo(run_id, flow, fingerprint, status, created, updated, started, finished)
-            journal = conn.execute(
+            return run_records(run_id, row, lambda: conn.execute(
                 "SELECT codec, records, times FROM journal WHERE run_id = ? ORDER BY id", (run_id,)
-            )
-            step_records, items = replay(journal)
+            ))
         except DAMAGE as exc:
             raise damaged(self.path, run_id, exc) from None
-        return RunRecords(header=header, info=info, steps=step_records, items=items)
 
     def _begin_in(self, conn: sqlite3.Connection, header: RunHeader) -> RunRecords:
         """Register a run that starts, in the transaction going on; its earlier records.
