@@ -52,14 +52,14 @@ def browser(session: nox.Session) -> None:
 @nox.session
 def distributed(session: nox.Session) -> None:
     """The Dask runner's tests against a real LocalCluster (slow, so not in ``tests``)."""
-    session.install(".[dask,process]", *TEST_DEPS)
+    session.install(".[dask,process,http]", *TEST_DEPS)  # http: every test module imports
     session.run("pytest", "-m", "distributed", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session
 def postgres(session: nox.Session) -> None:
     """The store suite and the crash test against a real PostgreSQL server (Debian's postgresql package)."""
-    session.install(".[postgres]", *TEST_DEPS)
+    session.install(".[postgres,http]", *TEST_DEPS)  # http: every test module imports
     session.run("pytest", "-m", "postgres", "-p", "no:cacheprovider", *session.posargs)
 
 

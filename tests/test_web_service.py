@@ -15,14 +15,14 @@ from types import ModuleType
 from typing import Any
 
 import anyio
-import pytest
 
-httpx = pytest.importorskip("httpx")
-uvicorn = pytest.importorskip("uvicorn")
-starlette_apps = pytest.importorskip("starlette.applications")
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import JSONResponse  # noqa: E402
-from starlette.routing import Route  # noqa: E402
+# every nox session that collects tests/ installs these (a missing one is an error, never a skip)
+import httpx
+import starlette.applications as starlette_apps
+import uvicorn
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 APP = Path(__file__).resolve().parent.parent / "examples" / "web_service" / "app.py"
 REQUESTS = 20
