@@ -194,3 +194,18 @@ async def test_pipelining_with_a_store_resumes_recorded_items(autojump_clock: tr
     result = await flow.run({"items": [1, 2, 3]}, store=store, run_id="r")
     assert result["down"] == [2, 4, 6]
     assert calls == [("down", 3)]
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("items", [[], [1, 2, 3]])
+async def test_a_pipelined_map_step_announces_its_items(
+    autojump_clock: trio.testing.MockClock, items: list[int]
+) -> None:
+    # a pipelined map step sends MapStarted too (with none it looked cancelled to
+    # Timeline.from_events when it had no items, found by the fuzz suite)
+    flow, _log = _two_stage({i: 1.0 for i in items})
+    events: list[trioflow.Event] = []
+    result = await flow.run({"items": items}, on_event=events.append)
+    started = [(e.step, e.items) for e in events if isinstance(e, trioflow.MapStarted)]
+    assert sorted(started) == [("down", len(items)), ("up", len(items))]
+    assert trioflow.Timeline.from_events(events, flow=flow).statuses == result.timeline().statuses

@@ -927,6 +927,11 @@ class Run:
             down.items_left = n
             if down.node.pipes:  # a chain of map steps pipelines through
                 down.ok_items = []
+            if self.on_event is not None:  # its item count is known from now on
+                now = self.now()
+                done = self.completed_items.get(down.name, {})  # (not callable: checked above)
+                restored = 0 if callable(done) else len([i for i in done if 0 <= i < n])
+                self._emit(MapStarted(down.name, now, n, restored, elapsed=now - self.started_at))
         self._pipe_start(down, up.ok_items if item is None else (item,), up.item_values)
 
     def _pipe_start(self, down: _StepState, indices: Any, values: list[Any]) -> None:
