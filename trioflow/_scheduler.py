@@ -487,8 +487,15 @@ class Run:
         return None
 
     def _contended(self) -> bool:
-        """Whether more units wait than there are free slots (so someone must choose)."""
-        return self.queued > self.capacity - self.busy or self.queued_limited > 0
+        """Whether more units wait than there are free slots (so someone must choose),
+        or may at this instant: while capacity is limited, a unit still running may
+        end now too and make a more urgent unit ready, which the slot is then for."""
+        return (
+            self.queued > self.capacity - self.busy
+            or self.queued_limited > 0
+            or (self.busy > 0 and self.capacity < math.inf)
+        )
+
 
     def _settles(self) -> bool:
         """Quiescent mode: settle before taking a contended slot, unless the harness says not."""
