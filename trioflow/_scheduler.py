@@ -92,6 +92,10 @@ Recorder = Callable[
 
 # a worker running quick steps back to back yields to the scheduler this often
 YIELD_EVERY = 16
+# Fail-fast's cancellation waits, in quiescent mode, until every task has been
+# blocked this long (real seconds): longer than the workers settling at the same
+# instant wait (no cushion), so trio wakes them first (see Run._cancel_all).
+_AFTER_SETTLING = 1e-9
 
 # Set by trioflow.testing while it drives a run in virtual time. Several units
 # that end at the same virtual instant may then compete for freed slots, and the
@@ -496,7 +500,6 @@ class Run:
             or (self.busy > 0 and self.capacity < math.inf)
         )
 
-
     def _settles(self) -> bool:
         """Quiescent mode: settle before taking a contended slot, unless the harness says not."""
         return self.settle_decision is None or self.settle_decision(self.nursery)
@@ -516,7 +519,12 @@ class Run:
 
     def _dispatch(self) -> None:
         """Make sure runnable work gets picked up: keep one scout on its way."""
-        if not self.scouts and self.ready and self.busy < self.capacity and not self.stopping:
+        if (
+            not self.scouts
+            and self.ready
+            and self.busy < self.capacity
+            and (not self.stopping or self.now() <= self.stop_at)  # (work due at the stop instant begins)
+        ):
             self.scouts = 1
             self.nursery.start_soon(self._scout)
 
@@ -529,12 +537,14 @@ class Run:
         """
         self.scouts -= 1
         # a run cancelled from outside starts nothing new: no unit, no further scout
-        await self.be.checkpoint_if_cancelled()
+        # (one that fail-fast stopped still begins the units due at the stop instant)
+        if not self.stopping:
+            await self.be.checkpoint_if_cancelled()
         waited = self.quiescent and self._contended() and self._settles()
         if waited:
             await wait_all_tasks_blocked()
-        if self.stopping or self.busy >= self.capacity:
-            return
+        if (self.stopping and self.now() > self.stop_at) or self.busy >= self.capacity:
+            return  # (fail-fast stopped the run before this instant: see _cancel_all)
         unit = self._take()
         if unit is None:
             return
@@ -702,7 +712,7 @@ class Run:
         self.gate_waiting -= 1
         if not self.gate_waiting:
             self._wake_granter()  # so that it ends
-        if self.stopping or unit.state.status is not None:
+        if (self.stopping and self.now() > self.stop_at) or unit.state.status is not None:
             line.settle()
             return
         unit.woken = line
@@ -732,7 +742,7 @@ class Run:
         if line.capacity is not None:
             unit.held = (*unit.held, line)
             self.holders.add(unit)
-        if self.stopping or unit.state.status is not None:
+        if (self.stopping and self.now() > self.stop_at) or unit.state.status is not None:
             if unit.held:
                 self._give_back(unit)
             return
@@ -995,7 +1005,7 @@ class Run:
         without taking anything. Nothing is emitted when fewer than two start.
         """
         free = self.capacity - self.busy
-        if free < 2 or self.stopping:
+        if free < 2 or (self.stopping and now > self.stop_at):
             return
         members = {id(st) for st in ready}
         starting: dict[int, _StepState] = {}
@@ -1031,21 +1041,42 @@ class Run:
             self._emit(BatchStarted(names, now, elapsed=now - self.started_at))
 
     def _stop(self) -> None:
-        """Fail fast: start nothing new, and cancel everything one batch later.
-
-        The cancel comes from a new task, so it lands after the tasks that were
-        woken in the same scheduling batch as the failure (for example, by the
-        same clock tick) have run: a step failing at the same moment as another
-        is reported as failed, whatever order the batch happens to run in.
-        """
+        """Fail fast: start nothing after this instant, and cancel everything once the
+        work of this instant has begun (see :meth:`_cancel_all`)."""
         if not self.stopping:
             self.stopping = True
             self.stop_at = self.now()
             self.nursery.start_soon(self._cancel_all)
 
     async def _cancel_all(self) -> None:
-        if self.quiescent:  # let every failure of this virtual instant land first
-            await wait_all_tasks_blocked()
+        """Cancel every step of the run, once the failures and the starts of the
+        instant of the first failure have landed.
+
+        The rule (docs/errors.rst): every attempt that fails at that instant is
+        reported as failed, and every unit due then (ready, with a free slot)
+        still begins its first attempt, so that statuses and attempts do not
+        depend on which of the instant's events the async library runs first.
+        Nothing begins after that instant (after the clock reading ``stop_at``),
+        and nothing retries once the run has stopped.
+
+        A unit taken at that instant begins even if the cancellation has already
+        landed (the checks before its first attempt let it through; see
+        ``_scout`` and ``_work``): it is then cancelled at its first await. The
+        cancellation comes from a new task, one scheduling batch after the
+        failure, so that the tasks woken in the same batch (for example, by the
+        same clock tick) run first, and after the scouts on their way (which may
+        have to acquire a caller's limiter, an await that a landed cancellation
+        would stop). Under ``trioflow.testing`` (quiescent mode) it waits until
+        every task is blocked, with a cushion, so that the workers settling at
+        this instant (with none) wake and take their units before it.
+        """
+        if self.quiescent:
+            from trio.testing import wait_all_tasks_blocked as wait
+
+            await wait(_AFTER_SETTLING)
+        else:
+            while self.scouts:
+                await self._settle()
         # a unit whose attempt failed at the very instant the run stopped, and
         # that is waiting to retry, failed at that instant too: report it as
         # failed, as it is when it fails just after the first failure
@@ -1086,8 +1117,16 @@ class Run:
             if streak >= YIELD_EVERY or waited:
                 # (after a quiescent wait: the workers woken with this one take first)
                 streak = 0
-                await self.be.checkpoint()
-            else:
+                # (trio's checkpoint(), in two halves: a unit taken at the instant
+                # fail-fast stopped the run begins even if the cancellation has
+                # landed meanwhile, see _cancel_all)
+                if self.be is _TRIO:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                else:
+                    await anyio.lowlevel.cancel_shielded_checkpoint()
+                if not self.stopping or self.now() > self.stop_at:
+                    await self.be.checkpoint_if_cancelled()
+            elif not self.stopping:  # (else taken at the stop instant: it begins)
                 await self.be.checkpoint_if_cancelled()
             try:
                 if unit.state.external:
@@ -1099,8 +1138,8 @@ class Run:
             waited = self.quiescent and self._contended() and self._settles()
             if waited:
                 await wait_all_tasks_blocked()
-            if self.stopping or self.busy >= self.capacity:
-                return
+            if (self.stopping and self.now() > self.stop_at) or self.busy >= self.capacity:
+                return  # (fail-fast stopped the run before this instant: see _cancel_all)
             next_unit = self._take()
             if next_unit is None:
                 return
