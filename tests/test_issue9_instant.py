@@ -9,6 +9,9 @@ steps of a chain of quick steps, units waiting for a slot that frees then),
 and nothing begins after that instant. Retries are the exception: once the
 run has stopped, no step retries, not even one whose wait ends at that instant.
 
+:func:`trioflow.map` keeps its own rule: under the harness it takes no new
+item at the instant of its first failure (the last tests).
+
 Async tests run on trio (virtual time, where trio shuffles each scheduling
 batch, so repeated runs reach both orders) and on asyncio (real time: there
 ``a`` finishes just before ``c`` fails, as it went to sleep first).
@@ -442,4 +445,50 @@ def test_issue9_item1_check_deterministic_passes_on_a_slot_freed_as_another_unit
         ("s2", TICK),
         ("s3", TICK),
         ("s4", 2 * TICK),
+    )
+
+
+# -- trioflow.map -------------------------------------------------------------------------
+
+
+async def test_issue9_item1_map_fail_fast_cancels_the_others_when_the_first_item_fails() -> None:
+    # item 0 is the call map() makes to check that the function returns an
+    # awaitable; its failure must stop the call as any other item's does
+    async def item(x: int) -> int:
+        if x == 0:
+            await anyio.sleep(TICK)
+            raise ValueError(x)
+        await anyio.sleep(100 * TICK)
+        return x
+
+    with pytest.raises(trioflow.FlowError) as info:
+        await trioflow.map(item, [0, 1, 2])
+    steps = info.value.result.steps
+    assert [(name, s.status.value) for name, s in steps.items()] == [
+        ("item[0]", "failed"),
+        ("item[1]", "cancelled"),
+        ("item[2]", "cancelled"),
+    ]
+    if on_trio():  # virtual time
+        assert info.value.result.duration == TICK
+
+
+async def _map_slot_freed_outcome() -> Outcome:
+    async def item(x: int) -> int:
+        await anyio.sleep(TICK)
+        if x == 1:
+            raise ValueError(x)
+        return x
+
+    with pytest.raises(trioflow.FlowError) as info:
+        await trioflow.map(item, [0, 1, 2, 3], max_concurrent=2)
+    return tuple((name, s.status.value, s.attempts) for name, s in info.value.result.steps.items())
+
+
+def test_issue9_item1_check_deterministic_passes_on_a_map_whose_slot_frees_at_the_failure() -> None:
+    # under trioflow.testing, trioflow.map takes its next item only once the
+    # instant has settled: item 2, whose slot frees as item 1 fails, is never taken
+    assert check_deterministic(_map_slot_freed_outcome, runs=40) == (
+        ("item[0]", "succeeded", 1),
+        ("item[1]", "failed", 1),
     )

@@ -254,13 +254,15 @@ class _Pool:
 
     # -- running items ---------------------------------------------------------------
 
-    async def worker(self) -> None:
-        """Take items and run them until the items run out or the pool stops."""
+    async def worker(self, first: bool = True) -> None:
+        """Take items and run them until the items run out or the pool stops.
+
+        ``first``: whether this task has run no item yet (``_first_worker`` runs one first).
+        """
         sync = self.lock is None
         be = self.be
         quiescent = be.name == "trio" and quiescent_scheduling.get()
         streak = 0
-        first = True
         while not (self.stopping or self.exhausted):
             # like a flow's workers: a checkpoint every YIELD_EVERY items, so items
             # that never await cannot starve other tasks nor hold off a cancellation
@@ -423,7 +425,10 @@ class _Pool:
             add_note(exc, f"trioflow: internal error while running {self.what} {index}")
             if index not in self.errors:
                 self._failed(index, exc, self.attempts.get(index, 1), self.be.current_time())
-        await self.worker()
+        if self.stopping and not self.scope.cancel_called:  # as worker() does after each item
+            await self._settle()
+            self._cancel()
+        await self.worker(first=False)
 
     async def run(
         self, workers: int, first: tuple[int, Any, Awaitable[Any]] | None = None, checkpointed: bool = False
