@@ -366,6 +366,45 @@ def test_issue9_item1_check_deterministic_passes_with_a_callers_limiter() -> Non
     )
 
 
+async def _rate_outcome() -> Outcome:
+    """One token a second: r1 takes it at once, r2's is due as c fails, r3's a second later."""
+    flow = trioflow.Flow("rate")
+
+    @flow.step(limiter="api")
+    async def r1() -> None:
+        await anyio.sleep(5.0)
+
+    @flow.step(limiter="api")
+    async def r2() -> None:
+        await anyio.sleep(5.0)
+
+    @flow.step(limiter="api")
+    async def r3() -> None:
+        pass
+
+    @flow.step
+    async def c() -> None:
+        await anyio.sleep(1.0)
+        raise ValueError("c")
+
+    with pytest.raises(trioflow.FlowError) as info:
+        await flow.run(limiters={"api": trioflow.RateLimit(calls=1, per=1.0)})
+    return _steps(info.value)
+
+
+_RATE = (("r1", "cancelled", 1), ("r2", "cancelled", 1), ("r3", "cancelled", 0), ("c", "failed", 1))
+
+
+@pytest.mark.trio_only  # (virtual time: in real time the token and the failure never come together)
+async def test_issue9_item1_a_step_whose_rate_token_is_due_at_the_failure_begins() -> None:
+    for _ in range(20):
+        assert await _rate_outcome() == _RATE
+
+
+def test_issue9_item1_check_deterministic_passes_on_a_rate_token_due_at_the_failure() -> None:
+    assert check_deterministic(_rate_outcome, runs=40) == _RATE
+
+
 # -- retries: none begins once the run has stopped ------------------------------------
 
 
