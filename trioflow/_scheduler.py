@@ -59,7 +59,7 @@ from ._exceptions import FlowError, add_note, split_escaped
 from ._foreign import explain
 from ._graph import Node, Plan
 from ._hooks import Attempt, call_through, installed_hooks
-from ._isolation import isolate
+from ._isolation import _ATOMS, isolate
 from ._limits import Gate, KeyedLimiter, Line, RateLimit, Waiter, next_sequence
 from ._results import LazySteps, RunResult, RunTrace, StepFunctions, StepResult, StepStatus
 from ._retry import next_wait
@@ -80,6 +80,7 @@ class Limiter(Protocol):
 
 _NO_USAGE: Mapping[str, float] = MappingProxyType({})
 _SKIPPED = StepStatus.SKIPPED
+_SUCCEEDED = StepStatus.SUCCEEDED
 
 # A run's recorder hook: called as (name, status, value, kept, error, attempts,
 # started_at, finished_at, usage) the moment a step reaches its final status:
@@ -619,6 +620,10 @@ class Run:
         run by workers that are already there, with no new task at all.
         """
         self.scouts -= 1
+        await self._worker()
+
+    async def _worker(self) -> None:
+        """Take a unit and work (see :meth:`_scout`); the run's own task starts as one."""
         # a run cancelled from outside starts nothing new: no unit, no further scout
         await self.be.checkpoint_if_cancelled()
         waited = self.quiescent and self._contended() and self._settles()
@@ -975,22 +980,43 @@ class Run:
                 self._make_ready(child)
 
     def _step_succeeded(self, st: _StepState, value: Any, attempts: int, now: float, kept: Any = None) -> None:
-        st.status = StepStatus.SUCCEEDED
+        st.status = _SUCCEEDED
         st.value = value
-        st.attempts = max(st.attempts, attempts)
+        if attempts > st.attempts:
+            st.attempts = attempts
         st.finished_at = now
         recorder = self.recorder
         if recorder is not None:
-            recorder(st.name, StepStatus.SUCCEEDED, value, kept, None, st.attempts, st.started_at, now, st.usage)
+            recorder(st.name, _SUCCEEDED, value, kept, None, st.attempts, st.started_at, now, st.usage)
+        children = st.node.children
+        if not children:
+            return
+        states = self.states
+        if len(children) == 1:  # a chain, or a fan-in: no list
+            child = states[children[0]]
+            child.pending -= 1
+            if child.pending == 0:
+                if child.status is None:
+                    child.ready_at = now
+                    if self.plain and child.quick and not self.plan.conditional:
+                        self.queued += 1
+                        heapq.heappush(self.ready, (child.order, _Unit(child, None)))
+                    else:
+                        self._make_ready(child)
+            elif child.pending == 1 and child.status is None and child.node.map_source is not None:
+                source = states[child.node.map_source]
+                if source.ok_items:  # only its map source left: catch up on its items
+                    self._pipe_ready(child)
+            return
         newly_ready = []
-        for c in st.node.children:
-            child = self.states[c]
+        for c in children:
+            child = states[c]
             child.pending -= 1
             if child.pending == 0 and child.status is None:
                 child.ready_at = now
                 newly_ready.append(child)
             elif child.pending == 1 and child.status is None and child.node.map_source is not None:
-                source = self.states[child.node.map_source]
+                source = states[child.node.map_source]
                 if source.ok_items:  # only its map source left: catch up on its items
                     self._pipe_ready(child)
         for child in newly_ready:
@@ -1251,7 +1277,7 @@ class Run:
                 upstream = self.states[dep]
                 # an optional dependency skipped by a condition gives its default
                 value = upstream.value if upstream.status is not _SKIPPED else node.defaults[pname]
-                kwargs[pname] = _isolate(st.name, pname, value) if copy else value
+                kwargs[pname] = _isolate(st.name, pname, value) if copy and type(value) not in _ATOMS else value
         resources = self.resources
         for p in node.inputs:
             if resources and p.key in resources:
@@ -1520,11 +1546,28 @@ class Run:
                                 1 for d in st.node.deps if self.states[d].status is not StepStatus.SUCCEEDED
                             )
                     initial = [st for st in self.states if st.pending == 0 and st.status is None]
-                    for st in initial:
-                        self._make_ready(st)
+                    if self.plain and not self.plan.conditional:
+                        # the first units at once, in one heap
+                        units = [_Unit(st, None) for st in initial if st.node.spec.map_over is None]
+                        heap = self.ready
+                        heap.extend((unit.order, unit) for unit in units)
+                        heapq.heapify(heap)
+                        self.queued += len(units)
+                        if len(units) < len(initial):
+                            for st in initial:
+                                if st.node.spec.map_over is not None:
+                                    self._make_ready(st)
+                    else:
+                        for st in initial:
+                            self._make_ready(st)
                     if len(initial) > 1 and self.on_event is not None:
                         self._announce(initial, self.started_at)
-                    self._dispatch()
+                    if self.quiescent:
+                        # (the harness asks about the tasks of the run's nursery)
+                        self._dispatch()
+                    else:
+                        # this task is the run's first worker: no task to start for a chain
+                        await self._worker()
                 ended = True
             except BaseExceptionGroup as group:
                 # our own nursery wrapped it: KeyboardInterrupt, SystemExit and
