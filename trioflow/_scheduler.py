@@ -171,8 +171,34 @@ def current_backend() -> Backend:
     try:
         trio.lowlevel.current_task()
     except RuntimeError:
-        return _ANYIO
+        return _anyio_backend()
     return _TRIO
+
+
+# anyio's backend class (asyncio's) -> its primitives, looked up once: anyio's
+# public functions find the running library's backend anew on every call
+_anyio_backends: dict[type, Backend] = {}
+
+
+def _anyio_backend() -> Backend:
+    try:
+        from anyio._core._eventloop import get_async_backend
+
+        backend = get_async_backend()
+    except Exception:  # (anyio moved it): its public functions, which look it up per call
+        return _ANYIO
+    found = _anyio_backends.get(backend)
+    if found is None:
+        found = _anyio_backends[backend] = Backend(
+            "anyio",
+            backend.current_time,
+            backend.checkpoint,
+            backend.checkpoint_if_cancelled,
+            backend.sleep,
+            backend.create_task_group,
+            backend.create_cancel_scope,
+        )
+    return found
 
 
 class _Counter:
