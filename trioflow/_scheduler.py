@@ -1235,6 +1235,9 @@ class Run:
         # hook, event callback or value hook wants to see its attempt.
         inline = not self.hooks and self.on_event is None and self.on_value is None
         on_trio = self.be is _TRIO
+        plain = self.plain
+        ready = self.ready
+        heappop = heapq.heappop
         at: float | None = None  # when the unit before ended, if no checkpoint came since
         while True:
             # A cancellation point at every step boundary, and a schedule point
@@ -1255,20 +1258,21 @@ class Run:
                     # the one attempt of _attempts, without its options
                     spec = st.node.spec
                     try:
-                        kwargs = self._kwargs(st, None) if spec.params else {}
+                        kwargs = self._kwargs(st, None) if spec.params else None
                     except _CopyError as exc:  # no attempt began
                         self._unit_failed(unit, exc.args[0], 0, now(), before=1)
-                        kwargs = None
-                    if kwargs is not None:
+                        at = None
+                    else:
                         st.attempts = 1
                         st.started_at = now() if at is None else at
                         unit.attempt = 1
                         token = _current.set(unit)
                         try:
-                            value = await spec.fn(**kwargs)
+                            value = await (spec.fn() if kwargs is None else spec.fn(**kwargs))
                         except Exception as exc:
                             error: Exception = exc if on_trio else explain(exc, f"step {st.name!r}")
                             self._unit_failed(unit, error, 1, now())
+                            at = None
                         else:
                             at = now()
                             self.busy -= 1  # (_release: a quick unit holds no limiter)
@@ -1276,10 +1280,13 @@ class Run:
                         finally:
                             _current.reset(token)
                 elif st.external:
+                    at = None
                     await self._execute(unit)
                 else:
+                    at = None
                     await self._attempts(unit)
             except Exception as exc:  # the engine's own error: never a bare group
+                at = None
                 self._engine_failed(unit, exc)
             if self.quiescent:
                 waited = self._contended() and self._settles()
@@ -1287,10 +1294,16 @@ class Run:
                     await wait_all_tasks_blocked()
             if self.stopping or self.busy >= self.capacity:
                 return
-            next_unit = self._take()
-            if next_unit is None:
-                return
-            unit = next_unit
+            if plain:  # (_take, inline)
+                if not ready:
+                    return
+                self.queued -= 1
+                unit = heappop(ready)[1]
+            else:
+                next_unit = self._take()
+                if next_unit is None:
+                    return
+                unit = next_unit
             self.busy += 1
             if not self.scouts and self.ready and self.busy < self.capacity:
                 self._dispatch()
