@@ -407,6 +407,7 @@ class Run:
         self.queued = 0  # units in the ready queue (parked ones included)
         self.queued_limited = 0  # of those, units that need an internal limiter
         self.scouts = 0
+        self.pausing = 0  # workers at their schedule point between two units
         self.stopping = False
         self.failures: list[_StepState] = []
         self.stop_at = math.inf  # when fail-fast stopped the run (the first failure)
@@ -1223,7 +1224,9 @@ class Run:
             return
         unit = first
         self.busy += 1
-        if self.ready and self.busy < self.capacity:
+        # more scouts only when every other worker is blocked in a step: workers
+        # that only paused between quick steps come back for more units themselves
+        if self.ready and self.busy < self.capacity and not self.pausing:
             self.scouts += 2
             self.nursery.start_soon(self._work)
             self.nursery.start_soon(self._work)
@@ -1248,7 +1251,11 @@ class Run:
                 # (after a quiescent wait: the workers woken with this one take first)
                 streak = 0
                 at = None
-                await self.be.checkpoint()
+                self.pausing += 1
+                try:
+                    await self.be.checkpoint()
+                finally:
+                    self.pausing -= 1
             elif not checked:
                 await checkpoint_if_cancelled()
             checked = False
