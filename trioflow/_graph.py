@@ -10,7 +10,6 @@ uses as its priority when capacity is short.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import heapq
@@ -33,6 +32,8 @@ OnItemError = Literal["fail", "none"]
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """``"; did you mean 'x'?"`` when a close candidate exists, else ``""``."""
+    import difflib  # only for error messages: not worth its import time in every program
+
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
