@@ -171,18 +171,26 @@ def test_cycle_in_a_larger_graph_names_only_the_cycle(step_factory: Any) -> None
 
 
 def test_issue_16_a_function_added_many_times_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import functools
     import inspect as inspect_module
 
     from trioflow import _graph
 
     reads: list[object] = []
+    docs: list[object] = []
     real = inspect_module.signature
+    real_getdoc = inspect_module.getdoc
 
     def counting(fn: Any, *args: Any, **kwargs: Any) -> inspect_module.Signature:
         reads.append(fn)
         return real(fn, *args, **kwargs)
 
+    def counting_getdoc(fn: Any) -> str | None:
+        docs.append(fn)
+        return real_getdoc(fn)
+
     monkeypatch.setattr(_graph.inspect, "signature", counting)
+    monkeypatch.setattr(_graph.inspect, "getdoc", counting_getdoc)
 
     async def fetch(url: str, retries: int = 2) -> str:
         """Fetch a page.
@@ -190,11 +198,57 @@ def test_issue_16_a_function_added_many_times_is_read_once(monkeypatch: pytest.M
         More text that the plan never shows."""
         return url
 
+    @functools.wraps(fetch)
+    async def wrapped(*args: Any, **kwargs: Any) -> str:  # inspect.signature follows __wrapped__
+        return await fetch(*args, **kwargs)
+
     flow = Flow("f")
     for i in range(50):
         flow.add(fetch, name=f"fetch{i}")
-    assert reads == [fetch]
-    spec = flow._specs[7]
-    assert [(p.name, p.has_default, p.default) for p in spec.params] == [("url", False, None), ("retries", True, 2)]
-    assert spec.description == "Fetch a page."
+        flow.add(wrapped, name=f"wrapped{i}")
+    # a plain function's code object lists its parameters; a wrapped one is read once
+    assert reads == [wrapped]
+    assert docs == []  # docstrings are read when a description is asked for, not before
+    for spec in (flow._specs[14], flow._specs[15]):
+        assert [(p.name, p.has_default, p.default) for p in spec.params] == [("url", False, None), ("retries", True, 2)]
+        assert spec.description == "Fetch a page."
     assert "fetch49 - Fetch a page." in flow.describe()
+    assert "wrapped49 - Fetch a page." in flow.describe()
+    assert len(docs) == 2  # once per function
+
+
+def _signature_cases() -> list[Any]:
+    default = object()
+
+    async def none() -> None: ...
+    async def plain(a, b, c): ...  # type: ignore[no-untyped-def]
+    async def defaults(a, b=1, c=None): ...  # type: ignore[no-untyped-def]
+    async def star(a, *args, b, c=3, **kwargs): ...  # type: ignore[no-untyped-def]
+    async def kw_only(*, x, y=default): ...  # type: ignore[no-untyped-def]
+    async def all_defaults(a=[], b={}): ...  # type: ignore[no-untyped-def]  # noqa: B006
+    async def with_locals(a, b=2):  # type: ignore[no-untyped-def]
+        c = a + b
+        return c
+
+    async def late_defaults(a, b): ...  # type: ignore[no-untyped-def]
+    late_defaults.__defaults__ = (5,)
+    late_defaults.__kwdefaults__ = None
+    return [none, plain, defaults, star, kw_only, all_defaults, with_locals, late_defaults, lambda q, r=1: q]
+
+
+@pytest.mark.parametrize("fn", _signature_cases())
+def test_issue_16_parameters_read_from_code_match_inspect_signature(fn: Any) -> None:
+    import inspect as inspect_module
+
+    from trioflow import _graph
+
+    expected = [
+        (p.name, p.default is not p.empty, None if p.default is p.empty else p.default)
+        for p in inspect_module.signature(fn).parameters.values()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    got = [(p.name, p.has_default, p.default) for p in _graph._parameters(fn, "s")]
+    assert len(got) == len(expected)
+    for (name, has, value), (ename, ehas, evalue) in zip(got, expected, strict=True):
+        assert (name, has) == (ename, ehas)
+        assert value is evalue

@@ -193,9 +193,8 @@ class Flow:
 
     def add(self, fn: Callable[..., Any], /, **options: Any) -> None:
         """Add a step: the non-decorator form of :meth:`step`, with the same options."""
-        unknown = set(options) - _STEP_OPTIONS
-        if unknown:
-            bad = sorted(unknown)[0]
+        if not _STEP_OPTIONS.issuperset(options):
+            bad = sorted(set(options) - _STEP_OPTIONS)[0]
             raise TypeError(
                 f"flow.step() got an unknown option {bad!r}{did_you_mean(bad, _STEP_OPTIONS)}"
             )
