@@ -117,7 +117,10 @@ def _run_python(code: str) -> str:
 
 def test_issue_16_importing_trioflow_leaves_the_rarely_used_parts_for_later() -> None:
     # stores, caches, codecs, timelines, tracing: imported when first used, not by `import trioflow`
-    later = ("trioflow._stores", "trioflow._cache", "trioflow._codec", "trioflow._timeline", "sqlite3", "opentelemetry")
+    later = (
+        "trioflow._stores", "trioflow._cache", "trioflow._codec", "trioflow._timeline", "trioflow._map", "sqlite3",
+        "opentelemetry",
+    )
     code = f"import sys, trioflow; print(sorted(m for m in {later!r} if m in sys.modules))"
     assert _run_python(code).strip() == "[]"
 

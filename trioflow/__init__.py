@@ -29,8 +29,6 @@ from ._exceptions import TrioflowError as TrioflowError
 from ._flow import Flow as Flow
 from ._limits import KeyedLimiter as KeyedLimiter
 from ._limits import RateLimit as RateLimit
-from ._map import gather as gather
-from ._map import map as map
 from ._public import public_home as _public_home
 from ._results import RunResult as RunResult
 from ._results import StepResult as StepResult
@@ -43,6 +41,8 @@ if typing.TYPE_CHECKING:  # imported on first use, see __getattr__ below
     from ._codec import CodecError as CodecError
     from ._codec import JSONCodec as JSONCodec
     from ._codec import PickleCodec as PickleCodec
+    from ._map import gather as gather
+    from ._map import map as map
     from ._open_run import RunHandle as RunHandle
     from ._progress import ProgressDisplay as ProgressDisplay
     from ._race import race as race
@@ -119,6 +119,8 @@ _LAZY = {
     "RunInfo": "._records",
     "SQLiteStore": "._stores",
     "Timeline": "._timeline",
+    "gather": "._map",
+    "map": "._map",
     "race": "._race",
 }
 
