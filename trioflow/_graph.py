@@ -196,7 +196,7 @@ def make_spec(
     ``runner``: a resolved runner (see ``_runners``), which checks ``fn`` itself;
     the spec's ``fn`` is then ``fn`` bound to the runner by ``bind``.
     """
-    if runner is None:
+    if runner is None and not (type(fn) is FunctionType and fn.__code__.co_flags & _CO_COROUTINE):
         check_async_callable(fn, "flow.step" if name is None else f"step {name!r}", runners=True)
     if name is None:
         name = getattr(fn, "__name__", None)
@@ -597,7 +597,8 @@ def compile_plan(flow_name: str, specs: list[StepSpec]) -> Plan:
         inputs: list[Param] = []
         defaults: dict[str, Any] | None = None  # data parameters naming a step, with a default
         for p in spec.params:
-            d = step_index(p.key)
+            key = p.name if p.source is None else p.source  # p.key, inlined
+            d = step_index(key)
             if d is not None:
                 data.append((p.name, d))
                 if p.has_default:
@@ -607,9 +608,9 @@ def compile_plan(flow_name: str, specs: list[StepSpec]) -> Plan:
             else:
                 inputs.append(p)
                 if p.has_default:
-                    optional.add(p.key)
+                    optional.add(key)
                 else:
-                    required.setdefault(p.key, []).append(spec.name)
+                    required.setdefault(key, []).append(spec.name)
         when_data: list[tuple[str, int]] = []
         if spec.when is not None:
             conditional = True
