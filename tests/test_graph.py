@@ -252,3 +252,88 @@ def test_issue_16_parameters_read_from_code_match_inspect_signature(fn: Any) -> 
     for (name, has, value), (ename, ehas, evalue) in zip(got, expected, strict=True):
         assert (name, has) == (ename, ehas)
         assert value is evalue
+
+
+def test_issue_16_fingerprints_stay_what_stores_recorded() -> None:
+    # plan() computes the fingerprint when a store asks for it; the value must stay
+    # what the eager computation gave (these digests come from it), or runs recorded
+    # before could not resume
+    async def fetch(url: str, retries: int = 2) -> str:
+        return url
+
+    async def parse(page: str) -> int:
+        return len(page)
+
+    async def store(parse: int, fetch: str) -> None:
+        return None
+
+    async def late(store: None, extra: str = "x") -> None:
+        return None
+
+    async def report(summary: str) -> str:
+        return summary
+
+    async def summary(topic: str) -> str:
+        return topic
+
+    for fn in (fetch, parse, store, late, report, summary):
+        fn.__qualname__ = fn.__name__  # as if defined at module level
+    flow = Flow("pinned")
+    flow.add(fetch)
+    flow.add(parse, bind={"page": "fetch"})
+    flow.add(store, after=["fetch"], when=lambda parse: parse > 0)
+    flow.add(late, map_over="store")
+    assert flow.plan().fingerprint == "a4696a18692370dd"
+
+    backwards = Flow("pinned out of order")  # a step declared before its dependency
+    backwards.add(report)
+    backwards.add(summary, cost=3)
+    plan = backwards.plan()
+    assert plan.fingerprint == "ccfa085887673f05"
+    assert plan.topo_order == (1, 0)
+    assert [n.rank for n in plan.nodes] == [1.0, 4.0]
+
+    import attrs
+
+    # a plan whose fingerprint was not asked for yet computes it after evolve() too
+    fresh = Flow("pinned out of order")
+    fresh.add(report)
+    fresh.add(summary, cost=3)
+    assert attrs.evolve(fresh.plan(), optional_inputs=frozenset()).fingerprint == "ccfa085887673f05"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_issue_16_declaration_order_is_the_topological_order_when_dependencies_come_first(seed: int) -> None:
+    # compile_plan skips Kahn's algorithm for such flows; check that it would give the same
+    import random
+
+    from trioflow._graph import _topological_order
+
+    rng = random.Random(seed)
+    n = rng.randrange(1, 40)
+    deps = [tuple(sorted(rng.sample(range(i), rng.randrange(0, min(i, 4) + 1)))) for i in range(n)]
+    children: list[list[int]] = [[] for _ in range(n)]
+    for i, ds in enumerate(deps):
+        for d in ds:
+            children[d].append(i)
+    assert _topological_order(deps, [tuple(c) for c in children]) == list(range(n))
+
+    flow = Flow("dag")
+    for i in range(n):
+        params = ", ".join(f"s{d}" for d in deps[i])
+        namespace: dict[str, Any] = {}
+        exec(f"async def s{i}({params}):\n    return 1\n", namespace)
+        flow.add(namespace[f"s{i}"])
+    plan = flow.plan()
+    assert plan.topo_order == tuple(range(n))
+    assert [node.deps for node in plan.nodes] == deps
+    assert [node.children for node in plan.nodes] == [tuple(c) for c in children]
+    depth = [0] * n
+    rank = [0.0] * n
+    for i in range(n):
+        depth[i] = max((depth[d] + 1 for d in deps[i]), default=0)
+    for i in reversed(range(n)):
+        rank[i] = 1.0 + max((rank[c] for c in children[i]), default=0.0)
+    assert [node.depth for node in plan.nodes] == depth
+    assert [node.rank for node in plan.nodes] == rank
+    assert [list(s) for s in plan.stages] == [[i for i in range(n) if depth[i] == k] for k in range(max(depth) + 1)]
