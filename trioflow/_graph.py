@@ -676,14 +676,15 @@ def compile_plan(flow_name: str, specs: list[StepSpec]) -> Plan:
         # Kahn's algorithm with ties by declaration order would give this very order
         topo: list[int] | range = range(n)
     else:
-        for i, spec in enumerate(specs):
-            if i in deps_lists[i]:
-                raise GraphError(f"cycle: {spec.name} -> {spec.name} (step {spec.name!r} depends on itself)")
-        cycle = _find_cycle([s.name for s in specs], deps_lists)
-        if cycle is not None:
-            raise GraphError("cycle: " + " -> ".join(cycle))
-        # children were appended in declaration order, so each list is sorted
+        # Kahn's algorithm (children were appended in declaration order, so each list
+        # is sorted); it leaves out the steps on or after a cycle, which a search then names
         topo = _topological_order(deps_lists, down)
+        if len(topo) < n:
+            for i, spec in enumerate(specs):
+                if i in deps_lists[i]:
+                    raise GraphError(f"cycle: {spec.name} -> {spec.name} (step {spec.name!r} depends on itself)")
+            cycle = _find_cycle([s.name for s in specs], deps_lists) or []  # there is one
+            raise GraphError("cycle: " + " -> ".join(cycle))
 
     rank = [0.0] * n
     for i in reversed(topo):
@@ -761,7 +762,7 @@ def compile_plan(flow_name: str, specs: list[StepSpec]) -> Plan:
 
 
 def _topological_order(deps_lists: list[tuple[int, ...]], children: list[tuple[int, ...]]) -> list[int]:
-    """Kahn's algorithm, ties by declaration order (the graph has no cycle)."""
+    """Kahn's algorithm, ties by declaration order: every step, unless there is a cycle."""
     pending = [len(ds) for ds in deps_lists]
     heap = [i for i, count in enumerate(pending) if count == 0]
     heapq.heapify(heap)
