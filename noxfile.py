@@ -114,7 +114,8 @@ def bench(session: nox.Session) -> None:
     """
     # rich, otel and the OpenTelemetry SDK: what the observers cost (bench/observers_case.py);
     # process, dask: the runners (bench/runners_case.py); postgres: bench/store_case.py
-    session.install(".[process,dask,rich,otel,postgres]", "opentelemetry-sdk>=1.20")
+    # (pytest: the loopback PostgreSQL server of tests/_postgres.py imports it)
+    session.install(".[process,dask,rich,otel,postgres]", "opentelemetry-sdk>=1.20", "pytest")
     quick = "--quick" in session.posargs
     session.run("python", "bench/run.py", *session.posargs)
     # the testing harness: schedules per second against plain trio.run

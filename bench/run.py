@@ -24,8 +24,9 @@ CANCEL     a 10k-step fan-out cancelled from outside mid-run, against raw trio a
 STARTUP    BUILD add+plan per step; IMPORT trioflow against import trio (fresh interpreters)
 SLEEP      chain of 20 steps sleeping 10 ms (real clock): trioflow's own share of the time
 MAPSTARVE  trioflow.map over items that never await: a sibling's turns, cancellation within 16 items
-STORE      W1/W2/W4 recording to an SQLiteStore (and a PostgresStore on a loopback
-           server, when psycopg and Debian's postgresql are there), against no store
+STORE      W1/W2/W4 recording to an SQLiteStore, against no store
+POSTGRES   W1/W2 recording to a PostgresStore on a loopback server (when psycopg and
+           Debian's postgresql are there), against no store
 LIMITS     RATE/KEYED: W1 with a huge-rate RateLimit / a 100-key KeyedLimiter, against plain
            W1; PIPE: virtual makespan of a two-stage map, pipelined against whole-list
 OBS        W1 with a ProgressDisplay, OpenTelemetry spans, open_run's event stream
@@ -122,7 +123,7 @@ def starvation_rows(n: int, repeats: int, quick: bool) -> list[Row]:
 
 
 def store_rows(n: int, repeats: int, quick: bool) -> list[Row]:
-    from store_case import postgres_samples, store_samples
+    from store_case import store_samples
 
     t = trio.run(store_samples, n, repeats)
     rows = []
@@ -135,25 +136,29 @@ def store_rows(n: int, repeats: int, quick: bool) -> list[Row]:
             compared(f"STORE {what}: SQLiteStore vs no store", t[f"{w}_sqlite"], t[f"{w}_none"], scale=1,
                      base_note=" (no store)", target=target)
         )
-    if not installed("psycopg"):
-        rows.append(skipped("STORE PostgresStore", "psycopg missing (pip install 'trioflow[postgres]')"))
-    elif not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
-        rows.append(skipped("STORE PostgresStore", "no PostgreSQL server (apt-get install postgresql)"))
-    else:
-        sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-        from _postgres import Server  # type: ignore[import-not-found]
-
-        server = Server(durable=True)  # a loopback server
-        try:
-            pg = trio.run(postgres_samples, n, server.new_database(), repeats)
-        finally:
-            server.stop()
-        for w, what in (("w1", "W1"), ("w2", "W2")):
-            rows.append(
-                compared(f"STORE {what}: PostgresStore (loopback) vs no store", pg[f"{w}_postgres"],
-                         pg[f"{w}_none"], scale=1, base_note=" (no store)")
-            )
     return rows
+
+
+def postgres_rows(n: int, repeats: int, quick: bool) -> list[Row]:
+    from store_case import postgres_samples
+
+    if not installed("psycopg"):
+        return [skipped("STORE PostgresStore", "psycopg missing (pip install 'trioflow[postgres]')")]
+    if not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+        return [skipped("STORE PostgresStore", "no PostgreSQL server (apt-get install postgresql)")]
+    sys.path.append(str(Path(__file__).parent.parent / "tests"))
+    from _postgres import Server  # type: ignore[import-not-found]
+
+    server = Server(durable=True)  # a loopback server
+    try:
+        pg = trio.run(postgres_samples, n, server.new_database(), repeats)
+    finally:
+        server.stop()
+    return [
+        compared(f"STORE {what}: PostgresStore (loopback) vs no store", pg[f"{w}_postgres"], pg[f"{w}_none"],
+                 scale=1, base_note=" (no store)")
+        for w, what in (("w1", "W1"), ("w2", "W2"))
+    ]
 
 
 def limits_rows(n: int, repeats: int, quick: bool) -> list[Row]:
@@ -219,6 +224,7 @@ CASES: dict[str, Callable[[int, int, bool], list[Row]]] = {
     "SLEEP": sleep_rows,
     "MAPSTARVE": starvation_rows,
     "STORE": store_rows,
+    "POSTGRES": postgres_rows,
     "LIMITS": limits_rows,
     "OBS": observer_rows,
     "RUNNERS": runner_rows,

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import trio
 import trio.lowlevel
@@ -52,13 +54,10 @@ async def raw(n: int) -> None:
             nursery.start_soon(one)
 
 
-async def _timed(fn: trioflow.Flow | int) -> float:
+async def _timed(fn: Callable[[], Awaitable[object]]) -> float:
     gc.collect()
     start = time.perf_counter()
-    if isinstance(fn, int):
-        await raw(fn)
-    else:
-        await fn.run()
+    await fn()
     return time.perf_counter() - start
 
 
@@ -70,8 +69,8 @@ async def bench_yielding(repeats: int, sizes: tuple[int, ...] = SIZES) -> list[R
     base: dict[int, list[float]] = {n: [] for n in sizes}
     for _ in range(repeats):  # each repetition: every size, trioflow then raw trio
         for n in sizes:
-            ours[n].append(await _timed(flows[n]))
-            base[n].append(await _timed(n))
+            ours[n].append(await _timed(flows[n].run))
+            base[n].append(await _timed(partial(raw, n)))
     rows = [
         compared(f"YIELD fan-out {n} awaiting steps", ours[n], base[n], scale=1e6 / n, target=at_most(1.0))
         for n in sizes
