@@ -12,7 +12,8 @@ says how much.
     python bench/run.py              # every case, 9 repetitions
     python bench/run.py --quick      # 5 repetitions (and fewer elsewhere): a few minutes
     python bench/run.py --rst        # also print the table as an RST csv-table (docs/design.rst)
-    python bench/run.py --only W1 YIELD   # only the cases named
+    python bench/run.py --only CORE YIELD   # only the cases named
+    python bench/run.py --only YIELD --profile   # where the time goes (cProfile, to stderr)
 
 Cases (each lives in bench/<name>_case.py and runs alone too):
 
@@ -39,9 +40,11 @@ and map memory (bench/map_memory_case.py) run separately; ``nox -s bench`` runs 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import glob
 import importlib.util
 import os
+import pstats
 import sys
 import time
 import traceback
@@ -239,6 +242,10 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=N, help=f"steps of the W1/W2-shaped workloads (default {N})")
     parser.add_argument("--rst", action="store_true", help="also print the table as an RST csv-table")
     parser.add_argument("--only", nargs="+", metavar="CASE", choices=sorted(CASES), help="run only these cases")
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="print each case's cProfile (top 25 by own time) to stderr; its figures are then inflated",
+    )
     args = parser.parse_args()
     repeats = 5 if args.quick else 9
     load = os.getloadavg()[0]
@@ -249,8 +256,16 @@ def main() -> int:
         if args.only and name not in args.only:
             continue
         start = time.perf_counter()
+        profile = cProfile.Profile() if args.profile else None
         try:
-            rows.extend(case(args.n, repeats, args.quick))
+            if profile is not None:
+                profile.enable()
+            try:
+                rows.extend(case(args.n, repeats, args.quick))
+            finally:
+                if profile is not None:
+                    profile.disable()
+                    pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(25)
         except Exception as exc:  # the table still prints; the exit status says something broke
             traceback.print_exc()
             rows.append(failed(name, exc))
