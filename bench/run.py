@@ -15,23 +15,30 @@ says how much.
     python bench/run.py --only CORE YIELD   # only the cases named
     python bench/run.py --only YIELD --profile   # where the time goes (cProfile, to stderr)
 
-Cases (each lives in bench/<name>_case.py and runs alone too):
+Cases (--only takes these names; the modules, in bench/, run alone too):
 
-CORE       W1 fan-out of N no-op steps + a join, W1m the same with max_concurrent=50,
-           W2 chain of N steps, W3 fail-fast latency, MAP trioflow.map: against raw trio
-YIELD      fan-out of 1k/10k/100k steps that each await trio.sleep(0) once, against raw trio
-ASYNCIO    W1 and W2 under asyncio.run, against asyncio written by hand
-CANCEL     a 10k-step fan-out cancelled from outside mid-run, against raw trio and finishing
-STARTUP    BUILD add+plan per step; IMPORT trioflow against import trio (fresh interpreters)
-SLEEP      chain of 20 steps sleeping 10 ms (real clock): trioflow's own share of the time
-MAPSTARVE  trioflow.map over items that never await: a sibling's turns, cancellation within 16 items
-STORE      W1/W2/W4 recording to an SQLiteStore, against no store
-POSTGRES   W1/W2 recording to a PostgresStore on a loopback server (when psycopg and
-           Debian's postgresql are there), against no store
-LIMITS     RATE/KEYED: W1 with a huge-rate RateLimit / a 100-key KeyedLimiter, against plain
-           W1; PIPE: virtual makespan of a two-stage map, pipelined against whole-list
-OBS        W1 with a ProgressDisplay, OpenTelemetry spans, open_run's event stream
-RUNNERS    CPU/OVH/KILL: where steps run: threads, processes, Dask
+CORE       core_case: W1 fan-out of N no-op steps + a join, W1m the same with
+           max_concurrent=50, W2 chain of N steps, W3 fail-fast latency, MAP
+           trioflow.map: against raw trio
+YIELD      yielding_case: fan-out of 1k/10k/100k steps that each await
+           trio.sleep(0) once, against raw trio
+ASYNCIO    asyncio_case: W1 and W2 under asyncio.run, against asyncio written by hand
+CANCEL     outside_cancel_case: a 10k-step fan-out cancelled from outside mid-run,
+           against raw trio and against finishing
+STARTUP    startup_case: BUILD add+plan per step; IMPORT trioflow against import trio
+SLEEP      sleep_chain_case: chain of 20 steps sleeping 10 ms (real clock): trioflow's
+           own share of the time
+MAPSTARVE  map_starvation_case: trioflow.map over items that never await: a sibling's
+           turns, cancellation within 16 items
+STORE      store_case: W1/W2/W4 recording to an SQLiteStore, against no store
+POSTGRES   store_case: W1/W2 recording to a PostgresStore on a loopback server (when
+           psycopg and Debian's postgresql are there), against no store
+LIMITS     limits_case: RATE/KEYED, W1 with a huge-rate RateLimit / a 100-key
+           KeyedLimiter against plain W1; PIPE, virtual makespan of a two-stage map,
+           pipelined against whole-list
+OBS        observers_case: W1 with a ProgressDisplay, OpenTelemetry spans, open_run's
+           event stream, against none
+RUNNERS    runners_case: CPU/OVH/KILL, where steps run: threads, processes, Dask
 
 The harness (bench/harness_case.py), the 100k cancellation (bench/cancel_case.py)
 and map memory (bench/map_memory_case.py) run separately; ``nox -s bench`` runs them all.
