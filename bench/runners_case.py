@@ -173,9 +173,14 @@ async def _kill_latency_ms() -> float:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--kill-asyncio"]:
-        print(*anyio.run(_kill_latencies, int(sys.argv[2]), backend="asyncio"))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="5 repetitions instead of 9, CPU steps of 0.1 s")
+    parser.add_argument("--kill-asyncio", type=int, metavar="TIMES", help=argparse.SUPPRESS)  # (bench_runners)
+    args = parser.parse_args()
+    if args.kill_asyncio is not None:
+        print(*anyio.run(_kill_latencies, args.kill_asyncio, backend="asyncio"))
         sys.exit(0)
-    quick = "--quick" in sys.argv
-    print(render(trio.run(bench_runners, 5 if quick else 9, 0.1 if quick else 0.2)))
+    print(render(trio.run(bench_runners, 5 if args.quick else 9, 0.1 if args.quick else 0.2)))
     print(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
