@@ -148,18 +148,6 @@ async def alternate(
     return samples
 
 
-def alternate_sync(cases: Mapping[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    """:func:`alternate` for plain functions (no warm-up: the first call is a sample)."""
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(repeats):
-        for name, fn in cases.items():
-            gc.collect()
-            start = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - start)
-    return samples
-
-
 HEADER = Row("workload", "trioflow", "baseline", "ratio min/median/max", "target", "met")
 
 
