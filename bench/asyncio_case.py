@@ -52,26 +52,29 @@ async def raw_chain(n: int) -> None:
     assert values[-1] == n - 1
 
 
-async def _measure(fan: trioflow.Flow, chain: trioflow.Flow, n: int, repeats: int) -> dict[str, list[float]]:
+async def _measure(
+    fan: trioflow.Flow, chain: trioflow.Flow, n: int, repeats: int, cpu: dict[str, list[float]]
+) -> dict[str, list[float]]:
     cases: dict[str, Callable[[], Awaitable[Any]]] = {
         "w1": lambda: fan.run(),
         "w1 raw": lambda: raw_fanout(n),
         "w2": lambda: chain.run(),
         "w2 raw": lambda: raw_chain(n),
     }
-    return await alternate(cases, repeats)
+    return await alternate(cases, repeats, cpu=cpu)
 
 
 def bench_asyncio(n: int, repeats: int) -> list[Row]:
     """Rows ASYNCIO W1 and W2. Call it outside any event loop: it runs ``asyncio.run``."""
     fan, chain = build_fanout(n), build_chain(n)
-    t = asyncio.run(_measure(fan, chain, n, repeats))
+    cpu: dict[str, list[float]] = {}
+    t = asyncio.run(_measure(fan, chain, n, repeats, cpu))
     note = " (asyncio)"
     return [
         compared(f"ASYNCIO W1 fan-out {n} + join", t["w1"], t["w1 raw"], scale=1e6 / (n + 1),
-                 target=at_most(1.0), base_note=note),
+                 target=at_most(1.0), base_note=note, cpu=(cpu["w1"], cpu["w1 raw"])),
         compared(f"ASYNCIO W2 chain {n}", t["w2"], t["w2 raw"], scale=1e6 / n,
-                 target=at_most(1.0), base_note=note),
+                 target=at_most(1.0), base_note=note, cpu=(cpu["w2"], cpu["w2 raw"])),
     ]
 
 

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
-from measure import Row, alternate, at_most, compared
+from measure import Row, Target, alternate, at_most, compared
 
 import trioflow
 
@@ -189,22 +189,18 @@ async def bench_core(n: int, repeats: int, fan: trioflow.Flow | None = None) -> 
         "map": lambda: trioflow.map(inc, items, max_concurrent=10),
         "map raw": lambda: raw_map(n, 10),
     }
-    t = await alternate(cases, repeats)
+    cpu: dict[str, list[float]] = {}
+    t = await alternate(cases, repeats, cpu=cpu)
     per_step = 1e6 / (n + 1)
-    rows.append(compared(f"W1 fan-out {n} + join", t["w1"], t["w1 raw"], scale=per_step, target=at_most(0.4)))
-    rows.append(
-        compared(
-            f"W1m fan-out {n} + join, m={m}", t["w1m"], t["w1m raw"], scale=per_step,
-            target=at_most(1.0, note=", aim 0.5x"),
-        )
-    )
-    rows.append(compared(f"W2 chain {n}", t["w2"], t["w2 raw"], scale=1e6 / n, target=at_most(0.3)))
-    rows.append(
-        compared(
-            f"MAP {n} items, max_concurrent=10", t["map"], t["map raw"], scale=1e6 / n,
-            target=at_most(1.0, note=", aim 0.5x"),
-        )
-    )
+
+    def row(label: str, key: str, scale: float, target: Target) -> Row:
+        return compared(label, t[key], t[f"{key} raw"], scale=scale, target=target,
+                        cpu=(cpu[key], cpu[f"{key} raw"]))
+
+    rows.append(row(f"W1 fan-out {n} + join", "w1", per_step, at_most(0.4)))
+    rows.append(row(f"W1m fan-out {n} + join, m={m}", "w1m", per_step, at_most(1.0, note=", aim 0.5x")))
+    rows.append(row(f"W2 chain {n}", "w2", 1e6 / n, at_most(0.3)))
+    rows.append(row(f"MAP {n} items, max_concurrent=10", "map", 1e6 / n, at_most(1.0, note=", aim 0.5x")))
 
     raised_at: list[float] = []
     ff = build_failfast(raised_at)

@@ -1,7 +1,8 @@
 """What watching a run costs: W1 (a 2000-step fan-out and a join) with each observer.
 
 Each figure is a ratio to the same flow with no observer, measured in the same
-process, interleaved, min/median/max over the repeats:
+process, interleaved, min/median/max over the repeats (wall clock, and the
+process's CPU time, which counts the observers' own threads too):
 
 * ``ProgressDisplay`` drawing its live rich panel on a real pseudo-terminal
   (the display the user sees; a thread drains the terminal);
@@ -75,14 +76,17 @@ async def bench_observers(flow: trioflow.Flow, n: int, repeats: int) -> list[Row
     rows: list[Row] = []
     scale = 1e6 / (n + 1)
 
+    cpu: dict[str, list[float]] = {}
+
     def row(what: str, base: list[float], watched: list[float]) -> None:
-        rows.append(compared(f"OBS W1 + {what}", watched, base, scale=scale, base_note=" (none)"))
+        rows.append(compared(f"OBS W1 + {what}", watched, base, scale=scale, base_note=" (none)",
+                             cpu=(cpu["watched"], cpu["base"])))
 
     with _terminal() as tty:
         async def with_display() -> None:
             await flow.run(on_event=trioflow.ProgressDisplay(tty))
 
-        t = await alternate({"base": flow.run, "watched": with_display}, repeats)
+        t = await alternate({"base": flow.run, "watched": with_display}, repeats, cpu=cpu)
         row("ProgressDisplay (live, on a pty)", t["base"], t["watched"])
 
     async def with_stream() -> None:
@@ -90,7 +94,7 @@ async def bench_observers(flow: trioflow.Flow, n: int, repeats: int) -> list[Row
             async for _ in run.events():
                 pass
 
-    t = await alternate({"base": flow.run, "watched": with_stream}, repeats)
+    t = await alternate({"base": flow.run, "watched": with_stream}, repeats, cpu=cpu)
     row("open_run, every event read", t["base"], t["watched"])
 
     with _tracing():
@@ -103,6 +107,6 @@ async def bench_observers(flow: trioflow.Flow, n: int, repeats: int) -> list[Row
             finally:
                 _otel.tracer = tracer
 
-        t = await alternate({"base": untraced, "watched": flow.run}, repeats)
+        t = await alternate({"base": untraced, "watched": flow.run}, repeats, cpu=cpu)
         row("OpenTelemetry SDK, no-op exporter", t["base"], t["watched"])
     return rows

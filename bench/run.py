@@ -56,6 +56,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -186,14 +187,15 @@ def limits_rows(n: int, repeats: int, quick: bool) -> list[Row]:
         "rate": lambda: rated.run(limiters={"rate": rate}),
         "keyed": lambda: keyed.run(limiters={"host": host}),
     }
-    t = trio.run(alternate, cases, repeats)
+    cpu: dict[str, list[float]] = {}
+    t = trio.run(partial(alternate, cases, repeats, cpu=cpu))
     scale = 1e6 / (n + 1)
     little = Target("little (no figure)")
     rows = [
         compared("RATE W1, huge-rate RateLimit vs plain W1", t["rate"], t["plain"], scale=scale,
-                 base_note=" (plain)", target=little),
+                 base_note=" (plain)", target=little, cpu=(cpu["rate"], cpu["plain"])),
         compared("KEYED W1, 100-key KeyedLimiter vs plain W1", t["keyed"], t["plain"], scale=scale,
-                 base_note=" (plain)", target=little),
+                 base_note=" (plain)", target=little, cpu=(cpu["keyed"], cpu["plain"])),
     ]
     # virtual time: exact, so the repetitions agree (they show that it is deterministic)
     spans = [pipeline_makespans() for _ in range(repeats)]

@@ -54,33 +54,42 @@ async def raw(n: int) -> None:
             nursery.start_soon(one)
 
 
-async def _timed(fn: Callable[[], Awaitable[object]]) -> float:
+async def _timed(fn: Callable[[], Awaitable[object]]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one call, after a collection."""
     gc.collect()
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     await fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 async def bench_yielding(repeats: int, sizes: tuple[int, ...] = SIZES) -> list[Row]:
     flows = {n: build(n) for n in sizes}
     await flows[sizes[0]].run()  # warm up (the smallest size; the others are costly)
     await raw(sizes[0])
-    ours: dict[int, list[float]] = {n: [] for n in sizes}
-    base: dict[int, list[float]] = {n: [] for n in sizes}
+    ours: dict[int, list[tuple[float, float]]] = {n: [] for n in sizes}
+    base: dict[int, list[tuple[float, float]]] = {n: [] for n in sizes}
     for _ in range(repeats):  # each repetition: every size, trioflow then raw trio
         for n in sizes:
             ours[n].append(await _timed(flows[n].run))
             base[n].append(await _timed(partial(raw, n)))
     rows = [
-        compared(f"YIELD fan-out {n} awaiting steps", ours[n], base[n], scale=1e6 / n, target=at_most(1.0))
+        compared(
+            f"YIELD fan-out {n} awaiting steps", [w for w, _ in ours[n]], [w for w, _ in base[n]],
+            scale=1e6 / n, target=at_most(1.0), cpu=([c for _, c in ours[n]], [c for _, c in base[n]]),
+        )
         for n in sizes
     ]
     for n in sizes:
-        rows.append(figure(f"YIELD {n}: trioflow per step", [t / n * 1e6 for t in ours[n]], unit="µs"))
+        rows.append(
+            figure(f"YIELD {n}: trioflow per step", [w / n * 1e6 for w, _ in ours[n]], unit="µs",
+                   cpu=[c / n * 1e6 for _, c in ours[n]])
+        )
     lo, hi = sizes[0], sizes[-1]
-    flat = [(a / hi) / (b / lo) for a, b in zip(ours[hi], ours[lo], strict=True)]
+    flat = [(a[0] / hi) / (b[0] / lo) for a, b in zip(ours[hi], ours[lo], strict=True)]
+    flat_cpu = [(a[1] / hi) / (b[1] / lo) for a, b in zip(ours[hi], ours[lo], strict=True)]
     rows.append(
-        figure(f"YIELD per step, {hi} over {lo} (same repetition)", flat, unit="x", target=at_most(1.3))
+        figure(f"YIELD per step, {hi} over {lo} (same repetition)", flat, unit="x", target=at_most(1.3),
+               cpu=flat_cpu)
     )
     return rows
 
