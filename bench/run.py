@@ -5,9 +5,12 @@ hand, the same flow without a store or observer, ...) alternately in the same
 process, over at least 5 repetitions, so a slow spell of a busy machine hits
 both alike. The table gives the medians of the two, the ratio of each
 repetition's pair as min/median/max (below 1.0x: trioflow is cheaper), the
-target, and whether the median meets it. Rows with no baseline give their own
-figure as min/median/max. Timings are noisy on a shared machine; the spread
-says how much.
+same ratio by the process's CPU time where the case measures it, the target,
+and whether the median meets it. Rows with no baseline give their own figure
+as min/median/max. Ratios are judged on the wall clock; absolute figures
+(BUILD's µs per step, SLEEP's share) on CPU time, and their target says
+"(CPU)": a busy machine's wall clock adds however long the process waited for
+a core. Timings are noisy on a shared machine; the spread says how much.
 
     python bench/run.py              # every case, 9 repetitions
     python bench/run.py --quick      # 5 repetitions (and fewer elsewhere): a few minutes
