@@ -11,7 +11,7 @@ Rows: the ratio to raw trio at each size (target <= 1.0x), trioflow's µs per
 step at each size, and the per-step cost at 100k over that at 1k (target:
 flat, within 1.3x), each as min/median/max over interleaved repetitions.
 
-    python bench/yielding_case.py [--quick] [sizes ...]
+    python bench/yielding_case.py [--quick] [--gc-off] [sizes ...]
 """
 
 from __future__ import annotations
@@ -54,12 +54,23 @@ async def raw(n: int) -> None:
             nursery.start_soon(one)
 
 
+# --gc-off: the cyclic garbage collector stays off during each timed call, to
+# tell its share (its full collections scan every live object, so they cost
+# more per step the bigger the run) from the engine's own
+COLLECTOR_OFF = False
+
+
 async def _timed(fn: Callable[[], Awaitable[object]]) -> tuple[float, float]:
     """(wall, CPU) seconds of one call, after a collection."""
     gc.collect()
-    cpu, start = time.process_time(), time.perf_counter()
-    await fn()
-    return time.perf_counter() - start, time.process_time() - cpu
+    if COLLECTOR_OFF:
+        gc.disable()
+    try:
+        cpu, start = time.process_time(), time.perf_counter()
+        await fn()
+        return time.perf_counter() - start, time.process_time() - cpu
+    finally:
+        gc.enable()
 
 
 async def bench_yielding(repeats: int, sizes: tuple[int, ...] = SIZES) -> list[Row]:
@@ -102,5 +113,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="5 repetitions instead of 9")
     parser.add_argument("sizes", type=int, nargs="*", help="fan-out widths (default 1000 10000 100000)")
+    parser.add_argument("--gc-off", action="store_true", help="the garbage collector off while timing")
     args = parser.parse_args()
+    COLLECTOR_OFF = args.gc_off
     print(render(trio.run(bench_yielding, 5 if args.quick else 9, tuple(args.sizes) or SIZES)))
