@@ -16,7 +16,17 @@ import trio.testing
 
 from .._scheduler import quiescent_scheduling, settle_decision
 from ._canary import check_trio
-from ._control import Controller, ScheduleRandom, TraceEvent, _trim, active, install, restore
+from ._control import (
+    Controller,
+    EngineHooks,
+    ScheduleRandom,
+    TraceEvent,
+    _trim,
+    active,
+    install,
+    install_instruments,
+    restore,
+)
 from ._errors import (
     BudgetExceededError,
     DeadlockError,
@@ -60,12 +70,15 @@ async def _main(
     controller: Controller, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
 ) -> tuple[outcome.Outcome[Any], float]:
     try:
-        async with trio.open_nursery() as nursery:
-            controller.watchdog_cancel = nursery.cancel_scope
-            await nursery.start(controller.watchdog_task)
+        with trio.CancelScope() as scope:
+            # the controller cancels this scope to stop the run
+            controller.cancel_scope = scope
+            controller.token = trio.lowlevel.current_trio_token()
+            install_instruments(controller)
+            if controller.error is not None:
+                scope.cancel()
             result = await outcome.acapture(fn, *args)
             end = trio.current_time()
-            nursery.cancel_scope.cancel()
     except BaseException:
         # Only a forced stop (injected into the harness's own task too) gets here.
         if controller.error is None:
@@ -338,11 +351,9 @@ def _run(
         # the engine settles each virtual instant before it hands out slots,
         # unless the schedule says to hand a freed slot over at once
         quiescent = quiescent_scheduling.set(True)
-        settle = settle_decision.set(controller.handover)
+        settle = settle_decision.set(EngineHooks(controller))
         try:
-            result, end = trio.run(
-                _main, controller, fn, args, clock=clock, instruments=[_hooks(controller)]
-            )
+            result, end = trio.run(_main, controller, fn, args, clock=clock)
         except trio.TrioInternalError as exc:
             if controller.error is not None and exc.__cause__ is controller.error:
                 raise controller.error from None
@@ -354,21 +365,6 @@ def _run(
     finally:
         _lock.release()
     return result, end, controller
-
-
-class _Hooks:
-    """The instrument trio calls: the controller's hooks, and nothing else for trio to look at."""
-
-
-def _hooks(controller: Controller) -> trio.abc.Instrument:
-    hooks = _Hooks()
-    # bound methods as instance attributes: trio calls them directly
-    hooks.task_spawned = controller.task_spawned  # type: ignore[attr-defined]
-    hooks.before_task_step = controller.before_task_step  # type: ignore[attr-defined]
-    hooks.task_exited = controller.task_exited  # type: ignore[attr-defined]
-    hooks.after_task_step = controller.after_task_step  # type: ignore[attr-defined]
-    hooks.before_io_wait = controller.before_io_wait  # type: ignore[attr-defined]
-    return hooks  # type: ignore[return-value]
 
 
 def note(event: object) -> None:
