@@ -55,7 +55,7 @@ from trio._core import _run as _trio_run
 
 from .._stores._base import _Signal
 from ._errors import BudgetExceededError, DeadlockError
-from ._strategy import DecisionPoint, Strategy, fast_decide
+from ._strategy import DecisionPoint, Strategy, fast_decide, fast_sticky
 from ._threads import ThreadJobs, install_thread_hook, restore_thread_hook
 from ._waitfor import (
     Notify,
@@ -168,12 +168,35 @@ class ScheduleRandom(random.Random):
     """A :class:`random.Random` whose ``shuffle`` asks a :class:`Controller`.
 
     Installed as ``trio._core._run._r`` for the duration of one run. Every other
-    method behaves like a ``Random`` seeded with 0, so it is deterministic too.
+    method behaves like a ``Random`` seeded with 0, so it is deterministic too
+    (seeded when first used: seeding costs more than many a short run, and
+    trio draws from it only to offset a :class:`trio.lowlevel.SystemClock`
+    made during the run).
     """
 
     def __init__(self, controller: Controller) -> None:
-        super().__init__(0)
         self._controller = controller
+        self._seeded = False
+        self.gauss_next = None  # (what Random.__init__ sets besides the seed)
+
+    def _draw(self) -> None:
+        self._seeded = True
+        self.seed(0)
+
+    def random(self) -> float:
+        if not self._seeded:
+            self._draw()
+        return super().random()
+
+    def getrandbits(self, k: int, /) -> int:
+        if not self._seeded:
+            self._draw()
+        return super().getrandbits(k)
+
+    def getstate(self) -> tuple[Any, ...]:
+        if not self._seeded:
+            self._draw()
+        return super().getstate()
 
     def shuffle(self, x: Any) -> None:
         self._controller.order_batch(x)
@@ -219,6 +242,9 @@ class Controller(trio.abc.Instrument):
         self.schedule = list(schedule)
         self.strategy = strategy
         self.fast_decide = fast_decide(strategy) if strategy is not None else None
+        self.sticky = fast_sticky(strategy) if strategy is not None else None
+        # the task the last decision ran alone, that decision, and its label
+        self.alone: tuple[trio.lowlevel.Task, int, str] | None = None
         self.grace = grace
         self.max_steps = max_steps
         self.max_virtual_time = max_virtual_time
@@ -388,6 +414,7 @@ class Controller(trio.abc.Instrument):
                 raise self.error
             self._inject_into_runnable(batch)
         self.current_batch = batch  # trio pops the tasks it runs from this list
+        self.alone = None
         if len(batch) < 2 and not self.threads.pending:
             # nothing to choose (the common case), and nothing to reverse
             if batch:
@@ -440,6 +467,7 @@ class Controller(trio.abc.Instrument):
         run first. The steps are counted, traced and held against the budgets
         here, once per batch: trio calls no hook of the harness per step.
         """
+        self.alone = None
         held = self.held
         jobs = self.threads.pending
         n = len(held)
@@ -474,6 +502,7 @@ class Controller(trio.abc.Instrument):
                 if not batch:
                     # the hot path: one task runs (_account, inlined)
                     batch.append(chosen)
+                    self.alone = (chosen, decision, label)
                     self.steps += 1
                     clock = self.clock
                     now = clock._virtual_base if not clock.rate else clock.current_time()
@@ -502,6 +531,7 @@ class Controller(trio.abc.Instrument):
         """Give the held tasks back to trio's run queue (its next loop pass takes them)."""
         runq = _trio_run.GLOBAL_RUN_CONTEXT.runner.runq
         runq.extend(self.held)
+        self.alone = None
         self.held.clear()
         self.held_keys.clear()
         self.held_labels.clear()
@@ -621,6 +651,29 @@ class Controller(trio.abc.Instrument):
             if held:
                 self._unhold()
             return
+        alone = self.alone
+        if (
+            alone is not None
+            and held
+            and len(runq) == 1
+            and runq[0] is alone[0]
+            and self.sticky is not None
+            and len(self.decisions) >= len(self.schedule)
+            and self.sticky(len(self.decisions))
+        ):
+            # The task that ran alone is runnable again, and nothing else
+            # changed: the choices are the last decision's, and the strategy
+            # says it would decide as it did (PCT between its change points).
+            runq.clear()
+            batch.append(alone[0])
+            self.decisions.append(alone[1])
+            self.steps += 1
+            clock = self.clock
+            now = clock._virtual_base if not clock.rate else clock.current_time()
+            self._trace.append((now, "step", alone[2], ""))
+            if now > self.max_virtual_time or self.steps > self.max_steps:
+                self._over_budget(now)
+            return
         if len(runq) == 1 and held:
             # the hot path: the task just run is runnable again (_hold, inlined)
             task = runq.popleft()
@@ -651,6 +704,8 @@ class Controller(trio.abc.Instrument):
             self._unhold()
             if timeout > 0:
                 trio.lowlevel.current_trio_token().run_sync_soon(_nothing)
+        if not self.labels:
+            return  # the run's tasks have not started, or have all ended: trio's own end
         if runner.runq or runner.waiting_for_idle:
             # tasks are runnable, or will be once the others block (the common
             # cases, so checked first): not idle

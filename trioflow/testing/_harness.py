@@ -53,7 +53,9 @@ class DeterministicRun(Generic[T]):
         decisions: The schedule actually taken, with trailing zeros removed;
             passing it as ``schedule=`` replays the run exactly.
         trace: Every task event of the run, in order (a read-only sequence of
-            :class:`TraceEvent`, made as they are looked at).
+            :class:`TraceEvent`, made as they are looked at). The steps of a
+            scheduling batch are recorded when the batch is chosen, so they
+            come before what those steps did (spawns, exits, notes).
             Tasks are named by their trio name and spawn index, never by
             ``id()``, so the trace is identical whenever the schedule is.
         steps: The number of task steps the scheduler ran.

@@ -36,6 +36,7 @@ __all__ = [
     "RandomWalk",
     "Strategy",
     "fast_decide",
+    "fast_sticky",
     "make_strategy",
     "strategy_name",
 ]
@@ -173,6 +174,12 @@ class PCT:
             priorities[choices[best]] = -float(change)
             best = max(range(len(choices)), key=lambda i: priorities[choices[i]])
         return best + 1
+
+    def _sticky(self, index: int) -> bool:
+        # asked when the choices are those of the last decision, whose chosen
+        # task ran alone and is runnable again: without a change point here the
+        # same task has the highest priority, so the decision is the same
+        return index not in self.changes
 
     def end_run(self, decisions: Sequence[int], steps: int) -> None:
         self.length = max(self.length, len(decisions))
@@ -323,6 +330,16 @@ def fast_decide(strategy: Strategy) -> Callable[[str, Sequence[str], int], int] 
         return strategy.current._choose  # the member that runs this run
     if type(strategy) in (RandomWalk, PCT, Bounded):
         return strategy._choose  # type: ignore[attr-defined, no-any-return]
+    return None
+
+
+def fast_sticky(strategy: Strategy) -> Callable[[int], bool] | None:
+    """For PCT (also as the portfolio's member of this run): whether the decision at
+    *index* repeats the last one when the choices are the same (see ``PCT._sticky``)."""
+    if type(strategy) is Portfolio:
+        strategy = strategy.current
+    if type(strategy) is PCT:
+        return strategy._sticky
     return None
 
 

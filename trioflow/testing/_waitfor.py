@@ -240,24 +240,32 @@ _original_notify: Final = _trio_sync.Condition.notify
 _original_notify_all: Final = _trio_sync.Condition.notify_all
 
 
+_recorders: list[Callable[[trio.Condition], None]] = []
+
+
+@functools.wraps(_original_notify)
+def _notify(self: trio.Condition, n: int = 1) -> None:
+    if _recorders and not self.statistics().tasks_waiting:
+        _recorders[-1](self)
+    _original_notify(self, n)
+
+
+@functools.wraps(_original_notify_all)
+def _notify_all(self: trio.Condition) -> None:
+    if _recorders and not self.statistics().tasks_waiting:
+        _recorders[-1](self)
+    _original_notify_all(self)
+
+
 def install_notify_hook(record: Callable[[trio.Condition], None]) -> None:
     """Call *record* with each :class:`trio.Condition` notified while no task waits on it."""
-
-    def notify(self: trio.Condition, n: int = 1) -> None:
-        if not self.statistics().tasks_waiting:
-            record(self)
-        _original_notify(self, n)
-
-    def notify_all(self: trio.Condition) -> None:
-        if not self.statistics().tasks_waiting:
-            record(self)
-        _original_notify_all(self)
-
-    _trio_sync.Condition.notify = functools.wraps(_original_notify)(notify)  # type: ignore[method-assign]
-    _trio_sync.Condition.notify_all = functools.wraps(_original_notify_all)(notify_all)  # type: ignore[method-assign]
+    _recorders[:] = [record]
+    _trio_sync.Condition.notify = _notify  # type: ignore[method-assign]
+    _trio_sync.Condition.notify_all = _notify_all  # type: ignore[method-assign]
 
 
 def restore_notify_hook() -> None:
     """Undo :func:`install_notify_hook`."""
+    _recorders.clear()
     _trio_sync.Condition.notify = _original_notify  # type: ignore[method-assign]
     _trio_sync.Condition.notify_all = _original_notify_all  # type: ignore[method-assign]
