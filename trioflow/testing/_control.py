@@ -242,6 +242,7 @@ class Controller(trio.abc.Instrument):
         self.schedule = list(schedule)
         self.strategy = strategy
         self.fast_decide = fast_decide(strategy) if strategy is not None else None
+        # decision indexes where the strategy may not repeat itself (see fast_sticky)
         self.sticky = fast_sticky(strategy) if strategy is not None else None
         # the task the last decision ran alone, that decision, and its label
         self.alone: tuple[trio.lowlevel.Task, int, str] | None = None
@@ -261,6 +262,7 @@ class Controller(trio.abc.Instrument):
         # the scope around the function, cancelled (through trio's callback
         # queue) when the harness stops the run; see _main in _harness.py
         self.cancel_scope: trio.CancelScope | None = None
+        self.runner: Any = None  # trio's Runner, once the run started (see install_instruments)
         self.token: trio.lowlevel.TrioToken | None = None
         # tasks waiting for the run to settle (wait_settled), oldest first
         self.settling: list[trio.lowlevel.Task] = []
@@ -625,11 +627,15 @@ class Controller(trio.abc.Instrument):
         batch = self.current_batch
         if batch:
             return  # (trio calls this hook only once a batch is done, see _Instruments)
-        runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
-        runq = runner.runq
         held = self.held
+        if not held and not self.labels:
+            return  # trio's own tasks, before the run's start or after its end
+        runner = self.runner
+        runq = runner.runq
         threads = self.threads
         entry = runner.entry_queue
+        heap = runner.deadlines._heap  # (earliest first; next_deadline() drops stale ones)
+        now = self.clock._virtual_base
         if (
             self.refills >= _MAX_REFILLS
             or self.error is not None
@@ -637,7 +643,7 @@ class Controller(trio.abc.Instrument):
             or threads.free
             or entry.queue
             or entry.idempotent_queue
-            or runner.deadlines.next_deadline() <= self.clock._virtual_base
+            or (heap and heap[0][0] <= now and runner.deadlines.next_deadline() <= now)
         ):
             if held:
                 self._unhold()
@@ -659,7 +665,7 @@ class Controller(trio.abc.Instrument):
             and runq[0] is alone[0]
             and self.sticky is not None
             and len(self.decisions) >= len(self.schedule)
-            and self.sticky(len(self.decisions))
+            and len(self.decisions) not in self.sticky
         ):
             # The task that ran alone is runnable again, and nothing else
             # changed: the choices are the last decision's, and the strategy
@@ -1031,18 +1037,19 @@ class _Instruments(dict[str, dict[Any, None]]):
     other methods are trio's own, with ``data`` the dict itself.
     """
 
-    __slots__ = ("_controller",)
+    __slots__ = ("_controller", "_only_ours")
 
     def __init__(self, table: dict[str, dict[Any, None]], controller: Controller) -> None:
         super().__init__(table)
         self._controller = controller
+        self._only_ours = len(self.get("after_task_step", ())) == 1
 
     @property
     def data(self) -> dict[str, dict[Any, None]]:
         return self
 
     def call(self, hookname: str, *args: object) -> None:
-        if hookname == "after_task_step" and len(self["after_task_step"]) == 1:
+        if hookname == "after_task_step" and self._only_ours:
             # only the controller's, which has nothing to do in mid-batch
             controller = self._controller
             if not controller.current_batch:
@@ -1067,9 +1074,11 @@ class _Instruments(dict[str, dict[Any, None]]):
 
     def add_instrument(self, instrument: trio.abc.Instrument) -> None:
         _trio_instrumentation.Instruments.add_instrument(self, instrument)  # type: ignore[arg-type]
+        self._only_ours = len(self.get("after_task_step", ())) == 1
 
     def remove_instrument(self, instrument: trio.abc.Instrument) -> None:
         _trio_instrumentation.Instruments.remove_instrument(self, instrument)  # type: ignore[arg-type]
+        self._only_ours = False  # (ours may be the one removed)
 
 
 _HOOKS: Final = ("after_task_step", "before_io_wait", "task_exited", "task_spawned")
@@ -1083,6 +1092,7 @@ def install_instruments(controller: Controller) -> None:
     spends nothing on setting it up.
     """
     runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
+    controller.runner = runner
     current: Any = runner.instruments  # (a dict itself before trio 0.27)
     table: dict[str, dict[Any, None]] = {
         name: dict(hooks) for name, hooks in getattr(current, "data", current).items()

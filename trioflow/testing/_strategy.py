@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -174,12 +174,6 @@ class PCT:
             priorities[choices[best]] = -float(change)
             best = max(range(len(choices)), key=lambda i: priorities[choices[i]])
         return best + 1
-
-    def _sticky(self, index: int) -> bool:
-        # asked when the choices are those of the last decision, whose chosen
-        # task ran alone and is runnable again: without a change point here the
-        # same task has the highest priority, so the decision is the same
-        return index not in self.changes
 
     def end_run(self, decisions: Sequence[int], steps: int) -> None:
         self.length = max(self.length, len(decisions))
@@ -333,13 +327,19 @@ def fast_decide(strategy: Strategy) -> Callable[[str, Sequence[str], int], int] 
     return None
 
 
-def fast_sticky(strategy: Strategy) -> Callable[[int], bool] | None:
-    """For PCT (also as the portfolio's member of this run): whether the decision at
-    *index* repeats the last one when the choices are the same (see ``PCT._sticky``)."""
+def fast_sticky(strategy: Strategy) -> Container[int] | None:
+    """For PCT (also as the portfolio's member of this run): the decision indexes at which
+    it may not repeat its last decision when the choices are the same; ``None`` for other
+    strategies.
+
+    The harness asks when the task the last decision ran alone is runnable again and
+    nothing else changed. Without a change point at the index, that task still has the
+    highest priority, so PCT would decide the same: its change points are the answer.
+    """
     if type(strategy) is Portfolio:
         strategy = strategy.current
     if type(strategy) is PCT:
-        return strategy._sticky
+        return strategy.changes
     return None
 
 
