@@ -9,8 +9,11 @@ a new trio release changes them. What we rely on (trio 0.35):
 * ``trio._core._run._ALLOW_DETERMINISTIC_SCHEDULING``: when true the batch is
   sorted by ``Task._counter`` before the shuffle, and ``_r.shuffle`` is used
   instead of a coin-flip reversal;
-* ``Runner.runq``: the deque of runnable tasks, onto which the tasks we hold
-  back are pushed so they join the next batch;
+* ``Runner.runq``: the deque of runnable tasks, from which the harness takes
+  the next batch itself when trio's loop would only do that, and to which it
+  gives back the tasks it holds back before trio's loop runs again;
+* ``Runner.instruments``: the table of hooks, which the harness replaces for
+  its run by one that calls it once per batch (see :class:`_Instruments`);
 * ``Task._next_send`` and ``Task._attempt_abort``: used only to force a run
   to stop when cancellation alone cannot end it (a shielded deadlock, a
   livelock that ignores cancellation).
@@ -23,8 +26,9 @@ wait to be run (see :mod:`._threads`):
 * ``0``: run the whole batch, oldest task first (the canonical "FIFO" order);
 * ``k >= 1``: take choice number ``(k - 1) % n`` (``n`` the number of
   choices, tasks oldest first, then thread calls oldest first). A task runs
-  alone and the others are pushed back onto the run queue, where they join
-  the tasks that become runnable meanwhile; a thread call runs to its end
+  alone and the others are held back, in a line where they join the tasks
+  that become runnable meanwhile (see :meth:`Controller._hold`); a thread
+  call runs to its end
   (one atomic step, delivered to its task at once), then the batch runs FIFO;
   when several thread calls wait, a last choice runs them all in parallel.
 
