@@ -13,6 +13,7 @@ import outcome
 import trio
 import trio.lowlevel
 import trio.testing
+from trio._core import _run as _trio_run
 
 from .._scheduler import quiescent_scheduling, settle_decision
 from ._canary import check_trio
@@ -321,11 +322,7 @@ def _run(
     holder: list[Any],
 ) -> tuple[outcome.Outcome[T], float, Controller]:
     check_trio()  # the canary: refuse clearly if trio's private scheduler changed
-    try:
-        trio.lowlevel.current_trio_token()
-    except RuntimeError:
-        pass
-    else:
+    if hasattr(_trio_run.GLOBAL_RUN_CONTEXT, "runner"):  # (what current_trio_token() reads)
         raise RuntimeError(
             "run_deterministic() was called from inside a running trio loop; it starts its own "
             "trio.run, so call it from synchronous code (a plain, non-async test function)"
