@@ -109,7 +109,9 @@ quiescent_scheduling: contextvars.ContextVar[bool] = contextvars.ContextVar(
 # asked (with the run's nursery) where a worker would settle before taking a
 # contended slot, it returns True to settle, or False to take the slot at
 # once, as a production run does. The harness lets its schedules decide, so
-# it sees both behaviours.
+# it sees both behaviours. If the object also has an async
+# ``wait_all_tasks_blocked()``, wait_all_tasks_blocked below uses it (the
+# harness's own signal that every task is blocked).
 settle_decision: contextvars.ContextVar[Callable[[Any], bool] | None] = contextvars.ContextVar(
     "trioflow_settle_decision", default=None
 )
@@ -125,11 +127,17 @@ _held_limiters: contextvars.ContextVar[Mapping[int, Limiter]] = contextvars.Cont
 
 
 async def wait_all_tasks_blocked() -> None:
-    """:func:`trio.testing.wait_all_tasks_blocked`, imported when first used: only in
-    quiescent mode, under ``trioflow.testing`` (``import trioflow`` never imports
-    ``trio.testing``, which imports pytest)."""
-    from trio.testing import wait_all_tasks_blocked as wait
+    """Wait until every task is blocked (quiescent mode only, under ``trioflow.testing``).
 
+    The ``wait_all_tasks_blocked`` of the harness's ``settle_decision`` if it
+    has one, else :func:`trio.testing.wait_all_tasks_blocked`, imported when
+    first used (``import trioflow`` never imports ``trio.testing``, which
+    imports pytest)."""
+    wait: Any = getattr(settle_decision.get(), "wait_all_tasks_blocked", None)
+    if wait is None:
+        from trio.testing import wait_all_tasks_blocked as trio_wait
+
+        wait = trio_wait
     await wait()
 
 
