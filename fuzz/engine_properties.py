@@ -463,3 +463,17 @@ def check_conditional_critical_path(case: FlowCase, schedule: Sequence[int]) -> 
     """With conditions (and pipelined map steps), unlimited capacity: the run takes
     exactly the model's critical path and each step finishes when the model says."""
     check_critical_path(case, schedule)
+
+
+def check_pipelined_details(case: FlowCase, schedule: Sequence[int], max_concurrent: int | None) -> None:
+    """Pipelined map steps in flows with conditions: outputs, statuses, attempts,
+    usage, ``skip_reason`` and ``StepResult.items`` are those of the rules without
+    pipelining (a map step over a map step is pipelined unless its ``when`` reads
+    the whole upstream list; its own condition is asked as soon as all it names
+    has ended)."""
+    with saved_on_failure(
+        "pipelined_details", case, schedule=list(schedule), max_concurrent=max_concurrent
+    ):
+        result = run(case, schedule, error_handling="continue", max_concurrent=max_concurrent).value
+        assert case.summary(result) == case.sequential()
+        assert case.details(result) == case.expected_details()

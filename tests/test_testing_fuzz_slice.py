@@ -140,3 +140,9 @@ def test_token_starts(case: FlowCase, schedule: list[int], m: int | None) -> Non
 @given(flows(conditions=True), schedules())
 def test_conditional_critical_path(case: FlowCase, schedule: list[int]) -> None:
     props.check_conditional_critical_path(case, schedule)
+
+
+@SLICE
+@given(flows(conditions=True, rate_limits=True, keyed=True), schedules(), capacities)
+def test_pipelined_details(case: FlowCase, schedule: list[int], m: int | None) -> None:
+    props.check_pipelined_details(case, schedule, m)

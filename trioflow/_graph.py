@@ -414,7 +414,8 @@ class Node:
     # (of the step or its condition) that receives it has a default, or none does (after=)
     tolerates: frozenset[int] = frozenset()
     # item-level pipelining: a map step over another map step starts item i as soon
-    # as upstream item i has succeeded. ``pipes``: such map steps over this one.
+    # as upstream item i has succeeded. ``pipes``: such map steps over this one
+    # (all of them, but those whose when= condition names this step).
     pipes: tuple[int, ...] = ()
 
 
@@ -562,11 +563,16 @@ def compile_plan(flow_name: str, specs: list[StepSpec]) -> Plan:
 
     nodes = []
     pipes: list[list[int]] = [[] for _ in specs]
-    if not any(s.when is not None for s in specs):  # a condition is decided when the step is ready
-        for i, spec in enumerate(specs):
-            source = by_name.get(spec.map_over) if spec.map_over is not None else None
-            if source is not None and specs[source].map_over is not None:
-                pipes[source].append(i)
+    for i, spec in enumerate(specs):
+        source = by_name.get(spec.map_over) if spec.map_over is not None else None
+        # (a condition that reads the whole upstream list is answered only once that
+        # list is complete: such a step waits for it, unpipelined)
+        if (
+            source is not None
+            and specs[source].map_over is not None
+            and all(d != source for _, d in when_all[i][0])
+        ):
+            pipes[source].append(i)
     for i, spec in enumerate(specs):
         map_source = by_name.get(spec.map_over) if spec.map_over is not None else None
         w_data, w_inputs = when_all[i]

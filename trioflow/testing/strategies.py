@@ -173,8 +173,11 @@ def _gated(
     if keyed:
         fields["key_mod"] = draw(st.sampled_from((0, 1, 2)))
     steps = [d for d in deps if d not in (ITEMS, map_over)]
+    # a condition may read a map step's whole source list (that step is then not pipelined)
+    readable = [d for d in deps if d != ITEMS]
+    if conditions and readable:
+        fields["when"] = draw(st.sampled_from((None, *readable)))
     if conditions and steps:
-        fields["when"] = draw(st.sampled_from((None, *steps)))
         fields["optional"] = tuple(draw(st.lists(st.sampled_from(steps), unique=True, max_size=2)))
     return fields
 
