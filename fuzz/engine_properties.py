@@ -18,6 +18,7 @@ import contextlib
 import functools
 import itertools
 import json
+import math
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -301,6 +302,7 @@ def check_fail_fast(case: FlowCase, schedule: Sequence[int]) -> None:
     """
     failing = case.failing
     finish = case.finish_times()
+    skipped_at = case.skip_times()  # (steps skipped by a condition: flows(conditions=True))
     t = min(finish[name] for name in failing)
     starts = {m.name: finish[m.name] - m.unit_time(None) for m in case.models if m.name in finish}
 
@@ -323,6 +325,8 @@ def check_fail_fast(case: FlowCase, schedule: Sequence[int]) -> None:
             f = finish.get(model.name)
             if f is not None and f < t:
                 expected[model.name] = "succeeded"
+            elif skipped_at.get(model.name, math.inf) < t:
+                expected[model.name] = "skipped"
             elif f == t and model.name in failing:
                 expected[model.name] = "failed"
             else:

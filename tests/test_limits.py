@@ -572,3 +572,16 @@ async def test_outside_cancellation_gives_back_the_keyed_slots_of_many_units(any
         await flow.run({"items": list(range(3000))}, limiters={"host": limiter})
     assert scope.cancelled_caught
     assert [k for k in range(3000) if limiter.in_use(k)] == []
+
+
+@pytest.mark.trio
+async def test_one_limiter_named_twice_by_a_step_counts_once(autojump_clock: trio.testing.MockClock) -> None:
+    host = KeyedLimiter(per_key=1)
+    rate = RateLimit(calls=1, per=1.0)
+    flow = Flow("twice")
+    for i in range(2):
+        flow.add(_returns(i), name=f"s{i}", limiter=["host", "same", "rate", "again"], limit_key=lambda: "h")
+    with trio.fail_after(100):
+        result = await flow.run(limiters={"host": host, "same": host, "rate": rate, "again": rate})
+    assert _starts(result) == [0.0, 1.0]  # one token each, not two
+    assert host.in_use("h") == 0

@@ -619,6 +619,7 @@ class Run:
     def _set_gates(self, st: _StepState, gates: list[Gate]) -> None:
         """A step's rate limits and keyed limiters, each with its one line when it has one."""
         domain = self.domain
+        gates = list(dict.fromkeys(gates))  # the same object named twice is passed once
         st.gates = tuple((g, None if g.keyed else g._line(None, domain)) for g in gates)
         st.rates = tuple(g for g in gates if isinstance(g, RateLimit))
         st.needs_key = any(g.keyed for g in gates)

@@ -458,11 +458,17 @@ class FlowCase:
 
         Map items start in item order as the step's own ``max_concurrent`` allows.
         """
-        finish, _ = self._finish_times()
+        finish, _, _ = self._finish_times()
         return finish
 
-    def _finish_times(self) -> tuple[dict[str, float], dict[str, list[float]]]:
-        """Step finish times, and each map step's item finish times.
+    def skip_times(self) -> dict[str, float]:
+        """When each step skipped by a condition (its own, or one upstream) is skipped,
+        with unlimited capacity: the moment its last dependency ends."""
+        _, _, skipped_at = self._finish_times()
+        return skipped_at
+
+    def _finish_times(self) -> tuple[dict[str, float], dict[str, list[float]], dict[str, float]]:
+        """Step finish times, each map step's item finish times, and skip times.
 
         A map step over another map step is pipelined (issue 13): its item ``i``
         is released when upstream item ``i`` has finished and every other
@@ -501,7 +507,7 @@ class FlowCase:
                 releases = [start] * n
             items_finish[model.name] = _release_schedule(releases, times, model.max_concurrent)
             finish[model.name] = max(items_finish[model.name], default=start)
-        return finish, items_finish
+        return finish, items_finish, skipped_at
 
     def _map_items(self, model: StepModel) -> list[Any]:
         assert model.map_over is not None
