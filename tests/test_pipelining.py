@@ -409,3 +409,17 @@ async def test_pipelined_results_equal_the_unpipelined_ones_in_flows_with_condit
             assert piped["up"][0] is plain["up"][0] is StepStatus.FAILED
             return
     assert piped == plain
+
+
+@pytest.mark.trio
+async def test_a_skip_by_a_condition_releases_the_items_already_done_upstream(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # `maybe` (an optional dependency of `down`) is skipped at 2.0, after items 1
+    # and 2 of `up` ended (at 1.0): they start at 2.0, item 0 when it ends at 3.0
+    log: list[tuple[str, int, float]] = []
+    flow = _routed(log, 1.0, gate="optional", route_seconds=2.0)
+    result = await flow.run({"items": [0, 1, 2]})
+    assert result["down"] == [1, 11, 21]
+    starts = {(stage, i): t for stage, i, t in log}
+    assert [starts[("down", i)] for i in range(3)] == [3.0, 2.0, 2.0]
