@@ -234,7 +234,6 @@ class _StepState:
     # keys (None: one line per key): a token or slot taken as the unit starts
     gates: tuple[tuple[Gate, Line | None], ...] = ()
     rates: tuple[RateLimit, ...] = ()  # rate limits: a token taken as each later attempt starts
-    needs_key = False  # a keyed limit applies: limit_key is read once per unit
     ok_items: list[int] | None = None  # a map step with pipes: its items that succeeded
     piped: set[int] | None = None  # a pipelined map step: items started (or resumed) early
     unpiped = False  # a map step with pipes that found it cannot start items early
@@ -387,8 +386,10 @@ class Run:
             model = alike.get(spec.limiters) if spec.max_concurrent is None else None
             if model is not None:
                 st = _StepState(node, model.group)
-                st.gates, st.rates, st.needs_key = model.gates, model.rates, model.needs_key
-                st.external = model.external
+                # (the fewest attributes: a step's state is set up on the run's hot path)
+                st.gates, st.external = model.gates, model.external
+                if model.rates:
+                    st.rates = model.rates
                 states.append(st)
                 continue
             counters = [c for n in spec.limiters if n in named and isinstance(c := named[n], _Counter)]
@@ -621,8 +622,9 @@ class Run:
         domain = self.domain
         gates = list(dict.fromkeys(gates))  # the same object named twice is passed once
         st.gates = tuple((g, None if g.keyed else g._line(None, domain)) for g in gates)
-        st.rates = tuple(g for g in gates if isinstance(g, RateLimit))
-        st.needs_key = any(g.keyed for g in gates)
+        rates = tuple(g for g in gates if isinstance(g, RateLimit))
+        if rates:
+            st.rates = rates
 
     def _admit(self, unit: _Unit) -> bool:
         """Take the unit's first-attempt rate tokens and keyed slots, all at once, as
@@ -635,8 +637,7 @@ class Run:
         its key ends; it then competes for a run slot again, and takes what it
         needs as it starts.
         """
-        st = unit.state
-        gates = st.gates
+        gates = unit.state.gates
         if unit.woken is None and len(gates) == 1:  # the common case, at no cost
             gate, line = gates[0]
             if line is None:  # one line per key
@@ -673,7 +674,8 @@ class Run:
             self.woken.discard(unit)
             unit.woken = None
             woken.settle()
-        if st.needs_key and unit.gate_key is _UNREAD and not self._read_key(unit):
+        keyed = any(line is None for _, line in st.gates)  # (a line per key)
+        if keyed and unit.gate_key is _UNREAD and not self._read_key(unit):
             if woken is not None:
                 self._regrant(woken)
             return False
