@@ -232,7 +232,9 @@ def flows(
         keyed: Steps may use a :class:`trioflow.KeyedLimiter` ``"keyed"`` of a
             drawn ``per_key``, keyed by item value modulo 1 or 2.
         conditions: Steps may have a ``when=`` condition on an upstream step
-            and take upstream steps as optional dependencies (default ``None``).
+            (a map step's condition may read its whole source list, which
+            turns its item-level pipelining off) and take upstream steps as
+            optional dependencies (default ``None``).
     """
     if not 0 <= min_failing <= max_steps:
         raise ValueError(
