@@ -585,3 +585,36 @@ async def test_one_limiter_named_twice_by_a_step_counts_once(autojump_clock: tri
         result = await flow.run(limiters={"host": host, "same": host, "rate": rate, "again": rate})
     assert _starts(result) == [0.0, 1.0]  # one token each, not two
     assert host.in_use("h") == 0
+
+
+@pytest.mark.anyio
+async def test_a_unit_waiting_for_a_named_limiter_holds_no_keyed_slot(anyio_backend: Any) -> None:
+    # `a` waits for the "slots" limiter (held by `busy`) without holding key "h", so
+    # `b`, which needs only key "h", runs at once
+    on_trio = anyio_backend[0] == "trio"
+    unit = 1.0 if on_trio else 0.001
+    starts: dict[str, float] = {}
+    flow = Flow("named")
+
+    async def visit(name: str, seconds: float) -> None:
+        starts[name] = anyio.current_time()
+        await anyio.sleep(seconds * unit)
+
+    @flow.step(limiter="slots", cost=10.0)
+    async def busy() -> None:
+        await visit("busy", 5)
+
+    @flow.step(limiter=["slots", "host"], limit_key=lambda: "h", cost=5.0)
+    async def a() -> None:
+        await visit("a", 1)
+
+    @flow.step(limiter="host", limit_key=lambda: "h")
+    async def b() -> None:
+        await visit("b", 1)
+
+    t0 = anyio.current_time()
+    await flow.run(limiters={"slots": 1, "host": KeyedLimiter(per_key=1)})
+    assert sorted(starts, key=starts.__getitem__)[-1] == "a"
+    assert starts["b"] < starts["a"]
+    if on_trio:
+        assert {k: v - t0 for k, v in starts.items()} == {"busy": 0.0, "b": 0.0, "a": 5.0}
