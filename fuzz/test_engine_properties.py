@@ -122,3 +122,8 @@ def test_pipelined_details(case: FlowCase, schedule: list[int], m: int | None) -
 def test_fail_fast_with_conditions(case: FlowCase, schedule: list[int]) -> None:
     assume(case.failing)  # (a condition may skip every step drawn to fail)
     props.check_fail_fast(case, schedule)
+
+
+@given(flows(conditions=True, keyed=True), schedules(), capacities)
+def test_timeline_with_conditions(case: FlowCase, schedule: list[int], m: int | None) -> None:
+    props.check_timeline(case, schedule, m)

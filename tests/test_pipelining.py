@@ -423,3 +423,45 @@ async def test_a_skip_by_a_condition_releases_the_items_already_done_upstream(
     assert result["down"] == [1, 11, 21]
     starts = {(stage, i): t for stage, i, t in log}
     assert [starts[("down", i)] for i in range(3)] == [3.0, 2.0, 2.0]
+
+
+@pytest.mark.anyio
+async def test_a_step_whose_condition_reads_the_whole_list_is_not_pipelined_beside_one_that_is(
+    anyio_backend: Any,
+) -> None:
+    # `up` pipes to `each` but not to `whole`, whose condition reads the whole list:
+    # when `route` ends (at 2.0, after items 1 and 2 of `up`), `whole` is left
+    # waiting for `up` alone, and must still wait for the whole list (it asked the
+    # condition with no list, and failed, found by the timeline fuzz property)
+    on_trio = anyio_backend[0] == "trio"
+    scale = 1.0 if on_trio else 0.001
+    log: list[tuple[str, int, float]] = []
+    flow = Flow("two")
+
+    @flow.step(map_over="items")
+    async def up(items: int) -> int:
+        await anyio.sleep({0: 3.0, 1: 1.0, 2: 1.0}[items] * scale)
+        return items
+
+    @flow.step
+    async def route() -> str:
+        await anyio.sleep(2.0 * scale)
+        return "go"
+
+    @flow.step(map_over="up")
+    async def each(up: int) -> int:
+        log.append(("each", up, anyio.current_time()))
+        return up
+
+    @flow.step(map_over="up", when=lambda up: len(up) == 3)
+    async def whole(up: int, route: str) -> int:
+        log.append(("whole", up, anyio.current_time()))
+        return up
+
+    result = await flow.run({"items": [0, 1, 2]})
+    assert (result["each"], result["whole"]) == ([0, 1, 2], [0, 1, 2])
+    if on_trio:
+        assert sorted((s, i, t) for s, i, t in log) == [
+            ("each", 0, 3.0), ("each", 1, 1.0), ("each", 2, 1.0),
+            ("whole", 0, 3.0), ("whole", 1, 3.0), ("whole", 2, 3.0),
+        ]

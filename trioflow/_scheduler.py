@@ -999,8 +999,8 @@ class Run:
             return  # resumed items are matched to the whole list: no pipelining
         assert down.node.map_source is not None
         up = self.states[down.node.map_source]
-        if up.status is not None:
-            return
+        if up.status is not None or down.node.index not in up.node.pipes:
+            return  # (a step whose condition reads the whole list has no pipe)
         assert up.ok_items is not None
         if down.piped is None:
             if self.plan.conditional and not self._may_pipe(down):
