@@ -261,3 +261,27 @@ def test_ok_run() -> None:
     assert dict(result) == {"a": 1}
     assert result.run_id is None
     assert dict(result.usage) == {}
+
+
+def test_the_repr_of_a_big_result_counts_its_steps() -> None:
+    # issue 16: asyncio.run() makes a repr of the value it returns (restoring the
+    # SIGINT handler), so listing 100k steps cost more than running them
+    flow = trioflow.Flow("wide")
+
+    async def noop() -> None:
+        return None
+
+    for i in range(500):
+        flow.add(noop, name=f"s{i}")
+    result = trio.run(flow.run)
+    assert repr(result) == (
+        f"RunResult(flow='wide', steps=<500 steps>, started_at={result.started_at!r}, "
+        f"finished_at={result.finished_at!r}, run_id=None)"
+    )
+    one = trioflow.Flow("one")
+    one.add(noop, name="a")
+    small = trio.run(one.run)
+    assert repr(small) == (
+        f"RunResult(flow='one', steps={dict(small.steps)!r}, started_at={small.started_at!r}, "
+        f"finished_at={small.finished_at!r}, run_id=None)"
+    )

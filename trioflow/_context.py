@@ -53,7 +53,19 @@ class StepContext:
 _usage_lock = threading.Lock()
 
 
-_current: contextvars.ContextVar[StepContext] = contextvars.ContextVar("trioflow_current_step")
+# The running step: a StepContext, or (on the scheduler's hot path, where most
+# steps never ask) the tuple of its fields, made into a StepContext when asked.
+_current: contextvars.ContextVar[StepContext | tuple[str, int, int | None, str | None, dict[str, float]]] = (
+    contextvars.ContextVar("trioflow_current_step")
+)
+
+
+def current_or_none() -> StepContext | None:
+    """The running step's context, or None outside any step."""
+    here = _current.get(None)
+    if type(here) is tuple:
+        return StepContext(*here)
+    return here  # type: ignore[return-value]
 
 
 def current_step() -> StepContext:
@@ -63,9 +75,12 @@ def current_step() -> StepContext:
         RuntimeError: called outside any step.
     """
     try:
-        return _current.get()
+        here = _current.get()
     except LookupError:
         raise RuntimeError(
             "trioflow.current_step() was called outside a step; call it from inside a "
             "function that a flow, trioflow.map or trioflow.gather is running"
         ) from None
+    if type(here) is tuple:
+        return StepContext(*here)
+    return here  # type: ignore[return-value]

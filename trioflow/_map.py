@@ -38,7 +38,7 @@ import anyio.lowlevel
 import trio
 import trio.lowlevel
 
-from ._context import StepContext, _current
+from ._context import StepContext, _current, current_or_none
 from ._exceptions import FlowError, GraphError, add_note, split_escaped
 from ._foreign import explain
 from ._graph import check_async_callable, check_max_concurrent
@@ -189,7 +189,7 @@ class _Pool:
         self.seed = secrets.randbits(63) if retry is not None and retry.jitter else 0
         self.fail_fast = fail_fast
         self.soft = soft  # on_item_error="none": a failed item's value is None, nothing raises
-        self.parent = _current.get(None)
+        self.parent = current_or_none()
         self.exhausted = False
         self.stopping = False
         self.stop_at = math.inf  # when fail-fast stopped the call (the first failure)

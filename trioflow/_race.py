@@ -19,7 +19,7 @@ import anyio.lowlevel
 import trio
 import trio.lowlevel
 
-from ._context import StepContext, _current
+from ._context import StepContext, _current, current_or_none
 from ._exceptions import FlowError, GraphError, add_note, unwrapped
 from ._map import _check_async, _fn_name
 from ._results import RunResult, StepResult, StepStatus
@@ -80,7 +80,7 @@ async def race(*fns: Callable[[], Awaitable[Any]], stagger: float | None = None)
             raise GraphError(f"trioflow.race(stagger={stagger!r}) must be >= 0 seconds, or None")
     be = current_backend()
     on_trio = be.name == "trio"
-    parent = _current.get(None)
+    parent = current_or_none()
     n = len(fns)
     names = [f"{_fn_name(fn)}[{i}]" for i, fn in enumerate(fns)]
     started: list[float | None] = [None] * n

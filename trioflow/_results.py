@@ -217,7 +217,11 @@ class RunTrace:
     retries: list[list[Any]]
 
 
-@attrs.frozen
+# a RunResult's repr lists its steps up to this many
+_REPR_STEPS = 20
+
+
+@attrs.frozen(repr=False)
 class RunResult(Mapping[str, Any]):
     """The result of :meth:`Flow.run`.
 
@@ -233,6 +237,15 @@ class RunResult(Mapping[str, Any]):
     run_id: str | None = None
     # what the timeline needs beyond the steps (None for a result loaded from a store)
     _trace: RunTrace | None = attrs.field(default=None, eq=False, repr=False, kw_only=True, alias="_trace")
+
+    def __repr__(self) -> str:
+        # every step for a small run; a count for a big one, so a repr stays cheap
+        # (asyncio.run() makes one of its result when it restores the SIGINT handler)
+        steps = repr(self.steps) if len(self.steps) <= _REPR_STEPS else f"<{len(self.steps)} steps>"
+        return (
+            f"RunResult(flow={self.flow!r}, steps={steps}, started_at={self.started_at!r}, "
+            f"finished_at={self.finished_at!r}, run_id={self.run_id!r})"
+        )
 
     def timeline(self) -> Timeline:
         """A :class:`~trioflow.Timeline` picture of this run: what ran when, side by side.

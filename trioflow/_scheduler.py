@@ -29,6 +29,7 @@ import heapq
 import itertools
 import math
 import secrets
+import weakref
 from collections.abc import Callable, Hashable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -39,7 +40,7 @@ import attrs
 import trio
 
 from . import _logging
-from ._context import StepContext, _current
+from ._context import _current
 from ._events import (
     BatchStarted,
     Event,
@@ -58,7 +59,7 @@ from ._exceptions import FlowError, add_note, split_escaped
 from ._foreign import explain
 from ._graph import Node, Plan
 from ._hooks import Attempt, call_through, installed_hooks
-from ._isolation import isolate
+from ._isolation import _ATOMS, isolate
 from ._limits import Gate, KeyedLimiter, Line, RateLimit, Waiter, next_sequence
 from ._results import LazySteps, RunResult, RunTrace, StepFunctions, StepResult, StepStatus
 from ._retry import next_wait
@@ -79,6 +80,7 @@ class Limiter(Protocol):
 
 _NO_USAGE: Mapping[str, float] = MappingProxyType({})
 _SKIPPED = StepStatus.SKIPPED
+_SUCCEEDED = StepStatus.SUCCEEDED
 _UNREAD: Any = object()  # a unit's limit key, before limit_key is called
 
 # A run's recorder hook: called as (name, status, value, kept, error, attempts,
@@ -170,8 +172,34 @@ def current_backend() -> Backend:
     try:
         trio.lowlevel.current_task()
     except RuntimeError:
-        return _ANYIO
+        return _anyio_backend()
     return _TRIO
+
+
+# anyio's backend class (asyncio's) -> its primitives, looked up once: anyio's
+# public functions find the running library's backend anew on every call
+_anyio_backends: dict[type, Backend] = {}
+
+
+def _anyio_backend() -> Backend:
+    try:
+        from anyio._core._eventloop import get_async_backend
+
+        backend = get_async_backend()
+    except Exception:  # (anyio moved it): its public functions, which look it up per call
+        return _ANYIO
+    found = _anyio_backends.get(backend)
+    if found is None:
+        found = _anyio_backends[backend] = Backend(
+            "anyio",
+            backend.current_time,
+            backend.checkpoint,
+            backend.checkpoint_if_cancelled,
+            backend.sleep,
+            backend.create_task_group,
+            backend.create_cancel_scope,
+        )
+    return found
 
 
 class _Counter:
@@ -193,24 +221,67 @@ class _Group:
 
     def __init__(self, counters: tuple[_Counter, ...]) -> None:
         self.counters = counters
-        self.heap: list[tuple[tuple[float, int, int], _Unit]] = []
+        self.heap: list[tuple[int, _Unit]] = []
         self.parked = False
+
+
+class _PlanRuntime:
+    """What every run of one plan needs, worked out once per plan.
+
+    ``order[i]``: step ``i``'s place in the ready queue's order (longest
+    remaining path first, then declaration order), shifted left 32 bits so a
+    map item's index fits below it: a unit's heap key is one int.
+    ``quick[i]``: step ``i`` needs no limiter, no retry, no timeout and maps
+    over nothing (see ``_StepState.quick``).
+    """
+
+    __slots__ = ("__weakref__", "free", "order", "quick")
+
+    def __init__(self, plan: Plan) -> None:
+        nodes = plan.nodes
+        ranked = sorted(nodes, key=lambda n: (-n.rank, n.index))
+        self.order = [0] * len(nodes)
+        for position, node in enumerate(ranked):
+            self.order[node.index] = position << 32
+        self.quick = [
+            not s.limiters and s.max_concurrent is None and s.retry is None and s.timeout is None
+            and s.map_over is None
+            for s in (n.spec for n in nodes)
+        ]
+        # no step names a limiter or has a max_concurrent of its own
+        self.free = all(not n.spec.limiters and n.spec.max_concurrent is None for n in nodes)
+
+
+_runtimes: weakref.WeakKeyDictionary[Plan, _PlanRuntime] = weakref.WeakKeyDictionary()
+
+
+def _runtime(plan: Plan) -> _PlanRuntime:
+    runtime = _runtimes.get(plan)
+    if runtime is None:
+        runtime = _runtimes[plan] = _PlanRuntime(plan)
+    return runtime
 
 
 class _Unit:
     """One schedulable piece of work: a plain step, or one item of a map step."""
 
-    __slots__ = ("admitted", "gate_key", "held", "item", "key", "kwargs", "state", "woken")
+    __slots__ = ("admitted", "gate_key", "held", "item", "kwargs", "order", "state", "woken")
 
     def __init__(self, state: _StepState, item: int | None) -> None:
         self.state = state
         self.item = item
-        self.key = (-state.node.rank, state.node.index, -1 if item is None else item)
+        self.order = state.order if item is None else state.order + item + 1  # the heap key
         self.held: tuple[Line, ...] = ()  # keyed slots held while the unit runs
         self.gate_key: Hashable = _UNREAD  # limit_key's answer, for keyed limits
         self.kwargs: dict[str, Any] | None = None  # read for limit_key: the first attempt's
         self.admitted = False  # took its first attempt's rate tokens and keyed slots
         self.woken: Line | None = None  # the line that promised it a token or slot
+
+    @property
+    def key(self) -> tuple[float, int, int]:
+        """The unit's priority, comparable across runs and plans (rate and keyed lines)."""
+        node = self.state.node
+        return (-node.rank, node.index, -1 if self.item is None else self.item)
 
 
 class _StepState:
@@ -234,6 +305,8 @@ class _StepState:
     # keys (None: one line per key): a token or slot taken as the unit starts
     gates: tuple[tuple[Gate, Line | None], ...] = ()
     rates: tuple[RateLimit, ...] = ()  # rate limits: a token taken as each later attempt starts
+    # a plain step with no limit, retry or timeout: one attempt, run inline by the worker
+    quick = False
     ok_items: list[int] | None = None  # a map step with pipes: its items that succeeded
     piped: set[int] | None = None  # a pipelined map step: items started (or resumed) early
     unpiped = False  # a map step with pipes that found it cannot start items early
@@ -249,11 +322,12 @@ class _StepState:
     item_times: list[list[float | None]]  # [started_at, finished_at]
     item_failures: dict[int, Exception]  # every failed item (also under on_item_error="none")
 
-    def __init__(self, node: Node, group: _Group) -> None:
+    def __init__(self, node: Node, group: _Group, order: int) -> None:
         self.node = node
         self.name = node.spec.name
         self.pending = len(node.deps)
         self.group = group
+        self.order = order  # see _PlanRuntime.order
         self.usage: dict[str, float] = {}
 
 
@@ -312,7 +386,7 @@ class Run:
         self.inputs = inputs
         self.options = options
         self.fail_fast = options.error_handling == "fail_fast"
-        self.seed = options.seed if options.seed is not None else secrets.randbits(63)
+        self._seed = options.seed
         self.on_event = options.on_event
         self.recorder = recorder
         self.item_recorder = item_recorder
@@ -338,7 +412,9 @@ class Run:
         self.retrying: dict[_Unit, tuple[Exception, int, float]] = {}
         self.event_errors: list[Exception] = []  # what on_event raised
         self.internal_errors: list[Exception] = []  # engine errors that belong to no unfinished step
-        self.ready: list[tuple[tuple[float, int, int], int, _Group]] = []
+        # (heap key of the group's best unit, sequence, group); in a plain run, the
+        # free group's heap of (heap key, unit) itself
+        self.ready: list[Any] = []
         self._seq = itertools.count()
         self.nursery: Any = None
         self.retry_log: list[list[Any]] = []  # for the timeline: see RunTrace
@@ -372,20 +448,63 @@ class Run:
         self.holders: list[_Unit] = []
         self.holders_cap = 1024
         free = _Group(())  # the group of steps that need no internal limiter
-        groups: dict[tuple[int, ...], _Group] = {}
+        runtime = _runtime(plan)
+        order = runtime.order
         states: list[_StepState] = []
+        if runtime.free and not shared:  # the common case, at the least cost per step
+            quick = runtime.quick
+            for node in plan.nodes:
+                st = _StepState(node, free, order[node.index])
+                if quick[node.index]:
+                    st.quick = True
+                states.append(st)
+        else:
+            self._set_up_groups(plan, states, free, shared, named, gates, order)
+        self.states = states
+        self.free = free
+        # No internal limiter, rate limit or keyed limit in this run: every unit is
+        # in the free group, and the ready queue is that group's heap itself.
+        self.plain = not gates and all(st.group is free for st in states)
+        if self.plain:
+            self.ready = free.heap
+
+        for name, result in (completed or {}).items():
+            st = self.states[plan.by_name[name]]
+            st.status = result.status
+            st.value = result.value
+            st.attempts = result.attempts
+            st.started_at = result.started_at
+            st.finished_at = result.finished_at
+            st.usage = dict(result.usage)
+        self.resumed = frozenset(completed or ())
+
+    def _set_up_groups(
+        self,
+        plan: Plan,
+        states: list[_StepState],
+        free: _Group,
+        shared: tuple[tuple[int, Limiter], ...],
+        named: dict[str, _Counter | tuple[int, Limiter]],
+        gates: dict[str, Gate],
+        order: list[int],
+    ) -> None:
+        """Make the step states of a run whose steps need limiters: each in its group."""
+        groups: dict[tuple[int, ...], _Group] = {}
         # steps with the same limiters (and no max_concurrent) share their set-up
         alike: dict[tuple[str, ...], _StepState] = {}
         for node in plan.nodes:
             spec = node.spec
             if not spec.limiters and spec.max_concurrent is None:
-                st = _StepState(node, free)
-                st.external = shared
+                st = _StepState(node, free, order[node.index])
+                if shared:
+                    st.external = shared
+                elif spec.retry is None and spec.timeout is None and spec.map_over is None:
+                    st.quick = True
                 states.append(st)
                 continue
             model = alike.get(spec.limiters) if spec.max_concurrent is None else None
             if model is not None:
-                st = _StepState(node, model.group)
+                st = _StepState(node, model.group, order[node.index])
                 # (the fewest attributes: a step's state is set up on the run's hot path)
                 st.gates, st.external = model.gates, model.external
                 if model.rates:
@@ -401,7 +520,7 @@ class Run:
             group = groups.get(key)
             if group is None:
                 group = groups[key] = _Group(tuple(counters)) if counters else free
-            st = _StepState(node, group)
+            st = _StepState(node, group, order[node.index])
             if gates:
                 self._set_gates(st, [gates[n] for n in spec.limiters if n in gates])
             acquire = list(shared)
@@ -416,17 +535,13 @@ class Run:
             states.append(st)
             if spec.max_concurrent is None:
                 alike[spec.limiters] = st
-        self.states = states
 
-        for name, result in (completed or {}).items():
-            st = self.states[plan.by_name[name]]
-            st.status = result.status
-            st.value = result.value
-            st.attempts = result.attempts
-            st.started_at = result.started_at
-            st.finished_at = result.finished_at
-            st.usage = dict(result.usage)
-        self.resumed = frozenset(completed or ())
+    @property
+    def seed(self) -> int:
+        """The run's seed for retry jitter: ``seed=``, or one drawn when first needed."""
+        if self._seed is None:
+            self._seed = secrets.randbits(63)
+        return self._seed
 
     # -- events -------------------------------------------------------------------
 
@@ -453,17 +568,27 @@ class Run:
     # -- ready queue ------------------------------------------------------------
 
     def _push(self, unit: _Unit) -> None:
+        if self.plain:
+            self.queued += 1
+            heapq.heappush(self.ready, (unit.order, unit))
+            return
         group = unit.state.group
         self.queued += 1
         if group.counters:
             self.queued_limited += 1
         heap = group.heap
-        better = not heap or unit.key < heap[0][0]
-        heapq.heappush(heap, (unit.key, unit))
+        better = not heap or unit.order < heap[0][0]
+        heapq.heappush(heap, (unit.order, unit))
         if better and not group.parked:
-            heapq.heappush(self.ready, (unit.key, next(self._seq), group))
+            heapq.heappush(self.ready, (unit.order, next(self._seq), group))
 
     def _take(self) -> _Unit | None:
+        if self.plain:
+            if self.ready:
+                self.queued -= 1
+                unit: _Unit = heapq.heappop(self.ready)[1]
+                return unit
+            return None
         if self.gate_waiting:
             self._grant_due()
         ready = self.ready
@@ -534,6 +659,10 @@ class Run:
         run by workers that are already there, with no new task at all.
         """
         self.scouts -= 1
+        await self._worker()
+
+    async def _worker(self) -> None:
+        """Take a unit and work (see :meth:`_scout`); the run's own task starts as one."""
         # a run cancelled from outside starts nothing new: no unit, no further scout
         await self.be.checkpoint_if_cancelled()
         waited = self.quiescent and self._contended() and self._settles()
@@ -549,7 +678,7 @@ class Run:
             self.scouts += 2
             self.nursery.start_soon(self._scout)
             self.nursery.start_soon(self._scout)
-        await self._work(unit, waited)
+        await self._work(unit, waited, checked=True)
 
     # -- state transitions ---------------------------------------------------------
 
@@ -965,22 +1094,43 @@ class Run:
                 self._pipe_ready(child)
 
     def _step_succeeded(self, st: _StepState, value: Any, attempts: int, now: float, kept: Any = None) -> None:
-        st.status = StepStatus.SUCCEEDED
+        st.status = _SUCCEEDED
         st.value = value
-        st.attempts = max(st.attempts, attempts)
+        if attempts > st.attempts:
+            st.attempts = attempts
         st.finished_at = now
         recorder = self.recorder
         if recorder is not None:
-            recorder(st.name, StepStatus.SUCCEEDED, value, kept, None, st.attempts, st.started_at, now, st.usage)
+            recorder(st.name, _SUCCEEDED, value, kept, None, st.attempts, st.started_at, now, st.usage)
+        children = st.node.children
+        if not children:
+            return
+        states = self.states
+        if len(children) == 1:  # a chain, or a fan-in: no list
+            child = states[children[0]]
+            child.pending -= 1
+            if child.pending == 0:
+                if child.status is None:
+                    child.ready_at = now
+                    if self.plain and child.quick and not self.plan.conditional:
+                        self.queued += 1
+                        heapq.heappush(self.ready, (child.order, _Unit(child, None)))
+                    else:
+                        self._make_ready(child)
+            elif child.pending == 1 and child.status is None and child.node.map_source is not None:
+                source = states[child.node.map_source]
+                if source.ok_items:  # only its map source left: catch up on its items
+                    self._pipe_ready(child)
+            return
         newly_ready = []
-        for c in st.node.children:
-            child = self.states[c]
+        for c in children:
+            child = states[c]
             child.pending -= 1
             if child.pending == 0 and child.status is None:
                 child.ready_at = now
                 newly_ready.append(child)
             elif child.pending == 1 and child.status is None and child.node.map_source is not None:
-                source = self.states[child.node.map_source]
+                source = states[child.node.map_source]
                 if source.ok_items:  # only its map source left: catch up on its items
                     self._pipe_ready(child)
         for child in newly_ready:
@@ -1089,7 +1239,10 @@ class Run:
         else:
             used: dict[int, float] = {}  # internal limiter -> slots taken in this walk
             tokens: dict[int, float] = {}  # external limiter -> tokens left in this walk
-            groups = {id(g): g for _, _, g in self.ready if not g.parked and g.heap}
+            if self.plain:
+                groups = {id(self.free): self.free}
+            else:
+                groups = {id(g): g for _, _, g in self.ready if not g.parked and g.heap}
             units = sorted((entry for g in groups.values() for entry in g.heap), key=lambda e: e[0])
             for _, unit in units:
                 if free < 1:
@@ -1159,9 +1312,20 @@ class Run:
 
     # -- running units ---------------------------------------------------------------
 
-    async def _work(self, unit: _Unit, waited: bool = False) -> None:
-        """Run units until none is runnable: a chain of steps stays in one task."""
+    async def _work(self, unit: _Unit, waited: bool = False, checked: bool = False) -> None:
+        """Run units until none is runnable: a chain of steps stays in one task.
+
+        ``checked``: the caller has just passed a cancellation point.
+        """
         streak = 0
+        now = self.now
+        checkpoint_if_cancelled = self.be.checkpoint_if_cancelled
+        # A quick step (see _StepState.quick) runs inline, in this loop, when no
+        # hook, event callback or value hook wants to see its attempt.
+        inline = not self.hooks and self.on_event is None and self.on_value is None
+        on_trio = self.be is _TRIO
+        run_id = self.options.run_id
+        at: float | None = None  # when the unit before ended, if no checkpoint came since
         while True:
             # A cancellation point at every step boundary, and a schedule point
             # every YIELD_EVERY steps, so a long run of quick steps cannot starve
@@ -1170,19 +1334,46 @@ class Run:
             if streak >= YIELD_EVERY or waited:
                 # (after a quiescent wait: the workers woken with this one take first)
                 streak = 0
+                at = None
                 await self.be.checkpoint()
-            else:
-                await self.be.checkpoint_if_cancelled()
+            elif not checked:
+                await checkpoint_if_cancelled()
+            checked = False
+            st = unit.state
             try:
-                if unit.state.external:
+                if inline and st.quick:
+                    # the one attempt of _attempts, without its options
+                    spec = st.node.spec
+                    try:
+                        kwargs = self._kwargs(st, None) if spec.params else {}
+                    except _CopyError as exc:  # no attempt began
+                        self._unit_failed(unit, exc.args[0], 0, now(), before=1)
+                        kwargs = None
+                    if kwargs is not None:
+                        st.attempts = 1
+                        st.started_at = now() if at is None else at
+                        token = _current.set((st.name, 1, None, run_id, st.usage))
+                        try:
+                            value = await spec.fn(**kwargs)
+                        except Exception as exc:
+                            error: Exception = exc if on_trio else explain(exc, f"step {st.name!r}")
+                            self._unit_failed(unit, error, 1, now())
+                        else:
+                            at = now()
+                            self.busy -= 1  # (_release: a quick unit holds no limiter)
+                            self._step_succeeded(st, value, 1, at)
+                        finally:
+                            _current.reset(token)
+                elif st.external:
                     await self._execute(unit)
                 else:
                     await self._attempts(unit)
             except Exception as exc:  # the engine's own error: never a bare group
                 self._engine_failed(unit, exc)
-            waited = self.quiescent and self._contended() and self._settles()
-            if waited:
-                await wait_all_tasks_blocked()
+            if self.quiescent:
+                waited = self._contended() and self._settles()
+                if waited:
+                    await wait_all_tasks_blocked()
             if self.stopping or self.busy >= self.capacity:
                 return
             next_unit = self._take()
@@ -1190,7 +1381,8 @@ class Run:
                 return
             unit = next_unit
             self.busy += 1
-            self._dispatch()
+            if not self.scouts and self.ready and self.busy < self.capacity:
+                self._dispatch()
 
     def _kwargs(self, st: _StepState, item: int | None) -> dict[str, Any]:
         node = st.node
@@ -1202,7 +1394,7 @@ class Run:
                 upstream = self.states[dep]
                 # an optional dependency skipped by a condition gives its default
                 value = upstream.value if upstream.status is not _SKIPPED else node.defaults[pname]
-                kwargs[pname] = _isolate(st.name, pname, value) if copy else value
+                kwargs[pname] = _isolate(st.name, pname, value) if copy and type(value) not in _ATOMS else value
         resources = self.resources
         for p in node.inputs:
             if resources and p.key in resources:
@@ -1251,6 +1443,7 @@ class Run:
         item = unit.item
         retry = spec.retry
         emit = self.on_event is not None
+        run_id = self.options.run_id
         attempt = 0
         while True:
             try:
@@ -1274,7 +1467,7 @@ class Run:
                     st.item_times[item][0] = started
             if emit:
                 self._emit(StepStarted(st.name, attempt, started, item, elapsed=started - self.started_at))
-            token = _current.set(StepContext(st.name, attempt, item, self.options.run_id, st.usage))
+            token = _current.set((st.name, attempt, item, run_id, st.usage))
             try:
                 if self.hooks:
                     value = await self._hooked(st, item, attempt, kwargs, started)
@@ -1474,11 +1667,28 @@ class Run:
                                 1 for d in st.node.deps if self.states[d].status is not StepStatus.SUCCEEDED
                             )
                     initial = [st for st in self.states if st.pending == 0 and st.status is None]
-                    for st in initial:
-                        self._make_ready(st)
+                    if self.plain and not self.plan.conditional:
+                        # the first units at once, in one heap
+                        units = [_Unit(st, None) for st in initial if st.node.spec.map_over is None]
+                        heap = self.ready
+                        heap.extend((unit.order, unit) for unit in units)
+                        heapq.heapify(heap)
+                        self.queued += len(units)
+                        if len(units) < len(initial):
+                            for st in initial:
+                                if st.node.spec.map_over is not None:
+                                    self._make_ready(st)
+                    else:
+                        for st in initial:
+                            self._make_ready(st)
                     if len(initial) > 1 and self.on_event is not None:
                         self._announce(initial, self.started_at)
-                    self._dispatch()
+                    if self.quiescent:
+                        # (the harness asks about the tasks of the run's nursery)
+                        self._dispatch()
+                    else:
+                        # this task is the run's first worker: no task to start for a chain
+                        await self._worker()
                 ended = True
             except BaseExceptionGroup as group:
                 # our own nursery wrapped it: KeyboardInterrupt, SystemExit and
