@@ -462,9 +462,10 @@ class Run:
             self._set_up_groups(plan, states, free, shared, named, gates, order)
         self.states = states
         self.free = free
-        # No internal limiter, rate limit or keyed limit in this run: every unit is
-        # in the free group, and the ready queue is that group's heap itself.
-        self.plain = not gates and all(st.group is free for st in states)
+        # No internal limiter in this run: every unit is in the free group, and the
+        # ready queue is that group's heap itself (rate limits and keyed limits are
+        # passed as a unit is taken: see _take_gated).
+        self.plain = all(st.group is free for st in states)
         if self.plain:
             self.ready = free.heap
 
@@ -509,6 +510,14 @@ class Run:
                 st.gates, st.external = model.gates, model.external
                 if model.rates:
                     st.rates = model.rates
+                if (
+                    model.group is free
+                    and not model.external
+                    and spec.retry is None
+                    and spec.timeout is None
+                    and spec.map_over is None
+                ):
+                    st.quick = True  # (as below)
                 states.append(st)
                 continue
             counters = [c for n in spec.limiters if n in named and isinstance(c := named[n], _Counter)]
@@ -532,6 +541,14 @@ class Run:
                 if not isinstance(lim, _Counter) and lim not in acquire:
                     acquire.append(lim)
             st.external = tuple(acquire)
+            if (
+                group is free
+                and not st.external
+                and spec.retry is None
+                and spec.timeout is None
+                and spec.map_over is None
+            ):
+                st.quick = True  # (rate limits and keyed limits only: passed in _take)
             states.append(st)
             if spec.max_concurrent is None:
                 alike[spec.limiters] = st
@@ -584,6 +601,8 @@ class Run:
 
     def _take(self) -> _Unit | None:
         if self.plain:
+            if self.domain is not None:  # rate limits or keyed limiters
+                return self._take_gated()
             if self.ready:
                 self.queued -= 1
                 unit: _Unit = heapq.heappop(self.ready)[1]
@@ -754,6 +773,20 @@ class Run:
         rates = tuple(g for g in gates if isinstance(g, RateLimit))
         if rates:
             st.rates = rates
+
+    def _take_gated(self) -> _Unit | None:
+        """:meth:`_take` for a run with no internal limiter but rate limits or keyed
+        limiters: the best unit that can take its tokens and keyed slots now."""
+        if self.gate_waiting:
+            self._grant_due()
+        ready = self.ready
+        while ready:
+            unit: _Unit = heapq.heappop(ready)[1]
+            self.queued -= 1
+            if unit.state.gates and not unit.admitted and not self._admit(unit):
+                continue  # it waits in a line, holding nothing
+            return unit
+        return None
 
     def _admit(self, unit: _Unit) -> bool:
         """Take the unit's first-attempt rate tokens and keyed slots, all at once, as
@@ -1345,7 +1378,9 @@ class Run:
                     # the one attempt of _attempts, without its options
                     spec = st.node.spec
                     try:
-                        kwargs = self._kwargs(st, None) if spec.params else {}
+                        kwargs = unit.kwargs  # (the copies limit_key was called with, if it was)
+                        if kwargs is None:
+                            kwargs = self._kwargs(st, None) if spec.params else {}
                     except _CopyError as exc:  # no attempt began
                         self._unit_failed(unit, exc.args[0], 0, now(), before=1)
                         kwargs = None
@@ -1361,6 +1396,8 @@ class Run:
                         else:
                             at = now()
                             self.busy -= 1  # (_release: a quick unit holds no limiter)
+                            if unit.held:  # (but keyed slots)
+                                self._give_back(unit)
                             self._step_succeeded(st, value, 1, at)
                         finally:
                             _current.reset(token)
