@@ -265,7 +265,7 @@ def _runtime(plan: Plan) -> _PlanRuntime:
 class _Unit:
     """One schedulable piece of work: a plain step, or one item of a map step."""
 
-    __slots__ = ("admitted", "gate_key", "held", "item", "kwargs", "order", "state", "woken")
+    __slots__ = ("gate_key", "held", "item", "kwargs", "order", "state", "woken")
 
     def __init__(self, state: _StepState, item: int | None) -> None:
         self.state = state
@@ -274,7 +274,6 @@ class _Unit:
         self.held: tuple[Line, ...] = ()  # keyed slots held while the unit runs
         self.gate_key: Hashable = _UNREAD  # limit_key's answer, for keyed limits
         self.kwargs: dict[str, Any] | None = None  # read for limit_key: the first attempt's
-        self.admitted = False  # took its first attempt's rate tokens and keyed slots
         self.woken: Line | None = None  # the line that promised it a token or slot
 
     @property
@@ -491,8 +490,9 @@ class Run:
     ) -> None:
         """Make the step states of a run whose steps need limiters: each in its group."""
         groups: dict[tuple[int, ...], _Group] = {}
-        # steps with the same limiters (and no max_concurrent) share their set-up
-        alike: dict[tuple[str, ...], _StepState] = {}
+        # steps with the same limiters (and no max_concurrent) share their set-up:
+        # (group, gates, rate limits, external limiters, whether they may be quick)
+        alike: dict[tuple[str, ...], tuple[_Group, Any, Any, Any, bool]] = {}
         for node in plan.nodes:
             spec = node.spec
             if not spec.limiters and spec.max_concurrent is None:
@@ -503,20 +503,17 @@ class Run:
                     st.quick = True
                 states.append(st)
                 continue
-            model = alike.get(spec.limiters) if spec.max_concurrent is None else None
-            if model is not None:
-                st = _StepState(node, model.group, order[node.index])
+            known = alike.get(spec.limiters) if spec.max_concurrent is None else None
+            if known is not None:
                 # (the fewest attributes: a step's state is set up on the run's hot path)
-                st.gates, st.external = model.gates, model.external
-                if model.rates:
-                    st.rates = model.rates
-                if (
-                    model.group is free
-                    and not model.external
-                    and spec.retry is None
-                    and spec.timeout is None
-                    and spec.map_over is None
-                ):
+                same, st_gates, rates, external, simple = known
+                st = _StepState(node, same, order[node.index])
+                st.gates = st_gates
+                if rates:
+                    st.rates = rates
+                if external:
+                    st.external = external
+                if simple and spec.retry is None and spec.timeout is None and spec.map_over is None:
                     st.quick = True  # (as below)
                 states.append(st)
                 continue
@@ -551,7 +548,7 @@ class Run:
                 st.quick = True  # (rate limits and keyed limits only: passed in _take)
             states.append(st)
             if spec.max_concurrent is None:
-                alike[spec.limiters] = st
+                alike[spec.limiters] = (group, st.gates, st.rates, st.external, group is free and not st.external)
 
     @property
     def seed(self) -> int:
@@ -627,7 +624,7 @@ class Run:
                 heapq.heappop(ready)
                 unit = heapq.heappop(heap)[1]
                 self.queued -= 1
-                if unit.state.gates and not unit.admitted and not self._admit(unit):
+                if unit.state.gates and not self._admit(unit):
                     # no token or keyed slot now: the unit waits in a line, holding nothing
                     if group.counters:
                         self.queued_limited -= 1
@@ -783,7 +780,7 @@ class Run:
         while ready:
             unit: _Unit = heapq.heappop(ready)[1]
             self.queued -= 1
-            if unit.state.gates and not unit.admitted and not self._admit(unit):
+            if unit.state.gates and not self._admit(unit):
                 continue  # it waits in a line, holding nothing
             return unit
         return None
@@ -793,8 +790,9 @@ class Run:
         it starts; or make it wait, holding nothing (no run slot, no token, no keyed
         slot), in the line of the first that has none.
 
-        Called by :meth:`_take` when the unit is taken to run, so a keyed slot is
-        held only while the unit runs. A waiter is let back into the ready queue,
+        Called by :meth:`_take` when the unit is taken to run (once: a unit that
+        passes runs, and is never queued again), so a keyed slot is held only
+        while the unit runs. A waiter is let back into the ready queue,
         best first, when a token is due (the run's granter task) or a holder of
         its key ends; it then competes for a run slot again, and takes what it
         needs as it starts.
@@ -821,10 +819,8 @@ class Run:
                     holders.append(unit)
                     if len(holders) >= self.holders_cap:
                         self._hold(None)
-                    unit.admitted = True
                     return True
             elif line.try_take(self.now()):  # a rate limit's token
-                unit.admitted = True
                 return True
         return self._admit_slowly(unit)
 
@@ -855,7 +851,6 @@ class Run:
         if held:
             unit.held = held
             self._hold(unit)
-        unit.admitted = True
         return True
 
     def _hold(self, unit: _Unit | None) -> None:
