@@ -40,7 +40,7 @@ import attrs
 import trio
 
 from . import _logging
-from ._context import _current
+from ._context import StepContext, _current
 from ._events import (
     BatchStarted,
     Event,
@@ -217,10 +217,11 @@ class _Counter:
 class _Group:
     """Ready units that need the same internal limiters, best first."""
 
-    __slots__ = ("counters", "heap", "parked")
+    __slots__ = ("counters", "heap", "parked", "run_id")
 
-    def __init__(self, counters: tuple[_Counter, ...]) -> None:
+    def __init__(self, counters: tuple[_Counter, ...], run_id: str | None) -> None:
         self.counters = counters
+        self.run_id = run_id  # the run's id (for current_step())
         self.heap: list[tuple[int, _Unit]] = []
         self.parked = False
 
@@ -265,16 +266,22 @@ def _runtime(plan: Plan) -> _PlanRuntime:
 class _Unit:
     """One schedulable piece of work: a plain step, or one item of a map step."""
 
-    __slots__ = ("gate_key", "held", "item", "kwargs", "order", "state", "woken")
+    __slots__ = ("attempt", "gate_key", "held", "item", "kwargs", "order", "state", "woken")
 
     def __init__(self, state: _StepState, item: int | None) -> None:
         self.state = state
         self.item = item
+        self.attempt = 0  # the attempt running now (for current_step())
         self.order = state.order if item is None else state.order + item + 1  # the heap key
         self.held: tuple[Line, ...] = ()  # keyed slots held while the unit runs
         self.gate_key: Hashable = _UNREAD  # limit_key's answer, for keyed limits
         self.kwargs: dict[str, Any] | None = None  # read for limit_key: the first attempt's
         self.woken: Line | None = None  # the line that promised it a token or slot
+
+    def step_context(self) -> StepContext:
+        """What ``current_step()`` gives inside the unit's attempt (made only when asked)."""
+        st = self.state
+        return StepContext(st.name, self.attempt, self.item, st.group.run_id, st.usage)
 
     @property
     def key(self) -> tuple[float, int, int]:
@@ -446,7 +453,7 @@ class Run:
         # that gave them back, with ``held == ()``, are dropped now and then)
         self.holders: list[_Unit] = []
         self.holders_cap = 1024
-        free = _Group(())  # the group of steps that need no internal limiter
+        free = _Group((), options.run_id)  # the group of steps that need no internal limiter
         runtime = _runtime(plan)
         order = runtime.order
         states: list[_StepState] = []
@@ -525,7 +532,7 @@ class Run:
                 key = tuple(id(c) for c in counters)
             group = groups.get(key)
             if group is None:
-                group = groups[key] = _Group(tuple(counters)) if counters else free
+                group = groups[key] = _Group(tuple(counters), self.options.run_id) if counters else free
             st = _StepState(node, group, order[node.index])
             if gates:
                 self._set_gates(st, [gates[n] for n in spec.limiters if n in gates])
@@ -665,36 +672,7 @@ class Run:
         """Make sure runnable work gets picked up: keep one scout on its way."""
         if not self.scouts and self.ready and self.busy < self.capacity and not self.stopping:
             self.scouts = 1
-            self.nursery.start_soon(self._scout)
-
-    async def _scout(self) -> None:
-        """A new worker: take a unit; while more wait, send two more scouts ahead.
-
-        Scouts double each scheduling batch, so a wide fan-out of steps that
-        block starts within log2(width) batches, while quick steps are mostly
-        run by workers that are already there, with no new task at all.
-        """
-        self.scouts -= 1
-        await self._worker()
-
-    async def _worker(self) -> None:
-        """Take a unit and work (see :meth:`_scout`); the run's own task starts as one."""
-        # a run cancelled from outside starts nothing new: no unit, no further scout
-        await self.be.checkpoint_if_cancelled()
-        waited = self.quiescent and self._contended() and self._settles()
-        if waited:
-            await wait_all_tasks_blocked()
-        if self.stopping or self.busy >= self.capacity:
-            return
-        unit = self._take()
-        if unit is None:
-            return
-        self.busy += 1
-        if self.ready and self.busy < self.capacity:
-            self.scouts += 2
-            self.nursery.start_soon(self._scout)
-            self.nursery.start_soon(self._scout)
-        await self._work(unit, waited, checked=True)
+            self.nursery.start_soon(self._work)
 
     # -- state transitions ---------------------------------------------------------
 
@@ -1340,11 +1318,35 @@ class Run:
 
     # -- running units ---------------------------------------------------------------
 
-    async def _work(self, unit: _Unit, waited: bool = False, checked: bool = False) -> None:
-        """Run units until none is runnable: a chain of steps stays in one task.
+    async def _work(self, scout: bool = True) -> None:
+        """A worker: take a unit and run it, then the next, until none is runnable.
 
-        ``checked``: the caller has just passed a cancellation point.
+        A chain of steps thus runs in one task. New workers are *scouts*: while
+        more units wait, each sends two more scouts ahead as it takes its unit,
+        so scouts double each scheduling batch and a wide fan-out of steps that
+        block starts within log2(width) batches, while quick steps are mostly
+        run by workers that are already there, with no new task at all. The
+        run's own task starts as a worker too (``scout=False``).
         """
+        if scout:
+            self.scouts -= 1
+        # a run cancelled from outside starts nothing new: no unit, no further scout
+        await self.be.checkpoint_if_cancelled()
+        waited = self.quiescent and self._contended() and self._settles()
+        if waited:
+            await wait_all_tasks_blocked()
+        if self.stopping or self.busy >= self.capacity:
+            return
+        first = self._take()
+        if first is None:
+            return
+        unit = first
+        self.busy += 1
+        if self.ready and self.busy < self.capacity:
+            self.scouts += 2
+            self.nursery.start_soon(self._work)
+            self.nursery.start_soon(self._work)
+        checked = True  # (just now)
         streak = 0
         now = self.now
         checkpoint_if_cancelled = self.be.checkpoint_if_cancelled
@@ -1352,7 +1354,9 @@ class Run:
         # hook, event callback or value hook wants to see its attempt.
         inline = not self.hooks and self.on_event is None and self.on_value is None
         on_trio = self.be is _TRIO
-        run_id = self.options.run_id
+        plain = self.plain and self.domain is None  # (rate and keyed limits: _take_gated)
+        ready = self.ready
+        heappop = heapq.heappop
         at: float | None = None  # when the unit before ended, if no checkpoint came since
         while True:
             # A cancellation point at every step boundary, and a schedule point
@@ -1375,19 +1379,21 @@ class Run:
                     try:
                         kwargs = unit.kwargs  # (the copies limit_key was called with, if it was)
                         if kwargs is None:
-                            kwargs = self._kwargs(st, None) if spec.params else {}
+                            kwargs = self._kwargs(st, None) if spec.params else None
                     except _CopyError as exc:  # no attempt began
                         self._unit_failed(unit, exc.args[0], 0, now(), before=1)
-                        kwargs = None
-                    if kwargs is not None:
+                        at = None
+                    else:
                         st.attempts = 1
                         st.started_at = now() if at is None else at
-                        token = _current.set((st.name, 1, None, run_id, st.usage))
+                        unit.attempt = 1
+                        token = _current.set(unit)
                         try:
-                            value = await spec.fn(**kwargs)
+                            value = await (spec.fn() if kwargs is None else spec.fn(**kwargs))
                         except Exception as exc:
                             error: Exception = exc if on_trio else explain(exc, f"step {st.name!r}")
                             self._unit_failed(unit, error, 1, now())
+                            at = None
                         else:
                             at = now()
                             self.busy -= 1  # (_release: a quick unit holds no limiter)
@@ -1397,10 +1403,13 @@ class Run:
                         finally:
                             _current.reset(token)
                 elif st.external:
+                    at = None
                     await self._execute(unit)
                 else:
+                    at = None
                     await self._attempts(unit)
             except Exception as exc:  # the engine's own error: never a bare group
+                at = None
                 self._engine_failed(unit, exc)
             if self.quiescent:
                 waited = self._contended() and self._settles()
@@ -1408,10 +1417,16 @@ class Run:
                     await wait_all_tasks_blocked()
             if self.stopping or self.busy >= self.capacity:
                 return
-            next_unit = self._take()
-            if next_unit is None:
-                return
-            unit = next_unit
+            if plain:  # (_take, inline)
+                if not ready:
+                    return
+                self.queued -= 1
+                unit = heappop(ready)[1]
+            else:
+                next_unit = self._take()
+                if next_unit is None:
+                    return
+                unit = next_unit
             self.busy += 1
             if not self.scouts and self.ready and self.busy < self.capacity:
                 self._dispatch()
@@ -1475,7 +1490,6 @@ class Run:
         item = unit.item
         retry = spec.retry
         emit = self.on_event is not None
-        run_id = self.options.run_id
         attempt = 0
         while True:
             try:
@@ -1499,7 +1513,8 @@ class Run:
                     st.item_times[item][0] = started
             if emit:
                 self._emit(StepStarted(st.name, attempt, started, item, elapsed=started - self.started_at))
-            token = _current.set((st.name, attempt, item, run_id, st.usage))
+            unit.attempt = attempt
+            token = _current.set(unit)
             try:
                 if self.hooks:
                     value = await self._hooked(st, item, attempt, kwargs, started)
@@ -1720,7 +1735,7 @@ class Run:
                         self._dispatch()
                     else:
                         # this task is the run's first worker: no task to start for a chain
-                        await self._worker()
+                        await self._work(scout=False)
                 ended = True
             except BaseExceptionGroup as group:
                 # our own nursery wrapped it: KeyboardInterrupt, SystemExit and
