@@ -452,7 +452,7 @@ class Run:
         # units that took keyed slots, to give them back if the run is cancelled (those
         # that gave them back, with ``held == ()``, are dropped now and then)
         self.holders: list[_Unit] = []
-        self.holders_cap = 1024
+        self.holders_room = 1024  # appends left before the list is tidied
         free = _Group((), options.run_id)  # the group of steps that need no internal limiter
         runtime = _runtime(plan)
         order = runtime.order
@@ -474,6 +474,8 @@ class Run:
         self.plain = all(st.group is free for st in states)
         if self.plain:
             self.ready = free.heap
+            if gates:  # rate limits or keyed limiters: passed as each unit is taken
+                self._take = self._take_gated  # type: ignore[method-assign]
 
         for name, result in (completed or {}).items():
             st = self.states[plan.by_name[name]]
@@ -605,8 +607,6 @@ class Run:
 
     def _take(self) -> _Unit | None:
         if self.plain:
-            if self.domain is not None:  # rate limits or keyed limiters
-                return self._take_gated()
             if self.ready:
                 self.queued -= 1
                 unit: _Unit = heapq.heappop(self.ready)[1]
@@ -781,21 +781,24 @@ class Run:
             if line is None:  # one line per key
                 key = unit.gate_key
                 if key is _UNREAD:
-                    if not self._read_key(unit):
+                    key = self._read_key(unit)
+                    if key is _UNREAD:
                         return False
-                    key = unit.gate_key
                 lines = gate._lines
-                line = lines.lines.get(key) if lines.domain is self.domain else None
-                if line is None:
-                    line = gate._line(key, self.domain)
+                try:
+                    line = lines.lines.get(key) if lines.domain is self.domain else None
+                    if line is None:
+                        line = gate._line(key, self.domain)
+                except TypeError:
+                    return self._unhashable(unit)
             capacity = line.capacity
             if capacity is not None:  # a keyed limiter's slots
                 if line.in_use < capacity:
                     line.in_use += 1
                     unit.held = (line,)
-                    holders = self.holders
-                    holders.append(unit)
-                    if len(holders) >= self.holders_cap:
+                    self.holders.append(unit)
+                    self.holders_room -= 1
+                    if not self.holders_room:
                         self._hold(None)
                     return True
             elif line.try_take(self.now()):  # a rate limit's token
@@ -811,14 +814,17 @@ class Run:
             unit.woken = None
             woken.settle()
         keyed = any(line is None for _, line in st.gates)  # (a line per key)
-        if keyed and unit.gate_key is _UNREAD and not self._read_key(unit):
+        if keyed and unit.gate_key is _UNREAD and self._read_key(unit) is _UNREAD:
             if woken is not None:
                 self._regrant(woken)
             return False
         now = self.now()
         key = unit.gate_key
         domain = self.domain
-        lines = [gate._line(key, domain) if line is None else line for gate, line in st.gates]
+        try:
+            lines = [gate._line(key, domain) if line is None else line for gate, line in st.gates]
+        except TypeError:
+            return self._unhashable(unit)  # (a woken unit's key was hashable: it waited)
         for line in lines:
             if not line.ready(now):
                 self._wait_in(unit, line, woken)
@@ -837,9 +843,10 @@ class Run:
         holders = self.holders
         if unit is not None:
             holders.append(unit)
-        if len(holders) >= self.holders_cap:
+            self.holders_room -= 1
+        if self.holders_room <= 0:
             holders[:] = [u for u in holders if u.held]
-            self.holders_cap = max(1024, 2 * len(holders))
+            self.holders_room = max(1024, len(holders))
 
     def _wait_in(self, unit: _Unit, line: Line, woken: Line | None) -> None:
         """Make ``unit`` wait in ``line``, best first, until it is let back."""
@@ -869,11 +876,12 @@ class Run:
         elif self.granter_scope is not None:
             self.granter_scope.deadline = -math.inf
 
-    def _read_key(self, unit: _Unit) -> bool:
-        """Read the unit's limit key (once); False: limit_key failed, and so did the unit.
+    def _read_key(self, unit: _Unit) -> Any:
+        """Read the unit's limit key (once), or fail the unit and return ``_UNREAD``.
 
         limit_key is called with the step's keyword arguments; they are kept for
-        the first attempt, which gets the very same copies.
+        the first attempt, which gets the very same copies. (Whether the key is
+        hashable shows when its line is looked up: see :meth:`_unhashable`.)
         """
         st = unit.state
         spec = st.node.spec
@@ -885,21 +893,22 @@ class Run:
                 key = limit_key(**kwargs)
             else:
                 key = limit_key()
-            try:
-                hash(key)
-            except TypeError:
-                raise TypeError(
-                    f"step {_label(st.name, unit.item)!r}: limit_key returned {_short_repr(key)}, "
-                    f"which is not hashable; return a str, an int or a tuple"
-                ) from None
         except _CopyError as exc:
             self._fail_unstarted(unit, exc.args[0])
-            return False
+            return _UNREAD
         except Exception as exc:
             self._fail_unstarted(unit, exc)
-            return False
+            return _UNREAD
         unit.gate_key = key
-        return True
+        return key
+
+    def _unhashable(self, unit: _Unit) -> bool:
+        """Fail a unit whose limit key is not hashable; False (it was not admitted)."""
+        self._fail_unstarted(unit, TypeError(
+            f"step {_label(unit.state.name, unit.item)!r}: limit_key returned {_short_repr(unit.gate_key)}, "
+            f"which is not hashable; return a str, an int or a tuple"
+        ))
+        return False
 
     def _woken(self, unit: _Unit, line: Line) -> None:
         """A token or slot is due for ``unit``: back to the ready queue, to take it as it starts."""
