@@ -215,7 +215,7 @@ async def test_a_pipelined_map_step_announces_its_items(
 
 
 def _routed(log: list[tuple[str, int, float]], scale: float, *, gate: str, route_seconds: float = 0.5,
-            fail_up: tuple[int, ...] = ()) -> Flow:
+            fail_up: tuple[int, ...] = (), asked: list[float] | None = None, whole: bool = False) -> Flow:
     """`up` (items 0, 1, 2 take 3, 1, 1 units) -> `down` over `up`, and a `route` step
     (done at 0.5) that `down`'s condition reads, per ``gate``:
 
@@ -226,6 +226,10 @@ def _routed(log: list[tuple[str, int, float]], scale: float, *, gate: str, route
     * ``"optional"``: no condition on ``down``, but an optional dependency on
       ``maybe``, a step skipped by its own condition at 0.5;
     * ``"elsewhere"``: another step of the flow has a condition; ``down`` has none.
+
+    ``asked``: the times ``down``'s condition is called are appended to it.
+    ``whole``: ``down`` maps over a plain step ``whole`` that passes ``up``'s list
+    on, so it gets the whole list (no pipelining), with the same priorities.
     """
     flow = Flow("routed")
     seconds = {0: 3.0, 1: 1.0, 2: 1.0}
@@ -246,9 +250,14 @@ def _routed(log: list[tuple[str, int, float]], scale: float, *, gate: str, route
     def boom(route: str) -> bool:
         raise KeyError(route)
 
+    def own(route: str) -> bool:
+        if asked is not None:
+            asked.append(anyio.current_time())
+        return route == "go"
+
     when: Any = {
-        "own": lambda route: route == "go",
-        "own-no": lambda route: route == "go",
+        "own": own,
+        "own-no": own,
         "source": lambda up: len(up) == 3,
         "raises": boom,
     }.get(gate)
@@ -271,7 +280,11 @@ def _routed(log: list[tuple[str, int, float]], scale: float, *, gate: str, route
             await anyio.sleep(1 * scale)
             return up + 1
 
-    flow.add(down_fn, name="down", map_over="up", when=when)
+    if whole:
+        flow.add(_collect, name="whole", cost=0.0)
+        flow.add(down_fn, name="down", map_over="whole", bind={"up": "whole"}, when=when)
+    else:
+        flow.add(down_fn, name="down", map_over="up", when=when)
     return flow
 
 
@@ -288,18 +301,6 @@ async def _settled(flow: Flow, **options: Any) -> trioflow.RunResult:
         return await flow.run({"items": [0, 1, 2]}, **options)
     except FlowError as exc:
         return exc.result
-
-
-def _unpipelined(flow: Flow) -> Flow:
-    """The same flow with a plain step between `up` and `down`: `down` gets the whole list."""
-    plain = Flow("unpipelined")
-    for spec in flow._specs:  # type: ignore[attr-defined]
-        if spec.name == "down":
-            plain.add(_collect, name="whole", cost=0.0)  # (priorities as in `flow`)
-            plain.add(spec.fn, name="down", map_over="whole", bind={"up": "whole"}, when=spec.when)
-        else:
-            plain.add(spec.fn, name=spec.name, when=spec.when, map_over=spec.map_over)
-    return plain
 
 
 async def _collect(up: list[int]) -> list[int]:
@@ -327,16 +328,8 @@ async def test_a_condition_that_holds_keeps_the_pipe(anyio_backend: Any, gate: s
 async def test_the_condition_is_asked_once_all_it_names_has_ended(autojump_clock: trio.testing.MockClock) -> None:
     # `route` ends at 2.0, after items 1 and 2 of `up` (at 1.0): they start at 2.0
     log: list[tuple[str, int, float]] = []
-    flow = _routed(log, 1.0, gate="own", route_seconds=2.0)
     asked: list[float] = []
-    spec = next(s for s in flow._specs if s.name == "down")  # type: ignore[attr-defined]
-    original = spec.when
-
-    def when(route: str) -> bool:
-        asked.append(trio.current_time())
-        return bool(original(route))
-
-    object.__setattr__(spec, "when", when)
+    flow = _routed(log, 1.0, gate="own", route_seconds=2.0, asked=asked)
     result = await flow.run({"items": [0, 1, 2]})
     assert result["down"] == [1, 11, 21]
     assert asked == [2.0]  # once, when `route` ended (not again when `up` ended)
@@ -385,8 +378,8 @@ async def test_pipelined_results_equal_the_unpipelined_ones_in_flows_with_condit
     log: list[tuple[str, int, float]] = []
     flow = _routed(log, scale, gate=gate, fail_up=fail_up)
     piped = _outcome(await _settled(flow, error_handling=error_handling, max_concurrent=max_concurrent))
-    plain = _outcome(await _settled(_unpipelined(flow), error_handling=error_handling,
-                                    max_concurrent=max_concurrent))
+    unpiped = _routed([], scale, gate=gate, fail_up=fail_up, whole=True)
+    plain = _outcome(await _settled(unpiped, error_handling=error_handling, max_concurrent=max_concurrent))
     plain.pop("whole")
     ran_early = [i for stage, i, _ in log if stage == "down"]
     assert not set(ran_early) & set(fail_up)  # no item runs whose upstream item failed
