@@ -830,9 +830,17 @@ class Run:
             if line is None:  # one line per key
                 key = unit.gate_key
                 if key is _UNREAD:
-                    key = self._read_key(unit)
-                    if key is _UNREAD:
-                        return False
+                    spec = unit.state.node.spec
+                    if spec.params or unit.item is not None:
+                        key = self._read_key(unit)  # (with copies of the arguments)
+                        if key is _UNREAD:
+                            return False
+                    else:  # a step without arguments: limit_key() at once
+                        try:
+                            key = unit.gate_key = spec.limit_key()  # type: ignore[misc]
+                        except Exception as exc:
+                            self._fail_unstarted(unit, exc)
+                            return False
                 lines = gate._lines
                 try:
                     line = lines.lines.get(key) if lines.domain is self.domain else None
