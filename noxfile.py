@@ -106,13 +106,21 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks: trioflow against hand-written raw trio, as ratios from the same process."""
-    # rich, otel and the OpenTelemetry SDK: what the observers cost (bench/observers_case.py)
-    session.install(".[process,dask,rich,otel,postgres]", "opentelemetry-sdk>=1.20")  # postgres: bench/store_case.py
+    """Benchmarks: what a step costs, as ratios to hand-written baselines from the same process.
+
+    ``nox -s bench -- --quick`` (5 repetitions, the smaller sizes of the standalone
+    cases) takes a few minutes on a 2-core machine; other arguments go to bench/run.py
+    (``--rst``, ``--only CASE ...``, ``-n N``).
+    """
+    # rich, otel and the OpenTelemetry SDK: what the observers cost (bench/observers_case.py);
+    # process, dask: the runners (bench/runners_case.py); postgres: bench/store_case.py
+    # (pytest: the loopback PostgreSQL server of tests/_postgres.py imports it)
+    session.install(".[process,dask,rich,otel,postgres]", "opentelemetry-sdk>=1.20", "pytest")
+    quick = "--quick" in session.posargs
     session.run("python", "bench/run.py", *session.posargs)
     # the testing harness: schedules per second against plain trio.run
-    session.run("python", "bench/harness_case.py", *session.posargs)
-    # cancelling a large run from outside, against letting it finish (issue 9 item 21)
-    session.run("python", "bench/cancel_case.py")
-    # trioflow.map's retained memory beside the results, at 100k and 1M items (issue 9 item 20)
-    session.run("python", "bench/map_memory_case.py")
+    session.run("python", "bench/harness_case.py", *(["--quick"] if quick else []))
+    # cancelling a large run from outside, against letting it finish, at scale (issue 9 item 21)
+    session.run("python", "bench/cancel_case.py", *(["10000"] if quick else []))
+    # trioflow.map's retained memory beside the results (issue 9 item 20)
+    session.run("python", "bench/map_memory_case.py", *(["100000"] if quick else []))

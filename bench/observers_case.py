@@ -1,7 +1,8 @@
 """What watching a run costs: W1 (a 2000-step fan-out and a join) with each observer.
 
 Each figure is a ratio to the same flow with no observer, measured in the same
-process, interleaved, median of the repeats:
+process, interleaved, min/median/max over the repeats (wall clock, and the
+process's CPU time, which counts the observers' own threads too):
 
 * ``ProgressDisplay`` drawing its live rich panel on a real pseudo-terminal
   (the display the user sees; a thread drains the terminal);
@@ -15,14 +16,13 @@ installed (``nox -s bench`` installs them).
 
 from __future__ import annotations
 
-import gc
 import os
-import statistics
 import threading
-import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+
+from measure import Row, alternate, compared
 
 import trioflow
 from trioflow import _otel
@@ -71,48 +71,31 @@ def _tracing() -> Iterator[None]:
         provider.shutdown()
 
 
-async def _timed(fn: Callable[[], Awaitable[Any]]) -> float:
-    gc.collect()
-    start = time.perf_counter()
-    await fn()
-    return time.perf_counter() - start
-
-
-async def _ratio(
-    base: Callable[[], Awaitable[Any]], watched: Callable[[], Awaitable[Any]], n: int, repeats: int
-) -> tuple[float, float]:
-    await base()
-    await watched()
-    t_base: list[float] = []
-    t_watched: list[float] = []
-    for _ in range(repeats):
-        t_base.append(await _timed(base))
-        t_watched.append(await _timed(watched))
-    return statistics.median(t_base) / n * 1e6, statistics.median(t_watched) / n * 1e6
-
-
-async def bench_observers(flow: trioflow.Flow, n: int, repeats: int) -> list[tuple[str, str, str, str, str]]:
+async def bench_observers(flow: trioflow.Flow, n: int, repeats: int) -> list[Row]:
     """Rows for bench/run.py's table: W1 per step with each observer against none."""
-    rows: list[tuple[str, str, str, str, str]] = []
-    steps = n + 1
+    rows: list[Row] = []
+    scale = 1e6 / (n + 1)
 
-    def row(what: str, base: float, watched: float) -> None:
-        rows.append((f"OBS W1 + {what}", f"{watched:.2f} µs", f"{base:.2f} µs (none)", f"{watched / base:.2f}x", "none set"))
+    cpu: dict[str, list[float]] = {}
+
+    def row(what: str, base: list[float], watched: list[float]) -> None:
+        rows.append(compared(f"OBS W1 + {what}", watched, base, scale=scale, base_note=" (none)",
+                             cpu=(cpu["watched"], cpu["base"])))
 
     with _terminal() as tty:
         async def with_display() -> None:
             await flow.run(on_event=trioflow.ProgressDisplay(tty))
 
-        base, watched = await _ratio(flow.run, with_display, steps, repeats)
-        row("ProgressDisplay (live, on a pty)", base, watched)
+        t = await alternate({"base": flow.run, "watched": with_display}, repeats, cpu=cpu)
+        row("ProgressDisplay (live, on a pty)", t["base"], t["watched"])
 
     async def with_stream() -> None:
         async with flow.open_run() as run:
             async for _ in run.events():
                 pass
 
-    base, watched = await _ratio(flow.run, with_stream, steps, repeats)
-    row("open_run, every event read", base, watched)
+    t = await alternate({"base": flow.run, "watched": with_stream}, repeats, cpu=cpu)
+    row("open_run, every event read", t["base"], t["watched"])
 
     with _tracing():
         tracer = _otel.tracer
@@ -124,6 +107,6 @@ async def bench_observers(flow: trioflow.Flow, n: int, repeats: int) -> list[tup
             finally:
                 _otel.tracer = tracer
 
-        base, watched = await _ratio(untraced, flow.run, steps, repeats)
-        row("OpenTelemetry SDK, no-op exporter", base, watched)
+        t = await alternate({"base": untraced, "watched": flow.run}, repeats, cpu=cpu)
+        row("OpenTelemetry SDK, no-op exporter", t["base"], t["watched"])
     return rows

@@ -1,7 +1,7 @@
 """Bench case: where steps run (issue 14 item 6).
 
-CPU  a fan-out of 8 CPU-bound steps of about 0.2 s each (pure Python, holds
-     the GIL): sequential (a plain loop), runner="thread", runner="process",
+CPU  a fan-out of 8 CPU-bound steps of about 0.2 s each (0.1 s with --quick;
+     pure Python, holds the GIL): sequential (a plain loop), runner="thread", runner="process",
      and a DaskRunner on a LocalCluster of 2 worker processes; the figures are
      wall times and the speedups of process and Dask over thread and over
      sequential. On a 2-core machine the best possible speedup is 2x; a bare
@@ -14,10 +14,11 @@ KILL fail_fast kill latency of runner="process": a step spinning for 10 s, a
      raising (the spinner's worker process is killed in between), on trio
      (trio-parallel) and on asyncio (anyio's process workers).
 
-Each figure is a median of several runs on trio, after a warm-up run that
-starts the worker processes. Timing on a busy machine is noisy.
+Each figure is min/median/max over several runs on trio, the configurations
+taking turns, after a warm-up run that starts the worker processes. Timing on
+a busy machine is noisy.
 
-    python bench/runners_case.py
+    python bench/runners_case.py [--quick]
 """
 
 from __future__ import annotations
@@ -39,19 +40,10 @@ import trioflow
 sys.path.insert(0, str(Path(__file__).parent))
 
 import runners_steps as work  # module-level functions the workers import
+from measure import Row, alternate, below, compared, figure, render, spread
 
 WIDTH = 8
-REPEATS = 3
-
-
-async def _median_time(fn: Callable[[], Awaitable[Any]], repeats: int = REPEATS) -> float:
-    await fn()  # warm-up: worker processes start, imports happen
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        await fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+REPEATS = 5
 
 
 def _fanout(fn: Callable[..., Any], width: int, runner: Any, name: str) -> trioflow.Flow:
@@ -74,11 +66,11 @@ def _as_async(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     return step
 
 
-async def bench_runners(n_noop: int = 200) -> list[tuple[str, str, str, str, str]]:
-    """The rows for bench/run.py's table: (workload, ours, baseline, ratio, target)."""
+async def bench_runners(repeats: int = REPEATS, seconds: float = 0.2, n_noop: int = 200) -> list[Row]:
+    """The rows for bench/run.py's table; CPU steps of about ``seconds`` each."""
     from distributed import Client, LocalCluster
 
-    rows: list[tuple[str, str, str, str, str]] = []
+    rows: list[Row] = []
     cluster = LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
     )
@@ -86,7 +78,7 @@ async def bench_runners(n_noop: int = 200) -> list[tuple[str, str, str, str, str
     pool = ProcessPoolExecutor(2)
     try:
         dask = trioflow.DaskRunner(client)
-        loops = work.calibrate(0.2)  # once the cluster has started (its start takes CPU)
+        loops = work.calibrate(seconds)  # once the cluster has started (its start takes CPU)
 
         async def sequential() -> None:
             for _ in range(WIDTH):
@@ -100,43 +92,36 @@ async def bench_runners(n_noop: int = 200) -> list[tuple[str, str, str, str, str
         for label, runner in (("thread", "thread"), ("process", "process"), ("dask", dask)):
             flow = _fanout(work.burn_loops, WIDTH, runner, f"cpu-{label}")
             configs[label] = lambda flow=flow: flow.run(inputs)
-        samples: dict[str, list[float]] = {label: [] for label in configs}
-        for fn in configs.values():
-            await fn()  # warm-up: worker processes start, imports happen
-        for _ in range(REPEATS + 2):  # interleaved, so load from elsewhere hits all alike
-            for label, fn in configs.items():
-                start = time.perf_counter()
-                await fn()
-                samples[label].append(time.perf_counter() - start)
-        times = {label: statistics.median(v) for label, v in samples.items()}
-        t_seq = times["sequential"]
+        # warm-up (worker processes start, imports happen), then interleaved, so
+        # load from elsewhere hits all alike
+        t = await alternate(configs, repeats)
+        seq = t["sequential"]
         for label in ("pool", "thread", "process", "dask"):
+            over_seq = [s / x for s, x in zip(seq, t[label], strict=True)]
+            over_thread = [s / x for s, x in zip(t["thread"], t[label], strict=True)]
             rows.append(
-                (
-                    f"CPU {WIDTH} x 0.2 s, " + (
-                        "bare ProcessPoolExecutor(2)" if label == "pool" else f"runner={label}"
-                    ),
-                    f"{times[label]:.2f} s",
-                    f"{t_seq:.2f} s (sequential)",
-                    f"{t_seq / times[label]:.2f}x over sequential, "
-                    f"{times['thread'] / times[label]:.2f}x over thread",
+                Row(
+                    f"CPU {WIDTH} x {seconds:g} s, "
+                    + ("bare ProcessPoolExecutor(2)" if label == "pool" else f"runner={label}")
+                    + ": speedup over sequential; over thread",
+                    f"{statistics.median(t[label]):.2f} s",
+                    f"{statistics.median(seq):.2f} s (sequential)",
+                    f"{spread(over_seq, unit='x')}; {spread(over_thread, unit='x')}",
                     "process, dask ~2x on 2 cores",
+                    "",
                 )
             )
 
-        base_flow = _fanout(work.noop, n_noop, None, "noop-async")
-        t_async = await _median_time(lambda: base_flow.run()) / n_noop * 1e6
-        rows.append((f"OVH {n_noop} no-op steps, async def", f"{t_async:.1f} µs", "-", "1.00x", "none set"))
-        for label, runner in (("thread", "thread"), ("process", "process"), ("dask", dask)):
+        noop_configs: dict[str, Callable[[], Awaitable[Any]]] = {}
+        for label, runner in (("async def", None), ("thread", "thread"), ("process", "process"), ("dask", dask)):
             flow = _fanout(work.noop, n_noop, runner, f"noop-{label}")
-            per_step = await _median_time(lambda flow=flow: flow.run()) / n_noop * 1e6
+            noop_configs[label] = lambda flow=flow: flow.run()
+        t = await alternate(noop_configs, repeats)
+        for label in ("thread", "process", "dask"):
             rows.append(
-                (
-                    f"OVH {n_noop} no-op steps, runner={label}",
-                    f"{per_step:.1f} µs",
-                    f"{t_async:.1f} µs (async def)",
-                    f"{per_step / t_async:.1f}x",
-                    "none set",
+                compared(
+                    f"OVH {n_noop} no-op steps, runner={label}", t[label], t["async def"], scale=1e6 / n_noop,
+                    fmt=".1f", base_note=" (async def)",
                 )
             )
     finally:
@@ -144,18 +129,17 @@ async def bench_runners(n_noop: int = 200) -> list[tuple[str, str, str, str, str
         client.close()
         cluster.close()
 
-    latencies = [await _kill_latency_ms() for _ in range(5)]
+    latencies = await _kill_latencies(repeats)
     # the same on asyncio (anyio's process workers), in a process of its own
-    done = await trio.run_process([sys.executable, __file__, "--kill-asyncio"], capture_stdout=True)
+    done = await trio.run_process(
+        [sys.executable, __file__, "--kill-asyncio", str(repeats)], capture_stdout=True
+    )
     on_asyncio = [float(x) for x in done.stdout.split()]
     for backend, figures in (("trio", latencies), ("asyncio", on_asyncio)):
         rows.append(
-            (
-                f"KILL fail_fast stops a spinning process step ({backend})",
-                f"{statistics.median(figures):.0f} ms (max {max(figures):.0f})",
-                "-",
-                "-",
-                "< 1000 ms",
+            figure(
+                f"KILL fail_fast stops a spinning process step ({backend})", figures, unit="ms", fmt=".0f",
+                target=below(1000, "ms"),
             )
         )
     return rows
@@ -188,18 +172,15 @@ async def _kill_latency_ms() -> float:
     return (ended - raised_at[0]) * 1e3
 
 
-def _print(rows: list[tuple[str, str, str, str, str]]) -> None:
-    header = ("workload", "figure", "baseline", "ratio", "target")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
-
-
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--kill-asyncio"]:
-        print(*anyio.run(_kill_latencies, 5, backend="asyncio"))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="5 repetitions instead of 9, CPU steps of 0.1 s")
+    parser.add_argument("--kill-asyncio", type=int, metavar="TIMES", help=argparse.SUPPRESS)  # (bench_runners)
+    args = parser.parse_args()
+    if args.kill_asyncio is not None:
+        print(*anyio.run(_kill_latencies, args.kill_asyncio, backend="asyncio"))
         sys.exit(0)
-    _print(trio.run(bench_runners))
+    print(render(trio.run(bench_runners, 5 if args.quick else 9, 0.1 if args.quick else 0.2)))
     print(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")

@@ -101,15 +101,14 @@ async def _time(flow: trioflow.Flow, store: Any, runs: int = 1) -> float:
     return time.perf_counter() - started
 
 
-async def bench_store(n: int) -> dict[str, float]:
-    """µs per step of W1 and W2 (n steps each) and W4, with and without an SQLiteStore.
+async def store_samples(n: int, repeats: int = REPEATS) -> dict[str, list[float]]:
+    """µs per step of W1 and W2 (n steps each) and W4, per repetition, with and without an SQLiteStore.
 
     Returns:
-        ``{"w1_none": ..., "w1_sqlite": ..., "w1_sqlite_nofsync": ..., "w1_ratio": ...,
-        "w2_...": ..., "w4_...": ...}``: medians in µs per step, and ``*_ratio`` =
-        sqlite / none.
+        ``{"w1_none": [...], "w1_sqlite": [...], "w1_sqlite_nofsync": [...], "w2_...": ...,
+        "w4_...": ...}``: one figure per repetition, the three kinds interleaved.
     """
-    figures: dict[str, float] = {}
+    samples: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         store = trioflow.SQLiteStore(Path(tmp) / "bench.db")
         nofsync = trioflow.SQLiteStore(Path(tmp) / "bench-nofsync.db", fsync=False)
@@ -122,39 +121,54 @@ async def bench_store(n: int) -> dict[str, float]:
             for label, flow, runs, steps in workloads:
                 await _time(flow, store, runs)  # warm up: imports, threads, schema
                 await _time(flow, nofsync, runs)
-                samples: dict[str, list[float]] = {"none": [], "sqlite": [], "sqlite_nofsync": []}
-                for _ in range(REPEATS):
-                    samples["none"].append(await _time(flow, None, runs))
-                    samples["sqlite"].append(await _time(flow, store, runs))
-                    samples["sqlite_nofsync"].append(await _time(flow, nofsync, runs))
-                for kind, values in samples.items():
-                    figures[f"{label}_{kind}"] = statistics.median(values) / steps * 1e6
-                figures[f"{label}_ratio"] = figures[f"{label}_sqlite"] / figures[f"{label}_none"]
-                figures[f"{label}_ratio_nofsync"] = (
-                    figures[f"{label}_sqlite_nofsync"] / figures[f"{label}_none"]
-                )
+                for kind in ("none", "sqlite", "sqlite_nofsync"):
+                    samples[f"{label}_{kind}"] = []
+                for _ in range(repeats):
+                    for kind, where in (("none", None), ("sqlite", store), ("sqlite_nofsync", nofsync)):
+                        samples[f"{label}_{kind}"].append(await _time(flow, where, runs) / steps * 1e6)
         finally:
             store.close()
             nofsync.close()
+    return samples
+
+
+async def bench_store(n: int) -> dict[str, float]:
+    """µs per step of W1 and W2 (n steps each) and W4, with and without an SQLiteStore.
+
+    Returns:
+        ``{"w1_none": ..., "w1_sqlite": ..., "w1_sqlite_nofsync": ..., "w1_ratio": ...,
+        "w2_...": ..., "w4_...": ...}``: medians in µs per step, and ``*_ratio`` =
+        sqlite / none.
+    """
+    figures = {key: statistics.median(values) for key, values in (await store_samples(n)).items()}
+    for label in ("w1", "w2", "w4"):
+        figures[f"{label}_ratio"] = figures[f"{label}_sqlite"] / figures[f"{label}_none"]
+        figures[f"{label}_ratio_nofsync"] = figures[f"{label}_sqlite_nofsync"] / figures[f"{label}_none"]
     return figures
 
 
-async def bench_postgres(n: int, dsn: str) -> dict[str, float]:
-    """µs per step of W1 and W2 (n steps each) without a store and with a PostgresStore (medians)."""
-    figures: dict[str, float] = {}
+async def postgres_samples(n: int, dsn: str, repeats: int = REPEATS) -> dict[str, list[float]]:
+    """µs per step of W1 and W2 (n steps each) without a store and with a PostgresStore, per repetition."""
+    samples: dict[str, list[float]] = {}
     store = trioflow.PostgresStore(dsn)
     try:
         for label, flow, steps in (("w1", _fanout(n), n + 1), ("w2", _chain(n), n)):
             await _time(flow, store)  # warm up: connections, tables
-            samples: dict[str, list[float]] = {"none": [], "postgres": []}
-            for _ in range(REPEATS):
-                samples["none"].append(await _time(flow, None))
-                samples["postgres"].append(await _time(flow, store))
-            for kind, values in samples.items():
-                figures[f"{label}_{kind}"] = statistics.median(values) / steps * 1e6
-            figures[f"{label}_ratio"] = figures[f"{label}_postgres"] / figures[f"{label}_none"]
+            samples[f"{label}_none"] = []
+            samples[f"{label}_postgres"] = []
+            for _ in range(repeats):
+                samples[f"{label}_none"].append(await _time(flow, None) / steps * 1e6)
+                samples[f"{label}_postgres"].append(await _time(flow, store) / steps * 1e6)
     finally:
         await store.aclose()
+    return samples
+
+
+async def bench_postgres(n: int, dsn: str) -> dict[str, float]:
+    """µs per step of W1 and W2 (n steps each) without a store and with a PostgresStore (medians)."""
+    figures = {key: statistics.median(values) for key, values in (await postgres_samples(n, dsn)).items()}
+    for label in ("w1", "w2"):
+        figures[f"{label}_ratio"] = figures[f"{label}_postgres"] / figures[f"{label}_none"]
     return figures
 
 

@@ -1316,3 +1316,30 @@ async def test_limits_hold_on_random_graphs(seed: int, autojump_clock: trio.test
         assert tracker.peak.get(name, 0) <= size
     for name, size in map_limits.items():
         assert tracker.peak.get(f"map:{name}", 0) <= size
+
+
+@pytest.mark.trio
+async def test_a_step_after_a_failed_one_starts_when_it_starts(autojump_clock: trio.testing.MockClock) -> None:
+    # a worker reuses the end of the step before as the start of the next one
+    # only when that step succeeded just now (issue 16: one clock read per step)
+    flow = Flow("f")
+
+    @flow.step
+    async def a() -> None:
+        await trio.sleep(1)
+
+    @flow.step
+    async def b() -> None:
+        await trio.sleep(2)
+        raise ValueError("b")
+
+    @flow.step
+    async def c() -> None:
+        return None
+
+    with pytest.raises(FlowError) as info:
+        await flow.run(max_concurrent=1, error_handling="continue")
+    steps = info.value.result.steps
+    assert (steps["a"].started_at, steps["a"].finished_at) == (0, 1)
+    assert (steps["b"].started_at, steps["b"].finished_at) == (1, 3)
+    assert (steps["c"].started_at, steps["c"].finished_at) == (3, 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import math
 import threading
+from typing import Protocol
 
 import attrs
 
@@ -53,19 +54,23 @@ class StepContext:
 _usage_lock = threading.Lock()
 
 
-# The running step: a StepContext, or (on the scheduler's hot path, where most
-# steps never ask) the tuple of its fields, made into a StepContext when asked.
-_current: contextvars.ContextVar[StepContext | tuple[str, int, int | None, str | None, dict[str, float]]] = (
-    contextvars.ContextVar("trioflow_current_step")
-)
+class _Running(Protocol):
+    """What the scheduler puts in :data:`_current` for a running unit: its
+    context is made only when asked (most steps never ask)."""
+
+    def step_context(self) -> StepContext: ...
+
+
+# The running step: a StepContext, or a unit of the scheduler's that makes one
+_current: contextvars.ContextVar[StepContext | _Running] = contextvars.ContextVar("trioflow_current_step")
 
 
 def current_or_none() -> StepContext | None:
     """The running step's context, or None outside any step."""
     here = _current.get(None)
-    if type(here) is tuple:
-        return StepContext(*here)
-    return here  # type: ignore[return-value]
+    if here is None or isinstance(here, StepContext):
+        return here
+    return here.step_context()
 
 
 def current_step() -> StepContext:
@@ -81,6 +86,6 @@ def current_step() -> StepContext:
             "trioflow.current_step() was called outside a step; call it from inside a "
             "function that a flow, trioflow.map or trioflow.gather is running"
         ) from None
-    if type(here) is tuple:
-        return StepContext(*here)
-    return here  # type: ignore[return-value]
+    if isinstance(here, StepContext):
+        return here
+    return here.step_context()

@@ -40,7 +40,7 @@ import attrs
 import trio
 
 from . import _logging
-from ._context import _current
+from ._context import StepContext, _current
 from ._events import (
     BatchStarted,
     Event,
@@ -224,10 +224,11 @@ class _Counter:
 class _Group:
     """Ready units that need the same internal limiters, best first."""
 
-    __slots__ = ("counters", "heap", "parked")
+    __slots__ = ("counters", "heap", "parked", "run_id")
 
-    def __init__(self, counters: tuple[_Counter, ...]) -> None:
+    def __init__(self, counters: tuple[_Counter, ...], run_id: str | None) -> None:
         self.counters = counters
+        self.run_id = run_id  # the run's id (for current_step())
         self.heap: list[tuple[int, _Unit]] = []
         self.parked = False
 
@@ -272,17 +273,23 @@ def _runtime(plan: Plan) -> _PlanRuntime:
 class _Unit:
     """One schedulable piece of work: a plain step, or one item of a map step."""
 
-    __slots__ = ("gate_key", "held", "item", "order", "passed", "state", "tokened", "woken")
+    __slots__ = ("attempt", "gate_key", "held", "item", "order", "passed", "state", "tokened", "woken")
 
     def __init__(self, state: _StepState, item: int | None) -> None:
         self.state = state
         self.item = item
+        self.attempt = 0  # the attempt running now (for current_step())
         self.order = state.order if item is None else state.order + item + 1  # the heap key
         self.passed = 0  # rate limits and keyed limiters passed (see Run._gate)
         self.held: tuple[Line, ...] = ()  # keyed slots held until the unit ends
         self.gate_key: Hashable = None  # limit_key's answer, for keyed limits
         self.tokened = False  # took its first attempt's rate tokens
         self.woken: Line | None = None  # the rate line that promised it a token
+
+    def step_context(self) -> StepContext:
+        """What ``current_step()`` gives inside the unit's attempt (made only when asked)."""
+        st = self.state
+        return StepContext(st.name, self.attempt, self.item, st.group.run_id, st.usage)
 
     @property
     def key(self) -> tuple[float, int, int]:
@@ -408,6 +415,7 @@ class Run:
         self.queued = 0  # units in the ready queue (parked ones included)
         self.queued_limited = 0  # of those, units that need an internal limiter
         self.scouts = 0
+        self.pausing = 0  # workers at their schedule point between two units
         self.stopping = False
         self.failures: list[_StepState] = []
         self.stop_at = math.inf  # when fail-fast stopped the run (the first failure)
@@ -447,7 +455,7 @@ class Run:
         self.granting = False
         self.granter_scope: Any = None
         self.holders: set[_Unit] = set()
-        free = _Group(())  # the group of steps that need no internal limiter
+        free = _Group((), options.run_id)  # the group of steps that need no internal limiter
         runtime = _runtime(plan)
         order = runtime.order
         states: list[_StepState] = []
@@ -508,7 +516,7 @@ class Run:
                 key = tuple(id(c) for c in counters)
             group = groups.get(key)
             if group is None:
-                group = groups[key] = _Group(tuple(counters)) if counters else free
+                group = groups[key] = _Group(tuple(counters), self.options.run_id) if counters else free
             st = _StepState(node, group, order[node.index])
             st.gates = tuple(
                 g for n in spec.limiters if n in gates and isinstance(g := gates[n], KeyedLimiter)
@@ -644,36 +652,7 @@ class Run:
         """Make sure runnable work gets picked up: keep one scout on its way."""
         if not self.scouts and self.ready and self.busy < self.capacity and not self.stopping:
             self.scouts = 1
-            self.nursery.start_soon(self._scout)
-
-    async def _scout(self) -> None:
-        """A new worker: take a unit; while more wait, send two more scouts ahead.
-
-        Scouts double each scheduling batch, so a wide fan-out of steps that
-        block starts within log2(width) batches, while quick steps are mostly
-        run by workers that are already there, with no new task at all.
-        """
-        self.scouts -= 1
-        await self._worker()
-
-    async def _worker(self) -> None:
-        """Take a unit and work (see :meth:`_scout`); the run's own task starts as one."""
-        # a run cancelled from outside starts nothing new: no unit, no further scout
-        await self.be.checkpoint_if_cancelled()
-        waited = self.quiescent and self._contended() and self._settles()
-        if waited:
-            await wait_all_tasks_blocked()
-        if self.stopping or self.busy >= self.capacity:
-            return
-        unit = self._take()
-        if unit is None:
-            return
-        self.busy += 1
-        if self.ready and self.busy < self.capacity:
-            self.scouts += 2
-            self.nursery.start_soon(self._scout)
-            self.nursery.start_soon(self._scout)
-        await self._work(unit, waited, checked=True)
+            self.nursery.start_soon(self._work)
 
     # -- state transitions ---------------------------------------------------------
 
@@ -1229,11 +1208,37 @@ class Run:
 
     # -- running units ---------------------------------------------------------------
 
-    async def _work(self, unit: _Unit, waited: bool = False, checked: bool = False) -> None:
-        """Run units until none is runnable: a chain of steps stays in one task.
+    async def _work(self, scout: bool = True) -> None:
+        """A worker: take a unit and run it, then the next, until none is runnable.
 
-        ``checked``: the caller has just passed a cancellation point.
+        A chain of steps thus runs in one task. New workers are *scouts*: while
+        more units wait, each sends two more scouts ahead as it takes its unit,
+        so scouts double each scheduling batch and a wide fan-out of steps that
+        block starts within log2(width) batches, while quick steps are mostly
+        run by workers that are already there, with no new task at all. The
+        run's own task starts as a worker too (``scout=False``).
         """
+        if scout:
+            self.scouts -= 1
+        # a run cancelled from outside starts nothing new: no unit, no further scout
+        await self.be.checkpoint_if_cancelled()
+        waited = self.quiescent and self._contended() and self._settles()
+        if waited:
+            await wait_all_tasks_blocked()
+        if self.stopping or self.busy >= self.capacity:
+            return
+        first = self._take()
+        if first is None:
+            return
+        unit = first
+        self.busy += 1
+        # more scouts only when every other worker is blocked in a step: workers
+        # that only paused between quick steps come back for more units themselves
+        if self.ready and self.busy < self.capacity and not self.pausing:
+            self.scouts += 2
+            self.nursery.start_soon(self._work)
+            self.nursery.start_soon(self._work)
+        checked = True  # (just now)
         streak = 0
         now = self.now
         checkpoint_if_cancelled = self.be.checkpoint_if_cancelled
@@ -1241,7 +1246,9 @@ class Run:
         # hook, event callback or value hook wants to see its attempt.
         inline = not self.hooks and self.on_event is None and self.on_value is None
         on_trio = self.be is _TRIO
-        run_id = self.options.run_id
+        plain = self.plain
+        ready = self.ready
+        heappop = heapq.heappop
         at: float | None = None  # when the unit before ended, if no checkpoint came since
         while True:
             # A cancellation point at every step boundary, and a schedule point
@@ -1252,7 +1259,11 @@ class Run:
                 # (after a quiescent wait: the workers woken with this one take first)
                 streak = 0
                 at = None
-                await self.be.checkpoint()
+                self.pausing += 1
+                try:
+                    await self.be.checkpoint()
+                finally:
+                    self.pausing -= 1
             elif not checked:
                 await checkpoint_if_cancelled()
             checked = False
@@ -1262,19 +1273,21 @@ class Run:
                     # the one attempt of _attempts, without its options
                     spec = st.node.spec
                     try:
-                        kwargs = self._kwargs(st, None) if spec.params else {}
+                        kwargs = self._kwargs(st, None) if spec.params else None
                     except _CopyError as exc:  # no attempt began
                         self._unit_failed(unit, exc.args[0], 0, now(), before=1)
-                        kwargs = None
-                    if kwargs is not None:
+                        at = None
+                    else:
                         st.attempts = 1
                         st.started_at = now() if at is None else at
-                        token = _current.set((st.name, 1, None, run_id, st.usage))
+                        unit.attempt = 1
+                        token = _current.set(unit)
                         try:
-                            value = await spec.fn(**kwargs)
+                            value = await (spec.fn() if kwargs is None else spec.fn(**kwargs))
                         except Exception as exc:
                             error: Exception = exc if on_trio else explain(exc, f"step {st.name!r}")
                             self._unit_failed(unit, error, 1, now())
+                            at = None
                         else:
                             at = now()
                             self.busy -= 1  # (_release: a quick unit holds no limiter)
@@ -1282,10 +1295,13 @@ class Run:
                         finally:
                             _current.reset(token)
                 elif st.external:
+                    at = None
                     await self._execute(unit)
                 else:
+                    at = None
                     await self._attempts(unit)
             except Exception as exc:  # the engine's own error: never a bare group
+                at = None
                 self._engine_failed(unit, exc)
             if self.quiescent:
                 waited = self._contended() and self._settles()
@@ -1293,10 +1309,16 @@ class Run:
                     await wait_all_tasks_blocked()
             if self.stopping or self.busy >= self.capacity:
                 return
-            next_unit = self._take()
-            if next_unit is None:
-                return
-            unit = next_unit
+            if plain:  # (_take, inline)
+                if not ready:
+                    return
+                self.queued -= 1
+                unit = heappop(ready)[1]
+            else:
+                next_unit = self._take()
+                if next_unit is None:
+                    return
+                unit = next_unit
             self.busy += 1
             if not self.scouts and self.ready and self.busy < self.capacity:
                 self._dispatch()
@@ -1360,7 +1382,6 @@ class Run:
         item = unit.item
         retry = spec.retry
         emit = self.on_event is not None
-        run_id = self.options.run_id
         attempt = 0
         while True:
             try:
@@ -1380,7 +1401,8 @@ class Run:
                     st.item_times[item][0] = started
             if emit:
                 self._emit(StepStarted(st.name, attempt, started, item, elapsed=started - self.started_at))
-            token = _current.set((st.name, attempt, item, run_id, st.usage))
+            unit.attempt = attempt
+            token = _current.set(unit)
             try:
                 if self.hooks:
                     value = await self._hooked(st, item, attempt, kwargs, started)
@@ -1601,7 +1623,7 @@ class Run:
                         self._dispatch()
                     else:
                         # this task is the run's first worker: no task to start for a chain
-                        await self._worker()
+                        await self._work(scout=False)
                 ended = True
             except BaseExceptionGroup as group:
                 # our own nursery wrapped it: KeyboardInterrupt, SystemExit and
