@@ -992,7 +992,15 @@ class Run:
             if child.pending == 0 and child.status is None:
                 self._make_ready(child)
 
-    def _step_succeeded(self, st: _StepState, value: Any, attempts: int, now: float, kept: Any = None) -> None:
+    def _step_succeeded(
+        self, st: _StepState, value: Any, attempts: int, now: float, kept: Any = None, hand_over: bool = False
+    ) -> _StepState | None:
+        """Record a success and make ready the steps waiting only for it.
+
+        ``hand_over``: the caller, a worker, will run next the one quick step
+        this made ready if nothing else is ready: that step is returned instead
+        of queued.
+        """
         st.status = _SUCCEEDED
         st.value = value
         if attempts > st.attempts:
@@ -1003,7 +1011,7 @@ class Run:
             recorder(st.name, _SUCCEEDED, value, kept, None, st.attempts, st.started_at, now, st.usage)
         children = st.node.children
         if not children:
-            return
+            return None
         states = self.states
         if len(children) == 1:  # a chain, or a fan-in: no list
             child = states[children[0]]
@@ -1012,6 +1020,8 @@ class Run:
                 if child.status is None:
                     child.ready_at = now
                     if self.plain and child.quick and not self.plan.conditional:
+                        if hand_over and not self.ready:
+                            return child
                         self.queued += 1
                         heapq.heappush(self.ready, (child.order, _Unit(child, None)))
                     else:
@@ -1020,7 +1030,7 @@ class Run:
                 source = states[child.node.map_source]
                 if source.ok_items:  # only its map source left: catch up on its items
                     self._pipe_ready(child)
-            return
+            return None
         newly_ready = []
         for c in children:
             child = states[c]
@@ -1036,6 +1046,7 @@ class Run:
             self._make_ready(child)
         if len(newly_ready) > 1 and self.on_event is not None:
             self._announce(newly_ready, now)
+        return None
 
     # -- item-level pipelining -----------------------------------------------------------
 
@@ -1249,6 +1260,10 @@ class Run:
         plain = self.plain
         ready = self.ready
         heappop = heapq.heappop
+        # a worker may run the next step of a chain with no queue in between (not
+        # under the harness, whose quiescent mode counts the queued units)
+        hand_over = plain and not self.quiescent
+        handed: _StepState | None = None
         at: float | None = None  # when the unit before ended, if no checkpoint came since
         while True:
             # A cancellation point at every step boundary, and a schedule point
@@ -1291,7 +1306,7 @@ class Run:
                         else:
                             at = now()
                             self.busy -= 1  # (_release: a quick unit holds no limiter)
-                            self._step_succeeded(st, value, 1, at)
+                            handed = self._step_succeeded(st, value, 1, at, hand_over=hand_over)
                         finally:
                             _current.reset(token)
                 elif st.external:
@@ -1307,9 +1322,15 @@ class Run:
                 waited = self._contended() and self._settles()
                 if waited:
                     await wait_all_tasks_blocked()
-            if self.stopping or self.busy >= self.capacity:
+            if handed is not None:  # the next step of a chain: this worker runs it
+                if self.stopping or self.busy >= self.capacity:
+                    self._push(_Unit(handed, None))  # (others may take it; a stopped run never will)
+                    return
+                unit = _Unit(handed, None)  # (a new one: the context var may still hold the old)
+                handed = None
+            elif self.stopping or self.busy >= self.capacity:
                 return
-            if plain:  # (_take, inline)
+            elif plain:  # (_take, inline)
                 if not ready:
                     return
                 self.queued -= 1
