@@ -209,6 +209,46 @@ def _anyio_backend() -> Backend:
     return found
 
 
+def _cancel_probe(be: Backend) -> Callable[[], bool] | None:
+    """A cheap check, for the task calling this, of whether its checkpoint would raise
+    cancellation; or None (then use the backend's ``checkpoint_if_cancelled``).
+
+    A worker checks for cancellation between two steps; trio's and anyio's
+    ``checkpoint_if_cancelled`` are async calls that look the task up each
+    time. This reads, for the worker's own task, the same state they read
+    (trio's cancel status; on asyncio, anyio's chain of cancel scopes), and
+    falls back to them if that state is not where it is expected.
+    """
+    if be is _TRIO:
+        task = trio.lowlevel.current_task()
+        if type(getattr(getattr(task, "_cancel_status", None), "effectively_cancelled", None)) is not bool:
+            return None
+        return lambda: task._cancel_status.effectively_cancelled
+    try:
+        import asyncio
+
+        from anyio._backends._asyncio import _task_states
+
+        state = _task_states.get(asyncio.current_task())  # type: ignore[arg-type]
+        scope: Any = None if state is None else state.cancel_scope
+        if scope is None or not all(hasattr(scope, a) for a in ("_cancel_called", "_shield", "_parent_scope")):
+            return None
+    except Exception:  # not asyncio, or anyio keeps it elsewhere now
+        return None
+
+    def cancelled() -> bool:
+        s = scope
+        while s is not None:
+            if s._cancel_called:
+                return True
+            if s._shield:
+                return False
+            s = s._parent_scope
+        return False
+
+    return cancelled
+
+
 class _Counter:
     """An internal limiter: a slot count, and the groups parked until a slot frees."""
 
@@ -1253,6 +1293,7 @@ class Run:
         streak = 0
         now = self.now
         checkpoint_if_cancelled = self.be.checkpoint_if_cancelled
+        cancelled = _cancel_probe(self.be)  # (the worker's own cancel scope stays the same)
         # A quick step (see _StepState.quick) runs inline, in this loop, when no
         # hook, event callback or value hook wants to see its attempt.
         inline = not self.hooks and self.on_event is None and self.on_value is None
@@ -1279,7 +1320,7 @@ class Run:
                     await self.be.checkpoint()
                 finally:
                     self.pausing -= 1
-            elif not checked:
+            elif not checked and (cancelled is None or cancelled()):
                 await checkpoint_if_cancelled()
             checked = False
             st = unit.state
