@@ -1311,8 +1311,7 @@ class Run:
             # every YIELD_EVERY steps, so a long run of quick steps cannot starve
             # the other tasks (the count keeps it deterministic).
             streak += 1
-            if streak >= YIELD_EVERY or waited:
-                # (after a quiescent wait: the workers woken with this one take first)
+            if streak >= YIELD_EVERY:
                 streak = 0
                 at = None
                 self.pausing += 1
