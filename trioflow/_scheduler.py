@@ -456,6 +456,7 @@ class Run:
         self.queued_limited = 0  # of those, units that need an internal limiter
         self.scouts = 0
         self.pausing = 0  # workers at their schedule point between two units
+        self.settling = 0  # quiescent mode: workers waiting for the instant to settle
         self.stopping = False
         self.failures: list[_StepState] = []
         self.stop_at = math.inf  # when fail-fast stopped the run (the first failure)
@@ -688,9 +689,18 @@ class Run:
                         heapq.heappush(self.ready, (group.heap[0][0], next(self._seq), group))
                 counter.parked.clear()
 
+    async def _settle_instant(self) -> None:
+        """Quiescent mode: wait until every task is blocked (the instant has settled)."""
+        self.settling += 1
+        try:
+            await wait_all_tasks_blocked()
+        finally:
+            self.settling -= 1
+
     def _dispatch(self) -> None:
-        """Make sure runnable work gets picked up: keep one scout on its way."""
-        if not self.scouts and self.ready and self.busy < self.capacity and not self.stopping:
+        """Make sure runnable work gets picked up: keep one scout on its way (none while
+        a worker settles: it takes a unit once the instant has settled)."""
+        if not self.scouts and self.ready and self.busy < self.capacity and not self.stopping and not self.settling:
             self.scouts = 1
             self.nursery.start_soon(self._work)
 
@@ -1273,9 +1283,8 @@ class Run:
             self.scouts -= 1
         # a run cancelled from outside starts nothing new: no unit, no further scout
         await self.be.checkpoint_if_cancelled()
-        waited = self.quiescent and self._contended() and self._settles()
-        if waited:
-            await wait_all_tasks_blocked()
+        if self.quiescent and self._contended() and self._settles():
+            await self._settle_instant()
         if self.stopping or self.busy >= self.capacity:
             return
         first = self._take()
@@ -1311,8 +1320,7 @@ class Run:
             # every YIELD_EVERY steps, so a long run of quick steps cannot starve
             # the other tasks (the count keeps it deterministic).
             streak += 1
-            if streak >= YIELD_EVERY or waited:
-                # (after a quiescent wait: the workers woken with this one take first)
+            if streak >= YIELD_EVERY:
                 streak = 0
                 at = None
                 self.pausing += 1
@@ -1359,10 +1367,8 @@ class Run:
             except Exception as exc:  # the engine's own error: never a bare group
                 at = None
                 self._engine_failed(unit, exc)
-            if self.quiescent:
-                waited = self._contended() and self._settles()
-                if waited:
-                    await wait_all_tasks_blocked()
+            if self.quiescent and self._contended() and self._settles():
+                await self._settle_instant()
             if handed is not None:  # the next step of a chain: this worker runs it
                 if self.stopping or self.busy >= self.capacity:
                     self._push(_Unit(handed, None))  # (others may take it; a stopped run never will)
