@@ -11,7 +11,7 @@ more seeds and runs.
 
 The shapes follow SCTBench's and the PCT paper's benchmarks and real-world
 async bugs: lost updates, check-then-act, order violations, lock-order and
-lost-wakeup deadlocks, nested limiter exhaustion, depth-2 and depth-3 bugs,
+lost-wakeup deadlocks (an event, a condition's notify), nested limiter exhaustion, depth-2 and depth-3 bugs,
 long runs of one task held back, a specific task of ten going last,
 channel-close races, cancellation between two awaits, timeouts at the same
 virtual instant, thread races, and flow bugs.
@@ -294,6 +294,61 @@ class LostWakeup:
             nursery.start_soon(notifier)
             nursery.start_soon(waiter)
         return "woken"
+
+
+@case("condition_lost_wakeup", "deadlock")
+class ConditionLostWakeup:
+    """A consumer looks for an item without holding the condition's lock, then waits
+    for a notify; the producer's notify in between wakes nobody (issue 10)."""
+
+    @staticmethod
+    async def bug() -> str:
+        condition = trio.Condition()
+        items: list[str] = []
+        got: list[str] = []
+
+        async def consumer() -> None:
+            await trio.lowlevel.checkpoint()
+            if not items:  # looked at without the lock ...
+                await trio.lowlevel.checkpoint()
+                async with condition:
+                    await condition.wait()  # ... so a notify since then is lost
+            got.append(items.pop())
+
+        async def producer() -> None:
+            await checkpoints(3)
+            async with condition:
+                items.append("item")
+                condition.notify()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consumer)
+            nursery.start_soon(producer)
+        return got[0]
+
+    @staticmethod
+    async def fixed() -> str:
+        condition = trio.Condition()
+        items: list[str] = []
+        got: list[str] = []
+
+        async def consumer() -> None:
+            await trio.lowlevel.checkpoint()
+            async with condition:
+                while not items:  # the predicate, under the lock, in a loop
+                    await condition.wait()
+                got.append(items.pop())
+
+        async def producer() -> None:
+            await checkpoints(3)
+            async with condition:
+                items.append("item")
+                condition.notify()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consumer)
+            nursery.start_soon(producer)
+        return got[0]
 
 
 @case("nested_limiter", "deadlock")

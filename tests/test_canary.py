@@ -161,6 +161,44 @@ def test_internals_of_the_thread_runner_clock_and_locks() -> None:
     )
 
 
+def test_internals_of_the_instrument_table_conditions_and_semaphores() -> None:
+    # the harness puts its own instrument table in the runner for each run, and
+    # its wait-for graph reads where Condition and Semaphore waiters are parked
+    from trio import _sync as trio_sync
+    from trio._core import _instrumentation
+
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        seen["table"] = trio_run.GLOBAL_RUN_CONTEXT.runner.instruments
+
+    trio.run(main)
+    table = seen["table"]
+    require(
+        isinstance(getattr(table, "data", table), dict),
+        "Runner.instruments is no longer a dict of hook names (or a UserDict of one)",
+    )
+    for name in ("add_instrument", "remove_instrument", "call"):
+        require(callable(getattr(_instrumentation.Instruments, name, None)), f"Instruments.{name} is gone")
+    require(hasattr(_instrumentation, "INSTRUMENT_LOGGER"), "INSTRUMENT_LOGGER is gone")
+    require(
+        'if "after_task_step" in runner.instruments:' in inspect.getsource(trio_run.unrolled_run),
+        "unrolled_run no longer asks its instrument table before after_task_step",
+    )
+    require(
+        "self._lot.repark(self._lock._lot" in inspect.getsource(trio_sync.Condition.notify),
+        "Condition.notify no longer moves waiters to its lock's parking lot",
+    )
+    require(
+        "self._parked[task]" in inspect.getsource(trio.lowlevel.ParkingLot.park),
+        "ParkingLot no longer keeps its tasks in _parked",
+    )
+    require(
+        "await self._lot.park()" in inspect.getsource(trio_sync.Semaphore.acquire),
+        "Semaphore.acquire no longer parks on _lot",
+    )
+
+
 def test_asyncio_loop_internals_used_by_the_asyncio_backend() -> None:
     import asyncio.base_events
 

@@ -9,12 +9,13 @@ import trioflow
 
 
 def _public_names() -> set[str]:
+    # dir(), not vars(): rarely used names are imported when first used (PEP 562)
     return {
         name
-        for name, value in vars(trioflow).items()
+        for name in dir(trioflow)
         if not name.startswith("_")
-        and not isinstance(value, types.ModuleType)  # submodules such as trioflow.testing
-        and not isinstance(value, future_module._Feature)  # `from __future__ import annotations`
+        and not isinstance(getattr(trioflow, name), types.ModuleType)  # submodules such as trioflow.testing
+        and not isinstance(getattr(trioflow, name), future_module._Feature)  # `from __future__ import annotations`
     }
 
 
@@ -101,3 +102,48 @@ def test_issue_16_importing_trioflow_imports_neither_pytest_nor_trio_testing() -
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
     ).stdout
     assert out.strip() == "[]"
+
+
+def _run_python(code: str) -> str:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    ).stdout
+
+
+def test_issue_16_importing_trioflow_leaves_the_rarely_used_parts_for_later() -> None:
+    # stores, caches, codecs, timelines, tracing: imported when first used, not by `import trioflow`
+    later = (
+        "trioflow._stores", "trioflow._cache", "trioflow._codec", "trioflow._timeline", "trioflow._map", "sqlite3",
+        "opentelemetry",
+    )
+    code = f"import sys, trioflow; print(sorted(m for m in {later!r} if m in sys.modules))"
+    assert _run_python(code).strip() == "[]"
+
+
+def test_issue_16_names_imported_when_first_used_show_their_public_home() -> None:
+    # however their module was imported first: directly, or through trioflow.X
+    code = (
+        "import types, trioflow._codec, trioflow._stores._sqlite, trioflow\n"
+        "assert trioflow._codec.CodecError.__module__ == 'trioflow'\n"
+        "assert trioflow._stores._sqlite.SQLiteStore.__module__ == 'trioflow'\n"
+        "for name in trioflow.__all__:\n"
+        "    value = getattr(trioflow, name)\n"
+        "    assert name in vars(trioflow), name  # kept once looked up\n"
+        "    if not isinstance(value, types.UnionType):  # the Event union\n"
+        "        assert value.__module__ == 'trioflow', (name, value.__module__)\n"
+        "print('ok')"
+    )
+    assert _run_python(code).strip() == "ok"
+
+
+def test_issue_16_an_unknown_name_is_an_attribute_error() -> None:
+    import pytest
+
+    with pytest.raises(AttributeError, match="module 'trioflow' has no attribute 'Flwo'"):
+        trioflow.Flwo  # type: ignore[attr-defined]  # noqa: B018
+    assert "SQLiteStore" in dir(trioflow)

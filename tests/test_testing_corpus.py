@@ -86,3 +86,18 @@ def test_a_partial_deadlock_beside_a_heartbeat_is_a_cycle_naming_both_locks() ->
     assert "_heartbeat" not in message
     assert "LockOrder.bug.<locals>.forward#" in message
     assert "LockOrder.bug.<locals>.backward#" in message
+
+
+def test_a_lost_wakeup_through_a_condition_is_found_and_explained() -> None:
+    # issue 10: the notify happened while nobody waited; the report says so
+    case = next(c for c in CASES if c.name == "condition_lost_wakeup")
+    error = find(case)
+    assert isinstance(error, DeadlockError)
+    message = str(error)
+    assert message.startswith("deadlock: every task is blocked")
+    assert "ConditionLostWakeup.bug.<locals>.consumer#" in message
+    assert (
+        "waits for a notify of a trio.Condition; it was notified once while no task waited "
+        "(last by harness_corpus.ConditionLostWakeup.bug.<locals>.producer#"
+    ) in message
+    assert "a lost wakeup? Check the condition's predicate while holding its lock" in message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -382,6 +383,134 @@ def test_a_condition_whose_waiter_needs_the_lock_back_is_part_of_a_cycle() -> No
     # notifier holds while it waits for the lock: a cycle of two
     with pytest.raises(DeadlockError, match="2 tasks wait for each other in a cycle"):
         run_deterministic(ticker_beside, cycle)
+
+
+def test_a_notified_condition_waiter_still_waiting_for_the_lock_is_part_of_a_cycle() -> None:
+    # issue 10: the end of Condition.wait, once notified, waits for the lock's owner
+    async def cycle() -> None:
+        condition = trio.Condition()
+        other = trio.Lock()
+
+        async def waiter() -> None:
+            async with other, condition:
+                await condition.wait()  # holds `other` all along
+
+        async def notifier() -> None:
+            await trio.sleep(1)
+            async with condition:
+                condition.notify()  # the waiter now waits for the condition's lock ...
+                async with other:  # ... which this task holds while it waits for `other`
+                    pass
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            nursery.start_soon(notifier)
+
+    with pytest.raises(DeadlockError) as info:
+        run_deterministic(ticker_beside, cycle)
+    message = str(info.value)
+    assert message.startswith("deadlock: 2 tasks wait for each other in a cycle, at virtual time 1.0")
+    assert "cycle.<locals>.waiter#" in message
+    assert "cycle.<locals>.notifier#" in message
+    assert "ticker#" not in message
+
+
+def test_a_condition_waiter_before_any_notify_is_no_cycle_beside_a_ticker() -> None:
+    # nobody holds anything the waiter needs: the ticker could notify, so it is no deadlock
+    async def late_notify() -> int:
+        condition = trio.Condition()
+        woken = []
+
+        async def waiter() -> None:
+            async with condition:
+                await condition.wait()
+                woken.append(1)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            for _ in range(50):
+                await trio.sleep(1)  # ticks for a while, then notifies
+            async with condition:
+                condition.notify()
+        return len(woken)
+
+    assert run_deterministic(late_notify).value == 1
+
+
+async def semaphore_held_while_waiting() -> None:
+    """a takes the only unit of a semaphore, then waits for b, which needs the unit first."""
+    semaphore = trio.Semaphore(1)
+    b_done = trio.Event()
+
+    async def a() -> None:
+        async with semaphore:
+            await b_done.wait()
+
+    async def b() -> None:
+        await trio.lowlevel.checkpoint()
+        async with semaphore:
+            b_done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a)
+        nursery.start_soon(b)
+
+
+def test_a_semaphore_deadlock_names_the_semaphore_and_why_it_is_no_cycle() -> None:
+    # issue 10: a semaphore has no owner; once every task is blocked the
+    # deadlock is certain, and the report says what each task waits for
+    with pytest.raises(DeadlockError) as info:
+        run_deterministic(semaphore_held_while_waiting)
+    message = str(info.value)
+    assert message.startswith("deadlock: every task is blocked")
+    assert re.search(
+        r"semaphore_held_while_waiting\.<locals>\.b#\d+: .*\n      waits for a trio\.Semaphore of "
+        r"value 0 \(a semaphore has no owner: any task may release it, so the harness cannot "
+        r"tell who would\)",
+        message,
+    )
+
+
+def test_a_semaphore_released_by_a_task_that_never_acquired_it_is_no_deadlock() -> None:
+    # a semaphore as a signal: the consumer's wait is ended by the ticking
+    # producer, which holds nothing; a wait-for edge to "holders" would be wrong
+    async def signal() -> int:
+        ready = trio.Semaphore(0)
+        got = []
+
+        async def consumer() -> None:
+            await ready.acquire()
+            got.append(1)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consumer)
+            for _ in range(30):
+                await trio.sleep(1)
+            ready.release()
+        return len(got)
+
+    assert run_deterministic(signal).value == 1
+    assert check_deterministic(signal, runs=20) == 1
+
+
+def test_a_lost_notify_beside_a_ticker_is_named_in_the_budget_error() -> None:
+    async def lost() -> None:
+        condition = trio.Condition()
+        async with condition:
+            condition.notify()  # nobody waits yet: this wakes nobody
+        async with condition:
+            await condition.wait()  # waits for the notify that already happened
+
+    with pytest.raises(BudgetExceededError) as info:
+        run_deterministic(ticker_beside, lost, max_virtual_time=50)
+    message = str(info.value)
+    assert re.search(
+        r"ticker_beside#0: blocked since virtual time 0\.0, at .* in .*lost "
+        r"\(awaiting Condition\.wait\)\n"
+        r"      waits for a notify of a trio\.Condition; it was notified once while no task "
+        r"waited \(last by .*ticker_beside#0 at virtual time 0\.0\): a lost wakeup\?",
+        message,
+    )
 
 
 def test_a_budget_error_names_the_tasks_blocked_the_longest() -> None:

@@ -7,11 +7,8 @@ reference.
 
 from __future__ import annotations
 
-from ._cache import Cache as Cache
-from ._cache import CacheStatistics as CacheStatistics
-from ._codec import CodecError as CodecError
-from ._codec import JSONCodec as JSONCodec
-from ._codec import PickleCodec as PickleCodec
+import typing
+
 from ._context import StepContext as StepContext
 from ._context import current_step as current_step
 from ._events import BatchStarted as BatchStarted
@@ -32,22 +29,30 @@ from ._exceptions import TrioflowError as TrioflowError
 from ._flow import Flow as Flow
 from ._limits import KeyedLimiter as KeyedLimiter
 from ._limits import RateLimit as RateLimit
-from ._map import gather as gather
-from ._map import map as map
-from ._open_run import RunHandle as RunHandle
-from ._progress import ProgressDisplay as ProgressDisplay
-from ._race import race as race
-from ._records import RecordedError as RecordedError
-from ._records import RunInfo as RunInfo
+from ._public import public_home as _public_home
 from ._results import RunResult as RunResult
 from ._results import StepResult as StepResult
 from ._results import StepStatus as StepStatus
 from ._retry import Retry as Retry
-from ._runner_dask import DaskRunner as DaskRunner
-from ._stores import MemoryStore as MemoryStore
-from ._stores import PostgresStore as PostgresStore
-from ._stores import SQLiteStore as SQLiteStore
-from ._timeline import Timeline as Timeline
+
+if typing.TYPE_CHECKING:  # imported on first use, see __getattr__ below
+    from ._cache import Cache as Cache
+    from ._cache import CacheStatistics as CacheStatistics
+    from ._codec import CodecError as CodecError
+    from ._codec import JSONCodec as JSONCodec
+    from ._codec import PickleCodec as PickleCodec
+    from ._map import gather as gather
+    from ._map import map as map
+    from ._open_run import RunHandle as RunHandle
+    from ._progress import ProgressDisplay as ProgressDisplay
+    from ._race import race as race
+    from ._records import RecordedError as RecordedError
+    from ._records import RunInfo as RunInfo
+    from ._runner_dask import DaskRunner as DaskRunner
+    from ._stores import MemoryStore as MemoryStore
+    from ._stores import PostgresStore as PostgresStore
+    from ._stores import SQLiteStore as SQLiteStore
+    from ._timeline import Timeline as Timeline
 
 __version__ = "0.1.0"
 
@@ -96,18 +101,46 @@ __all__ = [
 ]
 
 
-def _fixup_module_metadata() -> None:
-    # Show public names under their public home (trioflow.GraphError, not
-    # trioflow._exceptions.GraphError) in reprs, tracebacks and the docs.
-    namespace = globals()
-    for name in __all__:
-        obj = namespace[name]
-        if getattr(obj, "__module__", "").startswith("trioflow._"):
-            try:
-                obj.__module__ = __name__
-            except (AttributeError, TypeError):  # e.g. a type alias
-                pass
+# Rarely used names, imported when first used (PEP 562), so that ``import
+# trioflow`` costs little more than ``import trio``: name -> private module.
+# Each of these modules gives its names their public home when imported.
+_LAZY = {
+    "Cache": "._cache",
+    "CacheStatistics": "._cache",
+    "CodecError": "._codec",
+    "DaskRunner": "._runner_dask",
+    "JSONCodec": "._codec",
+    "MemoryStore": "._stores",
+    "PickleCodec": "._codec",
+    "PostgresStore": "._stores",
+    "ProgressDisplay": "._progress",
+    "RecordedError": "._records",
+    "RunHandle": "._open_run",
+    "RunInfo": "._records",
+    "SQLiteStore": "._stores",
+    "Timeline": "._timeline",
+    "gather": "._map",
+    "map": "._map",
+    "race": "._race",
+}
+
+_public_home(*(value for name, value in globals().items() if name in __all__))
+
+if not typing.TYPE_CHECKING:  # type checkers read the imports above, and flag unknown names
+
+    def __getattr__(name: str) -> object:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from importlib import import_module
+
+        value = getattr(import_module(module, __name__), name)
+        globals()[name] = value  # found directly from now on
+        return value
 
 
-_fixup_module_metadata()
-del _fixup_module_metadata
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+del typing

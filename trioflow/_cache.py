@@ -29,6 +29,7 @@ from ._codec import CodecError, JSONCodec
 from ._exceptions import StoreError
 from ._inputs import current_resources
 from ._isolation import isolate
+from ._public import public_home
 from ._scheduler import current_backend
 from ._stores import PostgresStore, SQLiteStore
 
@@ -305,3 +306,6 @@ class Cache:
 
 
 _KEY_CODEC = JSONCodec()
+
+
+public_home(Cache, CacheStatistics)  # trioflow imports them when first used

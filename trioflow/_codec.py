@@ -26,6 +26,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from ._public import public_home
+
 __all__ = ["Codec", "CodecError", "JSONCodec", "PickleCodec"]
 
 _TAG = "__trioflow__"
@@ -257,3 +259,6 @@ class PickleCodec:
     def decode(self, data: bytes) -> Any:
         """The unpickled value (runs code the data names: trusted data only)."""
         return pickle.loads(data)
+
+
+public_home(CodecError, JSONCodec, PickleCodec)  # trioflow imports them when first used

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import attrs
 import trio
 
-from . import _otel, _runners
-from ._cache import Cache
-from ._durable import run_with_store
+from . import _runners
 from ._events import Event
 from ._exceptions import GraphError
 from ._graph import (
@@ -35,12 +34,12 @@ from ._inputs import (
     typo_marks,
 )
 from ._limits import KeyedLimiter, RateLimit
-from ._plan import plan_specs
 from ._results import RunResult, StepFunctions
 from ._retry import Retry
 from ._scheduler import _TRIO, Limiter, Run, RunOptions, current_backend
 
 if TYPE_CHECKING:
+    from ._cache import Cache
     from ._open_run import RunHandle
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -194,9 +193,8 @@ class Flow:
 
     def add(self, fn: Callable[..., Any], /, **options: Any) -> None:
         """Add a step: the non-decorator form of :meth:`step`, with the same options."""
-        unknown = set(options) - _STEP_OPTIONS
-        if unknown:
-            bad = sorted(unknown)[0]
+        if not _STEP_OPTIONS.issuperset(options):
+            bad = sorted(set(options) - _STEP_OPTIONS)[0]
             raise TypeError(
                 f"flow.step() got an unknown option {bad!r}{did_you_mean(bad, _STEP_OPTIONS)}"
             )
@@ -211,12 +209,7 @@ class Flow:
         if runner is not None:
             spec = attrs.evolve(spec, fn=_runners.bind(runner, spec.fn))
         if cache is not None:
-            if not isinstance(cache, Cache):
-                raise TypeError(
-                    f"step {spec.name!r}: cache= takes a trioflow.Cache (got {cache!r}); "
-                    f"for example cache=trioflow.Cache(ttl=3600)"
-                )
-            spec = attrs.evolve(spec, fn=cache.wrap(spec.fn, spec.name))
+            spec = _cached(spec, cache)
         if spec.name in self._names:
             raise GraphError(
                 f"flow {self.name!r} already has a step named {spec.name!r}; "
@@ -316,6 +309,8 @@ class Flow:
                 or an unknown tool or option name in ``options``.
             TypeError: a tool is not an async function, or ``plan`` has the wrong type.
         """
+        from ._plan import plan_specs  # JSON plans: a feature of their own
+
         flow = cls(name)
         for spec in plan_specs(name, plan, tools, options, _cached):
             flow._specs.append(spec)
@@ -485,16 +480,22 @@ class Flow:
         plan, resolved, options = self._prepare(
             inputs, max_concurrent, limiter, limiters, error_handling, seed, on_event, run_id, resources
         )
-        if _otel.active():  # opentelemetry-api is installed and a provider set: spans per run and attempt
-            return await _otel.traced_run(
-                self.name, options.run_id, lambda: self._execute(plan, resolved, options, store)
-            )
+        # an application that set a tracer provider has imported opentelemetry
+        if "opentelemetry" in sys.modules:
+            from . import _otel
+
+            if _otel.active():  # opentelemetry-api is installed and a provider set: spans per run and attempt
+                return await _otel.traced_run(
+                    self.name, options.run_id, lambda: self._execute(plan, resolved, options, store)
+                )
         return await self._execute(plan, resolved, options, store)
 
     async def _execute(self, plan: Plan, inputs: dict[str, Any], options: RunOptions, store: Any) -> RunResult:
         token = current_resources.set(frozenset(options.resources)) if options.resources else None
         try:
             if store is not None:
+                from ._durable import run_with_store  # stores are imported when first used
+
                 return await run_with_store(self.name, plan, inputs, options, store)
             return await Run(self.name, plan, inputs, options).execute()
         finally:
@@ -555,7 +556,9 @@ def _check_on_event(on_event: object) -> None:
 
 
 def _cached(spec: StepSpec, cache: object) -> StepSpec:
-    """``spec`` memoized by ``cache`` (a plan tool's ``cache`` option)."""
+    """``spec`` memoized by ``cache`` (the ``cache=`` option)."""
+    from ._cache import Cache  # imported when first used: it brings the stores and codecs
+
     if not isinstance(cache, Cache):
         raise TypeError(
             f"step {spec.name!r}: cache= takes a trioflow.Cache (got {cache!r}); "

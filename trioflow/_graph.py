@@ -10,15 +10,15 @@ uses as its priority when capacity is short.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import heapq
 import inspect
 import math
 import weakref
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import FunctionType, MappingProxyType
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import attrs
 
@@ -33,8 +33,16 @@ OnItemError = Literal["fail", "none"]
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """``"; did you mean 'x'?"`` when a close candidate exists, else ``""``."""
+    import difflib  # only for error messages: not worth its import time in every program
+
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+# code flags (inspect.CO_*), read directly on the hot path of adding a step
+_CO_COROUTINE = inspect.CO_COROUTINE
+_NO_DEFAULTS: Mapping[str, Any] = MappingProxyType({})
+_NO_STEPS: frozenset[int] = frozenset()
 
 
 def _is_async_callable(fn: object) -> bool:
@@ -51,6 +59,8 @@ def check_async_callable(fn: object, what: str, *, runners: bool = False) -> Non
 
     ``runners``: the caller takes ``runner=``, so the fix for a plain function names it.
     """
+    if type(fn) is FunctionType and fn.__code__.co_flags & _CO_COROUTINE:
+        return  # an ``async def`` function: the common case, decided by one flag
     if inspect.iscoroutine(fn):
         qual = getattr(fn, "__qualname__", "fn")
         fn.close()  # never awaited: close it so Python does not warn about it
@@ -106,9 +116,12 @@ def _names(value: str | Iterable[str] | None, option: str, step: str) -> tuple[s
     return names
 
 
-@attrs.frozen
-class Param:
-    """A parameter of a step function and what it may bind to."""
+class Param(NamedTuple):
+    """A parameter of a step function and what it may bind to.
+
+    A named tuple, not an attrs class: a flow has one per parameter of every
+    step, and a tuple is made in half the time.
+    """
 
     name: str
     has_default: bool
@@ -136,7 +149,9 @@ class StepSpec:
     max_concurrent: int | None = None
     cost: float = 1.0
     isolation: Isolation = "copy"
-    description: str = ""
+    # the ``description=`` given; None: the first line of the function's docstring,
+    # read only when asked for (see ``description``)
+    _description: str | None = attrs.field(default="", alias="description")
     when: Callable[..., Any] | None = None
     when_params: tuple[Param, ...] = ()
     limit_key: Callable[..., Any] | None = None
@@ -146,6 +161,15 @@ class StepSpec:
     # ``fn`` is then already bound to it: an async function like any other.
     runner: Any = None
     on_item_error: OnItemError = "fail"
+
+    @property
+    def description(self) -> str:
+        """The step's description: ``description=``, else its function's docstring summary."""
+        if self._description is None:
+            # ``fn`` may wrap the declared function (a runner, a cache): wrappers keep its
+            # docstring (functools.wraps)
+            return _summary(self.fn)
+        return self._description
 
 
 def make_spec(
@@ -172,7 +196,7 @@ def make_spec(
     ``runner``: a resolved runner (see ``_runners``), which checks ``fn`` itself;
     the spec's ``fn`` is then ``fn`` bound to the runner by ``bind``.
     """
-    if runner is None:
+    if runner is None and not (type(fn) is FunctionType and fn.__code__.co_flags & _CO_COROUTINE):
         check_async_callable(fn, "flow.step" if name is None else f"step {name!r}", runners=True)
     if name is None:
         name = getattr(fn, "__name__", None)
@@ -182,9 +206,9 @@ def make_spec(
         raise TypeError(f"a step name must be a non-empty string (got {name!r})")
     if runner is not None:
         runner.check(fn, name)
-    params = list(_parameters(fn, name))
+    params = _parameters(fn, name)
     if bind is not None:
-        params = _bind(name, params, bind)
+        params = tuple(_bind(name, list(params), bind))
     if retry is not None and not isinstance(retry, Retry):
         raise TypeError(
             f"step {name!r}: retry= takes a trioflow.Retry (got {retry!r}); "
@@ -217,31 +241,47 @@ def make_spec(
                 f"step {name!r}: max_concurrent= limits the items of a map step, but this step "
                 f"has no map_over=; use a named limiter (limiter=...) to limit plain steps"
             )
-    if isinstance(cost, bool) or not isinstance(cost, int | float):
-        raise TypeError(f"step {name!r}: cost= must be a number of seconds (got {cost!r})")
-    if not math.isfinite(cost) or cost < 0:
-        raise GraphError(f"step {name!r}: cost= must be a finite number >= 0 (got {cost!r})")
+    if cost.__class__ is not float or cost != 1.0:  # the default needs no checks
+        if isinstance(cost, bool) or not isinstance(cost, int | float):
+            raise TypeError(f"step {name!r}: cost= must be a number of seconds (got {cost!r})")
+        if not math.isfinite(cost) or cost < 0:
+            raise GraphError(f"step {name!r}: cost= must be a finite number >= 0 (got {cost!r})")
+        cost = float(cost)
     if isolation not in ("copy", "share"):
         raise GraphError(f"step {name!r}: isolation= must be 'copy' or 'share' (got {isolation!r})")
-    check_on_item_error(on_item_error, f"step {name!r}: on_item_error")
-    if on_item_error != "fail" and map_over is None:
-        raise GraphError(
-            f"step {name!r}: on_item_error= says what a failed map item becomes, but this step "
-            f"has no map_over=; remove it, or make the step a map step"
-        )
-    if description is None:
-        description = _summary(fn)
+    if on_item_error != "fail":
+        check_on_item_error(on_item_error, f"step {name!r}: on_item_error")
+        if map_over is None:
+            raise GraphError(
+                f"step {name!r}: on_item_error= says what a failed map item becomes, but this step "
+                f"has no map_over=; remove it, or make the step a map step"
+            )
+    if (
+        after is None
+        and limiter is None
+        and retry is None
+        and timeout is None
+        and map_over is None
+        and cost == 1.0
+        and isolation == "copy"
+        and when is None
+        and limit_key is None
+        and runner is None
+    ):
+        # a step without options (on_item_error and max_concurrent are then defaults too):
+        # its spec takes the fields' defaults, and is made faster for it
+        return StepSpec(name=name, fn=fn, params=params, description=description)
     return StepSpec(
         name=name,
         fn=fn,
-        params=tuple(params),
+        params=params,
         after=_names(after, "after", name),
         limiters=_names(limiter, "limiter", name),
         retry=retry,
         timeout=float(timeout) if timeout is not None else None,
         map_over=map_over,
         max_concurrent=max_concurrent,
-        cost=float(cost),
+        cost=cost,
         isolation=isolation,
         description=description,
         map_param=next(p.name for p in params if p.key == map_over) if map_over is not None else None,
@@ -282,7 +322,7 @@ def _bind(step: str, params: list[Param], bind: object) -> list[Param]:
             raise TypeError(
                 f"step {step!r}: bind={{{k!r}: ...}} must name a step or flow input (got {v!r})"
             )
-    return [attrs.evolve(p, source=bind[p.name]) if p.name in bind else p for p in params]
+    return [p._replace(source=bind[p.name]) if p.name in bind else p for p in params]
 
 
 def _when_params(step: str, when: object) -> tuple[Param, ...]:
@@ -350,6 +390,12 @@ def _keep(table: weakref.WeakKeyDictionary[Any, T], fn: object, value: T) -> Non
 
 def _parameters(fn: Callable[..., Any], name: str) -> tuple[Param, ...]:
     """The parameters a step function takes by name (``*args``/``**kwargs`` take nothing)."""
+    if type(fn) is FunctionType and not fn.__dict__:
+        # a plain function with no attributes (so no __wrapped__ or __signature__ for
+        # inspect.signature to follow): its code object lists the parameters
+        code = fn.__code__
+        if not code.co_posonlyargcount:
+            return _code_parameters(code, fn.__defaults__, fn.__kwdefaults__)
     known = _cached(_PARAMS, fn)
     if known is not None:
         return known
@@ -369,6 +415,34 @@ def _parameters(fn: Callable[..., Any], name: str) -> tuple[Param, ...]:
         has_default = p.default is not p.empty
         params.append(Param(p.name, has_default, p.default if has_default else None))
     _keep(_PARAMS, fn, tuple(params))
+    return tuple(params)
+
+
+def _code_parameters(code: Any, defaults: tuple[Any, ...] | None, kwdefaults: dict[str, Any] | None) -> tuple[Param, ...]:
+    """What inspect.signature reads from a plain function, read from its code object.
+
+    ``co_varnames`` lists the positional parameters, then the keyword-only ones
+    (then ``*args``, ``**kwargs`` and locals); ``defaults`` belong to the last
+    positional ones.
+    """
+    positional = code.co_argcount
+    count = positional + code.co_kwonlyargcount
+    if not count:
+        return ()
+    names = code.co_varnames
+    first_default = positional - len(defaults) if defaults else positional
+    params: list[Param] = []
+    for i in range(positional):
+        if i < first_default:
+            params.append(Param(names[i], False))
+        else:
+            params.append(Param(names[i], True, defaults[i - first_default]))  # type: ignore[index]
+    for i in range(positional, count):
+        pname = names[i]
+        if kwdefaults is not None and pname in kwdefaults:
+            params.append(Param(pname, True, kwdefaults[pname]))
+        else:
+            params.append(Param(pname, False))
     return tuple(params)
 
 
@@ -428,8 +502,19 @@ class Plan:
     required_inputs: Mapping[str, tuple[str, ...]]  # input -> steps needing it (no default)
     optional_inputs: frozenset[str]
     stages: tuple[tuple[int, ...], ...]
-    fingerprint: str
+    # None: not computed yet (see ``fingerprint``); only stores need it
+    _fingerprint: str | None = attrs.field(alias="fingerprint")
     conditional: bool = False  # some step has a when= condition
+    flow_name: str = ""  # the flow's name, part of the fingerprint
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the flow's structure: names, edges and options that change results."""
+        digest = self._fingerprint
+        if digest is None:
+            digest = _fingerprint(self.flow_name, self.nodes)
+            object.__setattr__(self, "_fingerprint", digest)  # computed once, when first asked
+        return digest
 
     def descendants(self, index: int) -> list[int]:
         """Every step downstream of ``index`` (not including it), in declaration order."""
@@ -443,7 +528,7 @@ class Plan:
         return sorted(seen)
 
 
-def _find_cycle(names: list[str], deps: list[list[int]]) -> list[str] | None:
+def _find_cycle(names: list[str], deps: Sequence[Sequence[int]]) -> list[str] | None:
     """A dependency cycle in execution order (first repeated at the end), or None."""
     state = [0] * len(names)  # 0 new, 1 on stack, 2 done
     for root in range(len(names)):
@@ -479,68 +564,207 @@ def _find_cycle(names: list[str], deps: list[list[int]]) -> list[str] | None:
 def compile_plan(flow_name: str, specs: list[StepSpec]) -> Plan:
     """Check the whole graph and compute its edges, order, ranks and stages.
 
+    One pass over the steps finds their edges; when every step comes after the
+    steps it depends on (the usual way flows are written) the declaration
+    order is the topological order and there can be no cycle, so the rest is
+    linear too. The structure's fingerprint is computed when a store asks for it.
+
     Raises:
         GraphError: unknown ``after`` or ``map_over`` names, or a cycle.
     """
     if not specs:
         raise GraphError(f"flow {flow_name!r} has no steps; add one with @flow.step")
+    n = len(specs)
     by_name = {s.name: i for i, s in enumerate(specs)}
-    names = [s.name for s in specs]
-    deps_lists: list[list[int]] = []
+    step_index = by_name.get
+    deps_lists: list[tuple[int, ...]] = []
     data_deps_all: list[tuple[tuple[str, int], ...]] = []
     inputs_all: list[tuple[Param, ...]] = []
+    defaults_all: list[Mapping[str, Any]] = []
     required: dict[str, list[str]] = {}
     optional: set[str] = set()
     when_all: list[tuple[tuple[tuple[str, int], ...], tuple[Param, ...]]] = []
-    for spec in specs:
+    tolerates_all: list[frozenset[int]] = []
+    children: list[list[int] | None] = [None] * n  # None: no step depends on it
+    in_order = True  # every step is declared after the steps it depends on
+    conditional = False
+    no_when: tuple[tuple[tuple[str, int], ...], tuple[Param, ...]] = ((), ())
+    # one tuple (i,) for every lone dependency or child i: in a chain, the step after
+    # a step has it as its dependencies, and the step before it as its children
+    single: dict[int, tuple[int]] = {}
+    for i, spec in enumerate(specs):
         data: list[tuple[str, int]] = []
         inputs: list[Param] = []
+        defaults: dict[str, Any] | None = None  # data parameters naming a step, with a default
         for p in spec.params:
-            if p.key in by_name:
-                data.append((p.name, by_name[p.key]))
+            key = p.name if p.source is None else p.source  # p.key, inlined
+            d = step_index(key)
+            if d is not None:
+                data.append((p.name, d))
+                if p.has_default:
+                    if defaults is None:
+                        defaults = {}
+                    defaults[p.name] = p.default
             else:
                 inputs.append(p)
                 if p.has_default:
-                    optional.add(p.key)
+                    optional.add(key)
                 else:
-                    required.setdefault(p.key, []).append(spec.name)
+                    required.setdefault(key, []).append(spec.name)
         when_data: list[tuple[str, int]] = []
-        when_inputs: list[Param] = []
-        for p in spec.when_params:
-            if p.name in by_name:
-                when_data.append((p.name, by_name[p.name]))
-            else:
-                when_inputs.append(p)
-                if p.has_default:
-                    optional.add(p.name)
+        if spec.when is not None:
+            conditional = True
+            when_inputs: list[Param] = []
+            for p in spec.when_params:
+                d = step_index(p.name)
+                if d is not None:
+                    when_data.append((p.name, d))
                 else:
-                    required.setdefault(p.name, []).append(spec.name)
-        when_all.append((tuple(when_data), tuple(when_inputs)))
+                    when_inputs.append(p)
+                    if p.has_default:
+                        optional.add(p.name)
+                    else:
+                        required.setdefault(p.name, []).append(spec.name)
+            when_all.append((tuple(when_data), tuple(when_inputs)))
+        else:
+            when_all.append(no_when)
         order: list[int] = []
-        for a in spec.after:
-            if a not in by_name:
-                raise GraphError(
-                    f"step {spec.name!r} runs after {a!r}, but no step is named {a!r}"
-                    f"{did_you_mean(a, names)}"
-                )
-            order.append(by_name[a])
-        deps_lists.append(sorted({i for _, i in data} | {i for _, i in when_data} | set(order)))
-        data_deps_all.append(tuple(data))
-        inputs_all.append(tuple(inputs))
-    for i, spec in enumerate(specs):
-        if i in deps_lists[i]:
-            raise GraphError(f"cycle: {spec.name} -> {spec.name} (step {spec.name!r} depends on itself)")
-    cycle = _find_cycle(names, deps_lists)
-    if cycle is not None:
-        raise GraphError("cycle: " + " -> ".join(cycle))
+        if spec.after:
+            for a in spec.after:
+                d = step_index(a)
+                if d is None:
+                    raise GraphError(
+                        f"step {spec.name!r} runs after {a!r}, but no step is named {a!r}"
+                        f"{did_you_mean(a, by_name)}"
+                    )
+                order.append(d)
+        if not data and not when_data and not order:
+            deps: tuple[int, ...] = ()
+        elif len(data) == 1 and not when_data and not order:
+            d = data[0][1]
+            deps = single.get(d) or single.setdefault(d, (d,))
+        else:
+            deps = tuple(sorted({d for _, d in data} | {d for _, d in when_data} | set(order)))
+        deps_lists.append(deps)
+        data_deps_all.append(tuple(data) if data else ())
+        inputs_all.append(tuple(inputs) if inputs else ())
+        defaults_all.append(_NO_DEFAULTS if defaults is None else defaults)
+        if deps:
+            if deps[-1] >= i:
+                in_order = False
+            for d in deps:
+                below = children[d]
+                if below is None:
+                    children[d] = [i]
+                else:
+                    below.append(i)
+        # upstream steps whose skip this step tolerates: those that no parameter without a
+        # default receives (order-only ones, or ones that every receiving parameter defaults)
+        if defaults is None and not when_data and not order:
+            tolerates_all.append(_NO_STEPS)
+        else:
+            when_defaults = {p.name for p in spec.when_params if p.has_default}
+            needed = {d for pname, d in data if defaults is None or pname not in defaults}
+            needed.update(d for pname, d in when_data if pname not in when_defaults)
+            tolerates_all.append(frozenset(d for d in deps if d not in needed))
 
-    children: list[list[int]] = [[] for _ in specs]
-    for i, ds in enumerate(deps_lists):
-        for d in ds:
-            children[d].append(i)
-    # topological order: Kahn's algorithm, ties by declaration order
+    down: list[tuple[int, ...]] = [
+        () if c is None else (single.get(c[0]) or single.setdefault(c[0], (c[0],))) if len(c) == 1 else tuple(c)
+        for c in children
+    ]
+    if in_order:
+        # Kahn's algorithm with ties by declaration order would give this very order
+        topo: list[int] | range = range(n)
+    else:
+        # Kahn's algorithm (children were appended in declaration order, so each list
+        # is sorted); it leaves out the steps on or after a cycle, which a search then names
+        topo = _topological_order(deps_lists, down)
+        if len(topo) < n:
+            for i, spec in enumerate(specs):
+                if i in deps_lists[i]:
+                    raise GraphError(f"cycle: {spec.name} -> {spec.name} (step {spec.name!r} depends on itself)")
+            cycle = _find_cycle([s.name for s in specs], deps_lists) or []  # there is one
+            raise GraphError("cycle: " + " -> ".join(cycle))
+
+    rank = [0.0] * n
+    for i in reversed(topo):
+        after_i = down[i]
+        if after_i:
+            best = rank[after_i[0]]
+            for c in after_i:
+                if rank[c] > best:
+                    best = rank[c]
+            rank[i] = specs[i].cost + best
+        else:
+            rank[i] = specs[i].cost
+    depth = [0] * n
+    for i in topo:
+        level = 0
+        for d in deps_lists[i]:
+            if depth[d] >= level:
+                level = depth[d] + 1
+        depth[i] = level
+    stages: list[list[int]] = [[] for _ in range(max(depth) + 1)]
+    for i in range(n):
+        stages[depth[i]].append(i)
+
+    pipes: dict[int, list[int]] = {}
+    if not conditional:  # a condition is decided when the step is ready
+        for i, spec in enumerate(specs):
+            source = step_index(spec.map_over) if spec.map_over is not None else None
+            if source is not None and specs[source].map_over is not None:
+                pipes.setdefault(source, []).append(i)
+    nodes: list[Node] = []
+    for i, spec in enumerate(specs):
+        if when_all[i] is no_when and not tolerates_all[i] and i not in pipes:
+            node = Node(  # the other fields' defaults fit
+                index=i,
+                spec=spec,
+                data_deps=data_deps_all[i],
+                inputs=inputs_all[i],
+                deps=deps_lists[i],
+                children=down[i],
+                rank=rank[i],
+                map_source=step_index(spec.map_over) if spec.map_over is not None else None,
+                depth=depth[i],
+                defaults=defaults_all[i],
+            )
+        else:
+            node = Node(
+                index=i,
+                spec=spec,
+                data_deps=data_deps_all[i],
+                inputs=inputs_all[i],
+                deps=deps_lists[i],
+                children=down[i],
+                rank=rank[i],
+                map_source=step_index(spec.map_over) if spec.map_over is not None else None,
+                depth=depth[i],
+                when_deps=when_all[i][0],
+                when_inputs=when_all[i][1],
+                defaults=defaults_all[i],
+                tolerates=tolerates_all[i],
+                pipes=tuple(pipes[i]) if i in pipes else (),
+            )
+        nodes.append(node)
+    required_inputs = {k: tuple(v) for k, v in required.items()}
+    return Plan(
+        nodes=tuple(nodes),
+        by_name=by_name,
+        topo_order=tuple(topo),
+        required_inputs=required_inputs,
+        optional_inputs=frozenset(optional - set(required_inputs)),
+        stages=tuple((single.get(s[0]) or (s[0],)) if len(s) == 1 else tuple(s) for s in stages),
+        fingerprint=None,
+        conditional=conditional,
+        flow_name=flow_name,
+    )
+
+
+def _topological_order(deps_lists: list[tuple[int, ...]], children: list[tuple[int, ...]]) -> list[int]:
+    """Kahn's algorithm, ties by declaration order: every step, unless there is a cycle."""
     pending = [len(ds) for ds in deps_lists]
-    heap = [i for i, n in enumerate(pending) if n == 0]
+    heap = [i for i, count in enumerate(pending) if count == 0]
     heapq.heapify(heap)
     topo: list[int] = []
     while heap:
@@ -550,62 +774,10 @@ def compile_plan(flow_name: str, specs: list[StepSpec]) -> Plan:
             pending[c] -= 1
             if pending[c] == 0:
                 heapq.heappush(heap, c)
-    rank = [0.0] * len(specs)
-    for i in reversed(topo):
-        rank[i] = specs[i].cost + max((rank[c] for c in children[i]), default=0.0)
-    depth = [0] * len(specs)
-    for i in topo:
-        depth[i] = max((depth[d] + 1 for d in deps_lists[i]), default=0)
-    stages: list[list[int]] = [[] for _ in range(max(depth) + 1)]
-    for i in range(len(specs)):
-        stages[depth[i]].append(i)
-
-    nodes = []
-    pipes: list[list[int]] = [[] for _ in specs]
-    if not any(s.when is not None for s in specs):  # a condition is decided when the step is ready
-        for i, spec in enumerate(specs):
-            source = by_name.get(spec.map_over) if spec.map_over is not None else None
-            if source is not None and specs[source].map_over is not None:
-                pipes[source].append(i)
-    for i, spec in enumerate(specs):
-        map_source = by_name.get(spec.map_over) if spec.map_over is not None else None
-        w_data, w_inputs = when_all[i]
-        defaults = {p.name: p.default for p in spec.params if p.has_default and p.key in by_name}
-        needed = {d for pname, d in data_deps_all[i] if pname not in defaults}
-        when_defaults = {p.name for p in spec.when_params if p.has_default}
-        needed |= {d for pname, d in w_data if pname not in when_defaults}
-        nodes.append(
-            Node(
-                index=i,
-                spec=spec,
-                data_deps=data_deps_all[i],
-                inputs=inputs_all[i],
-                deps=tuple(deps_lists[i]),
-                children=tuple(children[i]),
-                rank=rank[i],
-                map_source=map_source,
-                depth=depth[i],
-                when_deps=w_data,
-                when_inputs=w_inputs,
-                defaults=defaults,
-                tolerates=frozenset(d for d in deps_lists[i] if d not in needed),
-                pipes=tuple(pipes[i]),
-            )
-        )
-    required_inputs = {k: tuple(v) for k, v in required.items()}
-    return Plan(
-        nodes=tuple(nodes),
-        by_name=by_name,
-        topo_order=tuple(topo),
-        required_inputs=required_inputs,
-        optional_inputs=frozenset(optional - set(required_inputs)),
-        stages=tuple(tuple(s) for s in stages),
-        fingerprint=_fingerprint(flow_name, nodes),
-        conditional=any(s.when is not None for s in specs),
-    )
+    return topo
 
 
-def _fingerprint(flow_name: str, nodes: list[Node]) -> str:
+def _fingerprint(flow_name: str, nodes: Iterable[Node]) -> str:
     """A digest of the flow's structure: names, edges and options that change results."""
     h = hashlib.sha256(flow_name.encode())
     for n in nodes:

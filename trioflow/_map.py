@@ -43,6 +43,7 @@ from ._exceptions import FlowError, GraphError, add_note, split_escaped
 from ._foreign import explain
 from ._graph import check_async_callable, check_max_concurrent
 from ._limits import KeyedLimiter, RateLimit
+from ._public import public_home
 from ._results import RunResult, StepResult, StepStatus
 from ._retry import Retry, next_wait
 from ._scheduler import (
@@ -766,3 +767,6 @@ async def gather(
         return await pool.run(workers, checkpointed=True)
     finally:
         _close(calls[len(pool.values) :])  # the calls fail-fast never started
+
+
+public_home(map, gather)  # trioflow imports them when first used

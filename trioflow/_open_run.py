@@ -23,6 +23,7 @@ import anyio.lowlevel
 from ._events import Event, RunStarted
 from ._exceptions import add_note
 from ._graph import did_you_mean
+from ._public import public_home
 from ._results import RunResult
 
 if TYPE_CHECKING:
@@ -199,3 +200,6 @@ async def open_run(flow: Flow, inputs: Mapping[str, Any] | None, options: dict[s
     if error is not None and not handle._raised:
         handle._raised = True
         raise error
+
+
+public_home(RunHandle)  # trioflow imports it when first used

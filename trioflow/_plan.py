@@ -12,7 +12,6 @@ anything. Pure and synchronous: nothing here runs a step.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -31,6 +30,8 @@ _FIELDS = ("step_id", "description", "tool", "depends_on", "parallel_group")
 
 def _load(plan: object) -> list[Any]:
     if isinstance(plan, str | bytes | bytearray):
+        import json
+
         try:
             plan = json.loads(plan)
         except ValueError as exc:

@@ -35,6 +35,7 @@ from ._events import (
     StepStarted,
     StepSucceeded,
 )
+from ._public import public_home
 
 # at most this many running steps are listed by name; the rest are counted
 _SHOWN = 8
@@ -334,3 +335,6 @@ def _isatty(file: TextIO) -> bool:
         return bool(file.isatty())
     except (AttributeError, ValueError, OSError):
         return False
+
+
+public_home(ProgressDisplay)  # trioflow imports it when first used

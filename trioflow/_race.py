@@ -22,6 +22,7 @@ import trio.lowlevel
 from ._context import StepContext, _current, current_or_none
 from ._exceptions import FlowError, GraphError, add_note, unwrapped
 from ._map import _check_async, _fn_name
+from ._public import public_home
 from ._results import RunResult, StepResult, StepStatus
 from ._scheduler import _cancelled_class, current_backend
 
@@ -144,3 +145,6 @@ async def race(*fns: Callable[[], Awaitable[Any]], stagger: float | None = None)
     result = RunResult(flow="trioflow.race", steps=steps, started_at=race_started, finished_at=be.current_time())
     failed_list = [errors[i] for i in sorted(errors)]
     raise FlowError(f"trioflow.race: all {n} call{'s' if n > 1 else ''} failed", failed_list, result)
+
+
+public_home(race)  # trioflow imports it when first used

@@ -9,6 +9,7 @@ import attrs
 
 from ._codec import Codec
 from ._exceptions import StoreError, TrioflowError
+from ._public import public_home
 from ._results import RunResult, StepResult, StepStatus
 
 
@@ -242,3 +243,6 @@ def type_name(exc: BaseException) -> str:
     """How a record names an exception's type: ``ValueError``, ``package.module.Error``."""
     cls = type(exc)
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+public_home(RecordedError, RunInfo)  # trioflow imports them when first used

@@ -27,6 +27,7 @@ import sniffio
 
 from ._context import current_step
 from ._crossing import call_in_worker, decode_reply, encode_kwargs
+from ._public import public_home
 from ._runner_thread import check_plain
 
 WHERE = "a Dask worker"
@@ -211,3 +212,6 @@ def _thread_safe_call_soon() -> Callable[[Callable[[], object]], object]:
         token = trio.lowlevel.current_trio_token()
         return token.run_sync_soon
     return asyncio.get_running_loop().call_soon_threadsafe
+
+
+public_home(DaskRunner)  # trioflow imports it when first used

@@ -109,7 +109,9 @@ quiescent_scheduling: contextvars.ContextVar[bool] = contextvars.ContextVar(
 # asked (with the run's nursery) where a worker would settle before taking a
 # contended slot, it returns True to settle, or False to take the slot at
 # once, as a production run does. The harness lets its schedules decide, so
-# it sees both behaviours.
+# it sees both behaviours. If the object also has an async
+# ``wait_all_tasks_blocked()``, wait_all_tasks_blocked below uses it (the
+# harness's own signal that every task is blocked).
 settle_decision: contextvars.ContextVar[Callable[[Any], bool] | None] = contextvars.ContextVar(
     "trioflow_settle_decision", default=None
 )
@@ -125,11 +127,17 @@ _held_limiters: contextvars.ContextVar[Mapping[int, Limiter]] = contextvars.Cont
 
 
 async def wait_all_tasks_blocked() -> None:
-    """:func:`trio.testing.wait_all_tasks_blocked`, imported when first used: only in
-    quiescent mode, under ``trioflow.testing`` (``import trioflow`` never imports
-    ``trio.testing``, which imports pytest)."""
-    from trio.testing import wait_all_tasks_blocked as wait
+    """Wait until every task is blocked (quiescent mode only, under ``trioflow.testing``).
 
+    The ``wait_all_tasks_blocked`` of the harness's ``settle_decision`` if it
+    has one, else :func:`trio.testing.wait_all_tasks_blocked`, imported when
+    first used (``import trioflow`` never imports ``trio.testing``, which
+    imports pytest)."""
+    wait: Any = getattr(settle_decision.get(), "wait_all_tasks_blocked", None)
+    if wait is None:
+        from trio.testing import wait_all_tasks_blocked as trio_wait
+
+        wait = trio_wait
     await wait()
 
 
@@ -407,6 +415,7 @@ class Run:
         self.queued = 0  # units in the ready queue (parked ones included)
         self.queued_limited = 0  # of those, units that need an internal limiter
         self.scouts = 0
+        self.pausing = 0  # workers at their schedule point between two units
         self.stopping = False
         self.failures: list[_StepState] = []
         self.stop_at = math.inf  # when fail-fast stopped the run (the first failure)
@@ -1223,7 +1232,9 @@ class Run:
             return
         unit = first
         self.busy += 1
-        if self.ready and self.busy < self.capacity:
+        # more scouts only when every other worker is blocked in a step: workers
+        # that only paused between quick steps come back for more units themselves
+        if self.ready and self.busy < self.capacity and not self.pausing:
             self.scouts += 2
             self.nursery.start_soon(self._work)
             self.nursery.start_soon(self._work)
@@ -1248,7 +1259,11 @@ class Run:
                 # (after a quiescent wait: the workers woken with this one take first)
                 streak = 0
                 at = None
-                await self.be.checkpoint()
+                self.pausing += 1
+                try:
+                    await self.be.checkpoint()
+                finally:
+                    self.pausing -= 1
             elif not checked:
                 await checkpoint_if_cancelled()
             checked = False

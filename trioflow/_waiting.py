@@ -9,7 +9,6 @@ first, so they share one line.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Hashable
 from typing import Any
 
@@ -24,6 +23,8 @@ def current_domain() -> object:
     try:
         return trio.lowlevel.current_root_task()
     except RuntimeError:
+        import asyncio  # imported already: the run is on asyncio
+
         return asyncio.get_running_loop()
 
 

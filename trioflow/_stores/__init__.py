@@ -12,8 +12,12 @@ Every store encodes values with a codec (JSON by default), so a value that
 :class:`MemoryStore` accepts is one that the database stores accept too.
 """
 
+from .._public import public_home
 from ._memory import MemoryStore as MemoryStore
 from ._postgres import PostgresStore as PostgresStore
 from ._sqlite import SQLiteStore as SQLiteStore
 
 __all__ = ["MemoryStore", "PostgresStore", "SQLiteStore"]
+
+
+public_home(MemoryStore, PostgresStore, SQLiteStore)  # trioflow imports them when first used

@@ -35,6 +35,7 @@ RUN_LOOP_SNIPPETS = (
     # the batch list refilled from after_task_step (Controller.after_task_step)
     "while batch:",
     'runner.instruments.call("after_task_step", task)',
+    'if "after_task_step" in runner.instruments:',
     "runner.deadlines.expire(now)",
     "runner.waiting_for_idle",
 )
@@ -114,6 +115,34 @@ def _more_problems(trio_run: Any) -> list[str]:
     entry = {a.name for a in getattr(getattr(trio_run, "EntryQueue", None), "__attrs_attrs__", ())}
     if not {"queue", "idempotent_queue"} <= entry:
         found.append("trio's EntryQueue no longer keeps callbacks in queue and idempotent_queue")
+    found.extend(_instrument_problems(trio_run))
+    if not _source_has(trio_sync.Condition.wait, "self._lot.park()") or not _source_has(
+        trio_sync.Condition.notify, "self._lot.repark(self._lock._lot"
+    ):
+        found.append("trio.Condition no longer parks waiters on _lot and reparks them on its lock's _lot")
+    if not _source_has(trio_sync.Semaphore.acquire, "await self._lot.park()"):
+        found.append("trio.Semaphore.acquire no longer parks on _lot")
+    if not _source_has(trio.lowlevel.ParkingLot.park, "self._parked[task]"):
+        found.append("trio.lowlevel.ParkingLot no longer keeps its tasks in _parked")
+    return found
+
+
+def _instrument_problems(trio_run: Any) -> list[str]:
+    """The run loop's instrument table, which the harness replaces for each run (see
+    ``_control._Instruments``)."""
+    from trio._core import _instrumentation
+
+    found: list[str] = []
+    runner = getattr(trio_run, "Runner", None)
+    if "instruments" not in {a.name for a in getattr(runner, "__attrs_attrs__", ())}:
+        found.append("trio's Runner has no instruments table")
+    table = getattr(_instrumentation, "Instruments", None)
+    if not all(callable(getattr(table, name, None)) for name in ("add_instrument", "remove_instrument", "call")):
+        found.append("trio's Instruments lost add_instrument, remove_instrument or call")
+    if not hasattr(_instrumentation, "INSTRUMENT_LOGGER"):
+        found.append("trio._core._instrumentation.INSTRUMENT_LOGGER is gone")
+    if not _source_has(trio_run.Runner.reschedule, '"task_scheduled" in self.instruments'):
+        found.append("trio's Runner.reschedule no longer asks its instruments table with `in`")
     return found
 
 

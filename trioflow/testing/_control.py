@@ -9,8 +9,11 @@ a new trio release changes them. What we rely on (trio 0.35):
 * ``trio._core._run._ALLOW_DETERMINISTIC_SCHEDULING``: when true the batch is
   sorted by ``Task._counter`` before the shuffle, and ``_r.shuffle`` is used
   instead of a coin-flip reversal;
-* ``Runner.runq``: the deque of runnable tasks, onto which the tasks we hold
-  back are pushed so they join the next batch;
+* ``Runner.runq``: the deque of runnable tasks, from which the harness takes
+  the next batch itself when trio's loop would only do that, and to which it
+  gives back the tasks it holds back before trio's loop runs again;
+* ``Runner.instruments``: the table of hooks, which the harness replaces for
+  its run by one that calls it once per batch (see :class:`_Instruments`);
 * ``Task._next_send`` and ``Task._attempt_abort``: used only to force a run
   to stop when cancellation alone cannot end it (a shielded deadlock, a
   livelock that ignores cancellation).
@@ -23,8 +26,9 @@ wait to be run (see :mod:`._threads`):
 * ``0``: run the whole batch, oldest task first (the canonical "FIFO" order);
 * ``k >= 1``: take choice number ``(k - 1) % n`` (``n`` the number of
   choices, tasks oldest first, then thread calls oldest first). A task runs
-  alone and the others are pushed back onto the run queue, where they join
-  the tasks that become runnable meanwhile; a thread call runs to its end
+  alone and the others are held back, in a line where they join the tasks
+  that become runnable meanwhile (see :meth:`Controller._hold`); a thread
+  call runs to its end
   (one atomic step, delivered to its task at once), then the batch runs FIFO;
   when several thread calls wait, a last choice runs them all in parallel.
 
@@ -35,12 +39,14 @@ taken, ``1`` takes it at once.
 
 from __future__ import annotations
 
+import bisect
 import math
+import operator
 import random
 import re
 import time
-from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from types import CodeType, FrameType
 from typing import Any, Final, overload
 
@@ -48,18 +54,28 @@ import attrs
 import outcome
 import trio
 import trio.lowlevel
+from trio._core import _instrumentation as _trio_instrumentation
 from trio._core import _run as _trio_run
 
 from .._stores._base import _Signal
 from ._errors import BudgetExceededError, DeadlockError
-from ._strategy import DecisionPoint, Strategy
+from ._strategy import DecisionPoint, Strategy, fast_decide, fast_sticky
 from ._threads import ThreadJobs, install_thread_hook, restore_thread_hook
-from ._waitfor import Wait, _has_deadline, describe_resource, find_cycle
+from ._waitfor import (
+    Notify,
+    Wait,
+    _has_deadline,
+    describe_resource,
+    describe_wait,
+    find_cycle,
+    install_notify_hook,
+    restore_notify_hook,
+)
 
 # where a task waits for an SQLiteStore's writer thread (see _looks_idle)
 _THREAD_WAIT: Final = _Signal.wait.__code__
 
-__all__ = ["Controller", "ScheduleRandom", "TraceEvent", "active", "install", "restore"]
+__all__ = ["Controller", "EngineHooks", "ScheduleRandom", "TraceEvent", "active", "install", "restore"]
 
 
 #: Paths whose frames are library plumbing, skipped when saying where a task waits.
@@ -79,6 +95,8 @@ _LIBRARY_MARKERS: Final = (
     "\\anyio\\",
 )
 _ADDRESS: Final = re.compile(r" at 0x[0-9a-fA-F]+")
+#: The fields of each I/O manager's statistics that count tasks waiting for I/O.
+_IO_COUNTS: dict[type, tuple[str, ...]] = {}
 
 
 @attrs.frozen
@@ -154,15 +172,56 @@ class ScheduleRandom(random.Random):
     """A :class:`random.Random` whose ``shuffle`` asks a :class:`Controller`.
 
     Installed as ``trio._core._run._r`` for the duration of one run. Every other
-    method behaves like a ``Random`` seeded with 0, so it is deterministic too.
+    method behaves like a ``Random`` seeded with 0, so it is deterministic too
+    (seeded when first used: seeding costs more than many a short run, and
+    trio draws from it only to offset a :class:`trio.lowlevel.SystemClock`
+    made during the run).
     """
 
     def __init__(self, controller: Controller) -> None:
-        super().__init__(0)
         self._controller = controller
+        self._seeded = False
+        self.gauss_next = None  # (what Random.__init__ sets besides the seed)
+
+    def _draw(self) -> None:
+        self._seeded = True
+        self.seed(0)
+
+    def random(self) -> float:
+        if not self._seeded:
+            self._draw()
+        return super().random()
+
+    def getrandbits(self, k: int, /) -> int:
+        if not self._seeded:
+            self._draw()
+        return super().getrandbits(k)
+
+    def getstate(self) -> tuple[Any, ...]:
+        if not self._seeded:
+            self._draw()
+        return super().getstate()
 
     def shuffle(self, x: Any) -> None:
         self._controller.order_batch(x)
+
+
+class EngineHooks:
+    """What the engine's quiescent mode asks the harness (``trioflow._scheduler.settle_decision``).
+
+    Called with the run's nursery where a worker would settle before taking a
+    contended slot: ``True`` settles, ``False`` takes the slot at once. Its
+    ``wait_all_tasks_blocked`` is the controller's settling.
+    """
+
+    __slots__ = ("_handover", "wait_all_tasks_blocked")
+
+    def __init__(self, controller: Controller) -> None:
+        self._handover = controller.handover
+        self.wait_all_tasks_blocked = controller.wait_settled
+
+    def __call__(self, nursery: Any) -> bool:
+        return self._handover(nursery)
 
 
 class Controller(trio.abc.Instrument):
@@ -186,6 +245,11 @@ class Controller(trio.abc.Instrument):
     ) -> None:
         self.schedule = list(schedule)
         self.strategy = strategy
+        self.fast_decide = fast_decide(strategy) if strategy is not None else None
+        # decision indexes where the strategy may not repeat itself (see fast_sticky)
+        self.sticky = fast_sticky(strategy) if strategy is not None else None
+        # the task the last decision ran alone, that decision, and its label
+        self.alone: tuple[trio.lowlevel.Task, int, str] | None = None
         self.grace = grace
         self.max_steps = max_steps
         self.max_virtual_time = max_virtual_time
@@ -195,12 +259,17 @@ class Controller(trio.abc.Instrument):
         self.decisions: list[int] = []
         self._trace: list[tuple[float, str, str, str]] = []
         self.labels: dict[trio.lowlevel.Task, str] = {}
+        self.names: dict[str, str] = {}  # task names, without addresses
         self.spawned = 0
         self.steps = 0
         self.main_task: trio.lowlevel.Task | None = None
-        self.watchdog: trio.lowlevel.Task | None = None
-        self.watchdog_parked = False
-        self.watchdog_cancel: trio.CancelScope | None = None
+        # the scope around the function, cancelled (through trio's callback
+        # queue) when the harness stops the run; see _main in _harness.py
+        self.cancel_scope: trio.CancelScope | None = None
+        self.runner: Any = None  # trio's Runner, once the run started (see install_instruments)
+        self.token: trio.lowlevel.TrioToken | None = None
+        # tasks waiting for the run to settle (wait_settled), oldest first
+        self.settling: list[trio.lowlevel.Task] = []
         self.error: BaseException | None = None
         self.force_stop_after: int | None = None
         self.idle_since: float | None = None
@@ -210,8 +279,16 @@ class Controller(trio.abc.Instrument):
         self.last_waits: frozenset[tuple[trio.lowlevel.Task, object]] = frozenset()
         self.threads = ThreadJobs(self)
         self.current_batch: list[trio.lowlevel.Task] = []
+        # the run's runnable tasks that the last decision held back (see _hold),
+        # oldest first, with their Task._counter and their label
+        self.held: list[trio.lowlevel.Task] = []
+        self.held_keys: list[int] = []
+        self.held_labels: list[str] = []
         self.refills = 0
         self.io_real_time = False  # a task waits for real I/O: see _follow_io
+        # conditions notified while no task waited on them: id -> the last such notify
+        self.lost_notifies: dict[int, Notify] = {}
+        self.conditions: list[trio.Condition] = []
 
     @property
     def trace(self) -> Trace:
@@ -230,6 +307,8 @@ class Controller(trio.abc.Instrument):
         index = len(self.decisions)
         if index < len(self.schedule):
             raw = self.schedule[index]
+        elif self.fast_decide is not None and self.error is None:
+            raw = self.fast_decide(kind, choices, index)
         elif self.strategy is not None and self.error is None:
             try:
                 raw = self.strategy.decide(DecisionPoint(kind, tuple(choices), self.steps, index))
@@ -260,22 +339,79 @@ class Controller(trio.abc.Instrument):
         have let run first) see the step start before them, as in production.
         When another task of the run is runnable, a unit ending at the same
         instant may be about to make a more urgent step ready: the run
-        settles, so timelines stay schedule-independent.
+        settles, so timelines stay schedule-independent. When nothing at all
+        could run before the worker, settling would change nothing: the slot
+        is taken at once, with no decision either.
         """
         if self.error is not None:
             return True
         current = trio.lowlevel.current_task()
         runq = _trio_run.GLOBAL_RUN_CONTEXT.runner.runq
-        for task in (*runq, *self.current_batch):
+        for task in (*runq, *self.current_batch, *self.held):
             if task is not current and _descends_from(task, nursery):
                 return True
+        if self._quiet():
+            return False
         return self.next_decision("handover", (self.labels.get(current, "?"),)) == 0
+
+    # -- settling: the engine's quiescent mode ----------------------------------
+
+    def _quiet(self) -> bool:
+        """Whether nothing but the running task could run before the run is blocked.
+
+        No task runnable (in trio's run queue or left in the batch being run),
+        none waiting to settle, no callback queued, no deadline due, no thread
+        call waiting or running uncontrolled, no task waiting for real I/O.
+        """
+        runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
+        if runner.runq or self.current_batch or self.held or self.settling or runner.waiting_for_idle:
+            return False
+        threads = self.threads
+        if threads.pending or threads.free or self.io_real_time:
+            return False
+        entry = runner.entry_queue
+        if entry.queue or entry.idempotent_queue:
+            return False
+        return runner.deadlines.next_deadline() > self.clock._virtual_base
+
+    async def wait_settled(self) -> None:
+        """Wait until every task is blocked: :func:`trio.testing.wait_all_tasks_blocked`,
+        event-driven.
+
+        The controller sees every batch end, so it wakes the tasks waiting here
+        the moment the run queue is empty and nothing is due (no deadline, no
+        callback, no thread call), in the same pass of trio's loop; and a task
+        that would be the only one to run anyway does not wait at all (it
+        still checks for cancellation). Trio's own version waits for a full
+        pass of its loop to go by idle, once per wake-up.
+        """
+        if self.error is None and self._quiet():
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return
+        task = trio.lowlevel.current_task()
+        settling = self.settling
+        settling.append(task)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            settling.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _wake_settling(self) -> None:
+        settling = self.settling
+        for task in settling:
+            trio.lowlevel.reschedule(task)
+        settling.clear()
+
+    # -- scheduling decisions -------------------------------------------------
 
     def order_batch(self, batch: list[trio.lowlevel.Task]) -> None:
         """Reorder (and possibly shorten) a batch that trio will run by popping from its end.
 
-        Only the run's own tasks (not trio's system tasks or the watchdog) and
-        waiting thread calls count: a decision is made when two or more are there.
+        Called by trio (as the shuffle of each batch, sorted oldest task
+        first). Only the run's own tasks (not trio's system tasks) and waiting
+        thread calls count: a decision is made when two or more are there.
         """
         if self.force_stop_after is not None and self.steps >= self.force_stop_after:
             if self.steps >= self.force_stop_after + 1000 and self.error is not None:
@@ -284,34 +420,172 @@ class Controller(trio.abc.Instrument):
                 raise self.error
             self._inject_into_runnable(batch)
         self.current_batch = batch  # trio pops the tasks it runs from this list
-        jobs = self.threads.pending
-        if len(batch) < 2 and not jobs:
-            return  # nothing to choose (the common case), and nothing to reverse
+        self.alone = None
+        if len(batch) < 2 and not self.threads.pending:
+            # nothing to choose (the common case), and nothing to reverse
+            if batch:
+                self.steps += 1
+                label = self.labels.get(batch[0])
+                if label is not None:
+                    clock = self.clock
+                    now = clock._virtual_base if not clock.rate else clock.current_time()
+                    self._trace.append((now, "step", label, ""))
+                    if now > self.max_virtual_time or self.steps > self.max_steps:
+                        self._over_budget(now)
+            return
+        tasks = batch[:]
+        batch.clear()
+        self._hold(tasks, batch)
+        self._decide(batch)
+
+    def _hold(self, tasks: Iterable[trio.lowlevel.Task], batch: list[trio.lowlevel.Task]) -> None:
+        """Put the run's runnable *tasks* in the held line (oldest first); trio's own go in *batch*.
+
+        The held line is the next decision's choices. It lives across batches
+        (a task held back stays in it, with its label, until it runs), so a
+        decision costs about the same whether one task or ten are runnable.
+        """
         labels = self.labels
-        user = [task for task in batch if task in labels]
-        if len(user) + len(jobs) < 2 or self.error is not None:
-            batch.reverse()
+        held, keys, names = self.held, self.held_keys, self.held_labels
+        for task in tasks:
+            label = labels.get(task)
+            if label is None:
+                batch.append(task)
+                continue
+            key = task._counter
+            if not keys or key > keys[-1]:
+                held.append(task)
+                keys.append(key)
+                names.append(label)
+            else:
+                i = bisect.bisect_left(keys, key)
+                held.insert(i, task)
+                keys.insert(i, key)
+                names.insert(i, label)
+
+    def _decide(self, batch: list[trio.lowlevel.Task]) -> None:
+        """Decide what runs now, from the held line and the waiting thread calls, and fill *batch*.
+
+        ``0`` runs every task, oldest first; ``k`` runs only the ``k``-th
+        choice: a task (the others stay held, for the next decision, which
+        also sees the tasks this one wakes) or a thread call (run to its end,
+        then every task runs). *batch* holds trio's own runnable tasks, which
+        run first. The steps are counted, traced and held against the budgets
+        here, once per batch: trio calls no hook of the harness per step.
+        """
+        self.alone = None
+        held = self.held
+        jobs = self.threads.pending
+        n = len(held)
+        if n + len(jobs) < 2 or self.error is not None:
+            self._release_held(batch)
+        else:
+            choices: Sequence[str] = self.held_labels
+            if jobs:
+                choices = [*choices, *(job.label for job in jobs)]
+                if len(jobs) > 1:
+                    choices.append(PARALLEL_THREADS)
+            decisions = self.decisions
+            fast = self.fast_decide
+            if fast is not None and len(decisions) >= len(self.schedule):
+                # next_decision, for a built-in strategy (the hot path)
+                raw = fast("batch", choices, len(decisions))
+                decision = 0 if raw == 0 else (raw - 1) % len(choices) + 1
+                decisions.append(decision)
+            else:
+                decision = self.next_decision("batch", choices)
+            if decision == 0:
+                self._release_held(batch)
+            elif decision > n:
+                index = decision - n - 1
+                self.threads.run(jobs[index : index + 1] if index < len(jobs) else list(jobs))
+                self._release_held(batch)
+            else:
+                i = decision - 1
+                chosen = held.pop(i)
+                del self.held_keys[i]
+                label = self.held_labels.pop(i)
+                if not batch:
+                    # the hot path: one task runs (_account, inlined)
+                    batch.append(chosen)
+                    self.alone = (chosen, decision, label)
+                    self.steps += 1
+                    clock = self.clock
+                    now = clock._virtual_base if not clock.rate else clock.current_time()
+                    self._trace.append((now, "step", label, ""))
+                    if now > self.max_virtual_time or self.steps > self.max_steps:
+                        self._over_budget(now)
+                    return
+                # trio pops from the end: its own tasks first, then the chosen one
+                batch.reverse()
+                batch.insert(0, chosen)
+        self._account(batch)
+
+    def _release_held(self, batch: list[trio.lowlevel.Task]) -> None:
+        """Every held task runs in this batch, oldest first (trio pops from the end)."""
+        held = self.held
+        if batch:
+            batch.extend(held)
+            batch.sort(key=_COUNTER, reverse=True)
+        else:
+            batch.extend(reversed(held))
+        held.clear()
+        self.held_keys.clear()
+        self.held_labels.clear()
+
+    def _unhold(self) -> None:
+        """Give the held tasks back to trio's run queue (its next loop pass takes them)."""
+        runq = _trio_run.GLOBAL_RUN_CONTEXT.runner.runq
+        runq.extend(self.held)
+        self.alone = None
+        self.held.clear()
+        self.held_keys.clear()
+        self.held_labels.clear()
+
+    def _account(self, batch: list[trio.lowlevel.Task]) -> None:
+        """Count, trace and budget the steps of *batch*, run from its end."""
+        self.steps += len(batch)
+        clock = self.clock
+        now = clock._virtual_base if not clock.rate else clock.current_time()
+        labels = self.labels
+        if len(batch) == 1:
+            label = labels.get(batch[0])
+            if label is not None:
+                self._trace.append((now, "step", label, ""))
+        else:
+            self._trace.extend(
+                [(now, "step", label, "") for task in reversed(batch) if (label := labels.get(task)) is not None]
+            )
+        if now > self.max_virtual_time or self.steps > self.max_steps:
+            self._over_budget(now)
+
+    def _over_budget(self, now: float) -> None:
+        if self.error is not None:
             return
-        choices = [labels[task] for task in user]
-        if jobs:
-            choices += [job.label for job in jobs]
-            if len(jobs) > 1:
-                choices.append(PARALLEL_THREADS)
-        decision = self.next_decision("batch", choices)
-        if decision == 0:
-            batch.reverse()
+        if self.steps > self.max_steps:
+            what = f"max_steps={self.max_steps!r} task steps"
+            self._stop(self._budget_error(what, f"max_steps={self.max_steps * 10!r}", now))
+        elif now > self.max_virtual_time:
+            what = f"max_virtual_time={self.max_virtual_time!r} seconds"
+            more = f"max_virtual_time={self.max_virtual_time * 10!r}"
+            self._stop(self._budget_error(what, more, now))
+
+    def lost_notify(self, condition: trio.Condition) -> None:
+        """*condition* was notified while no task waited on it (see :func:`describe_wait`)."""
+        try:
+            task = trio.lowlevel.current_task()
+        except RuntimeError:
             return
-        if decision > len(user):
-            index = decision - len(user) - 1
-            self.threads.run(jobs[index : index + 1] if index < len(jobs) else list(jobs))
-            batch.reverse()
+        if task not in self.labels:
             return
-        chosen = user.pop(decision - 1)
-        runq: deque[trio.lowlevel.Task] = _trio_run.GLOBAL_RUN_CONTEXT.runner.runq
-        runq.extend(user)
-        held_back = set(user)
-        # trio pops from the end: its own tasks first, then the chosen one
-        batch[:] = [chosen, *reversed([t for t in batch if t not in held_back and t is not chosen])]
+        key = id(condition)
+        notify = self.lost_notifies.get(key)
+        if notify is None:
+            self.lost_notifies[key] = Notify(self.labels[task], self._now())
+            self.conditions.append(condition)  # (so that its id is not reused meanwhile)
+        else:
+            notify.by, notify.time = self.labels[task], self._now()
+            notify.count += 1
 
     def note(self, detail: str) -> None:
         task = trio.lowlevel.current_task()
@@ -321,38 +595,24 @@ class Controller(trio.abc.Instrument):
     # -- instrument hooks ---------------------------------------------------
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
-        parent = task.parent_nursery.parent_task if task.parent_nursery is not None else None
-        code = getattr(task.coro, "cr_code", None)
-        is_main = code is self.main_code
-        if (not is_main and parent not in self.labels) or code is _WATCHDOG_CODE:
-            return  # one of trio's own system tasks, or the harness's watchdog
-        name = self.main_name if is_main else task.name
-        label = f"{_ADDRESS.sub('', name)}#{self.spawned}"
+        nursery = task.parent_nursery
+        if nursery is not None and nursery.parent_task in self.labels:
+            is_main = False
+            name = task.name
+        elif getattr(task.coro, "cr_code", None) is self.main_code:
+            is_main = True
+            name = self.main_name
+        else:
+            return  # one of trio's own system tasks
+        clean = self.names.get(name)
+        if clean is None:
+            clean = self.names[name] = _ADDRESS.sub("", name)
+        label = f"{clean}#{self.spawned}"
         self.spawned += 1
         self.labels[task] = label
         if is_main:
             self.main_task = task
         self._trace.append((self._now(), "spawn", label, ""))
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        # the hottest hook: one call per task step, so kept to the minimum
-        self.steps += 1
-        label = self.labels.get(task)
-        if label is None:
-            return
-        clock = self.clock
-        now = clock._virtual_base if not clock.rate else clock.current_time()
-        self._trace.append((now, "step", label, ""))
-        if now > self.max_virtual_time or self.steps > self.max_steps:
-            if self.error is not None:
-                return
-            if self.steps > self.max_steps:
-                what = f"max_steps={self.max_steps!r} task steps"
-                self._stop(self._budget_error(what, f"max_steps={self.max_steps * 10!r}", now))
-            elif now > self.max_virtual_time:
-                what = f"max_virtual_time={self.max_virtual_time!r} seconds"
-                more = f"max_virtual_time={self.max_virtual_time * 10!r}"
-                self._stop(self._budget_error(what, more, now))
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
         """When a batch is done, take the next one at once if trio's loop would only do that.
@@ -364,27 +624,83 @@ class Controller(trio.abc.Instrument):
         program does no I/O): so the harness takes the next batch into the
         list trio is running from, with the same decision it would make there,
         and spares the iteration. At most ``_MAX_REFILLS`` batches in a row, so
-        I/O still gets polled.
+        I/O still gets polled. When no task is runnable at all, the run has
+        settled: the tasks waiting for that (:meth:`wait_settled`) are the
+        next batch.
         """
         batch = self.current_batch
-        if batch or self.refills >= _MAX_REFILLS or self.error is not None:
-            return
-        runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
+        if batch:
+            return  # (trio calls this hook only once a batch is done, see _Instruments)
+        held = self.held
+        if not held and not self.labels:
+            return  # trio's own tasks, before the run's start or after its end
+        runner = self.runner
         runq = runner.runq
-        if not runq or self.threads.pending or self.threads.free:
-            return
+        threads = self.threads
         entry = runner.entry_queue
-        if entry.queue or entry.idempotent_queue:
+        heap = runner.deadlines._heap  # (earliest first; next_deadline() drops stale ones)
+        now = self.clock._virtual_base
+        if (
+            self.refills >= _MAX_REFILLS
+            or self.error is not None
+            or threads.pending
+            or threads.free
+            or entry.queue
+            or entry.idempotent_queue
+            or (heap and heap[0][0] <= now and runner.deadlines.next_deadline() <= now)
+        ):
+            if held:
+                self._unhold()
             return
-        if runner.deadlines.next_deadline() <= self.clock._virtual_base:
-            return
+        if not runq and not held:
+            if not self.settling or self.io_real_time:
+                return  # (with I/O waited for, settled only if none is ready: trio polls first)
+            self._wake_settling()
         self.refills += 1
         if self.steps - self.cycle_checked >= _CYCLE_CHECK_EVERY and self._check_cycle():
+            if held:
+                self._unhold()
             return
-        batch.extend(runq)
-        runq.clear()
-        batch.sort(key=_counter)
-        self.order_batch(batch)
+        alone = self.alone
+        if (
+            alone is not None
+            and held
+            and len(runq) == 1
+            and runq[0] is alone[0]
+            and self.sticky is not None
+            and len(self.decisions) >= len(self.schedule)
+            and len(self.decisions) not in self.sticky
+        ):
+            # The task that ran alone is runnable again, and nothing else
+            # changed: the choices are the last decision's, and the strategy
+            # says it would decide as it did (PCT between its change points).
+            runq.clear()
+            batch.append(alone[0])
+            self.decisions.append(alone[1])
+            self.steps += 1
+            clock = self.clock
+            now = clock._virtual_base if not clock.rate else clock.current_time()
+            self._trace.append((now, "step", alone[2], ""))
+            if now > self.max_virtual_time or self.steps > self.max_steps:
+                self._over_budget(now)
+            return
+        if len(runq) == 1 and held:
+            # the hot path: the task just run is runnable again (_hold, inlined)
+            task = runq.popleft()
+            label = self.labels.get(task)
+            if label is None:
+                batch.append(task)
+            else:
+                keys = self.held_keys
+                key = task._counter
+                i = len(keys) if key > keys[-1] else bisect.bisect_left(keys, key)
+                held.insert(i, task)
+                keys.insert(i, key)
+                self.held_labels.insert(i, label)
+        else:
+            self._hold(runq, batch)
+            runq.clear()
+        self._decide(batch)
 
     def task_exited(self, task: trio.lowlevel.Task) -> None:
         label = self.labels.pop(task, None)
@@ -394,6 +710,12 @@ class Controller(trio.abc.Instrument):
     def before_io_wait(self, timeout: float) -> None:
         self.refills = 0
         runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
+        if self.held:  # (given back at every batch's end; never expected here)
+            self._unhold()
+            if timeout > 0:
+                trio.lowlevel.current_trio_token().run_sync_soon(_nothing)
+        if not self.labels:
+            return  # the run's tasks have not started, or have all ended: trio's own end
         if runner.runq or runner.waiting_for_idle:
             # tasks are runnable, or will be once the others block (the common
             # cases, so checked first): not idle
@@ -412,6 +734,19 @@ class Controller(trio.abc.Instrument):
                     choices = [job.label for job in jobs] + [PARALLEL_THREADS]
                     index = max(0, self.next_decision("batch", choices) - 1)
                 self.threads.run(jobs[index : index + 1] if index < len(jobs) else list(jobs))
+            return
+        if self.settling:
+            # no task is runnable: once nothing is due either, the run has
+            # settled, and the tasks waiting for that are the next batch
+            self.idle_since = None
+            entry = runner.entry_queue
+            if entry.queue or entry.idempotent_queue:
+                return
+            if runner.deadlines.next_deadline() <= self._now():
+                return
+            self._wake_settling()
+            if timeout > 0:  # computed for a loop with nothing to run: wake its I/O wait
+                trio.lowlevel.current_trio_token().run_sync_soon(_nothing)
             return
         if self.cycle_checked != self.steps and self._check_cycle():
             return
@@ -460,33 +795,18 @@ class Controller(trio.abc.Instrument):
         self._stop(self._cycle_error(cycle))
         return True
 
-    # -- the parked watchdog task ------------------------------------------
-
-    async def watchdog_task(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Park until the controller needs to stop the run, then cancel it."""
-        self.watchdog = trio.lowlevel.current_task()
-        task_status.started()
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            self.watchdog_parked = False
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        if self.error is None:
-            self.watchdog_parked = True
-            await trio.lowlevel.wait_task_rescheduled(abort)
-        assert self.watchdog_cancel is not None
-        self.watchdog_cancel.cancel()
-
     def _stop(self, error: BaseException) -> None:
         self.error = error
         # If cancellation does not end the run within this many further steps,
         # inject a stop into every runnable task.
         self.force_stop_after = self.steps + max(1000, self.max_steps // 10)
-        if self.watchdog is not None and self.watchdog_parked:
-            self.watchdog_parked = False
-            trio.lowlevel.reschedule(self.watchdog)
+        if self.token is not None:
+            # cancel from a task (trio's callback task), not from inside a hook
+            self.token.run_sync_soon(self._cancel)
+
+    def _cancel(self) -> None:
+        if self.cancel_scope is not None:
+            self.cancel_scope.cancel()
 
     def stop_with(self, error: BaseException) -> None:
         """Stop the run with *error* (for example, from the thread runner)."""
@@ -527,13 +847,20 @@ class Controller(trio.abc.Instrument):
             trio.lowlevel.current_trio_token().run_sync_soon(_nothing)
 
     def _io_waiters(self) -> int:
-        stats = trio.lowlevel.current_statistics()
-        return sum(
-            value
-            for name, value in attrs.asdict(stats.io_statistics).items()
-            if name.startswith(("tasks_waiting", "monitors", "completion_key"))
-            and isinstance(value, int)
-        )
+        stats = _trio_run.GLOBAL_RUN_CONTEXT.runner.io_manager.statistics()
+        names = _IO_COUNTS.get(type(stats))
+        if names is None:
+            names = _IO_COUNTS[type(stats)] = tuple(
+                field.name
+                for field in attrs.fields(type(stats))
+                if field.name.startswith(("tasks_waiting", "monitors", "completion_key"))
+            )
+        total = 0
+        for name in names:
+            value = getattr(stats, name)
+            if isinstance(value, int):
+                total += value
+        return total
 
     def _looks_idle(self) -> bool:
         if _trio_run.GLOBAL_RUN_CONTEXT.runner.deadlines.next_deadline() != math.inf:
@@ -554,7 +881,7 @@ class Controller(trio.abc.Instrument):
         )
 
     def _user_tasks(self) -> Iterator[trio.lowlevel.Task]:
-        """User tasks (the main task and its descendants, not the watchdog), in spawn order."""
+        """User tasks (the main task and its descendants), in spawn order."""
         if self.main_task is None:
             return
         stack = [self.main_task]
@@ -578,6 +905,9 @@ class Controller(trio.abc.Instrument):
         for task in self._user_tasks():
             label = self.labels.get(task, task.name)
             lines.append(f"  - {label}: {_where(list(task.iter_await_frames()))}")
+            what = describe_wait(task, self.labels, self.lost_notifies)
+            if what is not None:
+                lines.append(f"      {what}")
         lines.append(_replay_hint(self.decisions))
         return DeadlockError("\n".join(lines), decisions=tuple(_trim(self.decisions)))
 
@@ -619,6 +949,7 @@ class Controller(trio.abc.Instrument):
         longest = "".join(
             f"\n  - {label}: blocked since virtual time {since!r}, at "
             f"{_where(list(task.iter_await_frames()))}"
+            + (f"\n      {said}" if (said := describe_wait(task, self.labels, self.lost_notifies)) else "")
             for _, label, since, task in waiting[:3]
         )
         message = (
@@ -633,15 +964,11 @@ class Controller(trio.abc.Instrument):
         return BudgetExceededError(message, decisions=tuple(_trim(self.decisions)))
 
 
-_WATCHDOG_CODE: Final = Controller.watchdog_task.__code__
-
-
 def _nothing() -> None:
     pass
 
 
-def _counter(task: trio.lowlevel.Task) -> int:
-    return task._counter
+_COUNTER: Final = operator.attrgetter("_counter")
 
 
 def _descends_from(task: trio.lowlevel.Task, ancestor: trio.Nursery) -> bool:
@@ -700,6 +1027,101 @@ def _replay_hint(decisions: Sequence[int]) -> str:
     return f"Replay it exactly with run_deterministic(..., schedule={_trim(decisions)!r})."
 
 
+class _Instruments(dict[str, dict[Any, None]]):
+    """trio's instrument table for a run of the harness, a plain dict (as before trio 0.27).
+
+    trio asks ``"hook" in runner.instruments`` before every task step, every
+    reschedule and every wait for I/O, then calls :meth:`call`; since trio
+    made its table a ``UserDict``, each ask is a call of a Python method. A
+    dict answers them without one. And the controller needs its
+    ``after_task_step`` only when a batch is done (to take the next batch at
+    once, see :meth:`Controller.after_task_step`): :meth:`call` returns at
+    once after the other steps. Instruments added during the run
+    (``trio.lowlevel.add_instrument``) are called as trio calls them. The
+    other methods are trio's own, with ``data`` the dict itself.
+    """
+
+    __slots__ = ("_controller", "_only_ours")
+
+    def __init__(self, table: dict[str, dict[Any, None]], controller: Controller) -> None:
+        super().__init__(table)
+        self._controller = controller
+        self._only_ours = len(self.get("after_task_step", ())) == 1
+
+    @property
+    def data(self) -> dict[str, dict[Any, None]]:
+        return self
+
+    def call(self, hookname: str, *args: object) -> None:
+        if hookname == "after_task_step" and self._only_ours:
+            # only the controller's, which has nothing to do in mid-batch
+            controller = self._controller
+            if not controller.current_batch:
+                try:
+                    controller.after_task_step(*args)  # type: ignore[arg-type]
+                except BaseException:  # as trio does: disable it, and log
+                    self._disable(hookname, next(iter(self["after_task_step"])))
+            return
+        for instrument in list(self[hookname]):
+            try:
+                getattr(instrument, hookname)(*args)
+            except BaseException:  # as trio does: disable it, and log
+                self._disable(hookname, instrument)
+
+    def _disable(self, hookname: str, instrument: Any) -> None:
+        self.remove_instrument(instrument)
+        _trio_instrumentation.INSTRUMENT_LOGGER.exception(
+            "Exception raised when calling %r on instrument %r. Instrument has been disabled.",
+            hookname,
+            instrument,
+        )
+
+    def add_instrument(self, instrument: trio.abc.Instrument) -> None:
+        _trio_instrumentation.Instruments.add_instrument(self, instrument)  # type: ignore[arg-type]
+        self._only_ours = len(self.get("after_task_step", ())) == 1
+
+    def remove_instrument(self, instrument: trio.abc.Instrument) -> None:
+        _trio_instrumentation.Instruments.remove_instrument(self, instrument)  # type: ignore[arg-type]
+        self._only_ours = False  # (ours may be the one removed)
+
+
+_HOOKS: Final = ("after_task_step", "before_io_wait", "task_exited", "task_spawned")
+
+
+def install_instruments(controller: Controller) -> None:
+    """Give the running trio loop an :class:`_Instruments` table with the controller's hooks.
+
+    Called from the main task's first step: it is labelled here (its spawn
+    came before the table). trio's own table is not used, so that trio.run
+    spends nothing on setting it up.
+    """
+    runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
+    controller.runner = runner
+    current: Any = runner.instruments  # (a dict itself before trio 0.27)
+    table: dict[str, dict[Any, None]] = {
+        name: dict(hooks) for name, hooks in getattr(current, "data", current).items()
+    }
+    hooks = _ControllerHooks(controller)
+    table.setdefault("_all", {})[hooks] = None
+    for name in _HOOKS:
+        table.setdefault(name, {})[hooks] = None
+    runner.instruments = _Instruments(table, controller)  # type: ignore[assignment]
+    controller.task_spawned(trio.lowlevel.current_task())
+
+
+class _ControllerHooks:
+    """The instrument trio calls: the controller's hooks, and nothing else for trio to look at."""
+
+    __slots__ = _HOOKS
+
+    def __init__(self, controller: Controller) -> None:
+        # bound methods as instance attributes: trio calls them directly
+        self.after_task_step = controller.after_task_step
+        self.before_io_wait = controller.before_io_wait
+        self.task_exited = controller.task_exited
+        self.task_spawned = controller.task_spawned
+
+
 _saved: list[tuple[random.Random, bool]] = []
 #: The controller of the run in progress, if any.
 active: list[Controller] = []
@@ -712,6 +1134,12 @@ def install(rng: ScheduleRandom) -> None:
     _trio_run._r = rng
     setattr(_trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING", True)  # noqa: B010 (it is Final)
     install_thread_hook()
+    install_notify_hook(_lost_notify)
+
+
+def _lost_notify(condition: trio.Condition) -> None:
+    if active:
+        active[-1].lost_notify(condition)
 
 
 def restore() -> None:
@@ -719,6 +1147,7 @@ def restore() -> None:
     active.pop()
     if not active:
         restore_thread_hook()
+        restore_notify_hook()
     rng, allow = _saved.pop()
     _trio_run._r = rng
     setattr(_trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING", allow)  # noqa: B010 (it is Final)

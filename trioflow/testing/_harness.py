@@ -13,10 +13,21 @@ import outcome
 import trio
 import trio.lowlevel
 import trio.testing
+from trio._core import _run as _trio_run
 
 from .._scheduler import quiescent_scheduling, settle_decision
 from ._canary import check_trio
-from ._control import Controller, ScheduleRandom, TraceEvent, _trim, active, install, restore
+from ._control import (
+    Controller,
+    EngineHooks,
+    ScheduleRandom,
+    TraceEvent,
+    _trim,
+    active,
+    install,
+    install_instruments,
+    restore,
+)
 from ._errors import (
     BudgetExceededError,
     DeadlockError,
@@ -43,7 +54,9 @@ class DeterministicRun(Generic[T]):
         decisions: The schedule actually taken, with trailing zeros removed;
             passing it as ``schedule=`` replays the run exactly.
         trace: Every task event of the run, in order (a read-only sequence of
-            :class:`TraceEvent`, made as they are looked at).
+            :class:`TraceEvent`, made as they are looked at). The steps of a
+            scheduling batch are recorded when the batch is chosen, so they
+            come before what those steps did (spawns, exits, notes).
             Tasks are named by their trio name and spawn index, never by
             ``id()``, so the trace is identical whenever the schedule is.
         steps: The number of task steps the scheduler ran.
@@ -60,12 +73,15 @@ async def _main(
     controller: Controller, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
 ) -> tuple[outcome.Outcome[Any], float]:
     try:
-        async with trio.open_nursery() as nursery:
-            controller.watchdog_cancel = nursery.cancel_scope
-            await nursery.start(controller.watchdog_task)
+        with trio.CancelScope() as scope:
+            # the controller cancels this scope to stop the run
+            controller.cancel_scope = scope
+            controller.token = trio.lowlevel.current_trio_token()
+            install_instruments(controller)
+            if controller.error is not None:
+                scope.cancel()
             result = await outcome.acapture(fn, *args)
             end = trio.current_time()
-            nursery.cancel_scope.cancel()
     except BaseException:
         # Only a forced stop (injected into the harness's own task too) gets here.
         if controller.error is None:
@@ -306,11 +322,7 @@ def _run(
     holder: list[Any],
 ) -> tuple[outcome.Outcome[T], float, Controller]:
     check_trio()  # the canary: refuse clearly if trio's private scheduler changed
-    try:
-        trio.lowlevel.current_trio_token()
-    except RuntimeError:
-        pass
-    else:
+    if hasattr(_trio_run.GLOBAL_RUN_CONTEXT, "runner"):  # (what current_trio_token() reads)
         raise RuntimeError(
             "run_deterministic() was called from inside a running trio loop; it starts its own "
             "trio.run, so call it from synchronous code (a plain, non-async test function)"
@@ -338,11 +350,9 @@ def _run(
         # the engine settles each virtual instant before it hands out slots,
         # unless the schedule says to hand a freed slot over at once
         quiescent = quiescent_scheduling.set(True)
-        settle = settle_decision.set(controller.handover)
+        settle = settle_decision.set(EngineHooks(controller))
         try:
-            result, end = trio.run(
-                _main, controller, fn, args, clock=clock, instruments=[_hooks(controller)]
-            )
+            result, end = trio.run(_main, controller, fn, args, clock=clock)
         except trio.TrioInternalError as exc:
             if controller.error is not None and exc.__cause__ is controller.error:
                 raise controller.error from None
@@ -354,21 +364,6 @@ def _run(
     finally:
         _lock.release()
     return result, end, controller
-
-
-class _Hooks:
-    """The instrument trio calls: the controller's hooks, and nothing else for trio to look at."""
-
-
-def _hooks(controller: Controller) -> trio.abc.Instrument:
-    hooks = _Hooks()
-    # bound methods as instance attributes: trio calls them directly
-    hooks.task_spawned = controller.task_spawned  # type: ignore[attr-defined]
-    hooks.before_task_step = controller.before_task_step  # type: ignore[attr-defined]
-    hooks.task_exited = controller.task_exited  # type: ignore[attr-defined]
-    hooks.after_task_step = controller.after_task_step  # type: ignore[attr-defined]
-    hooks.before_io_wait = controller.before_io_wait  # type: ignore[attr-defined]
-    return hooks  # type: ignore[return-value]
 
 
 def note(event: object) -> None:

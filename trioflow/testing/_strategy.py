@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Container, Sequence
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -35,6 +35,8 @@ __all__ = [
     "Portfolio",
     "RandomWalk",
     "Strategy",
+    "fast_decide",
+    "fast_sticky",
     "make_strategy",
     "strategy_name",
 ]
@@ -109,6 +111,11 @@ class RandomWalk:
     def decide(self, point: DecisionPoint) -> int:
         return self.rng.randrange(len(point.choices) + 1)
 
+    def _choose(self, kind: str, choices: Sequence[str], index: int) -> int:
+        # decide() without building a DecisionPoint (the harness's fast path);
+        # randrange(n) is _randbelow(n) after checking its argument
+        return self.rng._randbelow(len(choices) + 1)  # type: ignore[attr-defined, no-any-return]
+
     def end_run(self, decisions: Sequence[int], steps: int) -> None:
         pass
 
@@ -150,18 +157,22 @@ class PCT:
         self.handover_at_once = self.rng.random() < 0.5
 
     def decide(self, point: DecisionPoint) -> int:
-        if point.kind == "handover":
+        return self._choose(point.kind, point.choices, point.index)
+
+    def _choose(self, kind: str, choices: Sequence[str], index: int) -> int:
+        if kind == "handover":
             return 1 if self.handover_at_once else 0
         priorities = self.priorities
-        for name in point.choices:
-            if name not in priorities:
+        if not all(map(priorities.__contains__, choices)):
+            for name in [name for name in choices if name not in priorities]:
                 priorities[name] = 1.0 + self.rng.random()
-        best = max(range(len(point.choices)), key=lambda i: priorities[point.choices[i]])
-        change = self.changes.get(point.index)
+        # (max: the first of equal priorities)
+        best = choices.index(max(choices, key=priorities.__getitem__))
+        change = self.changes.get(index)
         if change is not None:
             # below every initial priority, later change points lower still
-            priorities[point.choices[best]] = -float(change)
-            best = max(range(len(point.choices)), key=lambda i: priorities[point.choices[i]])
+            priorities[choices[best]] = -float(change)
+            best = max(range(len(choices)), key=lambda i: priorities[choices[i]])
         return best + 1
 
     def end_run(self, decisions: Sequence[int], steps: int) -> None:
@@ -200,8 +211,10 @@ class Bounded:
         self.sizes = []
 
     def decide(self, point: DecisionPoint) -> int:
-        index = point.index
-        self.sizes.append(len(point.choices))
+        return self._choose(point.kind, point.choices, point.index)
+
+    def _choose(self, kind: str, choices: Sequence[str], index: int) -> int:
+        self.sizes.append(len(choices))
         return self.prefix[index] if index < len(self.prefix) else 0
 
     def end_run(self, decisions: Sequence[int], steps: int) -> None:
@@ -267,6 +280,9 @@ class Portfolio:
     def decide(self, point: DecisionPoint) -> int:
         return self.current.decide(point)
 
+    def _choose(self, kind: str, choices: Sequence[str], index: int) -> int:
+        return self.current._choose(kind, choices, index)
+
     def end_run(self, decisions: Sequence[int], steps: int) -> None:
         self.current.end_run(decisions, steps)
         # every PCT member learns the run length from every run
@@ -298,6 +314,33 @@ def make_strategy(strategy: object, seed: int | None) -> Strategy:
             f"(a {type(strategy).__name__})"
         )
     return strategy
+
+
+def fast_decide(strategy: Strategy) -> Callable[[str, Sequence[str], int], int] | None:
+    """For the built-in strategies (not subclasses, which may override ``decide``), their
+    ``decide`` without a :class:`DecisionPoint`, returning a valid decision. Asked after
+    ``start_run``: for a :class:`Portfolio`, that of the member running the run."""
+    if type(strategy) is Portfolio:
+        return strategy.current._choose  # the member that runs this run
+    if type(strategy) in (RandomWalk, PCT, Bounded):
+        return strategy._choose  # type: ignore[attr-defined, no-any-return]
+    return None
+
+
+def fast_sticky(strategy: Strategy) -> Container[int] | None:
+    """For PCT (also as the portfolio's member of this run): the decision indexes at which
+    it may not repeat its last decision when the choices are the same; ``None`` for other
+    strategies.
+
+    The harness asks when the task the last decision ran alone is runnable again and
+    nothing else changed. Without a change point at the index, that task still has the
+    highest priority, so PCT would decide the same: its change points are the answer.
+    """
+    if type(strategy) is Portfolio:
+        strategy = strategy.current
+    if type(strategy) is PCT:
+        return strategy.changes
+    return None
 
 
 def strategy_name(strategy: Strategy) -> str:

@@ -1,25 +1,42 @@
 """The wait-for graph of a trio run: which task waits for a resource held by which.
 
 A task blocked in :meth:`trio.Lock.acquire` (also :class:`trio.StrictFIFOLock`,
-and :class:`trio.Condition`, whose ``acquire`` and the end of whose ``wait``
-take its lock) waits for the lock's owner; a task blocked in
+and :class:`trio.Condition`, whose ``acquire`` takes its lock, as does the end
+of its ``wait`` once notified) waits for the lock's owner; a task blocked in
 :meth:`trio.CapacityLimiter.acquire` waits for the limiter's borrowers (any
 one of them to let a slot go); a task waiting at the end of a nursery block
-waits for its child tasks (all of them). These are read from
-the primitives' (private) fields and the blocked task's await frames, only
-when the harness looks for a cycle. Tasks that can never go on, whatever the
-other tasks do, form a cycle in this graph.
+waits for its child tasks (all of them). These are read from the primitives'
+(private) fields and the blocked task's await frames, only when the harness
+looks for a cycle. Tasks that can never go on, whatever the other tasks do,
+form a cycle in this graph, and are reported as soon as it forms.
 
-:class:`trio.Semaphore` has no owner (any task may release it), so a wait on
-one adds no edge; a deadlock through semaphores is still found once every
-task is blocked.
+Some waits have no owner, so they add no edge: a wait that only another task
+can end, but *any* task could (so the graph cannot be sure nobody will):
+
+* :class:`trio.Semaphore`: any task may release it, not only one that
+  acquired it (a semaphore is often a signal between tasks: a producer
+  releases what consumers acquire). A task blocked in ``acquire`` is stuck
+  only if no task that is still able to run will ever release, which depends
+  on what those tasks will do, not on what they hold.
+* :meth:`trio.Condition.wait` before a notify: any task may take the
+  condition's lock and notify.
+* :meth:`trio.Event.wait`, channels, and :func:`trio.lowlevel.wait_task_rescheduled`.
+
+Such a deadlock is reported once every task is blocked with no deadline
+pending (the harness's all-blocked detector), with each blocked task, the
+primitive it waits on in words (:func:`describe_wait`: a semaphore's value,
+a condition that was notified while nobody waited), and its line. Beside a
+task that keeps running (a heartbeat), the run ends at its step or time
+budget, and the :class:`~trioflow.testing.BudgetExceededError` lists the
+tasks blocked the longest, with the same descriptions.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import attrs
@@ -28,12 +45,22 @@ import trio.lowlevel
 from trio import _sync as _trio_sync
 from trio._core import _run as _trio_run
 
-__all__ = ["Wait", "find_cycle"]
+__all__ = [
+    "Notify",
+    "Wait",
+    "describe_resource",
+    "describe_wait",
+    "find_cycle",
+    "install_notify_hook",
+    "restore_notify_hook",
+]
 
 # (older trios wrap these for KeyboardInterrupt protection: the frames are the originals')
 _LOCK_ACQUIRE: Final = inspect.unwrap(_trio_sync._LockImpl.acquire).__code__
 _LIMITER_ACQUIRE: Final = inspect.unwrap(_trio_sync.CapacityLimiter.acquire_on_behalf_of).__code__
 _CHILDREN: Final = inspect.unwrap(_trio_run.Nursery._nested_child_finished).__code__
+_CONDITION_WAIT: Final = inspect.unwrap(_trio_sync.Condition.wait).__code__
+_SEMAPHORE_ACQUIRE: Final = inspect.unwrap(_trio_sync.Semaphore.acquire).__code__
 
 
 @attrs.frozen
@@ -69,7 +96,20 @@ def _waiting_for(task: trio.lowlevel.Task) -> _Blocked | None:
             nursery = frame.f_locals.get("self")
             children = tuple(getattr(nursery, "child_tasks", ()))
             return _Blocked(nursery, children, True) if children else None
+        if code is _CONDITION_WAIT:
+            # notified (moved to the lock's queue): it waits for the lock's owner;
+            # before that, for a notify that any task could send: no edge
+            lock = getattr(frame.f_locals.get("self"), "_lock", None)
+            owner = getattr(lock, "_owner", None)
+            if owner is not None and task in _parked(getattr(lock, "_lot", None)):
+                return _Blocked(lock, (owner,), False)
+            return None
     return None
+
+
+def _parked(lot: object) -> Mapping[Any, None]:
+    parked = getattr(lot, "_parked", None)
+    return parked if isinstance(parked, Mapping) else {}
 
 
 def _has_deadline(task: trio.lowlevel.Task) -> bool:
@@ -125,6 +165,62 @@ def find_cycle(tasks: Iterable[trio.lowlevel.Task], labels: Mapping[Any, str]) -
     ]
 
 
+@attrs.define(eq=False)
+class Notify:
+    """A notify of a :class:`trio.Condition` that woke nobody (recorded by the harness)."""
+
+    by: str
+    time: float
+    count: int = 1
+
+
+def describe_wait(
+    task: trio.lowlevel.Task, labels: Mapping[Any, str], lost: Mapping[int, Notify]
+) -> str | None:
+    """What a blocked *task* waits for, in words, when it waits on a primitive of trio's.
+
+    *lost* maps ``id(condition)`` to the last notify of that condition that
+    found no task waiting.
+    """
+    if task._abort_func is None:
+        return None
+
+    def name(holder: object) -> str:
+        return labels.get(holder, getattr(holder, "name", repr(holder)))
+
+    for frame, _ in task.iter_await_frames():
+        code = frame.f_code
+        this = frame.f_locals.get("self")
+        if code is _LOCK_ACQUIRE:
+            owner = getattr(this, "_owner", None)
+            held = f"held by {name(owner)}" if owner is not None else "free"
+            return f"waits for a {describe_resource(this)} {held}"
+        if code is _LIMITER_ACQUIRE:
+            borrowers = ", ".join(sorted(name(b) for b in getattr(this, "_borrowers", ())))
+            return f"waits for a slot of a {describe_resource(this)} borrowed by {borrowers or 'nobody'}"
+        if code is _SEMAPHORE_ACQUIRE and isinstance(this, trio.Semaphore):
+            return (
+                f"waits for a {describe_resource(this)} of value {this.value} (a semaphore has no "
+                f"owner: any task may release it, so the harness cannot tell who would)"
+            )
+        if code is _CONDITION_WAIT and isinstance(this, trio.Condition):
+            lock = getattr(this, "_lock", None)
+            owner = getattr(lock, "_owner", None)
+            if owner is not None and task in _parked(getattr(lock, "_lot", None)):
+                return f"was notified, and waits for the lock of its trio.Condition, held by {name(owner)}"
+            text = "waits for a notify of a trio.Condition"
+            notify = lost.get(id(this))
+            if notify is not None:
+                times = "once" if notify.count == 1 else f"{notify.count} times"
+                text += (
+                    f"; it was notified {times} while no task waited (last by {notify.by} at "
+                    f"virtual time {notify.time!r}): a lost wakeup? Check the condition's "
+                    f"predicate while holding its lock, in a loop around wait()"
+                )
+            return text
+    return None
+
+
 def describe_resource(resource: object) -> str:
     """``trio.Lock`` / ``trio.CapacityLimiter(2)`` and so on, without addresses."""
     if isinstance(resource, trio.Nursery):
@@ -133,4 +229,43 @@ def describe_resource(resource: object) -> str:
     name = f"{kind.__module__.replace('trio._sync', 'trio')}.{kind.__qualname__}"
     if isinstance(resource, trio.CapacityLimiter):
         return f"{name}({resource.total_tokens!r})"
+    if isinstance(resource, trio.Semaphore) and resource.max_value is not None:
+        return f"{name}(max_value={resource.max_value!r})"
     return name
+
+
+# -- notifies that woke nobody ------------------------------------------------------
+
+_original_notify: Final = _trio_sync.Condition.notify
+_original_notify_all: Final = _trio_sync.Condition.notify_all
+
+
+_recorders: list[Callable[[trio.Condition], None]] = []
+
+
+@functools.wraps(_original_notify)
+def _notify(self: trio.Condition, n: int = 1) -> None:
+    if _recorders and not self.statistics().tasks_waiting:
+        _recorders[-1](self)
+    _original_notify(self, n)
+
+
+@functools.wraps(_original_notify_all)
+def _notify_all(self: trio.Condition) -> None:
+    if _recorders and not self.statistics().tasks_waiting:
+        _recorders[-1](self)
+    _original_notify_all(self)
+
+
+def install_notify_hook(record: Callable[[trio.Condition], None]) -> None:
+    """Call *record* with each :class:`trio.Condition` notified while no task waits on it."""
+    _recorders[:] = [record]
+    _trio_sync.Condition.notify = _notify  # type: ignore[method-assign]
+    _trio_sync.Condition.notify_all = _notify_all  # type: ignore[method-assign]
+
+
+def restore_notify_hook() -> None:
+    """Undo :func:`install_notify_hook`."""
+    _recorders.clear()
+    _trio_sync.Condition.notify = _original_notify  # type: ignore[method-assign]
+    _trio_sync.Condition.notify_all = _original_notify_all  # type: ignore[method-assign]
