@@ -127,6 +127,39 @@ def test_trio_state_is_restored_after_success_and_error() -> None:
     assert (trio_run._r, trio_run._ALLOW_DETERMINISTIC_SCHEDULING) == before
 
 
+def test_an_instrument_added_during_a_run_sees_every_step() -> None:
+    # the harness calls its own hooks once per batch; an instrument of the
+    # program's own is still called for every task step, as trio calls it
+    class Steps(trio.abc.Instrument):
+        def __init__(self) -> None:
+            self.before = 0
+            self.after = 0
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            self.before += 1
+
+        def after_task_step(self, task: trio.lowlevel.Task) -> None:
+            self.after += 1
+
+    steps = Steps()
+
+    async def counted() -> int:
+        trio.lowlevel.add_instrument(steps)
+        try:
+            return await lost_update(workers=4)
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+
+    for seed in (None, 1, 2):
+        steps.before = steps.after = 0
+        result = run_deterministic(counted, seed=seed)
+        assert result.value in (1, 2, 3, 4)
+        worker_steps = sum(1 for e in result.trace if e.kind == "step" and ".inc#" in e.task)
+        assert worker_steps == 4 * 2
+        # each worker step, the main task's steps while it is added, trio's own
+        assert steps.before == steps.after >= worker_steps + 1
+
+
 def test_plain_trio_runs_still_work_afterwards() -> None:
     run_deterministic(lost_update, seed=0)
     assert trio.run(lost_update) in (1, 2)

@@ -209,6 +209,46 @@ def _anyio_backend() -> Backend:
     return found
 
 
+def _cancel_probe(be: Backend) -> Callable[[], bool] | None:
+    """A cheap check, for the task calling this, of whether its checkpoint would raise
+    cancellation; or None (then use the backend's ``checkpoint_if_cancelled``).
+
+    A worker checks for cancellation between two steps; trio's and anyio's
+    ``checkpoint_if_cancelled`` are async calls that look the task up each
+    time. This reads, for the worker's own task, the same state they read
+    (trio's cancel status; on asyncio, anyio's chain of cancel scopes), and
+    falls back to them if that state is not where it is expected.
+    """
+    if be is _TRIO:
+        task = trio.lowlevel.current_task()
+        if type(getattr(getattr(task, "_cancel_status", None), "effectively_cancelled", None)) is not bool:
+            return None
+        return lambda: task._cancel_status.effectively_cancelled
+    try:
+        import asyncio
+
+        from anyio._backends._asyncio import _task_states
+
+        state = _task_states.get(asyncio.current_task())  # type: ignore[arg-type]
+        scope: Any = None if state is None else state.cancel_scope
+        if scope is None or not all(hasattr(scope, a) for a in ("_cancel_called", "_shield", "_parent_scope")):
+            return None
+    except Exception:  # not asyncio, or anyio keeps it elsewhere now
+        return None
+
+    def cancelled() -> bool:
+        s = scope
+        while s is not None:
+            if s._cancel_called:
+                return True
+            if s._shield:
+                return False
+            s = s._parent_scope
+        return False
+
+    return cancelled
+
+
 class _Counter:
     """An internal limiter: a slot count, and the groups parked until a slot frees."""
 
@@ -416,6 +456,7 @@ class Run:
         self.queued_limited = 0  # of those, units that need an internal limiter
         self.scouts = 0
         self.pausing = 0  # workers at their schedule point between two units
+        self.settling = 0  # quiescent mode: workers waiting for the instant to settle
         self.stopping = False
         self.failures: list[_StepState] = []
         self.stop_at = math.inf  # when fail-fast stopped the run (the first failure)
@@ -648,9 +689,18 @@ class Run:
                         heapq.heappush(self.ready, (group.heap[0][0], next(self._seq), group))
                 counter.parked.clear()
 
+    async def _settle_instant(self) -> None:
+        """Quiescent mode: wait until every task is blocked (the instant has settled)."""
+        self.settling += 1
+        try:
+            await wait_all_tasks_blocked()
+        finally:
+            self.settling -= 1
+
     def _dispatch(self) -> None:
-        """Make sure runnable work gets picked up: keep one scout on its way."""
-        if not self.scouts and self.ready and self.busy < self.capacity and not self.stopping:
+        """Make sure runnable work gets picked up: keep one scout on its way (none while
+        a worker settles: it takes a unit once the instant has settled)."""
+        if not self.scouts and self.ready and self.busy < self.capacity and not self.stopping and not self.settling:
             self.scouts = 1
             self.nursery.start_soon(self._work)
 
@@ -992,7 +1042,15 @@ class Run:
             if child.pending == 0 and child.status is None:
                 self._make_ready(child)
 
-    def _step_succeeded(self, st: _StepState, value: Any, attempts: int, now: float, kept: Any = None) -> None:
+    def _step_succeeded(
+        self, st: _StepState, value: Any, attempts: int, now: float, kept: Any = None, hand_over: bool = False
+    ) -> _StepState | None:
+        """Record a success and make ready the steps waiting only for it.
+
+        ``hand_over``: the caller, a worker, will run next the one quick step
+        this made ready if nothing else is ready: that step is returned instead
+        of queued.
+        """
         st.status = _SUCCEEDED
         st.value = value
         if attempts > st.attempts:
@@ -1003,7 +1061,7 @@ class Run:
             recorder(st.name, _SUCCEEDED, value, kept, None, st.attempts, st.started_at, now, st.usage)
         children = st.node.children
         if not children:
-            return
+            return None
         states = self.states
         if len(children) == 1:  # a chain, or a fan-in: no list
             child = states[children[0]]
@@ -1012,6 +1070,8 @@ class Run:
                 if child.status is None:
                     child.ready_at = now
                     if self.plain and child.quick and not self.plan.conditional:
+                        if hand_over and not self.ready:
+                            return child
                         self.queued += 1
                         heapq.heappush(self.ready, (child.order, _Unit(child, None)))
                     else:
@@ -1020,7 +1080,7 @@ class Run:
                 source = states[child.node.map_source]
                 if source.ok_items:  # only its map source left: catch up on its items
                     self._pipe_ready(child)
-            return
+            return None
         newly_ready = []
         for c in children:
             child = states[c]
@@ -1036,6 +1096,7 @@ class Run:
             self._make_ready(child)
         if len(newly_ready) > 1 and self.on_event is not None:
             self._announce(newly_ready, now)
+        return None
 
     # -- item-level pipelining -----------------------------------------------------------
 
@@ -1222,9 +1283,8 @@ class Run:
             self.scouts -= 1
         # a run cancelled from outside starts nothing new: no unit, no further scout
         await self.be.checkpoint_if_cancelled()
-        waited = self.quiescent and self._contended() and self._settles()
-        if waited:
-            await wait_all_tasks_blocked()
+        if self.quiescent and self._contended() and self._settles():
+            await self._settle_instant()
         if self.stopping or self.busy >= self.capacity:
             return
         first = self._take()
@@ -1242,6 +1302,7 @@ class Run:
         streak = 0
         now = self.now
         checkpoint_if_cancelled = self.be.checkpoint_if_cancelled
+        cancelled = _cancel_probe(self.be)  # (the worker's own cancel scope stays the same)
         # A quick step (see _StepState.quick) runs inline, in this loop, when no
         # hook, event callback or value hook wants to see its attempt.
         inline = not self.hooks and self.on_event is None and self.on_value is None
@@ -1249,14 +1310,17 @@ class Run:
         plain = self.plain
         ready = self.ready
         heappop = heapq.heappop
+        # a worker may run the next step of a chain with no queue in between (not
+        # under the harness, whose quiescent mode counts the queued units)
+        hand_over = plain and not self.quiescent
+        handed: _StepState | None = None
         at: float | None = None  # when the unit before ended, if no checkpoint came since
         while True:
             # A cancellation point at every step boundary, and a schedule point
             # every YIELD_EVERY steps, so a long run of quick steps cannot starve
             # the other tasks (the count keeps it deterministic).
             streak += 1
-            if streak >= YIELD_EVERY or waited:
-                # (after a quiescent wait: the workers woken with this one take first)
+            if streak >= YIELD_EVERY:
                 streak = 0
                 at = None
                 self.pausing += 1
@@ -1264,7 +1328,7 @@ class Run:
                     await self.be.checkpoint()
                 finally:
                     self.pausing -= 1
-            elif not checked:
+            elif not checked and (cancelled is None or cancelled()):
                 await checkpoint_if_cancelled()
             checked = False
             st = unit.state
@@ -1291,7 +1355,7 @@ class Run:
                         else:
                             at = now()
                             self.busy -= 1  # (_release: a quick unit holds no limiter)
-                            self._step_succeeded(st, value, 1, at)
+                            handed = self._step_succeeded(st, value, 1, at, hand_over=hand_over)
                         finally:
                             _current.reset(token)
                 elif st.external:
@@ -1303,13 +1367,17 @@ class Run:
             except Exception as exc:  # the engine's own error: never a bare group
                 at = None
                 self._engine_failed(unit, exc)
-            if self.quiescent:
-                waited = self._contended() and self._settles()
-                if waited:
-                    await wait_all_tasks_blocked()
-            if self.stopping or self.busy >= self.capacity:
+            if self.quiescent and self._contended() and self._settles():
+                await self._settle_instant()
+            if handed is not None:  # the next step of a chain: this worker runs it
+                if self.stopping or self.busy >= self.capacity:
+                    self._push(_Unit(handed, None))  # (others may take it; a stopped run never will)
+                    return
+                unit = _Unit(handed, None)  # (a new one: the context var may still hold the old)
+                handed = None
+            elif self.stopping or self.busy >= self.capacity:
                 return
-            if plain:  # (_take, inline)
+            elif plain:  # (_take, inline)
                 if not ready:
                     return
                 self.queued -= 1

@@ -11,7 +11,6 @@ not import Hypothesis).
 
 from __future__ import annotations
 
-from ._control import TraceEvent as TraceEvent
 from ._errors import BudgetExceededError as BudgetExceededError
 from ._errors import DeadlockError as DeadlockError
 from ._errors import FailingSchedule as FailingSchedule
@@ -27,6 +26,7 @@ from ._strategy import DecisionPoint as DecisionPoint
 from ._strategy import Portfolio as Portfolio
 from ._strategy import RandomWalk as RandomWalk
 from ._strategy import Strategy as Strategy
+from ._trace import TraceEvent as TraceEvent
 
 __all__ = [
     "Bounded",

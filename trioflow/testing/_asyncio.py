@@ -38,9 +38,9 @@ from typing import Any, TypeVar
 import attrs
 import outcome
 
-from ._control import _LIBRARY_MARKERS, Trace, _trim
 from ._errors import BudgetExceededError, DeadlockError
 from ._strategy import DecisionPoint, Strategy
+from ._trace import _LIBRARY_MARKERS, Trace, _trim
 
 __all__ = ["run_asyncio"]
 

@@ -129,7 +129,7 @@ def _more_problems(trio_run: Any) -> list[str]:
 
 def _instrument_problems(trio_run: Any) -> list[str]:
     """The run loop's instrument table, which the harness replaces for each run (see
-    ``_control._Instruments``)."""
+    ``_install._Instruments``)."""
     from trio._core import _instrumentation
 
     found: list[str] = []

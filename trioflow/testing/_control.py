@@ -13,7 +13,7 @@ a new trio release changes them. What we rely on (trio 0.35):
   the next batch itself when trio's loop would only do that, and to which it
   gives back the tasks it holds back before trio's loop runs again;
 * ``Runner.instruments``: the table of hooks, which the harness replaces for
-  its run by one that calls it once per batch (see :class:`_Instruments`);
+  its run by one that calls it once per batch (see :class:`._install._Instruments`);
 * ``Task._next_send`` and ``Task._attempt_abort``: used only to force a run
   to stop when cancellation alone cannot end it (a shielded deadlock, a
   livelock that ignores cancellation).
@@ -42,25 +42,23 @@ from __future__ import annotations
 import bisect
 import math
 import operator
-import random
-import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from types import CodeType, FrameType
-from typing import Any, Final, overload
+from types import CodeType
+from typing import Any, Final
 
 import attrs
 import outcome
 import trio
 import trio.lowlevel
-from trio._core import _instrumentation as _trio_instrumentation
 from trio._core import _run as _trio_run
 
 from .._stores._base import _Signal
 from ._errors import BudgetExceededError, DeadlockError
 from ._strategy import DecisionPoint, Strategy, fast_decide, fast_sticky
-from ._threads import ThreadJobs, install_thread_hook, restore_thread_hook
+from ._threads import ThreadJobs
+from ._trace import _ADDRESS, Trace, _await_frames, _replay_hint, _trim, _where
 from ._waitfor import (
     Notify,
     Wait,
@@ -68,17 +66,14 @@ from ._waitfor import (
     describe_resource,
     describe_wait,
     find_cycle,
-    install_notify_hook,
-    restore_notify_hook,
 )
 
 # where a task waits for an SQLiteStore's writer thread (see _looks_idle)
 _THREAD_WAIT: Final = _Signal.wait.__code__
 
-__all__ = ["Controller", "EngineHooks", "ScheduleRandom", "TraceEvent", "active", "install", "restore"]
+__all__ = ["Controller", "EngineHooks", "PARALLEL_THREADS"]
 
 
-#: Paths whose frames are library plumbing, skipped when saying where a task waits.
 #: Batches the harness takes in a row without an iteration of trio's loop.
 _MAX_REFILLS: Final = 64
 #: The choice that runs every waiting thread call at once, in parallel.
@@ -86,124 +81,12 @@ PARALLEL_THREADS: Final = "threads:all, in parallel"
 #: Task steps between looks for a wait-for cycle while tasks keep running (the
 #: harness also looks whenever no task is runnable).
 _CYCLE_CHECK_EVERY: Final = 2000
-_LIBRARY_MARKERS: Final = (
-    "/trio/",
-    "/anyio/",
-    "/outcome/",
-    "/trioflow/testing/",
-    "\\trio\\",
-    "\\anyio\\",
-)
-_ADDRESS: Final = re.compile(r" at 0x[0-9a-fA-F]+")
 #: The fields of each I/O manager's statistics that count tasks waiting for I/O.
 _IO_COUNTS: dict[type, tuple[str, ...]] = {}
 
 
-@attrs.frozen
-class TraceEvent:
-    """One event of a deterministic run's trace.
-
-    Attributes:
-        time: Virtual time (seconds of :class:`trio.testing.MockClock`) of the event.
-        kind: ``"spawn"`` (task created), ``"step"`` (task resumed by the
-            scheduler), ``"exit"`` (task finished), ``"thread"`` (a
-            worker-thread call run, as one step) or ``"note"`` (recorded with
-            :func:`~trioflow.testing.note`).
-        task: A deterministic label for the task: its trio name and its spawn
-            index within the run, such as ``"mymodule.worker#3"`` (for a
-            thread call, ``"thread:<function>#<index>"``).
-        detail: For a ``"note"``, the text noted; else ``""``.
-    """
-
-    time: float
-    kind: str
-    task: str
-    detail: str = ""
-
-
-class Trace(Sequence[TraceEvent]):
-    """A run's trace: a read-only sequence of :class:`TraceEvent`, each made when looked at.
-
-    Equal to another trace (or a tuple or list of events) with the same events.
-    """
-
-    __slots__ = ("_raw",)
-
-    def __init__(self, raw: Sequence[tuple[float, str, str, str]]) -> None:
-        self._raw = raw
-
-    def __len__(self) -> int:
-        return len(self._raw)
-
-    @overload
-    def __getitem__(self, index: int) -> TraceEvent: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> tuple[TraceEvent, ...]: ...
-
-    def __getitem__(self, index: int | slice) -> TraceEvent | tuple[TraceEvent, ...]:
-        if isinstance(index, slice):
-            return tuple(TraceEvent(*event) for event in self._raw[index])
-        return TraceEvent(*self._raw[index])
-
-    def __iter__(self) -> Iterator[TraceEvent]:
-        for event in self._raw:
-            yield TraceEvent(*event)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Trace):
-            return list(self._raw) == list(other._raw)
-        if isinstance(other, (tuple, list)):
-            return len(other) == len(self._raw) and all(a == b for a, b in zip(self, other, strict=True))
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(tuple(self._raw))
-
-    def __repr__(self) -> str:
-        return f"Trace({list(self)!r})"
-
-
 class _ForcedStop(BaseException):
     """Injected into tasks that a cancellation could not stop; never escapes the harness."""
-
-
-class ScheduleRandom(random.Random):
-    """A :class:`random.Random` whose ``shuffle`` asks a :class:`Controller`.
-
-    Installed as ``trio._core._run._r`` for the duration of one run. Every other
-    method behaves like a ``Random`` seeded with 0, so it is deterministic too
-    (seeded when first used: seeding costs more than many a short run, and
-    trio draws from it only to offset a :class:`trio.lowlevel.SystemClock`
-    made during the run).
-    """
-
-    def __init__(self, controller: Controller) -> None:
-        self._controller = controller
-        self._seeded = False
-        self.gauss_next = None  # (what Random.__init__ sets besides the seed)
-
-    def _draw(self) -> None:
-        self._seeded = True
-        self.seed(0)
-
-    def random(self) -> float:
-        if not self._seeded:
-            self._draw()
-        return super().random()
-
-    def getrandbits(self, k: int, /) -> int:
-        if not self._seeded:
-            self._draw()
-        return super().getrandbits(k)
-
-    def getstate(self) -> tuple[Any, ...]:
-        if not self._seeded:
-            self._draw()
-        return super().getstate()
-
-    def shuffle(self, x: Any) -> None:
-        self._controller.order_batch(x)
 
 
 class EngineHooks:
@@ -630,7 +513,7 @@ class Controller(trio.abc.Instrument):
         """
         batch = self.current_batch
         if batch:
-            return  # (trio calls this hook only once a batch is done, see _Instruments)
+            return  # (trio calls this hook only once a batch is done, see _install._Instruments)
         held = self.held
         if not held and not self.labels:
             return  # trio's own tasks, before the run's start or after its end
@@ -981,173 +864,3 @@ def _descends_from(task: trio.lowlevel.Task, ancestor: trio.Nursery) -> bool:
     return False
 
 
-def _is_library(frame: FrameType) -> bool:
-    filename = frame.f_code.co_filename
-    return any(marker in filename for marker in _LIBRARY_MARKERS)
-
-
-def _where(frames: list[tuple[FrameType, int]]) -> str:
-    """Describe where a task waits: its innermost frame of user code, and what it awaits there."""
-    if not frames:
-        return "<not started>"
-    index = len(frames) - 1
-    for i in range(len(frames) - 1, -1, -1):
-        if not _is_library(frames[i][0]):
-            index = i
-            break
-    frame, lineno = frames[index]
-    text = f"{frame.f_code.co_filename}:{lineno} in {frame.f_code.co_qualname}"
-    if index + 1 < len(frames):
-        inner = frames[index + 1][0].f_code
-        if inner.co_qualname in ("NurseryManager.__aexit__", "Nursery._nested_child_finished"):
-            text += " (waiting for its child tasks)"
-        else:
-            text += f" (awaiting {inner.co_qualname})"
-    return text
-
-
-def _await_frames(frames: list[tuple[FrameType, int]]) -> list[str]:
-    """The task's await frames of user code, outermost first, as ``file:line in function``."""
-    return [
-        f"{frame.f_code.co_filename}:{lineno} in {frame.f_code.co_qualname}"
-        for frame, lineno in frames
-        if not _is_library(frame)
-    ]
-
-
-def _trim(decisions: Sequence[int]) -> list[int]:
-    """Drop trailing zeros: an exhausted schedule continues with 0 (FIFO) anyway."""
-    end = len(decisions)
-    while end and decisions[end - 1] == 0:
-        end -= 1
-    return list(decisions[:end])
-
-
-def _replay_hint(decisions: Sequence[int]) -> str:
-    return f"Replay it exactly with run_deterministic(..., schedule={_trim(decisions)!r})."
-
-
-class _Instruments(dict[str, dict[Any, None]]):
-    """trio's instrument table for a run of the harness, a plain dict (as before trio 0.27).
-
-    trio asks ``"hook" in runner.instruments`` before every task step, every
-    reschedule and every wait for I/O, then calls :meth:`call`; since trio
-    made its table a ``UserDict``, each ask is a call of a Python method. A
-    dict answers them without one. And the controller needs its
-    ``after_task_step`` only when a batch is done (to take the next batch at
-    once, see :meth:`Controller.after_task_step`): :meth:`call` returns at
-    once after the other steps. Instruments added during the run
-    (``trio.lowlevel.add_instrument``) are called as trio calls them. The
-    other methods are trio's own, with ``data`` the dict itself.
-    """
-
-    __slots__ = ("_controller", "_only_ours")
-
-    def __init__(self, table: dict[str, dict[Any, None]], controller: Controller) -> None:
-        super().__init__(table)
-        self._controller = controller
-        self._only_ours = len(self.get("after_task_step", ())) == 1
-
-    @property
-    def data(self) -> dict[str, dict[Any, None]]:
-        return self
-
-    def call(self, hookname: str, *args: object) -> None:
-        if hookname == "after_task_step" and self._only_ours:
-            # only the controller's, which has nothing to do in mid-batch
-            controller = self._controller
-            if not controller.current_batch:
-                try:
-                    controller.after_task_step(*args)  # type: ignore[arg-type]
-                except BaseException:  # as trio does: disable it, and log
-                    self._disable(hookname, next(iter(self["after_task_step"])))
-            return
-        for instrument in list(self[hookname]):
-            try:
-                getattr(instrument, hookname)(*args)
-            except BaseException:  # as trio does: disable it, and log
-                self._disable(hookname, instrument)
-
-    def _disable(self, hookname: str, instrument: Any) -> None:
-        self.remove_instrument(instrument)
-        _trio_instrumentation.INSTRUMENT_LOGGER.exception(
-            "Exception raised when calling %r on instrument %r. Instrument has been disabled.",
-            hookname,
-            instrument,
-        )
-
-    def add_instrument(self, instrument: trio.abc.Instrument) -> None:
-        _trio_instrumentation.Instruments.add_instrument(self, instrument)  # type: ignore[arg-type]
-        self._only_ours = len(self.get("after_task_step", ())) == 1
-
-    def remove_instrument(self, instrument: trio.abc.Instrument) -> None:
-        _trio_instrumentation.Instruments.remove_instrument(self, instrument)  # type: ignore[arg-type]
-        self._only_ours = False  # (ours may be the one removed)
-
-
-_HOOKS: Final = ("after_task_step", "before_io_wait", "task_exited", "task_spawned")
-
-
-def install_instruments(controller: Controller) -> None:
-    """Give the running trio loop an :class:`_Instruments` table with the controller's hooks.
-
-    Called from the main task's first step: it is labelled here (its spawn
-    came before the table). trio's own table is not used, so that trio.run
-    spends nothing on setting it up.
-    """
-    runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
-    controller.runner = runner
-    current: Any = runner.instruments  # (a dict itself before trio 0.27)
-    table: dict[str, dict[Any, None]] = {
-        name: dict(hooks) for name, hooks in getattr(current, "data", current).items()
-    }
-    hooks = _ControllerHooks(controller)
-    table.setdefault("_all", {})[hooks] = None
-    for name in _HOOKS:
-        table.setdefault(name, {})[hooks] = None
-    runner.instruments = _Instruments(table, controller)  # type: ignore[assignment]
-    controller.task_spawned(trio.lowlevel.current_task())
-
-
-class _ControllerHooks:
-    """The instrument trio calls: the controller's hooks, and nothing else for trio to look at."""
-
-    __slots__ = _HOOKS
-
-    def __init__(self, controller: Controller) -> None:
-        # bound methods as instance attributes: trio calls them directly
-        self.after_task_step = controller.after_task_step
-        self.before_io_wait = controller.before_io_wait
-        self.task_exited = controller.task_exited
-        self.task_spawned = controller.task_spawned
-
-
-_saved: list[tuple[random.Random, bool]] = []
-#: The controller of the run in progress, if any.
-active: list[Controller] = []
-
-
-def install(rng: ScheduleRandom) -> None:
-    """Make trio's scheduler deterministic and driven by *rng*, remembering the old state."""
-    active.append(rng._controller)
-    _saved.append((_trio_run._r, _trio_run._ALLOW_DETERMINISTIC_SCHEDULING))
-    _trio_run._r = rng
-    setattr(_trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING", True)  # noqa: B010 (it is Final)
-    install_thread_hook()
-    install_notify_hook(_lost_notify)
-
-
-def _lost_notify(condition: trio.Condition) -> None:
-    if active:
-        active[-1].lost_notify(condition)
-
-
-def restore() -> None:
-    """Undo :func:`install`."""
-    active.pop()
-    if not active:
-        restore_thread_hook()
-        restore_notify_hook()
-    rng, allow = _saved.pop()
-    _trio_run._r = rng
-    setattr(_trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING", allow)  # noqa: B010 (it is Final)

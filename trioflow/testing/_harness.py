@@ -17,17 +17,7 @@ from trio._core import _run as _trio_run
 
 from .._scheduler import quiescent_scheduling, settle_decision
 from ._canary import check_trio
-from ._control import (
-    Controller,
-    EngineHooks,
-    ScheduleRandom,
-    TraceEvent,
-    _trim,
-    active,
-    install,
-    install_instruments,
-    restore,
-)
+from ._control import Controller, EngineHooks
 from ._errors import (
     BudgetExceededError,
     DeadlockError,
@@ -35,7 +25,9 @@ from ._errors import (
     NonDeterminismError,
     attach,
 )
+from ._install import ScheduleRandom, active, install, install_instruments, restore
 from ._strategy import Bounded, Strategy, make_strategy, strategy_name
+from ._trace import TraceEvent, _trim
 
 __all__ = ["DeterministicRun", "check_deterministic", "note", "run_deterministic"]
 

@@ -187,7 +187,7 @@ def _start_thread_soon(
     deliver: Callable[[outcome.Outcome[Any]], object],
     name: str | None = None,
 ) -> None:
-    from ._control import active
+    from ._install import active
 
     if active:
         controller = active[-1]
