@@ -9,7 +9,9 @@ interleaved. PIPE is the virtual-time makespan (trio's MockClock, so exact and
 free of machine noise) of a two-stage map of 1000 items with uneven durations,
 the second stage mapping over the first: pipelined (item i of the second
 stage starts when item i of the first is done) against the same work through
-a plain step that collects the first stage's list (no pipelining).
+a plain step that collects the first stage's list (no pipelining); and
+pipelined again with a ``when=`` condition on the second stage (it reads a
+step that is done at once, so the pipe stays on).
 
     python bench/limits_case.py [n]
 """
@@ -76,9 +78,15 @@ def _durations(items: int) -> tuple[list[float], list[float]]:
     return up, down
 
 
-def _two_stage(items: int, pipelined: bool, max_concurrent: int | None) -> trioflow.Flow:
+def _two_stage(
+    items: int, pipelined: bool, max_concurrent: int | None, conditional: bool = False
+) -> trioflow.Flow:
     up_s, down_s = _durations(items)
     flow = trioflow.Flow("pipe")
+
+    @flow.step
+    async def route() -> str:
+        return "go"
 
     @flow.step(map_over="items", max_concurrent=max_concurrent)
     async def up(items: int) -> int:
@@ -98,7 +106,8 @@ def _two_stage(items: int, pipelined: bool, max_concurrent: int | None) -> triof
         await trio.sleep(down_s[item])
         return item
 
-    flow.add(down, bind={"item": source}, map_over=source, max_concurrent=max_concurrent)
+    when = (lambda route: route == "go") if conditional else None
+    flow.add(down, bind={"item": source}, map_over=source, max_concurrent=max_concurrent, when=when)
     return flow
 
 
@@ -106,15 +115,16 @@ def pipeline_makespans(items: int = 1000) -> dict[str, float]:
     """Virtual makespans of the two-stage map, pipelined and not, unlimited and 50 at once."""
     out: dict[str, float] = {}
     for limit in (None, 50):
-        for pipelined in (True, False):
-            flow = _two_stage(items, pipelined, limit)
+        for pipelined, conditional in ((True, False), (False, False), (True, True)):
+            flow = _two_stage(items, pipelined, limit, conditional)
 
             async def main(flow: trioflow.Flow = flow) -> float:
                 result = await flow.run({"items": list(range(items))})
                 return result.duration
 
             clock = trio.testing.MockClock(autojump_threshold=0)
-            key = f"{'pipelined' if pipelined else 'whole list'}, max_concurrent={limit}"
+            what = "pipelined" if pipelined else "whole list"
+            key = f"{what}{' with when=' if conditional else ''}, max_concurrent={limit}"
             out[key] = trio.run(main, clock=clock)
     return out
 

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import itertools
 import json
+import math
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -301,6 +302,7 @@ def check_fail_fast(case: FlowCase, schedule: Sequence[int]) -> None:
     """
     failing = case.failing
     finish = case.finish_times()
+    skipped_at = case.skip_times()  # (steps skipped by a condition: flows(conditions=True))
     t = min(finish[name] for name in failing)
     starts = {m.name: finish[m.name] - m.unit_time(None) for m in case.models if m.name in finish}
 
@@ -323,6 +325,8 @@ def check_fail_fast(case: FlowCase, schedule: Sequence[int]) -> None:
             f = finish.get(model.name)
             if f is not None and f < t:
                 expected[model.name] = "succeeded"
+            elif skipped_at.get(model.name, math.inf) < t:
+                expected[model.name] = "skipped"
             elif f == t and model.name in failing:
                 expected[model.name] = "failed"
             else:
@@ -463,3 +467,17 @@ def check_conditional_critical_path(case: FlowCase, schedule: Sequence[int]) -> 
     """With conditions (and pipelined map steps), unlimited capacity: the run takes
     exactly the model's critical path and each step finishes when the model says."""
     check_critical_path(case, schedule)
+
+
+def check_pipelined_details(case: FlowCase, schedule: Sequence[int], max_concurrent: int | None) -> None:
+    """Pipelined map steps in flows with conditions: outputs, statuses, attempts,
+    usage, ``skip_reason`` and ``StepResult.items`` are those of the rules without
+    pipelining (a map step over a map step is pipelined unless its ``when`` reads
+    the whole upstream list; its own condition is asked as soon as all it names
+    has ended)."""
+    with saved_on_failure(
+        "pipelined_details", case, schedule=list(schedule), max_concurrent=max_concurrent
+    ):
+        result = run(case, schedule, error_handling="continue", max_concurrent=max_concurrent).value
+        assert case.summary(result) == case.sequential()
+        assert case.details(result) == case.expected_details()

@@ -7,7 +7,7 @@ The number of examples comes from the Hypothesis profile that
 from __future__ import annotations
 
 import engine_properties as props
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from trioflow.testing.strategies import FlowCase, flows, schedules, seeds
@@ -111,3 +111,19 @@ def test_token_starts(case: FlowCase, schedule: list[int], m: int | None) -> Non
 @given(flows(conditions=True), schedules())
 def test_conditional_critical_path(case: FlowCase, schedule: list[int]) -> None:
     props.check_conditional_critical_path(case, schedule)
+
+
+@given(flows(conditions=True, rate_limits=True, keyed=True), schedules(), capacities)
+def test_pipelined_details(case: FlowCase, schedule: list[int], m: int | None) -> None:
+    props.check_pipelined_details(case, schedule, m)
+
+
+@given(flows(min_failing=1, conditions=True), schedules())
+def test_fail_fast_with_conditions(case: FlowCase, schedule: list[int]) -> None:
+    assume(case.failing)  # (a condition may skip every step drawn to fail)
+    props.check_fail_fast(case, schedule)
+
+
+@given(flows(conditions=True, keyed=True), schedules(), capacities)
+def test_timeline_with_conditions(case: FlowCase, schedule: list[int], m: int | None) -> None:
+    props.check_timeline(case, schedule, m)

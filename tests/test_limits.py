@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
+import anyio.lowlevel
 import pytest
 import trio
 import trio.testing
@@ -422,3 +423,198 @@ async def test_a_retry_waiting_for_a_token_in_its_slot_cannot_deadlock(
     with trio.fail_after(100):
         await flow.run(max_concurrent=1, limiters={"api": RateLimit(calls=1, per=1.0)})
     assert tries == [0.0, 1.0]
+
+
+# -- a keyed slot is held only while the unit runs (issue 13, keyed limits) -----------------
+
+
+def _key_order_flow(log: list[tuple[str, float]], seconds: float) -> Flow:
+    flow = Flow("key-order")
+
+    async def visit(name: str) -> str:
+        log.append((name, anyio.current_time()))
+        await anyio.sleep(seconds)
+        return name
+
+    @flow.step(cost=1.0)
+    async def first() -> str:
+        return await visit("first")
+
+    @flow.step(limiter="host", limit_key=lambda: "a", cost=1.0)
+    async def low() -> str:
+        return await visit("low")
+
+    @flow.step(limiter="host", limit_key=lambda first: "a", cost=5.0)
+    async def high(first: str) -> str:
+        return await visit("high")
+
+    return flow
+
+
+@pytest.mark.anyio
+async def test_a_unit_waiting_for_a_run_slot_holds_no_keyed_slot(anyio_backend: Any) -> None:
+    # max_concurrent=1: `first` runs first (longest path); `low` is ready at once but
+    # waits for the run slot. When `first` ends, `high` (key "a" too, a longer path)
+    # is ready: it must run before `low`, which held no slot of key "a" while it waited
+    log: list[tuple[str, float]] = []
+    on_trio = anyio_backend[0] == "trio"
+    flow = _key_order_flow(log, 1.0 if on_trio else 0.001)
+    limiter = KeyedLimiter(per_key=1)
+    result = await flow.run(max_concurrent=1, limiters={"host": limiter})
+    assert [name for name, _ in log] == ["first", "high", "low"]
+    assert result.outputs == {"first": "first", "low": "low", "high": "high"}
+    assert limiter.in_use("a") == 0
+    if on_trio:
+        assert log == [("first", 0.0), ("high", 1.0), ("low", 2.0)]
+
+
+@pytest.mark.anyio
+async def test_a_keyed_slot_is_free_for_another_run_while_a_unit_waits_for_its_run_slot(
+    anyio_backend: Any,
+) -> None:
+    # run A (max_concurrent=1) is busy with `busy`; its `keyed` waits for the run
+    # slot and holds no slot of key "h", so run B's step with that key runs at once
+    on_trio = anyio_backend[0] == "trio"
+    unit = 1.0 if on_trio else 0.001
+    limiter = KeyedLimiter(per_key=1)
+    starts: dict[str, float] = {}
+    peak = Peak()
+    a = Flow("a")
+
+    @a.step(cost=10.0)
+    async def busy() -> None:
+        starts["busy"] = anyio.current_time()
+        await anyio.sleep(5 * unit)
+
+    @a.step(limiter="host", limit_key=lambda: "h")
+    async def keyed() -> None:
+        starts["keyed"] = anyio.current_time()
+        await peak.visit("h", unit)
+
+    b = Flow("b")
+
+    @b.step(limiter="host", limit_key=lambda: "h")
+    async def other() -> None:
+        starts["other"] = anyio.current_time()
+        await peak.visit("h", unit)
+
+    t0 = anyio.current_time()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(functools.partial(a.run, max_concurrent=1, limiters={"host": limiter}))
+        await anyio.lowlevel.checkpoint()  # run A has queued its steps
+        tg.start_soon(functools.partial(b.run, limiters={"host": limiter}))
+    assert peak.peak == {"h": 1}
+    assert starts["other"] < starts["keyed"]
+    assert limiter.in_use("h") == 0
+    if on_trio:
+        assert {k: v - t0 for k, v in starts.items()} == {"busy": 0.0, "other": 0.0, "keyed": 5.0}
+
+
+@pytest.mark.trio
+async def test_per_key_one_under_max_concurrent_one_runs_in_priority_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # six items over two keys, one slot per key and one run slot: the items run one
+    # after the other, in item order (the priority order), with no gap
+    flow = Flow("serial")
+
+    @flow.step(map_over="items", limiter="host", limit_key=lambda items: items[0])
+    async def fetch(items: str) -> float:
+        start = trio.current_time()
+        await trio.sleep(1)
+        return start
+
+    items = ["a0", "a1", "b0", "a2", "b1", "b2"]
+    result = await flow.run({"items": items}, max_concurrent=1, limiters={"host": KeyedLimiter(per_key=1)})
+    assert result["fetch"] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+@pytest.mark.anyio
+async def test_limit_key_and_the_first_attempt_get_the_same_copies(anyio_backend: Any) -> None:
+    # the step's arguments are copied once for limit_key and the first attempt;
+    # a retry gets fresh copies
+    seen: list[dict[str, int]] = []
+    attempts: list[dict[str, int]] = []
+    flow = Flow("copies")
+
+    def key(config: dict[str, int]) -> int:
+        seen.append(config)
+        return config["host"]
+
+    @flow.step(limiter="host", limit_key=key, retry=Retry(max_attempts=2))
+    async def call(config: dict[str, int]) -> int:
+        attempts.append(config)
+        if len(attempts) == 1:
+            raise ConnectionError
+        return config["host"]
+
+    result = await flow.run({"config": {"host": 1}}, limiters={"host": KeyedLimiter(per_key=1)})
+    assert result["call"] == 1
+    assert len(seen) == 1
+    assert seen[0] is attempts[0]
+    assert attempts[1] is not attempts[0]
+
+
+@pytest.mark.anyio
+async def test_outside_cancellation_gives_back_the_keyed_slots_of_many_units(anyio_backend: Any) -> None:
+    # 3000 items on 3000 keys; those with odd indexes end at once, the others are
+    # still running (each holding its key's slot) when the run is cancelled
+    limiter = KeyedLimiter(per_key=1)
+    flow = Flow("many")
+
+    @flow.step(map_over="items", limiter="host", limit_key=lambda items: items)
+    async def hold(items: int) -> int:
+        if items % 2 == 0:
+            await anyio.sleep_forever()
+        return items
+
+    with anyio.move_on_after(1.0) as scope:
+        await flow.run({"items": list(range(3000))}, limiters={"host": limiter})
+    assert scope.cancelled_caught
+    assert [k for k in range(3000) if limiter.in_use(k)] == []
+
+
+@pytest.mark.trio
+async def test_one_limiter_named_twice_by_a_step_counts_once(autojump_clock: trio.testing.MockClock) -> None:
+    host = KeyedLimiter(per_key=1)
+    rate = RateLimit(calls=1, per=1.0)
+    flow = Flow("twice")
+    for i in range(2):
+        flow.add(_returns(i), name=f"s{i}", limiter=["host", "same", "rate", "again"], limit_key=lambda: "h")
+    with trio.fail_after(100):
+        result = await flow.run(limiters={"host": host, "same": host, "rate": rate, "again": rate})
+    assert _starts(result) == [0.0, 1.0]  # one token each, not two
+    assert host.in_use("h") == 0
+
+
+@pytest.mark.anyio
+async def test_a_unit_waiting_for_a_named_limiter_holds_no_keyed_slot(anyio_backend: Any) -> None:
+    # `a` waits for the "slots" limiter (held by `busy`) without holding key "h", so
+    # `b`, which needs only key "h", runs at once
+    on_trio = anyio_backend[0] == "trio"
+    unit = 1.0 if on_trio else 0.001
+    starts: dict[str, float] = {}
+    flow = Flow("named")
+
+    async def visit(name: str, seconds: float) -> None:
+        starts[name] = anyio.current_time()
+        await anyio.sleep(seconds * unit)
+
+    @flow.step(limiter="slots", cost=10.0)
+    async def busy() -> None:
+        await visit("busy", 5)
+
+    @flow.step(limiter=["slots", "host"], limit_key=lambda: "h", cost=5.0)
+    async def a() -> None:
+        await visit("a", 1)
+
+    @flow.step(limiter="host", limit_key=lambda: "h")
+    async def b() -> None:
+        await visit("b", 1)
+
+    t0 = anyio.current_time()
+    await flow.run(limiters={"slots": 1, "host": KeyedLimiter(per_key=1)})
+    assert sorted(starts, key=starts.__getitem__)[-1] == "a"
+    assert starts["b"] < starts["a"]
+    if on_trio:
+        assert {k: v - t0 for k, v in starts.items()} == {"busy": 0.0, "b": 0.0, "a": 5.0}

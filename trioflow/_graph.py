@@ -488,7 +488,8 @@ class Node:
     # (of the step or its condition) that receives it has a default, or none does (after=)
     tolerates: frozenset[int] = frozenset()
     # item-level pipelining: a map step over another map step starts item i as soon
-    # as upstream item i has succeeded. ``pipes``: such map steps over this one.
+    # as upstream item i has succeeded. ``pipes``: such map steps over this one
+    # (all of them, but those whose when= condition names this step).
     pipes: tuple[int, ...] = ()
 
 
@@ -709,11 +710,16 @@ def compile_plan(flow_name: str, specs: list[StepSpec]) -> Plan:
         stages[depth[i]].append(i)
 
     pipes: dict[int, list[int]] = {}
-    if not conditional:  # a condition is decided when the step is ready
-        for i, spec in enumerate(specs):
-            source = step_index(spec.map_over) if spec.map_over is not None else None
-            if source is not None and specs[source].map_over is not None:
-                pipes.setdefault(source, []).append(i)
+    for i, spec in enumerate(specs):
+        source = step_index(spec.map_over) if spec.map_over is not None else None
+        # (a condition that reads the whole upstream list is answered only once that
+        # list is complete: such a step waits for it, unpipelined)
+        if (
+            source is not None
+            and specs[source].map_over is not None
+            and all(d != source for _, d in when_all[i][0])
+        ):
+            pipes.setdefault(source, []).append(i)
     nodes: list[Node] = []
     for i, spec in enumerate(specs):
         if when_all[i] is no_when and not tolerates_all[i] and i not in pipes:

@@ -14,9 +14,13 @@ sleeps until exactly that instant (no polling, no rounding drift).
 keys are independent.
 
 Each bucket (and each key's slot count) has a :class:`Line` of waiters, best
-first: whoever grants (the scheduler when a unit becomes ready or a slot
-frees, or a waiting task when its instant comes) pops the head while tokens or
-slots allow and calls its callback. A waiter's priority is chosen by the
+first: whoever grants (the scheduler when a slot frees or a token is due, or a
+waiting task when its instant comes) pops the head while tokens or slots allow
+and calls its callback. A waiter either takes its token or slot as it is let
+through (a task that waits for itself), or is only woken with it *promised*
+and takes it as it starts (a unit of a flow, which goes back to its run's
+ready queue); a promise holds back the other woken waiters, never one who
+takes at once. A waiter's priority is chosen by the
 caller: for steps of a flow, the longest remaining path, then declaration and
 item order, so the order does not depend on the schedule. The async side
 lives in :mod:`trioflow._scheduler` and :mod:`trioflow._waiting`.
@@ -71,9 +75,9 @@ class Waiter:
         self.grant = grant
         self.owner = owner  # who to purge on cancellation (a run, a task)
         self.alive = True
-        # True: the token is taken for the waiter as it is let through. False: the
-        # waiter is only woken, with a token *promised*, and takes it as it starts
-        # (the scheduler's units, which may start later, when a slot frees)
+        # True: the token or slot is taken for the waiter as it is let through.
+        # False: the waiter is only woken, with it *promised*, and takes it as it
+        # starts (the scheduler's units, which may start later, when a slot frees)
         self.takes = takes
 
     def __lt__(self, other: Waiter) -> bool:
@@ -92,7 +96,7 @@ class Line:
         self.bucket = bucket  # a rate limit's bucket, or None
         self.capacity = capacity  # a keyed limiter's slots per key, or None
         self.in_use = 0
-        self.promised = 0  # tokens promised to woken waiters that have not taken them yet
+        self.promised = 0  # tokens or slots promised to woken waiters not yet started
         # called when a promise is settled (its token taken or given back): whoever
         # grants may let the next waiter through
         self.watchers: dict[int, Callable[[], object]] = {}
@@ -106,12 +110,13 @@ class Line:
     def ready(self, now: float, takes: bool = True) -> bool:
         """Whether one more can pass at ``now`` (a token or a slot is free).
 
-        A token promised to a woken waiter is only a hint against waking too
-        many: one who takes a token now (``takes``) does not count it, so a
-        promise never holds back a waiter that holds a slot meanwhile.
+        A token or slot promised to a woken waiter is only a hint against waking
+        too many: one who takes it now (``takes``) does not count it, so a
+        promise never holds back a unit that starts now, nor a waiter that holds
+        a slot meanwhile.
         """
         if self.capacity is not None:
-            return self.in_use < self.capacity
+            return self.in_use + (0 if takes else self.promised) < self.capacity
         assert self.bucket is not None
         return self.bucket.holds(now, 1 if takes else self.promised + 1)
 
@@ -121,6 +126,23 @@ class Line:
         else:
             assert self.bucket is not None
             self.bucket.take(now)
+
+    def try_take(self, now: float) -> bool:
+        """Take a token or slot for one who starts at ``now``, if one is free (what is
+        promised to woken waiters does not count, as in :meth:`ready`)."""
+        capacity = self.capacity
+        if capacity is not None:
+            if self.in_use < capacity:
+                self.in_use += 1
+                return True
+            return False
+        bucket = self.bucket
+        assert bucket is not None
+        tat = bucket.tat if bucket.tat > now else now
+        if tat - bucket.tolerance <= now:
+            bucket.tat = tat + bucket.interval
+            return True
+        return False
 
     def settle(self) -> None:
         """A woken waiter took its promised token, or gave it back."""
@@ -132,14 +154,6 @@ class Line:
         """Give back a keyed slot (rate tokens are never given back)."""
         if self.capacity is not None:
             self.in_use -= 1
-
-    def pass_now(self, now: float) -> bool:
-        """Take a token or slot at once if nobody waits and one is free."""
-        self._prune()
-        if self.heap or not self.ready(now):
-            return False
-        self.take(now)
-        return True
 
     def push(self, waiter: Waiter) -> None:
         heapq.heappush(self.heap, waiter)
@@ -153,7 +167,7 @@ class Line:
                 return
             waiter = heapq.heappop(heap)
             waiter.alive = False
-            if waiter.takes or self.bucket is None:
+            if waiter.takes:
                 self.take(now)
             else:
                 self.promised += 1

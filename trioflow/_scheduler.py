@@ -64,7 +64,7 @@ from ._limits import Gate, KeyedLimiter, Line, RateLimit, Waiter, next_sequence
 from ._results import LazySteps, RunResult, RunTrace, StepFunctions, StepResult, StepStatus
 from ._retry import next_wait
 from ._runners import enter_run, exit_run
-from ._waiting import current_domain, give_back, wait_turn
+from ._waiting import current_domain, wait_turn
 
 
 class Limiter(Protocol):
@@ -81,6 +81,7 @@ class Limiter(Protocol):
 _NO_USAGE: Mapping[str, float] = MappingProxyType({})
 _SKIPPED = StepStatus.SKIPPED
 _SUCCEEDED = StepStatus.SUCCEEDED
+_UNREAD: Any = object()  # a unit's limit key, before limit_key is called
 
 # A run's recorder hook: called as (name, status, value, kept, error, attempts,
 # started_at, finished_at, usage) the moment a step reaches its final status:
@@ -313,18 +314,17 @@ def _runtime(plan: Plan) -> _PlanRuntime:
 class _Unit:
     """One schedulable piece of work: a plain step, or one item of a map step."""
 
-    __slots__ = ("attempt", "gate_key", "held", "item", "order", "passed", "state", "tokened", "woken")
+    __slots__ = ("attempt", "gate_key", "held", "item", "kwargs", "order", "state", "woken")
 
     def __init__(self, state: _StepState, item: int | None) -> None:
         self.state = state
         self.item = item
         self.attempt = 0  # the attempt running now (for current_step())
         self.order = state.order if item is None else state.order + item + 1  # the heap key
-        self.passed = 0  # rate limits and keyed limiters passed (see Run._gate)
-        self.held: tuple[Line, ...] = ()  # keyed slots held until the unit ends
-        self.gate_key: Hashable = None  # limit_key's answer, for keyed limits
-        self.tokened = False  # took its first attempt's rate tokens
-        self.woken: Line | None = None  # the rate line that promised it a token
+        self.held: tuple[Line, ...] = ()  # keyed slots held while the unit runs
+        self.gate_key: Hashable = _UNREAD  # limit_key's answer, for keyed limits
+        self.kwargs: dict[str, Any] | None = None  # read for limit_key: the first attempt's
+        self.woken: Line | None = None  # the line that promised it a token or slot
 
     def step_context(self) -> StepContext:
         """What ``current_step()`` gives inside the unit's attempt (made only when asked)."""
@@ -355,13 +355,17 @@ class _StepState:
     ready_at: float | None = None  # when its last dependency finished (None: at the run's start)
     skip_reason: str | None = None  # "condition" or "dependency", for a skipped step
     external: tuple[tuple[int, Limiter], ...] = ()  # (id of the caller's limiter, limiter to acquire)
-    gates: tuple[Gate, ...] = ()  # rate limits and keyed limiters, passed before queueing
-    rates: tuple[RateLimit, ...] = ()  # rate limits: a token taken as each attempt starts
-    needs_key = False  # a keyed limit applies: limit_key is read once per unit
+    # rate limits and keyed limiters, each with its line when it has one for all
+    # keys (None: one line per key): a token or slot taken as the unit starts
+    gates: tuple[tuple[Gate, Line | None], ...] = ()
+    rates: tuple[RateLimit, ...] = ()  # rate limits: a token taken as each later attempt starts
     # a plain step with no limit, retry or timeout: one attempt, run inline by the worker
     quick = False
     ok_items: list[int] | None = None  # a map step with pipes: its items that succeeded
     piped: set[int] | None = None  # a pipelined map step: items started (or resumed) early
+    unpiped = False  # a map step with pipes that found it cannot start items early
+    # its when= condition's answer and error, once asked (see Run._ask_when)
+    when_answer: tuple[bool, Exception | None] | None = None
     items: list[Any]
     item_values: list[Any]
     item_errors: dict[int, Exception]
@@ -492,10 +496,13 @@ class Run:
         self.domain = current_domain() if gates else None
         self.gate_lines: dict[int, Line] = {}
         self.gate_waiting = 0  # units of this run waiting in a line
-        self.woken: set[_Unit] = set()  # units woken with a promised token, not yet taken
+        self.woken: set[_Unit] = set()  # units woken with a promised token or slot, not yet taken
         self.granting = False
         self.granter_scope: Any = None
-        self.holders: set[_Unit] = set()
+        # units that took keyed slots, to give them back if the run is cancelled (those
+        # that gave them back, with ``held == ()``, are dropped now and then)
+        self.holders: list[_Unit] = []
+        self.holders_room = 1024  # appends left before the list is tidied
         free = _Group((), options.run_id)  # the group of steps that need no internal limiter
         runtime = _runtime(plan)
         order = runtime.order
@@ -511,11 +518,14 @@ class Run:
             self._set_up_groups(plan, states, free, shared, named, gates, order)
         self.states = states
         self.free = free
-        # No internal limiter, rate limit or keyed limit in this run: every unit is
-        # in the free group, and the ready queue is that group's heap itself.
-        self.plain = not gates and all(st.group is free for st in states)
+        # No internal limiter in this run: every unit is in the free group, and the
+        # ready queue is that group's heap itself (rate limits and keyed limits are
+        # passed as a unit is taken: see _take_gated).
+        self.plain = all(st.group is free for st in states)
         if self.plain:
             self.ready = free.heap
+            if gates:  # rate limits or keyed limiters: passed as each unit is taken
+                self._take = self._take_gated  # type: ignore[method-assign]
 
         for name, result in (completed or {}).items():
             st = self.states[plan.by_name[name]]
@@ -539,6 +549,9 @@ class Run:
     ) -> None:
         """Make the step states of a run whose steps need limiters: each in its group."""
         groups: dict[tuple[int, ...], _Group] = {}
+        # steps with the same limiters (and no max_concurrent) share their set-up:
+        # (group, gates, rate limits, external limiters, whether they may be quick)
+        alike: dict[tuple[str, ...], tuple[_Group, Any, Any, Any, bool]] = {}
         for node in plan.nodes:
             spec = node.spec
             if not spec.limiters and spec.max_concurrent is None:
@@ -547,6 +560,20 @@ class Run:
                     st.external = shared
                 elif spec.retry is None and spec.timeout is None and spec.map_over is None:
                     st.quick = True
+                states.append(st)
+                continue
+            known = alike.get(spec.limiters) if spec.max_concurrent is None else None
+            if known is not None:
+                # (the fewest attributes: a step's state is set up on the run's hot path)
+                same, st_gates, rates, external, simple = known
+                st = _StepState(node, same, order[node.index])
+                st.gates = st_gates
+                if rates:
+                    st.rates = rates
+                if external:
+                    st.external = external
+                if simple and spec.retry is None and spec.timeout is None and spec.map_over is None:
+                    st.quick = True  # (as below)
                 states.append(st)
                 continue
             counters = [c for n in spec.limiters if n in named and isinstance(c := named[n], _Counter)]
@@ -559,13 +586,8 @@ class Run:
             if group is None:
                 group = groups[key] = _Group(tuple(counters), self.options.run_id) if counters else free
             st = _StepState(node, group, order[node.index])
-            st.gates = tuple(
-                g for n in spec.limiters if n in gates and isinstance(g := gates[n], KeyedLimiter)
-            )
-            st.rates = tuple(
-                g for n in spec.limiters if n in gates and isinstance(g := gates[n], RateLimit)
-            )
-            st.needs_key = any(g.keyed for g in (*st.gates, *st.rates))
+            if gates:
+                self._set_gates(st, [gates[n] for n in spec.limiters if n in gates])
             acquire = list(shared)
             for n in spec.limiters:
                 if n in gates:
@@ -575,7 +597,17 @@ class Run:
                 if not isinstance(lim, _Counter) and lim not in acquire:
                     acquire.append(lim)
             st.external = tuple(acquire)
+            if (
+                group is free
+                and not st.external
+                and spec.retry is None
+                and spec.timeout is None
+                and spec.map_over is None
+            ):
+                st.quick = True  # (rate limits and keyed limits only: passed in _take)
             states.append(st)
+            if spec.max_concurrent is None:
+                alike[spec.limiters] = (group, st.gates, st.rates, st.external, group is free and not st.external)
 
     @property
     def seed(self) -> int:
@@ -613,9 +645,6 @@ class Run:
             self.queued += 1
             heapq.heappush(self.ready, (unit.order, unit))
             return
-        if unit.state.gates and unit.passed < len(unit.state.gates):
-            self._gate(unit)  # queued once it has passed its rate limits and keyed limiters
-            return
         group = unit.state.group
         self.queued += 1
         if group.counters:
@@ -652,8 +681,8 @@ class Run:
                 heapq.heappop(ready)
                 unit = heapq.heappop(heap)[1]
                 self.queued -= 1
-                if unit.state.rates and not unit.tokened and not self._tokens(unit):
-                    # no token now: the unit waits in the rate's line, holding nothing
+                if unit.state.gates and not self._admit(unit):
+                    # no token or keyed slot now: the unit waits in a line, holding nothing
                     if group.counters:
                         self.queued_limited -= 1
                     if heap:
@@ -770,28 +799,139 @@ class Run:
 
     # -- rate limits and keyed limiters ------------------------------------------------
 
-    def _gate(self, unit: _Unit) -> None:
-        """Pass the unit's next rate limit or keyed limiter, or wait in its line.
+    def _set_gates(self, st: _StepState, gates: list[Gate]) -> None:
+        """A step's rate limits and keyed limiters, each with its one line when it has one."""
+        domain = self.domain
+        gates = list(dict.fromkeys(gates))  # the same object named twice is passed once
+        st.gates = tuple((g, None if g.keyed else g._line(None, domain)) for g in gates)
+        rates = tuple(g for g in gates if isinstance(g, RateLimit))
+        if rates:
+            st.rates = rates
 
-        A unit waits here before it is queued, so it holds no capacity slot.
-        Rate tokens are given out by the run's granter task (started once per
-        instant, after every unit that became ready at that instant has joined
-        the line), best first; keyed slots at once when free, else when a
-        holder of the key ends.
+    def _take_gated(self) -> _Unit | None:
+        """:meth:`_take` for a run with no internal limiter but rate limits or keyed
+        limiters: the best unit that can take its tokens and keyed slots now."""
+        if self.gate_waiting:
+            self._grant_due()
+        ready = self.ready
+        while ready:
+            unit: _Unit = heapq.heappop(ready)[1]
+            self.queued -= 1
+            if unit.state.gates and not self._admit(unit):
+                continue  # it waits in a line, holding nothing
+            return unit
+        return None
+
+    def _admit(self, unit: _Unit) -> bool:
+        """Take the unit's first-attempt rate tokens and keyed slots, all at once, as
+        it starts; or make it wait, holding nothing (no run slot, no token, no keyed
+        slot), in the line of the first that has none.
+
+        Called by :meth:`_take` when the unit is taken to run (once: a unit that
+        passes runs, and is never queued again), so a keyed slot is held only
+        while the unit runs. A waiter is let back into the ready queue,
+        best first, when a token is due (the run's granter task) or a holder of
+        its key ends; it then competes for a run slot again, and takes what it
+        needs as it starts.
         """
+        gates = unit.state.gates
+        if unit.woken is None and len(gates) == 1:  # the common case, at no cost
+            gate, line = gates[0]
+            if line is None:  # one line per key
+                key = unit.gate_key
+                if key is _UNREAD:
+                    spec = unit.state.node.spec
+                    if spec.params or unit.item is not None:
+                        key = self._read_key(unit)  # (with copies of the arguments)
+                        if key is _UNREAD:
+                            return False
+                    else:  # a step without arguments: limit_key() at once
+                        try:
+                            key = unit.gate_key = spec.limit_key()  # type: ignore[misc]
+                        except Exception as exc:
+                            self._fail_unstarted(unit, exc)
+                            return False
+                lines = gate._lines
+                try:
+                    line = lines.lines.get(key) if lines.domain is self.domain else None
+                    if line is None:
+                        line = gate._line(key, self.domain)
+                except TypeError:
+                    return self._unhashable(unit)
+            capacity = line.capacity
+            if capacity is not None:  # a keyed limiter's slots
+                if line.in_use < capacity:
+                    line.in_use += 1
+                    unit.held = (line,)
+                    self.holders.append(unit)
+                    self.holders_room -= 1
+                    if not self.holders_room:
+                        self._hold(None)
+                    return True
+            elif line.try_take(self.now()):  # a rate limit's token
+                return True
+        return self._admit_slowly(unit)
+
+    def _admit_slowly(self, unit: _Unit) -> bool:
+        """:meth:`_admit` for a unit that was woken or has several gates."""
         st = unit.state
-        gates = st.gates
-        if unit.passed == 0 and not self._read_key(unit):
-            return
-        gate = gates[unit.passed]
-        line = gate._line(unit.gate_key, self.domain)
+        woken = unit.woken
+        if woken is not None:  # its promised token or slot is now taken, or given back
+            self.woken.discard(unit)
+            unit.woken = None
+            woken.settle()
+        keyed = any(line is None for _, line in st.gates)  # (a line per key)
+        if keyed and unit.gate_key is _UNREAD and self._read_key(unit) is _UNREAD:
+            if woken is not None:
+                self._regrant(woken)
+            return False
+        now = self.now()
+        key = unit.gate_key
+        domain = self.domain
+        try:
+            lines = [gate._line(key, domain) if line is None else line for gate, line in st.gates]
+        except TypeError:
+            return self._unhashable(unit)  # (a woken unit's key was hashable: it waited)
+        for line in lines:
+            if not line.ready(now):
+                self._wait_in(unit, line, woken)
+                return False
+        for line in lines:
+            line.take(now)
+        held = tuple(line for line in lines if line.capacity is not None)
+        if held:
+            unit.held = held
+            self._hold(unit)
+        return True
+
+    def _hold(self, unit: _Unit | None) -> None:
+        """Keep ``unit`` in :attr:`holders` (None: it is there), dropping now and then
+        those that gave their slots back (amortized: O(1) each)."""
+        holders = self.holders
+        if unit is not None:
+            holders.append(unit)
+            self.holders_room -= 1
+        if self.holders_room <= 0:
+            holders[:] = [u for u in holders if u.held]
+            self.holders_room = max(1024, len(holders))
+
+    def _wait_in(self, unit: _Unit, line: Line, woken: Line | None) -> None:
+        """Make ``unit`` wait in ``line``, best first, until it is let back."""
         self.gate_lines[id(line)] = line
-        if line.pass_now(self.now()):
-            self._gate_passed(unit, line, False)
-            return
+        line.push(Waiter((*unit.key, next_sequence()), lambda: self._woken(unit, line), self, False))
+        if line.bucket is not None:  # a token comes with time: the granter lets it through
+            line.watchers[id(self)] = self._wake_granter
+        # (the granter also keeps the run open while units wait for keyed slots
+        # that other runs hold)
         self.gate_waiting += 1
-        line.push(Waiter((*unit.key, next_sequence()), lambda: self._gate_passed(unit, line, True), self))
         self._wake_granter()
+        if woken is not None and woken is not line:
+            self._regrant(woken)  # the slot promised to this unit is free for the next one
+
+    def _regrant(self, line: Line) -> None:
+        """A keyed slot promised to a unit that did not take it: let the next waiter have it."""
+        if line.capacity is not None and line.heap:
+            line.grant(self.now())
 
     def _wake_granter(self) -> None:
         """Start the granter, or make it look again (a token may be free now, or
@@ -803,109 +943,62 @@ class Run:
         elif self.granter_scope is not None:
             self.granter_scope.deadline = -math.inf
 
-    def _read_key(self, unit: _Unit) -> bool:
-        """Read the unit's limit key once, if a keyed limit needs it; False: it failed."""
+    def _read_key(self, unit: _Unit) -> Any:
+        """Read the unit's limit key (once), or fail the unit and return ``_UNREAD``.
+
+        limit_key is called with the step's keyword arguments; they are kept for
+        the first attempt, which gets the very same copies. (Whether the key is
+        hashable shows when its line is looked up: see :meth:`_unhashable`.)
+        """
         st = unit.state
-        if not st.needs_key or unit.passed or unit.tokened or unit.gate_key is not None:
-            return True
+        spec = st.node.spec
+        limit_key = spec.limit_key
+        assert limit_key is not None
         try:
-            unit.gate_key = self._limit_key(unit)
+            if spec.params or unit.item is not None:
+                kwargs = unit.kwargs = self._kwargs(st, unit.item)
+                key = limit_key(**kwargs)
+            else:
+                key = limit_key()
+        except _CopyError as exc:
+            self._fail_unstarted(unit, exc.args[0])
+            return _UNREAD
         except Exception as exc:
             self._fail_unstarted(unit, exc)
-            return False
-        return True
+            return _UNREAD
+        unit.gate_key = key
+        return key
 
-    def _tokens(self, unit: _Unit) -> bool:
-        """Take the first attempt's token from each of the unit's rate limits, at
-        once and as it starts; or make it wait in the line of the first that has
-        none, best first (it is let back into the ready queue when a token is due)."""
-        st = unit.state
-        if unit.woken is not None:  # its promised token is now taken, or given back
-            self.woken.discard(unit)
-            woken = unit.woken
-            unit.woken = None
-            woken.settle()
-        if st.needs_key and not self._read_key(unit):
-            return False
-        now = self.now()
-        key = unit.gate_key
-        domain = self.domain
-        if len(st.rates) == 1:  # the common case, without a list
-            (rate,) = st.rates
-            line = rate._line(key if rate.keyed else None, domain)
-            if not line.ready(now):
-                self._wait_for_token(unit, line)
-                return False
-            line.take(now)
-            unit.tokened = True
-            return True
-        lines = [rate._line(key if rate.keyed else None, domain) for rate in st.rates]
-        for line in lines:
-            if not line.ready(now):
-                self._wait_for_token(unit, line)
-                return False
-        for line in lines:
-            line.take(now)
-        unit.tokened = True
-        return True
-
-    def _wait_for_token(self, unit: _Unit, line: Line) -> None:
-        self.gate_lines[id(line)] = line
-        line.watchers[id(self)] = self._wake_granter
-        self.gate_waiting += 1
-        line.push(Waiter((*unit.key, next_sequence()), lambda: self._woken(unit, line), self, False))
-        self._wake_granter()
+    def _unhashable(self, unit: _Unit) -> bool:
+        """Fail a unit whose limit key is not hashable; False (it was not admitted)."""
+        self._fail_unstarted(unit, TypeError(
+            f"step {_label(unit.state.name, unit.item)!r}: limit_key returned {_short_repr(unit.gate_key)}, "
+            f"which is not hashable; return a str, an int or a tuple"
+        ))
+        return False
 
     def _woken(self, unit: _Unit, line: Line) -> None:
-        """A token is due for ``unit``: back to the ready queue, to take it as it starts."""
+        """A token or slot is due for ``unit``: back to the ready queue, to take it as it starts."""
         self.gate_waiting -= 1
         if not self.gate_waiting:
             self._wake_granter()  # so that it ends
         if self.stopping or unit.state.status is not None:
             line.settle()
+            self._regrant(line)
             return
         unit.woken = line
         self.woken.add(unit)
         self._push(unit)
         self._dispatch()
 
-    def _limit_key(self, unit: _Unit) -> Hashable:
-        st = unit.state
-        limit_key = st.node.spec.limit_key
-        assert limit_key is not None
-        key = limit_key(**self._kwargs(st, unit.item))
-        try:
-            hash(key)
-        except TypeError:
-            raise TypeError(
-                f"step {_label(st.name, unit.item)!r}: limit_key returned {_short_repr(key)}, "
-                f"which is not hashable; return a str, an int or a tuple"
-            ) from None
-        return key  # type: ignore[no-any-return]
-
-    def _gate_passed(self, unit: _Unit, line: Line, waited: bool) -> None:
-        if waited:
-            self.gate_waiting -= 1
-            if not self.gate_waiting:
-                self._wake_granter()  # so that it ends
-        if line.capacity is not None:
-            unit.held = (*unit.held, line)
-            self.holders.add(unit)
-        if self.stopping or unit.state.status is not None:
-            if unit.held:
-                self._give_back(unit)
-            return
-        unit.passed += 1
-        self._push(unit)
-        if waited:
-            self._dispatch()
-
     def _give_back(self, unit: _Unit) -> None:
+        """Give back the unit's keyed slots, and let the next waiters of those keys through."""
         held = unit.held
-        unit.held = ()
-        self.holders.discard(unit)
+        unit.held = ()  # (and so it is dropped from self.holders)
         for line in held:
-            give_back(line, self.be)
+            line.in_use -= 1
+            if line.heap:
+                line.grant(self.now())
 
     def _grant_due(self) -> None:
         """Let through, now, the waiters whose tokens are due (before a slot is given
@@ -962,7 +1055,7 @@ class Run:
 
     def _leave_lines(self) -> None:
         """At the end of the run: leave every line, give back every keyed slot and
-        every promised token."""
+        every promised token or slot."""
         for line in self.gate_lines.values():
             line.purge(self)
             line.watchers.pop(id(self), None)
@@ -971,9 +1064,12 @@ class Run:
             assert woken is not None
             unit.woken = None
             woken.settle()
+            self.gate_lines[id(woken)] = woken
         self.woken.clear()
-        for unit in list(self.holders):
-            self._give_back(unit)
+        for unit in self.holders:
+            if unit.held:
+                self._give_back(unit)
+        self.holders.clear()
         now = self.now()
         for line in self.gate_lines.values():
             line.grant(now)  # other runs' waiters may pass now
@@ -983,7 +1079,7 @@ class Run:
     def _passes(self, st: _StepState) -> bool:
         """Whether a step whose dependencies are done runs: else it is skipped (or failed).
 
-        Evaluated synchronously, the moment the step's last dependency ends, so a
+        Decided synchronously, the moment the step's last dependency ends, so a
         condition costs no checkpoint and gives the same answer under every
         schedule. A skip by a condition lets the steps after it go on (they skip
         too, unless they take it as an optional dependency).
@@ -995,9 +1091,30 @@ class Run:
             if upstream.status is _SKIPPED and d not in node.tolerates:
                 self._skip_by_condition(st, "dependency", upstream.name)
                 return False
-        when = node.spec.when
-        if when is None:
+        if node.spec.when is None:
             return True
+        run, exc = st.when_answer or self._ask_when(st)
+        if exc is not None:
+            now = self.now()
+            add_note(exc, f"trioflow: the when= condition of step {st.name!r} raised")
+            st.started_at = now
+            if node.spec.map_over is not None and st.piped is None:
+                st.item_errors = {}  # (a map step that failed before taking its items)
+            if self.on_event is not None:
+                self._emit(StepFailed(st.name, 0, now, exc, None, elapsed=now - self.started_at))
+            self._step_failed(st, exc, 0, now)
+            return False
+        if not run:
+            self._skip_by_condition(st, "condition", st.name)
+            return False
+        return True
+
+    def _ask_when(self, st: _StepState) -> tuple[bool, Exception | None]:
+        """Call the step's when= condition (once per run: the answer is kept), with
+        the values of the steps and inputs it names, which have all ended."""
+        node = st.node
+        when = node.spec.when
+        assert when is not None
         copy = node.spec.isolation == "copy"
         kwargs: dict[str, Any] = {}
         for pname, d in node.when_deps:
@@ -1011,19 +1128,28 @@ class Run:
             value = self.inputs.get(p.name, p.default)
             kwargs[p.name] = isolate(value) if copy else value
         try:
-            run = when(**kwargs)
+            answer: tuple[bool, Exception | None] = (bool(when(**kwargs)), None)
         except Exception as exc:
-            now = self.now()
-            add_note(exc, f"trioflow: the when= condition of step {st.name!r} raised")
-            st.started_at = now
-            if self.on_event is not None:
-                self._emit(StepFailed(st.name, 0, now, exc, None, elapsed=now - self.started_at))
-            self._step_failed(st, exc, 0, now)
-            return False
-        if not run:
-            self._skip_by_condition(st, "condition", st.name)
-            return False
-        return True
+            answer = (False, exc)
+        st.when_answer = answer
+        return answer
+
+    def _may_pipe(self, down: _StepState) -> bool:
+        """Whether a pipelined map step whose only unfinished dependency is its map
+        source may start items now: nothing it needs was skipped, and its when=
+        condition (which does not name the map source, or it would have no pipe)
+        holds. The condition is asked now, all it names having ended, and its
+        answer is kept for the moment the step is ready; so the step's status and
+        skip_reason are those it gets unpipelined.
+        """
+        node = down.node
+        for d in node.deps:
+            if d != node.map_source and self.states[d].status is _SKIPPED and d not in node.tolerates:
+                return False
+        if node.spec.when is None:
+            return True
+        run, exc = self._ask_when(down)
+        return run and exc is None
 
     def _skip_by_condition(self, st: _StepState, reason: str, cause: str) -> None:
         """Skip ``st`` because of a condition (its own, or one upstream), then let the
@@ -1041,6 +1167,13 @@ class Run:
             child.pending -= 1
             if child.pending == 0 and child.status is None:
                 self._make_ready(child)
+            elif (
+                child.pending == 1
+                and child.status is None
+                and child.node.map_source is not None
+                and self.states[child.node.map_source].ok_items  # only its map source left
+            ):
+                self._pipe_ready(child)
 
     def _step_succeeded(
         self, st: _StepState, value: Any, attempts: int, now: float, kept: Any = None, hand_over: bool = False
@@ -1103,16 +1236,19 @@ class Run:
     def _pipe_ready(self, down: _StepState, item: int | None = None) -> None:
         """Start items of map step ``down`` whose upstream items have succeeded (``item``,
         or all of them), if the upstream map step is the only dependency left."""
-        if down.status is not None or down.pending != 1:
+        if down.status is not None or down.pending != 1 or down.unpiped:
             return
         if callable(self.completed_items.get(down.name)):
             return  # resumed items are matched to the whole list: no pipelining
         assert down.node.map_source is not None
         up = self.states[down.node.map_source]
-        if up.status is not None:
-            return
+        if up.status is not None or down.node.index not in up.node.pipes:
+            return  # (a step whose condition reads the whole list has no pipe)
         assert up.ok_items is not None
         if down.piped is None:
+            if self.plan.conditional and not self._may_pipe(down):
+                down.unpiped = True  # it waits for the whole list (and is skipped, or fails)
+                return
             n = len(up.items)
             down.piped = set()
             down.items = [None] * n
@@ -1307,7 +1443,7 @@ class Run:
         # hook, event callback or value hook wants to see its attempt.
         inline = not self.hooks and self.on_event is None and self.on_value is None
         on_trio = self.be is _TRIO
-        plain = self.plain
+        plain = self.plain and self.domain is None  # (rate and keyed limits: _take_gated)
         ready = self.ready
         heappop = heapq.heappop
         # a worker may run the next step of a chain with no queue in between (not
@@ -1337,7 +1473,9 @@ class Run:
                     # the one attempt of _attempts, without its options
                     spec = st.node.spec
                     try:
-                        kwargs = self._kwargs(st, None) if spec.params else None
+                        kwargs = unit.kwargs  # (the copies limit_key was called with, if it was)
+                        if kwargs is None:
+                            kwargs = self._kwargs(st, None) if spec.params else None
                     except _CopyError as exc:  # no attempt began
                         self._unit_failed(unit, exc.args[0], 0, now(), before=1)
                         at = None
@@ -1355,6 +1493,8 @@ class Run:
                         else:
                             at = now()
                             self.busy -= 1  # (_release: a quick unit holds no limiter)
+                            if unit.held:  # (but keyed slots)
+                                self._give_back(unit)
                             handed = self._step_succeeded(st, value, 1, at, hand_over=hand_over)
                         finally:
                             _current.reset(token)
@@ -1453,7 +1593,11 @@ class Run:
         attempt = 0
         while True:
             try:
-                kwargs = self._kwargs(st, item) if spec.params or item is not None else {}
+                kwargs = unit.kwargs  # (the copies limit_key was called with, if it was)
+                if kwargs is None:
+                    kwargs = self._kwargs(st, item) if spec.params or item is not None else {}
+                else:
+                    unit.kwargs = None
             except _CopyError as exc:  # no attempt began, and another cannot help
                 self._unit_failed(unit, exc.args[0], attempt, now(), before=attempt + 1)
                 return

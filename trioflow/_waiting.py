@@ -2,7 +2,7 @@
 
 :func:`wait_turn` is for a task that waits for itself (a retry's token, an item
 of :func:`trioflow.map`); the scheduler lets units of a flow wait without a
-task of their own (see ``Run._gate`` in :mod:`trioflow._scheduler`). Both let
+task of their own (see ``Run._admit`` in :mod:`trioflow._scheduler`). Both let
 waiters through with :meth:`Line.grant <trioflow._limits.Line.grant>`, best
 first, so they share one line.
 """

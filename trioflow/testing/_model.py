@@ -348,6 +348,46 @@ class FlowCase:
             for name, s in result.steps.items()
         }
 
+    @staticmethod
+    def details(result: trioflow.RunResult) -> dict[str, tuple[str | None, tuple[tuple[str, Any, int], ...]]]:
+        """name -> ``(skip_reason, items)`` of a run, each item as ``(status, value,
+        attempts)``; comparable with :meth:`expected_details`."""
+        return {
+            name: (s.skip_reason, tuple((str(i.status), i.value, i.attempts) for i in s.items))
+            for name, s in result.steps.items()
+        }
+
+    def expected_details(self) -> dict[str, tuple[str | None, tuple[tuple[str, Any, int], ...]]]:
+        """:meth:`details` of a run under ``error_handling="continue"``, by the rules
+        without pipelining: a skipped step has the reason ``"condition"`` (its own
+        ``when``) or ``"dependency"``, and no items; a map step that ran has one
+        item per element of its list (a generated map step never fails)."""
+        seq, by_condition = self._sequential()
+        values: dict[str, Any] = {ITEMS: self.inputs.get(ITEMS, [])}
+        out: dict[str, tuple[str | None, tuple[tuple[str, Any, int], ...]]] = {}
+        for model in self.models:
+            status, value, _attempts, _usage = seq[model.name]
+            if status == "skipped":
+                upstream = [d for d in (*model.deps, *model.after) if d != ITEMS]
+                own = (
+                    model.name in by_condition
+                    and model.when is not None
+                    and seq[model.when][0] != "skipped"
+                    and all(seq[d][0] != "failed" and (seq[d][0] != "skipped" or d in by_condition)
+                            for d in upstream)
+                    and not any(d in by_condition and d not in (set(model.after) | set(model.optional))
+                                for d in upstream)
+                    and not condition(values[model.when])
+                )
+                out[model.name] = ("condition" if own else "dependency", ())
+                continue
+            values[model.name] = value
+            if model.map_over is None or status != "succeeded":
+                out[model.name] = (None, ())
+                continue
+            out[model.name] = (None, tuple(("succeeded", v, model.attempts) for v in value))
+        return out
+
     @property
     def names(self) -> list[str]:
         return [m.name for m in self.models]
@@ -418,24 +458,28 @@ class FlowCase:
 
         Map items start in item order as the step's own ``max_concurrent`` allows.
         """
-        finish, _ = self._finish_times()
+        finish, _, _ = self._finish_times()
         return finish
 
-    def _finish_times(self) -> tuple[dict[str, float], dict[str, list[float]]]:
-        """Step finish times, and each map step's item finish times.
+    def skip_times(self) -> dict[str, float]:
+        """When each step skipped by a condition (its own, or one upstream) is skipped,
+        with unlimited capacity: the moment its last dependency ends."""
+        _, _, skipped_at = self._finish_times()
+        return skipped_at
+
+    def _finish_times(self) -> tuple[dict[str, float], dict[str, list[float]], dict[str, float]]:
+        """Step finish times, each map step's item finish times, and skip times.
 
         A map step over another map step is pipelined (issue 13): its item ``i``
         is released when upstream item ``i`` has finished and every other
         dependency has; items then start, lowest index first, as the step's own
-        ``max_concurrent`` allows.
+        ``max_concurrent`` allows. Conditions do not change that, but for a step
+        whose ``when`` names its map source: it waits for the whole list.
         """
         seq, by_condition = self._sequential()
         finish: dict[str, float] = {}
         items_finish: dict[str, list[float]] = {}
-        # a map step over a map step is pipelined, unless the flow has conditions
         maps = {m.name for m in self.models if m.map_over is not None}
-        if any(m.when is not None for m in self.models):
-            maps = set()
         skipped_at: dict[str, float] = {}  # a skip by a condition happens when its inputs are in
         for model in self.models:
             ended = {**finish, **skipped_at}
@@ -452,7 +496,8 @@ class FlowCase:
                 continue
             n = len(self._map_items(model))
             times = [model.unit_time(i) for i in range(n)]
-            if model.map_over in maps:
+            if model.map_over in maps and model.when != model.map_over:
+                # (a condition on the whole upstream list waits for it: unpipelined)
                 others = max(
                     (ended[d] for d in (*model.deps, *model.after) if d not in (ITEMS, model.map_over)),
                     default=0.0,
@@ -462,7 +507,7 @@ class FlowCase:
                 releases = [start] * n
             items_finish[model.name] = _release_schedule(releases, times, model.max_concurrent)
             finish[model.name] = max(items_finish[model.name], default=start)
-        return finish, items_finish
+        return finish, items_finish, skipped_at
 
     def _map_items(self, model: StepModel) -> list[Any]:
         assert model.map_over is not None

@@ -173,8 +173,11 @@ def _gated(
     if keyed:
         fields["key_mod"] = draw(st.sampled_from((0, 1, 2)))
     steps = [d for d in deps if d not in (ITEMS, map_over)]
+    # a condition may read a map step's whole source list (that step is then not pipelined)
+    readable = [d for d in deps if d != ITEMS]
+    if conditions and readable:
+        fields["when"] = draw(st.sampled_from((None, *readable)))
     if conditions and steps:
-        fields["when"] = draw(st.sampled_from((None, *steps)))
         fields["optional"] = tuple(draw(st.lists(st.sampled_from(steps), unique=True, max_size=2)))
     return fields
 
@@ -229,7 +232,9 @@ def flows(
         keyed: Steps may use a :class:`trioflow.KeyedLimiter` ``"keyed"`` of a
             drawn ``per_key``, keyed by item value modulo 1 or 2.
         conditions: Steps may have a ``when=`` condition on an upstream step
-            and take upstream steps as optional dependencies (default ``None``).
+            (a map step's condition may read its whole source list, which
+            turns its item-level pipelining off) and take upstream steps as
+            optional dependencies (default ``None``).
     """
     if not 0 <= min_failing <= max_steps:
         raise ValueError(
