@@ -164,15 +164,6 @@ _TRIO = Backend(
     trio.open_nursery,
     trio.CancelScope,
 )
-_ANYIO = Backend(
-    "anyio",
-    anyio.current_time,
-    anyio.lowlevel.checkpoint,
-    anyio.lowlevel.checkpoint_if_cancelled,
-    anyio.sleep,
-    anyio.create_task_group,
-    anyio.CancelScope,
-)
 
 
 def current_backend() -> Backend:
@@ -195,7 +186,16 @@ def _anyio_backend() -> Backend:
 
         backend = get_async_backend()
     except Exception:  # (anyio moved it): its public functions, which look it up per call
-        return _ANYIO
+        # (made here, not at import: reading them imports anyio's task modules)
+        return Backend(
+            "anyio",
+            anyio.current_time,
+            anyio.lowlevel.checkpoint,
+            anyio.lowlevel.checkpoint_if_cancelled,
+            anyio.sleep,
+            anyio.create_task_group,
+            anyio.CancelScope,
+        )
     found = _anyio_backends.get(backend)
     if found is None:
         found = _anyio_backends[backend] = Backend(
