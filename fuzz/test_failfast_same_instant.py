@@ -121,17 +121,9 @@ _NODE = st.tuples(
 )
 
 
-def _dependent_flow(spec: list[tuple[str, float, list[int], bool]], limited: bool) -> trioflow.Flow:
-    """The flow of ``spec``; ``limited``: under a capacity limit, where every unit takes time.
-
-    (Units that take no time at all compete for slots at one instant in an
-    order the schedule decides, with or without a failure: a known limit of
-    the hand-over of slots, which this property is not about.)
-    """
+def _dependent_flow(spec: list[tuple[str, float, list[int], bool]]) -> trioflow.Flow:
     flow = trioflow.Flow("due_at_the_failure")
     for i, (kind, duration, upstream, extra) in enumerate(spec):
-        if limited:
-            kind, extra = ("ok", extra) if kind == "quick" else (kind, extra or kind == "map")
         deps = [f"s{j}" for j in sorted({j % i for j in upstream})] if i else []
         mapped = kind == "map" and bool(deps)
 
@@ -160,7 +152,7 @@ def _dependent_flow(spec: list[tuple[str, float, list[int], bool]], limited: boo
 def test_flow_failfast_with_steps_due_at_the_failure_passes_check_deterministic(
     spec: list[tuple[str, float, list[int], bool]], max_concurrent: int | None
 ) -> None:
-    flow = _dependent_flow(spec, limited=max_concurrent is not None)
+    flow = _dependent_flow(spec)
 
     async def main() -> tuple[Any, ...]:
         try:
