@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 import pytest
 import trio
+import trio.testing
 from _backends import on_trio
 
 import trioflow
@@ -69,3 +70,41 @@ async def test_a_shielded_run_is_not_stopped_by_the_cancel_around_it() -> None:
         result = await flow.run()
     assert started == ["a", "b"]
     assert result["b"] == 2
+
+
+def test_a_run_cancelled_from_outside_leaves_no_cyclic_garbage() -> None:
+    # issue 16: a reference cycle through each cancelled worker left 10k tasks
+    # for the garbage collector, which made cancelling slower than raw trio; so did
+    # one through the run itself
+    import gc
+    import types
+
+    flow = trioflow.Flow("cancelled")
+
+    async def sleeper() -> None:
+        await trio.sleep(10)
+
+    for i in range(50):
+        flow.add(sleeper, name=f"s{i}")
+
+    async def main() -> None:
+        with trio.move_on_after(1):
+            await flow.run()
+
+    gc.collect()
+    gc.disable()
+    try:
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        ours = [
+            o
+            for o in gc.garbage
+            if type(o).__module__.startswith("trioflow")
+            or (type(o) is types.FrameType and "trioflow" in o.f_code.co_filename)
+        ]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert ours == []  # (trio.run leaves a few cycles of its own: its system tasks)

@@ -214,6 +214,10 @@ def _anyio_backend() -> Backend:
     return found
 
 
+def _trio_cancelled() -> bool:
+    return trio.lowlevel.current_task()._cancel_status.effectively_cancelled
+
+
 def _cancel_probe(be: Backend) -> Callable[[], bool] | None:
     """A cheap check, for the task calling this, of whether its checkpoint would raise
     cancellation; or None (then use the backend's ``checkpoint_if_cancelled``).
@@ -222,13 +226,16 @@ def _cancel_probe(be: Backend) -> Callable[[], bool] | None:
     ``checkpoint_if_cancelled`` are async calls that look the task up each
     time. This reads, for the worker's own task, the same state they read
     (trio's cancel status; on asyncio, anyio's chain of cancel scopes), and
-    falls back to them if that state is not where it is expected.
+    falls back to them if that state is not where it is expected. The check
+    holds no strong reference to the task or its scopes: a worker whose
+    traceback keeps its frame would otherwise be a reference cycle, left for
+    the garbage collector, as every task of a cancelled run is.
     """
     if be is _TRIO:
         task = trio.lowlevel.current_task()
         if type(getattr(getattr(task, "_cancel_status", None), "effectively_cancelled", None)) is not bool:
             return None
-        return lambda: task._cancel_status.effectively_cancelled
+        return _trio_cancelled
     try:
         import asyncio
 
@@ -238,11 +245,12 @@ def _cancel_probe(be: Backend) -> Callable[[], bool] | None:
         scope: Any = None if state is None else state.cancel_scope
         if scope is None or not all(hasattr(scope, a) for a in ("_cancel_called", "_shield", "_parent_scope")):
             return None
+        innermost = weakref.ref(scope)
     except Exception:  # not asyncio, or anyio keeps it elsewhere now
         return None
 
     def cancelled() -> bool:
-        s = scope
+        s = innermost()
         while s is not None:
             if s._cancel_called:
                 return True
@@ -1902,7 +1910,10 @@ class Run:
         if escaped is not None:
             for exc in self.event_errors:
                 add_note(escaped, f"trioflow: the on_event callback raised {exc!r} during the run")
-            raise escaped
+            try:
+                raise escaped
+            finally:
+                escaped = None  # (its traceback holds this frame: no cycle through the run)
         self._settle_map_errors()
         result = self.result()
         self._finished("failed" if self.failures or self.internal_errors else "succeeded")
