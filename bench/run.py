@@ -178,18 +178,9 @@ def postgres_rows(n: int, repeats: int, quick: bool) -> list[Row]:
 
 def limits_rows(n: int, repeats: int, quick: bool) -> list[Row]:
     """RATE/KEYED (issue 13 asks that they cost little; no figure) and PIPE."""
-    from limits_case import _fanout, pipeline_makespans
+    from limits_case import gate_cases, pipeline_makespans
 
-    plain = _fanout(n)
-    rated = _fanout(n, limiter="rate")
-    keyed = _fanout(n, limiter="host", limit_key=True)
-    rate = trioflow.RateLimit(calls=1e12, per=1.0)
-    host = trioflow.KeyedLimiter(per_key=n)
-    cases = {
-        "plain": lambda: plain.run(),
-        "rate": lambda: rated.run(limiters={"rate": rate}),
-        "keyed": lambda: keyed.run(limiters={"host": host}),
-    }
+    cases = gate_cases(n)
     cpu: dict[str, list[float]] = {}
     t = trio.run(partial(alternate, cases, repeats, cpu=cpu))
     scale = 1e6 / (n + 1)
