@@ -246,6 +246,47 @@ class Philosophers:
     fixed = staticmethod(_philosophers(True))
 
 
+def _transfers(ordered: bool) -> Program:
+    async def main() -> dict[str, int]:
+        # each account has its own lock; anyio's fast_acquire parks on trio's lock queue
+        # directly (the harness once missed such waits: issue 10, second corpus)
+        balances = {"alice": 100, "bob": 100}
+        locks = {name: anyio.Lock(fast_acquire=True) for name in balances}
+
+        async def transfer(source: str, target: str, amount: int, delay: int) -> None:
+            await yields(delay)
+            first, second = (source, target)
+            if ordered:
+                first, second = sorted((source, target))
+            async with locks[first]:
+                await trio.lowlevel.checkpoint()  # reads the balance from the database
+                async with locks[second]:
+                    balances[source] -= amount
+                    balances[target] += amount
+
+        async def metrics() -> None:
+            while True:
+                await anyio.sleep(0.25)
+
+        async with trio.open_nursery() as outer:
+            outer.start_soon(metrics)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(transfer, "alice", "bob", 30, 0)
+                nursery.start_soon(transfer, "bob", "alice", 10, 3)
+            outer.cancel_scope.cancel()
+        return balances
+
+    return main
+
+
+@case("opposite_transfers", "lock-order deadlock (anyio fast_acquire locks, beside a ticker)")
+class OppositeTransfers:
+    """Two transfers between the same accounts lock them in opposite orders."""
+
+    bug = staticmethod(_transfers(False))
+    fixed = staticmethod(_transfers(True))
+
+
 def _write_behind(reset_first: bool) -> Program:
     async def main() -> list[int]:
         buffer: list[int] = []
@@ -754,6 +795,55 @@ class RegistryExport:
 
     bug = staticmethod(_registry_export(False))
     fixed = staticmethod(_registry_export(True))
+
+
+def _progress(atomic: bool) -> Program:
+    async def main() -> int:
+        # a download thread reports progress through trio.from_thread (the harness once
+        # ran such threads uncontrolled, in real time: issue 10, second corpus)
+        progress = {"bytes": 0}
+
+        def read() -> int:
+            return progress["bytes"]
+
+        def write(value: int) -> None:
+            progress["bytes"] = value
+
+        def add(n: int) -> None:
+            progress["bytes"] += n
+
+        def download() -> None:
+            for chunk in (100, 200):
+                if atomic:
+                    trio.from_thread.run_sync(add, chunk)
+                else:
+                    seen = trio.from_thread.run_sync(read)
+                    trio.from_thread.run_sync(write, seen + chunk)
+
+        async def upload_metadata() -> None:
+            await yields(2)
+            if atomic:
+                add(10)
+            else:
+                seen = read()
+                await trio.sleep(0)
+                write(seen + 10)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, download)
+            nursery.start_soon(upload_metadata)
+        return progress["bytes"]
+
+    return main
+
+
+@case("progress_from_thread", "thread race (a thread calling back with trio.from_thread)")
+class ProgressFromThread:
+    """A thread reads and writes a progress counter in two calls back into trio; a task
+    updates it across an await."""
+
+    bug = staticmethod(_progress(False))
+    fixed = staticmethod(_progress(True))
 
 
 # -- flows ------------------------------------------------------------------------

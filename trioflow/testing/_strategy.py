@@ -21,9 +21,10 @@ built-in ones are :class:`RandomWalk`, :class:`PCT`, :class:`Bounded` and
 from __future__ import annotations
 
 import random
+from array import array
 from collections import deque
 from collections.abc import Callable, Container, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -179,6 +180,44 @@ class PCT:
         self.length = max(self.length, len(decisions))
 
 
+class _Children:
+    """The schedules one run of the bounded search leads to, made one at a time.
+
+    The run took the decisions of *prefix* and then only FIFO ones, at decision
+    points with ``sizes[i]`` choices (``i`` counted from the end of the prefix).
+    Its children put one non-FIFO choice at one of those points:
+    ``prefix + (0,) * i + (choice,)``, in order of ``i`` then ``choice``.
+    Made when needed, they cost one small int per decision point, not a tuple
+    as long as the run for every one of them. The root (``sizes is None``) is
+    the FIFO run itself.
+    """
+
+    __slots__ = ("bound", "choice", "position", "prefix", "sizes")
+
+    def __init__(self, prefix: tuple[int, ...], sizes: array[int] | None, bound: int) -> None:
+        self.prefix = prefix
+        self.sizes = sizes
+        self.bound = bound
+        self.position = 0
+        self.choice = 1
+
+    def left(self) -> int:
+        """Decision points whose children are still to be made."""
+        return (1 if self.sizes is None else len(self.sizes)) - self.position
+
+    def take(self) -> tuple[int, ...]:
+        sizes = self.sizes
+        if sizes is None:
+            self.position = 1
+            return self.prefix
+        prefix = (*self.prefix, *(0,) * self.position, self.choice)
+        self.choice += 1
+        if self.choice > sizes[self.position]:
+            self.position += 1
+            self.choice = 1
+        return prefix
+
+
 class Bounded:
     """Systematic search by increasing number of non-FIFO decisions (``"bounded"``).
 
@@ -187,23 +226,41 @@ class Bounded:
     bounding, as in CHESS and SCTBench), until the budget of runs ends. It
     finds every bug that needs few unusual decisions, in the fewest runs that
     guarantee it; the search is exhausted when no schedule is left.
+
+    Memory: the schedules still to run are kept as one record per run they
+    extend (that run's number of choices at each of its decision points), so
+    the queue grows by one small int per decision point per run, not by a
+    schedule per choice. At most ``max_pending`` decision points are kept in
+    all; past that, the points of the latest runs are dropped (the search then
+    no longer covers its whole bound, and ``truncated`` says so).
     """
 
     name = "bounded"
 
-    def __init__(self, seed: int = 0, max_bound: int = 3) -> None:
+    def __init__(self, seed: int = 0, max_bound: int = 3, max_pending: int = 1_000_000) -> None:
         self.seed: int = seed
         self.max_bound: int = max_bound
-        # (prefix, its number of non-zero decisions)
-        self.queue: deque[tuple[tuple[int, ...], int]] = deque([((), 0)])
+        self.max_pending: int = max_pending
+        # the runs whose children are still to be made, lowest bound first (_Children
+        # records; typed Any so that the reference docs do not name a private class)
+        self.queue: deque[Any] = deque([_Children((), None, 0)])
+        self.pending: int = 1  # decision points left in the queue's records
+        self.truncated: bool = False
         self.prefix: tuple[int, ...] = ()
         self.bound: int = 0
         self.sizes: list[int] = []
         self.exhausted: bool = False
 
     def start_run(self, run: int) -> None:
-        if self.queue:
-            self.prefix, self.bound = self.queue.popleft()
+        queue = self.queue
+        if queue:
+            head = queue[0]
+            before = head.left()
+            self.prefix, self.bound = head.take(), head.bound
+            after = head.left()
+            self.pending -= before - after
+            if not after:
+                queue.popleft()
         else:
             # exhausted: further runs are FIFO, a pure repetition
             self.exhausted = True
@@ -220,13 +277,14 @@ class Bounded:
     def end_run(self, decisions: Sequence[int], steps: int) -> None:
         if self.bound >= self.max_bound or self.exhausted:
             return
-        start = len(self.prefix)
-        zeros: tuple[int, ...] = ()
-        for position in range(start, len(self.sizes)):
-            base = self.prefix + zeros
-            for choice in range(1, self.sizes[position] + 1):
-                self.queue.append(((*base, choice), self.bound + 1))
-            zeros += (0,)
+        sizes = self.sizes[len(self.prefix) :]
+        room = self.max_pending - self.pending
+        if len(sizes) > room:
+            sizes = sizes[: max(room, 0)]
+            self.truncated = True
+        if sizes:
+            self.queue.append(_Children(self.prefix, array("I", sizes), self.bound + 1))
+            self.pending += len(sizes)
 
 
 class Portfolio:
