@@ -293,7 +293,8 @@ class _Group:
     def __init__(self, counters: tuple[_Counter, ...], run_id: str | None) -> None:
         self.counters = counters
         self.run_id = run_id  # the run's id (for current_step())
-        self.heap: list[tuple[int, _Unit]] = []
+        # (heap key, unit); in a plain run, a plain step's state until its unit is taken
+        self.heap: list[tuple[int, Any]] = []
         self.parked = False
 
 
@@ -688,8 +689,9 @@ class Run:
         if self.plain:
             if self.ready:
                 self.queued -= 1
-                unit: _Unit = heapq.heappop(self.ready)[1]
-                return unit
+                entry = heapq.heappop(self.ready)[1]
+                taken: _Unit = entry if type(entry) is _Unit else _Unit(entry, None)
+                return taken
             return None
         if self.gate_waiting:
             self._grant_due()
@@ -708,7 +710,7 @@ class Run:
                     break
             else:
                 heapq.heappop(ready)
-                unit = heapq.heappop(heap)[1]
+                unit: _Unit = heapq.heappop(heap)[1]
                 self.queued -= 1
                 if unit.state.gates and not self._admit(unit):
                     # no token or keyed slot now: the unit waits in a line, holding nothing
@@ -856,7 +858,9 @@ class Run:
             self._grant_due()
         ready = self.ready
         while ready:
-            unit: _Unit = heapq.heappop(ready)[1]
+            unit = heapq.heappop(ready)[1]
+            if type(unit) is not _Unit:
+                unit = _Unit(unit, None)
             self.queued -= 1
             if unit.state.gates and not self._admit(unit):
                 continue  # it waits in a line, holding nothing
@@ -1381,20 +1385,20 @@ class Run:
             for _, unit in units:
                 if free < 1:
                     break
-                group = unit.state.group
+                st = unit.state if type(unit) is _Unit else unit  # (see _Group.heap)
+                group = st.group
                 if any(c.in_use + used.get(id(c), 0) >= c.capacity for c in group.counters):
                     continue
                 for c in group.counters:
                     used[id(c)] = used.get(id(c), 0) + 1
                 free -= 1
                 blocked = False
-                for key, limiter in unit.state.external:
+                for key, limiter in st.external:
                     left = tokens.get(key)
                     if left is None:
                         left = getattr(limiter, "available_tokens", math.inf)
                     tokens[key] = left - 1
                     blocked = blocked or left < 1
-                st = unit.state
                 if not blocked and id(st) in members:
                     starting[id(st)] = st
         if len(starting) > 1:
@@ -1605,6 +1609,8 @@ class Run:
                     return
                 self.queued -= 1
                 unit = heappop(ready)[1]
+                if type(unit) is not _Unit:
+                    unit = _Unit(unit, None)
             else:
                 next_unit = self._take()
                 if next_unit is None:
@@ -1900,12 +1906,13 @@ class Run:
                     initial = [st for st in self.states if st.pending == 0 and st.status is None]
                     if self.plain and not self.plan.conditional:
                         # the first units at once, in one heap
-                        units = [_Unit(st, None) for st in initial if st.node.spec.map_over is None]
+                        # (a step's unit is made as it is taken: fewer objects for the
+                        # garbage collector to go through while a wide fan-out runs)
                         heap = self.ready
-                        heap.extend((unit.order, unit) for unit in units)
+                        heap.extend((st.order, st) for st in initial if st.node.spec.map_over is None)
                         heapq.heapify(heap)
-                        self.queued += len(units)
-                        if len(units) < len(initial):
+                        self.queued += len(heap)
+                        if len(heap) < len(initial):
                             for st in initial:
                                 if st.node.spec.map_over is not None:
                                     self._make_ready(st)
