@@ -369,28 +369,27 @@ class _Unit:
 class _StepState:
     """A step's progress within one run.
 
-    Rarely used fields (map items, errors) live as class-level defaults, so
-    setting up a run costs little per step.
+    The fields every run sets are slots; rarely used ones (map items, errors)
+    live as class-level defaults, in a dict made only for the steps that set
+    them, so setting up a run costs little per step, and a run keeps one
+    object per step for the garbage collector to go through.
     """
 
-    status: StepStatus | None = None
-    value: Any = None
+    __slots__ = (
+        "__dict__", "attempts", "finished_at", "group", "name", "node", "order", "pending", "quick",
+        "ready_at", "started_at", "status", "value",
+    )
+
     # made when the step's current_step() is first asked for (see _Unit.step_context)
     usage: dict[str, float] = _NO_USAGE  # type: ignore[assignment]
     error: BaseException | None = None
-    attempts = 0
-    started_at: float | None = None
-    finished_at: float | None = None
     skip_cause: str | None = None
-    ready_at: float | None = None  # when its last dependency finished (None: at the run's start)
     skip_reason: str | None = None  # "condition" or "dependency", for a skipped step
     external: tuple[tuple[int, Limiter], ...] = ()  # (id of the caller's limiter, limiter to acquire)
     # rate limits and keyed limiters, each with its line when it has one for all
     # keys (None: one line per key): a token or slot taken as the unit starts
     gates: tuple[tuple[Gate, Line | None], ...] = ()
     rates: tuple[RateLimit, ...] = ()  # rate limits: a token taken as each later attempt starts
-    # a plain step with no limit, retry or timeout: one attempt, run inline by the worker
-    quick = False
     ok_items: list[int] | None = None  # a map step with pipes: its items that succeeded
     piped: set[int] | None = None  # a pipelined map step: items started (or resumed) early
     unpiped = False  # a map step with pipes that found it cannot start items early
@@ -406,12 +405,20 @@ class _StepState:
     item_times: list[list[float | None]]  # [started_at, finished_at]
     item_failures: dict[int, Exception]  # every failed item (also under on_item_error="none")
 
-    def __init__(self, node: Node, group: _Group, order: int) -> None:
+    def __init__(self, node: Node, group: _Group, order: int, quick: bool = False) -> None:
         self.node = node
         self.name = node.spec.name
         self.pending = len(node.deps)
         self.group = group
         self.order = order  # see _PlanRuntime.order
+        # a plain step with no limit, retry or timeout: one attempt, run inline by the worker
+        self.quick = quick
+        self.status: StepStatus | None = None
+        self.value: Any = None
+        self.attempts = 0
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.ready_at: float | None = None  # when its last dependency finished (None: at the run's start)
 
 
 @attrs.frozen
@@ -540,10 +547,7 @@ class Run:
         if runtime.free and not shared:  # the common case, at the least cost per step
             quick = runtime.quick
             for node in plan.nodes:
-                st = _StepState(node, free, order[node.index])
-                if quick[node.index]:
-                    st.quick = True
-                states.append(st)
+                states.append(_StepState(node, free, order[node.index], quick[node.index]))
         else:
             self._set_up_groups(plan, states, free, shared, named, gates, order)
         self.states = states
