@@ -12,7 +12,6 @@ import attrs
 import trio
 
 from . import _runners
-from ._events import Event
 from ._exceptions import GraphError
 from ._graph import (
     Isolation,
@@ -40,6 +39,7 @@ from ._scheduler import _TRIO, Limiter, Run, RunOptions, current_backend
 
 if TYPE_CHECKING:
     from ._cache import Cache
+    from ._events import Event
     from ._open_run import RunHandle
 
 F = TypeVar("F", bound=Callable[..., Any])

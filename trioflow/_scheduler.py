@@ -32,7 +32,7 @@ import secrets
 import weakref
 from collections.abc import Callable, Hashable, Mapping
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -41,20 +41,7 @@ import trio
 
 from . import _logging
 from ._context import StepContext, _current
-from ._events import (
-    BatchStarted,
-    Event,
-    MapStarted,
-    RunFinished,
-    RunStarted,
-    StepCancelled,
-    StepFailed,
-    StepRetrying,
-    StepSkipped,
-    StepStarted,
-    StepSucceeded,
-    _label,
-)
+from ._context import label as _label
 from ._exceptions import FlowError, add_note, split_escaped
 from ._foreign import explain
 from ._graph import Node, Plan
@@ -65,6 +52,24 @@ from ._results import LazySteps, RunResult, RunTrace, StepFunctions, StepResult,
 from ._retry import next_wait
 from ._runners import enter_run, exit_run
 from ._waiting import current_domain, wait_turn
+
+if TYPE_CHECKING:
+    from . import _events as _ev
+    from ._events import Event
+else:
+
+    class _Events:
+        """trioflow's event classes, imported when a run first sends one (a run
+        with no ``on_event`` sends none, and ``import trioflow`` stays cheap)."""
+
+        def __getattr__(self, name: str) -> Any:
+            from . import _events
+
+            value = getattr(_events, name)
+            setattr(self, name, value)  # found directly from now on
+            return value
+
+    _ev = _Events()
 
 
 class Limiter(Protocol):
@@ -835,7 +840,7 @@ class Run:
         st.items_left = len(todo)
         if self.on_event is not None:
             now = self.now()
-            self._emit(MapStarted(st.name, now, len(items), len(items) - len(todo), elapsed=now - self.started_at))
+            self._emit(_ev.MapStarted(st.name, now, len(items), len(items) - len(todo), elapsed=now - self.started_at))
         if not todo:
             now = self.now()
             st.started_at = now
@@ -1088,7 +1093,7 @@ class Run:
         if st.started_at is None:
             st.started_at = now
         if self.on_event is not None:
-            self._emit(StepFailed(st.name, 1, now, error, unit.item, elapsed=now - self.started_at))
+            self._emit(_ev.StepFailed(st.name, 1, now, error, unit.item, elapsed=now - self.started_at))
         if unit.item is None:
             self._step_failed(st, error, 1, now)
             return
@@ -1150,7 +1155,7 @@ class Run:
             if node.spec.map_over is not None and st.piped is None:
                 st.item_errors = {}  # (a map step that failed before taking its items)
             if self.on_event is not None:
-                self._emit(StepFailed(st.name, 0, now, exc, None, elapsed=now - self.started_at))
+                self._emit(_ev.StepFailed(st.name, 0, now, exc, None, elapsed=now - self.started_at))
             self._step_failed(st, exc, 0, now)
             return False
         if not run:
@@ -1210,7 +1215,7 @@ class Run:
         st.finished_at = now
         self._record(st)
         if self.on_event is not None:
-            self._emit(StepSkipped(st.name, now, cause, reason, elapsed=now - self.started_at))
+            self._emit(_ev.StepSkipped(st.name, now, cause, reason, elapsed=now - self.started_at))
         for c in st.node.children:
             child = self.states[c]
             child.pending -= 1
@@ -1314,7 +1319,7 @@ class Run:
                 now = self.now()
                 done = self.completed_items.get(down.name, {})  # (not callable: checked above)
                 restored = 0 if callable(done) else len([i for i in done if 0 <= i < n])
-                self._emit(MapStarted(down.name, now, n, restored, elapsed=now - self.started_at))
+                self._emit(_ev.MapStarted(down.name, now, n, restored, elapsed=now - self.started_at))
         self._pipe_start(down, up.ok_items if item is None else (item,), up.item_values)
 
     def _pipe_start(self, down: _StepState, indices: Any, values: list[Any]) -> None:
@@ -1360,7 +1365,7 @@ class Run:
                 child.skip_reason = "dependency"
                 self._record(child)
                 if self.on_event is not None:
-                    self._emit(StepSkipped(child.name, now, st.name, elapsed=now - self.started_at))
+                    self._emit(_ev.StepSkipped(child.name, now, st.name, elapsed=now - self.started_at))
 
     def _announce(self, ready: list[_StepState], now: float) -> None:
         """Emit :class:`BatchStarted` for the steps of ``ready`` (just queued) that start now.
@@ -1407,7 +1412,7 @@ class Run:
                     starting[id(st)] = st
         if len(starting) > 1:
             names = tuple(st.name for st in ready if id(st) in starting)
-            self._emit(BatchStarted(names, now, elapsed=now - self.started_at))
+            self._emit(_ev.BatchStarted(names, now, elapsed=now - self.started_at))
 
     def _stop(self) -> None:
         """Fail fast: start nothing after this instant, and cancel everything once the
@@ -1706,7 +1711,7 @@ class Run:
                 if attempt == 1:
                     st.item_times[item][0] = started
             if emit:
-                self._emit(StepStarted(st.name, attempt, started, item, elapsed=started - self.started_at))
+                self._emit(_ev.StepStarted(st.name, attempt, started, item, elapsed=started - self.started_at))
             unit.attempt = attempt
             token = _current.set(unit)
             try:
@@ -1741,7 +1746,7 @@ class Run:
                 self._unit_failed(unit, error, attempt, at)
                 return
             if emit:
-                self._emit(StepRetrying(st.name, attempt, at, error, wait, item, elapsed=at - self.started_at))
+                self._emit(_ev.StepRetrying(st.name, attempt, at, error, wait, item, elapsed=at - self.started_at))
             if _logging.logger.isEnabledFor(_logging.WARNING):
                 _logging.retrying(self.flow_name, self.options.run_id, _label(st.name, item), attempt, error, wait)
             entry = [st.name, item, attempt, started, at, wait, None]
@@ -1805,7 +1810,7 @@ class Run:
         self._release(unit)
         if self.on_event is not None:
             self._emit(
-                StepSucceeded(st.name, attempt, now, now - started, unit.item, elapsed=now - self.started_at)
+                _ev.StepSucceeded(st.name, attempt, now, now - started, unit.item, elapsed=now - self.started_at)
             )
         if unit.item is None:
             self._step_succeeded(st, value, attempt, now, kept)
@@ -1845,7 +1850,7 @@ class Run:
         else:
             add_note(error, f"trioflow: step {_label(st.name, unit.item)!r} failed before attempt {before}")
         if self.on_event is not None:
-            self._emit(StepFailed(st.name, attempt, now, error, unit.item, elapsed=now - self.started_at))
+            self._emit(_ev.StepFailed(st.name, attempt, now, error, unit.item, elapsed=now - self.started_at))
         if unit.item is None:
             self._step_failed(st, error, attempt, now)
             return
@@ -1960,9 +1965,9 @@ class Run:
             raise self._flow_error(result)
         return result
 
-    def _started_event(self) -> RunStarted:
+    def _started_event(self) -> _ev.RunStarted:
         resumed = self.resumed
-        return RunStarted(
+        return _ev.RunStarted(
             self.flow_name,
             self.options.run_id,
             self.started_at,
@@ -1985,7 +1990,7 @@ class Run:
         duration = self.finished_at - self.started_at
         if emit:
             self._emit(
-                RunFinished(
+                _ev.RunFinished(
                     self.flow_name, self.finished_at, duration, status == "succeeded", failed, status, elapsed=duration
                 )
             )
@@ -2009,7 +2014,7 @@ class Run:
                 self._record(st)
                 if self.on_event is not None:
                     self._emit(
-                        StepCancelled(
+                        _ev.StepCancelled(
                             st.name,
                             self.finished_at,
                             st.started_at is not None,
