@@ -89,3 +89,8 @@ def current_step() -> StepContext:
     if isinstance(here, StepContext):
         return here
     return here.step_context()
+
+
+def label(step: str, item: int | None) -> str:
+    """How messages and events name a step, or one item of a map step: ``step[item]``."""
+    return step if item is None else f"{step}[{item}]"

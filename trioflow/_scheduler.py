@@ -32,7 +32,7 @@ import secrets
 import weakref
 from collections.abc import Callable, Hashable, Mapping
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -41,20 +41,7 @@ import trio
 
 from . import _logging
 from ._context import StepContext, _current
-from ._events import (
-    BatchStarted,
-    Event,
-    MapStarted,
-    RunFinished,
-    RunStarted,
-    StepCancelled,
-    StepFailed,
-    StepRetrying,
-    StepSkipped,
-    StepStarted,
-    StepSucceeded,
-    _label,
-)
+from ._context import label as _label
 from ._exceptions import FlowError, add_note, split_escaped
 from ._foreign import explain
 from ._graph import Node, Plan
@@ -65,6 +52,24 @@ from ._results import LazySteps, RunResult, RunTrace, StepFunctions, StepResult,
 from ._retry import next_wait
 from ._runners import enter_run, exit_run
 from ._waiting import current_domain, wait_turn
+
+if TYPE_CHECKING:
+    from . import _events as _ev
+    from ._events import Event
+else:
+
+    class _Events:
+        """trioflow's event classes, imported when a run first sends one (a run
+        with no ``on_event`` sends none, and ``import trioflow`` stays cheap)."""
+
+        def __getattr__(self, name: str) -> Any:
+            from . import _events
+
+            value = getattr(_events, name)
+            setattr(self, name, value)  # found directly from now on
+            return value
+
+    _ev = _Events()
 
 
 class Limiter(Protocol):
@@ -214,43 +219,24 @@ def _anyio_backend() -> Backend:
     return found
 
 
-def _trio_cancelled() -> bool:
-    return trio.lowlevel.current_task()._cancel_status.effectively_cancelled
+class _AlwaysCheck:
+    """The probe of a task whose cancel state is not where it is expected: always check."""
+
+    __slots__ = ()
+    effectively_cancelled = True
 
 
-def _cancel_probe(be: Backend) -> Callable[[], bool] | None:
-    """A cheap check, for the task calling this, of whether its checkpoint would raise
-    cancellation; or None (then use the backend's ``checkpoint_if_cancelled``).
+class _AnyioProbe:
+    """On asyncio, whether anyio's chain of cancel scopes, from a task's innermost, is cancelled."""
 
-    A worker checks for cancellation between two steps; trio's and anyio's
-    ``checkpoint_if_cancelled`` are async calls that look the task up each
-    time. This reads, for the worker's own task, the same state they read
-    (trio's cancel status; on asyncio, anyio's chain of cancel scopes), and
-    falls back to them if that state is not where it is expected. The check
-    holds no strong reference to the task or its scopes: a worker whose
-    traceback keeps its frame would otherwise be a reference cycle, left for
-    the garbage collector, as every task of a cancelled run is.
-    """
-    if be is _TRIO:
-        task = trio.lowlevel.current_task()
-        if type(getattr(getattr(task, "_cancel_status", None), "effectively_cancelled", None)) is not bool:
-            return None
-        return _trio_cancelled
-    try:
-        import asyncio
+    __slots__ = ("innermost",)
 
-        from anyio._backends._asyncio import _task_states
+    def __init__(self, scope: Any) -> None:
+        self.innermost = weakref.ref(scope)
 
-        state = _task_states.get(asyncio.current_task())  # type: ignore[arg-type]
-        scope: Any = None if state is None else state.cancel_scope
-        if scope is None or not all(hasattr(scope, a) for a in ("_cancel_called", "_shield", "_parent_scope")):
-            return None
-        innermost = weakref.ref(scope)
-    except Exception:  # not asyncio, or anyio keeps it elsewhere now
-        return None
-
-    def cancelled() -> bool:
-        s = innermost()
+    @property
+    def effectively_cancelled(self) -> bool:
+        s = self.innermost()
         while s is not None:
             if s._cancel_called:
                 return True
@@ -259,7 +245,37 @@ def _cancel_probe(be: Backend) -> Callable[[], bool] | None:
             s = s._parent_scope
         return False
 
-    return cancelled
+
+def _cancel_probe(be: Backend) -> Any:
+    """A cheap check, for the task calling this, of whether its checkpoint would raise
+    cancellation: an object whose ``effectively_cancelled`` says so (when true, or
+    when the state is not where it is expected, await the backend's
+    ``checkpoint_if_cancelled``).
+
+    A worker checks for cancellation between two steps; trio's and anyio's
+    ``checkpoint_if_cancelled`` are async calls that look the task up each
+    time. This reads, for the worker's own task, the same state they read:
+    on trio the task's cancel status itself, which stays the same for as long
+    as the worker runs (a step leaves every cancel scope it enters); on
+    asyncio, anyio's chain of cancel scopes, through a weak reference.
+    """
+    if be is _TRIO:
+        status = getattr(trio.lowlevel.current_task(), "_cancel_status", None)
+        if type(getattr(status, "effectively_cancelled", None)) is not bool:
+            return _AlwaysCheck()
+        return status
+    try:
+        import asyncio
+
+        from anyio._backends._asyncio import _task_states
+
+        state = _task_states.get(asyncio.current_task())  # type: ignore[arg-type]
+        scope: Any = None if state is None else state.cancel_scope
+        if scope is None or not all(hasattr(scope, a) for a in ("_cancel_called", "_shield", "_parent_scope")):
+            return _AlwaysCheck()
+        return _AnyioProbe(scope)
+    except Exception:  # not asyncio, or anyio keeps it elsewhere now
+        return _AlwaysCheck()
 
 
 class _Counter:
@@ -282,7 +298,8 @@ class _Group:
     def __init__(self, counters: tuple[_Counter, ...], run_id: str | None) -> None:
         self.counters = counters
         self.run_id = run_id  # the run's id (for current_step())
-        self.heap: list[tuple[int, _Unit]] = []
+        # (heap key, unit); in a plain run, a plain step's state until its unit is taken
+        self.heap: list[tuple[int, Any]] = []
         self.parked = False
 
 
@@ -296,7 +313,7 @@ class _PlanRuntime:
     over nothing (see ``_StepState.quick``).
     """
 
-    __slots__ = ("__weakref__", "free", "order", "quick")
+    __slots__ = ("__weakref__", "free", "maps", "order", "quick")
 
     def __init__(self, plan: Plan) -> None:
         nodes = plan.nodes
@@ -311,6 +328,7 @@ class _PlanRuntime:
         ]
         # no step names a limiter or has a max_concurrent of its own
         self.free = all(not n.spec.limiters and n.spec.max_concurrent is None for n in nodes)
+        self.maps = [n.index for n in nodes if n.spec.map_over is not None]  # (the map steps)
 
 
 _runtimes: weakref.WeakKeyDictionary[Plan, _PlanRuntime] = weakref.WeakKeyDictionary()
@@ -341,7 +359,10 @@ class _Unit:
     def step_context(self) -> StepContext:
         """What ``current_step()`` gives inside the unit's attempt (made only when asked)."""
         st = self.state
-        return StepContext(st.name, self.attempt, self.item, st.group.run_id, st.usage)
+        usage = st.usage
+        if usage is _NO_USAGE:  # (a step's usage dict is made when first asked for)
+            usage = st.usage = {}
+        return StepContext(st.name, self.attempt, self.item, st.group.run_id, usage)
 
     @property
     def key(self) -> tuple[float, int, int]:
@@ -353,26 +374,27 @@ class _Unit:
 class _StepState:
     """A step's progress within one run.
 
-    Rarely used fields (map items, errors) live as class-level defaults, so
-    setting up a run costs little per step.
+    The fields every run sets are slots; rarely used ones (map items, errors)
+    live as class-level defaults, in a dict made only for the steps that set
+    them, so setting up a run costs little per step, and a run keeps one
+    object per step for the garbage collector to go through.
     """
 
-    status: StepStatus | None = None
-    value: Any = None
+    __slots__ = (
+        "__dict__", "attempts", "finished_at", "group", "name", "node", "order", "pending", "quick",
+        "ready_at", "started_at", "status", "value",
+    )
+
+    # made when the step's current_step() is first asked for (see _Unit.step_context)
+    usage: dict[str, float] = _NO_USAGE  # type: ignore[assignment]
     error: BaseException | None = None
-    attempts = 0
-    started_at: float | None = None
-    finished_at: float | None = None
     skip_cause: str | None = None
-    ready_at: float | None = None  # when its last dependency finished (None: at the run's start)
     skip_reason: str | None = None  # "condition" or "dependency", for a skipped step
     external: tuple[tuple[int, Limiter], ...] = ()  # (id of the caller's limiter, limiter to acquire)
     # rate limits and keyed limiters, each with its line when it has one for all
     # keys (None: one line per key): a token or slot taken as the unit starts
     gates: tuple[tuple[Gate, Line | None], ...] = ()
     rates: tuple[RateLimit, ...] = ()  # rate limits: a token taken as each later attempt starts
-    # a plain step with no limit, retry or timeout: one attempt, run inline by the worker
-    quick = False
     ok_items: list[int] | None = None  # a map step with pipes: its items that succeeded
     piped: set[int] | None = None  # a pipelined map step: items started (or resumed) early
     unpiped = False  # a map step with pipes that found it cannot start items early
@@ -388,13 +410,20 @@ class _StepState:
     item_times: list[list[float | None]]  # [started_at, finished_at]
     item_failures: dict[int, Exception]  # every failed item (also under on_item_error="none")
 
-    def __init__(self, node: Node, group: _Group, order: int) -> None:
+    def __init__(self, node: Node, group: _Group, order: int, quick: bool = False) -> None:
         self.node = node
         self.name = node.spec.name
         self.pending = len(node.deps)
         self.group = group
         self.order = order  # see _PlanRuntime.order
-        self.usage: dict[str, float] = {}
+        # a plain step with no limit, retry or timeout: one attempt, run inline by the worker
+        self.quick = quick
+        self.status: StepStatus | None = None
+        self.value: Any = None
+        self.attempts = 0
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.ready_at: float | None = None  # when its last dependency finished (None: at the run's start)
 
 
 @attrs.frozen
@@ -471,6 +500,7 @@ class Run:
         self.queued = 0  # units in the ready queue (parked ones included)
         self.queued_limited = 0  # of those, units that need an internal limiter
         self.scouts = 0
+        self.returns = 0  # units that workers finished and then looked for more work
         self.pausing = 0  # workers at their schedule point between two units
         self.settling = 0  # quiescent mode: workers waiting for the instant to settle
         self.stopping = False
@@ -522,10 +552,7 @@ class Run:
         if runtime.free and not shared:  # the common case, at the least cost per step
             quick = runtime.quick
             for node in plan.nodes:
-                st = _StepState(node, free, order[node.index])
-                if quick[node.index]:
-                    st.quick = True
-                states.append(st)
+                states.append(_StepState(node, free, order[node.index], quick[node.index]))
         else:
             self._set_up_groups(plan, states, free, shared, named, gates, order)
         self.states = states
@@ -671,8 +698,9 @@ class Run:
         if self.plain:
             if self.ready:
                 self.queued -= 1
-                unit: _Unit = heapq.heappop(self.ready)[1]
-                return unit
+                entry = heapq.heappop(self.ready)[1]
+                taken: _Unit = entry if type(entry) is _Unit else _Unit(entry, None)
+                return taken
             return None
         if self.gate_waiting:
             self._grant_due()
@@ -691,7 +719,7 @@ class Run:
                     break
             else:
                 heapq.heappop(ready)
-                unit = heapq.heappop(heap)[1]
+                unit: _Unit = heapq.heappop(heap)[1]
                 self.queued -= 1
                 if unit.state.gates and not self._admit(unit):
                     # no token or keyed slot now: the unit waits in a line, holding nothing
@@ -755,7 +783,7 @@ class Run:
             and not self.settling
         ):
             self.scouts = 1
-            self.nursery.start_soon(self._work)
+            self.nursery.start_soon(self._work, True, self.returns)
 
     # -- state transitions ---------------------------------------------------------
 
@@ -812,7 +840,7 @@ class Run:
         st.items_left = len(todo)
         if self.on_event is not None:
             now = self.now()
-            self._emit(MapStarted(st.name, now, len(items), len(items) - len(todo), elapsed=now - self.started_at))
+            self._emit(_ev.MapStarted(st.name, now, len(items), len(items) - len(todo), elapsed=now - self.started_at))
         if not todo:
             now = self.now()
             st.started_at = now
@@ -839,7 +867,9 @@ class Run:
             self._grant_due()
         ready = self.ready
         while ready:
-            unit: _Unit = heapq.heappop(ready)[1]
+            unit = heapq.heappop(ready)[1]
+            if type(unit) is not _Unit:
+                unit = _Unit(unit, None)
             self.queued -= 1
             if unit.state.gates and not self._admit(unit):
                 continue  # it waits in a line, holding nothing
@@ -1063,7 +1093,7 @@ class Run:
         if st.started_at is None:
             st.started_at = now
         if self.on_event is not None:
-            self._emit(StepFailed(st.name, 1, now, error, unit.item, elapsed=now - self.started_at))
+            self._emit(_ev.StepFailed(st.name, 1, now, error, unit.item, elapsed=now - self.started_at))
         if unit.item is None:
             self._step_failed(st, error, 1, now)
             return
@@ -1125,7 +1155,7 @@ class Run:
             if node.spec.map_over is not None and st.piped is None:
                 st.item_errors = {}  # (a map step that failed before taking its items)
             if self.on_event is not None:
-                self._emit(StepFailed(st.name, 0, now, exc, None, elapsed=now - self.started_at))
+                self._emit(_ev.StepFailed(st.name, 0, now, exc, None, elapsed=now - self.started_at))
             self._step_failed(st, exc, 0, now)
             return False
         if not run:
@@ -1185,7 +1215,7 @@ class Run:
         st.finished_at = now
         self._record(st)
         if self.on_event is not None:
-            self._emit(StepSkipped(st.name, now, cause, reason, elapsed=now - self.started_at))
+            self._emit(_ev.StepSkipped(st.name, now, cause, reason, elapsed=now - self.started_at))
         for c in st.node.children:
             child = self.states[c]
             child.pending -= 1
@@ -1289,7 +1319,7 @@ class Run:
                 now = self.now()
                 done = self.completed_items.get(down.name, {})  # (not callable: checked above)
                 restored = 0 if callable(done) else len([i for i in done if 0 <= i < n])
-                self._emit(MapStarted(down.name, now, n, restored, elapsed=now - self.started_at))
+                self._emit(_ev.MapStarted(down.name, now, n, restored, elapsed=now - self.started_at))
         self._pipe_start(down, up.ok_items if item is None else (item,), up.item_values)
 
     def _pipe_start(self, down: _StepState, indices: Any, values: list[Any]) -> None:
@@ -1335,7 +1365,7 @@ class Run:
                 child.skip_reason = "dependency"
                 self._record(child)
                 if self.on_event is not None:
-                    self._emit(StepSkipped(child.name, now, st.name, elapsed=now - self.started_at))
+                    self._emit(_ev.StepSkipped(child.name, now, st.name, elapsed=now - self.started_at))
 
     def _announce(self, ready: list[_StepState], now: float) -> None:
         """Emit :class:`BatchStarted` for the steps of ``ready`` (just queued) that start now.
@@ -1364,25 +1394,25 @@ class Run:
             for _, unit in units:
                 if free < 1:
                     break
-                group = unit.state.group
+                st = unit.state if type(unit) is _Unit else unit  # (see _Group.heap)
+                group = st.group
                 if any(c.in_use + used.get(id(c), 0) >= c.capacity for c in group.counters):
                     continue
                 for c in group.counters:
                     used[id(c)] = used.get(id(c), 0) + 1
                 free -= 1
                 blocked = False
-                for key, limiter in unit.state.external:
+                for key, limiter in st.external:
                     left = tokens.get(key)
                     if left is None:
                         left = getattr(limiter, "available_tokens", math.inf)
                     tokens[key] = left - 1
                     blocked = blocked or left < 1
-                st = unit.state
                 if not blocked and id(st) in members:
                     starting[id(st)] = st
         if len(starting) > 1:
             names = tuple(st.name for st in ready if id(st) in starting)
-            self._emit(BatchStarted(names, now, elapsed=now - self.started_at))
+            self._emit(_ev.BatchStarted(names, now, elapsed=now - self.started_at))
 
     def _stop(self) -> None:
         """Fail fast: start nothing after this instant, and cancel everything once the
@@ -1450,22 +1480,27 @@ class Run:
 
     # -- running units ---------------------------------------------------------------
 
-    async def _work(self, scout: bool = True) -> None:
+    async def _work(self, scout: bool, returns: int) -> None:
         """A worker: take a unit and run it, then the next, until none is runnable.
 
         A chain of steps thus runs in one task. New workers are *scouts*: while
         more units wait, each sends two more scouts ahead as it takes its unit,
         so scouts double each scheduling batch and a wide fan-out of steps that
-        block starts within log2(width) batches, while quick steps are mostly
-        run by workers that are already there, with no new task at all. The
-        run's own task starts as a worker too (``scout=False``).
+        block starts within log2(width) batches. They double only while no
+        worker comes back for more (``returns``: the count of comebacks when
+        the scout was sent): steps that end soon (quick ones, or ones that
+        only pass a schedule point) are run by the workers already there, one
+        more scout joining them per batch, instead of by a new task per step.
+        The run's own task starts as a worker too (``scout=False``).
         """
         if scout:
             self.scouts -= 1
+        checkpoint_if_cancelled = self.be.checkpoint_if_cancelled
+        probe = _cancel_probe(self.be)  # (the worker's own cancel scope stays the same)
         # a run cancelled from outside starts nothing new: no unit, no further scout
         # (one that fail-fast stopped still begins the units due at the stop instant)
-        if not self.stopping:
-            await self.be.checkpoint_if_cancelled()
+        if not self.stopping and probe.effectively_cancelled:
+            await checkpoint_if_cancelled()
         if self.quiescent and self._contended() and self._settles():
             await self._settle_instant()
         if (self.stopping and self.now() > self.stop_at) or self.busy >= self.capacity:
@@ -1476,16 +1511,18 @@ class Run:
         unit = first
         self.busy += 1
         # more scouts only when every other worker is blocked in a step: workers
-        # that only paused between quick steps come back for more units themselves
-        if self.ready and self.busy < self.capacity and not self.pausing:
-            self.scouts += 2
-            self.nursery.start_soon(self._work)
-            self.nursery.start_soon(self._work)
+        # that only paused between quick steps, or came back since this scout was
+        # sent, take more units themselves (and one scout stays on its way)
+        if self.ready and self.busy < self.capacity:
+            if self.pausing or self.returns != returns:
+                self._dispatch()
+            else:  # (no more scouts than units waiting for one)
+                for _ in range(min(2, self.queued - self.scouts)):
+                    self.scouts += 1
+                    self.nursery.start_soon(self._work, True, returns)
         checked = True  # (just now)
         streak = 0
         now = self.now
-        checkpoint_if_cancelled = self.be.checkpoint_if_cancelled
-        cancelled = _cancel_probe(self.be)  # (the worker's own cancel scope stays the same)
         # A quick step (see _StepState.quick) runs inline, in this loop, when no
         # hook, event callback or value hook wants to see its attempt.
         inline = not self.hooks and self.on_event is None and self.on_value is None
@@ -1520,7 +1557,7 @@ class Run:
                 if not self.stopping or now() > self.stop_at:
                     await checkpoint_if_cancelled()
             # (a unit taken at the stop instant begins: no cancel check while stopping)
-            elif not checked and not self.stopping and (cancelled is None or cancelled()):
+            elif not checked and not self.stopping and probe.effectively_cancelled:
                 await checkpoint_if_cancelled()
             checked = False
             st = unit.state
@@ -1551,7 +1588,7 @@ class Run:
                             self.busy -= 1  # (_release: a quick unit holds no limiter)
                             if unit.held:  # (but keyed slots)
                                 self._give_back(unit)
-                            handed = self._step_succeeded(st, value, 1, at, hand_over=hand_over)
+                            handed = self._step_succeeded(st, value, 1, at, None, hand_over)
                         finally:
                             _current.reset(token)
                 elif st.external:
@@ -1566,24 +1603,30 @@ class Run:
             if self.quiescent and self._contended() and self._settles():
                 await self._settle_instant()
             if handed is not None:  # the next step of a chain: this worker runs it
-                if (self.stopping and now() > self.stop_at) or self.busy >= self.capacity:
-                    self._push(_Unit(handed, None))  # (others may take it; a stopped run never will)
+                # (in the slot the step before gave back: nothing else is ready)
+                if self.stopping and now() > self.stop_at:
+                    self._push(_Unit(handed, None))  # (a stopped run never takes it)
                     return
                 unit = _Unit(handed, None)  # (a new one: the context var may still hold the old)
                 handed = None
-            elif (self.stopping and now() > self.stop_at) or self.busy >= self.capacity:
+                self.busy += 1
+                continue
+            if (self.stopping and now() > self.stop_at) or self.busy >= self.capacity:
                 return  # (fail-fast stopped the run before this instant: see _cancel_all)
             elif plain:  # (_take, inline)
                 if not ready:
                     return
                 self.queued -= 1
                 unit = heappop(ready)[1]
+                if type(unit) is not _Unit:
+                    unit = _Unit(unit, None)
             else:
                 next_unit = self._take()
                 if next_unit is None:
                     return
                 unit = next_unit
             self.busy += 1
+            self.returns += 1
             if not self.scouts and self.ready and self.busy < self.capacity:
                 self._dispatch()
 
@@ -1668,7 +1711,7 @@ class Run:
                 if attempt == 1:
                     st.item_times[item][0] = started
             if emit:
-                self._emit(StepStarted(st.name, attempt, started, item, elapsed=started - self.started_at))
+                self._emit(_ev.StepStarted(st.name, attempt, started, item, elapsed=started - self.started_at))
             unit.attempt = attempt
             token = _current.set(unit)
             try:
@@ -1703,7 +1746,7 @@ class Run:
                 self._unit_failed(unit, error, attempt, at)
                 return
             if emit:
-                self._emit(StepRetrying(st.name, attempt, at, error, wait, item, elapsed=at - self.started_at))
+                self._emit(_ev.StepRetrying(st.name, attempt, at, error, wait, item, elapsed=at - self.started_at))
             if _logging.logger.isEnabledFor(_logging.WARNING):
                 _logging.retrying(self.flow_name, self.options.run_id, _label(st.name, item), attempt, error, wait)
             entry = [st.name, item, attempt, started, at, wait, None]
@@ -1767,7 +1810,7 @@ class Run:
         self._release(unit)
         if self.on_event is not None:
             self._emit(
-                StepSucceeded(st.name, attempt, now, now - started, unit.item, elapsed=now - self.started_at)
+                _ev.StepSucceeded(st.name, attempt, now, now - started, unit.item, elapsed=now - self.started_at)
             )
         if unit.item is None:
             self._step_succeeded(st, value, attempt, now, kept)
@@ -1807,7 +1850,7 @@ class Run:
         else:
             add_note(error, f"trioflow: step {_label(st.name, unit.item)!r} failed before attempt {before}")
         if self.on_event is not None:
-            self._emit(StepFailed(st.name, attempt, now, error, unit.item, elapsed=now - self.started_at))
+            self._emit(_ev.StepFailed(st.name, attempt, now, error, unit.item, elapsed=now - self.started_at))
         if unit.item is None:
             self._step_failed(st, error, attempt, now)
             return
@@ -1872,12 +1915,13 @@ class Run:
                     initial = [st for st in self.states if st.pending == 0 and st.status is None]
                     if self.plain and not self.plan.conditional:
                         # the first units at once, in one heap
-                        units = [_Unit(st, None) for st in initial if st.node.spec.map_over is None]
+                        # (a step's unit is made as it is taken: fewer objects for the
+                        # garbage collector to go through while a wide fan-out runs)
                         heap = self.ready
-                        heap.extend((unit.order, unit) for unit in units)
+                        heap.extend((st.order, st) for st in initial if st.node.spec.map_over is None)
                         heapq.heapify(heap)
-                        self.queued += len(units)
-                        if len(units) < len(initial):
+                        self.queued += len(heap)
+                        if len(heap) < len(initial):
                             for st in initial:
                                 if st.node.spec.map_over is not None:
                                     self._make_ready(st)
@@ -1891,7 +1935,7 @@ class Run:
                         self._dispatch()
                     else:
                         # this task is the run's first worker: no task to start for a chain
-                        await self._work(scout=False)
+                        await self._work(False, self.returns)
                 ended = True
             except BaseExceptionGroup as group:
                 # our own nursery wrapped it: KeyboardInterrupt, SystemExit and
@@ -1921,9 +1965,9 @@ class Run:
             raise self._flow_error(result)
         return result
 
-    def _started_event(self) -> RunStarted:
+    def _started_event(self) -> _ev.RunStarted:
         resumed = self.resumed
-        return RunStarted(
+        return _ev.RunStarted(
             self.flow_name,
             self.options.run_id,
             self.started_at,
@@ -1946,7 +1990,7 @@ class Run:
         duration = self.finished_at - self.started_at
         if emit:
             self._emit(
-                RunFinished(
+                _ev.RunFinished(
                     self.flow_name, self.finished_at, duration, status == "succeeded", failed, status, elapsed=duration
                 )
             )
@@ -1970,7 +2014,7 @@ class Run:
                 self._record(st)
                 if self.on_event is not None:
                     self._emit(
-                        StepCancelled(
+                        _ev.StepCancelled(
                             st.name,
                             self.finished_at,
                             st.started_at is not None,
@@ -1987,9 +2031,10 @@ class Run:
         list of items is let go (it is in no result).
         """
         states = self.states
-        for st in states:
+        for st in [st for st in states if st.usage is not _NO_USAGE]:
             st.usage = _frozen_usage(st.usage)  # type: ignore[assignment]
-            st.__dict__.pop("items", None)
+        for i in _runtime(self.plan).maps:
+            states[i].__dict__.pop("items", None)
         return RunResult(
             flow=self.flow_name,
             steps=LazySteps(self.plan.by_name, lambda i: _step_result(states[i]), self.options.functions),
