@@ -581,7 +581,8 @@ class LastOfTwelve:
 
 @case("poll_consumer_drops_last", "channel close")
 class PollConsumer:
-    """A polling consumer stops when it sees the producer's done flag, and drops the last item."""
+    """A polling consumer stops when it sees the producer's done flag, and drops the last item
+    (fixed: it looks at the flag only once the channel is empty)."""
 
     @staticmethod
     async def bug() -> list[int]:
@@ -609,19 +610,27 @@ class PollConsumer:
 
     @staticmethod
     async def fixed() -> list[int]:
+        # still a polling loop (a strict-priority schedule that lets it spin forever is
+        # not a bug of the program: issue 10, second corpus), which drains before it stops
         send, receive = trio.open_memory_channel[int](100)
+        state = {"done": False}
         got: list[int] = []
 
         async def producer() -> None:
-            async with send:
-                for item in range(4):
-                    await send.send(item)
-                await trio.sleep(0)
+            for item in range(4):
+                await send.send(item)
+            await trio.sleep(0)
+            state["done"] = True
 
         async def consumer() -> None:
-            async with receive:
-                async for item in receive:  # ends once the channel is closed *and* drained
-                    got.append(item)
+            while True:
+                try:
+                    got.append(receive.receive_nowait())
+                    continue
+                except trio.WouldBlock:
+                    if state["done"]:  # set after the last send: nothing more will come
+                        return
+                await trio.sleep(0)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(producer)

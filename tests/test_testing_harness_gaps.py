@@ -7,6 +7,10 @@
 * A lock taken through a wrapper that parks on the trio lock's queue itself
   (anyio's ``Lock(fast_acquire=True)``) was not in the wait-for graph, so a
   lock-order deadlock beside a ticking task ran to the step budget.
+* PCT's strict priorities starved forever a task that a polling loop waits
+  for (``while not ready: await trio.sleep(0)``), so a correct program ran to
+  the step budget (a false positive): PCT is now fair after a bounded number
+  of decisions.
 * The bounded search's queue held one whole schedule per pending choice, so
   its memory grew with the square of the run length: it now keeps one record
   per run, with a cap.
@@ -33,7 +37,7 @@ from trioflow.testing import (
     failing_schedule,
     run_deterministic,
 )
-from trioflow.testing._strategy import Bounded
+from trioflow.testing._strategy import PCT, Bounded
 
 
 class ThreadsInParallel:
@@ -161,3 +165,36 @@ def test_the_bounded_search_keeps_a_record_per_run_and_caps_what_it_keeps() -> N
     assert seen == [run_deterministic(many_steps, strategy=second).decisions for _ in range(40)]
     assert len(set(seen)) == len(seen)
     assert not first.truncated
+
+
+async def polls_until_ready() -> int:
+    ready = [False]
+    polls = [0]
+
+    async def setter() -> None:
+        for _ in range(3):
+            await trio.lowlevel.checkpoint()
+        ready[0] = True
+
+    async def poller() -> None:
+        while not ready[0]:
+            polls[0] += 1
+            await trio.sleep(0)  # noqa: ASYNC115 (the polling loop is the point)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(setter)
+        nursery.start_soon(poller)
+    return 1
+
+
+def test_pct_is_fair_after_a_bound_so_a_correct_polling_loop_is_not_flagged() -> None:
+    assert check_deterministic(polls_until_ready, runs=60, strategy="pct") == 1
+    # depth 1, the poller first: strict priorities alone would never run the setter again
+    strategy = PCT(seed=0, depth=1)
+    went_fair = 0
+    for _ in range(6):
+        result = run_deterministic(polls_until_ready, strategy=strategy)
+        went_fair += strategy.went_fair
+        assert result.value == 1
+        assert strategy.length < PCT.MIN_UNFAIR  # a starving run is no run length
+    assert went_fair >= 1

@@ -132,12 +132,22 @@ class PCT:
     ``k`` decisions is found with probability at least ``1 / (n * k**(d-1))``
     per run; it finds bugs that need one task held back for a long time.
 
+    Strict priorities are unfair: a task that polls (``while not ready: await
+    trio.sleep(0)``) with a higher priority than the task it waits for would
+    run forever. So PCT is fair after ``unfair`` decisions of a run (at least
+    10 000, and four times the longest run seen that ended before it): from
+    there on every decision runs all runnable tasks, as FIFO does, and the run
+    ends as it would in production. Such a run does not count as a run length.
+
     Args:
         seed: Seeds the priorities and change points.
         depth: The bug depth aimed at (``>= 1``); ``None`` draws 1, 2 or 3 per run.
     """
 
     name = "pct"
+
+    #: The fewest decisions a run may take with strict priorities.
+    MIN_UNFAIR = 10_000
 
     def __init__(self, seed: int = 0, depth: int | None = None) -> None:
         if depth is not None and (not isinstance(depth, int) or depth < 1):
@@ -149,13 +159,19 @@ class PCT:
         self.priorities: dict[str, float] = {}
         self.changes: dict[int, int] = {}
         self.handover_at_once: bool = False
+        self.unfair: int = self.MIN_UNFAIR
+        self.went_fair: bool = False  # the last run reached its fair part
 
     def start_run(self, run: int) -> None:
         depth = self.depth if self.depth is not None else self.rng.choice((1, 2, 3))
         self.priorities = {}
         points = range(1, max(self.length, depth) + 1)
         self.changes = {p: i for i, p in enumerate(self.rng.sample(points, depth - 1))}
+        # (the harness consults _choose at every index in changes, see fast_sticky)
+        self.unfair = max(self.MIN_UNFAIR, 4 * self.length)
+        self.changes[self.unfair] = -1
         self.handover_at_once = self.rng.random() < 0.5
+        self.went_fair = False
 
     def decide(self, point: DecisionPoint) -> int:
         return self._choose(point.kind, point.choices, point.index)
@@ -163,6 +179,9 @@ class PCT:
     def _choose(self, kind: str, choices: Sequence[str], index: int) -> int:
         if kind == "handover":
             return 1 if self.handover_at_once else 0
+        if index >= self.unfair:
+            self.went_fair = True
+            return 0  # fair from here on: every runnable task runs
         priorities = self.priorities
         if not all(map(priorities.__contains__, choices)):
             for name in [name for name in choices if name not in priorities]:
@@ -177,7 +196,8 @@ class PCT:
         return best + 1
 
     def end_run(self, decisions: Sequence[int], steps: int) -> None:
-        self.length = max(self.length, len(decisions))
+        if not self.went_fair:
+            self.length = max(self.length, len(decisions))
 
 
 class _Children:
@@ -343,9 +363,12 @@ class Portfolio:
 
     def end_run(self, decisions: Sequence[int], steps: int) -> None:
         self.current.end_run(decisions, steps)
+        current = self.current
+        if isinstance(current, PCT) and current.went_fair:
+            return  # (its length says how long it starved a task, not how long runs are)
         # every PCT member learns the run length from every run
         for member in self.members:
-            if isinstance(member, PCT) and member is not self.current:
+            if isinstance(member, PCT) and member is not current:
                 member.length = max(member.length, len(decisions))
 
 
