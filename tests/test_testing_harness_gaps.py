@@ -22,6 +22,7 @@ correct program's virtual end time differed between runs (a false positive):
 
 from __future__ import annotations
 
+import threading
 import time
 
 import anyio
@@ -198,3 +199,22 @@ def test_pct_is_fair_after_a_bound_so_a_correct_polling_loop_is_not_flagged() ->
         assert result.value == 1
         assert strategy.length < PCT.MIN_UNFAIR  # a starving run is no run length
     assert went_fair >= 1
+
+
+def test_a_deadlock_while_a_thread_waits_for_its_call_back_ends_the_run_cleanly() -> None:
+    # the call back never returns; the harness reports the deadlock, cancels the
+    # call back, and the thread (told it was cancelled) ends: no hang, no stray thread
+    finished = threading.Event()
+
+    async def stuck() -> None:
+        def in_thread() -> None:
+            try:
+                trio.from_thread.run(trio.sleep_forever)
+            finally:
+                finished.set()
+
+        await trio.to_thread.run_sync(in_thread)
+
+    with pytest.raises(DeadlockError, match="every task is blocked"):
+        run_deterministic(stuck)
+    assert finished.wait(5)

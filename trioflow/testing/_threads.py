@@ -32,6 +32,7 @@ function ``to_thread_run_sync`` looks up when it starts a thread (see
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import threading
@@ -130,7 +131,8 @@ class ThreadJobs:
                         job.done.set()
                         job.wake.set()
                         return
-                token.run_sync_soon(self._free_done, job, result)
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(self._free_done, job, result)
 
             fn = _together(job.fn, start)
             if len(jobs) == 1 and _original_send is not None:
@@ -296,12 +298,21 @@ class _Answer:
         if job.free:
             return
         jobs = self.jobs
-        jobs._until_next(
-            job,
-            time.perf_counter(),
-            trio.lowlevel.current_statistics().run_sync_soon_queue_size,
-            trio.lowlevel.current_trio_token(),
-        )
+        try:
+            waiting = trio.lowlevel.current_statistics().run_sync_soon_queue_size
+            token = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            waiting = -1  # (the run is over: trio answers that it is)
+        if waiting < 0 or jobs.controller.error is not None:
+            # the run is ending: let the thread finish on its own, its result
+            # delivered through trio's callbacks if the loop still runs
+            with jobs.lock:
+                if job.result is None:
+                    job.free = True
+                    jobs.free += 1
+                    jobs.uncontrolled += 1
+            return
+        jobs._until_next(job, time.perf_counter(), waiting, token)
 
 
 def _calling_back_in_turn(fn: Callable[[], Any], job: ThreadJob, jobs: ThreadJobs) -> Callable[[], Any]:
