@@ -1533,6 +1533,7 @@ class Run:
         # a worker may run the next step of a chain with no queue in between (not
         # under the harness, whose quiescent mode counts the queued units)
         hand_over = plain and not self.quiescent
+        outer = _current.get(None)  # (what current_step() finds between two steps)
         handed: _StepState | None = None
         at: float | None = None  # when the unit before ended, if no checkpoint came since
         while True:
@@ -1576,7 +1577,8 @@ class Run:
                         st.attempts = 1
                         st.started_at = now() if at is None else at
                         unit.attempt = 1
-                        token = _current.set(unit)
+                        # (no token kept while the step runs: one object less per waiting step)
+                        _current.set(unit)
                         try:
                             value = await (spec.fn() if kwargs is None else spec.fn(**kwargs))
                         except Exception as exc:
@@ -1590,7 +1592,7 @@ class Run:
                                 self._give_back(unit)
                             handed = self._step_succeeded(st, value, 1, at, None, hand_over)
                         finally:
-                            _current.reset(token)
+                            _current.set(outer)
                 elif st.external:
                     at = None
                     await self._execute(unit)
