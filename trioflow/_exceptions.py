@@ -123,6 +123,12 @@ def split_escaped(
     cancellation; ``errors`` are the plain exceptions, which the caller turns
     into a failure (they never leave as a bare group).
     """
+    if group.split(cancelled)[1] is None:
+        # (the common case, a cancelled task group, at C speed: its first cancellation)
+        first: BaseException = group
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        return first, []
     leaves = _leaves(group)
     errors = [e for e in leaves if isinstance(e, Exception)]
     others = [e for e in leaves if not isinstance(e, Exception)]

@@ -214,43 +214,24 @@ def _anyio_backend() -> Backend:
     return found
 
 
-def _trio_cancelled() -> bool:
-    return trio.lowlevel.current_task()._cancel_status.effectively_cancelled
+class _AlwaysCheck:
+    """The probe of a task whose cancel state is not where it is expected: always check."""
+
+    __slots__ = ()
+    effectively_cancelled = True
 
 
-def _cancel_probe(be: Backend) -> Callable[[], bool] | None:
-    """A cheap check, for the task calling this, of whether its checkpoint would raise
-    cancellation; or None (then use the backend's ``checkpoint_if_cancelled``).
+class _AnyioProbe:
+    """On asyncio, whether anyio's chain of cancel scopes, from a task's innermost, is cancelled."""
 
-    A worker checks for cancellation between two steps; trio's and anyio's
-    ``checkpoint_if_cancelled`` are async calls that look the task up each
-    time. This reads, for the worker's own task, the same state they read
-    (trio's cancel status; on asyncio, anyio's chain of cancel scopes), and
-    falls back to them if that state is not where it is expected. The check
-    holds no strong reference to the task or its scopes: a worker whose
-    traceback keeps its frame would otherwise be a reference cycle, left for
-    the garbage collector, as every task of a cancelled run is.
-    """
-    if be is _TRIO:
-        task = trio.lowlevel.current_task()
-        if type(getattr(getattr(task, "_cancel_status", None), "effectively_cancelled", None)) is not bool:
-            return None
-        return _trio_cancelled
-    try:
-        import asyncio
+    __slots__ = ("innermost",)
 
-        from anyio._backends._asyncio import _task_states
+    def __init__(self, scope: Any) -> None:
+        self.innermost = weakref.ref(scope)
 
-        state = _task_states.get(asyncio.current_task())  # type: ignore[arg-type]
-        scope: Any = None if state is None else state.cancel_scope
-        if scope is None or not all(hasattr(scope, a) for a in ("_cancel_called", "_shield", "_parent_scope")):
-            return None
-        innermost = weakref.ref(scope)
-    except Exception:  # not asyncio, or anyio keeps it elsewhere now
-        return None
-
-    def cancelled() -> bool:
-        s = innermost()
+    @property
+    def effectively_cancelled(self) -> bool:
+        s = self.innermost()
         while s is not None:
             if s._cancel_called:
                 return True
@@ -259,7 +240,37 @@ def _cancel_probe(be: Backend) -> Callable[[], bool] | None:
             s = s._parent_scope
         return False
 
-    return cancelled
+
+def _cancel_probe(be: Backend) -> Any:
+    """A cheap check, for the task calling this, of whether its checkpoint would raise
+    cancellation: an object whose ``effectively_cancelled`` says so (when true, or
+    when the state is not where it is expected, await the backend's
+    ``checkpoint_if_cancelled``).
+
+    A worker checks for cancellation between two steps; trio's and anyio's
+    ``checkpoint_if_cancelled`` are async calls that look the task up each
+    time. This reads, for the worker's own task, the same state they read:
+    on trio the task's cancel status itself, which stays the same for as long
+    as the worker runs (a step leaves every cancel scope it enters); on
+    asyncio, anyio's chain of cancel scopes, through a weak reference.
+    """
+    if be is _TRIO:
+        status = getattr(trio.lowlevel.current_task(), "_cancel_status", None)
+        if type(getattr(status, "effectively_cancelled", None)) is not bool:
+            return _AlwaysCheck()
+        return status
+    try:
+        import asyncio
+
+        from anyio._backends._asyncio import _task_states
+
+        state = _task_states.get(asyncio.current_task())  # type: ignore[arg-type]
+        scope: Any = None if state is None else state.cancel_scope
+        if scope is None or not all(hasattr(scope, a) for a in ("_cancel_called", "_shield", "_parent_scope")):
+            return _AlwaysCheck()
+        return _AnyioProbe(scope)
+    except Exception:  # not asyncio, or anyio keeps it elsewhere now
+        return _AlwaysCheck()
 
 
 class _Counter:
@@ -282,7 +293,8 @@ class _Group:
     def __init__(self, counters: tuple[_Counter, ...], run_id: str | None) -> None:
         self.counters = counters
         self.run_id = run_id  # the run's id (for current_step())
-        self.heap: list[tuple[int, _Unit]] = []
+        # (heap key, unit); in a plain run, a plain step's state until its unit is taken
+        self.heap: list[tuple[int, Any]] = []
         self.parked = False
 
 
@@ -296,7 +308,7 @@ class _PlanRuntime:
     over nothing (see ``_StepState.quick``).
     """
 
-    __slots__ = ("__weakref__", "free", "order", "quick")
+    __slots__ = ("__weakref__", "free", "maps", "order", "quick")
 
     def __init__(self, plan: Plan) -> None:
         nodes = plan.nodes
@@ -311,6 +323,7 @@ class _PlanRuntime:
         ]
         # no step names a limiter or has a max_concurrent of its own
         self.free = all(not n.spec.limiters and n.spec.max_concurrent is None for n in nodes)
+        self.maps = [n.index for n in nodes if n.spec.map_over is not None]  # (the map steps)
 
 
 _runtimes: weakref.WeakKeyDictionary[Plan, _PlanRuntime] = weakref.WeakKeyDictionary()
@@ -341,7 +354,10 @@ class _Unit:
     def step_context(self) -> StepContext:
         """What ``current_step()`` gives inside the unit's attempt (made only when asked)."""
         st = self.state
-        return StepContext(st.name, self.attempt, self.item, st.group.run_id, st.usage)
+        usage = st.usage
+        if usage is _NO_USAGE:  # (a step's usage dict is made when first asked for)
+            usage = st.usage = {}
+        return StepContext(st.name, self.attempt, self.item, st.group.run_id, usage)
 
     @property
     def key(self) -> tuple[float, int, int]:
@@ -359,6 +375,8 @@ class _StepState:
 
     status: StepStatus | None = None
     value: Any = None
+    # made when the step's current_step() is first asked for (see _Unit.step_context)
+    usage: dict[str, float] = _NO_USAGE  # type: ignore[assignment]
     error: BaseException | None = None
     attempts = 0
     started_at: float | None = None
@@ -394,7 +412,6 @@ class _StepState:
         self.pending = len(node.deps)
         self.group = group
         self.order = order  # see _PlanRuntime.order
-        self.usage: dict[str, float] = {}
 
 
 @attrs.frozen
@@ -473,6 +490,7 @@ class Run:
         self.queued = 0  # units in the ready queue (parked ones included)
         self.queued_limited = 0  # of those, units that need an internal limiter
         self.scouts = 0
+        self.returns = 0  # units that workers finished and then looked for more work
         self.pausing = 0  # workers at their schedule point between two units
         self.settling = 0  # quiescent mode: workers waiting for the instant to settle
         self.stopping = False
@@ -673,8 +691,9 @@ class Run:
         if self.plain:
             if self.ready:
                 self.queued -= 1
-                unit: _Unit = heapq.heappop(self.ready)[1]
-                return unit
+                entry = heapq.heappop(self.ready)[1]
+                taken: _Unit = entry if type(entry) is _Unit else _Unit(entry, None)
+                return taken
             return None
         if self.gate_waiting:
             self._grant_due()
@@ -693,7 +712,7 @@ class Run:
                     break
             else:
                 heapq.heappop(ready)
-                unit = heapq.heappop(heap)[1]
+                unit: _Unit = heapq.heappop(heap)[1]
                 self.queued -= 1
                 if unit.state.gates and not self._admit(unit):
                     # no token or keyed slot now: the unit waits in a line, holding nothing
@@ -757,7 +776,7 @@ class Run:
             and not self.settling
         ):
             self.scouts = 1
-            self.nursery.start_soon(self._work)
+            self.nursery.start_soon(self._work, True, self.returns)
 
     # -- state transitions ---------------------------------------------------------
 
@@ -841,7 +860,9 @@ class Run:
             self._grant_due()
         ready = self.ready
         while ready:
-            unit: _Unit = heapq.heappop(ready)[1]
+            unit = heapq.heappop(ready)[1]
+            if type(unit) is not _Unit:
+                unit = _Unit(unit, None)
             self.queued -= 1
             if unit.state.gates and not self._admit(unit):
                 continue  # it waits in a line, holding nothing
@@ -1366,20 +1387,20 @@ class Run:
             for _, unit in units:
                 if free < 1:
                     break
-                group = unit.state.group
+                st = unit.state if type(unit) is _Unit else unit  # (see _Group.heap)
+                group = st.group
                 if any(c.in_use + used.get(id(c), 0) >= c.capacity for c in group.counters):
                     continue
                 for c in group.counters:
                     used[id(c)] = used.get(id(c), 0) + 1
                 free -= 1
                 blocked = False
-                for key, limiter in unit.state.external:
+                for key, limiter in st.external:
                     left = tokens.get(key)
                     if left is None:
                         left = getattr(limiter, "available_tokens", math.inf)
                     tokens[key] = left - 1
                     blocked = blocked or left < 1
-                st = unit.state
                 if not blocked and id(st) in members:
                     starting[id(st)] = st
         if len(starting) > 1:
@@ -1457,22 +1478,27 @@ class Run:
 
     # -- running units ---------------------------------------------------------------
 
-    async def _work(self, scout: bool = True) -> None:
+    async def _work(self, scout: bool, returns: int) -> None:
         """A worker: take a unit and run it, then the next, until none is runnable.
 
         A chain of steps thus runs in one task. New workers are *scouts*: while
         more units wait, each sends two more scouts ahead as it takes its unit,
         so scouts double each scheduling batch and a wide fan-out of steps that
-        block starts within log2(width) batches, while quick steps are mostly
-        run by workers that are already there, with no new task at all. The
-        run's own task starts as a worker too (``scout=False``).
+        block starts within log2(width) batches. They double only while no
+        worker comes back for more (``returns``: the count of comebacks when
+        the scout was sent): steps that end soon (quick ones, or ones that
+        only pass a schedule point) are run by the workers already there, one
+        more scout joining them per batch, instead of by a new task per step.
+        The run's own task starts as a worker too (``scout=False``).
         """
         if scout:
             self.scouts -= 1
+        checkpoint_if_cancelled = self.be.checkpoint_if_cancelled
+        probe = _cancel_probe(self.be)  # (the worker's own cancel scope stays the same)
         # a run cancelled from outside starts nothing new: no unit, no further scout
         # (one that fail-fast stopped still begins the units due at the stop instant)
-        if not self.stopping:
-            await self.be.checkpoint_if_cancelled()
+        if not self.stopping and probe.effectively_cancelled:
+            await checkpoint_if_cancelled()
         if self.quiescent and self._contended() and self._settles():
             await self._settle_instant()
         if (self.stopping and self.now() > self.stop_at) or self.busy >= self.capacity:
@@ -1483,16 +1509,18 @@ class Run:
         unit = first
         self.busy += 1
         # more scouts only when every other worker is blocked in a step: workers
-        # that only paused between quick steps come back for more units themselves
-        if self.ready and self.busy < self.capacity and not self.pausing:
-            self.scouts += 2
-            self.nursery.start_soon(self._work)
-            self.nursery.start_soon(self._work)
+        # that only paused between quick steps, or came back since this scout was
+        # sent, take more units themselves (and one scout stays on its way)
+        if self.ready and self.busy < self.capacity:
+            if self.pausing or self.returns != returns:
+                self._dispatch()
+            else:  # (no more scouts than units waiting for one)
+                for _ in range(min(2, self.queued - self.scouts)):
+                    self.scouts += 1
+                    self.nursery.start_soon(self._work, True, returns)
         checked = True  # (just now)
         streak = 0
         now = self.now
-        checkpoint_if_cancelled = self.be.checkpoint_if_cancelled
-        cancelled = _cancel_probe(self.be)  # (the worker's own cancel scope stays the same)
         # A quick step (see _StepState.quick) runs inline, in this loop, when no
         # hook, event callback or value hook wants to see its attempt.
         inline = not self.hooks and self.on_event is None and self.on_value is None
@@ -1527,7 +1555,7 @@ class Run:
                 if not self.stopping or now() > self.stop_at:
                     await checkpoint_if_cancelled()
             # (a unit taken at the stop instant begins: no cancel check while stopping)
-            elif not checked and not self.stopping and (cancelled is None or cancelled()):
+            elif not checked and not self.stopping and probe.effectively_cancelled:
                 await checkpoint_if_cancelled()
             checked = False
             st = unit.state
@@ -1558,7 +1586,7 @@ class Run:
                             self.busy -= 1  # (_release: a quick unit holds no limiter)
                             if unit.held:  # (but keyed slots)
                                 self._give_back(unit)
-                            handed = self._step_succeeded(st, value, 1, at, hand_over=hand_over)
+                            handed = self._step_succeeded(st, value, 1, at, None, hand_over)
                         finally:
                             _current.reset(token)
                 elif st.external:
@@ -1573,24 +1601,30 @@ class Run:
             if self.quiescent and self._contended() and self._settles():
                 await self._settle_instant()
             if handed is not None:  # the next step of a chain: this worker runs it
-                if (self.stopping and now() > self.stop_at) or self.busy >= self.capacity:
-                    self._push(_Unit(handed, None))  # (others may take it; a stopped run never will)
+                # (in the slot the step before gave back: nothing else is ready)
+                if self.stopping and now() > self.stop_at:
+                    self._push(_Unit(handed, None))  # (a stopped run never takes it)
                     return
                 unit = _Unit(handed, None)  # (a new one: the context var may still hold the old)
                 handed = None
-            elif (self.stopping and now() > self.stop_at) or self.busy >= self.capacity:
+                self.busy += 1
+                continue
+            if (self.stopping and now() > self.stop_at) or self.busy >= self.capacity:
                 return  # (fail-fast stopped the run before this instant: see _cancel_all)
             elif plain:  # (_take, inline)
                 if not ready:
                     return
                 self.queued -= 1
                 unit = heappop(ready)[1]
+                if type(unit) is not _Unit:
+                    unit = _Unit(unit, None)
             else:
                 next_unit = self._take()
                 if next_unit is None:
                     return
                 unit = next_unit
             self.busy += 1
+            self.returns += 1
             if not self.scouts and self.ready and self.busy < self.capacity:
                 self._dispatch()
 
@@ -1879,12 +1913,13 @@ class Run:
                     initial = [st for st in self.states if st.pending == 0 and st.status is None]
                     if self.plain and not self.plan.conditional:
                         # the first units at once, in one heap
-                        units = [_Unit(st, None) for st in initial if st.node.spec.map_over is None]
+                        # (a step's unit is made as it is taken: fewer objects for the
+                        # garbage collector to go through while a wide fan-out runs)
                         heap = self.ready
-                        heap.extend((unit.order, unit) for unit in units)
+                        heap.extend((st.order, st) for st in initial if st.node.spec.map_over is None)
                         heapq.heapify(heap)
-                        self.queued += len(units)
-                        if len(units) < len(initial):
+                        self.queued += len(heap)
+                        if len(heap) < len(initial):
                             for st in initial:
                                 if st.node.spec.map_over is not None:
                                     self._make_ready(st)
@@ -1898,7 +1933,7 @@ class Run:
                         self._dispatch()
                     else:
                         # this task is the run's first worker: no task to start for a chain
-                        await self._work(scout=False)
+                        await self._work(False, self.returns)
                 ended = True
             except BaseExceptionGroup as group:
                 # our own nursery wrapped it: KeyboardInterrupt, SystemExit and
@@ -1994,9 +2029,10 @@ class Run:
         list of items is let go (it is in no result).
         """
         states = self.states
-        for st in states:
+        for st in [st for st in states if st.usage is not _NO_USAGE]:
             st.usage = _frozen_usage(st.usage)  # type: ignore[assignment]
-            st.__dict__.pop("items", None)
+        for i in _runtime(self.plan).maps:
+            states[i].__dict__.pop("items", None)
         return RunResult(
             flow=self.flow_name,
             steps=LazySteps(self.plan.by_name, lambda i: _step_result(states[i]), self.options.functions),
