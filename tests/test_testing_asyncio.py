@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
+from test_issue9_instant import _instant_flow, _items, _steps
 
 import trioflow
+from trioflow._scheduler import quiescent_scheduling, settle_decision
 from trioflow.testing import (
     BudgetExceededError,
     DeadlockError,
+    DecisionPoint,
     NonDeterminismError,
     check_deterministic,
     failing_schedule,
@@ -146,3 +154,232 @@ def test_calling_it_inside_a_running_asyncio_loop_is_refused() -> None:
 
     with pytest.raises(RuntimeError, match="inside a running asyncio loop"):
         asyncio.run(nested())
+
+
+# -- issue 10 "asyncio too": the engine's quiescent mode on the asyncio harness --------
+
+STRATEGY_NAMES = ("random", "pct", "bounded", "portfolio")
+
+
+async def _instant_outcome(b_kind: str, mapped: bool, max_concurrent: int | None) -> Any:
+    try:
+        await _instant_flow(b_kind, mapped).run(max_concurrent=max_concurrent)
+    except trioflow.FlowError as err:
+        items = _items(err, "b") if mapped else ()
+        return _steps(err), items, tuple(repr(e) for e in err.exceptions)
+    return "no FlowError"
+
+
+@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
+@pytest.mark.parametrize("mapped", [False, True])
+@pytest.mark.parametrize("b_kind", ["blocks", "yields", "never"])
+def test_issue10_fail_fast_at_one_instant_is_schedule_independent_on_asyncio(
+    b_kind: str, mapped: bool, strategy: str
+) -> None:
+    # a ends as c fails: a step that finished at the failure instant is never
+    # reported cancelled (fail-fast's cancellation waits until the run has
+    # settled), and PCT does not livelock on anyio's cancellation delivery;
+    # the asyncio harness gives what the trio harness gives
+    fn = functools.partial(_instant_outcome, b_kind, mapped, None)
+    expected = check_deterministic(fn, runs=1)
+    assert expected[0][0] == ("a", "succeeded", 1)
+    assert check_deterministic(fn, runs=300, strategy=strategy, backend="asyncio") == expected
+
+
+class _PreferCallbacks:
+    """Always runs a callback that is not a task's step, when one is a choice."""
+
+    def start_run(self, run: int) -> None:
+        pass
+
+    def decide(self, point: DecisionPoint) -> int:
+        for k, choice in enumerate(point.choices, 1):
+            if choice.startswith("callback:"):
+                return k
+        return 0
+
+    def end_run(self, decisions: Sequence[int], steps: int) -> None:
+        pass
+
+
+def test_issue10_a_callback_that_only_posts_itself_again_is_not_a_choice() -> None:
+    # anyio delivers a cancellation by a callback that posts itself again each
+    # loop iteration until the task it cancelled has run; a strategy that always
+    # picks it would starve that task forever: it runs after each decision instead
+    async def cancel_a_sleeper() -> tuple[float, bool]:
+        cancelled = []
+
+        async def sleeper() -> None:
+            try:
+                await anyio.sleep(10)
+            except anyio.get_cancelled_exc_class():
+                cancelled.append(True)
+                raise
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sleeper)
+            await anyio.sleep(1)
+            tg.cancel_scope.cancel()
+        return anyio.current_time(), bool(cancelled)
+
+    result = run_deterministic(
+        cancel_a_sleeper, strategy=_PreferCallbacks(), backend="asyncio", max_steps=10_000
+    )
+    assert result.value == (1.0, True)
+    labels = [event.task for event in result.trace if event.kind == "step"]
+    assert not any("_deliver_cancellation" in label for label in labels)  # (a callback, not a task)
+    assert check_deterministic(cancel_a_sleeper, runs=300, strategy="pct", backend="asyncio") == (1.0, True)
+
+
+def _sleeper(name: str, seconds: float, deps: tuple[str, ...] = ()) -> Any:
+    async def step(**kwargs: Any) -> str:
+        await anyio.sleep(seconds)
+        return name
+
+    step.__name__ = name
+    step.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(d, inspect.Parameter.KEYWORD_ONLY) for d in deps]
+    )
+    return step
+
+
+def _contended_flow() -> trioflow.Flow:
+    # tests/test_quiescent.py's flow, on anyio: b and r1 end together at t=1, and
+    # the steps that b makes ready then (v1, v2) outrank those already waiting
+    flow = trioflow.Flow("contended")
+    flow.add(_sleeper("a", 1))
+    flow.add(_sleeper("b", 1))
+    flow.add(_sleeper("r1", 1), cost=5)
+    flow.add(_sleeper("r2", 1), cost=4)
+    flow.add(_sleeper("v1", 3, ("b",)), cost=10)
+    flow.add(_sleeper("v2", 3, ("b",)), cost=9)
+    return flow
+
+
+async def _timeline(flow: trioflow.Flow, max_concurrent: int) -> tuple[dict[str, Any], float]:
+    result = await flow.run(max_concurrent=max_concurrent)
+    return {n: (s.started_at, s.finished_at) for n, s in result.steps.items()}, result.duration
+
+
+@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
+def test_issue10_freed_slots_go_to_the_same_steps_under_every_schedule_on_asyncio(strategy: str) -> None:
+    steps, duration = check_deterministic(
+        _timeline, _contended_flow(), 2, runs=300, strategy=strategy, backend="asyncio"
+    )
+    assert steps["v1"] == steps["v2"] == (1.0, 4.0)
+    assert steps["r2"] == (4.0, 5.0)
+    assert duration == 5.0
+
+
+def _twenty_steps() -> trioflow.Flow:
+    # bench/harness_case.py's flow, on anyio: every fourth step joins the two before
+    flow = trioflow.Flow("twenty")
+    names: list[str] = []
+    for i in range(20):
+        deps = tuple(names[-2:]) if i % 4 == 3 else ()
+        flow.add(_sleeper(f"s{i}", 1, deps), name=f"s{i}")
+        names.append(f"s{i}")
+    return flow
+
+
+def test_issue10_a_flow_under_a_limit_of_three_is_deterministic_on_asyncio() -> None:
+    steps, duration = check_deterministic(_timeline, _twenty_steps(), 3, runs=300, backend="asyncio")
+    assert duration == 7.0
+    assert steps == check_deterministic(_timeline, _twenty_steps(), 3, runs=1)[0]
+
+
+def _handover_flow(inline_release: bool) -> Callable[[], Awaitable[int]]:
+    # tests/harness_corpus.py's flow_slot_handover, on anyio: a step releases a
+    # shared resource from a background task, so the next step, started the
+    # moment the slot is freed, still finds it busy
+    async def main() -> int:
+        state = {"busy": False, "clashes": 0}
+        flow = trioflow.Flow("handover")
+
+        async with anyio.create_task_group() as background:
+
+            async def release() -> None:
+                state["busy"] = False
+
+            def make(name: str) -> Any:
+                async def step() -> str:
+                    if state["busy"]:
+                        state["clashes"] += 1
+                    state["busy"] = True
+                    await anyio.sleep(0.01)  # (real time in the production run below)
+                    if inline_release:
+                        state["busy"] = False
+                    else:
+                        background.start_soon(release)
+                    return name
+
+                step.__name__ = name
+                return step
+
+            flow.add(make("a"), cost=3)
+            flow.add(make("b"), cost=2)
+
+            @flow.step(cost=1)
+            async def z() -> None:  # does not use the resource
+                await anyio.sleep(0.01)
+
+            await flow.run(max_concurrent=1)
+        return state["clashes"]
+
+    return main
+
+
+@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
+def test_issue10_hand_overs_at_once_are_explored_on_asyncio(strategy: str) -> None:
+    bug, fixed = _handover_flow(False), _handover_flow(True)
+    assert anyio.run(bug, backend="asyncio") == 1  # production hands the slot over at once
+    with pytest.raises(NonDeterminismError) as info:
+        check_deterministic(bug, runs=300, strategy=strategy, backend="asyncio")
+    assert {info.value.expected, info.value.got} == {0, 1}
+    for _ in range(10):
+        assert run_deterministic(bug, schedule=info.value.schedule, backend="asyncio").value == info.value.got
+    assert check_deterministic(fixed, runs=300, strategy=strategy, backend="asyncio") == 0
+
+
+def test_issue10_quiescent_mode_is_on_inside_the_asyncio_harness_only() -> None:
+    seen: list[tuple[bool, bool]] = []
+
+    async def main() -> None:
+        hooks = settle_decision.get()
+        seen.append((quiescent_scheduling.get(), hooks is not None and hooks.drives_current_loop()))
+
+    anyio.run(main, backend="asyncio")
+    run_deterministic(main, backend="asyncio")
+    assert seen == [(False, False), (True, True)]
+    assert quiescent_scheduling.get() is False
+    assert settle_decision.get() is None
+
+
+def test_issue10_a_flow_run_on_another_loop_in_a_thread_is_not_driven_by_the_harness() -> None:
+    # asyncio.to_thread copies the context, with the harness's engine hooks: the
+    # loop that the thread runs is not the harness's, so the engine ignores them
+    flow = trioflow.Flow("inner")
+
+    @flow.step
+    async def one() -> int:
+        await anyio.lowlevel.checkpoint()
+        return 1
+
+    @flow.step
+    async def two(one: int) -> int:
+        await anyio.lowlevel.checkpoint()
+        raise ValueError(one)
+
+    async def run() -> tuple[Any, ...]:
+        try:
+            await flow.run()  # (fail-fast: the engine would wait for the run to settle)
+        except trioflow.FlowError as err:
+            return _steps(err), tuple(repr(e) for e in err.exceptions)
+        raise AssertionError("no FlowError")
+
+    async def main() -> tuple[Any, ...]:
+        return await asyncio.to_thread(anyio.run, run, backend="asyncio")
+
+    assert check_deterministic(main, runs=20, backend="asyncio") == (
+        (("one", "succeeded", 1), ("two", "failed", 1)), ("ValueError(1)",)
+    )

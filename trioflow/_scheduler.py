@@ -490,7 +490,9 @@ class Run:
         self.resources = options.resources
         self.hooks = installed_hooks()  # wrap every attempt (see _hooks)
         self.be = current_backend()
-        self.quiescent = self.be is _TRIO and quiescent_scheduling.get()
+        # (on another loop than trio's, only where the harness's hooks drive it)
+        drives: Any = getattr(settle_decision.get(), "drives_current_loop", None)
+        self.quiescent = quiescent_scheduling.get() and (self.be is _TRIO if drives is None else drives())
         self.settle_decision = settle_decision.get() if self.quiescent else None
         # the clock's own bound method: one call per reading on the hot path
         self.now: Callable[[], float] = (
@@ -1445,9 +1447,14 @@ class Run:
         this instant (with none) wake and take their units before it.
         """
         if self.quiescent:
-            from trio.testing import wait_all_tasks_blocked as wait
+            # (the harness's own wait after the settling workers, if it has one)
+            wait_last: Any = getattr(self.settle_decision, "wait_settled_last", None)
+            if wait_last is not None:
+                await wait_last()
+            else:
+                from trio.testing import wait_all_tasks_blocked as wait
 
-            await wait(_AFTER_SETTLING)
+                await wait(_AFTER_SETTLING)
         else:
             while self.scouts:
                 await self._settle()
@@ -1533,6 +1540,7 @@ class Run:
         # a worker may run the next step of a chain with no queue in between (not
         # under the harness, whose quiescent mode counts the queued units)
         hand_over = plain and not self.quiescent
+        outer = _current.get(None)  # (what current_step() finds between two steps)
         handed: _StepState | None = None
         at: float | None = None  # when the unit before ended, if no checkpoint came since
         while True:
@@ -1576,7 +1584,8 @@ class Run:
                         st.attempts = 1
                         st.started_at = now() if at is None else at
                         unit.attempt = 1
-                        token = _current.set(unit)
+                        # (no token kept while the step runs: one object less per waiting step)
+                        _current.set(unit)
                         try:
                             value = await (spec.fn() if kwargs is None else spec.fn(**kwargs))
                         except Exception as exc:
@@ -1590,7 +1599,7 @@ class Run:
                                 self._give_back(unit)
                             handed = self._step_succeeded(st, value, 1, at, None, hand_over)
                         finally:
-                            _current.reset(token)
+                            _current.set(outer)
                 elif st.external:
                     at = None
                     await self._execute(unit)
@@ -1833,7 +1842,7 @@ class Run:
         One scheduling batch; in quiescent mode, until every task is blocked.
         """
         if self.quiescent:
-            with trio.CancelScope(shield=True):
+            with self.be.cancel_scope(shield=True):
                 await wait_all_tasks_blocked()
         elif self.be is _TRIO:
             await trio.lowlevel.cancel_shielded_checkpoint()

@@ -18,10 +18,25 @@ on the default executor are decisions, run as one atomic step as on trio. A
 run in which nothing is ready, no timer is set, no executor call waits and no
 I/O is registered for ``grace`` seconds of real time is a deadlock.
 
+A callback that is not a task's step and that posts itself again with
+``call_soon`` when it runs (a *poll*, such as anyio's delivery of a
+cancellation, which retries each iteration until the task it cancels has
+run) is not a choice: it runs in every batch, after what the decision runs,
+as asyncio's own loop runs it once per iteration. A strategy that keeps
+choosing it would otherwise starve the task it waits for.
+
+The flow engine runs in the same *quiescent mode* as on trio
+(``trioflow._scheduler.quiescent_scheduling``): the loop wakes the tasks
+waiting for the run to settle (:meth:`_VirtualLoop.wait_settled`) once
+nothing is ready, no timer is due and no executor call waits, before the
+clock moves on; fail-fast's cancellation waits until after them
+(:meth:`_VirtualLoop.wait_settled_last`); and whether a freed slot is handed
+over at once or after the run settles is a ``"handover"`` decision
+(:meth:`_VirtualLoop.handover`), as on trio.
+
 What is not covered on asyncio (see :doc:`testing`): wait-for cycles
-(asyncio's locks have no owner), the engine's hand-over decisions (the engine
-hands slots over at once on asyncio, as in production), and threads started
-by other means (``anyio.to_thread`` runs its own worker threads there).
+(asyncio's locks have no owner), and threads started by other means
+(``anyio.to_thread`` runs its own worker threads there).
 """
 
 from __future__ import annotations
@@ -30,14 +45,18 @@ import asyncio
 import concurrent.futures
 import heapq
 import math
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from itertools import islice
 from typing import Any, TypeVar
 
+import anyio.lowlevel
 import attrs
 import outcome
 
+from .._scheduler import quiescent_scheduling, settle_decision
 from ._errors import BudgetExceededError, DeadlockError
 from ._strategy import DecisionPoint, Strategy
 from ._trace import _LIBRARY_MARKERS, Trace, _trim
@@ -142,6 +161,28 @@ class _Controller:
         return decision
 
 
+class _EngineHooks:
+    """What the engine's quiescent mode asks the harness (``trioflow._scheduler.settle_decision``),
+    the asyncio loop's side of :class:`._control.EngineHooks`."""
+
+    __slots__ = ("_loop", "wait_all_tasks_blocked", "wait_settled_last")
+
+    def __init__(self, loop: _VirtualLoop) -> None:
+        self._loop = loop
+        self.wait_all_tasks_blocked = loop.wait_settled
+        self.wait_settled_last = loop.wait_settled_last
+
+    def __call__(self, nursery: Any) -> bool:
+        return self._loop.handover(nursery)
+
+    def drives_current_loop(self) -> bool:
+        """Whether the engine runs on this harness's loop (not, say, in a thread of its own)."""
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+
 class _VirtualLoop(asyncio.SelectorEventLoop):
     def __init__(self, controller: _Controller) -> None:
         super().__init__()
@@ -153,6 +194,18 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
         self._executor = _Executor(controller.threads)
         self.set_default_executor(self._executor)
         self.set_task_factory(self._make_task)
+        # the task that created each task, and the tasks by id (to tell the tasks of
+        # a flow run, see _descends)
+        self._parents: dict[asyncio.Task[Any], asyncio.Task[Any] | None] = {}
+        self._by_id: dict[int, asyncio.Task[Any]] = {}
+        # what is left of the batch being run, in the order it runs (popped from the end)
+        self._batch: list[asyncio.Handle] = []
+        # callbacks that posted themselves again: not choices (see _run_once)
+        self._polls: set[asyncio.Handle] = set()
+        # futures of the tasks waiting for the run to settle, oldest first, and of
+        # those waiting until after them (see wait_settled, wait_settled_last)
+        self._settling: list[asyncio.Future[None]] = []
+        self._settling_last: list[asyncio.Future[None]] = []
 
     def time(self) -> float:
         return self._virtual
@@ -160,10 +213,13 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
     def _make_task(
         self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
     ) -> asyncio.Task[Any]:
+        parent = asyncio.current_task(self)
         task = asyncio.Task(coro, loop=loop, **kwargs)
         ctl = self._ctl
         if self._cleanup:
             return task
+        self._parents[task] = parent
+        self._by_id[id(task)] = task
         if self._main is None:
             name = ctl.main_name
             self._main = task
@@ -179,6 +235,8 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
         return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._parents.pop(task, None)
+        self._by_id.pop(id(task), None)
         label = self._ctl.labels.pop(task, None)
         if label is not None:
             self._ctl._trace.append((self._virtual, "exit", label, ""))
@@ -212,11 +270,19 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
         if not ready and not stopping and ctl.threads.pending:
             # nothing else can run: the oldest waiting executor call runs now
             self._executor.run(ctl.threads.pending[0])
-        timeout = 0.0 if ready or stopping or scheduled or self._cleanup else ctl.grace
+        waiting = self._settling or self._settling_last
+        timeout = 0.0 if ready or stopping or scheduled or waiting or self._cleanup else ctl.grace
         event_list = self._selector.select(timeout)  # type: ignore[attr-defined]
         self._process_events(event_list)  # type: ignore[attr-defined]
-        if not ready and not stopping and not event_list and not self._cleanup:
-            if scheduled:
+        if not ready and not stopping and not event_list:
+            if waiting and not (scheduled and scheduled[0]._when <= self._virtual):  # type: ignore[attr-defined]
+                # nothing is ready and nothing is due: the run has settled at this
+                # instant, before the clock moves on
+                self._idle_since = None
+                self._wake_settled()
+            elif self._cleanup:
+                pass
+            elif scheduled:
                 self._virtual = max(self._virtual, scheduled[0]._when)  # type: ignore[attr-defined]
             elif len(self._selector.get_map()) <= 1:  # type: ignore[attr-defined]
                 now = time.perf_counter()
@@ -233,18 +299,32 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
             ready.append(handle)
         batch = [h for h in ready if not h._cancelled]
         ready.clear()
+        polls = self._polls
+        if polls:
+            # (a poll is not a choice: it runs after what the decision runs)
+            choices = [h for h in batch if h not in polls]
+            after = [h for h in batch if h in polls]
+            polls.clear()
+        else:
+            choices = batch
+            after = []
         jobs = ctl.threads.pending
-        if len(batch) + len(jobs) >= 2 and ctl.error is None and not self._cleanup:
-            choices = [self._label(h) for h in batch] + [job.label for job in jobs]
-            decision = ctl.next_decision("batch", choices)
-            if decision > len(batch):
-                self._executor.run(jobs[decision - len(batch) - 1])
+        if len(choices) + len(jobs) >= 2 and ctl.error is None and not self._cleanup:
+            labels = [self._label(h) for h in choices] + [job.label for job in jobs]
+            decision = ctl.next_decision("batch", labels)
+            if decision > len(choices):
+                self._executor.run(jobs[decision - len(choices) - 1])
             elif decision:
-                chosen = batch.pop(decision - 1)
-                ready.extend(batch)
-                batch = [chosen]
-        for handle in batch:
-            self._step(handle)
+                chosen = choices.pop(decision - 1)
+                ready.extend(choices)
+                batch = [chosen, *after]
+        batch.reverse()
+        self._batch = batch
+        try:
+            while batch:
+                self._step(batch.pop())
+        finally:
+            self._batch = []
 
     def _step(self, handle: asyncio.Handle) -> None:
         ctl = self._ctl
@@ -266,7 +346,112 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
                         f"max_virtual_time={ctl.max_virtual_time * 10!r}",
                     )
                 )
+        if isinstance(owner, asyncio.Task):
+            handle._run()
+            return
+        ready: Any = self._ready  # type: ignore[attr-defined]
+        before = len(ready)
         handle._run()
+        if len(ready) > before:
+            # a callback that posted itself again is a poll (see _run_once)
+            callback, args = handle._callback, handle._args  # type: ignore[attr-defined]
+            for new in islice(ready, before, None):
+                if new._callback == callback and new._args == args:
+                    self._polls.add(new)
+
+    # -- the engine's quiescent mode (see trioflow._scheduler) ------------------
+
+    def _quiet(self) -> bool:
+        """Whether nothing but the running task could run before the run has settled.
+
+        Nothing ready (the ready queue, or what is left of the batch being
+        run), no task waiting to settle, no timer due, no executor call
+        waiting, no I/O registered but the loop's own.
+        """
+        if self._ready or self._batch or self._settling or self._settling_last:  # type: ignore[attr-defined]
+            return False
+        if self._ctl.threads.pending:
+            return False
+        scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
+        if scheduled and scheduled[0]._when <= self._virtual:  # type: ignore[attr-defined]
+            return False
+        return len(self._selector.get_map()) <= 1  # type: ignore[attr-defined]
+
+    async def wait_settled(self) -> None:
+        """Wait until every task is blocked and nothing is due at this virtual instant.
+
+        The engine's ``wait_all_tasks_blocked``: the loop wakes the tasks
+        waiting here, oldest first, in the iteration where nothing is ready,
+        no timer is due and no executor call waits (before the clock jumps).
+        A task that would be the only one to run anyway does not wait (it
+        still checks for cancellation).
+        """
+        if self._ctl.error is None and self._quiet():
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            return
+        future: asyncio.Future[None] = self.create_future()
+        self._settling.append(future)
+        await future
+
+    async def wait_settled_last(self) -> None:
+        """Like :meth:`wait_settled`, woken only once no task waits there (fail-fast's
+        cancellation: after the workers that settle at the same instant)."""
+        future: asyncio.Future[None] = self.create_future()
+        self._settling_last.append(future)
+        await future
+
+    def _wake_settled(self) -> None:
+        waiting = self._settling
+        if waiting:
+            self._settling = []
+        else:
+            waiting = self._settling_last
+            self._settling_last = []
+        for future in waiting:
+            if not future.done():  # (a cancelled wait)
+                future.set_result(None)
+
+    def handover(self, nursery: Any) -> bool:
+        """The engine asks: settle before taking a freed slot (True), or take it at once?
+
+        As on trio (:meth:`._control.Controller.handover`): the run settles
+        when another task of the same run (under *nursery*) may run at this
+        instant; the slot is taken at once, with no decision, when nothing
+        else at all could run first; otherwise the schedule decides. A ready
+        callback that is not a task's step counts as the tasks it wakes (the
+        waiters of a future it settles), or, if the loop cannot tell, as a
+        task of the run.
+        """
+        ctl = self._ctl
+        if ctl.error is not None:
+            return True
+        current = asyncio.current_task(self)
+        members: Any = getattr(nursery, "_tasks", None)  # (anyio's task group's tasks)
+        for handle in (*self._ready, *self._batch):  # type: ignore[attr-defined]
+            woken = _woken(handle)
+            if woken is None:
+                return True
+            for task in woken:
+                if task is not current and (members is None or self._descends(task, members)):
+                    return True
+        if self._quiet():
+            return False
+        label = ctl.labels.get(current, "?") if current is not None else "?"
+        return ctl.next_decision("handover", (label,)) == 0
+
+    def _descends(self, task: asyncio.Task[Any] | None, members: Any) -> bool:
+        """Whether *task* is one of *members* or a task started below one of them.
+
+        A task's parent is, as trio sees it, the task that owns the task group
+        it runs in (anyio records that one), else the task that created it.
+        """
+        states = _anyio_task_states()
+        while task is not None:
+            if task in members:
+                return True
+            parent_id = getattr(states.get(task), "parent_id", None)
+            task = self._parents.get(task) if parent_id is None else self._by_id.get(parent_id)
+        return False
 
     def _deadlock_error(self) -> DeadlockError:
         ctl = self._ctl
@@ -316,6 +501,32 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
             self.close()
 
 
+def _anyio_task_states() -> Any:
+    """anyio's record of the tasks it started on asyncio (task -> its parent's id), or {}."""
+    backend = sys.modules.get("anyio._backends._asyncio")
+    return getattr(backend, "_task_states", None) or {}
+
+
+def _woken(handle: asyncio.Handle) -> list[asyncio.Task[Any]] | None:
+    """The tasks that *handle* runs or wakes: a task's step, or the waiters of the
+    futures it is passed (a timer of ``asyncio.sleep``); ``None`` if unknown."""
+    callback = handle._callback  # type: ignore[attr-defined]
+    owner = getattr(callback, "__self__", None)
+    if isinstance(owner, asyncio.Task):
+        return [owner]
+    tasks: list[asyncio.Task[Any]] = []
+    found = False
+    for arg in handle._args or ():
+        if isinstance(arg, asyncio.Future):
+            found = True
+            for waiter, _ in getattr(arg, "_callbacks", None) or ():
+                task = getattr(waiter, "__self__", None)
+                if not isinstance(task, asyncio.Task):
+                    return None
+                tasks.append(task)
+    return tasks if found else None
+
+
 def _where(task: asyncio.Task[Any]) -> str:
     """The innermost frame of user code in *task*'s chain of awaits."""
     coro: Any = task.get_coro()
@@ -354,6 +565,10 @@ def run_asyncio(
     ctl = _Controller(schedule, strategy, grace, max_steps, max_virtual_time, main_name)
     holder.append(ctl)
     loop = _VirtualLoop(ctl)
+    # the engine settles each virtual instant before it hands out slots, unless
+    # the schedule says to hand a freed slot over at once (as on trio)
+    quiescent = quiescent_scheduling.set(True)
+    settle = settle_decision.set(_EngineHooks(loop))
 
     async def main() -> tuple[outcome.Outcome[T], float]:
         result = await outcome.acapture(fn, *args)
@@ -372,4 +587,8 @@ def run_asyncio(
             raise AssertionError(end)
         return result, end, ctl
     finally:
-        loop.finish()
+        try:
+            loop.finish()
+        finally:
+            settle_decision.reset(settle)
+            quiescent_scheduling.reset(quiescent)

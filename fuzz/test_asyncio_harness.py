@@ -1,0 +1,86 @@
+"""Issue 10 "asyncio too": the asyncio harness flags no correct flow (``nox -s fuzz``).
+
+The engine runs in the same quiescent mode on the harness's asyncio loop as
+on trio's, so a correct flow gives the same value under every schedule and
+every strategy there, and the same value as under the trio harness:
+
+* every flow of ``tests/test_issue9_instant.py``'s ``_instant_flow`` (a step
+  that ends at the instant another fails, plain and mapped, blocking,
+  checkpointing or never awaiting), with and without a capacity limit, under
+  each strategy for 300 runs;
+* random flows of :func:`trioflow.testing.strategies.flows` (their step
+  bodies on anyio), with limits and limiters, under ``continue`` (then equal
+  to running the steps one by one) and ``fail_fast``: outcomes and every
+  step's start and finish time.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import trioflow
+from trioflow.testing import check_deterministic
+from trioflow.testing.strategies import FlowCase, flows
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from test_issue9_instant import _instant_flow, _items, _steps
+
+STRATEGY_NAMES = ("random", "pct", "bounded", "portfolio")
+MAX_STEPS = 200_000
+
+
+async def _instant_outcome(b_kind: str, mapped: bool, max_concurrent: int | None) -> Any:
+    try:
+        await _instant_flow(b_kind, mapped).run(max_concurrent=max_concurrent)
+    except trioflow.FlowError as err:
+        items = _items(err, "b") if mapped else ()
+        return _steps(err), items, tuple(repr(e) for e in err.exceptions)
+    return "no FlowError"
+
+
+@pytest.mark.parametrize("max_concurrent", [None, 1, 2])
+@pytest.mark.parametrize("mapped", [False, True])
+@pytest.mark.parametrize("b_kind", ["blocks", "yields", "never"])
+def test_instant_flows_give_the_trio_harness_value_under_every_strategy(
+    b_kind: str, mapped: bool, max_concurrent: int | None
+) -> None:
+    fn = functools.partial(_instant_outcome, b_kind, mapped, max_concurrent)
+    expected = check_deterministic(fn, runs=100)
+    for strategy in STRATEGY_NAMES:
+        assert check_deterministic(fn, runs=300, strategy=strategy, backend="asyncio") == expected
+
+
+async def _summary(case: FlowCase, max_concurrent: int | None, error_handling: str, limited: bool) -> Any:
+    limiters = case.limiter_sizes if limited else case.unlimited_limiters()
+    result = await case.run_settled(
+        error_handling=error_handling, max_concurrent=max_concurrent, limiters=limiters
+    )
+    times = {name: (s.started_at, s.finished_at) for name, s in result.steps.items()}
+    return case.summary(result), times
+
+
+@given(
+    flows(),
+    st.sampled_from([1, 2, 3, None]),
+    st.sampled_from(["continue", "fail_fast"]),
+    st.booleans(),
+    st.sampled_from(STRATEGY_NAMES),
+)
+def test_random_flows_give_the_trio_harness_value_on_asyncio(
+    case: FlowCase, max_concurrent: int | None, error_handling: str, limited: bool, strategy: str
+) -> None:
+    case.anyio_only = True  # (the step bodies sleep and checkpoint through anyio)
+    fn = functools.partial(_summary, case, max_concurrent, error_handling, limited)
+    expected = check_deterministic(fn, runs=30, max_steps=MAX_STEPS)
+    got = check_deterministic(fn, runs=100, strategy=strategy, backend="asyncio", max_steps=MAX_STEPS)
+    assert got == expected
+    if error_handling == "continue":
+        assert got[0] == case.sequential()
