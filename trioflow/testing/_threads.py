@@ -87,6 +87,8 @@ class ThreadJobs:
         self.started = 0
         self.uncontrolled = 0
         self.parallel = 0  # decisions that ran several thread calls at once
+        # virtual time followed real time for a while (I/O, an uncontrolled thread)
+        self.followed_real_time = False
         # where: (the index of each such decision, how many calls it ran)
         self.parallel_points: list[tuple[int, int]] = []
         self.lock = threading.Lock()
@@ -223,6 +225,8 @@ class ThreadJobs:
         if (clock.rate != 0) != on:
             clock.autojump_threshold = math.inf if on else 0
             clock.rate = 1.0 if on else 0.0
+            if on:
+                self.followed_real_time = True
 
     def _free_done(self, job: ThreadJob, result: outcome.Outcome[Any]) -> None:
         self.free -= 1
