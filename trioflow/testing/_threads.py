@@ -302,12 +302,13 @@ class _Answer:
         if job.free:
             return
         jobs = self.jobs
+        token: trio.lowlevel.TrioToken | None = None
         try:
             waiting = trio.lowlevel.current_statistics().run_sync_soon_queue_size
             token = trio.lowlevel.current_trio_token()
         except RuntimeError:
             waiting = -1  # (the run is over: trio answers that it is)
-        if waiting < 0 or jobs.controller.error is not None:
+        if token is None or jobs.controller.error is not None:
             # the run is ending: let the thread finish on its own, its result
             # delivered through trio's callbacks if the loop still runs
             with jobs.lock:
