@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import trioflow
 from trioflow._scheduler import quiescent_scheduling
-from trioflow.testing import check_deterministic
+from trioflow.testing import NonDeterminismError, check_deterministic, run_deterministic
 
 
 def sleeper(name: str, seconds: float, deps: tuple[str, ...] = ()) -> Any:
@@ -58,7 +59,7 @@ def test_freed_slots_go_to_the_same_steps_under_every_schedule() -> None:
     assert duration == 5.0
 
 
-def test_steps_failing_at_one_instant_in_different_batches_are_all_reported() -> None:
+def test_steps_failing_at_one_instant_in_different_batches_under_every_landing_of_the_cancellation() -> None:
     flow = trioflow.Flow("failing")
 
     @flow.step
@@ -83,7 +84,17 @@ def test_steps_failing_at_one_instant_in_different_batches_are_all_reported() ->
         result = info.value.result
         return result.failed, result.cancelled, trio.current_time()
 
-    assert check_deterministic(main, runs=60) == (["first", "later"], ["slow"], 1.0)
+    # The harness's FIFO schedule lets every task of the instant go on before the
+    # cancellation lands: `later` fails too, and both failures are reported.
+    assert run_deterministic(main).value == (["first", "later"], ["slow"], 1.0)
+    # Under plain trio the cancellation lands one batch after the first failure,
+    # before `later` gets past its checkpoints; the harness explores that too
+    # (issue 10: it sees what production shows).
+    plain = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert plain == (["first"], ["later", "slow"], 1.0)
+    with pytest.raises(NonDeterminismError) as info:
+        check_deterministic(main, runs=60)
+    assert info.value.got == plain
 
 
 def test_quiescent_mode_is_only_on_inside_the_harness() -> None:

@@ -506,6 +506,7 @@ class Run:
         self.pausing = 0  # workers at their schedule point between two units
         self.settling = 0  # quiescent mode: workers waiting for the instant to settle
         self.stopping = False
+        self.hasty = False  # quiescent mode: fail-fast's cancellation lands as under plain trio
         self.failures: list[_StepState] = []
         self.stop_at = math.inf  # when fail-fast stopped the run (the first failure)
         # units waiting to retry: unit -> (the failed attempt's error, attempt, when it failed)
@@ -751,7 +752,7 @@ class Run:
 
     def _settles(self) -> bool:
         """Quiescent mode: settle before taking a contended slot, unless the harness says not."""
-        return self.settle_decision is None or self.settle_decision(self.nursery)
+        return not self.hasty and (self.settle_decision is None or self.settle_decision(self.nursery))
 
     def _release(self, unit: _Unit) -> None:
         self.busy -= 1
@@ -1422,9 +1423,11 @@ class Run:
         if not self.stopping:
             self.stopping = True
             self.stop_at = self.now()
-            self.nursery.start_soon(self._cancel_all)
+            # (under the harness: the tasks plain trio would run before the cancellation)
+            cohort = getattr(self.settle_decision, "cancel_cohort", None)
+            self.nursery.start_soon(self._cancel_all, None if cohort is None else cohort())
 
-    async def _cancel_all(self) -> None:
+    async def _cancel_all(self, cohort: Any = None) -> None:
         """Cancel every step of the run, once the failures and the starts of the
         instant of the first failure have landed.
 
@@ -1446,7 +1449,19 @@ class Run:
         every task is blocked, with a cushion, so that the workers settling at
         this instant (with none) wake and take their units before it.
         """
-        if self.quiescent:
+        hooks: Any = self.settle_decision
+        if self.quiescent and cohort is not None and hooks.cancel_decision():
+            # the harness chose to land it as plain trio does: once the tasks of the
+            # failure's batch have run (a step elsewhere may be between two awaits)
+            self.hasty = True  # (no worker settles from now on, as under plain trio)
+            await hooks.wait_cohort(cohort)
+            if self.scouts or self.settling:
+                # scouts on their way (units due at this instant begin first, as under
+                # plain trio) or workers that began to settle before: they go first
+                from trio.testing import wait_all_tasks_blocked as wait
+
+                await wait(_AFTER_SETTLING)
+        elif self.quiescent:
             # (the harness's own wait after the settling workers, if it has one)
             wait_last: Any = getattr(self.settle_decision, "wait_settled_last", None)
             if wait_last is not None:

@@ -97,11 +97,15 @@ class EngineHooks:
     ``wait_all_tasks_blocked`` is the controller's settling.
     """
 
-    __slots__ = ("_handover", "wait_all_tasks_blocked")
+    __slots__ = ("_handover", "cancel_cohort", "cancel_decision", "wait_all_tasks_blocked", "wait_cohort")
 
     def __init__(self, controller: Controller) -> None:
         self._handover = controller.handover
         self.wait_all_tasks_blocked = controller.wait_settled
+        # fail-fast's cancellation: when it lands is a decision too (see Controller.cancel_decision)
+        self.cancel_cohort = controller.cancel_cohort
+        self.cancel_decision = controller.cancel_decision
+        self.wait_cohort = controller.wait_cohort
 
     def __call__(self, nursery: Any) -> bool:
         return self._handover(nursery)
@@ -172,6 +176,8 @@ class Controller(trio.abc.Instrument):
         # conditions notified while no task waited on them: id -> the last such notify
         self.lost_notifies: dict[int, Notify] = {}
         self.conditions: list[trio.Condition] = []
+        # fail-fast's cancellation waiting for the tasks of the failure's batch (wait_cohort)
+        self.cohort_waiter: tuple[trio.lowlevel.Task, tuple[int, frozenset[str]]] | None = None
 
     @property
     def trace(self) -> Trace:
@@ -236,6 +242,55 @@ class Controller(trio.abc.Instrument):
         if self._quiet():
             return False
         return self.next_decision("handover", (self.labels.get(current, "?"),)) == 0
+
+    # -- when fail-fast's cancellation lands -------------------------------------
+
+    def cancel_cohort(self) -> tuple[int, frozenset[str]]:
+        """At a fail-fast run's first failure: the tasks that plain trio would run
+        before the cancellation can land, with where the trace stands. Those left
+        in the batch being run run before any task started now; those the last
+        decision held back would have been in that batch under plain trio, which
+        runs every runnable task of a batch."""
+        labels = self.labels
+        cohort = frozenset(label for task in self.held if (label := labels.get(task)) is not None)
+        return len(self._trace), cohort
+
+    def cancel_decision(self) -> bool:
+        """The engine asks, as fail-fast's cancellation is about to wait: wait until
+        the run settles (``0``: every task that can go on at this instant does
+        first, so the failures of the instant are all reported), or land as under
+        plain trio (``1``: once the tasks of the failure's batch have run, while
+        the others may be between two awaits)? ``True`` for the second."""
+        if self.error is not None:
+            return False
+        return self.next_decision("cancel", (self.labels.get(trio.lowlevel.current_task(), "?"),)) != 0
+
+    async def wait_cohort(self, cohort: tuple[int, frozenset[str]]) -> None:
+        """Wait until every task of *cohort* (see :meth:`cancel_cohort`) has run a
+        step since, or ended: one batch of plain trio. Event-driven (checked as
+        each batch ends, see :meth:`after_task_step`), so that no strategy can
+        starve the cohort by running the waiting task again and again."""
+        if self._cohort_done(cohort):
+            await trio.lowlevel.checkpoint()
+            return
+        task = trio.lowlevel.current_task()
+        self.cohort_waiter = (task, cohort)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self.cohort_waiter = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _cohort_done(self, cohort: tuple[int, frozenset[str]]) -> bool:
+        start, waiting = cohort
+        return waiting <= {label for _, kind, label, _ in self._trace[start:] if kind in ("step", "exit")}
+
+    def _wake_cohort_waiter(self) -> None:
+        waiter = self.cohort_waiter
+        if waiter is not None and self._cohort_done(waiter[1]):
+            self.cohort_waiter = None
+            trio.lowlevel.reschedule(waiter[0])
 
     # -- settling: the engine's quiescent mode ----------------------------------
 
@@ -527,6 +582,8 @@ class Controller(trio.abc.Instrument):
         batch = self.current_batch
         if batch:
             return  # (trio calls this hook only once a batch is done, see _install._Instruments)
+        if self.cohort_waiter is not None:
+            self._wake_cohort_waiter()
         held = self.held
         if not held and not self.labels:
             return  # trio's own tasks, before the run's start or after its end
