@@ -1,11 +1,14 @@
 """Bench case: a fan-out of steps that each await once, at 1k, 10k and 100k steps.
 
-Real steps await (an LLM, HTTP or tool call), so each one holds a task while
-it waits, in trioflow as in hand-written trio. Each step here does
-``await trio.sleep(0)`` once; no limit. The baseline is raw trio written by
-hand: a task per step inside one nursery, each holding a
-``CapacityLimiter(N)`` around its await. The flow is built once per size,
-outside the timing (a flow is reusable).
+Real steps await (an LLM, HTTP or tool call). Each step here awaits one
+schedule point (``trio.lowlevel.checkpoint()``), with no limit: it gives its
+worker back at once, so trioflow runs the fan-out with the workers already
+there, one more joining each batch, where hand-written trio starts a task per
+step (a step that blocks longer keeps its worker, and trioflow then starts a
+task per step too, doubling them each batch: ``tests/test_scouts.py``). The
+baseline is raw trio written by hand: a task per step inside one nursery, each
+holding a ``CapacityLimiter(N)`` around its await. The flow is built once per
+size, outside the timing (a flow is reusable).
 
 Rows: the ratio to raw trio at each size (target <= 1.0x), trioflow's µs per
 step at each size, and the per-step cost at 100k over that at 1k (target:

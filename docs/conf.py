@@ -34,6 +34,15 @@ html_static_path: list[str] = []
 
 # -- autodoc / napoleon ---------------------------------------------------------
 
+# ``trioflow._flow`` imports the event types only for type checking (``import
+# trioflow`` leaves the events module until a run sends an event); autodoc
+# evaluates the annotations of Flow's signatures in that module's namespace.
+import trioflow._events  # noqa: E402
+import trioflow._flow  # noqa: E402
+
+trioflow._flow.Event = trioflow._events.Event  # type: ignore[attr-defined]
+
+
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = False

@@ -40,6 +40,32 @@ async def test_current_step_outside_a_step_in_async_code(anyio_backend: Any) -> 
 
 
 @pytest.mark.anyio
+async def test_a_run_inside_a_step_gives_the_step_back_its_context(anyio_backend: Any) -> None:
+    # the inner run's first worker is the outer step's own task: after the inner
+    # steps (run inline, back to back), current_step() is the outer step again
+    inner = Flow("inner")
+
+    @inner.step
+    async def first() -> str:
+        return trioflow.current_step().name
+
+    @inner.step
+    async def second(first: str) -> str:
+        return first + "," + trioflow.current_step().name
+
+    outer = Flow("outer")
+
+    @outer.step
+    async def host() -> tuple[str, str]:
+        got = (await inner.run())["second"]
+        return got, trioflow.current_step().name
+
+    assert (await outer.run())["host"] == ("first,second", "host")
+    with pytest.raises(RuntimeError, match="^" + re.escape(OUTSIDE) + "$"):
+        trioflow.current_step()
+
+
+@pytest.mark.anyio
 async def test_current_step_inside_steps(anyio_backend: Any) -> None:
     seen: list[tuple[str, int, int | None, str | None]] = []
     flow = Flow("f")

@@ -11,17 +11,6 @@ import typing
 
 from ._context import StepContext as StepContext
 from ._context import current_step as current_step
-from ._events import BatchStarted as BatchStarted
-from ._events import Event as Event
-from ._events import MapStarted as MapStarted
-from ._events import RunFinished as RunFinished
-from ._events import RunStarted as RunStarted
-from ._events import StepCancelled as StepCancelled
-from ._events import StepFailed as StepFailed
-from ._events import StepRetrying as StepRetrying
-from ._events import StepSkipped as StepSkipped
-from ._events import StepStarted as StepStarted
-from ._events import StepSucceeded as StepSucceeded
 from ._exceptions import FlowError as FlowError
 from ._exceptions import GraphError as GraphError
 from ._exceptions import StoreError as StoreError
@@ -41,6 +30,17 @@ if typing.TYPE_CHECKING:  # imported on first use, see __getattr__ below
     from ._codec import CodecError as CodecError
     from ._codec import JSONCodec as JSONCodec
     from ._codec import PickleCodec as PickleCodec
+    from ._events import BatchStarted as BatchStarted
+    from ._events import Event as Event
+    from ._events import MapStarted as MapStarted
+    from ._events import RunFinished as RunFinished
+    from ._events import RunStarted as RunStarted
+    from ._events import StepCancelled as StepCancelled
+    from ._events import StepFailed as StepFailed
+    from ._events import StepRetrying as StepRetrying
+    from ._events import StepSkipped as StepSkipped
+    from ._events import StepStarted as StepStarted
+    from ._events import StepSucceeded as StepSucceeded
     from ._map import gather as gather
     from ._map import map as map
     from ._open_run import RunHandle as RunHandle
@@ -105,19 +105,30 @@ __all__ = [
 # trioflow`` costs little more than ``import trio``: name -> private module.
 # Each of these modules gives its names their public home when imported.
 _LAZY = {
+    "BatchStarted": "._events",
     "Cache": "._cache",
     "CacheStatistics": "._cache",
     "CodecError": "._codec",
     "DaskRunner": "._runner_dask",
+    "Event": "._events",
     "JSONCodec": "._codec",
+    "MapStarted": "._events",
     "MemoryStore": "._stores",
     "PickleCodec": "._codec",
     "PostgresStore": "._stores",
     "ProgressDisplay": "._progress",
     "RecordedError": "._records",
+    "RunFinished": "._events",
     "RunHandle": "._open_run",
     "RunInfo": "._records",
+    "RunStarted": "._events",
     "SQLiteStore": "._stores",
+    "StepCancelled": "._events",
+    "StepFailed": "._events",
+    "StepRetrying": "._events",
+    "StepSkipped": "._events",
+    "StepStarted": "._events",
+    "StepSucceeded": "._events",
     "Timeline": "._timeline",
     "gather": "._map",
     "map": "._map",

@@ -61,8 +61,8 @@ class _Running(Protocol):
     def step_context(self) -> StepContext: ...
 
 
-# The running step: a StepContext, or a unit of the scheduler's that makes one
-_current: contextvars.ContextVar[StepContext | _Running] = contextvars.ContextVar("trioflow_current_step")
+# The running step: a StepContext, or a unit of the scheduler's that makes one (None: none)
+_current: contextvars.ContextVar[StepContext | _Running | None] = contextvars.ContextVar("trioflow_current_step")
 
 
 def current_or_none() -> StepContext | None:
@@ -79,13 +79,17 @@ def current_step() -> StepContext:
     Raises:
         RuntimeError: called outside any step.
     """
-    try:
-        here = _current.get()
-    except LookupError:
+    here = _current.get(None)
+    if here is None:
         raise RuntimeError(
             "trioflow.current_step() was called outside a step; call it from inside a "
             "function that a flow, trioflow.map or trioflow.gather is running"
-        ) from None
+        )
     if isinstance(here, StepContext):
         return here
     return here.step_context()
+
+
+def label(step: str, item: int | None) -> str:
+    """How messages and events name a step, or one item of a map step: ``step[item]``."""
+    return step if item is None else f"{step}[{item}]"

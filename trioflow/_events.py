@@ -18,6 +18,9 @@ from collections.abc import Mapping
 
 import attrs
 
+from ._context import label as _label
+from ._public import public_home
+
 
 @attrs.frozen
 class RunStarted:
@@ -234,5 +237,7 @@ def _at(elapsed: float) -> str:
     return f"[+{elapsed:8.3f}s]"
 
 
-def _label(step: str, item: int | None) -> str:
-    return step if item is None else f"{step}[{item}]"
+public_home(  # trioflow imports them when first used
+    RunStarted, MapStarted, StepStarted, StepSucceeded, StepFailed, StepRetrying, StepSkipped,
+    StepCancelled, BatchStarted, RunFinished,
+)

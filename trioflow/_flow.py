@@ -12,7 +12,6 @@ import attrs
 import trio
 
 from . import _runners
-from ._events import Event
 from ._exceptions import GraphError
 from ._graph import (
     Isolation,
@@ -40,6 +39,7 @@ from ._scheduler import _TRIO, Limiter, Run, RunOptions, current_backend
 
 if TYPE_CHECKING:
     from ._cache import Cache
+    from ._events import Event
     from ._open_run import RunHandle
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -380,12 +380,13 @@ class Flow:
                 f"is a {type(limiters).__name__})"
             )
         limiters = dict(limiters or {})
+        users = plan.limiter_users
         for lname, value in limiters.items():
             if isinstance(value, int) and not isinstance(value, bool):
                 check_max_concurrent(value, f"flow.run(limiters={{{lname!r}: ...}})")
             elif isinstance(value, RateLimit | KeyedLimiter):
-                for node in plan.nodes:
-                    if lname in node.spec.limiters and value.keyed and node.spec.limit_key is None:
+                for node in (plan.nodes[i] for i in users.get(lname, ())):
+                    if value.keyed and node.spec.limit_key is None:
                         raise GraphError(
                             f"step {node.spec.name!r} uses the keyed limiter {lname!r} ({value!r}) "
                             f"but has no limit_key=; give the step limit_key=lambda ...: key, a "
@@ -393,14 +394,13 @@ class Flow:
                         )
             else:
                 _check_limiter(value, f"flow.run(limiters={{{lname!r}: ...}})")
-        for node in plan.nodes:
-            for lname in node.spec.limiters:
-                if lname not in limiters:
-                    raise GraphError(
-                        f"step {node.spec.name!r} uses limiter {lname!r}, but flow.run() got no "
-                        f"limiter by that name; pass limiters={{{lname!r}: 2}} (or a CapacityLimiter)"
-                        f"{did_you_mean(lname, limiters)}"
-                    )
+        for lname, indexes in users.items():
+            if lname not in limiters:
+                raise GraphError(
+                    f"step {plan.nodes[indexes[0]].spec.name!r} uses limiter {lname!r}, but flow.run() "
+                    f"got no limiter by that name; pass limiters={{{lname!r}: 2}} (or a CapacityLimiter)"
+                    f"{did_you_mean(lname, limiters)}"
+                )
         _check_limiter_names(self.name, plan, limiters)
         if error_handling not in ("fail_fast", "continue"):
             raise GraphError(
@@ -569,7 +569,7 @@ def _cached(spec: StepSpec, cache: object) -> StepSpec:
 
 def _check_limiter_names(flow_name: str, plan: Plan, limiters: Mapping[Any, object]) -> None:
     """Every ``limiters`` key is a string that some step uses (else a misspelt name)."""
-    used = {name for node in plan.nodes for name in node.spec.limiters}
+    used = plan.limiter_users
     for key in limiters:
         if not isinstance(key, str):
             raise TypeError(

@@ -507,6 +507,23 @@ class Plan:
     _fingerprint: str | None = attrs.field(alias="fingerprint")
     conditional: bool = False  # some step has a when= condition
     flow_name: str = ""  # the flow's name, part of the fingerprint
+    # None: not computed yet (see ``limiter_users``)
+    _limiter_users: dict[str, tuple[int, ...]] | None = attrs.field(default=None, alias="limiter_users")
+
+    @property
+    def limiter_users(self) -> Mapping[str, tuple[int, ...]]:
+        """Each limiter name the steps use: the steps that use it, in declaration
+        order (the names in the order they first appear). Computed once, when first
+        asked (each run checks its ``limiters=`` against it)."""
+        users = self._limiter_users
+        if users is None:
+            found: dict[str, list[int]] = {}
+            for node in self.nodes:
+                for name in node.spec.limiters:
+                    found.setdefault(name, []).append(node.index)
+            users = {name: tuple(indexes) for name, indexes in found.items()}
+            object.__setattr__(self, "_limiter_users", users)
+        return users
 
     @property
     def fingerprint(self) -> str:

@@ -212,7 +212,7 @@ def check_resources(
                 f"flow {flow_name!r} is missing resource {name!r} (needed by "
                 f"{', '.join(repr(u) for u in users)}); pass it in flow.run(resources={{{name!r}: ...}})"
             )
-    for node in plan.nodes:
+    for node in plan.nodes if resources else ():
         if node.spec.map_over is not None and node.spec.map_over in resources:
             raise GraphError(
                 f"map step {node.spec.name!r} maps over {node.spec.map_over!r}, which is given as a "

@@ -32,7 +32,7 @@ import secrets
 import weakref
 from collections.abc import Callable, Hashable, Mapping
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -41,20 +41,7 @@ import trio
 
 from . import _logging
 from ._context import StepContext, _current
-from ._events import (
-    BatchStarted,
-    Event,
-    MapStarted,
-    RunFinished,
-    RunStarted,
-    StepCancelled,
-    StepFailed,
-    StepRetrying,
-    StepSkipped,
-    StepStarted,
-    StepSucceeded,
-    _label,
-)
+from ._context import label as _label
 from ._exceptions import FlowError, add_note, split_escaped
 from ._foreign import explain
 from ._graph import Node, Plan
@@ -65,6 +52,24 @@ from ._results import LazySteps, RunResult, RunTrace, StepFunctions, StepResult,
 from ._retry import next_wait
 from ._runners import enter_run, exit_run
 from ._waiting import current_domain, wait_turn
+
+if TYPE_CHECKING:
+    from . import _events as _ev
+    from ._events import Event
+else:
+
+    class _Events:
+        """trioflow's event classes, imported when a run first sends one (a run
+        with no ``on_event`` sends none, and ``import trioflow`` stays cheap)."""
+
+        def __getattr__(self, name: str) -> Any:
+            from . import _events
+
+            value = getattr(_events, name)
+            setattr(self, name, value)  # found directly from now on
+            return value
+
+    _ev = _Events()
 
 
 class Limiter(Protocol):
@@ -369,28 +374,27 @@ class _Unit:
 class _StepState:
     """A step's progress within one run.
 
-    Rarely used fields (map items, errors) live as class-level defaults, so
-    setting up a run costs little per step.
+    The fields every run sets are slots; rarely used ones (map items, errors)
+    live as class-level defaults, in a dict made only for the steps that set
+    them, so setting up a run costs little per step, and a run keeps one
+    object per step for the garbage collector to go through.
     """
 
-    status: StepStatus | None = None
-    value: Any = None
+    __slots__ = (
+        "__dict__", "attempts", "finished_at", "group", "name", "node", "order", "pending", "quick",
+        "ready_at", "started_at", "status", "value",
+    )
+
     # made when the step's current_step() is first asked for (see _Unit.step_context)
     usage: dict[str, float] = _NO_USAGE  # type: ignore[assignment]
     error: BaseException | None = None
-    attempts = 0
-    started_at: float | None = None
-    finished_at: float | None = None
     skip_cause: str | None = None
-    ready_at: float | None = None  # when its last dependency finished (None: at the run's start)
     skip_reason: str | None = None  # "condition" or "dependency", for a skipped step
     external: tuple[tuple[int, Limiter], ...] = ()  # (id of the caller's limiter, limiter to acquire)
     # rate limits and keyed limiters, each with its line when it has one for all
     # keys (None: one line per key): a token or slot taken as the unit starts
     gates: tuple[tuple[Gate, Line | None], ...] = ()
     rates: tuple[RateLimit, ...] = ()  # rate limits: a token taken as each later attempt starts
-    # a plain step with no limit, retry or timeout: one attempt, run inline by the worker
-    quick = False
     ok_items: list[int] | None = None  # a map step with pipes: its items that succeeded
     piped: set[int] | None = None  # a pipelined map step: items started (or resumed) early
     unpiped = False  # a map step with pipes that found it cannot start items early
@@ -406,12 +410,20 @@ class _StepState:
     item_times: list[list[float | None]]  # [started_at, finished_at]
     item_failures: dict[int, Exception]  # every failed item (also under on_item_error="none")
 
-    def __init__(self, node: Node, group: _Group, order: int) -> None:
+    def __init__(self, node: Node, group: _Group, order: int, quick: bool = False) -> None:
         self.node = node
         self.name = node.spec.name
         self.pending = len(node.deps)
         self.group = group
         self.order = order  # see _PlanRuntime.order
+        # a plain step with no limit, retry or timeout: one attempt, run inline by the worker
+        self.quick = quick
+        self.status: StepStatus | None = None
+        self.value: Any = None
+        self.attempts = 0
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.ready_at: float | None = None  # when its last dependency finished (None: at the run's start)
 
 
 @attrs.frozen
@@ -542,10 +554,7 @@ class Run:
         if runtime.free and not shared:  # the common case, at the least cost per step
             quick = runtime.quick
             for node in plan.nodes:
-                st = _StepState(node, free, order[node.index])
-                if quick[node.index]:
-                    st.quick = True
-                states.append(st)
+                states.append(_StepState(node, free, order[node.index], quick[node.index]))
         else:
             self._set_up_groups(plan, states, free, shared, named, gates, order)
         self.states = states
@@ -833,7 +842,7 @@ class Run:
         st.items_left = len(todo)
         if self.on_event is not None:
             now = self.now()
-            self._emit(MapStarted(st.name, now, len(items), len(items) - len(todo), elapsed=now - self.started_at))
+            self._emit(_ev.MapStarted(st.name, now, len(items), len(items) - len(todo), elapsed=now - self.started_at))
         if not todo:
             now = self.now()
             st.started_at = now
@@ -1086,7 +1095,7 @@ class Run:
         if st.started_at is None:
             st.started_at = now
         if self.on_event is not None:
-            self._emit(StepFailed(st.name, 1, now, error, unit.item, elapsed=now - self.started_at))
+            self._emit(_ev.StepFailed(st.name, 1, now, error, unit.item, elapsed=now - self.started_at))
         if unit.item is None:
             self._step_failed(st, error, 1, now)
             return
@@ -1148,7 +1157,7 @@ class Run:
             if node.spec.map_over is not None and st.piped is None:
                 st.item_errors = {}  # (a map step that failed before taking its items)
             if self.on_event is not None:
-                self._emit(StepFailed(st.name, 0, now, exc, None, elapsed=now - self.started_at))
+                self._emit(_ev.StepFailed(st.name, 0, now, exc, None, elapsed=now - self.started_at))
             self._step_failed(st, exc, 0, now)
             return False
         if not run:
@@ -1208,7 +1217,7 @@ class Run:
         st.finished_at = now
         self._record(st)
         if self.on_event is not None:
-            self._emit(StepSkipped(st.name, now, cause, reason, elapsed=now - self.started_at))
+            self._emit(_ev.StepSkipped(st.name, now, cause, reason, elapsed=now - self.started_at))
         for c in st.node.children:
             child = self.states[c]
             child.pending -= 1
@@ -1312,7 +1321,7 @@ class Run:
                 now = self.now()
                 done = self.completed_items.get(down.name, {})  # (not callable: checked above)
                 restored = 0 if callable(done) else len([i for i in done if 0 <= i < n])
-                self._emit(MapStarted(down.name, now, n, restored, elapsed=now - self.started_at))
+                self._emit(_ev.MapStarted(down.name, now, n, restored, elapsed=now - self.started_at))
         self._pipe_start(down, up.ok_items if item is None else (item,), up.item_values)
 
     def _pipe_start(self, down: _StepState, indices: Any, values: list[Any]) -> None:
@@ -1358,7 +1367,7 @@ class Run:
                 child.skip_reason = "dependency"
                 self._record(child)
                 if self.on_event is not None:
-                    self._emit(StepSkipped(child.name, now, st.name, elapsed=now - self.started_at))
+                    self._emit(_ev.StepSkipped(child.name, now, st.name, elapsed=now - self.started_at))
 
     def _announce(self, ready: list[_StepState], now: float) -> None:
         """Emit :class:`BatchStarted` for the steps of ``ready`` (just queued) that start now.
@@ -1405,7 +1414,7 @@ class Run:
                     starting[id(st)] = st
         if len(starting) > 1:
             names = tuple(st.name for st in ready if id(st) in starting)
-            self._emit(BatchStarted(names, now, elapsed=now - self.started_at))
+            self._emit(_ev.BatchStarted(names, now, elapsed=now - self.started_at))
 
     def _stop(self) -> None:
         """Fail fast: start nothing after this instant, and cancel everything once the
@@ -1531,6 +1540,7 @@ class Run:
         # a worker may run the next step of a chain with no queue in between (not
         # under the harness, whose quiescent mode counts the queued units)
         hand_over = plain and not self.quiescent
+        outer = _current.get(None)  # (what current_step() finds between two steps)
         handed: _StepState | None = None
         at: float | None = None  # when the unit before ended, if no checkpoint came since
         while True:
@@ -1574,7 +1584,8 @@ class Run:
                         st.attempts = 1
                         st.started_at = now() if at is None else at
                         unit.attempt = 1
-                        token = _current.set(unit)
+                        # (no token kept while the step runs: one object less per waiting step)
+                        _current.set(unit)
                         try:
                             value = await (spec.fn() if kwargs is None else spec.fn(**kwargs))
                         except Exception as exc:
@@ -1588,7 +1599,7 @@ class Run:
                                 self._give_back(unit)
                             handed = self._step_succeeded(st, value, 1, at, None, hand_over)
                         finally:
-                            _current.reset(token)
+                            _current.set(outer)
                 elif st.external:
                     at = None
                     await self._execute(unit)
@@ -1709,7 +1720,7 @@ class Run:
                 if attempt == 1:
                     st.item_times[item][0] = started
             if emit:
-                self._emit(StepStarted(st.name, attempt, started, item, elapsed=started - self.started_at))
+                self._emit(_ev.StepStarted(st.name, attempt, started, item, elapsed=started - self.started_at))
             unit.attempt = attempt
             token = _current.set(unit)
             try:
@@ -1744,7 +1755,7 @@ class Run:
                 self._unit_failed(unit, error, attempt, at)
                 return
             if emit:
-                self._emit(StepRetrying(st.name, attempt, at, error, wait, item, elapsed=at - self.started_at))
+                self._emit(_ev.StepRetrying(st.name, attempt, at, error, wait, item, elapsed=at - self.started_at))
             if _logging.logger.isEnabledFor(_logging.WARNING):
                 _logging.retrying(self.flow_name, self.options.run_id, _label(st.name, item), attempt, error, wait)
             entry = [st.name, item, attempt, started, at, wait, None]
@@ -1808,7 +1819,7 @@ class Run:
         self._release(unit)
         if self.on_event is not None:
             self._emit(
-                StepSucceeded(st.name, attempt, now, now - started, unit.item, elapsed=now - self.started_at)
+                _ev.StepSucceeded(st.name, attempt, now, now - started, unit.item, elapsed=now - self.started_at)
             )
         if unit.item is None:
             self._step_succeeded(st, value, attempt, now, kept)
@@ -1848,7 +1859,7 @@ class Run:
         else:
             add_note(error, f"trioflow: step {_label(st.name, unit.item)!r} failed before attempt {before}")
         if self.on_event is not None:
-            self._emit(StepFailed(st.name, attempt, now, error, unit.item, elapsed=now - self.started_at))
+            self._emit(_ev.StepFailed(st.name, attempt, now, error, unit.item, elapsed=now - self.started_at))
         if unit.item is None:
             self._step_failed(st, error, attempt, now)
             return
@@ -1963,9 +1974,9 @@ class Run:
             raise self._flow_error(result)
         return result
 
-    def _started_event(self) -> RunStarted:
+    def _started_event(self) -> _ev.RunStarted:
         resumed = self.resumed
-        return RunStarted(
+        return _ev.RunStarted(
             self.flow_name,
             self.options.run_id,
             self.started_at,
@@ -1988,7 +1999,7 @@ class Run:
         duration = self.finished_at - self.started_at
         if emit:
             self._emit(
-                RunFinished(
+                _ev.RunFinished(
                     self.flow_name, self.finished_at, duration, status == "succeeded", failed, status, elapsed=duration
                 )
             )
@@ -2012,7 +2023,7 @@ class Run:
                 self._record(st)
                 if self.on_event is not None:
                     self._emit(
-                        StepCancelled(
+                        _ev.StepCancelled(
                             st.name,
                             self.finished_at,
                             st.started_at is not None,

@@ -99,6 +99,13 @@ def _more_problems(trio_run: Any) -> list[str]:
         getattr(trio_threads, "to_thread_run_sync", None), "start_thread_soon(worker_fn"
     ) or not callable(getattr(trio_threads, "start_thread_soon", None)):
         found.append("to_thread_run_sync no longer starts threads through trio._threads.start_thread_soon")
+    if not _source_has(
+        getattr(trio_threads, "_send_message_to_trio", None), "message_to_trio.queue.get()"
+    ):
+        found.append(
+            "trio.from_thread no longer waits for its answer on message_to_trio.queue in "
+            "trio._threads._send_message_to_trio"
+        )
     if not hasattr(trio.testing.MockClock(), "_virtual_base"):
         found.append("trio.testing.MockClock has no _virtual_base")
     if not _source_has(getattr(getattr(trio_sync, "_LockImpl", None), "acquire_nowait", None), "self._owner"):

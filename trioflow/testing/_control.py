@@ -381,8 +381,10 @@ class Controller(trio.abc.Instrument):
                 self._release_held(batch)
             elif decision > n:
                 index = decision - n - 1
-                self.threads.run(jobs[index : index + 1] if index < len(jobs) else list(jobs))
-                self._release_held(batch)
+                if not self.threads.run(jobs[index : index + 1] if index < len(jobs) else list(jobs)):
+                    self._release_held(batch)
+                # (else the call waits for its task to run a call back into trio: the
+                # held tasks are the next decision's choices, beside that task)
             else:
                 i = decision - 1
                 chosen = held.pop(i)

@@ -27,6 +27,7 @@ from ._errors import (
 )
 from ._install import ScheduleRandom, active, install, install_instruments, restore
 from ._strategy import Bounded, Strategy, make_strategy, strategy_name
+from ._threads import serial_alternatives
 from ._trace import TraceEvent, _trim
 
 __all__ = ["DeterministicRun", "check_deterministic", "note", "run_deterministic"]
@@ -475,10 +476,22 @@ def check_deterministic(
         )
         decisions = tuple(_trim(controller.decisions))
         chooser.end_run(decisions, controller.steps)
+        serial = ""
+        if getattr(controller.threads, "parallel", 0) and _differs(result, end, base):
+            options = (seed, name, run, backend, grace, max_steps, max_virtual_time)
+            exact = _serial_replay(fn, args, result, end, controller, options)
+            if exact is not None:
+                result, end, controller = exact
+                decisions = tuple(_trim(controller.decisions))
+                serial = (
+                    "\n(the run that failed ran worker-thread calls in parallel, which cannot "
+                    "replay exactly; this schedule runs them one after another and fails the "
+                    "same way, every time)"
+                )
         replay = (
             f"Replay with trioflow.testing.run_deterministic(fn, *args, "
             f"schedule={list(decisions)!r}{_backend_hint(backend)})."
-            + _thread_warning(controller)
+            + (serial or _thread_warning(controller))
         )
         which = f"run {run} (strategy {name!r}, seed {seed!r})"
         info = _replay(controller, seed, name, run, backend)
@@ -522,6 +535,54 @@ def check_deterministic(
             attach(error, info)
             raise error
     return base.value
+
+
+def _differs(result: outcome.Outcome[Any], end: float, base: DeterministicRun[Any]) -> bool:
+    if isinstance(result, outcome.Error):
+        return True
+    assert isinstance(result, outcome.Value)
+    return bool(result.value != base.value) or end != base.virtual_time
+
+
+def _signature(result: outcome.Outcome[Any], end: float) -> tuple[Any, ...]:
+    """How a run failed, to compare runs by: what it raised, or what it returned and when."""
+    if isinstance(result, outcome.Error):
+        return ("raised", type(result.error))
+    assert isinstance(result, outcome.Value)
+    return ("returned", repr(result.value), end)
+
+
+def _serial_replay(
+    fn: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    result: outcome.Outcome[Any],
+    end: float,
+    controller: Any,
+    options: tuple[Any, ...],
+) -> tuple[outcome.Outcome[Any], float, Any] | None:
+    """For a failing run that ran thread calls in parallel: a run of a schedule that runs them
+    one after another and fails the same way three times in a row, or ``None``."""
+    seed, name, run, backend, grace, max_steps, max_virtual_time = options
+    wanted = _signature(result, end)
+    points = controller.threads.parallel_points
+    for candidate in serial_alternatives(controller.decisions, points):
+        found = None
+        for _ in range(3):
+            try:
+                again = _run_or_attach(
+                    fn, args, list(candidate), None, seed, name, run, backend, float(grace),
+                    max_steps, float(max_virtual_time),
+                )
+            except (DeadlockError, BudgetExceededError):
+                found = None
+                break
+            if getattr(again[2].threads, "parallel", 0) or _signature(again[0], again[1]) != wanted:
+                found = None
+                break
+            found = again
+        if found is not None:
+            return found
+    return None
 
 
 def _task_name(fn: object) -> str:

@@ -21,9 +21,10 @@ built-in ones are :class:`RandomWalk`, :class:`PCT`, :class:`Bounded` and
 from __future__ import annotations
 
 import random
+from array import array
 from collections import deque
 from collections.abc import Callable, Container, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -131,12 +132,22 @@ class PCT:
     ``k`` decisions is found with probability at least ``1 / (n * k**(d-1))``
     per run; it finds bugs that need one task held back for a long time.
 
+    Strict priorities are unfair: a task that polls (``while not ready: await
+    trio.sleep(0)``) with a higher priority than the task it waits for would
+    run forever. So PCT is fair after ``unfair`` decisions of a run (at least
+    10 000, and four times the longest run seen that ended before it): from
+    there on every decision runs all runnable tasks, as FIFO does, and the run
+    ends as it would in production. Such a run does not count as a run length.
+
     Args:
         seed: Seeds the priorities and change points.
         depth: The bug depth aimed at (``>= 1``); ``None`` draws 1, 2 or 3 per run.
     """
 
     name = "pct"
+
+    #: The fewest decisions a run may take with strict priorities.
+    MIN_UNFAIR = 10_000
 
     def __init__(self, seed: int = 0, depth: int | None = None) -> None:
         if depth is not None and (not isinstance(depth, int) or depth < 1):
@@ -148,13 +159,19 @@ class PCT:
         self.priorities: dict[str, float] = {}
         self.changes: dict[int, int] = {}
         self.handover_at_once: bool = False
+        self.unfair: int = self.MIN_UNFAIR
+        self.went_fair: bool = False  # the last run reached its fair part
 
     def start_run(self, run: int) -> None:
         depth = self.depth if self.depth is not None else self.rng.choice((1, 2, 3))
         self.priorities = {}
         points = range(1, max(self.length, depth) + 1)
         self.changes = {p: i for i, p in enumerate(self.rng.sample(points, depth - 1))}
+        # (the harness consults _choose at every index in changes, see fast_sticky)
+        self.unfair = max(self.MIN_UNFAIR, 4 * self.length)
+        self.changes[self.unfair] = -1
         self.handover_at_once = self.rng.random() < 0.5
+        self.went_fair = False
 
     def decide(self, point: DecisionPoint) -> int:
         return self._choose(point.kind, point.choices, point.index)
@@ -162,6 +179,9 @@ class PCT:
     def _choose(self, kind: str, choices: Sequence[str], index: int) -> int:
         if kind == "handover":
             return 1 if self.handover_at_once else 0
+        if index >= self.unfair:
+            self.went_fair = True
+            return 0  # fair from here on: every runnable task runs
         priorities = self.priorities
         if not all(map(priorities.__contains__, choices)):
             for name in [name for name in choices if name not in priorities]:
@@ -176,7 +196,46 @@ class PCT:
         return best + 1
 
     def end_run(self, decisions: Sequence[int], steps: int) -> None:
-        self.length = max(self.length, len(decisions))
+        if not self.went_fair:
+            self.length = max(self.length, len(decisions))
+
+
+class _Children:
+    """The schedules one run of the bounded search leads to, made one at a time.
+
+    The run took the decisions of *prefix* and then only FIFO ones, at decision
+    points with ``sizes[i]`` choices (``i`` counted from the end of the prefix).
+    Its children put one non-FIFO choice at one of those points:
+    ``prefix + (0,) * i + (choice,)``, in order of ``i`` then ``choice``.
+    Made when needed, they cost one small int per decision point, not a tuple
+    as long as the run for every one of them. The root (``sizes is None``) is
+    the FIFO run itself.
+    """
+
+    __slots__ = ("bound", "choice", "position", "prefix", "sizes")
+
+    def __init__(self, prefix: tuple[int, ...], sizes: array[int] | None, bound: int) -> None:
+        self.prefix = prefix
+        self.sizes = sizes
+        self.bound = bound
+        self.position = 0
+        self.choice = 1
+
+    def left(self) -> int:
+        """Decision points whose children are still to be made."""
+        return (1 if self.sizes is None else len(self.sizes)) - self.position
+
+    def take(self) -> tuple[int, ...]:
+        sizes = self.sizes
+        if sizes is None:
+            self.position = 1
+            return self.prefix
+        prefix = (*self.prefix, *(0,) * self.position, self.choice)
+        self.choice += 1
+        if self.choice > sizes[self.position]:
+            self.position += 1
+            self.choice = 1
+        return prefix
 
 
 class Bounded:
@@ -187,23 +246,41 @@ class Bounded:
     bounding, as in CHESS and SCTBench), until the budget of runs ends. It
     finds every bug that needs few unusual decisions, in the fewest runs that
     guarantee it; the search is exhausted when no schedule is left.
+
+    Memory: the schedules still to run are kept as one record per run they
+    extend (that run's number of choices at each of its decision points), so
+    the queue grows by one small int per decision point per run, not by a
+    schedule per choice. At most ``max_pending`` decision points are kept in
+    all; past that, the points of the latest runs are dropped (the search then
+    no longer covers its whole bound, and ``truncated`` says so).
     """
 
     name = "bounded"
 
-    def __init__(self, seed: int = 0, max_bound: int = 3) -> None:
+    def __init__(self, seed: int = 0, max_bound: int = 3, max_pending: int = 1_000_000) -> None:
         self.seed: int = seed
         self.max_bound: int = max_bound
-        # (prefix, its number of non-zero decisions)
-        self.queue: deque[tuple[tuple[int, ...], int]] = deque([((), 0)])
+        self.max_pending: int = max_pending
+        # the runs whose children are still to be made, lowest bound first (_Children
+        # records; typed Any so that the reference docs do not name a private class)
+        self.queue: deque[Any] = deque([_Children((), None, 0)])
+        self.pending: int = 1  # decision points left in the queue's records
+        self.truncated: bool = False
         self.prefix: tuple[int, ...] = ()
         self.bound: int = 0
         self.sizes: list[int] = []
         self.exhausted: bool = False
 
     def start_run(self, run: int) -> None:
-        if self.queue:
-            self.prefix, self.bound = self.queue.popleft()
+        queue = self.queue
+        if queue:
+            head = queue[0]
+            before = head.left()
+            self.prefix, self.bound = head.take(), head.bound
+            after = head.left()
+            self.pending -= before - after
+            if not after:
+                queue.popleft()
         else:
             # exhausted: further runs are FIFO, a pure repetition
             self.exhausted = True
@@ -220,13 +297,14 @@ class Bounded:
     def end_run(self, decisions: Sequence[int], steps: int) -> None:
         if self.bound >= self.max_bound or self.exhausted:
             return
-        start = len(self.prefix)
-        zeros: tuple[int, ...] = ()
-        for position in range(start, len(self.sizes)):
-            base = self.prefix + zeros
-            for choice in range(1, self.sizes[position] + 1):
-                self.queue.append(((*base, choice), self.bound + 1))
-            zeros += (0,)
+        sizes = self.sizes[len(self.prefix) :]
+        room = self.max_pending - self.pending
+        if len(sizes) > room:
+            sizes = sizes[: max(room, 0)]
+            self.truncated = True
+        if sizes:
+            self.queue.append(_Children(self.prefix, array("I", sizes), self.bound + 1))
+            self.pending += len(sizes)
 
 
 class Portfolio:
@@ -285,9 +363,12 @@ class Portfolio:
 
     def end_run(self, decisions: Sequence[int], steps: int) -> None:
         self.current.end_run(decisions, steps)
+        current = self.current
+        if isinstance(current, PCT) and current.went_fair:
+            return  # (its length says how long it starved a task, not how long runs are)
         # every PCT member learns the run length from every run
         for member in self.members:
-            if isinstance(member, PCT) and member is not self.current:
+            if isinstance(member, PCT) and member is not current:
                 member.length = max(member.length, len(decisions))
 
 

@@ -48,7 +48,7 @@ from trio import _threads as _trio_threads
 if TYPE_CHECKING:
     from ._control import Controller
 
-__all__ = ["ThreadJobs", "install_thread_hook", "restore_thread_hook"]
+__all__ = ["ThreadJobs", "install_thread_hook", "restore_thread_hook", "serial_alternatives"]
 
 _HOOK: Final = "start_thread_soon"
 _original_start: Final[Callable[..., None]] = getattr(_trio_threads, _HOOK)
@@ -70,6 +70,10 @@ class ThreadJob:
     free: bool = False
     result: outcome.Outcome[Any] | None = None
     done: threading.Event = attrs.Factory(threading.Event)
+    # a call back into trio (trio.from_thread) is waiting for its answer
+    posted: bool = False
+    # set by the thread whenever it ends or calls back
+    wake: threading.Event = attrs.Factory(threading.Event)
 
 
 class ThreadJobs:
@@ -82,6 +86,8 @@ class ThreadJobs:
         self.started = 0
         self.uncontrolled = 0
         self.parallel = 0  # decisions that ran several thread calls at once
+        # where: (the index of each such decision, how many calls it ran)
+        self.parallel_points: list[tuple[int, int]] = []
         self.lock = threading.Lock()
 
     def submit(
@@ -92,8 +98,11 @@ class ThreadJobs:
         self.started += 1
         self.pending.append(ThreadJob(label, fn, deliver, name))
 
-    def run(self, jobs: Sequence[ThreadJob]) -> None:
+    def run(self, jobs: Sequence[ThreadJob]) -> bool:
         """Run *jobs* in worker threads (in parallel if several) while the loop waits.
+
+        Returns whether the one job given stopped to call back into trio (see
+        :meth:`_until_next`): its task runs the call at a later step.
 
         Their results are delivered at once, in the order given. A job that
         calls back into trio, or takes longer than ``_ATOMIC_LIMIT`` seconds
@@ -106,6 +115,8 @@ class ThreadJobs:
             controller._trace.append((controller._now(), "thread", job.label, ""))
         if len(jobs) > 1:
             self.parallel += 1
+            # (the decision that chose this was the last one taken)
+            self.parallel_points.append((len(controller.decisions) - 1, len(jobs)))
         token = trio.lowlevel.current_trio_token()
         # parallel calls start at the same moment, so that they overlap
         start = threading.Barrier(len(jobs)) if len(jobs) > 1 else None
@@ -117,10 +128,16 @@ class ThreadJobs:
                     if not job.free:
                         job.result = result
                         job.done.set()
+                        job.wake.set()
                         return
                 token.run_sync_soon(self._free_done, job, result)
 
-            _original_start(_together(job.fn, start), deliver_here, job.name)
+            fn = _together(job.fn, start)
+            if len(jobs) == 1 and _original_send is not None:
+                fn = _calling_back_in_turn(fn, job, self)
+            _original_start(fn, deliver_here, job.name)
+        if len(jobs) == 1 and _original_send is not None:
+            return self._until_next(jobs[0], time.perf_counter(), baseline, token)
         began = time.perf_counter()
         waiting = list(jobs)
         while waiting:
@@ -144,6 +161,54 @@ class ThreadJobs:
             if not job.free:
                 assert job.result is not None
                 job.deliver(job.result)
+        return False
+
+    def _until_next(
+        self, job: ThreadJob, began: float, baseline: int, token: trio.lowlevel.TrioToken
+    ) -> bool:
+        """Wait while *job*'s thread runs, until it ends or calls back into trio (True).
+
+        Its end is delivered at once. A call back (``trio.from_thread.run_sync``
+        or ``run``) waits for its task to run it, at a step of the schedule
+        like any other; the answer lets the thread go on, and the loop waits
+        again (see :class:`_Answer`). So a thread that calls back is a chain of
+        atomic pieces at points the schedule chooses, with the clock frozen
+        during each: its runs replay exactly. A piece that takes longer than
+        ``_ATOMIC_LIMIT`` seconds, or that queues a callback some other way,
+        lets the thread go on uncontrolled (see :meth:`run`).
+        """
+        calls_back_since: float | None = None
+        while True:
+            job.wake.clear()
+            if job.done.is_set():
+                assert job.result is not None
+                job.deliver(job.result)
+                return False
+            if job.posted:
+                job.posted = False
+                self.controller._trace.append(
+                    (self.controller._now(), "thread", job.label, "calls back")
+                )
+                return True  # its task runs the call back, in turn; the answer resumes it
+            now = time.perf_counter()
+            if calls_back_since is None and (
+                trio.lowlevel.current_statistics().run_sync_soon_queue_size > baseline
+            ):
+                calls_back_since = now  # (its from_thread call says so in a moment)
+            if now - began > _ATOMIC_LIMIT or (
+                calls_back_since is not None and now - calls_back_since > _POLL
+            ):
+                with self.lock:
+                    if job.result is None:
+                        job.free = True
+                        self.free += 1
+                        self.uncontrolled += 1
+                if job.free:
+                    self._real_time(True)
+                    token.run_sync_soon(_nothing)  # no autojump after this wait
+                    return False
+                continue
+            job.wake.wait(_POLL)
 
     def _real_time(self, on: bool) -> None:
         """While uncontrolled threads run, virtual time passes as real time does."""
@@ -164,8 +229,101 @@ class ThreadJobs:
         job.deliver(result)
 
 
+def serial_alternatives(
+    decisions: Sequence[int], points: Sequence[tuple[int, int]]
+) -> list[tuple[int, ...]]:
+    """Schedules that run, one at a time, the thread calls that *decisions* ran in parallel.
+
+    A run whose decision ``i`` ran ``n`` waiting thread calls at once (the last
+    choice of that decision, *points* holds ``(i, n)``) cannot replay exactly:
+    how the calls interleave inside is up to the operating system. Often the
+    failure needs only that they run in a particular order; these schedules
+    try each order: the ``k``-th call alone at decision ``i`` (the choice
+    ``decision - n + k``), the rest of the run FIFO, then with the rest of the
+    decisions as they were. The first parallel decision first.
+    """
+    found: list[tuple[int, ...]] = []
+    for index, n in points[:2]:
+        parallel = decisions[index]
+        for k in range(n):
+            serial = parallel - n + k
+            for candidate in (
+                (*decisions[:index], serial),
+                (*decisions[:index], serial, *decisions[index + 1 :]),
+            ):
+                if candidate not in found:
+                    found.append(candidate)
+    return found
+
+
 def _nothing() -> None:
     pass
+
+
+# -- calls back into trio, in turn ---------------------------------------------------
+
+_SEND: Final = "_send_message_to_trio"
+#: What trio.from_thread.run and run_sync call in the worker thread (None if trio changed).
+_original_send: Final[Callable[[Any, Any], Any] | None] = getattr(_trio_threads, _SEND, None)
+_local = threading.local()  # .job: the harness's call this worker thread runs
+
+
+class _Answer:
+    """The queue a worker thread waits on for the answer to its call back into trio.
+
+    ``get`` runs in the thread: it tells the harness that the thread waits
+    (its call is queued for its task), then waits. ``put_nowait`` runs in
+    trio's thread, in the task step that ran the call: it hands over the
+    answer and holds the loop until the thread ends or calls back again.
+    """
+
+    __slots__ = ("inner", "job", "jobs")
+
+    def __init__(self, inner: Any, job: ThreadJob, jobs: ThreadJobs) -> None:
+        self.inner = inner
+        self.job = job
+        self.jobs = jobs
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        job = self.job
+        job.posted = True
+        job.wake.set()
+        return self.inner.get(*args, **kwargs)
+
+    def put_nowait(self, item: Any) -> None:
+        self.inner.put_nowait(item)
+        job = self.job
+        if job.free:
+            return
+        jobs = self.jobs
+        jobs._until_next(
+            job,
+            time.perf_counter(),
+            trio.lowlevel.current_statistics().run_sync_soon_queue_size,
+            trio.lowlevel.current_trio_token(),
+        )
+
+
+def _calling_back_in_turn(fn: Callable[[], Any], job: ThreadJob, jobs: ThreadJobs) -> Callable[[], Any]:
+    def run_marked() -> Any:
+        _local.job = (job, jobs)
+        try:
+            return fn()
+        finally:
+            _local.job = None
+
+    return run_marked
+
+
+def _send_message_to_trio(trio_token: Any, message: Any) -> Any:
+    marked = getattr(_local, "job", None)
+    if marked is not None and not marked[0].free:
+        job, jobs = marked
+        # (trio's messages are frozen attrs classes; their queue is read once, by
+        # the worker thread, and written once, by trio)
+        object.__setattr__(message, "queue", _Answer(message.queue, job, jobs))
+    assert _original_send is not None
+    return _original_send(trio_token, message)
 
 
 def _together(fn: Callable[[], Any], start: threading.Barrier | None) -> Callable[[], Any]:
@@ -204,8 +362,12 @@ def _start_thread_soon(
 def install_thread_hook() -> None:
     """Route new worker-thread calls through the harness (while a run is active)."""
     setattr(_trio_threads, _HOOK, _start_thread_soon)
+    if _original_send is not None:
+        setattr(_trio_threads, _SEND, _send_message_to_trio)
 
 
 def restore_thread_hook() -> None:
     """Undo :func:`install_thread_hook`."""
     setattr(_trio_threads, _HOOK, _original_start)
+    if _original_send is not None:
+        setattr(_trio_threads, _SEND, _original_send)

@@ -2,7 +2,8 @@
 
 A task blocked in :meth:`trio.Lock.acquire` (also :class:`trio.StrictFIFOLock`,
 and :class:`trio.Condition`, whose ``acquire`` takes its lock, as does the end
-of its ``wait`` once notified) waits for the lock's owner; a task blocked in
+of its ``wait`` once notified; and a wrapper that parks on a trio lock's queue
+itself, as anyio's ``Lock(fast_acquire=True)`` does) waits for the lock's owner; a task blocked in
 :meth:`trio.CapacityLimiter.acquire` waits for the limiter's borrowers (any
 one of them to let a slot go); a task waiting at the end of a nursery block
 waits for its child tasks (all of them). These are read from the primitives'
@@ -61,6 +62,32 @@ _LIMITER_ACQUIRE: Final = inspect.unwrap(_trio_sync.CapacityLimiter.acquire_on_b
 _CHILDREN: Final = inspect.unwrap(_trio_run.Nursery._nested_child_finished).__code__
 _CONDITION_WAIT: Final = inspect.unwrap(_trio_sync.Condition.wait).__code__
 _SEMAPHORE_ACQUIRE: Final = inspect.unwrap(_trio_sync.Semaphore.acquire).__code__
+_PARK: Final = inspect.unwrap(trio.lowlevel.ParkingLot.park).__code__
+
+
+def _lock_of_lot(lot: object, owners: list[object]) -> object | None:
+    """The trio lock whose queue of waiters is *lot*, among *owners* and what they hold.
+
+    A wrapper can park on a lock's queue itself, without calling
+    :meth:`trio.Lock.acquire` (anyio's ``Lock(fast_acquire=True)`` does, on
+    trio): the lock is then an attribute of the wrapper, one of the ``self``
+    objects of the awaiting frames (*owners*).
+    """
+    for owner in owners:
+        if isinstance(owner, _trio_sync._LockImpl) and owner._lot is lot:
+            return owner
+        names: list[str] = list(getattr(owner, "__dict__", ()))
+        for kind in type(owner).__mro__:
+            slots = kind.__dict__.get("__slots__", ())
+            for name in (slots,) if isinstance(slots, str) else slots:
+                if name.startswith("__") and not name.endswith("__"):
+                    name = f"_{kind.__name__.lstrip('_')}{name}"  # (name-mangled)
+                names.append(name)
+        for name in names:
+            held = getattr(owner, name, None)
+            if isinstance(held, _trio_sync._LockImpl) and held._lot is lot:
+                return held
+    return None
 
 
 @attrs.frozen
@@ -83,8 +110,14 @@ def _waiting_for(task: trio.lowlevel.Task) -> _Blocked | None:
     """What *task* is blocked on, if it is a wait the graph knows."""
     if task._abort_func is None:  # runnable, or running
         return None
+    owners: list[object] = []
     for frame, _ in task.iter_await_frames():
         code = frame.f_code
+        if code is _PARK:
+            lock = _lock_of_lot(frame.f_locals.get("self"), owners)
+            owner = getattr(lock, "_owner", None)
+            return _Blocked(lock, (owner,), False) if owner is not None else None
+        owners.append(frame.f_locals.get("self"))
         if code is _LOCK_ACQUIRE:
             lock = frame.f_locals.get("self")
             owner = getattr(lock, "_owner", None)
@@ -188,9 +221,18 @@ def describe_wait(
     def name(holder: object) -> str:
         return labels.get(holder, getattr(holder, "name", repr(holder)))
 
+    owners: list[object] = []
     for frame, _ in task.iter_await_frames():
         code = frame.f_code
         this = frame.f_locals.get("self")
+        if code is _PARK:
+            lock = _lock_of_lot(this, owners)
+            if lock is not None:
+                owner = getattr(lock, "_owner", None)
+                held = f"held by {name(owner)}" if owner is not None else "free"
+                return f"waits for a {describe_resource(lock)} {held}"
+            return None
+        owners.append(this)
         if code is _LOCK_ACQUIRE:
             owner = getattr(this, "_owner", None)
             held = f"held by {name(owner)}" if owner is not None else "free"
