@@ -17,11 +17,17 @@
 
 A thread calling back into trio ran uncontrolled, in real time, so even a
 correct program's virtual end time differed between runs (a false positive):
-``tests/test_testing_threads.py`` pins that such calls now run in turn.
+``tests/test_testing_threads.py`` pins that such calls now run in turn. For
+the same reason (virtual time following real time while a task waits for a
+subprocess or a socket), ``check_deterministic`` compared end times that
+include real durations, and flagged every correct program that runs a
+subprocess: such runs are now compared by value only.
 """
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 
 import anyio
@@ -198,3 +204,33 @@ def test_pct_is_fair_after_a_bound_so_a_correct_polling_loop_is_not_flagged() ->
         assert result.value == 1
         assert strategy.length < PCT.MIN_UNFAIR  # a starving run is no run length
     assert went_fair >= 1
+
+
+def test_a_deadlock_while_a_thread_waits_for_its_call_back_ends_the_run_cleanly() -> None:
+    # the call back never returns; the harness reports the deadlock, cancels the
+    # call back, and the thread (told it was cancelled) ends: no hang, no stray thread
+    finished = threading.Event()
+
+    async def stuck() -> None:
+        def in_thread() -> None:
+            try:
+                trio.from_thread.run(trio.sleep_forever)
+            finally:
+                finished.set()
+
+        await trio.to_thread.run_sync(in_thread)
+
+    with pytest.raises(DeadlockError, match="every task is blocked"):
+        run_deterministic(stuck)
+    assert finished.wait(5)
+
+
+def test_a_correct_program_that_runs_a_subprocess_is_not_flagged_for_its_end_time() -> None:
+    # while a task waits for real I/O the clock follows real time, so end times
+    # include real durations and differ from run to run: only values are compared
+    async def runs_true() -> int:
+        await trio.lowlevel.checkpoint()
+        done = await trio.run_process([sys.executable, "-c", "pass"])
+        return done.returncode
+
+    assert check_deterministic(runs_true, runs=12) == 0

@@ -1589,17 +1589,21 @@ class Run:
                         try:
                             value = await (spec.fn() if kwargs is None else spec.fn(**kwargs))
                         except Exception as exc:
+                            _current.set(outer)
                             error: Exception = exc if on_trio else explain(exc, f"step {st.name!r}")
                             self._unit_failed(unit, error, 1, now())
                             at = None
+                        except BaseException:
+                            if not scout:  # (a scout's task ends with it: nothing to set back)
+                                _current.set(outer)
+                            raise
                         else:
+                            _current.set(outer)
                             at = now()
                             self.busy -= 1  # (_release: a quick unit holds no limiter)
                             if unit.held:  # (but keyed slots)
                                 self._give_back(unit)
                             handed = self._step_succeeded(st, value, 1, at, None, hand_over)
-                        finally:
-                            _current.set(outer)
                 elif st.external:
                     at = None
                     await self._execute(unit)

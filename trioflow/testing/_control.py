@@ -239,15 +239,22 @@ class Controller(trio.abc.Instrument):
 
     # -- settling: the engine's quiescent mode ----------------------------------
 
-    def _quiet(self) -> bool:
+    def _quiet(self, settling: bool = False) -> bool:
         """Whether nothing but the running task could run before the run is blocked.
 
         No task runnable (in trio's run queue or left in the batch being run),
-        none waiting to settle, no callback queued, no deadline due, no thread
-        call waiting or running uncontrolled, no task waiting for real I/O.
+        none waiting to settle (unless *settling*: then tasks waiting to settle
+        are allowed, as blocked), no callback queued, no deadline due, no
+        thread call waiting or running uncontrolled, no task waiting for real I/O.
         """
         runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
-        if runner.runq or self.current_batch or self.held or self.settling or runner.waiting_for_idle:
+        if (
+            runner.runq
+            or self.current_batch
+            or self.held
+            or (self.settling and not settling)
+            or runner.waiting_for_idle
+        ):
             return False
         threads = self.threads
         if threads.pending or threads.free or self.io_real_time:
@@ -268,7 +275,11 @@ class Controller(trio.abc.Instrument):
         still checks for cancellation). Trio's own version waits for a full
         pass of its loop to go by idle, once per wake-up.
         """
-        if self.error is None and self._quiet():
+        if self.error is None and self._quiet(settling=True):
+            # Every other task is blocked, or waits here: the run has settled.
+            # Those waiting go on after this one (in the next batch, oldest
+            # first), as they would once this one waited too.
+            self._wake_settling()
             await trio.lowlevel.checkpoint_if_cancelled()
             return
         task = trio.lowlevel.current_task()

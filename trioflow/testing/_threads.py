@@ -32,6 +32,7 @@ function ``to_thread_run_sync`` looks up when it starts a thread (see
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import threading
@@ -86,6 +87,8 @@ class ThreadJobs:
         self.started = 0
         self.uncontrolled = 0
         self.parallel = 0  # decisions that ran several thread calls at once
+        # virtual time followed real time for a while (I/O, an uncontrolled thread)
+        self.followed_real_time = False
         # where: (the index of each such decision, how many calls it ran)
         self.parallel_points: list[tuple[int, int]] = []
         self.lock = threading.Lock()
@@ -130,7 +133,8 @@ class ThreadJobs:
                         job.done.set()
                         job.wake.set()
                         return
-                token.run_sync_soon(self._free_done, job, result)
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(self._free_done, job, result)
 
             fn = _together(job.fn, start)
             if len(jobs) == 1 and _original_send is not None:
@@ -221,6 +225,8 @@ class ThreadJobs:
         if (clock.rate != 0) != on:
             clock.autojump_threshold = math.inf if on else 0
             clock.rate = 1.0 if on else 0.0
+            if on:
+                self.followed_real_time = True
 
     def _free_done(self, job: ThreadJob, result: outcome.Outcome[Any]) -> None:
         self.free -= 1
@@ -296,12 +302,22 @@ class _Answer:
         if job.free:
             return
         jobs = self.jobs
-        jobs._until_next(
-            job,
-            time.perf_counter(),
-            trio.lowlevel.current_statistics().run_sync_soon_queue_size,
-            trio.lowlevel.current_trio_token(),
-        )
+        token: trio.lowlevel.TrioToken | None = None
+        try:
+            waiting = trio.lowlevel.current_statistics().run_sync_soon_queue_size
+            token = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            waiting = -1  # (the run is over: trio answers that it is)
+        if token is None or jobs.controller.error is not None:
+            # the run is ending: let the thread finish on its own, its result
+            # delivered through trio's callbacks if the loop still runs
+            with jobs.lock:
+                if job.result is None:
+                    job.free = True
+                    jobs.free += 1
+                    jobs.uncontrolled += 1
+            return
+        jobs._until_next(job, time.perf_counter(), waiting, token)
 
 
 def _calling_back_in_turn(fn: Callable[[], Any], job: ThreadJob, jobs: ThreadJobs) -> Callable[[], Any]:
