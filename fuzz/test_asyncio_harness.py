@@ -65,9 +65,19 @@ async def _instant_outcome(b_kind: str, mapped: bool, max_concurrent: int | None
     return "no FlowError"
 
 
-@pytest.mark.parametrize("max_concurrent", [None, 1, 2])
-@pytest.mark.parametrize("mapped", [False, True])
-@pytest.mark.parametrize("b_kind", ["blocks", "yields", "never"])
+# (b "yields" with a slot free: whether the cancellation lands before b goes on
+# past its checkpoint depends on the schedule, under plain trio and the trio
+# harness alike; tests/test_issue9_instant.py checks that both show it)
+_INSTANT = [
+    (b_kind, mapped, max_concurrent)
+    for b_kind in ("blocks", "yields", "never")
+    for mapped in (False, True)
+    for max_concurrent in (None, 1, 2)
+    if b_kind != "yields" or max_concurrent == 1
+]
+
+
+@pytest.mark.parametrize(("b_kind", "mapped", "max_concurrent"), _INSTANT)
 def test_instant_flows_give_the_trio_harness_value_under_every_strategy(
     b_kind: str, mapped: bool, max_concurrent: int | None
 ) -> None:
