@@ -388,6 +388,8 @@ def make_strategy(strategy: object, seed: int | None) -> Strategy:
             f"strategy must be one of {', '.join(map(repr, STRATEGY_NAMES))} or an object with "
             f"the methods of trioflow.testing.Strategy, got {strategy!r}"
         )
+    if isinstance(strategy, RandomWalk | PCT | Bounded | Portfolio):
+        return strategy  # (a built-in one: no need for the protocol's slower check)
     if not isinstance(strategy, Strategy):
         raise TypeError(
             f"strategy must be a name such as 'portfolio' or an object with start_run(), "
