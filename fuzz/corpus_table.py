@@ -28,11 +28,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from harness_corpus import outcome_of
+
 from trioflow.testing import (
     NonDeterminismError,
     check_deterministic,
     failing_schedule,
-    run_deterministic,
 )
 
 RUNS = 1000
@@ -49,14 +50,6 @@ def found_at(program: object, seed: int, strategy: str) -> tuple[int, str, tuple
             raise
         return replay.run, replay.strategy, replay.schedule
     return None
-
-
-def outcome_of(program: Any, schedule: tuple[int, ...]) -> tuple[str, str]:
-    """What one replay gives: its value, or its exception's type and first line."""
-    try:
-        return ("value", repr(run_deterministic(program, schedule=schedule).value))
-    except Exception as exc:
-        return (type(exc).__name__, str(exc).split("\n")[0])
 
 
 def replays_exactly(program: Any, schedule: tuple[int, ...]) -> bool:

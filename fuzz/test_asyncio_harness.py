@@ -28,15 +28,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import trioflow
 from trioflow.testing import check_deterministic
 from trioflow.testing.strategies import FlowCase, flows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from test_issue9_instant import _instant_flow, _items, _steps
+from test_testing_asyncio import STRATEGY_NAMES, _instant_outcome
 
-STRATEGY_NAMES = ("random", "pct", "bounded", "portfolio")
 MAX_STEPS = 200_000
 
 
@@ -54,15 +52,6 @@ def no_step_logs() -> Iterator[None]:
         yield
     finally:
         logger.disabled = disabled
-
-
-async def _instant_outcome(b_kind: str, mapped: bool, max_concurrent: int | None) -> Any:
-    try:
-        await _instant_flow(b_kind, mapped).run(max_concurrent=max_concurrent)
-    except trioflow.FlowError as err:
-        items = _items(err, "b") if mapped else ()
-        return _steps(err), items, tuple(repr(e) for e in err.exceptions)
-    return "no FlowError"
 
 
 # (b "yields" with a slot free: whether the cancellation lands before b goes on

@@ -29,6 +29,7 @@ import trio
 import trio.lowlevel
 
 import trioflow
+from trioflow.testing import run_deterministic
 
 Program = Callable[[], Awaitable[Any]]
 
@@ -42,6 +43,14 @@ class Case:
 
 
 CASES: list[Case] = []
+
+
+def outcome_of(program: Program, schedule: tuple[int, ...]) -> tuple[str, str]:
+    """What one replay gives: its value, or its exception's type and first line."""
+    try:
+        return ("value", repr(run_deterministic(program, schedule=schedule).value))
+    except Exception as exc:
+        return (type(exc).__name__, str(exc).split("\n")[0])
 
 
 def case(name: str, kind: str) -> Callable[[type[Any]], type[Any]]:

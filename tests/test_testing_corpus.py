@@ -8,12 +8,10 @@ seeds and more runs of the twins.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import trio
 import trio.testing
-from harness_corpus import CASES, Case, FlowHandover
+from harness_corpus import CASES, Case, FlowHandover, outcome_of
 
 from trioflow.testing import (
     DeadlockError,
@@ -24,14 +22,6 @@ from trioflow.testing import (
 )
 
 IDS = [c.name for c in CASES]
-
-
-def outcome_of(program: Any, schedule: tuple[int, ...]) -> tuple[str, str]:
-    """What one replay gives: its value, or its exception's type and message."""
-    try:
-        return ("value", repr(run_deterministic(program, schedule=schedule).value))
-    except Exception as exc:
-        return (type(exc).__name__, str(exc).split("\n")[0])
 
 
 def find(case: Case, seed: int = 0, runs: int = 1000) -> Exception:

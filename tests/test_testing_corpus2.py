@@ -10,10 +10,8 @@ prints the table of ``docs/testing.rst``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from harness_corpus import Case
+from harness_corpus import Case, outcome_of
 from harness_corpus2 import CASES
 
 from trioflow.testing import (
@@ -21,18 +19,9 @@ from trioflow.testing import (
     NonDeterminismError,
     check_deterministic,
     failing_schedule,
-    run_deterministic,
 )
 
 IDS = [c.name for c in CASES]
-
-
-def outcome_of(program: Any, schedule: tuple[int, ...]) -> tuple[str, str]:
-    """What one replay gives: its value, or its exception's type and message."""
-    try:
-        return ("value", repr(run_deterministic(program, schedule=schedule).value))
-    except Exception as exc:
-        return (type(exc).__name__, str(exc).split("\n")[0])
 
 
 def test_the_second_corpus_covers_every_kind_of_the_issue() -> None:

@@ -1458,18 +1458,9 @@ class Run:
             if self.scouts or self.settling:
                 # scouts on their way (units due at this instant begin first, as under
                 # plain trio) or workers that began to settle before: they go first
-                from trio.testing import wait_all_tasks_blocked as wait
-
-                await wait(_AFTER_SETTLING)
+                await self._wait_after_settling()
         elif self.quiescent:
-            # (the harness's own wait after the settling workers, if it has one)
-            wait_last: Any = getattr(self.settle_decision, "wait_settled_last", None)
-            if wait_last is not None:
-                await wait_last()
-            else:
-                from trio.testing import wait_all_tasks_blocked as wait
-
-                await wait(_AFTER_SETTLING)
+            await self._wait_after_settling()
         else:
             while self.scouts:
                 await self._settle()
@@ -1481,6 +1472,17 @@ class Run:
                 del self.retrying[unit]
                 self._unit_failed(unit, error, attempt, failed_at)
         self.nursery.cancel_scope.cancel()
+
+    async def _wait_after_settling(self) -> None:
+        """Quiescent mode: wait until every task is blocked, after the workers settling
+        at this instant have gone on (the harness's own wait for that, if it has one)."""
+        wait_last: Any = getattr(self.settle_decision, "wait_settled_last", None)
+        if wait_last is not None:
+            await wait_last()
+        else:
+            from trio.testing import wait_all_tasks_blocked
+
+            await wait_all_tasks_blocked(_AFTER_SETTLING)
 
     def _engine_failed(self, unit: _Unit, exc: Exception) -> None:
         """An error of the engine itself (not the step's): fail the unit it belongs to."""
