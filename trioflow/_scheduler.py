@@ -298,7 +298,7 @@ class _Group:
     def __init__(self, counters: tuple[_Counter, ...], run_id: str | None) -> None:
         self.counters = counters
         self.run_id = run_id  # the run's id (for current_step())
-        # (heap key, unit); in a plain run, a plain step's state until its unit is taken
+        # (heap key, unit)
         self.heap: list[tuple[int, Any]] = []
         self.parked = False
 
@@ -341,16 +341,21 @@ def _runtime(plan: Plan) -> _PlanRuntime:
     return runtime
 
 
-class _Unit:
-    """One schedulable piece of work: a plain step, or one item of a map step."""
+class _Item:
+    """One item of a map step, as the scheduler runs it.
+
+    A worker runs *units*: a plain step is its own unit (its
+    :class:`_StepState`, so a wide fan-out keeps one object per step), a map
+    step has one :class:`_Item` per item. Both have the fields below.
+    """
 
     __slots__ = ("attempt", "gate_key", "held", "item", "kwargs", "order", "state", "woken")
 
-    def __init__(self, state: _StepState, item: int | None) -> None:
+    def __init__(self, state: _StepState, item: int) -> None:
         self.state = state
-        self.item = item
+        self.item: int | None = item
         self.attempt = 0  # the attempt running now (for current_step())
-        self.order = state.order if item is None else state.order + item + 1  # the heap key
+        self.order = state.order + item + 1  # the heap key
         self.held: tuple[Line, ...] = ()  # keyed slots held while the unit runs
         self.gate_key: Hashable = _UNREAD  # limit_key's answer, for keyed limits
         self.kwargs: dict[str, Any] | None = None  # read for limit_key: the first attempt's
@@ -358,17 +363,24 @@ class _Unit:
 
     def step_context(self) -> StepContext:
         """What ``current_step()`` gives inside the unit's attempt (made only when asked)."""
-        st = self.state
-        usage = st.usage
-        if usage is _NO_USAGE:  # (a step's usage dict is made when first asked for)
-            usage = st.usage = {}
-        return StepContext(st.name, self.attempt, self.item, st.group.run_id, usage)
+        return _step_context(self.state, self.attempt, self.item)
 
     @property
     def key(self) -> tuple[float, int, int]:
         """The unit's priority, comparable across runs and plans (rate and keyed lines)."""
-        node = self.state.node
-        return (-node.rank, node.index, -1 if self.item is None else self.item)
+        return _unit_key(self.state, self.item)
+
+
+def _step_context(st: _StepState, attempt: int, item: int | None) -> StepContext:
+    usage = st.usage
+    if usage is _NO_USAGE:  # (a step's usage dict is made when first asked for)
+        usage = st.usage = {}
+    return StepContext(st.name, attempt, item, st.group.run_id, usage)
+
+
+def _unit_key(st: _StepState, item: int | None) -> tuple[float, int, int]:
+    node = st.node
+    return (-node.rank, node.index, -1 if item is None else item)
 
 
 class _StepState:
@@ -381,11 +393,18 @@ class _StepState:
     """
 
     __slots__ = (
-        "__dict__", "attempts", "finished_at", "group", "name", "node", "order", "pending", "quick",
-        "ready_at", "started_at", "status", "value",
+        "__dict__", "attempt", "attempts", "finished_at", "group", "name", "node", "order", "pending",
+        "quick", "ready_at", "started_at", "status", "value",
     )
 
-    # made when the step's current_step() is first asked for (see _Unit.step_context)
+    # as the unit that runs the step (a plain step's own; see _Item)
+    item: int | None = None
+    held: tuple[Line, ...] = ()
+    gate_key: Hashable = _UNREAD
+    kwargs: dict[str, Any] | None = None
+    woken: Line | None = None
+
+    # made when the step's current_step() is first asked for (see _step_context)
     usage: dict[str, float] = _NO_USAGE  # type: ignore[assignment]
     error: BaseException | None = None
     skip_cause: str | None = None
@@ -424,6 +443,25 @@ class _StepState:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.ready_at: float | None = None  # when its last dependency finished (None: at the run's start)
+        self.attempt = 0  # as a unit: the attempt running now (for current_step())
+
+    @property
+    def state(self) -> _StepState:
+        """As a unit: the step it runs, itself."""
+        return self
+
+    def step_context(self) -> StepContext:
+        """As a unit: what ``current_step()`` gives inside its attempt."""
+        return _step_context(self, self.attempt, None)
+
+    @property
+    def key(self) -> tuple[float, int, int]:
+        """As a unit: its priority (see :attr:`_Item.key`)."""
+        return _unit_key(self, None)
+
+
+# what a worker runs: a plain step's state, or one item of a map step
+_Unit = _Item | _StepState
 
 
 @attrs.frozen
@@ -701,8 +739,7 @@ class Run:
         if self.plain:
             if self.ready:
                 self.queued -= 1
-                entry = heapq.heappop(self.ready)[1]
-                taken: _Unit = entry if type(entry) is _Unit else _Unit(entry, None)
+                taken: _Unit = heapq.heappop(self.ready)[1]
                 return taken
             return None
         if self.gate_waiting:
@@ -795,7 +832,7 @@ class Run:
             return
         node = st.node
         if node.spec.map_over is None:
-            self._push(_Unit(st, None))
+            self._push(st)
             return
         if node.map_source is not None:
             source = self.states[node.map_source].value
@@ -850,7 +887,7 @@ class Run:
             self._step_succeeded(st, st.item_values, 0, now)
             return
         for i in todo:
-            self._push(_Unit(st, i))
+            self._push(_Item(st, i))
 
     # -- rate limits and keyed limiters ------------------------------------------------
 
@@ -870,9 +907,7 @@ class Run:
             self._grant_due()
         ready = self.ready
         while ready:
-            unit = heapq.heappop(ready)[1]
-            if type(unit) is not _Unit:
-                unit = _Unit(unit, None)
+            unit: _Unit = heapq.heappop(ready)[1]
             self.queued -= 1
             if unit.state.gates and not self._admit(unit):
                 continue  # it waits in a line, holding nothing
@@ -1263,7 +1298,7 @@ class Run:
                         if hand_over and not self.ready:
                             return child
                         self.queued += 1
-                        heapq.heappush(self.ready, (child.order, _Unit(child, None)))
+                        heapq.heappush(self.ready, (child.order, child))
                     else:
                         self._make_ready(child)
             elif child.pending == 1 and child.status is None and child.node.map_source is not None:
@@ -1341,7 +1376,7 @@ class Run:
                 down.item_status[i] = StepStatus.SUCCEEDED  # type: ignore[index]
                 down.items_left -= 1
             else:
-                self._push(_Unit(down, i))
+                self._push(_Item(down, i))
         if not down.items_left and down.status is None:  # every item was recorded earlier
             now = self.now()
             if down.started_at is None:
@@ -1397,7 +1432,7 @@ class Run:
             for _, unit in units:
                 if free < 1:
                     break
-                st = unit.state if type(unit) is _Unit else unit  # (see _Group.heap)
+                st = unit.state
                 group = st.group
                 if any(c.in_use + used.get(id(c), 0) >= c.capacity for c in group.counters):
                     continue
@@ -1586,6 +1621,7 @@ class Run:
                 await checkpoint_if_cancelled()
             checked = False
             st = unit.state
+            quick = False
             try:
                 if inline and st.quick:
                     # the one attempt of _attempts, without its options
@@ -1601,26 +1637,7 @@ class Run:
                         st.attempts = 1
                         st.started_at = now() if at is None else at
                         unit.attempt = 1
-                        # (no token kept while the step runs: one object less per waiting step)
-                        _current.set(unit)
-                        try:
-                            value = await (spec.fn() if kwargs is None else spec.fn(**kwargs))
-                        except Exception as exc:
-                            _current.set(outer)
-                            error: Exception = exc if on_trio else explain(exc, f"step {st.name!r}")
-                            self._unit_failed(unit, error, 1, now())
-                            at = None
-                        except BaseException:
-                            if not scout:  # (a scout's task ends with it: nothing to set back)
-                                _current.set(outer)
-                            raise
-                        else:
-                            _current.set(outer)
-                            at = now()
-                            self.busy -= 1  # (_release: a quick unit holds no limiter)
-                            if unit.held:  # (but keyed slots)
-                                self._give_back(unit)
-                            handed = self._step_succeeded(st, value, 1, at, None, hand_over)
+                        quick = True
                 elif st.external:
                     at = None
                     await self._execute(unit)
@@ -1630,14 +1647,42 @@ class Run:
             except Exception as exc:  # the engine's own error: never a bare group
                 at = None
                 self._engine_failed(unit, exc)
+            if quick:
+                # The step's await is in one handler only (none of the engine's
+                # around it): a cancellation unwinds it as cheaply as a task
+                # written by hand. No token is kept while the step runs (one
+                # object less per waiting step): a scout's task ends with a
+                # cancellation, and execute() sets the run's own task back.
+                _current.set(unit)
+                try:
+                    value = await (spec.fn() if kwargs is None else spec.fn(**kwargs))
+                except Exception as exc:
+                    _current.set(outer)
+                    at = None
+                    try:
+                        error: Exception = exc if on_trio else explain(exc, f"step {st.name!r}")
+                        self._unit_failed(unit, error, 1, now())
+                    except Exception as engine_error:
+                        self._engine_failed(unit, engine_error)
+                else:
+                    _current.set(outer)
+                    at = now()
+                    try:
+                        self.busy -= 1  # (_release: a quick unit holds no limiter)
+                        if unit.held:  # (but keyed slots)
+                            self._give_back(unit)
+                        handed = self._step_succeeded(st, value, 1, at, None, hand_over)
+                    except Exception as exc:
+                        at = None
+                        self._engine_failed(unit, exc)
             if self.quiescent and self._contended() and self._settles():
                 await self._settle_instant()
             if handed is not None:  # the next step of a chain: this worker runs it
                 # (in the slot the step before gave back: nothing else is ready)
                 if self.stopping and now() > self.stop_at:
-                    self._push(_Unit(handed, None))  # (a stopped run never takes it)
+                    self._push(handed)  # (a stopped run never takes it)
                     return
-                unit = _Unit(handed, None)  # (a new one: the context var may still hold the old)
+                unit = handed
                 handed = None
                 self.busy += 1
                 continue
@@ -1648,8 +1693,6 @@ class Run:
                     return
                 self.queued -= 1
                 unit = heappop(ready)[1]
-                if type(unit) is not _Unit:
-                    unit = _Unit(unit, None)
             else:
                 next_unit = self._take()
                 if next_unit is None:
@@ -1945,8 +1988,6 @@ class Run:
                     initial = [st for st in self.states if st.pending == 0 and st.status is None]
                     if self.plain and not self.plan.conditional:
                         # the first units at once, in one heap
-                        # (a step's unit is made as it is taken: fewer objects for the
-                        # garbage collector to go through while a wide fan-out runs)
                         heap = self.ready
                         heap.extend((st.order, st) for st in initial if st.node.spec.map_over is None)
                         heapq.heapify(heap)
@@ -1965,7 +2006,12 @@ class Run:
                         self._dispatch()
                     else:
                         # this task is the run's first worker: no task to start for a chain
-                        await self._work(False, self.returns)
+                        outer = _current.get(None)
+                        try:
+                            await self._work(False, self.returns)
+                        except BaseException:
+                            _current.set(outer)  # (left at the step the worker was running)
+                            raise
                 ended = True
             except BaseExceptionGroup as group:
                 # our own nursery wrapped it: KeyboardInterrupt, SystemExit and
@@ -2038,9 +2084,15 @@ class Run:
                 st.error = ExceptionGroup(f"{len(ordered)} items of map step {st.name!r} failed", ordered)
 
     def _cancel_unfinished(self) -> None:
+        cancelled = StepStatus.CANCELLED
+        if self.recorder is None and self.on_event is None:  # (the common case, a cancelled wide fan-out)
+            for st in self.states:
+                if st.status is None:
+                    st.status = cancelled
+            return
         for st in self.states:
             if st.status is None:
-                st.status = StepStatus.CANCELLED
+                st.status = cancelled
                 self._record(st)
                 if self.on_event is not None:
                     self._emit(
