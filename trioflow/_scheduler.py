@@ -545,6 +545,7 @@ class Run:
         self.settling = 0  # quiescent mode: workers waiting for the instant to settle
         self.stopping = False
         self.hasty = False  # quiescent mode: fail-fast's cancellation lands as under plain trio
+        self.cut = False  # a worker ended with its step's cancellation (trio), see _work
         self.failures: list[_StepState] = []
         self.stop_at = math.inf  # when fail-fast stopped the run (the first failure)
         # units waiting to retry: unit -> (the failed attempt's error, attempt, when it failed)
@@ -1664,6 +1665,15 @@ class Run:
                         self._unit_failed(unit, error, 1, now())
                     except Exception as engine_error:
                         self._engine_failed(unit, engine_error)
+                except trio.Cancelled:
+                    # Cancelled from outside the step (the run's task group, or the
+                    # caller's scope): the worker ends here, and execute() raises the
+                    # cancellation once for the run, so that a wide fan-out cancelled
+                    # from outside does not end in a group of one per task.
+                    self.cut = True
+                    if not scout:
+                        _current.set(outer)
+                    return
                 else:
                     _current.set(outer)
                     at = now()
@@ -2012,6 +2022,8 @@ class Run:
                         except BaseException:
                             _current.set(outer)  # (left at the step the worker was running)
                             raise
+                if self.cut:  # (workers ended with their steps' cancellation: is it the caller's?)
+                    await be.checkpoint_if_cancelled()
                 ended = True
             except BaseExceptionGroup as group:
                 # our own nursery wrapped it: KeyboardInterrupt, SystemExit and
