@@ -87,6 +87,7 @@ _NO_USAGE: Mapping[str, float] = MappingProxyType({})
 _SKIPPED = StepStatus.SKIPPED
 _SUCCEEDED = StepStatus.SUCCEEDED
 _UNREAD: Any = object()  # a unit's limit key, before limit_key is called
+_ITEM_BITS = (1 << 32) - 1  # the bits of a unit's heap key that tell one item of a map step
 
 # A run's recorder hook: called as (name, status, value, kept, error, attempts,
 # started_at, finished_at, usage) the moment a step reaches its final status:
@@ -298,8 +299,8 @@ class _Group:
     def __init__(self, counters: tuple[_Counter, ...], run_id: str | None) -> None:
         self.counters = counters
         self.run_id = run_id  # the run's id (for current_step())
-        # (heap key, unit)
-        self.heap: list[tuple[int, Any]] = []
+        # (heap key, unit); in a plain run, the ready queue: heap keys only (see Run._unit_at)
+        self.heap: list[Any] = []
         self.parked = False
 
 
@@ -313,7 +314,7 @@ class _PlanRuntime:
     over nothing (see ``_StepState.quick``).
     """
 
-    __slots__ = ("__weakref__", "free", "maps", "order", "quick")
+    __slots__ = ("__weakref__", "free", "index_at", "maps", "order", "quick")
 
     def __init__(self, plan: Plan) -> None:
         nodes = plan.nodes
@@ -321,6 +322,7 @@ class _PlanRuntime:
         self.order = [0] * len(nodes)
         for position, node in enumerate(ranked):
             self.order[node.index] = position << 32
+        self.index_at = [node.index for node in ranked]  # place in that order -> step index
         self.quick = [
             not s.limiters and s.max_concurrent is None and s.retry is None and s.timeout is None
             and s.map_over is None
@@ -605,6 +607,8 @@ class Run:
         self.plain = all(st.group is free for st in states)
         if self.plain:
             self.ready = free.heap
+            self.index_at = runtime.index_at
+            self.items: dict[int, _Item] = {}  # a plain run's queued map items, by heap key
             if gates:  # rate limits or keyed limiters: passed as each unit is taken
                 self._take = self._take_gated  # type: ignore[method-assign]
 
@@ -724,7 +728,9 @@ class Run:
     def _push(self, unit: _Unit) -> None:
         if self.plain:
             self.queued += 1
-            heapq.heappush(self.ready, (unit.order, unit))
+            if type(unit) is _Item:
+                self.items[unit.order] = unit
+            heapq.heappush(self.ready, unit.order)
             return
         group = unit.state.group
         self.queued += 1
@@ -736,12 +742,29 @@ class Run:
         if better and not group.parked:
             heapq.heappush(self.ready, (unit.order, next(self._seq), group))
 
+    def _unit_at(self, key: int) -> _Unit:
+        """The unit of a key taken from a plain run's ready queue.
+
+        That queue holds heap keys only (one int per unit, no tuple: fewer
+        objects for the garbage collector while a wide fan-out waits). A
+        step's key is its place in the order shifted left 32 bits, an item's
+        has its index + 1 below.
+        """
+        if key & _ITEM_BITS:
+            return self.items.pop(key)
+        return self.states[self.index_at[key >> 32]]
+
+    def _peek_at(self, key: int) -> _Unit:
+        """:meth:`_unit_at`, leaving the unit queued."""
+        if key & _ITEM_BITS:
+            return self.items[key]
+        return self.states[self.index_at[key >> 32]]
+
     def _take(self) -> _Unit | None:
         if self.plain:
             if self.ready:
                 self.queued -= 1
-                taken: _Unit = heapq.heappop(self.ready)[1]
-                return taken
+                return self._unit_at(heapq.heappop(self.ready))
             return None
         if self.gate_waiting:
             self._grant_due()
@@ -908,7 +931,7 @@ class Run:
             self._grant_due()
         ready = self.ready
         while ready:
-            unit: _Unit = heapq.heappop(ready)[1]
+            unit = self._unit_at(heapq.heappop(ready))
             self.queued -= 1
             if unit.state.gates and not self._admit(unit):
                 continue  # it waits in a line, holding nothing
@@ -1299,7 +1322,7 @@ class Run:
                         if hand_over and not self.ready:
                             return child
                         self.queued += 1
-                        heapq.heappush(self.ready, (child.order, child))
+                        heapq.heappush(self.ready, child.order)
                     else:
                         self._make_ready(child)
             elif child.pending == 1 and child.status is None and child.node.map_source is not None:
@@ -1426,10 +1449,10 @@ class Run:
             used: dict[int, float] = {}  # internal limiter -> slots taken in this walk
             tokens: dict[int, float] = {}  # external limiter -> tokens left in this walk
             if self.plain:
-                groups = {id(self.free): self.free}
+                units = [(key, self._peek_at(key)) for key in sorted(self.ready)]
             else:
                 groups = {id(g): g for _, _, g in self.ready if not g.parked and g.heap}
-            units = sorted((entry for g in groups.values() for entry in g.heap), key=lambda e: e[0])
+                units = sorted((entry for g in groups.values() for entry in g.heap), key=lambda e: e[0])
             for _, unit in units:
                 if free < 1:
                     break
@@ -1590,6 +1613,8 @@ class Run:
         plain = self.plain and self.domain is None  # (rate and keyed limits: _take_gated)
         ready = self.ready
         heappop = heapq.heappop
+        if plain:  # (_unit_at, inline)
+            states, index_at, items = self.states, self.index_at, self.items
         # a worker may run the next step of a chain with no queue in between (not
         # under the harness, whose quiescent mode counts the queued units)
         hand_over = plain and not self.quiescent
@@ -1702,7 +1727,8 @@ class Run:
                 if not ready:
                     return
                 self.queued -= 1
-                unit = heappop(ready)[1]
+                key = heappop(ready)
+                unit = states[index_at[key >> 32]] if not key & _ITEM_BITS else items.pop(key)
             else:
                 next_unit = self._take()
                 if next_unit is None:
@@ -1999,7 +2025,7 @@ class Run:
                     if self.plain and not self.plan.conditional:
                         # the first units at once, in one heap
                         heap = self.ready
-                        heap.extend((st.order, st) for st in initial if st.node.spec.map_over is None)
+                        heap.extend(st.order for st in initial if st.node.spec.map_over is None)
                         heapq.heapify(heap)
                         self.queued += len(heap)
                         if len(heap) < len(initial):
