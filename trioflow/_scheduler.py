@@ -1607,8 +1607,9 @@ class Run:
         streak = 0
         now = self.now
         # A quick step (see _StepState.quick) runs inline, in this loop, when no
-        # hook, event callback or value hook wants to see its attempt.
-        inline = not self.hooks and self.on_event is None and self.on_value is None
+        # hook or event callback wants to see its attempt.
+        inline = not self.hooks and self.on_event is None
+        on_value = self.on_value  # (a store's: what it keeps of the value, see _durable)
         on_trio = self.be is _TRIO
         plain = self.plain and self.domain is None  # (rate and keyed limits: _take_gated)
         ready = self.ready
@@ -1682,6 +1683,7 @@ class Run:
                 _current.set(unit)
                 try:
                     value = await (spec.fn() if kwargs is None else spec.fn(**kwargs))
+                    kept = None if on_value is None else on_value(st.name, None, value)
                 except Exception as exc:
                     _current.set(outer)
                     at = None
@@ -1706,7 +1708,7 @@ class Run:
                         self.busy -= 1  # (_release: a quick unit holds no limiter)
                         if unit.held:  # (but keyed slots)
                             self._give_back(unit)
-                        handed = self._step_succeeded(st, value, 1, at, None, hand_over)
+                        handed = self._step_succeeded(st, value, 1, at, kept, hand_over)
                     except Exception as exc:
                         at = None
                         self._engine_failed(unit, exc)
