@@ -1674,6 +1674,9 @@ class Run:
             except Exception as exc:  # the engine's own error: never a bare group
                 at = None
                 self._engine_failed(unit, exc)
+            except trio.Cancelled:  # (as below: the run raises it once, see execute())
+                self.cut = True
+                return
             if quick:
                 # The step's await is in one handler only (none of the engine's
                 # around it): a cancellation unwinds it as cheaply as a task
