@@ -1607,8 +1607,8 @@ class Run:
         streak = 0
         now = self.now
         # A quick step (see _StepState.quick) runs inline, in this loop, when no
-        # hook or event callback wants to see its attempt.
-        inline = not self.hooks and self.on_event is None
+        # attempt hook wants to surround its attempt (events are sent from here).
+        inline = not self.hooks
         on_value = self.on_value  # (a store's: what it keeps of the value, see _durable)
         on_trio = self.be is _TRIO
         plain = self.plain and self.domain is None  # (rate and keyed limits: _take_gated)
@@ -1662,9 +1662,11 @@ class Run:
                         at = None
                     else:
                         st.attempts = 1
-                        st.started_at = now() if at is None else at
+                        started = st.started_at = now() if at is None else at
                         unit.attempt = 1
                         quick = True
+                        if self.on_event is not None:
+                            self._emit(_ev.StepStarted(st.name, 1, started, None, elapsed=started - self.started_at))
                 elif st.external:
                     at = None
                     await self._execute(unit)
@@ -1711,6 +1713,10 @@ class Run:
                         self.busy -= 1  # (_release: a quick unit holds no limiter)
                         if unit.held:  # (but keyed slots)
                             self._give_back(unit)
+                        if self.on_event is not None:
+                            self._emit(
+                                _ev.StepSucceeded(st.name, 1, at, at - started, None, elapsed=at - self.started_at)
+                            )
                         handed = self._step_succeeded(st, value, 1, at, kept, hand_over)
                     except Exception as exc:
                         at = None
