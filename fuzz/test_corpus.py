@@ -1,13 +1,14 @@
 """Issue 10: the corpora of buggy programs, the long way (``nox -s fuzz``).
 
 For several seeds of ``check_deterministic`` with its default strategy, every
-bug of ``tests/harness_corpus.py`` and of ``tests/harness_corpus2.py`` (the
-second corpus, written after the strategies were tuned on the first) is
-found within 1000 schedules and its
+bug of ``tests/harness_corpus.py``, of ``tests/harness_corpus2.py`` (the
+second corpus, written after the strategies were tuned on the first) and of
+``tests/harness_corpus3.py`` (the third, written after the harness was fixed
+for the second) is found within 1000 schedules and its
 failing schedule replays the failure 10 times out of 10; every fixed twin
 passes 1000 schedules, on trio and (for the programs written for asyncio too)
 never flagged. ``python fuzz/corpus_table.py 10 harness_corpus`` (or
-``harness_corpus2``) prints the tables of ``docs/testing.rst``.
+``harness_corpus2``, ``harness_corpus3``) prints the tables of ``docs/testing.rst``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import harness_corpus
 import harness_corpus2
+import harness_corpus3
 from harness_corpus import Case
 
 from trioflow.testing import (
@@ -32,8 +34,12 @@ from trioflow.testing import (
     run_deterministic,
 )
 
-CASES = harness_corpus.CASES + harness_corpus2.CASES
-IDS = [c.name for c in harness_corpus.CASES] + [f"corpus2-{c.name}" for c in harness_corpus2.CASES]
+CASES = harness_corpus.CASES + harness_corpus2.CASES + harness_corpus3.CASES
+IDS = (
+    [c.name for c in harness_corpus.CASES]
+    + [f"corpus2-{c.name}" for c in harness_corpus2.CASES]
+    + [f"corpus3-{c.name}" for c in harness_corpus3.CASES]
+)
 SEEDS = range(10 if os.environ.get("TRIOFLOW_FUZZ_PROFILE") == "long" else 2)
 
 
