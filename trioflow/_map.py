@@ -52,6 +52,7 @@ from ._scheduler import (
     _cancelled_class,
     current_backend,
     quiescent_scheduling,
+    settle_decision,
     wait_all_tasks_blocked,
 )
 from ._waiting import line_for, wait_turn
@@ -135,6 +136,7 @@ class _Pool:
         "attempts",
         "be",
         "call",
+        "cohort",
         "errors",
         "exhausted",
         "fail_fast",
@@ -145,6 +147,7 @@ class _Pool:
         "lock",
         "name",
         "names",
+        "nursery",
         "parent",
         "retry",
         "retrying",
@@ -195,6 +198,10 @@ class _Pool:
         self.stopping = False
         self.stop_at = math.inf  # when fail-fast stopped the call (the first failure)
         self.scope: Any = None
+        self.nursery: Any = None
+        # under trioflow.testing: the tasks plain trio would run before fail-fast's
+        # cancellation lands (the harness's cancel_cohort, taken at the first failure)
+        self.cohort: Any = None
         self.source_error: Exception | None = None
         self.values: list[Any] = []  # one entry per item taken from the iterator: the results
         # sparse, by item index:
@@ -273,10 +280,11 @@ class _Pool:
                 await be.checkpoint()
                 if self.stopping or self.exhausted:
                     return
-            if quiescent and not first:
+            if quiescent and not first and self._settles():
                 # under trioflow.testing, as a flow's workers do: take the next item
                 # once this virtual instant has settled, so whether a failure at
                 # this instant stops the call first does not depend on the schedule
+                # (unless the harness takes it at once, as production does)
                 await wait_all_tasks_blocked()
                 if self.stopping or self.exhausted:
                     return
@@ -396,10 +404,19 @@ class _Pool:
         if self.fail_fast:
             self._stop()
 
+    def _settles(self) -> bool:
+        """Under trioflow.testing: settle before taking the next item, or take it at once as
+        production does? The harness's hand-over decision, as a flow's workers ask it."""
+        decide = settle_decision.get()
+        return decide is None or bool(decide(self.nursery))
+
     def _stop(self) -> None:
         if not self.stopping:
             self.stopping = True  # the worker cancels the scope after one more scheduling pass
             self.stop_at = self.be.current_time()
+            if self.be.name == "trio" and quiescent_scheduling.get():
+                cohort = getattr(settle_decision.get(), "cancel_cohort", None)
+                self.cohort = None if cohort is None else cohort()
 
     async def _settle(self) -> None:
         """Let the other tasks woken at this instant run first (not cancellable).
@@ -410,8 +427,15 @@ class _Pool:
         """
         if self.be.name == "trio":
             if quiescent_scheduling.get():
+                hooks: Any = settle_decision.get()
+                cohort, self.cohort = self.cohort, None
                 with trio.CancelScope(shield=True):
-                    await wait_all_tasks_blocked()
+                    if cohort is not None and hooks.cancel_decision():
+                        # the harness lands it as plain trio does, once the tasks of the
+                        # failure's batch have run (one may be between two awaits)
+                        await hooks.wait_cohort(cohort)
+                    else:
+                        await wait_all_tasks_blocked()
             else:
                 await trio.lowlevel.cancel_shielded_checkpoint()
         else:
@@ -442,6 +466,7 @@ class _Pool:
         try:
             async with be.open_nursery() as nursery:
                 self.scope = nursery.cancel_scope
+                self.nursery = nursery
                 if first is not None:
                     nursery.start_soon(self._first_worker, *first)
                     workers -= 1
