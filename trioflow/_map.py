@@ -51,7 +51,7 @@ from ._scheduler import (
     Backend,
     _cancelled_class,
     current_backend,
-    quiescent_scheduling,
+    quiescent_here,
     wait_all_tasks_blocked,
 )
 from ._waiting import line_for, wait_turn
@@ -146,6 +146,7 @@ class _Pool:
         "name",
         "names",
         "parent",
+        "quiescent",
         "retry",
         "retrying",
         "scope",
@@ -175,6 +176,8 @@ class _Pool:
         soft: bool = False,
     ) -> None:
         self.be = be
+        # under trioflow.testing: take items and settle as a flow's workers do (see worker)
+        self.quiescent = quiescent_here(be.name == "trio")
         self.limiter = limiter  # None, a RateLimit, or a CapacityLimiter
         self.label = label  # "trioflow.map(fetch)", names the call in messages
         self.what = what  # "map item" or "gather argument", for notes
@@ -262,7 +265,7 @@ class _Pool:
         """
         sync = self.lock is None
         be = self.be
-        quiescent = be.name == "trio" and quiescent_scheduling.get()
+        quiescent = self.quiescent
         streak = 0
         while not (self.stopping or self.exhausted):
             # like a flow's workers: a checkpoint every YIELD_EVERY items, so items
@@ -408,12 +411,11 @@ class _Pool:
         until every task is blocked, so that what happens at one virtual
         instant does not depend on the schedule.
         """
-        if self.be.name == "trio":
-            if quiescent_scheduling.get():
-                with trio.CancelScope(shield=True):
-                    await wait_all_tasks_blocked()
-            else:
-                await trio.lowlevel.cancel_shielded_checkpoint()
+        if self.quiescent:
+            with anyio.CancelScope(shield=True):
+                await wait_all_tasks_blocked()
+        elif self.be.name == "trio":
+            await trio.lowlevel.cancel_shielded_checkpoint()
         else:
             await anyio.lowlevel.cancel_shielded_checkpoint()
 

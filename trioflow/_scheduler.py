@@ -137,6 +137,15 @@ _held_limiters: contextvars.ContextVar[Mapping[int, Limiter]] = contextvars.Cont
 )
 
 
+def quiescent_here(on_trio: bool) -> bool:
+    """Whether the engine runs in quiescent mode here: under ``trioflow.testing``,
+    on trio, or on another loop that the harness's hooks drive (its asyncio loop)."""
+    if not quiescent_scheduling.get():
+        return False
+    drives: Any = getattr(settle_decision.get(), "drives_current_loop", None)
+    return on_trio if drives is None else bool(drives())
+
+
 async def wait_all_tasks_blocked() -> None:
     """Wait until every task is blocked (quiescent mode only, under ``trioflow.testing``).
 
@@ -530,9 +539,7 @@ class Run:
         self.resources = options.resources
         self.hooks = installed_hooks()  # wrap every attempt (see _hooks)
         self.be = current_backend()
-        # (on another loop than trio's, only where the harness's hooks drive it)
-        drives: Any = getattr(settle_decision.get(), "drives_current_loop", None)
-        self.quiescent = quiescent_scheduling.get() and (self.be is _TRIO if drives is None else drives())
+        self.quiescent = quiescent_here(self.be is _TRIO)
         self.settle_decision = settle_decision.get() if self.quiescent else None
         # the clock's own bound method: one call per reading on the hot path
         self.now: Callable[[], float] = (
