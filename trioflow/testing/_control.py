@@ -56,10 +56,11 @@ from trio._core import _run as _trio_run
 
 from .._stores._base import _Signal
 from ._errors import BudgetExceededError, DeadlockError
-from ._strategy import DecisionPoint, Strategy, fast_decide, fast_sticky
+from ._strategy import DecisionPoint, Strategy, fast_decide, fast_draw, fast_sticky, fast_zeros
 from ._threads import ThreadJobs
 from ._trace import _ADDRESS, Trace, _await_frames, _replay_hint, _trim, _where
 from ._waitfor import (
+    GRAPH_WAITS,
     Notify,
     Wait,
     _has_deadline,
@@ -94,14 +95,18 @@ class EngineHooks:
 
     Called with the run's nursery where a worker would settle before taking a
     contended slot: ``True`` settles, ``False`` takes the slot at once. Its
-    ``wait_all_tasks_blocked`` is the controller's settling.
+    ``wait_all_tasks_blocked`` is the controller's settling, and its
+    ``settle(nursery)`` both: the engine awaits it instead of calling the
+    hooks and then waiting.
     """
 
-    __slots__ = ("_handover", "cancel_cohort", "cancel_decision", "wait_all_tasks_blocked", "wait_cohort")
+    __slots__ = ("_handover", "cancel_cohort", "cancel_decision", "settle", "wait_all_tasks_blocked", "wait_cohort")
 
     def __init__(self, controller: Controller) -> None:
         self._handover = controller.handover
         self.wait_all_tasks_blocked = controller.wait_settled
+        # the hand-over decision and the settling in one call (``settle(nursery)``)
+        self.settle = controller.wait_settled
         # fail-fast's cancellation: when it lands is a decision too (see Controller.cancel_decision)
         self.cancel_cohort = controller.cancel_cohort
         self.cancel_decision = controller.cancel_decision
@@ -133,6 +138,11 @@ class Controller(trio.abc.Instrument):
         self.schedule = list(schedule)
         self.strategy = strategy
         self.fast_decide = fast_decide(strategy) if strategy is not None else None
+        self.draw = fast_draw(strategy) if strategy is not None else None
+        # from this decision index on, every batch decision is 0 (FIFO, a bounded
+        # search past its prefix), and the strategy, if any, only records the
+        # number of choices in zero_sizes (see fast_zeros)
+        self.zeros_from, self.zero_sizes = fast_zeros(strategy, len(self.schedule))
         # decision indexes where the strategy may not repeat itself (see fast_sticky)
         self.sticky = fast_sticky(strategy) if strategy is not None else None
         # the task the last decision ran alone, that decision, and its label
@@ -165,6 +175,7 @@ class Controller(trio.abc.Instrument):
         self.cycle_checked = -1
         self.last_waits: frozenset[tuple[trio.lowlevel.Task, object]] = frozenset()
         self.threads = ThreadJobs(self)
+        self.thread_calls = self.threads.pending  # (the same list: thread calls waiting to be run)
         self.current_batch: list[trio.lowlevel.Task] = []
         # the run's runnable tasks that the last decision held back (see _hold),
         # oldest first, with their Task._counter and their label
@@ -187,7 +198,7 @@ class Controller(trio.abc.Instrument):
     def _now(self) -> float:
         # the MockClock runs at rate 0: virtual time is its base, moved only by
         # jumps (except while uncontrolled threads run, see _threads)
-        return self.clock.current_time() if self.clock.rate else self.clock._virtual_base
+        return self.clock.current_time() if self.clock._rate else self.clock._virtual_base
 
     # -- scheduling ---------------------------------------------------------
 
@@ -234,10 +245,10 @@ class Controller(trio.abc.Instrument):
         """
         if self.error is not None:
             return True
-        current = trio.lowlevel.current_task()
-        runq = _trio_run.GLOBAL_RUN_CONTEXT.runner.runq
-        for task in (*runq, *self.current_batch, *self.held):
-            if task is not current and _descends_from(task, nursery):
+        context = _trio_run.GLOBAL_RUN_CONTEXT
+        current = context.task
+        for task in (*context.runner.runq, *self.current_batch, *self.held):
+            if task is not current and (task.parent_nursery is nursery or _descends_from(task, nursery)):
                 return True
         if self._quiet():
             return False
@@ -319,7 +330,7 @@ class Controller(trio.abc.Instrument):
             return False
         return runner.deadlines.next_deadline() > self.clock._virtual_base
 
-    async def wait_settled(self) -> None:
+    async def wait_settled(self, nursery: trio.Nursery | None = None) -> None:
         """Wait until every task is blocked: :func:`trio.testing.wait_all_tasks_blocked`,
         event-driven.
 
@@ -329,7 +340,13 @@ class Controller(trio.abc.Instrument):
         that would be the only one to run anyway does not wait at all (it
         still checks for cancellation). Trio's own version waits for a full
         pass of its loop to go by idle, once per wake-up.
+
+        With the run's *nursery*, the engine's ``settle`` at a contended slot:
+        first :meth:`handover` decides whether to wait at all (the decision
+        and the wait in one call, as the engine makes it at most task steps).
         """
+        if nursery is not None and not self.handover(nursery):
+            return
         if self.error is None and self._quiet(settling=True):
             # Every other task is blocked, or waits here: the run has settled.
             # Those waiting go on after this one (in the next batch, oldest
@@ -337,7 +354,7 @@ class Controller(trio.abc.Instrument):
             self._wake_settling()
             await trio.lowlevel.checkpoint_if_cancelled()
             return
-        task = trio.lowlevel.current_task()
+        task = _trio_run.GLOBAL_RUN_CONTEXT.task
         settling = self.settling
         settling.append(task)
 
@@ -377,15 +394,44 @@ class Controller(trio.abc.Instrument):
                 label = self.labels.get(batch[0])
                 if label is not None:
                     clock = self.clock
-                    now = clock._virtual_base if not clock.rate else clock.current_time()
+                    now = clock._virtual_base if not clock._rate else clock.current_time()
                     self._trace.append((now, "step", label, ""))
                     if now > self.max_virtual_time or self.steps > self.max_steps:
                         self._over_budget(now)
+            return
+        if len(self.decisions) >= self.zeros_from and not self.threads.pending:
+            self._run_all(batch)
             return
         tasks = batch[:]
         batch.clear()
         self._hold(tasks, batch)
         self._decide(batch)
+
+    def _run_all(self, batch: list[trio.lowlevel.Task]) -> None:
+        """A batch decision that can only be ``0`` (see ``zeros_from``): *batch* and the
+        held tasks all run, oldest first. What :meth:`_hold`, :meth:`_decide` and
+        :meth:`_account` do then, in one pass, when no thread call waits."""
+        held = self.held
+        if held:
+            batch.extend(held)
+            held.clear()
+            self.held_keys.clear()
+            self.held_labels.clear()
+        if len(batch) > 1:
+            batch.sort(key=_COUNTER, reverse=True)  # (trio pops from the end)
+        self.alone = None
+        labels = self.labels
+        clock = self.clock
+        now = clock._virtual_base if not clock._rate else clock.current_time()
+        steps = [(now, "step", label, "") for task in reversed(batch) if (label := labels.get(task)) is not None]
+        if len(steps) >= 2 and self.error is None:
+            self.decisions.append(0)
+            if self.zero_sizes is not None:
+                self.zero_sizes.append(len(steps))
+        self._trace.extend(steps)
+        self.steps += len(batch)
+        if now > self.max_virtual_time or self.steps > self.max_steps:
+            self._over_budget(now)
 
     def _hold(self, tasks: Iterable[trio.lowlevel.Task], batch: list[trio.lowlevel.Task]) -> None:
         """Put the run's runnable *tasks* in the held line (oldest first); trio's own go in *batch*.
@@ -438,8 +484,12 @@ class Controller(trio.abc.Instrument):
             fast = self.fast_decide
             if fast is not None and len(decisions) >= len(self.schedule):
                 # next_decision, for a built-in strategy (the hot path)
-                raw = fast("batch", choices, len(decisions))
-                decision = 0 if raw == 0 else (raw - 1) % len(choices) + 1
+                draw = self.draw
+                if draw is not None:  # the random walk: 0..n, as its _choose draws it
+                    decision = draw(len(choices) + 1)
+                else:
+                    raw = fast("batch", choices, len(decisions))
+                    decision = 0 if raw == 0 else (raw - 1) % len(choices) + 1
                 decisions.append(decision)
             else:
                 decision = self.next_decision("batch", choices)
@@ -462,7 +512,7 @@ class Controller(trio.abc.Instrument):
                     self.alone = (chosen, decision, label)
                     self.steps += 1
                     clock = self.clock
-                    now = clock._virtual_base if not clock.rate else clock.current_time()
+                    now = clock._virtual_base if not clock._rate else clock.current_time()
                     self._trace.append((now, "step", label, ""))
                     if now > self.max_virtual_time or self.steps > self.max_steps:
                         self._over_budget(now)
@@ -497,7 +547,7 @@ class Controller(trio.abc.Instrument):
         """Count, trace and budget the steps of *batch*, run from its end."""
         self.steps += len(batch)
         clock = self.clock
-        now = clock._virtual_base if not clock.rate else clock.current_time()
+        now = clock._virtual_base if not clock._rate else clock.current_time()
         labels = self.labels
         if len(batch) == 1:
             label = labels.get(batch[0])
@@ -578,6 +628,9 @@ class Controller(trio.abc.Instrument):
         I/O still gets polled. When no task is runnable at all, the run has
         settled: the tasks waiting for that (:meth:`wait_settled`) are the
         next batch.
+
+        This runs once per decision of a strategy that runs one task at a time,
+        so its common paths are written out here rather than called.
         """
         batch = self.current_batch
         if batch:
@@ -589,15 +642,15 @@ class Controller(trio.abc.Instrument):
             return  # trio's own tasks, before the run's start or after its end
         runner = self.runner
         runq = runner.runq
-        threads = self.threads
         entry = runner.entry_queue
         heap = runner.deadlines._heap  # (earliest first; next_deadline() drops stale ones)
-        now = self.clock._virtual_base
+        clock = self.clock
+        now = clock._virtual_base
         if (
             self.refills >= _MAX_REFILLS
             or self.error is not None
-            or threads.pending
-            or threads.free
+            or self.thread_calls
+            or self.threads.free
             or entry.queue
             or entry.idempotent_queue
             or (heap and heap[0][0] <= now and runner.deadlines.next_deadline() <= now)
@@ -614,46 +667,88 @@ class Controller(trio.abc.Instrument):
             if held:
                 self._unhold()
             return
-        alone = self.alone
-        if (
-            alone is not None
-            and held
-            and len(runq) == 1
-            and runq[0] is alone[0]
-            and self.sticky is not None
-            and len(self.decisions) >= len(self.schedule)
-            and len(self.decisions) not in self.sticky
-        ):
-            # The task that ran alone is runnable again, and nothing else
-            # changed: the choices are the last decision's, and the strategy
-            # says it would decide as it did (PCT between its change points).
+        decisions = self.decisions
+        index = len(decisions)
+        if index >= self.zeros_from:
+            batch.extend(runq)
             runq.clear()
-            batch.append(alone[0])
-            self.decisions.append(alone[1])
-            self.steps += 1
-            clock = self.clock
-            now = clock._virtual_base if not clock.rate else clock.current_time()
-            self._trace.append((now, "step", alone[2], ""))
-            if now > self.max_virtual_time or self.steps > self.max_steps:
-                self._over_budget(now)
+            self._run_all(batch)
             return
-        if len(runq) == 1 and held:
-            # the hot path: the task just run is runnable again (_hold, inlined)
-            task = runq.popleft()
-            label = self.labels.get(task)
-            if label is None:
+        if len(runq) > 1 or not held or index < len(self.schedule):
+            self._hold(runq, batch)
+            runq.clear()
+            self._decide(batch)
+            return
+        # The hot path: beside the tasks held back, the task just run is runnable
+        # again (or none is: it waits), and the strategy decides.
+        if runq:
+            task = runq[0]
+            alone = self.alone
+            if alone is not None and task is alone[0] and self.sticky is not None and index not in self.sticky:
+                # Nothing else changed: the choices are the last decision's, and the
+                # strategy says it would decide as it did (PCT between its change points).
+                runq.clear()
                 batch.append(task)
+                decisions.append(alone[1])
+                self._one_step(alone[2], now)
+                return
+            label = self.labels.get(task)
+            if label is None:  # (one of trio's own tasks)
+                self._hold(runq, batch)
+                runq.clear()
+                self._decide(batch)
+                return
+            runq.clear()
+            keys = self.held_keys
+            key = task._counter
+            if key > keys[-1]:
+                held.append(task)
+                keys.append(key)
+                self.held_labels.append(label)
             else:
-                keys = self.held_keys
-                key = task._counter
-                i = len(keys) if key > keys[-1] else bisect.bisect_left(keys, key)
+                i = bisect.bisect_left(keys, key)
                 held.insert(i, task)
                 keys.insert(i, key)
                 self.held_labels.insert(i, label)
+        n = len(held)
+        if n < 2:
+            self._decide(batch)
+            return
+        names = self.held_labels
+        draw = self.draw
+        fast = self.fast_decide
+        if draw is not None:  # the random walk: 0..n, as its _choose draws it
+            decision = draw(n + 1)
+            decisions.append(decision)
+        elif fast is not None:  # next_decision, for a built-in strategy
+            raw = fast("batch", names, index)
+            decision = 0 if raw == 0 else (raw - 1) % n + 1
+            decisions.append(decision)
         else:
-            self._hold(runq, batch)
-            runq.clear()
-        self._decide(batch)
+            decision = self.next_decision("batch", names)
+        if decision == 0:
+            self.alone = None
+            self._release_held(batch)
+            self._account(batch)
+            return
+        i = decision - 1
+        task = held.pop(i)
+        del self.held_keys[i]
+        label = names.pop(i)
+        batch.append(task)
+        self.alone = (task, decision, label)
+        self._one_step(label, now)
+
+    def _one_step(self, label: str, now: float) -> None:
+        """Count, trace and budget the step of the one task of a batch (*now*: the
+        virtual time, unless the clock follows real time)."""
+        self.steps += 1
+        clock = self.clock
+        if clock._rate:
+            now = clock.current_time()
+        self._trace.append((now, "step", label, ""))
+        if now > self.max_virtual_time or self.steps > self.max_steps:
+            self._over_budget(now)
 
     def task_exited(self, task: trio.lowlevel.Task) -> None:
         label = self.labels.pop(task, None)
@@ -732,11 +827,17 @@ class Controller(trio.abc.Instrument):
         # them, each in one particular wait (a wait's abort function is its
         # own). If that set is what it was at the last look, so is the answer
         # (a ticking task re-parks each tick, but it has a deadline).
-        waits = frozenset(
-            (task, task._abort_func)
+        # Only parked tasks and tasks waiting for their children can be in a
+        # cycle (GRAPH_WAITS): most runs have fewer than two, and are done here.
+        blocked = [
+            (task, abort)
             for task in self.labels
-            if task._abort_func is not None and not _has_deadline(task)
-        )
+            if (abort := task._abort_func) is not None and getattr(abort, "__code__", None) in GRAPH_WAITS
+        ]
+        if len(blocked) < 2:
+            self.last_waits = frozenset()
+            return False
+        waits = frozenset(wait for wait in blocked if not _has_deadline(wait[0]))
         if waits == self.last_waits:
             return False
         self.last_waits = waits
@@ -800,7 +901,14 @@ class Controller(trio.abc.Instrument):
             trio.lowlevel.current_trio_token().run_sync_soon(_nothing)
 
     def _io_waiters(self) -> int:
-        stats = _trio_run.GLOBAL_RUN_CONTEXT.runner.io_manager.statistics()
+        io_manager = _trio_run.GLOBAL_RUN_CONTEXT.runner.io_manager
+        if type(io_manager).__name__ == "EpollIOManager":
+            # what its statistics() counts, without building them (asked at every idle point)
+            total = 0
+            for waiters in io_manager._registered.values():
+                total += (waiters.read_task is not None) + (waiters.write_task is not None)
+            return total
+        stats = io_manager.statistics()
         names = _IO_COUNTS.get(type(stats))
         if names is None:
             names = _IO_COUNTS[type(stats)] = tuple(

@@ -9,6 +9,7 @@ and the hooks on worker-thread calls and on :class:`trio.Condition`'s notifies;
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -67,40 +68,56 @@ class _Instruments(dict[str, dict[Any, None]]):
     """trio's instrument table for a run of the harness, a plain dict (as before trio 0.27).
 
     trio asks ``"hook" in runner.instruments`` before every task step, every
-    reschedule and every wait for I/O, then calls :meth:`call`; since trio
+    reschedule and every wait for I/O, then calls :attr:`call`; since trio
     made its table a ``UserDict``, each ask is a call of a Python method. A
     dict answers them without one. And the controller needs its
     ``after_task_step`` only when a batch is done (to take the next batch at
-    once, see :meth:`Controller.after_task_step`): :meth:`call` returns at
-    once after the other steps. Instruments added during the run
+    once, see :meth:`Controller.after_task_step`): :attr:`call` returns at
+    once after the other steps. While the controller is the only instrument
+    (the usual case), :attr:`call` is :meth:`_call_ours`, which calls its
+    hooks directly; instruments added during the run
     (``trio.lowlevel.add_instrument``) are called as trio calls them. The
     other methods are trio's own, with ``data`` the dict itself.
     """
 
-    __slots__ = ("_controller", "_only_ours")
+    __slots__ = ("_controller", "call")
+
+    #: What trio calls: ``call(hookname, *args)``.
+    call: Callable[..., None]
 
     def __init__(self, table: dict[str, dict[Any, None]], controller: Controller) -> None:
         super().__init__(table)
         self._controller = controller
-        self._only_ours = len(self.get("after_task_step", ())) == 1
+        self._choose_call()
 
     @property
     def data(self) -> dict[str, dict[Any, None]]:
         return self
 
-    def call(self, hookname: str, *args: object) -> None:
-        if hookname == "after_task_step" and self._only_ours:
-            # only the controller's, which has nothing to do in mid-batch
-            controller = self._controller
-            if not controller.current_batch:
-                try:
+    def _choose_call(self) -> None:
+        only_ours = all(len(hooks) == 1 for hooks in self.values())
+        self.call = self._call_ours if only_ours else self._call_each
+
+    def _call_ours(self, hookname: str, *args: object) -> None:
+        controller = self._controller
+        try:
+            if hookname == "after_task_step":
+                # nothing to do in mid-batch (see Controller.after_task_step)
+                if not controller.current_batch:
                     controller.after_task_step(*args)  # type: ignore[arg-type]
-                except BaseException:  # as trio does: disable it, and log
-                    self._disable(hookname, next(iter(self["after_task_step"])))
-            return
+            else:
+                getattr(controller, hookname)(*args)
+        except BaseException:  # as trio does: disable it, and log
+            self._disable(hookname, next(iter(self[hookname])))
+
+    def _call_each(self, hookname: str, *args: object) -> None:
         for instrument in list(self[hookname]):
             try:
-                getattr(instrument, hookname)(*args)
+                if hookname == "after_task_step" and isinstance(instrument, _ControllerHooks):
+                    if not self._controller.current_batch:
+                        instrument.after_task_step(*args)  # type: ignore[arg-type]
+                else:
+                    getattr(instrument, hookname)(*args)
             except BaseException:  # as trio does: disable it, and log
                 self._disable(hookname, instrument)
 
@@ -114,11 +131,11 @@ class _Instruments(dict[str, dict[Any, None]]):
 
     def add_instrument(self, instrument: trio.abc.Instrument) -> None:
         _trio_instrumentation.Instruments.add_instrument(self, instrument)  # type: ignore[arg-type]
-        self._only_ours = len(self.get("after_task_step", ())) == 1
+        self._choose_call()
 
     def remove_instrument(self, instrument: trio.abc.Instrument) -> None:
         _trio_instrumentation.Instruments.remove_instrument(self, instrument)  # type: ignore[arg-type]
-        self._only_ours = False  # (ours may be the one removed)
+        self._choose_call()
 
 
 _HOOKS: Final = ("after_task_step", "before_io_wait", "task_exited", "task_spawned")

@@ -21,6 +21,7 @@ built-in ones are :class:`RandomWalk`, :class:`PCT`, :class:`Bounded` and
 from __future__ import annotations
 
 import random
+import sys
 from array import array
 from collections import deque
 from collections.abc import Callable, Container, Sequence
@@ -37,7 +38,9 @@ __all__ = [
     "RandomWalk",
     "Strategy",
     "fast_decide",
+    "fast_draw",
     "fast_sticky",
+    "fast_zeros",
     "make_strategy",
     "strategy_name",
 ]
@@ -183,16 +186,19 @@ class PCT:
             self.went_fair = True
             return 0  # fair from here on: every runnable task runs
         priorities = self.priorities
-        if not all(map(priorities.__contains__, choices)):
+        try:
+            values = list(map(priorities.__getitem__, choices))
+        except KeyError:  # new names: drawn in the order of the choices
             for name in [name for name in choices if name not in priorities]:
                 priorities[name] = 1.0 + self.rng.random()
-        # (max: the first of equal priorities)
-        best = choices.index(max(choices, key=priorities.__getitem__))
+            values = list(map(priorities.__getitem__, choices))
+        # (index: the first of equal priorities)
+        best = values.index(max(values))
         change = self.changes.get(index)
         if change is not None:
             # below every initial priority, later change points lower still
-            priorities[choices[best]] = -float(change)
-            best = max(range(len(choices)), key=lambda i: priorities[choices[i]])
+            priorities[choices[best]] = values[best] = -float(change)
+            best = values.index(max(values))
         return best + 1
 
     def end_run(self, decisions: Sequence[int], steps: int) -> None:
@@ -408,6 +414,35 @@ def fast_decide(strategy: Strategy) -> Callable[[str, Sequence[str], int], int] 
     if type(strategy) in (RandomWalk, PCT, Bounded):
         return strategy._choose  # type: ignore[attr-defined, no-any-return]
     return None
+
+
+def fast_draw(strategy: Strategy) -> Callable[[int], int] | None:
+    """For :class:`RandomWalk` (also as the portfolio's member of this run): the draw of a
+    batch decision among ``n`` choices, called with ``n + 1`` (what its ``_choose`` does, one
+    call less); ``None`` for other strategies."""
+    if type(strategy) is Portfolio:
+        strategy = strategy.current
+    if type(strategy) is RandomWalk:
+        return strategy.rng._randbelow  # type: ignore[attr-defined, no-any-return]
+    return None
+
+
+def fast_zeros(strategy: Strategy | None, scheduled: int) -> tuple[int, list[int] | None]:
+    """From which decision index on every batch decision of this run is ``0``, after the
+    *scheduled* explicit decisions, and the list where the strategy records the number of
+    choices of each decision it is asked (asked after ``start_run``).
+
+    With no strategy, every decision after the schedule is ``0``; a :class:`Bounded`
+    search (also as the portfolio's member of this run) answers ``0`` past its prefix,
+    and records the sizes in ``sizes``; other strategies: never (``sys.maxsize``).
+    """
+    if strategy is None:
+        return scheduled, None
+    if type(strategy) is Portfolio:
+        strategy = strategy.current
+    if type(strategy) is Bounded:
+        return max(scheduled, len(strategy.prefix)), strategy.sizes
+    return sys.maxsize, None
 
 
 def fast_sticky(strategy: Strategy) -> Container[int] | None:
