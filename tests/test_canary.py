@@ -67,7 +67,7 @@ def test_run_loop_sorts_by_counter_then_shuffles_and_pops_from_the_end() -> None
 
 def test_task_fields_used_by_the_harness() -> None:
     fields = {a.name for a in trio.lowlevel.Task.__attrs_attrs__}  # type: ignore[attr-defined]
-    for name in ("_counter", "_next_send", "_next_send_fn", "_abort_func", "coro", "name"):
+    for name in ("_counter", "_next_send", "_next_send_fn", "_abort_func", "_parent_nursery", "coro", "name"):
         require(name in fields, f"trio.lowlevel.Task has no attribute {name!r}")
     require(
         callable(getattr(trio.lowlevel.Task, "_attempt_abort", None)),

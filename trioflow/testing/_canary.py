@@ -39,7 +39,7 @@ RUN_LOOP_SNIPPETS = (
     "runner.deadlines.expire(now)",
     "runner.waiting_for_idle",
 )
-TASK_FIELDS = ("_counter", "_next_send", "_next_send_fn", "_abort_func", "coro", "name")
+TASK_FIELDS = ("_counter", "_next_send", "_next_send_fn", "_abort_func", "_parent_nursery", "coro", "name")
 TASK_METHODS = ("_attempt_abort", "iter_await_frames")
 
 

@@ -75,6 +75,10 @@ _THREAD_WAIT: Final = _Signal.wait.__code__
 __all__ = ["Controller", "EngineHooks", "PARALLEL_THREADS"]
 
 
+#: Why a worker at a contended slot takes it at once, or settles first (see Controller._handover).
+_AT_ONCE: Final = 0
+_OTHERS_FIRST: Final = 1
+_SETTLE: Final = 2
 #: Batches the harness takes in a row without an iteration of trio's loop.
 _MAX_REFILLS: Final = 64
 #: The choice that runs every waiting thread call at once, in parallel.
@@ -164,6 +168,12 @@ class Controller(trio.abc.Instrument):
         # queue) when the harness stops the run; see _main in _harness.py
         self.cancel_scope: trio.CancelScope | None = None
         self.runner: Any = None  # trio's Runner, once the run started (see install_instruments)
+        self.trio_instruments: Any = None  # trio's own instrument table, which the harness's replaced
+        # the runner's run queue, deadlines and callback queues (see install_instruments)
+        self.runq: Any = None
+        self.deadlines: Any = None
+        self.callbacks: Any = None
+        self.idempotent_callbacks: Any = None
         self.token: trio.lowlevel.TrioToken | None = None
         # tasks waiting for the run to settle (wait_settled), oldest first
         self.settling: list[trio.lowlevel.Task] = []
@@ -243,16 +253,21 @@ class Controller(trio.abc.Instrument):
         could run before the worker, settling would change nothing: the slot
         is taken at once, with no decision either.
         """
+        return self._handover(nursery) != _AT_ONCE
+
+    def _handover(self, nursery: trio.Nursery) -> int:
+        """:meth:`handover`, saying why: ``_AT_ONCE``, ``_OTHERS_FIRST`` (another task of the
+        run is runnable: the run is not settled) or ``_SETTLE`` (decided, or stopping)."""
         if self.error is not None:
-            return True
+            return _SETTLE
         context = _trio_run.GLOBAL_RUN_CONTEXT
         current = context.task
         for task in (*context.runner.runq, *self.current_batch, *self.held):
-            if task is not current and (task.parent_nursery is nursery or _descends_from(task, nursery)):
-                return True
+            if task is not current and (task._parent_nursery is nursery or _descends_from(task, nursery)):
+                return _OTHERS_FIRST
         if self._quiet():
-            return False
-        return self.next_decision("handover", (self.labels.get(current, "?"),)) == 0
+            return _AT_ONCE
+        return _SETTLE if self.next_decision("handover", (self.labels.get(current, "?"),)) == 0 else _AT_ONCE
 
     # -- when fail-fast's cancellation lands -------------------------------------
 
@@ -345,9 +360,11 @@ class Controller(trio.abc.Instrument):
         first :meth:`handover` decides whether to wait at all (the decision
         and the wait in one call, as the engine makes it at most task steps).
         """
-        if nursery is not None and not self.handover(nursery):
+        why = _SETTLE if nursery is None else self._handover(nursery)
+        if why == _AT_ONCE:
             return
-        if self.error is None and self._quiet(settling=True):
+        # (with another task of the run runnable, the run has not settled)
+        if why == _SETTLE and self.error is None and self._quiet(settling=True):
             # Every other task is blocked, or waits here: the run has settled.
             # Those waiting go on after this one (in the next batch, oldest
             # first), as they would once this one waited too.
@@ -366,8 +383,9 @@ class Controller(trio.abc.Instrument):
 
     def _wake_settling(self) -> None:
         settling = self.settling
+        reschedule = _trio_run.GLOBAL_RUN_CONTEXT.runner.reschedule
         for task in settling:
-            trio.lowlevel.reschedule(task)
+            reschedule(task)
         settling.clear()
 
     # -- scheduling decisions -------------------------------------------------
@@ -629,115 +647,152 @@ class Controller(trio.abc.Instrument):
         settled: the tasks waiting for that (:meth:`wait_settled`) are the
         next batch.
 
-        This runs once per decision of a strategy that runs one task at a time,
-        so its common paths are written out here rather than called.
+        trio calls :meth:`instrument_call` instead while the controller is its only
+        instrument.
         """
+        self.instrument_call("after_task_step", task)
+
+    def instrument_call(self, hookname: str, arg: Any = None) -> None:
+        """What trio's instrument table calls (``runner.instruments.call``) while the
+        controller is its only instrument (see ``_install._Instruments``): the other hooks,
+        and :meth:`after_task_step`'s work, written out here (one call less): it runs at
+        every decision of a strategy that runs one task at a time."""
+        if hookname != "after_task_step":
+            try:
+                getattr(self, hookname)(arg)
+            except BaseException:  # as trio does with an instrument that raises: disable it, and log
+                self._hook_failed(hookname)
+            return
         batch = self.current_batch
         if batch:
-            return  # (trio calls this hook only once a batch is done, see _install._Instruments)
-        if self.cohort_waiter is not None:
-            self._wake_cohort_waiter()
-        held = self.held
-        if not held and not self.labels:
-            return  # trio's own tasks, before the run's start or after its end
-        runner = self.runner
-        runq = runner.runq
-        entry = runner.entry_queue
-        heap = runner.deadlines._heap  # (earliest first; next_deadline() drops stale ones)
-        clock = self.clock
-        now = clock._virtual_base
-        if (
-            self.refills >= _MAX_REFILLS
-            or self.error is not None
-            or self.thread_calls
-            or self.threads.free
-            or entry.queue
-            or entry.idempotent_queue
-            or (heap and heap[0][0] <= now and runner.deadlines.next_deadline() <= now)
-        ):
-            if held:
-                self._unhold()
-            return
-        if not runq and not held:
-            if not self.settling or self.io_real_time:
-                return  # (with I/O waited for, settled only if none is ready: trio polls first)
-            self._wake_settling()
-        self.refills += 1
-        if self.steps - self.cycle_checked >= _CYCLE_CHECK_EVERY and self._check_cycle():
-            if held:
-                self._unhold()
-            return
-        decisions = self.decisions
-        index = len(decisions)
-        if index >= self.zeros_from:
-            batch.extend(runq)
-            runq.clear()
-            self._run_all(batch)
-            return
-        if len(runq) > 1 or not held or index < len(self.schedule):
-            self._hold(runq, batch)
-            runq.clear()
-            self._decide(batch)
-            return
-        # The hot path: beside the tasks held back, the task just run is runnable
-        # again (or none is: it waits), and the strategy decides.
-        if runq:
-            task = runq[0]
-            alone = self.alone
-            if alone is not None and task is alone[0] and self.sticky is not None and index not in self.sticky:
-                # Nothing else changed: the choices are the last decision's, and the
-                # strategy says it would decide as it did (PCT between its change points).
-                runq.clear()
-                batch.append(task)
-                decisions.append(alone[1])
-                self._one_step(alone[2], now)
+            return  # (nothing to do in mid-batch)
+        try:
+            if self.cohort_waiter is not None:
+                self._wake_cohort_waiter()
+            held = self.held
+            if not held and not self.labels:
+                return  # trio's own tasks, before the run's start or after its end
+            runq = self.runq
+            deadlines = self.deadlines
+            heap = deadlines._heap  # (earliest first; next_deadline() drops stale ones)
+            clock = self.clock
+            now = clock._virtual_base
+            if (
+                self.refills >= _MAX_REFILLS
+                or self.error is not None
+                or self.thread_calls
+                or self.threads.free
+                or self.callbacks
+                or self.idempotent_callbacks
+                or (heap and heap[0][0] <= now and deadlines.next_deadline() <= now)
+            ):
+                if held:
+                    self._unhold()
                 return
-            label = self.labels.get(task)
-            if label is None:  # (one of trio's own tasks)
+            if not runq and not held:
+                if not self.settling or self.io_real_time:
+                    return  # (with I/O waited for, settled only if none is ready: trio polls first)
+                self._wake_settling()
+            self.refills += 1
+            if self.steps - self.cycle_checked >= _CYCLE_CHECK_EVERY and self._check_cycle():
+                if held:
+                    self._unhold()
+                return
+            decisions = self.decisions
+            index = len(decisions)
+            if index >= self.zeros_from:
+                batch.extend(runq)
+                runq.clear()
+                self._run_all(batch)
+                return
+            if not held and len(runq) == 1:
+                # one task can run, none is held back: nothing to decide (_hold, _decide
+                # and _account, in short)
+                task = runq.popleft()
+                batch.append(task)
+                self.alone = None
+                label = self.labels.get(task)
+                if label is not None:
+                    self._one_step(label, now)
+                else:
+                    self.steps += 1
+                    if now > self.max_virtual_time or self.steps > self.max_steps:
+                        self._over_budget(now)
+                return
+            if len(runq) > 1 or not held or index < len(self.schedule):
                 self._hold(runq, batch)
                 runq.clear()
                 self._decide(batch)
                 return
-            runq.clear()
-            keys = self.held_keys
-            key = task._counter
-            if key > keys[-1]:
-                held.append(task)
-                keys.append(key)
-                self.held_labels.append(label)
+            # The hot path: beside the tasks held back, the task just run is runnable
+            # again (or none is: it waits), and the strategy decides.
+            if runq:
+                task = runq[0]
+                alone = self.alone
+                if alone is not None and task is alone[0] and self.sticky is not None and index not in self.sticky:
+                    # Nothing else changed: the choices are the last decision's, and the
+                    # strategy says it would decide as it did (PCT between its change points).
+                    runq.clear()
+                    batch.append(task)
+                    decisions.append(alone[1])
+                    self._one_step(alone[2], now)
+                    return
+                label = self.labels.get(task)
+                if label is None:  # (one of trio's own tasks)
+                    self._hold(runq, batch)
+                    runq.clear()
+                    self._decide(batch)
+                    return
+                runq.clear()
+                keys = self.held_keys
+                key = task._counter
+                if key > keys[-1]:
+                    held.append(task)
+                    keys.append(key)
+                    self.held_labels.append(label)
+                else:
+                    i = bisect.bisect_left(keys, key)
+                    held.insert(i, task)
+                    keys.insert(i, key)
+                    self.held_labels.insert(i, label)
+            names = self.held_labels
+            n = len(held)
+            if n < 2:  # (the one task held back is the only one that can run: it runs)
+                task = held.pop()
+                self.held_keys.pop()
+                batch.append(task)
+                self.alone = None
+                self._one_step(names.pop(), now)
+                return
+            draw = self.draw
+            fast = self.fast_decide
+            if draw is not None:  # the random walk: 0..n, as its _choose draws it
+                decision = draw(n + 1)
+                decisions.append(decision)
+            elif fast is not None:  # next_decision, for a built-in strategy
+                raw = fast("batch", names, index)
+                decision = 0 if raw == 0 else (raw - 1) % n + 1
+                decisions.append(decision)
             else:
-                i = bisect.bisect_left(keys, key)
-                held.insert(i, task)
-                keys.insert(i, key)
-                self.held_labels.insert(i, label)
-        n = len(held)
-        if n < 2:
-            self._decide(batch)
-            return
-        names = self.held_labels
-        draw = self.draw
-        fast = self.fast_decide
-        if draw is not None:  # the random walk: 0..n, as its _choose draws it
-            decision = draw(n + 1)
-            decisions.append(decision)
-        elif fast is not None:  # next_decision, for a built-in strategy
-            raw = fast("batch", names, index)
-            decision = 0 if raw == 0 else (raw - 1) % n + 1
-            decisions.append(decision)
-        else:
-            decision = self.next_decision("batch", names)
-        if decision == 0:
-            self.alone = None
-            self._release_held(batch)
-            self._account(batch)
-            return
-        i = decision - 1
-        task = held.pop(i)
-        del self.held_keys[i]
-        label = names.pop(i)
-        batch.append(task)
-        self.alone = (task, decision, label)
-        self._one_step(label, now)
+                decision = self.next_decision("batch", names)
+            if decision == 0:
+                self.alone = None
+                self._release_held(batch)
+                self._account(batch)
+                return
+            i = decision - 1
+            task = held.pop(i)
+            del self.held_keys[i]
+            label = names.pop(i)
+            batch.append(task)
+            self.alone = (task, decision, label)
+            self._one_step(label, now)
+        except BaseException:  # as trio does with an instrument that raises: disable it, and log
+            self._hook_failed(hookname)
+
+    def _hook_failed(self, hookname: str) -> None:
+        table = self.runner.instruments
+        table._disable(hookname, next(iter(table[hookname])))
 
     def _one_step(self, label: str, now: float) -> None:
         """Count, trace and budget the step of the one task of a batch (*now*: the

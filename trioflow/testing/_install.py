@@ -23,7 +23,7 @@ from ._waitfor import install_notify_hook, restore_notify_hook
 if TYPE_CHECKING:
     from ._control import Controller
 
-__all__ = ["ScheduleRandom", "active", "install", "install_instruments", "restore"]
+__all__ = ["ScheduleRandom", "active", "install", "install_instruments", "release", "restore"]
 
 
 class ScheduleRandom(random.Random):
@@ -74,8 +74,8 @@ class _Instruments(dict[str, dict[Any, None]]):
     ``after_task_step`` only when a batch is done (to take the next batch at
     once, see :meth:`Controller.after_task_step`): :attr:`call` returns at
     once after the other steps. While the controller is the only instrument
-    (the usual case), :attr:`call` is :meth:`_call_ours`, which calls its
-    hooks directly; instruments added during the run
+    (the usual case), :attr:`call` is its ``instrument_call``, which does the
+    hooks' work itself; instruments added during the run
     (``trio.lowlevel.add_instrument``) are called as trio calls them. The
     other methods are trio's own, with ``data`` the dict itself.
     """
@@ -96,19 +96,7 @@ class _Instruments(dict[str, dict[Any, None]]):
 
     def _choose_call(self) -> None:
         only_ours = all(len(hooks) == 1 for hooks in self.values())
-        self.call = self._call_ours if only_ours else self._call_each
-
-    def _call_ours(self, hookname: str, *args: object) -> None:
-        controller = self._controller
-        try:
-            if hookname == "after_task_step":
-                # nothing to do in mid-batch (see Controller.after_task_step)
-                if not controller.current_batch:
-                    controller.after_task_step(*args)  # type: ignore[arg-type]
-            else:
-                getattr(controller, hookname)(*args)
-        except BaseException:  # as trio does: disable it, and log
-            self._disable(hookname, next(iter(self[hookname])))
+        self.call = self._controller.instrument_call if only_ours else self._call_each
 
     def _call_each(self, hookname: str, *args: object) -> None:
         for instrument in list(self[hookname]):
@@ -141,6 +129,29 @@ class _Instruments(dict[str, dict[Any, None]]):
 _HOOKS: Final = ("after_task_step", "before_io_wait", "task_exited", "task_spawned")
 
 
+def release(controller: Controller) -> None:
+    """Give trio back its own instrument table and batch order for the rest of the run.
+
+    Called as the run's main task returns: what is left of the run is trio's own
+    tasks shutting down, which the harness neither orders nor observes. The main
+    task's exit is traced here, as its hook would have. :func:`restore` still
+    undoes :func:`install` once ``trio.run`` is over.
+    """
+    runner = controller.runner
+    if runner is None:
+        return  # (the table was never replaced)
+    task = controller.main_task
+    if task is not None:
+        controller.task_exited(task)
+    table = controller.trio_instruments
+    if table is not None:
+        runner.instruments = table
+    if _saved:
+        rng, allow = _saved[-1]
+        _trio_run._r = rng
+        setattr(_trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING", allow)  # noqa: B010 (it is Final)
+
+
 def install_instruments(controller: Controller) -> None:
     """Give the running trio loop an :class:`_Instruments` table with the controller's hooks.
 
@@ -151,6 +162,12 @@ def install_instruments(controller: Controller) -> None:
     runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
     controller.runner = runner
     current: Any = runner.instruments  # (a dict itself before trio 0.27)
+    controller.trio_instruments = current
+    # (the same objects for the whole run: read at every batch)
+    controller.runq = runner.runq
+    controller.deadlines = runner.deadlines
+    controller.callbacks = runner.entry_queue.queue
+    controller.idempotent_callbacks = runner.entry_queue.idempotent_queue
     table: dict[str, dict[Any, None]] = {
         name: dict(hooks) for name, hooks in getattr(current, "data", current).items()
     }
