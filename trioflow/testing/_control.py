@@ -56,7 +56,15 @@ from trio._core import _run as _trio_run
 
 from .._stores._base import _Signal
 from ._errors import BudgetExceededError, DeadlockError
-from ._strategy import DecisionPoint, Strategy, fast_decide, fast_draw, fast_sticky, fast_zeros
+from ._strategy import (
+    DecisionPoint,
+    Strategy,
+    fast_bits,
+    fast_decide,
+    fast_draw,
+    fast_sticky,
+    fast_zeros,
+)
 from ._threads import ThreadJobs
 from ._trace import _ADDRESS, Trace, _await_frames, _replay_hint, _trim, _where
 from ._waitfor import (
@@ -75,6 +83,8 @@ _THREAD_WAIT: Final = _Signal.wait.__code__
 __all__ = ["Controller", "EngineHooks", "PARALLEL_THREADS"]
 
 
+#: Task names without their addresses, for all runs (a run's tasks mostly have the names of the last's).
+_CLEAN_NAMES: dict[str, str] = {}
 #: Why a worker at a contended slot takes it at once, or settles first (see Controller._handover).
 _AT_ONCE: Final = 0
 _OTHERS_FIRST: Final = 1
@@ -143,6 +153,7 @@ class Controller(trio.abc.Instrument):
         self.strategy = strategy
         self.fast_decide = fast_decide(strategy) if strategy is not None else None
         self.draw = fast_draw(strategy) if strategy is not None else None
+        self.bits = fast_bits(strategy) if strategy is not None else None
         # from this decision index on, every batch decision is 0 (FIFO, a bounded
         # search past its prefix), and the strategy, if any, only records the
         # number of choices in zero_sizes (see fast_zeros)
@@ -160,7 +171,6 @@ class Controller(trio.abc.Instrument):
         self.decisions: list[int] = []
         self._trace: list[tuple[float, str, str, str]] = []
         self.labels: dict[trio.lowlevel.Task, str] = {}
-        self.names: dict[str, str] = {}  # task names, without addresses
         self.spawned = 0
         self.steps = 0
         self.main_task: trio.lowlevel.Task | None = None
@@ -174,6 +184,7 @@ class Controller(trio.abc.Instrument):
         self.deadlines: Any = None
         self.callbacks: Any = None
         self.idempotent_callbacks: Any = None
+        self.io_registered: Any = None  # epoll's table of file descriptors waited on, on Linux
         self.token: trio.lowlevel.TrioToken | None = None
         # tasks waiting for the run to settle (wait_settled), oldest first
         self.settling: list[trio.lowlevel.Task] = []
@@ -623,9 +634,11 @@ class Controller(trio.abc.Instrument):
             name = self.main_name
         else:
             return  # one of trio's own system tasks
-        clean = self.names.get(name)
+        clean = _CLEAN_NAMES.get(name)
         if clean is None:
-            clean = self.names[name] = _ADDRESS.sub("", name)
+            if len(_CLEAN_NAMES) > 10_000:
+                _CLEAN_NAMES.clear()
+            clean = _CLEAN_NAMES[name] = _ADDRESS.sub("", name)
         label = f"{clean}#{self.spawned}"
         self.spawned += 1
         self.labels[task] = label
@@ -735,7 +748,13 @@ class Controller(trio.abc.Instrument):
                     runq.clear()
                     batch.append(task)
                     decisions.append(alone[1])
-                    self._one_step(alone[2], now)
+                    # (_one_step, inlined: this is PCT's common path)
+                    steps = self.steps = self.steps + 1
+                    if clock._rate:
+                        now = clock.current_time()
+                    self._trace.append((now, "step", alone[2], ""))
+                    if now > self.max_virtual_time or steps > self.max_steps:
+                        self._over_budget(now)
                     return
                 label = self.labels.get(task)
                 if label is None:  # (one of trio's own tasks)
@@ -764,10 +783,17 @@ class Controller(trio.abc.Instrument):
                 self.alone = None
                 self._one_step(names.pop(), now)
                 return
-            draw = self.draw
+            bits = self.bits
             fast = self.fast_decide
-            if draw is not None:  # the random walk: 0..n, as its _choose draws it
-                decision = draw(n + 1)
+            if bits is not None:  # the random walk: 0..n, as its _choose draws it (_below)
+                m = n + 1
+                k = m.bit_length()
+                decision = bits(k)
+                while decision >= m:
+                    decision = bits(k)
+                decisions.append(decision)
+            elif self.draw is not None:  # the random walk, drawn by Random itself
+                decision = self.draw(n + 1)
                 decisions.append(decision)
             elif fast is not None:  # next_decision, for a built-in strategy
                 raw = fast("batch", names, index)
@@ -786,7 +812,13 @@ class Controller(trio.abc.Instrument):
             label = names.pop(i)
             batch.append(task)
             self.alone = (task, decision, label)
-            self._one_step(label, now)
+            # (_one_step, inlined: the random walk's common path)
+            steps = self.steps = self.steps + 1
+            if clock._rate:
+                now = clock.current_time()
+            self._trace.append((now, "step", label, ""))
+            if now > self.max_virtual_time or steps > self.max_steps:
+                self._over_budget(now)
         except BaseException:  # as trio does with an instrument that raises: disable it, and log
             self._hook_failed(hookname)
 
@@ -853,8 +885,10 @@ class Controller(trio.abc.Instrument):
             return
         if self.cycle_checked != self.steps and self._check_cycle():
             return
-        self._follow_io()
-        if not self._looks_idle():
+        if (self._io_waiters() > 1) != self.io_real_time:
+            self._follow_io()
+        if runner.deadlines.next_deadline() != math.inf or not self._looks_idle():
+            # (a deadline pending, the common case: the clock will jump to it)
             self.idle_since = None
             return
         now = time.perf_counter()
@@ -956,14 +990,14 @@ class Controller(trio.abc.Instrument):
             trio.lowlevel.current_trio_token().run_sync_soon(_nothing)
 
     def _io_waiters(self) -> int:
-        io_manager = _trio_run.GLOBAL_RUN_CONTEXT.runner.io_manager
-        if type(io_manager).__name__ == "EpollIOManager":
-            # what its statistics() counts, without building them (asked at every idle point)
+        registered = self.io_registered
+        if registered is not None:
+            # what epoll's statistics() counts, without building them (asked at every idle point)
             total = 0
-            for waiters in io_manager._registered.values():
+            for waiters in registered.values():
                 total += (waiters.read_task is not None) + (waiters.write_task is not None)
             return total
-        stats = io_manager.statistics()
+        stats = _trio_run.GLOBAL_RUN_CONTEXT.runner.io_manager.statistics()
         names = _IO_COUNTS.get(type(stats))
         if names is None:
             names = _IO_COUNTS[type(stats)] = tuple(

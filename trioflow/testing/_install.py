@@ -101,9 +101,9 @@ class _Instruments(dict[str, dict[Any, None]]):
     def _call_each(self, hookname: str, *args: object) -> None:
         for instrument in list(self[hookname]):
             try:
-                if hookname == "after_task_step" and isinstance(instrument, _ControllerHooks):
+                if hookname == "after_task_step" and instrument is self._controller:
                     if not self._controller.current_batch:
-                        instrument.after_task_step(*args)  # type: ignore[arg-type]
+                        self._controller.after_task_step(*args)
                 else:
                     getattr(instrument, hookname)(*args)
             except BaseException:  # as trio does: disable it, and log
@@ -168,28 +168,20 @@ def install_instruments(controller: Controller) -> None:
     controller.deadlines = runner.deadlines
     controller.callbacks = runner.entry_queue.queue
     controller.idempotent_callbacks = runner.entry_queue.idempotent_queue
+    io_manager = runner.io_manager
+    registered = getattr(io_manager, "_registered", None)
+    if type(io_manager).__name__ == "EpollIOManager" and isinstance(registered, dict):
+        controller.io_registered = registered
     table: dict[str, dict[Any, None]] = {
         name: dict(hooks) for name, hooks in getattr(current, "data", current).items()
     }
-    hooks = _ControllerHooks(controller)
-    table.setdefault("_all", {})[hooks] = None
+    # (the controller is the instrument: it has every hook trio calls, and the
+    # table says which of them to call)
+    table.setdefault("_all", {})[controller] = None
     for name in _HOOKS:
-        table.setdefault(name, {})[hooks] = None
+        table.setdefault(name, {})[controller] = None
     runner.instruments = _Instruments(table, controller)  # type: ignore[assignment]
     controller.task_spawned(trio.lowlevel.current_task())
-
-
-class _ControllerHooks:
-    """The instrument trio calls: the controller's hooks, and nothing else for trio to look at."""
-
-    __slots__ = _HOOKS
-
-    def __init__(self, controller: Controller) -> None:
-        # bound methods as instance attributes: trio calls them directly
-        self.after_task_step = controller.after_task_step
-        self.before_io_wait = controller.before_io_wait
-        self.task_exited = controller.task_exited
-        self.task_spawned = controller.task_spawned
 
 
 _saved: list[tuple[random.Random, bool]] = []

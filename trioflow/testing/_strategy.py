@@ -38,6 +38,7 @@ __all__ = [
     "RandomWalk",
     "Strategy",
     "fast_decide",
+    "fast_bits",
     "fast_draw",
     "fast_sticky",
     "fast_zeros",
@@ -424,6 +425,40 @@ def fast_draw(strategy: Strategy) -> Callable[[int], int] | None:
         strategy = strategy.current
     if type(strategy) is RandomWalk:
         return strategy.rng._randbelow  # type: ignore[attr-defined, no-any-return]
+    return None
+
+
+def _below(getrandbits: Callable[[int], int], n: int) -> int:
+    # random.Random._randbelow_with_getrandbits, as the harness writes it out (see fast_bits)
+    k = n.bit_length()
+    r = getrandbits(k)
+    while r >= n:
+        r = getrandbits(k)
+    return r
+
+
+def _same_draws() -> bool:
+    """Whether :func:`_below` draws what ``Random._randbelow`` does on this Python."""
+    ours, theirs = random.Random(1), random.Random(1)
+    return all(
+        _below(ours.getrandbits, n) == theirs._randbelow(n)  # type: ignore[attr-defined]
+        for n in [*range(1, 70), *range(1, 70)]
+    )
+
+
+_WRITTEN_OUT = _same_draws()
+
+
+def fast_bits(strategy: Strategy) -> Callable[[int], int] | None:
+    """For :class:`RandomWalk` (also as the portfolio's member of this run), when
+    ``Random._randbelow`` is the rejection sampling of ``getrandbits`` that
+    :func:`_below` writes out (checked at import): its generator's ``getrandbits``,
+    for the harness to draw a decision without calling a Python function; else
+    ``None``. The same decisions as :func:`fast_draw`'s, drawn the same way."""
+    if type(strategy) is Portfolio:
+        strategy = strategy.current
+    if type(strategy) is RandomWalk and _WRITTEN_OUT:
+        return strategy.rng.getrandbits
     return None
 
 
