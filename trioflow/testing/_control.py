@@ -271,11 +271,12 @@ class Controller(trio.abc.Instrument):
         run is runnable: the run is not settled) or ``_SETTLE`` (decided, or stopping)."""
         if self.error is not None:
             return _SETTLE
-        context = _trio_run.GLOBAL_RUN_CONTEXT
-        current = context.task
-        for task in (*context.runner.runq, *self.current_batch, *self.held):
-            if task is not current and (task._parent_nursery is nursery or _descends_from(task, nursery)):
-                return _OTHERS_FIRST
+        current = _trio_run.GLOBAL_RUN_CONTEXT.task
+        # (the running batch first: the workers that an instant woke together are there)
+        for tasks in (self.current_batch, self.runq, self.held):
+            for task in tasks:
+                if task is not current and (task._parent_nursery is nursery or _descends_from(task, nursery)):
+                    return _OTHERS_FIRST
         if self._quiet():
             return _AT_ONCE
         return _SETTLE if self.next_decision("handover", (self.labels.get(current, "?"),)) == 0 else _AT_ONCE
