@@ -66,6 +66,34 @@ async def test_a_run_inside_a_step_gives_the_step_back_its_context(anyio_backend
 
 
 @pytest.mark.anyio
+async def test_a_run_cancelled_mid_step_leaves_no_step_behind(anyio_backend: Any) -> None:
+    # the run's own task runs its first step: cancelled there, it must not be
+    # left looking like that step to the code that catches the cancellation
+    flow = Flow("f")
+
+    @flow.step
+    async def slow() -> None:
+        await anyio.sleep(10)
+
+    with anyio.move_on_after(0.01) as scope:
+        await flow.run()
+    assert scope.cancelled_caught
+    with pytest.raises(RuntimeError, match="^" + re.escape(OUTSIDE) + "$"):
+        trioflow.current_step()
+
+    # and a run inside a step, cancelled there, gives the step back its context
+    outer = Flow("outer")
+
+    @outer.step
+    async def host() -> str:
+        with anyio.move_on_after(0.01):
+            await flow.run()
+        return trioflow.current_step().name
+
+    assert (await outer.run())["host"] == "host"
+
+
+@pytest.mark.anyio
 async def test_current_step_inside_steps(anyio_backend: Any) -> None:
     seen: list[tuple[str, int, int | None, str | None]] = []
     flow = Flow("f")

@@ -1083,6 +1083,44 @@ async def test_step_swallowing_nothing_outside_cancellation_propagates_cancelled
     assert scope.cancelled_caught
 
 
+@pytest.mark.anyio
+async def test_outside_cancellation_of_a_wide_fan_out_of_mixed_steps(anyio_backend: Any) -> None:
+    # a plain step's worker ends quietly with its step's cancellation (trio), a
+    # retrying step's raises it: either way the caller's scope gets one plain
+    # cancellation, after every step's cleanup, and every step is cancelled
+    cleaned: list[str] = []
+    events: list[trioflow.Event] = []
+    flow = Flow("wide")
+
+    def sleeper(name: str) -> Callable[[], Any]:
+        async def step() -> None:
+            try:
+                await anyio.sleep(100)
+            finally:
+                cleaned.append(name)
+
+        return step
+
+    for i in range(40):
+        name = f"s{i}"
+        flow.add(sleeper(name), name=name, retry=Retry(max_attempts=2) if i % 7 == 0 else None)
+    caught: list[BaseException] = []
+    with anyio.move_on_after(0.05) as scope:
+        try:
+            await flow.run(on_event=events.append)
+        except BaseException as exc:
+            caught.append(exc)
+            raise
+    assert scope.cancelled_caught
+    assert [type(exc) for exc in caught] == [anyio.get_cancelled_exc_class()]
+    assert sorted(cleaned) == sorted(f"s{i}" for i in range(40))
+    cancelled = [e for e in events if isinstance(e, trioflow.StepCancelled)]
+    assert sorted(e.step for e in cancelled) == sorted(f"s{i}" for i in range(40))
+    assert all(e.started for e in cancelled)
+    assert [e.status for e in events if isinstance(e, trioflow.RunFinished)] == ["cancelled"]
+    await anyio.lowlevel.checkpoint()  # the caller's task goes on, not cancelled
+
+
 # -- sequential == parallel; both backends --------------------------------------------------
 
 

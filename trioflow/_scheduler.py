@@ -87,6 +87,7 @@ _NO_USAGE: Mapping[str, float] = MappingProxyType({})
 _SKIPPED = StepStatus.SKIPPED
 _SUCCEEDED = StepStatus.SUCCEEDED
 _UNREAD: Any = object()  # a unit's limit key, before limit_key is called
+_ITEM_BITS = (1 << 32) - 1  # the bits of a unit's heap key that tell one item of a map step
 
 # A run's recorder hook: called as (name, status, value, kept, error, attempts,
 # started_at, finished_at, usage) the moment a step reaches its final status:
@@ -299,8 +300,8 @@ class _Group:
     def __init__(self, counters: tuple[_Counter, ...], run_id: str | None) -> None:
         self.counters = counters
         self.run_id = run_id  # the run's id (for current_step())
-        # (heap key, unit); in a plain run, a plain step's state until its unit is taken
-        self.heap: list[tuple[int, Any]] = []
+        # (heap key, unit); in a plain run, the ready queue: heap keys only (see Run._unit_at)
+        self.heap: list[Any] = []
         self.parked = False
 
 
@@ -314,7 +315,7 @@ class _PlanRuntime:
     over nothing (see ``_StepState.quick``).
     """
 
-    __slots__ = ("__weakref__", "free", "maps", "order", "quick")
+    __slots__ = ("__weakref__", "free", "index_at", "maps", "order", "quick")
 
     def __init__(self, plan: Plan) -> None:
         nodes = plan.nodes
@@ -322,6 +323,7 @@ class _PlanRuntime:
         self.order = [0] * len(nodes)
         for position, node in enumerate(ranked):
             self.order[node.index] = position << 32
+        self.index_at = [node.index for node in ranked]  # place in that order -> step index
         self.quick = [
             not s.limiters and s.max_concurrent is None and s.retry is None and s.timeout is None
             and s.map_over is None
@@ -342,16 +344,21 @@ def _runtime(plan: Plan) -> _PlanRuntime:
     return runtime
 
 
-class _Unit:
-    """One schedulable piece of work: a plain step, or one item of a map step."""
+class _Item:
+    """One item of a map step, as the scheduler runs it.
+
+    A worker runs *units*: a plain step is its own unit (its
+    :class:`_StepState`, so a wide fan-out keeps one object per step), a map
+    step has one :class:`_Item` per item. Both have the fields below.
+    """
 
     __slots__ = ("attempt", "gate_key", "held", "item", "kwargs", "order", "state", "woken")
 
-    def __init__(self, state: _StepState, item: int | None) -> None:
+    def __init__(self, state: _StepState, item: int) -> None:
         self.state = state
-        self.item = item
+        self.item: int | None = item
         self.attempt = 0  # the attempt running now (for current_step())
-        self.order = state.order if item is None else state.order + item + 1  # the heap key
+        self.order = state.order + item + 1  # the heap key
         self.held: tuple[Line, ...] = ()  # keyed slots held while the unit runs
         self.gate_key: Hashable = _UNREAD  # limit_key's answer, for keyed limits
         self.kwargs: dict[str, Any] | None = None  # read for limit_key: the first attempt's
@@ -359,17 +366,24 @@ class _Unit:
 
     def step_context(self) -> StepContext:
         """What ``current_step()`` gives inside the unit's attempt (made only when asked)."""
-        st = self.state
-        usage = st.usage
-        if usage is _NO_USAGE:  # (a step's usage dict is made when first asked for)
-            usage = st.usage = {}
-        return StepContext(st.name, self.attempt, self.item, st.group.run_id, usage)
+        return _step_context(self.state, self.attempt, self.item)
 
     @property
     def key(self) -> tuple[float, int, int]:
         """The unit's priority, comparable across runs and plans (rate and keyed lines)."""
-        node = self.state.node
-        return (-node.rank, node.index, -1 if self.item is None else self.item)
+        return _unit_key(self.state, self.item)
+
+
+def _step_context(st: _StepState, attempt: int, item: int | None) -> StepContext:
+    usage = st.usage
+    if usage is _NO_USAGE:  # (a step's usage dict is made when first asked for)
+        usage = st.usage = {}
+    return StepContext(st.name, attempt, item, st.group.run_id, usage)
+
+
+def _unit_key(st: _StepState, item: int | None) -> tuple[float, int, int]:
+    node = st.node
+    return (-node.rank, node.index, -1 if item is None else item)
 
 
 class _StepState:
@@ -382,11 +396,18 @@ class _StepState:
     """
 
     __slots__ = (
-        "__dict__", "attempts", "finished_at", "group", "name", "node", "order", "pending", "quick",
-        "ready_at", "started_at", "status", "value",
+        "__dict__", "attempt", "attempts", "finished_at", "group", "name", "node", "order", "pending",
+        "quick", "ready_at", "started_at", "status", "value",
     )
 
-    # made when the step's current_step() is first asked for (see _Unit.step_context)
+    # as the unit that runs the step (a plain step's own; see _Item)
+    item: int | None = None
+    held: tuple[Line, ...] = ()
+    gate_key: Hashable = _UNREAD
+    kwargs: dict[str, Any] | None = None
+    woken: Line | None = None
+
+    # made when the step's current_step() is first asked for (see _step_context)
     usage: dict[str, float] = _NO_USAGE  # type: ignore[assignment]
     error: BaseException | None = None
     skip_cause: str | None = None
@@ -425,6 +446,25 @@ class _StepState:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.ready_at: float | None = None  # when its last dependency finished (None: at the run's start)
+        self.attempt = 0  # as a unit: the attempt running now (for current_step())
+
+    @property
+    def state(self) -> _StepState:
+        """As a unit: the step it runs, itself."""
+        return self
+
+    def step_context(self) -> StepContext:
+        """As a unit: what ``current_step()`` gives inside its attempt."""
+        return _step_context(self, self.attempt, None)
+
+    @property
+    def key(self) -> tuple[float, int, int]:
+        """As a unit: its priority (see :attr:`_Item.key`)."""
+        return _unit_key(self, None)
+
+
+# what a worker runs: a plain step's state, or one item of a map step
+_Unit = _Item | _StepState
 
 
 @attrs.frozen
@@ -510,6 +550,7 @@ class Run:
         self.settling = 0  # quiescent mode: workers waiting for the instant to settle
         self.stopping = False
         self.hasty = False  # quiescent mode: fail-fast's cancellation lands as under plain trio
+        self.cut = False  # a worker ended with its step's cancellation (trio), see _work
         self.failures: list[_StepState] = []
         self.stop_at = math.inf  # when fail-fast stopped the run (the first failure)
         # units waiting to retry: unit -> (the failed attempt's error, attempt, when it failed)
@@ -569,6 +610,8 @@ class Run:
         self.plain = all(st.group is free for st in states)
         if self.plain:
             self.ready = free.heap
+            self.index_at = runtime.index_at
+            self.items: dict[int, _Item] = {}  # a plain run's queued map items, by heap key
             if gates:  # rate limits or keyed limiters: passed as each unit is taken
                 self._take = self._take_gated  # type: ignore[method-assign]
 
@@ -688,7 +731,9 @@ class Run:
     def _push(self, unit: _Unit) -> None:
         if self.plain:
             self.queued += 1
-            heapq.heappush(self.ready, (unit.order, unit))
+            if type(unit) is _Item:
+                self.items[unit.order] = unit
+            heapq.heappush(self.ready, unit.order)
             return
         group = unit.state.group
         self.queued += 1
@@ -700,13 +745,29 @@ class Run:
         if better and not group.parked:
             heapq.heappush(self.ready, (unit.order, next(self._seq), group))
 
+    def _unit_at(self, key: int) -> _Unit:
+        """The unit of a key taken from a plain run's ready queue.
+
+        That queue holds heap keys only (one int per unit, no tuple: fewer
+        objects for the garbage collector while a wide fan-out waits). A
+        step's key is its place in the order shifted left 32 bits, an item's
+        has its index + 1 below.
+        """
+        if key & _ITEM_BITS:
+            return self.items.pop(key)
+        return self.states[self.index_at[key >> 32]]
+
+    def _peek_at(self, key: int) -> _Unit:
+        """:meth:`_unit_at`, leaving the unit queued."""
+        if key & _ITEM_BITS:
+            return self.items[key]
+        return self.states[self.index_at[key >> 32]]
+
     def _take(self) -> _Unit | None:
         if self.plain:
             if self.ready:
                 self.queued -= 1
-                entry = heapq.heappop(self.ready)[1]
-                taken: _Unit = entry if type(entry) is _Unit else _Unit(entry, None)
-                return taken
+                return self._unit_at(heapq.heappop(self.ready))
             return None
         if self.gate_waiting:
             self._grant_due()
@@ -805,7 +866,7 @@ class Run:
             return
         node = st.node
         if node.spec.map_over is None:
-            self._push(_Unit(st, None))
+            self._push(st)
             return
         if node.map_source is not None:
             source = self.states[node.map_source].value
@@ -860,7 +921,7 @@ class Run:
             self._step_succeeded(st, st.item_values, 0, now)
             return
         for i in todo:
-            self._push(_Unit(st, i))
+            self._push(_Item(st, i))
 
     # -- rate limits and keyed limiters ------------------------------------------------
 
@@ -880,9 +941,7 @@ class Run:
             self._grant_due()
         ready = self.ready
         while ready:
-            unit = heapq.heappop(ready)[1]
-            if type(unit) is not _Unit:
-                unit = _Unit(unit, None)
+            unit = self._unit_at(heapq.heappop(ready))
             self.queued -= 1
             if unit.state.gates and not self._admit(unit):
                 continue  # it waits in a line, holding nothing
@@ -1273,7 +1332,7 @@ class Run:
                         if hand_over and not self.ready:
                             return child
                         self.queued += 1
-                        heapq.heappush(self.ready, (child.order, _Unit(child, None)))
+                        heapq.heappush(self.ready, child.order)
                     else:
                         self._make_ready(child)
             elif child.pending == 1 and child.status is None and child.node.map_source is not None:
@@ -1351,7 +1410,7 @@ class Run:
                 down.item_status[i] = StepStatus.SUCCEEDED  # type: ignore[index]
                 down.items_left -= 1
             else:
-                self._push(_Unit(down, i))
+                self._push(_Item(down, i))
         if not down.items_left and down.status is None:  # every item was recorded earlier
             now = self.now()
             if down.started_at is None:
@@ -1400,14 +1459,14 @@ class Run:
             used: dict[int, float] = {}  # internal limiter -> slots taken in this walk
             tokens: dict[int, float] = {}  # external limiter -> tokens left in this walk
             if self.plain:
-                groups = {id(self.free): self.free}
+                units = [(key, self._peek_at(key)) for key in sorted(self.ready)]
             else:
                 groups = {id(g): g for _, _, g in self.ready if not g.parked and g.heap}
-            units = sorted((entry for g in groups.values() for entry in g.heap), key=lambda e: e[0])
+                units = sorted((entry for g in groups.values() for entry in g.heap), key=lambda e: e[0])
             for _, unit in units:
                 if free < 1:
                     break
-                st = unit.state if type(unit) is _Unit else unit  # (see _Group.heap)
+                st = unit.state
                 group = st.group
                 if any(c.in_use + used.get(id(c), 0) >= c.capacity for c in group.counters):
                     continue
@@ -1558,12 +1617,15 @@ class Run:
         streak = 0
         now = self.now
         # A quick step (see _StepState.quick) runs inline, in this loop, when no
-        # hook, event callback or value hook wants to see its attempt.
-        inline = not self.hooks and self.on_event is None and self.on_value is None
+        # attempt hook wants to surround its attempt (events are sent from here).
+        inline = not self.hooks
+        on_value = self.on_value  # (a store's: what it keeps of the value, see _durable)
         on_trio = self.be is _TRIO
         plain = self.plain and self.domain is None  # (rate and keyed limits: _take_gated)
         ready = self.ready
         heappop = heapq.heappop
+        if plain:  # (_unit_at, inline)
+            states, index_at, items = self.states, self.index_at, self.items
         # a worker may run the next step of a chain with no queue in between (not
         # under the harness, whose quiescent mode counts the queued units)
         hand_over = plain and not self.quiescent
@@ -1596,6 +1658,7 @@ class Run:
                 await checkpoint_if_cancelled()
             checked = False
             st = unit.state
+            quick = False
             try:
                 if inline and st.quick:
                     # the one attempt of _attempts, without its options
@@ -1609,28 +1672,11 @@ class Run:
                         at = None
                     else:
                         st.attempts = 1
-                        st.started_at = now() if at is None else at
+                        started = st.started_at = now() if at is None else at
                         unit.attempt = 1
-                        # (no token kept while the step runs: one object less per waiting step)
-                        _current.set(unit)
-                        try:
-                            value = await (spec.fn() if kwargs is None else spec.fn(**kwargs))
-                        except Exception as exc:
-                            _current.set(outer)
-                            error: Exception = exc if on_trio else explain(exc, f"step {st.name!r}")
-                            self._unit_failed(unit, error, 1, now())
-                            at = None
-                        except BaseException:
-                            if not scout:  # (a scout's task ends with it: nothing to set back)
-                                _current.set(outer)
-                            raise
-                        else:
-                            _current.set(outer)
-                            at = now()
-                            self.busy -= 1  # (_release: a quick unit holds no limiter)
-                            if unit.held:  # (but keyed slots)
-                                self._give_back(unit)
-                            handed = self._step_succeeded(st, value, 1, at, None, hand_over)
+                        quick = True
+                        if self.on_event is not None:
+                            self._emit(_ev.StepStarted(st.name, 1, started, None, elapsed=started - self.started_at))
                 elif st.external:
                     at = None
                     await self._execute(unit)
@@ -1640,14 +1686,59 @@ class Run:
             except Exception as exc:  # the engine's own error: never a bare group
                 at = None
                 self._engine_failed(unit, exc)
+            except trio.Cancelled:  # (as below: the run raises it once, see execute())
+                self.cut = True
+                return
+            if quick:
+                # The step's await is in one handler only (none of the engine's
+                # around it): a cancellation unwinds it as cheaply as a task
+                # written by hand. No token is kept while the step runs (one
+                # object less per waiting step): a scout's task ends with a
+                # cancellation, and execute() sets the run's own task back.
+                _current.set(unit)
+                try:
+                    value = await (spec.fn() if kwargs is None else spec.fn(**kwargs))
+                    kept = None if on_value is None else on_value(st.name, None, value)
+                except Exception as exc:
+                    _current.set(outer)
+                    at = None
+                    try:
+                        error: Exception = exc if on_trio else explain(exc, f"step {st.name!r}")
+                        self._unit_failed(unit, error, 1, now())
+                    except Exception as engine_error:
+                        self._engine_failed(unit, engine_error)
+                except trio.Cancelled:
+                    # Cancelled from outside the step (the run's task group, or the
+                    # caller's scope): the worker ends here, and execute() raises the
+                    # cancellation once for the run, so that a wide fan-out cancelled
+                    # from outside does not end in a group of one per task.
+                    self.cut = True
+                    if not scout:
+                        _current.set(outer)
+                    return
+                else:
+                    _current.set(outer)
+                    at = now()
+                    try:
+                        self.busy -= 1  # (_release: a quick unit holds no limiter)
+                        if unit.held:  # (but keyed slots)
+                            self._give_back(unit)
+                        if self.on_event is not None:
+                            self._emit(
+                                _ev.StepSucceeded(st.name, 1, at, at - started, None, elapsed=at - self.started_at)
+                            )
+                        handed = self._step_succeeded(st, value, 1, at, kept, hand_over)
+                    except Exception as exc:
+                        at = None
+                        self._engine_failed(unit, exc)
             if self.quiescent and self._contended() and self._settles():
                 await self._settle_instant()
             if handed is not None:  # the next step of a chain: this worker runs it
                 # (in the slot the step before gave back: nothing else is ready)
                 if self.stopping and now() > self.stop_at:
-                    self._push(_Unit(handed, None))  # (a stopped run never takes it)
+                    self._push(handed)  # (a stopped run never takes it)
                     return
-                unit = _Unit(handed, None)  # (a new one: the context var may still hold the old)
+                unit = handed
                 handed = None
                 self.busy += 1
                 continue
@@ -1657,9 +1748,8 @@ class Run:
                 if not ready:
                     return
                 self.queued -= 1
-                unit = heappop(ready)[1]
-                if type(unit) is not _Unit:
-                    unit = _Unit(unit, None)
+                key = heappop(ready)
+                unit = states[index_at[key >> 32]] if not key & _ITEM_BITS else items.pop(key)
             else:
                 next_unit = self._take()
                 if next_unit is None:
@@ -1955,10 +2045,8 @@ class Run:
                     initial = [st for st in self.states if st.pending == 0 and st.status is None]
                     if self.plain and not self.plan.conditional:
                         # the first units at once, in one heap
-                        # (a step's unit is made as it is taken: fewer objects for the
-                        # garbage collector to go through while a wide fan-out runs)
                         heap = self.ready
-                        heap.extend((st.order, st) for st in initial if st.node.spec.map_over is None)
+                        heap.extend(st.order for st in initial if st.node.spec.map_over is None)
                         heapq.heapify(heap)
                         self.queued += len(heap)
                         if len(heap) < len(initial):
@@ -1975,7 +2063,14 @@ class Run:
                         self._dispatch()
                     else:
                         # this task is the run's first worker: no task to start for a chain
-                        await self._work(False, self.returns)
+                        outer = _current.get(None)
+                        try:
+                            await self._work(False, self.returns)
+                        except BaseException:
+                            _current.set(outer)  # (left at the step the worker was running)
+                            raise
+                if self.cut:  # (workers ended with their steps' cancellation: is it the caller's?)
+                    await be.checkpoint_if_cancelled()
                 ended = True
             except BaseExceptionGroup as group:
                 # our own nursery wrapped it: KeyboardInterrupt, SystemExit and
@@ -2048,9 +2143,15 @@ class Run:
                 st.error = ExceptionGroup(f"{len(ordered)} items of map step {st.name!r} failed", ordered)
 
     def _cancel_unfinished(self) -> None:
+        cancelled = StepStatus.CANCELLED
+        if self.recorder is None and self.on_event is None:  # (the common case, a cancelled wide fan-out)
+            for st in self.states:
+                if st.status is None:
+                    st.status = cancelled
+            return
         for st in self.states:
             if st.status is None:
-                st.status = StepStatus.CANCELLED
+                st.status = cancelled
                 self._record(st)
                 if self.on_event is not None:
                     self._emit(
