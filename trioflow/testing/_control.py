@@ -434,7 +434,22 @@ class Controller(trio.abc.Instrument):
             return
         tasks = batch[:]
         batch.clear()
-        self._hold(tasks, batch)
+        held = self.held
+        if held:
+            self._hold(tasks, batch)
+        else:
+            # (the usual case: trio's batch is sorted oldest first, and nothing is held
+            # back between its passes, so the run's tasks join the line in order)
+            labels = self.labels
+            keys, names = self.held_keys, self.held_labels
+            for task in tasks:
+                label = labels.get(task)
+                if label is None:
+                    batch.append(task)
+                else:
+                    held.append(task)
+                    keys.append(task._counter)
+                    names.append(label)
         self._decide(batch)
 
     def _run_all(self, batch: list[trio.lowlevel.Task]) -> None:
