@@ -122,8 +122,8 @@ quiescent_scheduling: contextvars.ContextVar[bool] = contextvars.ContextVar(
 # once, as a production run does. The harness lets its schedules decide, so
 # it sees both behaviours. If the object also has an async
 # ``wait_all_tasks_blocked()``, wait_all_tasks_blocked below uses it (the
-# harness's own signal that every task is blocked); if it has an async
-# ``settle(nursery)``, that both decides and waits, in one call.
+# harness's own signal that every task is blocked); if it has a
+# ``settle(nursery)``, that decides, and returns what to await (None: go on).
 settle_decision: contextvars.ContextVar[Callable[[Any], bool] | None] = contextvars.ContextVar(
     "trioflow_settle_decision", default=None
 )
@@ -840,7 +840,9 @@ class Run:
         self.settling += 1
         try:
             if self.settle_hook is not None:
-                await self.settle_hook(self.nursery)
+                waiting = self.settle_hook(self.nursery)  # (None: take the slot at once)
+                if waiting is not None:
+                    await waiting
             else:
                 await wait_all_tasks_blocked()
         finally:

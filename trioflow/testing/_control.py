@@ -44,7 +44,7 @@ import math
 import operator
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Iterable, Iterator, Sequence
 from types import CodeType
 from typing import Any, Final
 
@@ -120,7 +120,7 @@ class EngineHooks:
         self._handover = controller.handover
         self.wait_all_tasks_blocked = controller.wait_settled
         # the hand-over decision and the settling in one call (``settle(nursery)``)
-        self.settle = controller.wait_settled
+        self.settle = controller.settle
         # fail-fast's cancellation: when it lands is a decision too (see Controller.cancel_decision)
         self.cancel_cohort = controller.cancel_cohort
         self.cancel_decision = controller.cancel_decision
@@ -357,7 +357,7 @@ class Controller(trio.abc.Instrument):
             return False
         return runner.deadlines.next_deadline() > self.clock._virtual_base
 
-    async def wait_settled(self, nursery: trio.Nursery | None = None) -> None:
+    async def wait_settled(self) -> None:
         """Wait until every task is blocked: :func:`trio.testing.wait_all_tasks_blocked`,
         event-driven.
 
@@ -367,22 +367,27 @@ class Controller(trio.abc.Instrument):
         that would be the only one to run anyway does not wait at all (it
         still checks for cancellation). Trio's own version waits for a full
         pass of its loop to go by idle, once per wake-up.
+        """
+        waiting = self.settle(None)
+        assert waiting is not None  # (with no nursery, it always waits or checks for cancellation)
+        await waiting
 
-        With the run's *nursery*, the engine's ``settle`` at a contended slot:
-        first :meth:`handover` decides whether to wait at all (the decision
-        and the wait in one call, as the engine makes it at most task steps).
+    def settle(self, nursery: trio.Nursery | None) -> Awaitable[None] | None:
+        """The engine's ``settle(nursery)`` at a contended slot: :meth:`handover` decides
+        whether to wait at all, and what to await is returned (``None``: take the slot at
+        once), so that a wait costs the engine no coroutine of the harness's. With no
+        *nursery*, the wait of :meth:`wait_settled`.
         """
         why = _SETTLE if nursery is None else self._handover(nursery)
         if why == _AT_ONCE:
-            return
+            return None
         # (with another task of the run runnable, the run has not settled)
         if why == _SETTLE and self.error is None and self._quiet(settling=True):
             # Every other task is blocked, or waits here: the run has settled.
             # Those waiting go on after this one (in the next batch, oldest
             # first), as they would once this one waited too.
             self._wake_settling()
-            await trio.lowlevel.checkpoint_if_cancelled()
-            return
+            return trio.lowlevel.checkpoint_if_cancelled()  # noqa: ASYNC105 (the engine awaits it at once)
         task = _trio_run.GLOBAL_RUN_CONTEXT.task
         settling = self.settling
         settling.append(task)
@@ -391,7 +396,7 @@ class Controller(trio.abc.Instrument):
             settling.remove(task)
             return trio.lowlevel.Abort.SUCCEEDED
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        return trio.lowlevel.wait_task_rescheduled(abort)  # noqa: ASYNC105 (the engine awaits it at once)
 
     def _wake_settling(self) -> None:
         settling = self.settling
