@@ -340,22 +340,20 @@ class Controller(trio.abc.Instrument):
         are allowed, as blocked), no callback queued, no deadline due, no
         thread call waiting or running uncontrolled, no task waiting for real I/O.
         """
-        runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
         if (
-            runner.runq
+            self.runq
             or self.current_batch
             or self.held
             or (self.settling and not settling)
-            or runner.waiting_for_idle
+            or self.runner.waiting_for_idle
+            or self.thread_calls
+            or self.threads.free
+            or self.io_real_time
+            or self.callbacks
+            or self.idempotent_callbacks
         ):
             return False
-        threads = self.threads
-        if threads.pending or threads.free or self.io_real_time:
-            return False
-        entry = runner.entry_queue
-        if entry.queue or entry.idempotent_queue:
-            return False
-        return runner.deadlines.next_deadline() > self.clock._virtual_base
+        return self.deadlines.next_deadline() > self.clock._virtual_base
 
     async def wait_settled(self) -> None:
         """Wait until every task is blocked: :func:`trio.testing.wait_all_tasks_blocked`,
