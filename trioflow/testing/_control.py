@@ -353,7 +353,8 @@ class Controller(trio.abc.Instrument):
             or self.idempotent_callbacks
         ):
             return False
-        return self.deadlines.next_deadline() > self.clock._virtual_base
+        due: float = self.deadlines.next_deadline()
+        return due > self.clock._virtual_base
 
     async def wait_settled(self) -> None:
         """Wait until every task is blocked: :func:`trio.testing.wait_all_tasks_blocked`,
