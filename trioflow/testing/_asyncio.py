@@ -30,9 +30,10 @@ The flow engine runs in the same *quiescent mode* as on trio
 waiting for the run to settle (:meth:`_VirtualLoop.wait_settled`) once
 nothing is ready, no timer is due and no executor call waits, before the
 clock moves on; fail-fast's cancellation waits until after them
-(:meth:`_VirtualLoop.wait_settled_last`); and whether a freed slot is handed
-over at once or after the run settles is a ``"handover"`` decision
-(:meth:`_VirtualLoop.handover`), as on trio.
+(:meth:`_VirtualLoop.wait_settled_last`), or lands as under plain asyncio, a
+``"cancel"`` decision (:meth:`_VirtualLoop.cancel_decision`); and whether a
+freed slot is handed over at once or after the run settles is a
+``"handover"`` decision (:meth:`_VirtualLoop.handover`), as on trio.
 
 What is not covered on asyncio (see :doc:`testing`): wait-for cycles
 (asyncio's locks have no owner), and threads started by other means
@@ -165,12 +166,18 @@ class _EngineHooks:
     """What the engine's quiescent mode asks the harness (``trioflow._scheduler.settle_decision``),
     the asyncio loop's side of :class:`._control.EngineHooks`."""
 
-    __slots__ = ("_loop", "wait_all_tasks_blocked", "wait_settled_last")
+    __slots__ = (
+        "_loop", "cancel_cohort", "cancel_decision", "wait_all_tasks_blocked", "wait_cohort", "wait_settled_last",
+    )
 
     def __init__(self, loop: _VirtualLoop) -> None:
         self._loop = loop
         self.wait_all_tasks_blocked = loop.wait_settled
         self.wait_settled_last = loop.wait_settled_last
+        # fail-fast's cancellation: when it lands is a decision too (see _VirtualLoop.cancel_decision)
+        self.cancel_cohort = loop.cancel_cohort
+        self.cancel_decision = loop.cancel_decision
+        self.wait_cohort = loop.wait_cohort
 
     def __call__(self, nursery: Any) -> bool:
         return self._loop.handover(nursery)
@@ -206,6 +213,8 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
         # those waiting until after them (see wait_settled, wait_settled_last)
         self._settling: list[asyncio.Future[None]] = []
         self._settling_last: list[asyncio.Future[None]] = []
+        # fail-fast's cancellation waiting for the tasks of the failure's batch (wait_cohort)
+        self._cohort_waiter: tuple[asyncio.Future[None], tuple[int, frozenset[str]]] | None = None
 
     def time(self) -> float:
         return self._virtual
@@ -240,6 +249,8 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
         label = self._ctl.labels.pop(task, None)
         if label is not None:
             self._ctl._trace.append((self._virtual, "exit", label, ""))
+            if self._cohort_waiter is not None:
+                self._wake_cohort_waiter()
 
     def _label(self, handle: asyncio.Handle) -> str:
         callback = handle._callback  # type: ignore[attr-defined]
@@ -348,6 +359,8 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
                 )
         if isinstance(owner, asyncio.Task):
             handle._run()
+            if self._cohort_waiter is not None:
+                self._wake_cohort_waiter()
             return
         ready: Any = self._ready  # type: ignore[attr-defined]
         before = len(ready)
@@ -410,6 +423,61 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
         for future in waiting:
             if not future.done():  # (a cancelled wait)
                 future.set_result(None)
+
+    # -- when fail-fast's cancellation lands (see _control.Controller.cancel_decision)
+
+    def cancel_cohort(self) -> tuple[int, frozenset[str]]:
+        """At a fail-fast run's first failure: the tasks that plain asyncio would run
+        before the cancellation can land (the engine's cancelling task, started now,
+        takes its first step after every callback ready now), with where the trace
+        stands: those whose step is left in the batch being run or is ready (held
+        back by the last decision, or made ready by this batch), and those a
+        callback there wakes (a timer due at this instant, which plain asyncio
+        runs in the same iteration as the failure's)."""
+        labels = self._ctl.labels
+        cohort = frozenset(
+            label
+            for handle in (*self._batch, *self._ready)  # type: ignore[attr-defined]
+            for task in _woken(handle) or ()
+            if (label := labels.get(task)) is not None
+        )
+        return len(self._ctl._trace), cohort
+
+    def cancel_decision(self) -> bool:
+        """The engine asks, as fail-fast's cancellation is about to wait: wait until the
+        run settles (``0``), or land as under plain asyncio (``1``: once the tasks of
+        the failure's batch have run, while others may be between two awaits)?"""
+        ctl = self._ctl
+        if ctl.error is not None:
+            return False
+        current = asyncio.current_task(self)
+        label = ctl.labels.get(current, "?") if current is not None else "?"
+        return ctl.next_decision("cancel", (label,)) != 0
+
+    async def wait_cohort(self, cohort: tuple[int, frozenset[str]]) -> None:
+        """Wait until every task of *cohort* (see :meth:`cancel_cohort`) has run a
+        step since, or ended. Event-driven (checked as each task step ends), so
+        that no strategy can starve the cohort by running the waiting task."""
+        if self._cohort_done(cohort):
+            await anyio.lowlevel.checkpoint()
+            return
+        future: asyncio.Future[None] = self.create_future()
+        self._cohort_waiter = (future, cohort)
+        try:
+            await future
+        finally:
+            self._cohort_waiter = None
+
+    def _cohort_done(self, cohort: tuple[int, frozenset[str]]) -> bool:
+        start, waiting = cohort
+        return waiting <= {label for _, kind, label, _ in self._ctl._trace[start:] if kind in ("step", "exit")}
+
+    def _wake_cohort_waiter(self) -> None:
+        waiter = self._cohort_waiter
+        if waiter is not None and self._cohort_done(waiter[1]):
+            self._cohort_waiter = None
+            if not waiter[0].done():
+                waiter[0].set_result(None)
 
     def handover(self, nursery: Any) -> bool:
         """The engine asks: settle before taking a freed slot (True), or take it at once?
