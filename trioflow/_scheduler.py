@@ -122,7 +122,8 @@ quiescent_scheduling: contextvars.ContextVar[bool] = contextvars.ContextVar(
 # once, as a production run does. The harness lets its schedules decide, so
 # it sees both behaviours. If the object also has an async
 # ``wait_all_tasks_blocked()``, wait_all_tasks_blocked below uses it (the
-# harness's own signal that every task is blocked).
+# harness's own signal that every task is blocked); if it has a
+# ``settle(nursery)``, that decides, and returns what to await (None: go on).
 settle_decision: contextvars.ContextVar[Callable[[Any], bool] | None] = contextvars.ContextVar(
     "trioflow_settle_decision", default=None
 )
@@ -541,6 +542,8 @@ class Run:
         self.be = current_backend()
         self.quiescent = quiescent_here(self.be is _TRIO)
         self.settle_decision = settle_decision.get() if self.quiescent else None
+        # the decision and the settling in one call, where the hooks have it (see _settle_instant)
+        self.settle_hook: Callable[[Any], Any] | None = getattr(self.settle_decision, "settle", None)
         # the clock's own bound method: one call per reading on the hot path
         self.now: Callable[[], float] = (
             trio.lowlevel.current_clock().current_time if self.be is _TRIO else self.be.current_time
@@ -819,8 +822,11 @@ class Run:
         )
 
     def _settles(self) -> bool:
-        """Quiescent mode: settle before taking a contended slot, unless the harness says not."""
-        return not self.hasty and (self.settle_decision is None or self.settle_decision(self.nursery))
+        """Quiescent mode: settle before taking a contended slot, unless the harness says not
+        (or will say so in ``_settle_instant``, if its hooks decide and settle in one call)."""
+        return not self.hasty and (
+            self.settle_decision is None or self.settle_hook is not None or self.settle_decision(self.nursery)
+        )
 
     def _release(self, unit: _Unit) -> None:
         self.busy -= 1
@@ -836,10 +842,16 @@ class Run:
                 counter.parked.clear()
 
     async def _settle_instant(self) -> None:
-        """Quiescent mode: wait until every task is blocked (the instant has settled)."""
+        """Quiescent mode: wait until every task is blocked (the instant has settled); with a
+        ``settle`` hook, the harness first decides whether to wait (see ``settle_decision``)."""
         self.settling += 1
         try:
-            await wait_all_tasks_blocked()
+            if self.settle_hook is not None:
+                waiting = self.settle_hook(self.nursery)  # (None: take the slot at once)
+                if waiting is not None:
+                    await waiting
+            else:
+                await wait_all_tasks_blocked()
         finally:
             self.settling -= 1
 
