@@ -2187,7 +2187,12 @@ class Run:
             states[i].__dict__.pop("items", None)
         return RunResult(
             flow=self.flow_name,
-            steps=LazySteps(self.plan.by_name, lambda i: _step_result(states[i]), self.options.functions),
+            steps=LazySteps(
+                self.plan.by_name,
+                lambda i: _step_result(states[i]),
+                self.options.functions,
+                lambda i: _step_fields(states[i]),
+            ),
             started_at=self.started_at,
             finished_at=self.finished_at,
             run_id=self.options.run_id,
@@ -2269,6 +2274,40 @@ def _step_result(st: _StepState) -> StepResult:
         _frozen_usage(st.usage),
         st.skip_reason,
         () if st.item_status is None else _item_results(st),
+    )
+
+
+def _step_fields(st: _StepState) -> tuple[Any, ...]:
+    """The fields of ``_step_result(st)``, in order, for comparing two runs'
+    steps without making their results (see :class:`LazySteps`); a map step's
+    items as their fields too."""
+    status = st.status
+    ended = status is StepStatus.SUCCEEDED or status is StepStatus.FAILED
+    items: tuple[Any, ...] = ()
+    if st.item_status is not None:
+        items = tuple(
+            (
+                f"{st.name}[{i}]",
+                StepStatus.CANCELLED if item is None else item,
+                st.item_values[i] if item is StepStatus.SUCCEEDED else None,
+                st.item_failures.get(i),
+                st.item_attempts[i],
+                st.item_times[i][0],
+                None if item is None else st.item_times[i][1],
+            )
+            for i, item in enumerate(st.item_status)
+        )
+    return (
+        st.name,
+        status,
+        st.value if status is StepStatus.SUCCEEDED else None,
+        st.error,
+        st.attempts,
+        st.started_at,
+        st.finished_at if ended else None,
+        st.usage,
+        st.skip_reason,
+        items,
     )
 
 
