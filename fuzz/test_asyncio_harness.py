@@ -11,7 +11,9 @@ every strategy there, and the same value as under the trio harness:
 * random flows of :func:`trioflow.testing.strategies.flows` (their step
   bodies on anyio), with limits and limiters, under ``continue`` (then equal
   to running the steps one by one) and ``fail_fast``: outcomes and every
-  step's start and finish time.
+  step's start and finish time; a flow whose outcome the asyncio harness
+  finds to depend on the schedule must depend on it under the trio harness
+  too.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trioflow.testing import check_deterministic
+from trioflow.testing import NonDeterminismError, check_deterministic
 from trioflow.testing.strategies import FlowCase, flows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -86,6 +88,14 @@ async def _summary(case: FlowCase, max_concurrent: int | None, error_handling: s
     return case.summary(result), times
 
 
+def _deterministic_on_trio(fn: Any, strategy: str) -> bool:
+    try:
+        check_deterministic(fn, runs=300, strategy=strategy, max_steps=MAX_STEPS)
+    except NonDeterminismError:
+        return False
+    return True
+
+
 @settings(max_examples=max(50, settings.default.max_examples // 5))
 @given(
     flows(),
@@ -100,8 +110,15 @@ def test_random_flows_give_the_trio_harness_value_on_asyncio(
     case.anyio_only = True  # (the step bodies sleep and checkpoint through anyio)
     fn = functools.partial(_summary, case, max_concurrent, error_handling, limited)
     with no_step_logs():
+        try:
+            got = check_deterministic(fn, runs=100, strategy=strategy, backend="asyncio", max_steps=MAX_STEPS)
+        except NonDeterminismError:
+            # the flow's outcome depends on the schedule (say, the items of a
+            # pipelined map step with a limit of its own become ready in either
+            # order): then it does under the trio harness too
+            assert not all(_deterministic_on_trio(fn, s) for s in STRATEGY_NAMES)
+            return
         expected = check_deterministic(fn, runs=30, max_steps=MAX_STEPS)
-        got = check_deterministic(fn, runs=100, strategy=strategy, backend="asyncio", max_steps=MAX_STEPS)
     assert got == expected
     if error_handling == "continue":
         assert got[0] == case.sequential()

@@ -67,7 +67,7 @@ def test_run_loop_sorts_by_counter_then_shuffles_and_pops_from_the_end() -> None
 
 def test_task_fields_used_by_the_harness() -> None:
     fields = {a.name for a in trio.lowlevel.Task.__attrs_attrs__}  # type: ignore[attr-defined]
-    for name in ("_counter", "_next_send", "_next_send_fn", "_abort_func", "coro", "name"):
+    for name in ("_counter", "_next_send", "_next_send_fn", "_abort_func", "_parent_nursery", "coro", "name"):
         require(name in fields, f"trio.lowlevel.Task has no attribute {name!r}")
     require(
         callable(getattr(trio.lowlevel.Task, "_attempt_abort", None)),
@@ -138,6 +138,8 @@ def test_internals_of_the_thread_runner_clock_and_locks() -> None:
         clock._virtual_base == clock.current_time() == 0.0,
         "MockClock._virtual_base no longer holds the virtual time of a clock at rate 0",
     )
+    clock.rate = 1.0
+    require(clock._rate == 1.0, "MockClock no longer keeps its rate in _rate")
     require(
         "self._owner" in inspect.getsource(trio_sync._LockImpl.acquire_nowait),
         "trio's locks no longer keep their owner in _owner",
@@ -197,6 +199,59 @@ def test_internals_of_the_instrument_table_conditions_and_semaphores() -> None:
         "await self._lot.park()" in inspect.getsource(trio_sync.Semaphore.acquire),
         "Semaphore.acquire no longer parks on _lot",
     )
+
+
+def test_the_waits_the_wait_for_graph_looks_at_have_known_abort_functions() -> None:
+    # The harness looks for a cycle only among tasks whose abort function is a
+    # ParkingLot's (locks, limiters, conditions) or a nursery's wait for its children.
+    from trioflow.testing._waitfor import GRAPH_WAITS
+
+    lock, limiter, condition = trio.Lock(), trio.CapacityLimiter(1), trio.Condition()
+    tasks: dict[str, trio.lowlevel.Task] = {}
+    aborts: dict[str, object] = {}
+
+    async def wait_on(name: str, what: trio.Lock | trio.CapacityLimiter) -> None:
+        tasks[name] = trio.lowlevel.current_task()
+        async with what:
+            pass
+
+    async def wait_for_notify() -> None:
+        tasks["condition"] = trio.lowlevel.current_task()
+        async with condition:
+            await condition.wait()
+
+    async def wait_for_children() -> None:
+        tasks["children"] = trio.lowlevel.current_task()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)
+
+    async def sleep() -> None:
+        tasks["sleep"] = trio.lowlevel.current_task()
+        await trio.sleep_forever()
+
+    async def main() -> None:
+        async with lock, limiter, trio.open_nursery() as nursery:
+            nursery.start_soon(wait_on, "lock", lock)
+            nursery.start_soon(wait_on, "limiter", limiter)
+            nursery.start_soon(wait_for_notify)
+            nursery.start_soon(wait_for_children)
+            nursery.start_soon(sleep)
+            await trio.testing.wait_all_tasks_blocked()
+            aborts.update((name, task._abort_func) for name, task in tasks.items())
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert sorted(aborts) == ["children", "condition", "limiter", "lock", "sleep"]
+    for name, abort in aborts.items():
+        code = getattr(abort, "__code__", None)
+        if name == "sleep":
+            require(code not in GRAPH_WAITS, "a sleeping task's abort function counts as a ParkingLot's")
+        else:
+            require(
+                code in GRAPH_WAITS,
+                f"a task waiting on a {name} has an abort function that the wait-for graph does not "
+                f"know (trioflow.testing._waitfor.GRAPH_WAITS)",
+            )
 
 
 def test_asyncio_loop_internals_used_by_the_asyncio_backend() -> None:

@@ -285,3 +285,59 @@ def test_the_repr_of_a_big_result_counts_its_steps() -> None:
         f"RunResult(flow='one', steps={dict(small.steps)!r}, started_at={small.started_at!r}, "
         f"finished_at={small.finished_at!r}, run_id=None)"
     )
+
+
+def _compared_flow(bad_item: int) -> Flow:
+    """Succeeded, failed, skipped and mapped steps, with usage: every field of a step result."""
+    flow = Flow("compared")
+
+    @flow.step
+    async def load() -> list[int]:
+        trioflow.current_step().add_usage(tokens=3)
+        await trio.sleep(1)
+        return [1, 2, 3]
+
+    @flow.step(map_over="load")
+    async def square(load: int) -> int:
+        await trio.sleep(load)
+        if load == bad_item:
+            raise ValueError(load)
+        return load * load
+
+    @flow.step
+    async def total(square: list[int]) -> int:
+        return sum(square)
+
+    @flow.step
+    async def side() -> str:
+        await trio.sleep(0.5)
+        return "side"
+
+    return flow
+
+
+def _run(flow: Flow) -> RunResult:
+    async def main() -> RunResult:
+        try:
+            return await flow.run(error_handling="continue")
+        except FlowError as err:
+            return err.result
+
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+@pytest.mark.parametrize("bad_item", [1, 3])
+def test_two_runs_compare_as_their_step_results_do(bad_item: int) -> None:
+    # two runs' steps compare without making their results (check_deterministic
+    # compares each run with the first): the answer is the one their results give
+    a, b = _run(_compared_flow(bad_item)), _run(_compared_flow(bad_item))
+    same = _run(_compared_flow(5))
+    assert (same == _run(_compared_flow(5))) is True
+    assert (a == b) is (dict(a.steps) == dict(b.steps))  # (errors differ: distinct exceptions)
+    assert (a.steps == same.steps) is False
+    assert (dict(a.steps) == dict(same.steps)) is False
+    loaded = trioflow._results.LazySteps.of(dict(same.steps))
+    assert same.steps == loaded  # (a mapping without fields: compared through its results)
+    assert loaded == _run(_compared_flow(5)).steps
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(same.steps)

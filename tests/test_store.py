@@ -444,6 +444,54 @@ async def test_runs_cancelled_while_starting_or_running_leave_the_store_usable(t
     assert writer_threads(tmp_path / "runs.db") == 0
 
 
+class SlowToRegister(trioflow.SQLiteStore):
+    """Its first commit of a run's start waits until let go (a database busy for a moment)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.waiting = threading.Event()  # the commit has begun to wait
+        self.go = threading.Event()
+        self.first = True
+
+    def _write(self, batch: Any, begins: Any = ()) -> None:
+        if begins and self.first:
+            self.first = False
+            self.waiting.set()
+            self.go.wait(10)
+        super()._write(batch, begins)
+
+
+async def test_a_run_cancelled_while_registering_never_overwrites_a_later_run_of_its_id(tmp_path: Path) -> None:
+    # the cancelled run's start stays queued in the writer of its session; the
+    # next run of that id gets a new writer, which must commit nothing before
+    # that start is committed (else the stale start marks the finished run as
+    # running again, or its cancellation as cancelled)
+    store = SlowToRegister(tmp_path / "runs.db")
+    flow = pipeline(Calls(), set())
+    with anyio.move_on_after(5) as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(flow.run, {"n": 3}, store=store, run_id="r"))
+            await anyio.to_thread.run_sync(store.waiting.wait, 5)
+            tg.cancel_scope.cancel()
+    assert not scope.cancelled_caught
+    finished: list[Any] = []
+    done = anyio.Event()
+
+    async def resume() -> None:
+        finished.append((await flow.run({"n": 3}, store=store, run_id="r"))["total"])
+        done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(resume)
+        with anyio.move_on_after(0.5):  # (it waits for the stale start: let it go then)
+            await done.wait()
+        store.go.set()
+    assert finished == [19]
+    assert [(info.run_id, info.status) for info in await store.runs()] == [("r", "succeeded")]
+    store.close()
+    assert (await trioflow.SQLiteStore(tmp_path / "runs.db").load("r")).ok
+
+
 class Failing(trioflow.SQLiteStore):
     """Its first commit of records fails, as with a full disk."""
 

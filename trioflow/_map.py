@@ -51,7 +51,7 @@ from ._scheduler import (
     Backend,
     _cancelled_class,
     current_backend,
-    quiescent_scheduling,
+    quiescent_here,
     settle_decision,
     wait_all_tasks_blocked,
 )
@@ -149,6 +149,7 @@ class _Pool:
         "names",
         "nursery",
         "parent",
+        "quiescent",
         "retry",
         "retrying",
         "scope",
@@ -178,6 +179,8 @@ class _Pool:
         soft: bool = False,
     ) -> None:
         self.be = be
+        # under trioflow.testing: take items and settle as a flow's workers do (see worker)
+        self.quiescent = quiescent_here(be.name == "trio")
         self.limiter = limiter  # None, a RateLimit, or a CapacityLimiter
         self.label = label  # "trioflow.map(fetch)", names the call in messages
         self.what = what  # "map item" or "gather argument", for notes
@@ -269,7 +272,7 @@ class _Pool:
         """
         sync = self.lock is None
         be = self.be
-        quiescent = be.name == "trio" and quiescent_scheduling.get()
+        quiescent = self.quiescent
         streak = 0
         while not (self.stopping or self.exhausted):
             # like a flow's workers: a checkpoint every YIELD_EVERY items, so items
@@ -414,7 +417,7 @@ class _Pool:
         if not self.stopping:
             self.stopping = True  # the worker cancels the scope after one more scheduling pass
             self.stop_at = self.be.current_time()
-            if self.be.name == "trio" and quiescent_scheduling.get():
+            if self.quiescent:
                 cohort = getattr(settle_decision.get(), "cancel_cohort", None)
                 self.cohort = None if cohort is None else cohort()
 
@@ -425,19 +428,18 @@ class _Pool:
         until every task is blocked, so that what happens at one virtual
         instant does not depend on the schedule.
         """
-        if self.be.name == "trio":
-            if quiescent_scheduling.get():
-                hooks: Any = settle_decision.get()
-                cohort, self.cohort = self.cohort, None
-                with trio.CancelScope(shield=True):
-                    if cohort is not None and hooks.cancel_decision():
-                        # the harness lands it as plain trio does, once the tasks of the
-                        # failure's batch have run (one may be between two awaits)
-                        await hooks.wait_cohort(cohort)
-                    else:
-                        await wait_all_tasks_blocked()
-            else:
-                await trio.lowlevel.cancel_shielded_checkpoint()
+        if self.quiescent:
+            hooks: Any = settle_decision.get()
+            cohort, self.cohort = self.cohort, None
+            with anyio.CancelScope(shield=True):
+                if cohort is not None and hooks.cancel_decision():
+                    # the harness lands it as plain trio does, once the tasks of the
+                    # failure's batch have run (one may be between two awaits)
+                    await hooks.wait_cohort(cohort)
+                else:
+                    await wait_all_tasks_blocked()
+        elif self.be.name == "trio":
+            await trio.lowlevel.cancel_shielded_checkpoint()
         else:
             await anyio.lowlevel.cancel_shielded_checkpoint()
 

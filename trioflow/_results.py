@@ -134,20 +134,44 @@ class LazySteps(Mapping[str, "StepResult"]):
     ``MappingProxyType``; ``index`` gives the order (declaration order) and
     ``make(i)`` makes the result of step ``i``. A step's own function (what
     ``@flow.step`` returned) works as a key too.
+
+    ``fields(i)``, if given, is what step ``i``'s result compares equal by (its
+    fields, as ``make(i)`` would set them, a map step's items as their fields
+    too): two runs' steps then compare without making their results
+    (``trioflow.testing.check_deterministic`` compares every run with the
+    first).
     """
 
-    __slots__ = ("_functions", "_index", "_made", "_make")
+    __slots__ = ("_fields", "_functions", "_index", "_key", "_made", "_make")
 
     def __init__(
         self,
         index: Mapping[str, int],
         make: Callable[[int], StepResult],
         functions: StepFunctions | None = None,
+        fields: Callable[[int], tuple[Any, ...]] | None = None,
     ) -> None:
         self._index = index
         self._make = make
         self._made: dict[str, StepResult] = {}
         self._functions = _NO_FUNCTIONS if functions is None else functions
+        self._fields = fields
+        self._key: dict[str, tuple[Any, ...]] | None = None
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is LazySteps and self._fields is not None and other._fields is not None:
+            return self._compared() == other._compared()
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]  # (a mapping: unhashable, as a dict)
+
+    def _compared(self) -> dict[str, tuple[Any, ...]]:
+        key = self._key
+        if key is None:
+            fields = self._fields
+            assert fields is not None
+            key = self._key = {name: fields(i) for name, i in self._index.items()}
+        return key
 
     @classmethod
     def of(cls, steps: Mapping[str, StepResult]) -> LazySteps:

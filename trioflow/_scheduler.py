@@ -122,7 +122,8 @@ quiescent_scheduling: contextvars.ContextVar[bool] = contextvars.ContextVar(
 # once, as a production run does. The harness lets its schedules decide, so
 # it sees both behaviours. If the object also has an async
 # ``wait_all_tasks_blocked()``, wait_all_tasks_blocked below uses it (the
-# harness's own signal that every task is blocked).
+# harness's own signal that every task is blocked); if it has a
+# ``settle(nursery)``, that decides, and returns what to await (None: go on).
 settle_decision: contextvars.ContextVar[Callable[[Any], bool] | None] = contextvars.ContextVar(
     "trioflow_settle_decision", default=None
 )
@@ -135,6 +136,15 @@ settle_decision: contextvars.ContextVar[Callable[[Any], bool] | None] = contextv
 _held_limiters: contextvars.ContextVar[Mapping[int, Limiter]] = contextvars.ContextVar(
     "trioflow_held_limiters", default=MappingProxyType({})
 )
+
+
+def quiescent_here(on_trio: bool) -> bool:
+    """Whether the engine runs in quiescent mode here: under ``trioflow.testing``,
+    on trio, or on another loop that the harness's hooks drive (its asyncio loop)."""
+    if not quiescent_scheduling.get():
+        return False
+    drives: Any = getattr(settle_decision.get(), "drives_current_loop", None)
+    return on_trio if drives is None else bool(drives())
 
 
 async def wait_all_tasks_blocked() -> None:
@@ -530,10 +540,10 @@ class Run:
         self.resources = options.resources
         self.hooks = installed_hooks()  # wrap every attempt (see _hooks)
         self.be = current_backend()
-        # (on another loop than trio's, only where the harness's hooks drive it)
-        drives: Any = getattr(settle_decision.get(), "drives_current_loop", None)
-        self.quiescent = quiescent_scheduling.get() and (self.be is _TRIO if drives is None else drives())
+        self.quiescent = quiescent_here(self.be is _TRIO)
         self.settle_decision = settle_decision.get() if self.quiescent else None
+        # the decision and the settling in one call, where the hooks have it (see _settle_instant)
+        self.settle_hook: Callable[[Any], Any] | None = getattr(self.settle_decision, "settle", None)
         # the clock's own bound method: one call per reading on the hot path
         self.now: Callable[[], float] = (
             trio.lowlevel.current_clock().current_time if self.be is _TRIO else self.be.current_time
@@ -812,8 +822,11 @@ class Run:
         )
 
     def _settles(self) -> bool:
-        """Quiescent mode: settle before taking a contended slot, unless the harness says not."""
-        return not self.hasty and (self.settle_decision is None or self.settle_decision(self.nursery))
+        """Quiescent mode: settle before taking a contended slot, unless the harness says not
+        (or will say so in ``_settle_instant``, if its hooks decide and settle in one call)."""
+        return not self.hasty and (
+            self.settle_decision is None or self.settle_hook is not None or self.settle_decision(self.nursery)
+        )
 
     def _release(self, unit: _Unit) -> None:
         self.busy -= 1
@@ -829,10 +842,16 @@ class Run:
                 counter.parked.clear()
 
     async def _settle_instant(self) -> None:
-        """Quiescent mode: wait until every task is blocked (the instant has settled)."""
+        """Quiescent mode: wait until every task is blocked (the instant has settled); with a
+        ``settle`` hook, the harness first decides whether to wait (see ``settle_decision``)."""
         self.settling += 1
         try:
-            await wait_all_tasks_blocked()
+            if self.settle_hook is not None:
+                waiting = self.settle_hook(self.nursery)  # (None: take the slot at once)
+                if waiting is not None:
+                    await waiting
+            else:
+                await wait_all_tasks_blocked()
         finally:
             self.settling -= 1
 
@@ -2168,7 +2187,12 @@ class Run:
             states[i].__dict__.pop("items", None)
         return RunResult(
             flow=self.flow_name,
-            steps=LazySteps(self.plan.by_name, lambda i: _step_result(states[i]), self.options.functions),
+            steps=LazySteps(
+                self.plan.by_name,
+                lambda i: _step_result(states[i]),
+                self.options.functions,
+                lambda i: _step_fields(states[i]),
+            ),
             started_at=self.started_at,
             finished_at=self.finished_at,
             run_id=self.options.run_id,
@@ -2250,6 +2274,40 @@ def _step_result(st: _StepState) -> StepResult:
         _frozen_usage(st.usage),
         st.skip_reason,
         () if st.item_status is None else _item_results(st),
+    )
+
+
+def _step_fields(st: _StepState) -> tuple[Any, ...]:
+    """The fields of ``_step_result(st)``, in order, for comparing two runs'
+    steps without making their results (see :class:`LazySteps`); a map step's
+    items as their fields too."""
+    status = st.status
+    ended = status is StepStatus.SUCCEEDED or status is StepStatus.FAILED
+    items: tuple[Any, ...] = ()
+    if st.item_status is not None:
+        items = tuple(
+            (
+                f"{st.name}[{i}]",
+                StepStatus.CANCELLED if item is None else item,
+                st.item_values[i] if item is StepStatus.SUCCEEDED else None,
+                st.item_failures.get(i),
+                st.item_attempts[i],
+                st.item_times[i][0],
+                None if item is None else st.item_times[i][1],
+            )
+            for i, item in enumerate(st.item_status)
+        )
+    return (
+        st.name,
+        status,
+        st.value if status is StepStatus.SUCCEEDED else None,
+        st.error,
+        st.attempts,
+        st.started_at,
+        st.finished_at if ended else None,
+        st.usage,
+        st.skip_reason,
+        items,
     )
 
 

@@ -215,11 +215,16 @@ class Writer:
     in one transaction (group commit): the runs that start (see :class:`Begin`),
     a journal row per run, and one sync to disk for all the runs that ended in
     it. The thread lives while sessions are open; when the last one closes it
-    stops, and a later session starts a new writer (with a queue of its own).
+    stops, and a later session starts a new writer (with a queue of its own),
+    which commits nothing before the writers stopped earlier have committed
+    what they still had queued (``after``): a run cancelled while it was being
+    registered leaves its start queued there, and a later run of the same id
+    must not be overwritten by it.
     """
 
-    def __init__(self, store: JournalStore, name: str) -> None:
+    def __init__(self, store: JournalStore, name: str, after: Sequence[Writer] = ()) -> None:
         self._store = store
+        self._after = list(after)  # stopped writers that may still be committing
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.put: Callable[[Any], None] = self._queue.put
         self.sessions = 0  # open sessions using this writer (under the store's _writer_lock)
@@ -233,6 +238,9 @@ class Writer:
         self._thread.start()
 
     def _loop(self) -> None:
+        for earlier in self._after:  # (their commits first, in the order they were queued)
+            earlier.join()
+        self._after.clear()
         get = self._queue.get
         get_nowait = self._queue.get_nowait
         failed = self._failed
@@ -493,7 +501,8 @@ class Writers:
         """The writer for a new session (started if none is running)."""
         with self._lock:
             if self._writer is None:
-                self._writer = Writer(self._store, self._name)
+                self._stopped = [w for w in self._stopped if w.running()]
+                self._writer = Writer(self._store, self._name, self._stopped)
             self._writer.sessions += 1
             return self._writer
 

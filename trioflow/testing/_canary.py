@@ -39,7 +39,7 @@ RUN_LOOP_SNIPPETS = (
     "runner.deadlines.expire(now)",
     "runner.waiting_for_idle",
 )
-TASK_FIELDS = ("_counter", "_next_send", "_next_send_fn", "_abort_func", "coro", "name")
+TASK_FIELDS = ("_counter", "_next_send", "_next_send_fn", "_abort_func", "_parent_nursery", "coro", "name")
 TASK_METHODS = ("_attempt_abort", "iter_await_frames")
 
 
@@ -106,8 +106,9 @@ def _more_problems(trio_run: Any) -> list[str]:
             "trio.from_thread no longer waits for its answer on message_to_trio.queue in "
             "trio._threads._send_message_to_trio"
         )
-    if not hasattr(trio.testing.MockClock(), "_virtual_base"):
-        found.append("trio.testing.MockClock has no _virtual_base")
+    clock = trio.testing.MockClock(rate=2.0)
+    if not hasattr(clock, "_virtual_base") or getattr(clock, "_rate", None) != 2.0:
+        found.append("trio.testing.MockClock no longer keeps its state in _virtual_base and _rate")
     if not _source_has(getattr(getattr(trio_sync, "_LockImpl", None), "acquire_nowait", None), "self._owner"):
         found.append("trio's locks no longer keep their owner in _owner")
     if not _source_has(trio_sync.CapacityLimiter.acquire_on_behalf_of_nowait, "self._borrowers"):
@@ -131,6 +132,17 @@ def _more_problems(trio_run: Any) -> list[str]:
         found.append("trio.Semaphore.acquire no longer parks on _lot")
     if not _source_has(trio.lowlevel.ParkingLot.park, "self._parked[task]"):
         found.append("trio.lowlevel.ParkingLot no longer keeps its tasks in _parked")
+    from ._waitfor import GRAPH_WAITS
+
+    if not (
+        _source_has(trio.lowlevel.ParkingLot.park, "wait_task_rescheduled(abort_fn)")
+        and _source_has(trio_run.Nursery._nested_child_finished, "wait_task_rescheduled(aborted)")
+        and len(GRAPH_WAITS) >= 2
+    ):
+        found.append(
+            "trio's ParkingLot.park and Nursery._nested_child_finished no longer wait with an "
+            "abort function of their own"
+        )
     return found
 
 

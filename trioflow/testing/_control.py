@@ -44,7 +44,7 @@ import math
 import operator
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Iterable, Iterator, Sequence
 from types import CodeType
 from typing import Any, Final
 
@@ -56,10 +56,19 @@ from trio._core import _run as _trio_run
 
 from .._stores._base import _Signal
 from ._errors import BudgetExceededError, DeadlockError
-from ._strategy import DecisionPoint, Strategy, fast_decide, fast_sticky
+from ._strategy import (
+    DecisionPoint,
+    Strategy,
+    fast_bits,
+    fast_decide,
+    fast_draw,
+    fast_sticky,
+    fast_zeros,
+)
 from ._threads import ThreadJobs
 from ._trace import _ADDRESS, Trace, _await_frames, _replay_hint, _trim, _where
 from ._waitfor import (
+    GRAPH_WAITS,
     Notify,
     Wait,
     _has_deadline,
@@ -74,6 +83,12 @@ _THREAD_WAIT: Final = _Signal.wait.__code__
 __all__ = ["Controller", "EngineHooks", "PARALLEL_THREADS"]
 
 
+#: Task names without their addresses, for all runs (a run's tasks mostly have the names of the last's).
+_CLEAN_NAMES: dict[str, str] = {}
+#: Why a worker at a contended slot takes it at once, or settles first (see Controller._handover).
+_AT_ONCE: Final = 0
+_OTHERS_FIRST: Final = 1
+_SETTLE: Final = 2
 #: Batches the harness takes in a row without an iteration of trio's loop.
 _MAX_REFILLS: Final = 64
 #: The choice that runs every waiting thread call at once, in parallel.
@@ -94,14 +109,18 @@ class EngineHooks:
 
     Called with the run's nursery where a worker would settle before taking a
     contended slot: ``True`` settles, ``False`` takes the slot at once. Its
-    ``wait_all_tasks_blocked`` is the controller's settling.
+    ``wait_all_tasks_blocked`` is the controller's settling, and its
+    ``settle(nursery)`` both: the engine awaits it instead of calling the
+    hooks and then waiting.
     """
 
-    __slots__ = ("_handover", "cancel_cohort", "cancel_decision", "wait_all_tasks_blocked", "wait_cohort")
+    __slots__ = ("_handover", "cancel_cohort", "cancel_decision", "settle", "wait_all_tasks_blocked", "wait_cohort")
 
     def __init__(self, controller: Controller) -> None:
         self._handover = controller.handover
         self.wait_all_tasks_blocked = controller.wait_settled
+        # the hand-over decision and the settling in one call (``settle(nursery)``)
+        self.settle = controller.settle
         # fail-fast's cancellation: when it lands is a decision too (see Controller.cancel_decision)
         self.cancel_cohort = controller.cancel_cohort
         self.cancel_decision = controller.cancel_decision
@@ -133,6 +152,12 @@ class Controller(trio.abc.Instrument):
         self.schedule = list(schedule)
         self.strategy = strategy
         self.fast_decide = fast_decide(strategy) if strategy is not None else None
+        self.draw = fast_draw(strategy) if strategy is not None else None
+        self.bits = fast_bits(strategy) if strategy is not None else None
+        # from this decision index on, every batch decision is 0 (FIFO, a bounded
+        # search past its prefix), and the strategy, if any, only records the
+        # number of choices in zero_sizes (see fast_zeros)
+        self.zeros_from, self.zero_sizes = fast_zeros(strategy, len(self.schedule))
         # decision indexes where the strategy may not repeat itself (see fast_sticky)
         self.sticky = fast_sticky(strategy) if strategy is not None else None
         # the task the last decision ran alone, that decision, and its label
@@ -146,7 +171,6 @@ class Controller(trio.abc.Instrument):
         self.decisions: list[int] = []
         self._trace: list[tuple[float, str, str, str]] = []
         self.labels: dict[trio.lowlevel.Task, str] = {}
-        self.names: dict[str, str] = {}  # task names, without addresses
         self.spawned = 0
         self.steps = 0
         self.main_task: trio.lowlevel.Task | None = None
@@ -154,6 +178,13 @@ class Controller(trio.abc.Instrument):
         # queue) when the harness stops the run; see _main in _harness.py
         self.cancel_scope: trio.CancelScope | None = None
         self.runner: Any = None  # trio's Runner, once the run started (see install_instruments)
+        self.trio_instruments: Any = None  # trio's own instrument table, which the harness's replaced
+        # the runner's run queue, deadlines and callback queues (see install_instruments)
+        self.runq: Any = None
+        self.deadlines: Any = None
+        self.callbacks: Any = None
+        self.idempotent_callbacks: Any = None
+        self.io_registered: Any = None  # epoll's table of file descriptors waited on, on Linux
         self.token: trio.lowlevel.TrioToken | None = None
         # tasks waiting for the run to settle (wait_settled), oldest first
         self.settling: list[trio.lowlevel.Task] = []
@@ -165,6 +196,7 @@ class Controller(trio.abc.Instrument):
         self.cycle_checked = -1
         self.last_waits: frozenset[tuple[trio.lowlevel.Task, object]] = frozenset()
         self.threads = ThreadJobs(self)
+        self.thread_calls = self.threads.pending  # (the same list: thread calls waiting to be run)
         self.current_batch: list[trio.lowlevel.Task] = []
         # the run's runnable tasks that the last decision held back (see _hold),
         # oldest first, with their Task._counter and their label
@@ -187,7 +219,7 @@ class Controller(trio.abc.Instrument):
     def _now(self) -> float:
         # the MockClock runs at rate 0: virtual time is its base, moved only by
         # jumps (except while uncontrolled threads run, see _threads)
-        return self.clock.current_time() if self.clock.rate else self.clock._virtual_base
+        return self.clock.current_time() if self.clock._rate else self.clock._virtual_base
 
     # -- scheduling ---------------------------------------------------------
 
@@ -232,16 +264,22 @@ class Controller(trio.abc.Instrument):
         could run before the worker, settling would change nothing: the slot
         is taken at once, with no decision either.
         """
+        return self._handover(nursery) != _AT_ONCE
+
+    def _handover(self, nursery: trio.Nursery) -> int:
+        """:meth:`handover`, saying why: ``_AT_ONCE``, ``_OTHERS_FIRST`` (another task of the
+        run is runnable: the run is not settled) or ``_SETTLE`` (decided, or stopping)."""
         if self.error is not None:
-            return True
-        current = trio.lowlevel.current_task()
-        runq = _trio_run.GLOBAL_RUN_CONTEXT.runner.runq
-        for task in (*runq, *self.current_batch, *self.held):
-            if task is not current and _descends_from(task, nursery):
-                return True
+            return _SETTLE
+        current = _trio_run.GLOBAL_RUN_CONTEXT.task
+        # (the running batch first: the workers that an instant woke together are there)
+        for tasks in (self.current_batch, self.runq, self.held):
+            for task in tasks:
+                if task is not current and (task._parent_nursery is nursery or _descends_from(task, nursery)):
+                    return _OTHERS_FIRST
         if self._quiet():
-            return False
-        return self.next_decision("handover", (self.labels.get(current, "?"),)) == 0
+            return _AT_ONCE
+        return _SETTLE if self.next_decision("handover", (self.labels.get(current, "?"),)) == 0 else _AT_ONCE
 
     # -- when fail-fast's cancellation lands -------------------------------------
 
@@ -302,22 +340,21 @@ class Controller(trio.abc.Instrument):
         are allowed, as blocked), no callback queued, no deadline due, no
         thread call waiting or running uncontrolled, no task waiting for real I/O.
         """
-        runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
         if (
-            runner.runq
+            self.runq
             or self.current_batch
             or self.held
             or (self.settling and not settling)
-            or runner.waiting_for_idle
+            or self.runner.waiting_for_idle
+            or self.thread_calls
+            or self.threads.free
+            or self.io_real_time
+            or self.callbacks
+            or self.idempotent_callbacks
         ):
             return False
-        threads = self.threads
-        if threads.pending or threads.free or self.io_real_time:
-            return False
-        entry = runner.entry_queue
-        if entry.queue or entry.idempotent_queue:
-            return False
-        return runner.deadlines.next_deadline() > self.clock._virtual_base
+        due: float = self.deadlines.next_deadline()
+        return due > self.clock._virtual_base
 
     async def wait_settled(self) -> None:
         """Wait until every task is blocked: :func:`trio.testing.wait_all_tasks_blocked`,
@@ -330,14 +367,27 @@ class Controller(trio.abc.Instrument):
         still checks for cancellation). Trio's own version waits for a full
         pass of its loop to go by idle, once per wake-up.
         """
-        if self.error is None and self._quiet(settling=True):
+        waiting = self.settle(None)
+        assert waiting is not None  # (with no nursery, it always waits or checks for cancellation)
+        await waiting
+
+    def settle(self, nursery: trio.Nursery | None) -> Awaitable[None] | None:
+        """The engine's ``settle(nursery)`` at a contended slot: :meth:`handover` decides
+        whether to wait at all, and what to await is returned (``None``: take the slot at
+        once), so that a wait costs the engine no coroutine of the harness's. With no
+        *nursery*, the wait of :meth:`wait_settled`.
+        """
+        why = _SETTLE if nursery is None else self._handover(nursery)
+        if why == _AT_ONCE:
+            return None
+        # (with another task of the run runnable, the run has not settled)
+        if why == _SETTLE and self.error is None and self._quiet(settling=True):
             # Every other task is blocked, or waits here: the run has settled.
             # Those waiting go on after this one (in the next batch, oldest
             # first), as they would once this one waited too.
             self._wake_settling()
-            await trio.lowlevel.checkpoint_if_cancelled()
-            return
-        task = trio.lowlevel.current_task()
+            return trio.lowlevel.checkpoint_if_cancelled()  # noqa: ASYNC105 (the engine awaits it at once)
+        task = _trio_run.GLOBAL_RUN_CONTEXT.task
         settling = self.settling
         settling.append(task)
 
@@ -345,12 +395,13 @@ class Controller(trio.abc.Instrument):
             settling.remove(task)
             return trio.lowlevel.Abort.SUCCEEDED
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        return trio.lowlevel.wait_task_rescheduled(abort)  # noqa: ASYNC105 (the engine awaits it at once)
 
     def _wake_settling(self) -> None:
         settling = self.settling
+        reschedule = _trio_run.GLOBAL_RUN_CONTEXT.runner.reschedule
         for task in settling:
-            trio.lowlevel.reschedule(task)
+            reschedule(task)
         settling.clear()
 
     # -- scheduling decisions -------------------------------------------------
@@ -377,15 +428,59 @@ class Controller(trio.abc.Instrument):
                 label = self.labels.get(batch[0])
                 if label is not None:
                     clock = self.clock
-                    now = clock._virtual_base if not clock.rate else clock.current_time()
+                    now = clock._virtual_base if not clock._rate else clock.current_time()
                     self._trace.append((now, "step", label, ""))
                     if now > self.max_virtual_time or self.steps > self.max_steps:
                         self._over_budget(now)
             return
+        if len(self.decisions) >= self.zeros_from and not self.threads.pending:
+            self._run_all(batch)
+            return
         tasks = batch[:]
         batch.clear()
-        self._hold(tasks, batch)
+        held = self.held
+        if held:
+            self._hold(tasks, batch)
+        else:
+            # (the usual case: trio's batch is sorted oldest first, and nothing is held
+            # back between its passes, so the run's tasks join the line in order)
+            labels = self.labels
+            keys, names = self.held_keys, self.held_labels
+            for task in tasks:
+                label = labels.get(task)
+                if label is None:
+                    batch.append(task)
+                else:
+                    held.append(task)
+                    keys.append(task._counter)
+                    names.append(label)
         self._decide(batch)
+
+    def _run_all(self, batch: list[trio.lowlevel.Task]) -> None:
+        """A batch decision that can only be ``0`` (see ``zeros_from``): *batch* and the
+        held tasks all run, oldest first. What :meth:`_hold`, :meth:`_decide` and
+        :meth:`_account` do then, in one pass, when no thread call waits."""
+        held = self.held
+        if held:
+            batch.extend(held)
+            held.clear()
+            self.held_keys.clear()
+            self.held_labels.clear()
+        if len(batch) > 1:
+            batch.sort(key=_COUNTER, reverse=True)  # (trio pops from the end)
+        self.alone = None
+        labels = self.labels
+        clock = self.clock
+        now = clock._virtual_base if not clock._rate else clock.current_time()
+        steps = [(now, "step", label, "") for task in reversed(batch) if (label := labels.get(task)) is not None]
+        if len(steps) >= 2 and self.error is None:
+            self.decisions.append(0)
+            if self.zero_sizes is not None:
+                self.zero_sizes.append(len(steps))
+        self._trace.extend(steps)
+        self.steps += len(batch)
+        if now > self.max_virtual_time or self.steps > self.max_steps:
+            self._over_budget(now)
 
     def _hold(self, tasks: Iterable[trio.lowlevel.Task], batch: list[trio.lowlevel.Task]) -> None:
         """Put the run's runnable *tasks* in the held line (oldest first); trio's own go in *batch*.
@@ -438,8 +533,12 @@ class Controller(trio.abc.Instrument):
             fast = self.fast_decide
             if fast is not None and len(decisions) >= len(self.schedule):
                 # next_decision, for a built-in strategy (the hot path)
-                raw = fast("batch", choices, len(decisions))
-                decision = 0 if raw == 0 else (raw - 1) % len(choices) + 1
+                draw = self.draw
+                if draw is not None:  # the random walk: 0..n, as its _choose draws it
+                    decision = draw(len(choices) + 1)
+                else:
+                    raw = fast("batch", choices, len(decisions))
+                    decision = 0 if raw == 0 else (raw - 1) % len(choices) + 1
                 decisions.append(decision)
             else:
                 decision = self.next_decision("batch", choices)
@@ -462,7 +561,7 @@ class Controller(trio.abc.Instrument):
                     self.alone = (chosen, decision, label)
                     self.steps += 1
                     clock = self.clock
-                    now = clock._virtual_base if not clock.rate else clock.current_time()
+                    now = clock._virtual_base if not clock._rate else clock.current_time()
                     self._trace.append((now, "step", label, ""))
                     if now > self.max_virtual_time or self.steps > self.max_steps:
                         self._over_budget(now)
@@ -497,7 +596,7 @@ class Controller(trio.abc.Instrument):
         """Count, trace and budget the steps of *batch*, run from its end."""
         self.steps += len(batch)
         clock = self.clock
-        now = clock._virtual_base if not clock.rate else clock.current_time()
+        now = clock._virtual_base if not clock._rate else clock.current_time()
         labels = self.labels
         if len(batch) == 1:
             label = labels.get(batch[0])
@@ -555,9 +654,11 @@ class Controller(trio.abc.Instrument):
             name = self.main_name
         else:
             return  # one of trio's own system tasks
-        clean = self.names.get(name)
+        clean = _CLEAN_NAMES.get(name)
         if clean is None:
-            clean = self.names[name] = _ADDRESS.sub("", name)
+            if len(_CLEAN_NAMES) > 10_000:
+                _CLEAN_NAMES.clear()
+            clean = _CLEAN_NAMES[name] = _ADDRESS.sub("", name)
         label = f"{clean}#{self.spawned}"
         self.spawned += 1
         self.labels[task] = label
@@ -578,82 +679,183 @@ class Controller(trio.abc.Instrument):
         I/O still gets polled. When no task is runnable at all, the run has
         settled: the tasks waiting for that (:meth:`wait_settled`) are the
         next batch.
+
+        trio calls :meth:`instrument_call` instead while the controller is its only
+        instrument.
         """
+        self.instrument_call("after_task_step", task)
+
+    def instrument_call(self, hookname: str, arg: Any = None) -> None:
+        """What trio's instrument table calls (``runner.instruments.call``) while the
+        controller is its only instrument (see ``_install._Instruments``): the other hooks,
+        and :meth:`after_task_step`'s work, written out here (one call less): it runs at
+        every decision of a strategy that runs one task at a time."""
+        if hookname != "after_task_step":
+            try:
+                getattr(self, hookname)(arg)
+            except BaseException:  # as trio does with an instrument that raises: disable it, and log
+                self._hook_failed(hookname)
+            return
         batch = self.current_batch
         if batch:
-            return  # (trio calls this hook only once a batch is done, see _install._Instruments)
-        if self.cohort_waiter is not None:
-            self._wake_cohort_waiter()
-        held = self.held
-        if not held and not self.labels:
-            return  # trio's own tasks, before the run's start or after its end
-        runner = self.runner
-        runq = runner.runq
-        threads = self.threads
-        entry = runner.entry_queue
-        heap = runner.deadlines._heap  # (earliest first; next_deadline() drops stale ones)
-        now = self.clock._virtual_base
-        if (
-            self.refills >= _MAX_REFILLS
-            or self.error is not None
-            or threads.pending
-            or threads.free
-            or entry.queue
-            or entry.idempotent_queue
-            or (heap and heap[0][0] <= now and runner.deadlines.next_deadline() <= now)
-        ):
-            if held:
-                self._unhold()
-            return
-        if not runq and not held:
-            if not self.settling or self.io_real_time:
-                return  # (with I/O waited for, settled only if none is ready: trio polls first)
-            self._wake_settling()
-        self.refills += 1
-        if self.steps - self.cycle_checked >= _CYCLE_CHECK_EVERY and self._check_cycle():
-            if held:
-                self._unhold()
-            return
-        alone = self.alone
-        if (
-            alone is not None
-            and held
-            and len(runq) == 1
-            and runq[0] is alone[0]
-            and self.sticky is not None
-            and len(self.decisions) >= len(self.schedule)
-            and len(self.decisions) not in self.sticky
-        ):
-            # The task that ran alone is runnable again, and nothing else
-            # changed: the choices are the last decision's, and the strategy
-            # says it would decide as it did (PCT between its change points).
-            runq.clear()
-            batch.append(alone[0])
-            self.decisions.append(alone[1])
-            self.steps += 1
+            return  # (nothing to do in mid-batch)
+        try:
+            if self.cohort_waiter is not None:
+                self._wake_cohort_waiter()
+            held = self.held
+            if not held and not self.labels:
+                return  # trio's own tasks, before the run's start or after its end
+            runq = self.runq
+            deadlines = self.deadlines
+            heap = deadlines._heap  # (earliest first; next_deadline() drops stale ones)
             clock = self.clock
-            now = clock._virtual_base if not clock.rate else clock.current_time()
-            self._trace.append((now, "step", alone[2], ""))
-            if now > self.max_virtual_time or self.steps > self.max_steps:
-                self._over_budget(now)
-            return
-        if len(runq) == 1 and held:
-            # the hot path: the task just run is runnable again (_hold, inlined)
-            task = runq.popleft()
-            label = self.labels.get(task)
-            if label is None:
+            now = clock._virtual_base
+            if (
+                self.refills >= _MAX_REFILLS
+                or self.error is not None
+                or self.thread_calls
+                or self.threads.free
+                or self.callbacks
+                or self.idempotent_callbacks
+                or (heap and heap[0][0] <= now and deadlines.next_deadline() <= now)
+            ):
+                if held:
+                    self._unhold()
+                return
+            if not runq and not held:
+                if not self.settling or self.io_real_time:
+                    return  # (with I/O waited for, settled only if none is ready: trio polls first)
+                self._wake_settling()
+            self.refills += 1
+            if self.steps - self.cycle_checked >= _CYCLE_CHECK_EVERY and self._check_cycle():
+                if held:
+                    self._unhold()
+                return
+            decisions = self.decisions
+            index = len(decisions)
+            if index >= self.zeros_from:
+                batch.extend(runq)
+                runq.clear()
+                self._run_all(batch)
+                return
+            if not held and len(runq) == 1:
+                # one task can run, none is held back: nothing to decide (_hold, _decide
+                # and _account, in short)
+                task = runq.popleft()
                 batch.append(task)
-            else:
+                self.alone = None
+                label = self.labels.get(task)
+                if label is not None:
+                    self._one_step(label, now)
+                else:
+                    self.steps += 1
+                    if now > self.max_virtual_time or self.steps > self.max_steps:
+                        self._over_budget(now)
+                return
+            if len(runq) > 1 or not held or index < len(self.schedule):
+                self._hold(runq, batch)
+                runq.clear()
+                self._decide(batch)
+                return
+            # The hot path: beside the tasks held back, the task just run is runnable
+            # again (or none is: it waits), and the strategy decides.
+            if runq:
+                task = runq[0]
+                alone = self.alone
+                if alone is not None and task is alone[0] and self.sticky is not None and index not in self.sticky:
+                    # Nothing else changed: the choices are the last decision's, and the
+                    # strategy says it would decide as it did (PCT between its change points).
+                    runq.clear()
+                    batch.append(task)
+                    decisions.append(alone[1])
+                    # (_one_step, inlined: this is PCT's common path)
+                    steps = self.steps = self.steps + 1
+                    if clock._rate:
+                        now = clock.current_time()
+                    self._trace.append((now, "step", alone[2], ""))
+                    if now > self.max_virtual_time or steps > self.max_steps:
+                        self._over_budget(now)
+                    return
+                label = self.labels.get(task)
+                if label is None:  # (one of trio's own tasks)
+                    self._hold(runq, batch)
+                    runq.clear()
+                    self._decide(batch)
+                    return
+                runq.clear()
                 keys = self.held_keys
                 key = task._counter
-                i = len(keys) if key > keys[-1] else bisect.bisect_left(keys, key)
-                held.insert(i, task)
-                keys.insert(i, key)
-                self.held_labels.insert(i, label)
-        else:
-            self._hold(runq, batch)
-            runq.clear()
-        self._decide(batch)
+                if key > keys[-1]:
+                    held.append(task)
+                    keys.append(key)
+                    self.held_labels.append(label)
+                else:
+                    i = bisect.bisect_left(keys, key)
+                    held.insert(i, task)
+                    keys.insert(i, key)
+                    self.held_labels.insert(i, label)
+            names = self.held_labels
+            n = len(held)
+            if n < 2:  # (the one task held back is the only one that can run: it runs)
+                task = held.pop()
+                self.held_keys.pop()
+                batch.append(task)
+                self.alone = None
+                self._one_step(names.pop(), now)
+                return
+            bits = self.bits
+            fast = self.fast_decide
+            if bits is not None:  # the random walk: 0..n, as its _choose draws it (_below)
+                m = n + 1
+                k = m.bit_length()
+                decision = bits(k)
+                while decision >= m:
+                    decision = bits(k)
+                decisions.append(decision)
+            elif self.draw is not None:  # the random walk, drawn by Random itself
+                decision = self.draw(n + 1)
+                decisions.append(decision)
+            elif fast is not None:  # next_decision, for a built-in strategy
+                raw = fast("batch", names, index)
+                decision = 0 if raw == 0 else (raw - 1) % n + 1
+                decisions.append(decision)
+            else:
+                decision = self.next_decision("batch", names)
+            if decision == 0:
+                self.alone = None
+                self._release_held(batch)
+                self._account(batch)
+                return
+            i = decision - 1
+            task = held.pop(i)
+            del self.held_keys[i]
+            label = names.pop(i)
+            batch.append(task)
+            self.alone = (task, decision, label)
+            # (_one_step, inlined: the random walk's common path)
+            steps = self.steps = self.steps + 1
+            if clock._rate:
+                now = clock.current_time()
+            self._trace.append((now, "step", label, ""))
+            if now > self.max_virtual_time or steps > self.max_steps:
+                self._over_budget(now)
+        except BaseException:  # as trio does with an instrument that raises: disable it, and log
+            self._hook_failed(hookname)
+
+    def _hook_failed(self, hookname: str) -> None:
+        table = self.runner.instruments
+        table._disable(hookname, next(iter(table[hookname])))
+
+    def _one_step(self, label: str, now: float) -> None:
+        """Count, trace and budget the step of the one task of a batch (*now*: the
+        virtual time, unless the clock follows real time)."""
+        self.steps += 1
+        clock = self.clock
+        if clock._rate:
+            now = clock.current_time()
+        self._trace.append((now, "step", label, ""))
+        if now > self.max_virtual_time or self.steps > self.max_steps:
+            self._over_budget(now)
 
     def task_exited(self, task: trio.lowlevel.Task) -> None:
         label = self.labels.pop(task, None)
@@ -703,8 +905,10 @@ class Controller(trio.abc.Instrument):
             return
         if self.cycle_checked != self.steps and self._check_cycle():
             return
-        self._follow_io()
-        if not self._looks_idle():
+        if (self._io_waiters() > 1) != self.io_real_time:
+            self._follow_io()
+        if runner.deadlines.next_deadline() != math.inf or not self._looks_idle():
+            # (a deadline pending, the common case: the clock will jump to it)
             self.idle_since = None
             return
         now = time.perf_counter()
@@ -732,11 +936,17 @@ class Controller(trio.abc.Instrument):
         # them, each in one particular wait (a wait's abort function is its
         # own). If that set is what it was at the last look, so is the answer
         # (a ticking task re-parks each tick, but it has a deadline).
-        waits = frozenset(
-            (task, task._abort_func)
+        # Only parked tasks and tasks waiting for their children can be in a
+        # cycle (GRAPH_WAITS): most runs have fewer than two, and are done here.
+        blocked = [
+            (task, abort)
             for task in self.labels
-            if task._abort_func is not None and not _has_deadline(task)
-        )
+            if (abort := task._abort_func) is not None and getattr(abort, "__code__", None) in GRAPH_WAITS
+        ]
+        if len(blocked) < 2:
+            self.last_waits = frozenset()
+            return False
+        waits = frozenset(wait for wait in blocked if not _has_deadline(wait[0]))
         if waits == self.last_waits:
             return False
         self.last_waits = waits
@@ -800,6 +1010,13 @@ class Controller(trio.abc.Instrument):
             trio.lowlevel.current_trio_token().run_sync_soon(_nothing)
 
     def _io_waiters(self) -> int:
+        registered = self.io_registered
+        if registered is not None:
+            # what epoll's statistics() counts, without building them (asked at every idle point)
+            total = 0
+            for waiters in registered.values():
+                total += (waiters.read_task is not None) + (waiters.write_task is not None)
+            return total
         stats = _trio_run.GLOBAL_RUN_CONTEXT.runner.io_manager.statistics()
         names = _IO_COUNTS.get(type(stats))
         if names is None:

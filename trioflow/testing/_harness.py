@@ -25,7 +25,7 @@ from ._errors import (
     NonDeterminismError,
     attach,
 )
-from ._install import ScheduleRandom, active, install, install_instruments, restore
+from ._install import ScheduleRandom, active, install, install_instruments, release, restore
 from ._strategy import Bounded, Strategy, make_strategy, strategy_name
 from ._threads import serial_alternatives
 from ._trace import TraceEvent, _trim
@@ -52,7 +52,9 @@ class DeterministicRun(Generic[T]):
             come before what those steps did (spawns, exits, notes).
             Tasks are named by their trio name and spawn index, never by
             ``id()``, so the trace is identical whenever the schedule is.
-        steps: The number of task steps the scheduler ran.
+        steps: The number of task steps the scheduler ran until the function
+            returned (trio's own tasks included; its shutdown afterwards is
+            not the run's).
     """
 
     value: T
@@ -79,6 +81,9 @@ async def _main(
         # Only a forced stop (injected into the harness's own task too) gets here.
         if controller.error is None:
             raise
+    finally:
+        # the rest is trio's own shutdown, in its own order, with its own table
+        release(controller)
     if controller.error is not None:
         # The function was cancelled (or stopped) by the harness: its outcome
         # is an artefact of that, the harness's error is the news.
@@ -495,6 +500,11 @@ def check_deterministic(
                     "replay exactly; this schedule runs them one after another and fails the "
                     "same way, every time)"
                 )
+        if isinstance(result, outcome.Value):
+            value = result.value
+            timed = not (base_real_time or _followed_real_time(controller))
+            if not (value != base.value or (timed and end != base.virtual_time)):
+                continue  # the common case: nothing to report
         replay = (
             f"Replay with trioflow.testing.run_deterministic(fn, *args, "
             f"schedule={list(decisions)!r}{_backend_hint(backend)})."

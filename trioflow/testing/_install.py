@@ -9,6 +9,7 @@ and the hooks on worker-thread calls and on :class:`trio.Condition`'s notifies;
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -22,7 +23,7 @@ from ._waitfor import install_notify_hook, restore_notify_hook
 if TYPE_CHECKING:
     from ._control import Controller
 
-__all__ = ["ScheduleRandom", "active", "install", "install_instruments", "restore"]
+__all__ = ["ScheduleRandom", "active", "install", "install_instruments", "release", "restore"]
 
 
 class ScheduleRandom(random.Random):
@@ -67,40 +68,44 @@ class _Instruments(dict[str, dict[Any, None]]):
     """trio's instrument table for a run of the harness, a plain dict (as before trio 0.27).
 
     trio asks ``"hook" in runner.instruments`` before every task step, every
-    reschedule and every wait for I/O, then calls :meth:`call`; since trio
+    reschedule and every wait for I/O, then calls :attr:`call`; since trio
     made its table a ``UserDict``, each ask is a call of a Python method. A
     dict answers them without one. And the controller needs its
     ``after_task_step`` only when a batch is done (to take the next batch at
-    once, see :meth:`Controller.after_task_step`): :meth:`call` returns at
-    once after the other steps. Instruments added during the run
+    once, see :meth:`Controller.after_task_step`): :attr:`call` returns at
+    once after the other steps. While the controller is the only instrument
+    (the usual case), :attr:`call` is its ``instrument_call``, which does the
+    hooks' work itself; instruments added during the run
     (``trio.lowlevel.add_instrument``) are called as trio calls them. The
     other methods are trio's own, with ``data`` the dict itself.
     """
 
-    __slots__ = ("_controller", "_only_ours")
+    __slots__ = ("_controller", "call")
+
+    #: What trio calls: ``call(hookname, *args)``.
+    call: Callable[..., None]
 
     def __init__(self, table: dict[str, dict[Any, None]], controller: Controller) -> None:
         super().__init__(table)
         self._controller = controller
-        self._only_ours = len(self.get("after_task_step", ())) == 1
+        self._choose_call()
 
     @property
     def data(self) -> dict[str, dict[Any, None]]:
         return self
 
-    def call(self, hookname: str, *args: object) -> None:
-        if hookname == "after_task_step" and self._only_ours:
-            # only the controller's, which has nothing to do in mid-batch
-            controller = self._controller
-            if not controller.current_batch:
-                try:
-                    controller.after_task_step(*args)  # type: ignore[arg-type]
-                except BaseException:  # as trio does: disable it, and log
-                    self._disable(hookname, next(iter(self["after_task_step"])))
-            return
+    def _choose_call(self) -> None:
+        only_ours = all(len(hooks) == 1 for hooks in self.values())
+        self.call = self._controller.instrument_call if only_ours else self._call_each
+
+    def _call_each(self, hookname: str, *args: object) -> None:
         for instrument in list(self[hookname]):
             try:
-                getattr(instrument, hookname)(*args)
+                if hookname == "after_task_step" and instrument is self._controller:
+                    if not self._controller.current_batch:
+                        self._controller.after_task_step(*args)
+                else:
+                    getattr(instrument, hookname)(*args)
             except BaseException:  # as trio does: disable it, and log
                 self._disable(hookname, instrument)
 
@@ -114,14 +119,37 @@ class _Instruments(dict[str, dict[Any, None]]):
 
     def add_instrument(self, instrument: trio.abc.Instrument) -> None:
         _trio_instrumentation.Instruments.add_instrument(self, instrument)  # type: ignore[arg-type]
-        self._only_ours = len(self.get("after_task_step", ())) == 1
+        self._choose_call()
 
     def remove_instrument(self, instrument: trio.abc.Instrument) -> None:
         _trio_instrumentation.Instruments.remove_instrument(self, instrument)  # type: ignore[arg-type]
-        self._only_ours = False  # (ours may be the one removed)
+        self._choose_call()
 
 
 _HOOKS: Final = ("after_task_step", "before_io_wait", "task_exited", "task_spawned")
+
+
+def release(controller: Controller) -> None:
+    """Give trio back its own instrument table and batch order for the rest of the run.
+
+    Called as the run's main task returns: what is left of the run is trio's own
+    tasks shutting down, which the harness neither orders nor observes. The main
+    task's exit is traced here, as its hook would have. :func:`restore` still
+    undoes :func:`install` once ``trio.run`` is over.
+    """
+    runner = controller.runner
+    if runner is None:
+        return  # (the table was never replaced)
+    task = controller.main_task
+    if task is not None:
+        controller.task_exited(task)
+    table = controller.trio_instruments
+    if table is not None:
+        runner.instruments = table
+    if _saved:
+        rng, allow = _saved[-1]
+        _trio_run._r = rng
+        setattr(_trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING", allow)  # noqa: B010 (it is Final)
 
 
 def install_instruments(controller: Controller) -> None:
@@ -134,28 +162,26 @@ def install_instruments(controller: Controller) -> None:
     runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
     controller.runner = runner
     current: Any = runner.instruments  # (a dict itself before trio 0.27)
+    controller.trio_instruments = current
+    # (the same objects for the whole run: read at every batch)
+    controller.runq = runner.runq
+    controller.deadlines = runner.deadlines
+    controller.callbacks = runner.entry_queue.queue
+    controller.idempotent_callbacks = runner.entry_queue.idempotent_queue
+    io_manager = runner.io_manager
+    registered = getattr(io_manager, "_registered", None)
+    if type(io_manager).__name__ == "EpollIOManager" and isinstance(registered, dict):
+        controller.io_registered = registered
     table: dict[str, dict[Any, None]] = {
         name: dict(hooks) for name, hooks in getattr(current, "data", current).items()
     }
-    hooks = _ControllerHooks(controller)
-    table.setdefault("_all", {})[hooks] = None
+    # (the controller is the instrument: it has every hook trio calls, and the
+    # table says which of them to call)
+    table.setdefault("_all", {})[controller] = None
     for name in _HOOKS:
-        table.setdefault(name, {})[hooks] = None
+        table.setdefault(name, {})[controller] = None
     runner.instruments = _Instruments(table, controller)  # type: ignore[assignment]
     controller.task_spawned(trio.lowlevel.current_task())
-
-
-class _ControllerHooks:
-    """The instrument trio calls: the controller's hooks, and nothing else for trio to look at."""
-
-    __slots__ = _HOOKS
-
-    def __init__(self, controller: Controller) -> None:
-        # bound methods as instance attributes: trio calls them directly
-        self.after_task_step = controller.after_task_step
-        self.before_io_wait = controller.before_io_wait
-        self.task_exited = controller.task_exited
-        self.task_spawned = controller.task_spawned
 
 
 _saved: list[tuple[random.Random, bool]] = []

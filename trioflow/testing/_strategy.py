@@ -21,6 +21,7 @@ built-in ones are :class:`RandomWalk`, :class:`PCT`, :class:`Bounded` and
 from __future__ import annotations
 
 import random
+import sys
 from array import array
 from collections import deque
 from collections.abc import Callable, Container, Sequence
@@ -37,7 +38,10 @@ __all__ = [
     "RandomWalk",
     "Strategy",
     "fast_decide",
+    "fast_bits",
+    "fast_draw",
     "fast_sticky",
+    "fast_zeros",
     "make_strategy",
     "strategy_name",
 ]
@@ -183,16 +187,19 @@ class PCT:
             self.went_fair = True
             return 0  # fair from here on: every runnable task runs
         priorities = self.priorities
-        if not all(map(priorities.__contains__, choices)):
+        try:
+            values = list(map(priorities.__getitem__, choices))
+        except KeyError:  # new names: drawn in the order of the choices
             for name in [name for name in choices if name not in priorities]:
                 priorities[name] = 1.0 + self.rng.random()
-        # (max: the first of equal priorities)
-        best = choices.index(max(choices, key=priorities.__getitem__))
+            values = list(map(priorities.__getitem__, choices))
+        # (index: the first of equal priorities)
+        best = values.index(max(values))
         change = self.changes.get(index)
         if change is not None:
             # below every initial priority, later change points lower still
-            priorities[choices[best]] = -float(change)
-            best = max(range(len(choices)), key=lambda i: priorities[choices[i]])
+            priorities[choices[best]] = values[best] = -float(change)
+            best = values.index(max(values))
         return best + 1
 
     def end_run(self, decisions: Sequence[int], steps: int) -> None:
@@ -408,6 +415,69 @@ def fast_decide(strategy: Strategy) -> Callable[[str, Sequence[str], int], int] 
     if type(strategy) in (RandomWalk, PCT, Bounded):
         return strategy._choose  # type: ignore[attr-defined, no-any-return]
     return None
+
+
+def fast_draw(strategy: Strategy) -> Callable[[int], int] | None:
+    """For :class:`RandomWalk` (also as the portfolio's member of this run): the draw of a
+    batch decision among ``n`` choices, called with ``n + 1`` (what its ``_choose`` does, one
+    call less); ``None`` for other strategies."""
+    if type(strategy) is Portfolio:
+        strategy = strategy.current
+    if type(strategy) is RandomWalk:
+        return strategy.rng._randbelow  # type: ignore[attr-defined, no-any-return]
+    return None
+
+
+def _below(getrandbits: Callable[[int], int], n: int) -> int:
+    # random.Random._randbelow_with_getrandbits, as the harness writes it out (see fast_bits)
+    k = n.bit_length()
+    r = getrandbits(k)
+    while r >= n:
+        r = getrandbits(k)
+    return r
+
+
+def _same_draws() -> bool:
+    """Whether :func:`_below` draws what ``Random._randbelow`` does on this Python."""
+    ours, theirs = random.Random(1), random.Random(1)
+    return all(
+        _below(ours.getrandbits, n) == theirs._randbelow(n)  # type: ignore[attr-defined]
+        for n in [*range(1, 70), *range(1, 70)]
+    )
+
+
+_WRITTEN_OUT = _same_draws()
+
+
+def fast_bits(strategy: Strategy) -> Callable[[int], int] | None:
+    """For :class:`RandomWalk` (also as the portfolio's member of this run), when
+    ``Random._randbelow`` is the rejection sampling of ``getrandbits`` that
+    :func:`_below` writes out (checked at import): its generator's ``getrandbits``,
+    for the harness to draw a decision without calling a Python function; else
+    ``None``. The same decisions as :func:`fast_draw`'s, drawn the same way."""
+    if type(strategy) is Portfolio:
+        strategy = strategy.current
+    if type(strategy) is RandomWalk and _WRITTEN_OUT:
+        return strategy.rng.getrandbits
+    return None
+
+
+def fast_zeros(strategy: Strategy | None, scheduled: int) -> tuple[int, list[int] | None]:
+    """From which decision index on every batch decision of this run is ``0``, after the
+    *scheduled* explicit decisions, and the list where the strategy records the number of
+    choices of each decision it is asked (asked after ``start_run``).
+
+    With no strategy, every decision after the schedule is ``0``; a :class:`Bounded`
+    search (also as the portfolio's member of this run) answers ``0`` past its prefix,
+    and records the sizes in ``sizes``; other strategies: never (``sys.maxsize``).
+    """
+    if strategy is None:
+        return scheduled, None
+    if type(strategy) is Portfolio:
+        strategy = strategy.current
+    if type(strategy) is Bounded:
+        return max(scheduled, len(strategy.prefix)), strategy.sizes
+    return sys.maxsize, None
 
 
 def fast_sticky(strategy: Strategy) -> Container[int] | None:

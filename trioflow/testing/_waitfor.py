@@ -38,6 +38,7 @@ import functools
 import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
+from types import CodeType
 from typing import Any, Final
 
 import attrs
@@ -47,6 +48,7 @@ from trio import _sync as _trio_sync
 from trio._core import _run as _trio_run
 
 __all__ = [
+    "GRAPH_WAITS",
     "Notify",
     "Wait",
     "describe_resource",
@@ -63,6 +65,19 @@ _CHILDREN: Final = inspect.unwrap(_trio_run.Nursery._nested_child_finished).__co
 _CONDITION_WAIT: Final = inspect.unwrap(_trio_sync.Condition.wait).__code__
 _SEMAPHORE_ACQUIRE: Final = inspect.unwrap(_trio_sync.Semaphore.acquire).__code__
 _PARK: Final = inspect.unwrap(trio.lowlevel.ParkingLot.park).__code__
+
+
+def _nested(code: CodeType) -> frozenset[CodeType]:
+    return frozenset(const for const in code.co_consts if isinstance(const, CodeType))
+
+
+#: The code of the abort functions of the only waits the graph has edges for: a
+#: task parked on a :class:`trio.lowlevel.ParkingLot` (every lock, limiter and
+#: condition wait parks there) or waiting for a nursery's children. A task blocked
+#: with any other abort function (a sleep, an event, a channel) is never part of
+#: a cycle, so the harness looks at the frames of none of them (see
+#: ``Controller._check_cycle``; the canary checks that both sets are there).
+GRAPH_WAITS: Final = _nested(_PARK) | _nested(_CHILDREN)
 
 
 def _lock_of_lot(lot: object, owners: list[object]) -> object | None:
