@@ -21,8 +21,11 @@ replica 3 of ten to report last, and several run beside a periodic task.
 Each ``Case`` (the first corpus's dataclass) pairs a buggy program with its
 fixed twin, async functions of no arguments. The buggy one returns another
 value, raises or deadlocks under some schedule, and not under FIFO; the fixed
-one gives one value under every schedule. Each docstring says why the bug is
-real under plain ``trio.run`` too. ``tests/test_testing_corpus3.py`` checks
+one gives one value under every schedule. Plain ``trio.run`` shows some of the
+bugs by itself (``PLAIN_TRIO`` in ``tests/test_testing_corpus3.py`` checks
+them); the others need a task held back longer than one scheduling batch,
+which plain trio never does with checkpoints alone but a slower network or
+disk does in production. ``tests/test_testing_corpus3.py`` checks
 each bug quickly (one seed); ``fuzz/test_corpus.py`` checks all three corpora
 over more seeds; ``python fuzz/corpus_table.py 10 harness_corpus3`` prints the
 table of ``docs/testing.rst``.
