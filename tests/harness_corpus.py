@@ -29,7 +29,13 @@ import trio
 import trio.lowlevel
 
 import trioflow
-from trioflow.testing import run_deterministic
+from trioflow.testing import (
+    DeadlockError,
+    NonDeterminismError,
+    check_deterministic,
+    failing_schedule,
+    run_deterministic,
+)
 
 Program = Callable[[], Awaitable[Any]]
 
@@ -51,6 +57,26 @@ def outcome_of(program: Program, schedule: tuple[int, ...]) -> tuple[str, str]:
         return ("value", repr(run_deterministic(program, schedule=schedule).value))
     except Exception as exc:
         return (type(exc).__name__, str(exc).split("\n")[0])
+
+
+def found_and_replayed(program: Program, seed: int = 0, runs: int = 1000) -> tuple[Exception, tuple[str, str]]:
+    """Find *program*'s bug with ``check_deterministic`` (default strategy) and check
+    that the failing schedule, not the FIFO run, gives it, 10 replays out of 10.
+    Returns the error and what the replays give (see :func:`outcome_of`)."""
+    try:
+        check_deterministic(program, runs=runs, seed=seed)
+    except (NonDeterminismError, DeadlockError) as exc:
+        error: Exception = exc
+    else:
+        raise AssertionError(f"the bug was not found in {runs} runs (seed {seed})")
+    replay = failing_schedule(error)
+    assert replay is not None
+    assert replay.run >= 1, "found by the FIFO run: the program is not schedule-dependent"
+    first = outcome_of(program, replay.schedule)
+    assert first != outcome_of(program, ())
+    for _ in range(9):
+        assert outcome_of(program, replay.schedule) == first
+    return error, first
 
 
 def case(name: str, kind: str) -> Callable[[type[Any]], type[Any]]:

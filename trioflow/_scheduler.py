@@ -2260,28 +2260,19 @@ def _isolate(step: str, param: str, value: Any, item: int | None = None) -> Any:
 
 
 def _step_result(st: _StepState) -> StepResult:
-    status = st.status
-    assert status is not None
-    ended = status is StepStatus.SUCCEEDED or status is StepStatus.FAILED
+    (name, status, value, error, attempts, started, finished, usage, skip_reason, items) = _step_fields(st)
     return StepResult(
-        st.name,
-        status,
-        st.value if status is StepStatus.SUCCEEDED else None,
-        st.error,
-        st.attempts,
-        st.started_at,
-        st.finished_at if ended else None,
-        _frozen_usage(st.usage),
-        st.skip_reason,
-        () if st.item_status is None else _item_results(st),
+        name, status, value, error, attempts, started, finished, _frozen_usage(usage), skip_reason,
+        tuple(StepResult(*item) for item in items),
     )
 
 
 def _step_fields(st: _StepState) -> tuple[Any, ...]:
-    """The fields of ``_step_result(st)``, in order, for comparing two runs'
-    steps without making their results (see :class:`LazySteps`); a map step's
-    items as their fields too."""
+    """The fields of ``_step_result(st)``, in order: two runs' steps compare by them
+    without making their results (see :class:`LazySteps`). A map step's items are
+    the fields of their results too (items that never ended were cancelled)."""
     status = st.status
+    assert status is not None
     ended = status is StepStatus.SUCCEEDED or status is StepStatus.FAILED
     items: tuple[Any, ...] = ()
     if st.item_status is not None:
@@ -2309,26 +2300,6 @@ def _step_fields(st: _StepState) -> tuple[Any, ...]:
         st.skip_reason,
         items,
     )
-
-
-def _item_results(st: _StepState) -> tuple[StepResult, ...]:
-    """A map step's per-item results; items that never ended were cancelled."""
-    assert st.item_status is not None
-    results = []
-    for i, status in enumerate(st.item_status):
-        started, finished = st.item_times[i]
-        results.append(
-            StepResult(
-                f"{st.name}[{i}]",
-                StepStatus.CANCELLED if status is None else status,
-                st.item_values[i] if status is StepStatus.SUCCEEDED else None,
-                st.item_failures.get(i),
-                st.item_attempts[i],
-                started,
-                None if status is None else finished,
-            )
-        )
-    return tuple(results)
 
 
 def _frozen_usage(usage: Mapping[str, float]) -> Mapping[str, float]:

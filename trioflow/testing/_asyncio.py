@@ -60,7 +60,7 @@ import outcome
 from .._scheduler import quiescent_scheduling, settle_decision
 from ._errors import BudgetExceededError, DeadlockError
 from ._strategy import DecisionPoint, Strategy
-from ._trace import _LIBRARY_MARKERS, Trace, _trim
+from ._trace import _LIBRARY_MARKERS, Trace, _trim, cohort_done
 
 __all__ = ["run_asyncio"]
 
@@ -458,7 +458,7 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
         """Wait until every task of *cohort* (see :meth:`cancel_cohort`) has run a
         step since, or ended. Event-driven (checked as each task step ends), so
         that no strategy can starve the cohort by running the waiting task."""
-        if self._cohort_done(cohort):
+        if cohort_done(self._ctl._trace, cohort):
             await anyio.lowlevel.checkpoint()
             return
         future: asyncio.Future[None] = self.create_future()
@@ -468,13 +468,9 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
         finally:
             self._cohort_waiter = None
 
-    def _cohort_done(self, cohort: tuple[int, frozenset[str]]) -> bool:
-        start, waiting = cohort
-        return waiting <= {label for _, kind, label, _ in self._ctl._trace[start:] if kind in ("step", "exit")}
-
     def _wake_cohort_waiter(self) -> None:
         waiter = self._cohort_waiter
-        if waiter is not None and self._cohort_done(waiter[1]):
+        if waiter is not None and cohort_done(self._ctl._trace, waiter[1]):
             self._cohort_waiter = None
             if not waiter[0].done():
                 waiter[0].set_result(None)

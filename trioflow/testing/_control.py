@@ -66,7 +66,7 @@ from ._strategy import (
     fast_zeros,
 )
 from ._threads import ThreadJobs
-from ._trace import _ADDRESS, Trace, _await_frames, _replay_hint, _trim, _where
+from ._trace import _ADDRESS, Trace, _await_frames, _replay_hint, _trim, _where, cohort_done
 from ._waitfor import (
     GRAPH_WAITS,
     Notify,
@@ -308,7 +308,7 @@ class Controller(trio.abc.Instrument):
         step since, or ended: one batch of plain trio. Event-driven (checked as
         each batch ends, see :meth:`after_task_step`), so that no strategy can
         starve the cohort by running the waiting task again and again."""
-        if self._cohort_done(cohort):
+        if cohort_done(self._trace, cohort):
             await trio.lowlevel.checkpoint()
             return
         task = trio.lowlevel.current_task()
@@ -320,13 +320,9 @@ class Controller(trio.abc.Instrument):
 
         await trio.lowlevel.wait_task_rescheduled(abort)
 
-    def _cohort_done(self, cohort: tuple[int, frozenset[str]]) -> bool:
-        start, waiting = cohort
-        return waiting <= {label for _, kind, label, _ in self._trace[start:] if kind in ("step", "exit")}
-
     def _wake_cohort_waiter(self) -> None:
         waiter = self.cohort_waiter
-        if waiter is not None and self._cohort_done(waiter[1]):
+        if waiter is not None and cohort_done(self._trace, waiter[1]):
             self.cohort_waiter = None
             trio.lowlevel.reschedule(waiter[0])
 

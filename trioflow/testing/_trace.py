@@ -122,6 +122,13 @@ def _await_frames(frames: list[tuple[FrameType, int]]) -> list[str]:
     ]
 
 
+def cohort_done(trace: Sequence[tuple[float, str, str, str]], cohort: tuple[int, frozenset[str]]) -> bool:
+    """Whether every task of a fail-fast *cohort* (where the trace stood, the tasks'
+    labels) has run a step since, or ended: the cancellation may land then."""
+    start, waiting = cohort
+    return waiting <= {label for _, kind, label, _ in trace[start:] if kind in ("step", "exit")}
+
+
 def _trim(decisions: Sequence[int]) -> list[int]:
     """Drop trailing zeros: an exhausted schedule continues with 0 (FIFO) anyway."""
     end = len(decisions)
