@@ -51,17 +51,13 @@ from harness_corpus import Case, Program
 import trioflow
 
 CASES: list[Case] = []
-# Bugs the harness does not find, kept apart so that the corpus's tests hold, and measured
-# last by fuzz/corpus_table.py (see the comment above each). Three more, of trioflow.map
-# and gather, were missed until the harness was fixed for them (see their comments).
-MISSED: list[Case] = []
 
 
-def case(name: str, kind: str, *, into: list[Case] = CASES) -> Any:
+def case(name: str, kind: str) -> Any:
     """Register a class with async static methods ``bug`` and ``fixed`` as a case."""
 
     def register(cls: type[Any]) -> type[Any]:
-        into.append(Case(name, kind, cls.bug, cls.fixed))
+        CASES.append(Case(name, kind, cls.bug, cls.fixed))
         return cls
 
     return register
@@ -1130,7 +1126,7 @@ class Hedged:
     fixed = staticmethod(_hedged(True))
 
 
-# -- missed --------------------------------------------------------------------------
+# -- one unit held back on fewer workers than units ---------------------------------
 
 
 def _replica_items(by_epoch: bool) -> Program:
@@ -1151,16 +1147,14 @@ def _replica_items(by_epoch: bool) -> Program:
     return main
 
 
-# Missed in every seed (0 of 10, 1000 runs each). The bug needs item 3's task held back
-# while the three other workers take and finish items 4 to 9 at the same virtual instant
-# (as a slow network can make it, in production). Under the harness, a worker that
-# finishes an item while another task of the call is runnable settles before it takes
-# the next one (Controller.handover decides only when no other task of the call is
-# runnable), and settling waits until every task is blocked: the held-back item runs to
-# its end first, so it can never finish last. With max_concurrent=10 (every item on its
-# own worker, no hand-over) the same bug is found in a few dozen runs. See the report of
-# the third corpus in docs/testing.rst.
-@case("map_stale_item_3_of_10_last", "a specific task of ten last (trioflow.map, max_concurrent=4)", into=MISSED)
+# The bug needs item 3's task held back while the three other workers take and finish
+# items 4 to 9 at the same virtual instant (as a slow network can make it, in
+# production). It was missed in every seed while a worker that finished an item with
+# another task of the call runnable always settled before taking the next one: settling
+# waits until every task is blocked, so the held-back item ran to its end first. The
+# hand-over is now a decision there too whenever the next unit cannot change (a map's
+# next item never does; see Controller.handover and Run._next_fixed).
+@case("map_stale_item_3_of_10_last", "a specific task of ten last (trioflow.map, max_concurrent=4)")
 class StaleItem:
     """Ten report items through :func:`trioflow.map` with four workers; the last report wins,
     and item 3 is stale: the view is wrong only if item 3 reports last."""
@@ -1194,10 +1188,9 @@ def _replica_steps(by_epoch: bool) -> Program:
     return main
 
 
-# Missed in every seed, for the reason above: a flow's worker settles before it takes the
-# next step while another task of the run is runnable. Without max_concurrent the same
-# flow's bug is found in a few dozen runs.
-@case("flow_stale_step_3_of_10_last", "a specific task of ten last (a flow, max_concurrent=4)", into=MISSED)
+# The same through a flow's workers: every step is queued from the start, so no step
+# ending now can make a more urgent one ready, and the hand-over is a decision.
+@case("flow_stale_step_3_of_10_last", "a specific task of ten last (a flow, max_concurrent=4)")
 class StaleStep:
     """Ten report steps of a flow run with ``max_concurrent=4``; step ``report3`` is stale,
     and the view is wrong only if it reports last."""

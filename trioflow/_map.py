@@ -53,6 +53,7 @@ from ._scheduler import (
     current_backend,
     quiescent_here,
     settle_decision,
+    wait_after_settling,
     wait_all_tasks_blocked,
 )
 from ._waiting import line_for, wait_turn
@@ -65,6 +66,11 @@ R = TypeVar("R")
 ErrorHandling = Literal["fail_fast", "continue"]
 
 _MAX_LISTED = 10  # failed items named in a FlowError message
+
+
+def _fixed() -> bool:
+    """What a pool tells the harness's hand-over decision: its next item is fixed."""
+    return True
 
 
 def _fn_name(fn: object) -> str:
@@ -154,6 +160,7 @@ class _Pool:
         "retrying",
         "scope",
         "seed",
+        "settling",
         "soft",
         "source_error",
         "started",
@@ -202,9 +209,7 @@ class _Pool:
         self.stop_at = math.inf  # when fail-fast stopped the call (the first failure)
         self.scope: Any = None
         self.nursery: Any = None
-        # under trioflow.testing: the tasks plain trio would run before fail-fast's
-        # cancellation lands (the harness's cancel_cohort, taken at the first failure)
-        self.cohort: Any = None
+        self.settling = 0  # under trioflow.testing: workers waiting for the instant to settle
         self.source_error: Exception | None = None
         self.values: list[Any] = []  # one entry per item taken from the iterator: the results
         # sparse, by item index:
@@ -253,7 +258,7 @@ class _Pool:
     async def _next_async(self) -> tuple[int, Any] | None:
         assert isinstance(self.iterator, AsyncIterator)
         async with self.lock:  # an async generator cannot be advanced by two tasks at once
-            if self.exhausted or self.stopping:
+            if self.exhausted or (self.stopping and self.be.current_time() > self.stop_at):
                 return None
             try:
                 return self._claim(await anext(self.iterator))
@@ -269,50 +274,70 @@ class _Pool:
         """Take items and run them until the items run out or the pool stops.
 
         ``first``: whether this task has run no item yet (``_first_worker`` runs one first).
+        Fail-fast stops it after the instant of the first failure: an item due at that
+        instant (a worker is free then) still begins, as a flow's unit does (see
+        :meth:`_cancel_all`).
         """
         sync = self.lock is None
         be = self.be
         quiescent = self.quiescent
         streak = 0
-        while not (self.stopping or self.exhausted):
+        while not self.exhausted and (not self.stopping or be.current_time() <= self.stop_at):
             # like a flow's workers: a checkpoint every YIELD_EVERY items, so items
             # that never await cannot starve other tasks nor hold off a cancellation
             streak += 1
             if streak >= YIELD_EVERY:
                 streak = 0
-                await be.checkpoint()
-                if self.stopping or self.exhausted:
+                if self.stopping:  # (at the stop instant: the items due then begin)
+                    await self._pass()
+                else:
+                    await be.checkpoint()
+                if self.exhausted or (self.stopping and be.current_time() > self.stop_at):
                     return
             if quiescent and not first and self._settles():
                 # under trioflow.testing, as a flow's workers do: take the next item
-                # once this virtual instant has settled, so whether a failure at
-                # this instant stops the call first does not depend on the schedule
-                # (unless the harness takes it at once, as production does)
-                await wait_all_tasks_blocked()
-                if self.stopping or self.exhausted:
+                # once this virtual instant has settled, so that what the other items
+                # do at this instant happens first (unless the harness takes it at
+                # once, as production does)
+                self.settling += 1
+                try:
+                    await wait_all_tasks_blocked()
+                finally:
+                    self.settling -= 1
+                if self.exhausted or (self.stopping and be.current_time() > self.stop_at):
                     return
             first = False
             taken = self._next_sync() if sync else await self._next_async()
-            if taken is not None:
-                try:
-                    await self._run_item(*taken)
-                except Exception as exc:  # the engine's own error: a failure of that item
-                    add_note(exc, f"trioflow: internal error while running {self.what} {taken[0]}")
-                    if taken[0] not in self.errors:
-                        self.retrying.pop(taken[0], None)
-                        self._failed(taken[0], exc, self.attempts.get(taken[0], 1), be.current_time())
-            if self.stopping and not self.scope.cancel_called:
-                # fail-fast: first let every task already woken at this instant run to
-                # its next checkpoint, so failures that happen together are all
-                # reported; then cancel the rest mid-await
-                await self._settle()
-                self._cancel()
             if taken is None:
                 return
+            try:
+                await self._run_item(*taken)
+            except Exception as exc:  # the engine's own error: a failure of that item
+                add_note(exc, f"trioflow: internal error while running {self.what} {taken[0]}")
+                if taken[0] not in self.errors:
+                    self.retrying.pop(taken[0], None)
+                    self._failed(taken[0], exc, self.attempts.get(taken[0], 1), be.current_time())
 
-    def _cancel(self) -> None:
-        if self.scope.cancel_called:
-            return
+    async def _cancel_all(self, cohort: Any) -> None:
+        """Fail fast: cancel every item, once the failures and the items due at the
+        instant of the first failure have landed, by the rule of a flow's
+        ``Run._cancel_all``: every attempt that fails at that instant is reported as
+        failed, and every item due then (a worker is free) still begins its first
+        attempt, whichever of the instant's events the async library runs first.
+
+        One scheduling batch after the failure (this task's first step); under
+        ``trioflow.testing``, once every task is blocked, after the workers settling at
+        that instant have taken their items, or as plain trio lands it (the harness's
+        cancel decision, with *cohort* the tasks of the failure's batch).
+        """
+        if self.quiescent:
+            hooks: Any = settle_decision.get()
+            if cohort is not None and hooks.cancel_decision():
+                await hooks.wait_cohort(cohort)
+                if self.settling:  # (they began to settle before: they go first)
+                    await wait_after_settling()
+            else:
+                await wait_after_settling()
         # an item whose attempt failed at the instant the call stopped, and that
         # waits to retry, failed at that instant too: report it as failed
         for index, (error, attempt, failed_at) in list(self.retrying.items()):
@@ -409,17 +434,21 @@ class _Pool:
 
     def _settles(self) -> bool:
         """Under trioflow.testing: settle before taking the next item, or take it at once as
-        production does? The harness's hand-over decision, as a flow's workers ask it."""
+        production does? The harness's hand-over decision, as a flow's workers ask it.
+
+        Nothing the other items do at this instant changes which item comes next
+        (the iterator's next one; a failure lets the items due now begin), so the
+        harness may take it at once even while they can run (``_fixed``)."""
         decide = settle_decision.get()
-        return decide is None or bool(decide(self.nursery))
+        return decide is None or bool(decide(self.nursery, _fixed))
 
     def _stop(self) -> None:
         if not self.stopping:
-            self.stopping = True  # the worker cancels the scope after one more scheduling pass
+            self.stopping = True
             self.stop_at = self.be.current_time()
-            if self.quiescent:
-                cohort = getattr(settle_decision.get(), "cancel_cohort", None)
-                self.cohort = None if cohort is None else cohort()
+            # (under the harness: the tasks plain trio would run before the cancellation)
+            cohort = getattr(settle_decision.get(), "cancel_cohort", None) if self.quiescent else None
+            self.nursery.start_soon(self._cancel_all, None if cohort is None else cohort())
 
     async def _settle(self) -> None:
         """Let the other tasks woken at this instant run first (not cancellable).
@@ -429,16 +458,14 @@ class _Pool:
         instant does not depend on the schedule.
         """
         if self.quiescent:
-            hooks: Any = settle_decision.get()
-            cohort, self.cohort = self.cohort, None
             with anyio.CancelScope(shield=True):
-                if cohort is not None and hooks.cancel_decision():
-                    # the harness lands it as plain trio does, once the tasks of the
-                    # failure's batch have run (one may be between two awaits)
-                    await hooks.wait_cohort(cohort)
-                else:
-                    await wait_all_tasks_blocked()
-        elif self.be.name == "trio":
+                await wait_all_tasks_blocked()
+        else:
+            await self._pass()
+
+    async def _pass(self) -> None:
+        """One scheduling batch, not cancellable."""
+        if self.be.name == "trio":
             await trio.lowlevel.cancel_shielded_checkpoint()
         else:
             await anyio.lowlevel.cancel_shielded_checkpoint()
@@ -452,9 +479,6 @@ class _Pool:
             add_note(exc, f"trioflow: internal error while running {self.what} {index}")
             if index not in self.errors:
                 self._failed(index, exc, self.attempts.get(index, 1), self.be.current_time())
-        if self.stopping and not self.scope.cancel_called:  # as worker() does after each item
-            await self._settle()
-            self._cancel()
         await self.worker(first=False)
 
     async def run(

@@ -123,8 +123,11 @@ quiescent_scheduling: contextvars.ContextVar[bool] = contextvars.ContextVar(
 # it sees both behaviours. If the object also has an async
 # ``wait_all_tasks_blocked()``, wait_all_tasks_blocked below uses it (the
 # harness's own signal that every task is blocked); if it has a
-# ``settle(nursery)``, that decides, and returns what to await (None: go on).
-settle_decision: contextvars.ContextVar[Callable[[Any], bool] | None] = contextvars.ContextVar(
+# ``settle(nursery, fixed)``, that decides, and returns what to await (None:
+# go on). Both are also given ``fixed``: None, or a function that says whether
+# nothing the run's other tasks may do at this instant can change which unit
+# the slot goes to (then the harness need not let them run first).
+settle_decision: contextvars.ContextVar[Callable[[Any, Any], bool] | None] = contextvars.ContextVar(
     "trioflow_settle_decision", default=None
 )
 
@@ -145,6 +148,19 @@ def quiescent_here(on_trio: bool) -> bool:
         return False
     drives: Any = getattr(settle_decision.get(), "drives_current_loop", None)
     return on_trio if drives is None else bool(drives())
+
+
+async def wait_after_settling() -> None:
+    """Quiescent mode: wait until every task is blocked, after the workers settling at
+    this instant have gone on (the harness's own wait for that, if it has one): how
+    fail-fast's cancellation waits, so that the units due at the instant begin first."""
+    wait_last: Any = getattr(settle_decision.get(), "wait_settled_last", None)
+    if wait_last is not None:
+        await wait_last()
+    else:
+        from trio.testing import wait_all_tasks_blocked as trio_wait
+
+        await trio_wait(_AFTER_SETTLING)
 
 
 async def wait_all_tasks_blocked() -> None:
@@ -543,7 +559,8 @@ class Run:
         self.quiescent = quiescent_here(self.be is _TRIO)
         self.settle_decision = settle_decision.get() if self.quiescent else None
         # the decision and the settling in one call, where the hooks have it (see _settle_instant)
-        self.settle_hook: Callable[[Any], Any] | None = getattr(self.settle_decision, "settle", None)
+        self.settle_hook: Callable[[Any, Any], Any] | None = getattr(self.settle_decision, "settle", None)
+        self.unready_from = 0  # see _next_fixed
         # the clock's own bound method: one call per reading on the hot path
         self.now: Callable[[], float] = (
             trio.lowlevel.current_clock().current_time if self.be is _TRIO else self.be.current_time
@@ -825,8 +842,37 @@ class Run:
         """Quiescent mode: settle before taking a contended slot, unless the harness says not
         (or will say so in ``_settle_instant``, if its hooks decide and settle in one call)."""
         return not self.hasty and (
-            self.settle_decision is None or self.settle_hook is not None or self.settle_decision(self.nursery)
+            self.settle_decision is None
+            or self.settle_hook is not None
+            or self.settle_decision(self.nursery, self._next_fixed)
         )
+
+    def _next_fixed(self) -> bool:
+        """Quiescent mode: whether nothing the run's other tasks may do at this instant can
+        change which unit a freed slot goes to, so that taking it at once is as good as
+        letting them run first.
+
+        So when every step not yet begun is queued already (none waits for a
+        dependency, nor for the items of the map step it pipes from), and no
+        queued unit waits for a limiter's slot, a rate limit's token or a keyed
+        slot that a unit ending now would give back: the slot is then for the
+        head of the queue, whoever runs first. A failure at this instant
+        changes nothing either, since the units due then still begin (see
+        :meth:`_cancel_all`). Steps only ever leave the waiting state, so the
+        scan goes on from where it stopped (``unready_from``).
+        """
+        if self.queued_limited or self.domain is not None:
+            return False
+        states = self.states
+        i = self.unready_from
+        end = len(states)
+        while i < end:
+            st = states[i]
+            if st.pending and st.status is None:
+                break
+            i += 1
+        self.unready_from = i
+        return i == end
 
     def _release(self, unit: _Unit) -> None:
         self.busy -= 1
@@ -847,7 +893,7 @@ class Run:
         self.settling += 1
         try:
             if self.settle_hook is not None:
-                waiting = self.settle_hook(self.nursery)  # (None: take the slot at once)
+                waiting = self.settle_hook(self.nursery, self._next_fixed)  # (None: take the slot at once)
                 if waiting is not None:
                     await waiting
             else:
@@ -1536,9 +1582,9 @@ class Run:
             if self.scouts or self.settling:
                 # scouts on their way (units due at this instant begin first, as under
                 # plain trio) or workers that began to settle before: they go first
-                await self._wait_after_settling()
+                await wait_after_settling()
         elif self.quiescent:
-            await self._wait_after_settling()
+            await wait_after_settling()
         else:
             while self.scouts:
                 await self._settle()
@@ -1550,17 +1596,6 @@ class Run:
                 del self.retrying[unit]
                 self._unit_failed(unit, error, attempt, failed_at)
         self.nursery.cancel_scope.cancel()
-
-    async def _wait_after_settling(self) -> None:
-        """Quiescent mode: wait until every task is blocked, after the workers settling
-        at this instant have gone on (the harness's own wait for that, if it has one)."""
-        wait_last: Any = getattr(self.settle_decision, "wait_settled_last", None)
-        if wait_last is not None:
-            await wait_last()
-        else:
-            from trio.testing import wait_all_tasks_blocked
-
-            await wait_all_tasks_blocked(_AFTER_SETTLING)
 
     def _engine_failed(self, unit: _Unit, exc: Exception) -> None:
         """An error of the engine itself (not the step's): fail the unit it belongs to."""

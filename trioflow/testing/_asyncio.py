@@ -179,8 +179,8 @@ class _EngineHooks:
         self.cancel_decision = loop.cancel_decision
         self.wait_cohort = loop.wait_cohort
 
-    def __call__(self, nursery: Any) -> bool:
-        return self._loop.handover(nursery)
+    def __call__(self, nursery: Any, fixed: Callable[[], bool] | None = None) -> bool:
+        return self._loop.handover(nursery, fixed)
 
     def drives_current_loop(self) -> bool:
         """Whether the engine runs on this harness's loop (not, say, in a thread of its own)."""
@@ -475,29 +475,31 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
             if not waiter[0].done():
                 waiter[0].set_result(None)
 
-    def handover(self, nursery: Any) -> bool:
+    def handover(self, nursery: Any, fixed: Callable[[], bool] | None = None) -> bool:
         """The engine asks: settle before taking a freed slot (True), or take it at once?
 
         As on trio (:meth:`._control.Controller.handover`): the run settles
         when another task of the same run (under *nursery*) may run at this
-        instant; the slot is taken at once, with no decision, when nothing
-        else at all could run first; otherwise the schedule decides. A ready
-        callback that is not a task's step counts as the tasks it wakes (the
-        waiters of a future it settles), or, if the loop cannot tell, as a
-        task of the run.
+        instant, unless *fixed* (the engine's) says nothing it may do can
+        change which unit the slot goes to; the slot is taken at once, with no
+        decision, when nothing else at all could run first; otherwise the
+        schedule decides. A ready callback that is not a task's step counts as
+        the tasks it wakes (the waiters of a future it settles), or, if the
+        loop cannot tell, as a task of the run.
         """
         ctl = self._ctl
         if ctl.error is not None:
             return True
         current = asyncio.current_task(self)
-        members: Any = getattr(nursery, "_tasks", None)  # (anyio's task group's tasks)
-        for handle in (*self._ready, *self._batch):  # type: ignore[attr-defined]
-            woken = _woken(handle)
-            if woken is None:
-                return True
-            for task in woken:
-                if task is not current and (members is None or self._descends(task, members)):
+        if fixed is None or not fixed():
+            members: Any = getattr(nursery, "_tasks", None)  # (anyio's task group's tasks)
+            for handle in (*self._ready, *self._batch):  # type: ignore[attr-defined]
+                woken = _woken(handle)
+                if woken is None:
                     return True
+                for task in woken:
+                    if task is not current and (members is None or self._descends(task, members)):
+                        return True
         if self._quiet():
             return False
         label = ctl.labels.get(current, "?") if current is not None else "?"

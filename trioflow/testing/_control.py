@@ -44,7 +44,7 @@ import math
 import operator
 import time
 from collections import Counter
-from collections.abc import Awaitable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from types import CodeType
 from typing import Any, Final
 
@@ -126,8 +126,8 @@ class EngineHooks:
         self.cancel_decision = controller.cancel_decision
         self.wait_cohort = controller.wait_cohort
 
-    def __call__(self, nursery: Any) -> bool:
-        return self._handover(nursery)
+    def __call__(self, nursery: Any, fixed: Callable[[], bool] | None = None) -> bool:
+        return self._handover(nursery, fixed)
 
 
 class Controller(trio.abc.Instrument):
@@ -250,23 +250,23 @@ class Controller(trio.abc.Instrument):
         self.decisions.append(decision)
         return decision
 
-    def handover(self, nursery: trio.Nursery) -> bool:
+    def handover(self, nursery: trio.Nursery, fixed: Callable[[], bool] | None = None) -> bool:
         """The engine asks: settle before taking a freed slot (True), or take it at once?
 
-        It is a decision only when no other task of the same run (under
-        *nursery*, the run's) is runnable: then nothing else of the run can
-        change the ready queue at this instant, and taking the slot at once
-        gives the same timeline, while other tasks (those the settling would
-        have let run first) see the step start before them, as in production.
-        When another task of the run is runnable, a unit ending at the same
-        instant may be about to make a more urgent step ready: the run
+        It is a decision when no other task of the same run (under *nursery*,
+        the run's) is runnable, or when *fixed* (the engine's) says that
+        nothing they may do at this instant can change which unit the slot
+        goes to: taking the slot at once then gives the same timeline, while
+        other tasks (those the settling would have let run first) see the unit
+        start before them, as in production. Otherwise a unit ending at the
+        same instant may be about to make a more urgent step ready: the run
         settles, so timelines stay schedule-independent. When nothing at all
         could run before the worker, settling would change nothing: the slot
         is taken at once, with no decision either.
         """
-        return self._handover(nursery) != _AT_ONCE
+        return self._handover(nursery, fixed) != _AT_ONCE
 
-    def _handover(self, nursery: trio.Nursery) -> int:
+    def _handover(self, nursery: trio.Nursery, fixed: Callable[[], bool] | None = None) -> int:
         """:meth:`handover`, saying why: ``_AT_ONCE``, ``_OTHERS_FIRST`` (another task of the
         run is runnable: the run is not settled) or ``_SETTLE`` (decided, or stopping)."""
         if self.error is not None:
@@ -276,9 +276,14 @@ class Controller(trio.abc.Instrument):
         for tasks in (self.current_batch, self.runq, self.held):
             for task in tasks:
                 if task is not current and (task._parent_nursery is nursery or _descends_from(task, nursery)):
-                    return _OTHERS_FIRST
+                    if fixed is None or not fixed():
+                        return _OTHERS_FIRST
+                    return self._decide_handover(current)
         if self._quiet():
             return _AT_ONCE
+        return self._decide_handover(current)
+
+    def _decide_handover(self, current: trio.lowlevel.Task) -> int:
         return _SETTLE if self.next_decision("handover", (self.labels.get(current, "?"),)) == 0 else _AT_ONCE
 
     # -- when fail-fast's cancellation lands -------------------------------------
@@ -367,13 +372,15 @@ class Controller(trio.abc.Instrument):
         assert waiting is not None  # (with no nursery, it always waits or checks for cancellation)
         await waiting
 
-    def settle(self, nursery: trio.Nursery | None) -> Awaitable[None] | None:
+    def settle(
+        self, nursery: trio.Nursery | None, fixed: Callable[[], bool] | None = None
+    ) -> Awaitable[None] | None:
         """The engine's ``settle(nursery)`` at a contended slot: :meth:`handover` decides
         whether to wait at all, and what to await is returned (``None``: take the slot at
         once), so that a wait costs the engine no coroutine of the harness's. With no
         *nursery*, the wait of :meth:`wait_settled`.
         """
-        why = _SETTLE if nursery is None else self._handover(nursery)
+        why = _SETTLE if nursery is None else self._handover(nursery, fixed)
         if why == _AT_ONCE:
             return None
         # (with another task of the run runnable, the run has not settled)
