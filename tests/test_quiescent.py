@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import anyio
 import pytest
 import trio
 import trio.testing
@@ -108,3 +109,67 @@ def test_quiescent_mode_is_only_on_inside_the_harness() -> None:
     check_deterministic(main, runs=2)
     assert seen[0] is False
     assert set(seen[1:]) == {True}
+
+
+def instant_flow() -> trioflow.Flow:
+    # a and b take no virtual time (trio.sleep(0) waits for a deadline due at once);
+    # c and d need both, and outrank e and f, which are ready from the start
+    flow = trioflow.Flow("instant")
+    flow.add(sleeper("a", 0))
+    flow.add(sleeper("b", 0))
+    flow.add(sleeper("c", 16), after=["a", "b"])
+    flow.add(sleeper("d", 4, ("a", "b")))
+    flow.add(sleeper("e", 1))
+    flow.add(sleeper("f", 0.25))
+    return flow
+
+
+async def instant_timeline() -> dict[str, tuple[float | None, float | None]]:
+    result = await instant_flow().run(max_concurrent=2)
+    return {name: (s.started_at, s.finished_at) for name, s in result.steps.items()}
+
+
+def test_steps_that_take_no_time_give_the_same_timeline_under_every_schedule() -> None:
+    # Which steps start at t=0 must not depend on whether a worker takes its next step
+    # before or after a step that takes no time ends, nor on which of the workers that
+    # waited for the instant to settle goes first (a worker woken by a due deadline
+    # counts as runnable, other workers waiting to settle count too, and those woken
+    # as the run settles all take their steps before any step they started goes on).
+    # Each of those used to let some schedules start e at t=0 and d at t=1.
+    expected = run_deterministic(instant_timeline, schedule=[]).value
+    assert check_deterministic(instant_timeline, runs=300) == expected
+    for strategy in ("random", "pct", "bounded"):
+        assert check_deterministic(instant_timeline, runs=100, strategy=strategy) == expected
+
+
+def anyio_sleeper(name: str, seconds: float, deps: tuple[str, ...] = ()) -> Any:
+    async def step(**kwargs: Any) -> str:
+        await anyio.sleep(seconds)
+        return name
+
+    step.__name__ = name
+    step.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(d, inspect.Parameter.KEYWORD_ONLY) for d in deps]
+    )
+    return step
+
+
+async def anyio_instant_timeline() -> dict[str, tuple[float | None, float | None]]:
+    flow = trioflow.Flow("instant")
+    flow.add(anyio_sleeper("a", 0))
+    flow.add(anyio_sleeper("b", 0))
+    flow.add(anyio_sleeper("c", 16), after=["a", "b"])
+    flow.add(anyio_sleeper("d", 4, ("a", "b")))
+    flow.add(anyio_sleeper("e", 1))
+    flow.add(anyio_sleeper("f", 0.25))
+    result = await flow.run(max_concurrent=2)
+    return {name: (s.started_at, s.finished_at) for name, s in result.steps.items()}
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_steps_that_take_no_time_give_the_same_timeline_on_either_harness(backend: str) -> None:
+    # the same through anyio, on the asyncio harness too (its workers waiting to
+    # settle count as runnable, and those it wakes as the run settles go first)
+    expected = run_deterministic(anyio_instant_timeline, schedule=[], backend=backend).value
+    for strategy in ("portfolio", "random", "pct", "bounded"):
+        assert check_deterministic(anyio_instant_timeline, runs=150, strategy=strategy, backend=backend) == expected

@@ -212,6 +212,9 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
         # futures of the tasks waiting for the run to settle, oldest first, and of
         # those waiting until after them (see wait_settled, wait_settled_last)
         self._settling: list[asyncio.Future[None]] = []
+        self._settling_tasks: list[asyncio.Task[Any] | None] = []  # (whose waits they are)
+        # the tasks woken as the run settled: their wake-ups run next, all of them
+        self._woken: set[asyncio.Task[Any]] = set()
         self._settling_last: list[asyncio.Future[None]] = []
         # fail-fast's cancellation waiting for the tasks of the failure's batch (wait_cohort)
         self._cohort_waiter: tuple[asyncio.Future[None], tuple[int, frozenset[str]]] | None = None
@@ -310,6 +313,9 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
             ready.append(handle)
         batch = [h for h in ready if not h._cancelled]
         ready.clear()
+        forced = False
+        if self._woken:
+            batch, forced = self._take_woken(batch)
         polls = self._polls
         if polls:
             # (a poll is not a choice: it runs after what the decision runs)
@@ -320,7 +326,7 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
             choices = batch
             after = []
         jobs = ctl.threads.pending
-        if len(choices) + len(jobs) >= 2 and ctl.error is None and not self._cleanup:
+        if len(choices) + len(jobs) >= 2 and ctl.error is None and not self._cleanup and not forced:
             labels = [self._label(h) for h in choices] + [job.label for job in jobs]
             decision = ctl.next_decision("batch", labels)
             if decision > len(choices):
@@ -374,6 +380,27 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
 
     # -- the engine's quiescent mode (see trioflow._scheduler) ------------------
 
+    def _take_woken(self, batch: list[asyncio.Handle]) -> tuple[list[asyncio.Handle], bool]:
+        """The wake-ups of the tasks woken as the run settled, all of them and in order,
+        with no decision; the rest of *batch* goes back to the ready queue for the next.
+
+        They all waited for the same settled instant, and each takes its unit as of
+        then: had a decision run one alone, the unit it took could end (at the same
+        virtual instant) before the next one took its own (see
+        ``_control.Controller._run_woken``).
+        """
+        woken = self._woken
+        first: list[asyncio.Handle] = []
+        rest: list[asyncio.Handle] = []
+        for handle in batch:
+            owner = getattr(handle._callback, "__self__", None)  # type: ignore[attr-defined]
+            (first if owner in woken else rest).append(handle)
+        woken.clear()
+        if not first:
+            return batch, False
+        self._ready.extend(rest)  # type: ignore[attr-defined]
+        return first, True
+
     def _quiet(self) -> bool:
         """Whether nothing but the running task could run before the run has settled.
 
@@ -404,6 +431,7 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
             return
         future: asyncio.Future[None] = self.create_future()
         self._settling.append(future)
+        self._settling_tasks.append(asyncio.current_task(self))
         await future
 
     async def wait_settled_last(self) -> None:
@@ -417,6 +445,8 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
         waiting = self._settling
         if waiting:
             self._settling = []
+            self._woken.update(task for task in self._settling_tasks if task is not None)
+            self._settling_tasks = []
         else:
             waiting = self._settling_last
             self._settling_last = []
@@ -493,13 +523,21 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
         current = asyncio.current_task(self)
         if fixed is None or not fixed():
             members: Any = getattr(nursery, "_tasks", None)  # (anyio's task group's tasks)
-            for handle in (*self._ready, *self._batch):  # type: ignore[attr-defined]
+            scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
+            due = [h for h in scheduled if h._when <= self._virtual and not h._cancelled]  # type: ignore[attr-defined]
+            for handle in (*self._ready, *self._batch, *due):  # type: ignore[attr-defined]
                 woken = _woken(handle)
                 if woken is None:
                     return True
                 for task in woken:
                     if task is not current and (members is None or self._descends(task, members)):
                         return True
+            # (and the workers waiting to take their units once the instant settles)
+            for waiter in self._settling_tasks:
+                if waiter is not None and waiter is not current and (
+                    members is None or self._descends(waiter, members)
+                ):
+                    return True
         if self._quiet():
             return False
         label = ctl.labels.get(current, "?") if current is not None else "?"

@@ -188,6 +188,8 @@ class Controller(trio.abc.Instrument):
         self.token: trio.lowlevel.TrioToken | None = None
         # tasks waiting for the run to settle (wait_settled), oldest first
         self.settling: list[trio.lowlevel.Task] = []
+        # those woken as the run settled: they run next, all of them (see _run_woken)
+        self.woken: list[trio.lowlevel.Task] = []
         self.error: BaseException | None = None
         self.force_stop_after: int | None = None
         self.idle_since: float | None = None
@@ -272,8 +274,10 @@ class Controller(trio.abc.Instrument):
         if self.error is not None:
             return _SETTLE
         current = _trio_run.GLOBAL_RUN_CONTEXT.task
-        # (the running batch first: the workers that an instant woke together are there)
-        for tasks in (self.current_batch, self.runq, self.held):
+        # (the running batch first: the workers that an instant woke together are there;
+        # then the tasks whose deadline is due, which run at this instant too, and the
+        # workers waiting to take their units once the instant settles)
+        for tasks in (self.current_batch, self.runq, self.held, self._due_tasks(), self.settling):
             for task in tasks:
                 if task is not current and (task._parent_nursery is nursery or _descends_from(task, nursery)):
                     if fixed is None or not fixed():
@@ -282,6 +286,28 @@ class Controller(trio.abc.Instrument):
         if self._quiet():
             return _AT_ONCE
         return self._decide_handover(current)
+
+    def _due_tasks(self) -> Iterator[trio.lowlevel.Task]:
+        """The tasks that a deadline due now will wake at this virtual instant (a
+        ``trio.sleep(0)``, a timer that fires now): blocked, but as good as runnable."""
+        heap = self.deadlines._heap  # (deadline, id, cancel scope), earliest first
+        now = self.clock._virtual_base
+        if not heap or heap[0][0] > now:
+            return
+        places = [0]
+        while places:
+            i = places.pop()
+            deadline, _, scope = heap[i]
+            if deadline > now:
+                continue  # (nor any entry below it in the heap)
+            places.extend(j for j in (2 * i + 1, 2 * i + 2) if j < len(heap))
+            if deadline != scope._registered_deadline or scope._cancel_status is None:
+                continue  # a stale entry
+            statuses = [scope._cancel_status]
+            while statuses:
+                status = statuses.pop()
+                yield from status._tasks
+                statuses.extend(status._children)
 
     def _decide_handover(self, current: trio.lowlevel.Task) -> int:
         return _SETTLE if self.next_decision("handover", (self.labels.get(current, "?"),)) == 0 else _AT_ONCE
@@ -384,7 +410,7 @@ class Controller(trio.abc.Instrument):
         if why == _AT_ONCE:
             return None
         # (with another task of the run runnable, the run has not settled)
-        if why == _SETTLE and self.error is None and self._quiet(settling=True):
+        if self.error is None and self._quiet(settling=True):
             # Every other task is blocked, or waits here: the run has settled.
             # Those waiting go on after this one (in the next batch, oldest
             # first), as they would once this one waited too.
@@ -405,7 +431,31 @@ class Controller(trio.abc.Instrument):
         reschedule = _trio_run.GLOBAL_RUN_CONTEXT.runner.reschedule
         for task in settling:
             reschedule(task)
+        self.woken.extend(settling)
         settling.clear()
+
+    def _run_woken(self, runnable: Any, batch: list[trio.lowlevel.Task]) -> None:
+        """The next batch is the tasks woken as the run settled, all of them, oldest first
+        (after trio's own tasks); the run's other runnable tasks wait for the next decision.
+
+        They all waited for the same settled instant, and each takes its unit as of
+        then: had a decision run one of them alone, the unit it took could end
+        (at the same virtual instant) before the next one took its own, and which
+        units start at that instant would depend on the schedule. No decision is
+        made: the order among them does not change which units start.
+        """
+        woken = self.woken
+        chosen = set(woken)
+        rest = [task for task in runnable if task not in chosen]
+        there = set(runnable)
+        first = [task for task in woken if task in there]
+        woken.clear()
+        runnable.clear()
+        self._hold(rest, batch)  # (trio's own tasks go in batch, and run first)
+        batch.reverse()
+        batch[:0] = reversed(first)  # (trio pops from the end)
+        self.alone = None
+        self._account(batch)
 
     # -- scheduling decisions -------------------------------------------------
 
@@ -424,6 +474,11 @@ class Controller(trio.abc.Instrument):
             self._inject_into_runnable(batch)
         self.current_batch = batch  # trio pops the tasks it runs from this list
         self.alone = None
+        if self.woken:
+            tasks = batch[:]
+            batch.clear()
+            self._run_woken(tasks, batch)
+            return
         if len(batch) < 2 and not self.threads.pending:
             # nothing to choose (the common case), and nothing to reverse
             if batch:
@@ -733,6 +788,9 @@ class Controller(trio.abc.Instrument):
             if self.steps - self.cycle_checked >= _CYCLE_CHECK_EVERY and self._check_cycle():
                 if held:
                     self._unhold()
+                return
+            if self.woken:
+                self._run_woken(runq, batch)
                 return
             decisions = self.decisions
             index = len(decisions)
