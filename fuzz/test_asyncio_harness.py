@@ -118,7 +118,16 @@ def test_random_flows_give_the_trio_harness_value_on_asyncio(
             # order): then it does under the trio harness too
             assert not all(_deterministic_on_trio(fn, s) for s in STRATEGY_NAMES)
             return
-        expected = check_deterministic(fn, runs=30, max_steps=MAX_STEPS)
-    assert got == expected
+        try:
+            expected = check_deterministic(fn, runs=30, max_steps=MAX_STEPS)
+        except NonDeterminismError as error:
+            # the trio harness finds the outcome schedule-dependent where this asyncio
+            # strategy saw one outcome in its runs (say, a step begun at the instant
+            # fail-fast stopped the run, at an await that does not block): that
+            # outcome is one of the trio harness's
+            seen = (error.expected, error.got)
+        else:
+            seen = (expected,)
+    assert got in seen
     if error_handling == "continue":
         assert got[0] == case.sequential()
