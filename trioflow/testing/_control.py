@@ -40,6 +40,7 @@ taken, ``1`` takes it at once.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import operator
 import time
@@ -275,9 +276,11 @@ class Controller(trio.abc.Instrument):
             return _SETTLE
         current = _trio_run.GLOBAL_RUN_CONTEXT.task
         # (the running batch first: the workers that an instant woke together are there;
-        # then the tasks whose deadline is due, which run at this instant too, and the
-        # workers waiting to take their units once the instant settles)
-        for tasks in (self.current_batch, self.runq, self.held, self._due_tasks(), self.settling):
+        # then the workers waiting to take their units once the instant settles, and the
+        # tasks whose deadline is due, which run at this instant too)
+        heap = self.deadlines._heap
+        due = self._due_tasks() if heap and heap[0][0] <= self.clock._virtual_base else ()
+        for tasks in (self.current_batch, self.runq, self.held, self.settling, due):
             for task in tasks:
                 if task is not current and (task._parent_nursery is nursery or _descends_from(task, nursery)):
                     if fixed is None or not fixed():
@@ -292,8 +295,6 @@ class Controller(trio.abc.Instrument):
         ``trio.sleep(0)``, a timer that fires now): blocked, but as good as runnable."""
         heap = self.deadlines._heap  # (deadline, id, cancel scope), earliest first
         now = self.clock._virtual_base
-        if not heap or heap[0][0] > now:
-            return
         places = [0]
         while places:
             i = places.pop()
@@ -445,16 +446,24 @@ class Controller(trio.abc.Instrument):
         made: the order among them does not change which units start.
         """
         woken = self.woken
-        chosen = set(woken)
-        rest = [task for task in runnable if task not in chosen]
-        there = set(runnable)
-        first = [task for task in woken if task in there]
+        self.alone = None
+        n = len(woken)
+        if not batch and len(runnable) >= n and all(runnable[i] is woken[i] for i in range(n)):
+            # (the usual case: woken as nothing else could run, they lead trio's run
+            # queue; after them, at most the task that went on as the run settled)
+            rest: list[trio.lowlevel.Task] = list(itertools.islice(runnable, n, None))
+            first = woken[:]
+        else:
+            chosen = set(woken)
+            rest = [task for task in runnable if task not in chosen]
+            there = set(runnable)
+            first = [task for task in woken if task in there]
         woken.clear()
         runnable.clear()
-        self._hold(rest, batch)  # (trio's own tasks go in batch, and run first)
-        batch.reverse()
+        if rest:
+            self._hold(rest, batch)  # (trio's own tasks go in batch, and run first)
+            batch.reverse()
         batch[:0] = reversed(first)  # (trio pops from the end)
-        self.alone = None
         self._account(batch)
 
     # -- scheduling decisions -------------------------------------------------
