@@ -30,7 +30,7 @@ import itertools
 import math
 import secrets
 import weakref
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -558,7 +558,7 @@ class Run:
         self.be = current_backend()
         self.quiescent = quiescent_here(self.be is _TRIO)
         self.settle_decision = settle_decision.get() if self.quiescent else None
-        # the decision and the settling in one call, where the hooks have it (see _settle_instant)
+        # the decision and the settling in one call, where the hooks have it (see _settle_wait)
         self.settle_hook: Callable[[Any, Any], Any] | None = getattr(self.settle_decision, "settle", None)
         self.unready_from = 0  # see _next_fixed
         # the clock's own bound method: one call per reading on the hot path
@@ -838,14 +838,21 @@ class Run:
             or (self.busy > 0 and self.capacity < math.inf)
         )
 
-    def _settles(self) -> bool:
-        """Quiescent mode: settle before taking a contended slot, unless the harness says not
-        (or will say so in ``_settle_instant``, if its hooks decide and settle in one call)."""
-        return not self.hasty and (
-            self.settle_decision is None
-            or self.settle_hook is not None
-            or self.settle_decision(self.nursery, self._next_fixed)
-        )
+    def _settle_wait(self) -> Awaitable[None] | None:
+        """Quiescent mode, at a contended slot: what to await before taking it (``None``:
+        take it at once). The harness decides (its ``settle`` hook does both at once,
+        and returns the wait itself), unless fail-fast's cancellation lands as under
+        plain trio (``hasty``): then no worker settles."""
+        if self.hasty:
+            return None
+        hook = self.settle_hook
+        if hook is not None:
+            waiting: Awaitable[None] | None = hook(self.nursery, self._next_fixed)
+            return waiting
+        decide = self.settle_decision
+        if decide is None or decide(self.nursery, self._next_fixed):
+            return wait_all_tasks_blocked()
+        return None
 
     def _next_fixed(self) -> bool:
         """Quiescent mode: whether nothing the run's other tasks may do at this instant can
@@ -887,17 +894,12 @@ class Run:
                         heapq.heappush(self.ready, (group.heap[0][0], next(self._seq), group))
                 counter.parked.clear()
 
-    async def _settle_instant(self) -> None:
-        """Quiescent mode: wait until every task is blocked (the instant has settled); with a
-        ``settle`` hook, the harness first decides whether to wait (see ``settle_decision``)."""
+    async def _settle_instant(self, waiting: Awaitable[None]) -> None:
+        """Quiescent mode: await what :meth:`_settle_wait` gave (until the instant has
+        settled), counted as a worker settling (see :meth:`_dispatch`)."""
         self.settling += 1
         try:
-            if self.settle_hook is not None:
-                waiting = self.settle_hook(self.nursery, self._next_fixed)  # (None: take the slot at once)
-                if waiting is not None:
-                    await waiting
-            else:
-                await wait_all_tasks_blocked()
+            await waiting
         finally:
             self.settling -= 1
 
@@ -1638,8 +1640,8 @@ class Run:
         # (one that fail-fast stopped still begins the units due at the stop instant)
         if not self.stopping and probe.effectively_cancelled:
             await checkpoint_if_cancelled()
-        if self.quiescent and self._contended() and self._settles():
-            await self._settle_instant()
+        if self.quiescent and self._contended() and (waiting := self._settle_wait()) is not None:
+            await self._settle_instant(waiting)
         if (self.stopping and self.now() > self.stop_at) or self.busy >= self.capacity:
             return  # (fail-fast stopped the run before this instant: see _cancel_all)
         first = self._take()
@@ -1775,8 +1777,12 @@ class Run:
                     except Exception as exc:
                         at = None
                         self._engine_failed(unit, exc)
-            if self.quiescent and self._contended() and self._settles():
-                await self._settle_instant()
+            if self.quiescent and self._contended() and (waiting := self._settle_wait()) is not None:
+                self.settling += 1  # (_settle_instant, inline)
+                try:
+                    await waiting
+                finally:
+                    self.settling -= 1
             if handed is not None:  # the next step of a chain: this worker runs it
                 # (in the slot the step before gave back: nothing else is ready)
                 if self.stopping and now() > self.stop_at:

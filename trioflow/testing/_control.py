@@ -411,7 +411,7 @@ class Controller(trio.abc.Instrument):
         if why == _AT_ONCE:
             return None
         # (with another task of the run runnable, the run has not settled)
-        if self.error is None and self._quiet(settling=True):
+        if self.error is None and not self.runq and not self.current_batch and self._quiet(settling=True):
             # Every other task is blocked, or waits here: the run has settled.
             # Those waiting go on after this one (in the next batch, oldest
             # first), as they would once this one waited too.
@@ -448,7 +448,7 @@ class Controller(trio.abc.Instrument):
         woken = self.woken
         self.alone = None
         n = len(woken)
-        if not batch and len(runnable) >= n and all(runnable[i] is woken[i] for i in range(n)):
+        if not batch and len(runnable) >= n and list(itertools.islice(runnable, n)) == woken:
             # (the usual case: woken as nothing else could run, they lead trio's run
             # queue; after them, at most the task that went on as the run settled)
             rest: list[trio.lowlevel.Task] = list(itertools.islice(runnable, n, None))
