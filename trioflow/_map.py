@@ -639,8 +639,11 @@ async def map(
             async source of slow I/O calls, thousands in flight can be right.
         retry: a :class:`~trioflow.Retry` policy, applied to each item on its own.
         error_handling: ``"fail_fast"`` (default) cancels the running items at
-            the first failure (after its retries); ``"continue"`` tries every
-            item and reports every failure at the end.
+            the first failure (after its retries): an item whose worker is
+            free at that very clock reading still begins, and is cancelled at
+            its first await (as a flow's steps due then are, see
+            :doc:`errors`); ``"continue"`` tries every item and reports every
+            failure at the end.
         limiter: a ``CapacityLimiter`` each item holds while it runs (its
             attempts and their waits), or a :class:`~trioflow.RateLimit` whose
             bucket every attempt takes a token from. Shared with whatever else
