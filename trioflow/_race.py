@@ -3,9 +3,12 @@
 The staggered start is trio's happy-eyeballs rule (``trio.open_tcp_stream``):
 call ``k + 1`` starts ``stagger`` seconds after call ``k`` started, or at once
 when call ``k`` fails, whichever comes first. The first call to succeed wins
-and the others are cancelled at their next await; calls that succeed at the
-same instant are settled by argument order, so the winner does not depend on
-the schedule.
+and the others are cancelled at their next await. The cancellation lands one
+scheduling batch after the first success: the calls that succeed before it
+lands (those woken by the same clock tick, say) are settled by argument order,
+so among them the winner does not depend on the order the batch runs in. A
+call that succeeds at the same virtual instant only after a further await may
+or may not beat the cancellation, depending on the schedule.
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ async def race(*fns: Callable[[], Awaitable[Any]], stagger: float | None = None)
     starts at once; with ``stagger=s``, call ``k + 1`` starts ``s`` seconds
     after call ``k`` started, or as soon as call ``k`` fails, whichever comes
     first (trio's happy-eyeballs rule), so a hedge is only paid for when the
-    first call is slow or broken. Calls that succeed at the same instant are
-    settled by argument order. Inside each call, :func:`trioflow.current_step`
+    first call is slow or broken. The others are cancelled one scheduling batch
+    after the first success; the calls that succeed before that (those woken by
+    the same clock tick, say) are settled by argument order. Inside each call,
+    :func:`trioflow.current_step`
     gives its name and its argument index as ``item``.
 
     Works under trio and asyncio. A checkpoint; it returns only when every
