@@ -79,14 +79,21 @@ def found_and_replayed(program: Program, seed: int = 0, runs: int = 1000) -> tup
     return error, first
 
 
-def case(name: str, kind: str) -> Callable[[type[Any]], type[Any]]:
-    """Register a class with async static methods ``bug`` and ``fixed`` as a case."""
+def registrar(cases: list[Case]) -> Callable[[str, str], Callable[[type[Any]], type[Any]]]:
+    """A corpus's ``@case(name, kind)``: it adds a class with async static methods
+    ``bug`` and ``fixed`` to *cases* (each corpus module has its own list)."""
 
-    def register(cls: type[Any]) -> type[Any]:
-        CASES.append(Case(name, kind, cls.bug, cls.fixed))
-        return cls
+    def case(name: str, kind: str) -> Callable[[type[Any]], type[Any]]:
+        def register(cls: type[Any]) -> type[Any]:
+            cases.append(Case(name, kind, cls.bug, cls.fixed))
+            return cls
 
-    return register
+        return register
+
+    return case
+
+
+case = registrar(CASES)
 
 
 async def checkpoints(n: int) -> None:

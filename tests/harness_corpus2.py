@@ -38,21 +38,14 @@ from typing import Any
 import anyio
 import trio
 import trio.lowlevel
-from harness_corpus import Case, Program
+from harness_corpus import Case, Program, registrar
 
 import trioflow
 
 CASES: list[Case] = []
 
 
-def case(name: str, kind: str) -> Any:
-    """Register a class with async static methods ``bug`` and ``fixed`` as a case."""
-
-    def register(cls: type[Any]) -> type[Any]:
-        CASES.append(Case(name, kind, cls.bug, cls.fixed))
-        return cls
-
-    return register
+case = registrar(CASES)
 
 
 async def yields(n: int) -> None:

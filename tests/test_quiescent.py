@@ -4,6 +4,7 @@ depend on the schedule even when several steps end at the same instant."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -17,9 +18,9 @@ from trioflow._scheduler import quiescent_scheduling
 from trioflow.testing import NonDeterminismError, check_deterministic, run_deterministic
 
 
-def sleeper(name: str, seconds: float, deps: tuple[str, ...] = ()) -> Any:
+def sleeper(name: str, seconds: float, deps: tuple[str, ...] = (), sleep: Any = trio.sleep) -> Any:
     async def step(**kwargs: Any) -> str:
-        await trio.sleep(seconds)
+        await sleep(seconds)
         return name
 
     step.__name__ = name
@@ -111,21 +112,21 @@ def test_quiescent_mode_is_only_on_inside_the_harness() -> None:
     assert set(seen[1:]) == {True}
 
 
-def instant_flow() -> trioflow.Flow:
-    # a and b take no virtual time (trio.sleep(0) waits for a deadline due at once);
-    # c and d need both, and outrank e and f, which are ready from the start
+def instant_flow(sleep: Any) -> trioflow.Flow:
+    # a and b take no virtual time; c and d need both, and outrank e and f, which
+    # are ready from the start
     flow = trioflow.Flow("instant")
-    flow.add(sleeper("a", 0))
-    flow.add(sleeper("b", 0))
-    flow.add(sleeper("c", 16), after=["a", "b"])
-    flow.add(sleeper("d", 4, ("a", "b")))
-    flow.add(sleeper("e", 1))
-    flow.add(sleeper("f", 0.25))
+    flow.add(sleeper("a", 0, sleep=sleep))
+    flow.add(sleeper("b", 0, sleep=sleep))
+    flow.add(sleeper("c", 16, sleep=sleep), after=["a", "b"])
+    flow.add(sleeper("d", 4, ("a", "b"), sleep=sleep))
+    flow.add(sleeper("e", 1, sleep=sleep))
+    flow.add(sleeper("f", 0.25, sleep=sleep))
     return flow
 
 
-async def instant_timeline() -> dict[str, tuple[float | None, float | None]]:
-    result = await instant_flow().run(max_concurrent=2)
+async def instant_timeline(sleep: Any = trio.sleep) -> dict[str, tuple[float | None, float | None]]:
+    result = await instant_flow(sleep).run(max_concurrent=2)
     return {name: (s.started_at, s.finished_at) for name, s in result.steps.items()}
 
 
@@ -142,34 +143,11 @@ def test_steps_that_take_no_time_give_the_same_timeline_under_every_schedule() -
         assert check_deterministic(instant_timeline, runs=100, strategy=strategy) == expected
 
 
-def anyio_sleeper(name: str, seconds: float, deps: tuple[str, ...] = ()) -> Any:
-    async def step(**kwargs: Any) -> str:
-        await anyio.sleep(seconds)
-        return name
-
-    step.__name__ = name
-    step.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [inspect.Parameter(d, inspect.Parameter.KEYWORD_ONLY) for d in deps]
-    )
-    return step
-
-
-async def anyio_instant_timeline() -> dict[str, tuple[float | None, float | None]]:
-    flow = trioflow.Flow("instant")
-    flow.add(anyio_sleeper("a", 0))
-    flow.add(anyio_sleeper("b", 0))
-    flow.add(anyio_sleeper("c", 16), after=["a", "b"])
-    flow.add(anyio_sleeper("d", 4, ("a", "b")))
-    flow.add(anyio_sleeper("e", 1))
-    flow.add(anyio_sleeper("f", 0.25))
-    result = await flow.run(max_concurrent=2)
-    return {name: (s.started_at, s.finished_at) for name, s in result.steps.items()}
-
-
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
 def test_steps_that_take_no_time_give_the_same_timeline_on_either_harness(backend: str) -> None:
     # the same through anyio, on the asyncio harness too (its workers waiting to
     # settle count as runnable, and those it wakes as the run settles go first)
-    expected = run_deterministic(anyio_instant_timeline, schedule=[], backend=backend).value
+    timeline = functools.partial(instant_timeline, anyio.sleep)
+    expected = run_deterministic(timeline, schedule=[], backend=backend).value
     for strategy in ("portfolio", "random", "pct", "bounded"):
-        assert check_deterministic(anyio_instant_timeline, runs=150, strategy=strategy, backend=backend) == expected
+        assert check_deterministic(timeline, runs=150, strategy=strategy, backend=backend) == expected

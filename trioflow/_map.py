@@ -258,7 +258,7 @@ class _Pool:
     async def _next_async(self) -> tuple[int, Any] | None:
         assert isinstance(self.iterator, AsyncIterator)
         async with self.lock:  # an async generator cannot be advanced by two tasks at once
-            if self.exhausted or (self.stopping and self.be.current_time() > self.stop_at):
+            if self._done():
                 return None
             try:
                 return self._claim(await anext(self.iterator))
@@ -269,6 +269,12 @@ class _Pool:
         return None
 
     # -- running items ---------------------------------------------------------------
+
+    def _done(self) -> bool:
+        """Whether a worker takes no more items: they ran out, or fail-fast stopped the
+        call before this instant (an item due at the instant of the first failure
+        still begins)."""
+        return self.exhausted or (self.stopping and self.be.current_time() > self.stop_at)
 
     async def worker(self, first: bool = True) -> None:
         """Take items and run them until the items run out or the pool stops.
@@ -282,7 +288,7 @@ class _Pool:
         be = self.be
         quiescent = self.quiescent
         streak = 0
-        while not self.exhausted and (not self.stopping or be.current_time() <= self.stop_at):
+        while not self.exhausted and (not self.stopping or be.current_time() <= self.stop_at):  # (_done, inline)
             # like a flow's workers: a checkpoint every YIELD_EVERY items, so items
             # that never await cannot starve other tasks nor hold off a cancellation
             streak += 1
@@ -292,7 +298,7 @@ class _Pool:
                     await self._pass()
                 else:
                     await be.checkpoint()
-                if self.exhausted or (self.stopping and be.current_time() > self.stop_at):
+                if self._done():
                     return
             if quiescent and not first and self._settles():
                 # under trioflow.testing, as a flow's workers do: take the next item
@@ -304,7 +310,7 @@ class _Pool:
                     await wait_all_tasks_blocked()
                 finally:
                     self.settling -= 1
-                if self.exhausted or (self.stopping and be.current_time() > self.stop_at):
+                if self._done():
                     return
             first = False
             taken = self._next_sync() if sync else await self._next_async()

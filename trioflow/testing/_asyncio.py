@@ -50,7 +50,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from itertools import islice
+from itertools import chain, islice
 from typing import Any, TypeVar
 
 import anyio.lowlevel
@@ -524,8 +524,9 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
         if fixed is None or not fixed():
             members: Any = getattr(nursery, "_tasks", None)  # (anyio's task group's tasks)
             scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
-            due = [h for h in scheduled if h._when <= self._virtual and not h._cancelled]  # type: ignore[attr-defined]
-            for handle in (*self._ready, *self._batch, *due):  # type: ignore[attr-defined]
+            # (then the timers due at this instant, looked at only if none of those is the run's)
+            due = (h for h in scheduled if h._when <= self._virtual and not h._cancelled)  # type: ignore[attr-defined]
+            for handle in chain(self._ready, self._batch, due):  # type: ignore[attr-defined]
                 woken = _woken(handle)
                 if woken is None:
                     return True

@@ -292,7 +292,7 @@ class Controller(trio.abc.Instrument):
 
     def _due_tasks(self) -> Iterator[trio.lowlevel.Task]:
         """The tasks that a deadline due now will wake at this virtual instant (a
-        ``trio.sleep(0)``, a timer that fires now): blocked, but as good as runnable."""
+        sleep or a timeout that ends now): blocked, but as good as runnable."""
         heap = self.deadlines._heap  # (deadline, id, cancel scope), earliest first
         now = self.clock._virtual_base
         places = [0]
