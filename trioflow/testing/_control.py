@@ -138,6 +138,57 @@ class Controller(trio.abc.Instrument):
     explicit ``schedule`` first, then from ``strategy`` (``None``: FIFO).
     """
 
+    __slots__ = (
+        "_trace",
+        "alone",
+        "bits",
+        "callbacks",
+        "cancel_scope",
+        "clock",
+        "cohort_waiter",
+        "conditions",
+        "current_batch",
+        "cycle_checked",
+        "deadlines",
+        "decisions",
+        "draw",
+        "error",
+        "fast_decide",
+        "force_stop_after",
+        "forced_rounds",
+        "grace",
+        "held",
+        "idempotent_callbacks",
+        "idle_generation",
+        "idle_since",
+        "io_real_time",
+        "io_registered",
+        "labels",
+        "last_waits",
+        "lost_notifies",
+        "main_code",
+        "main_name",
+        "main_task",
+        "max_steps",
+        "max_virtual_time",
+        "refills_left",
+        "runner",
+        "runq",
+        "schedule",
+        "settling",
+        "spawned",
+        "steps",
+        "sticky",
+        "strategy",
+        "thread_calls",
+        "threads",
+        "token",
+        "trio_instruments",
+        "woken",
+        "zero_sizes",
+        "zeros_from",
+    )
+
     def __init__(
         self,
         *,
@@ -202,11 +253,12 @@ class Controller(trio.abc.Instrument):
         self.thread_calls = self.threads.pending  # (the same list: thread calls waiting to be run)
         self.current_batch: list[trio.lowlevel.Task] = []
         # the run's runnable tasks that the last decision held back (see _hold),
-        # oldest first, with their Task._counter and their label
+        # oldest first (by Task._counter)
         self.held: list[trio.lowlevel.Task] = []
-        self.held_keys: list[int] = []
-        self.held_labels: list[str] = []
-        self.refills = 0
+        # batches the harness may still take in a row without trio's loop (see
+        # after_task_step): 0 while the run stops or a fail-fast cancellation waits
+        # for its cohort (see _slow_path), reset by each pass of trio's loop
+        self.refills_left = 0
         self.io_real_time = False  # a task waits for real I/O: see _follow_io
         # conditions notified while no task waited on them: id -> the last such notify
         self.lost_notifies: dict[int, Notify] = {}
@@ -345,6 +397,7 @@ class Controller(trio.abc.Instrument):
             return
         task = trio.lowlevel.current_task()
         self.cohort_waiter = (task, cohort)
+        self.refills_left = 0  # (checked at each batch's end, in trio's loop: see _slow_path)
 
         def abort(_: Any) -> trio.lowlevel.Abort:
             self.cohort_waiter = None
@@ -512,15 +565,11 @@ class Controller(trio.abc.Instrument):
             # (the usual case: trio's batch is sorted oldest first, and nothing is held
             # back between its passes, so the run's tasks join the line in order)
             labels = self.labels
-            keys, names = self.held_keys, self.held_labels
             for task in tasks:
-                label = labels.get(task)
-                if label is None:
-                    batch.append(task)
-                else:
+                if task in labels:
                     held.append(task)
-                    keys.append(task._counter)
-                    names.append(label)
+                else:
+                    batch.append(task)
         self._decide(batch)
 
     def _run_all(self, batch: list[trio.lowlevel.Task]) -> None:
@@ -531,8 +580,6 @@ class Controller(trio.abc.Instrument):
         if held:
             batch.extend(held)
             held.clear()
-            self.held_keys.clear()
-            self.held_labels.clear()
         if len(batch) > 1:
             batch.sort(key=_COUNTER, reverse=True)  # (trio pops from the end)
         self.alone = None
@@ -557,22 +604,16 @@ class Controller(trio.abc.Instrument):
         decision costs about the same whether one task or ten are runnable.
         """
         labels = self.labels
-        held, keys, names = self.held, self.held_keys, self.held_labels
+        held = self.held
         for task in tasks:
-            label = labels.get(task)
-            if label is None:
+            if task not in labels:
                 batch.append(task)
                 continue
             key = task._counter
-            if not keys or key > keys[-1]:
+            if not held or key > held[-1]._counter:
                 held.append(task)
-                keys.append(key)
-                names.append(label)
             else:
-                i = bisect.bisect_left(keys, key)
-                held.insert(i, task)
-                keys.insert(i, key)
-                names.insert(i, label)
+                held.insert(bisect.bisect_left(held, key, key=_COUNTER), task)
 
     def _decide(self, batch: list[trio.lowlevel.Task]) -> None:
         """Decide what runs now, from the held line and the waiting thread calls, and fill *batch*.
@@ -591,7 +632,8 @@ class Controller(trio.abc.Instrument):
         if n + len(jobs) < 2 or self.error is not None:
             self._release_held(batch)
         else:
-            choices: Sequence[str] = self.held_labels
+            labels = self.labels
+            choices = [labels[task] for task in held]
             if jobs:
                 choices = [*choices, *(job.label for job in jobs)]
                 if len(jobs) > 1:
@@ -618,10 +660,8 @@ class Controller(trio.abc.Instrument):
                 # (else the call waits for its task to run a call back into trio: the
                 # held tasks are the next decision's choices, beside that task)
             else:
-                i = decision - 1
-                chosen = held.pop(i)
-                del self.held_keys[i]
-                label = self.held_labels.pop(i)
+                chosen = held.pop(decision - 1)
+                label = choices[decision - 1]
                 if not batch:
                     # the hot path: one task runs (_account, inlined)
                     batch.append(chosen)
@@ -647,8 +687,6 @@ class Controller(trio.abc.Instrument):
         else:
             batch.extend(reversed(held))
         held.clear()
-        self.held_keys.clear()
-        self.held_labels.clear()
 
     def _unhold(self) -> None:
         """Give the held tasks back to trio's run queue (its next loop pass takes them)."""
@@ -656,8 +694,6 @@ class Controller(trio.abc.Instrument):
         runq.extend(self.held)
         self.alone = None
         self.held.clear()
-        self.held_keys.clear()
-        self.held_labels.clear()
 
     def _account(self, batch: list[trio.lowlevel.Task]) -> None:
         """Count, trace and budget the steps of *batch*, run from its end."""
@@ -767,37 +803,28 @@ class Controller(trio.abc.Instrument):
         if batch:
             return  # (nothing to do in mid-batch)
         try:
-            if self.cohort_waiter is not None:
-                self._wake_cohort_waiter()
-            held = self.held
-            if not held and not self.labels:
-                return  # trio's own tasks, before the run's start or after its end
             runq = self.runq
+            held = self.held
             deadlines = self.deadlines
             heap = deadlines._heap  # (earliest first; next_deadline() drops stale ones)
             clock = self.clock
             now = clock._virtual_base
+            left = self.refills_left
             if (
-                self.refills >= _MAX_REFILLS
-                or self.error is not None
+                left <= 0
                 or self.thread_calls
                 or self.threads.free
                 or self.callbacks
                 or self.idempotent_callbacks
                 or (heap and heap[0][0] <= now and deadlines.next_deadline() <= now)
             ):
-                if held:
-                    self._unhold()
+                self._slow_path()
                 return
             if not runq and not held:
                 if not self.settling or self.io_real_time:
                     return  # (with I/O waited for, settled only if none is ready: trio polls first)
                 self._wake_settling()
-            self.refills += 1
-            if self.steps - self.cycle_checked >= _CYCLE_CHECK_EVERY and self._check_cycle():
-                if held:
-                    self._unhold()
-                return
+            self.refills_left = left - 1
             if self.woken:
                 self._run_woken(runq, batch)
                 return
@@ -808,19 +835,21 @@ class Controller(trio.abc.Instrument):
                 runq.clear()
                 self._run_all(batch)
                 return
+            labels = self.labels
             if not held and len(runq) == 1:
                 # one task can run, none is held back: nothing to decide (_hold, _decide
                 # and _account, in short)
                 task = runq.popleft()
                 batch.append(task)
                 self.alone = None
-                label = self.labels.get(task)
+                steps = self.steps = self.steps + 1
+                label = labels.get(task)
                 if label is not None:
-                    self._one_step(label, now)
-                else:
-                    self.steps += 1
-                    if now > self.max_virtual_time or self.steps > self.max_steps:
-                        self._over_budget(now)
+                    if clock._rate:
+                        now = clock.current_time()
+                    self._trace.append((now, "step", label, ""))
+                if now > self.max_virtual_time or steps > self.max_steps:
+                    self._over_budget(now)
                 return
             if len(runq) > 1 or not held or index < len(self.schedule):
                 self._hold(runq, batch)
@@ -838,7 +867,6 @@ class Controller(trio.abc.Instrument):
                     runq.clear()
                     batch.append(task)
                     decisions.append(alone[1])
-                    # (_one_step, inlined: this is PCT's common path)
                     steps = self.steps = self.steps + 1
                     if clock._rate:
                         now = clock.current_time()
@@ -846,35 +874,25 @@ class Controller(trio.abc.Instrument):
                     if now > self.max_virtual_time or steps > self.max_steps:
                         self._over_budget(now)
                     return
-                label = self.labels.get(task)
-                if label is None:  # (one of trio's own tasks)
+                if task not in labels:  # (one of trio's own tasks)
                     self._hold(runq, batch)
                     runq.clear()
                     self._decide(batch)
                     return
                 runq.clear()
-                keys = self.held_keys
                 key = task._counter
-                if key > keys[-1]:
+                if key > held[-1]._counter:
                     held.append(task)
-                    keys.append(key)
-                    self.held_labels.append(label)
                 else:
-                    i = bisect.bisect_left(keys, key)
-                    held.insert(i, task)
-                    keys.insert(i, key)
-                    self.held_labels.insert(i, label)
-            names = self.held_labels
+                    held.insert(bisect.bisect_left(held, key, key=_COUNTER), task)
             n = len(held)
             if n < 2:  # (the one task held back is the only one that can run: it runs)
                 task = held.pop()
-                self.held_keys.pop()
                 batch.append(task)
                 self.alone = None
-                self._one_step(names.pop(), now)
+                self._one_step(labels[task], now)
                 return
             bits = self.bits
-            fast = self.fast_decide
             if bits is not None:  # the random walk: 0..n, as its _choose draws it (_below)
                 m = n + 1
                 k = m.bit_length()
@@ -885,21 +903,22 @@ class Controller(trio.abc.Instrument):
             elif self.draw is not None:  # the random walk, drawn by Random itself
                 decision = self.draw(n + 1)
                 decisions.append(decision)
-            elif fast is not None:  # next_decision, for a built-in strategy
-                raw = fast("batch", names, index)
-                decision = 0 if raw == 0 else (raw - 1) % n + 1
-                decisions.append(decision)
             else:
-                decision = self.next_decision("batch", names)
+                names = [labels[task] for task in held]
+                fast = self.fast_decide
+                if fast is not None:  # next_decision, for a built-in strategy
+                    raw = fast("batch", names, index)
+                    decision = 0 if raw == 0 else (raw - 1) % n + 1
+                    decisions.append(decision)
+                else:
+                    decision = self.next_decision("batch", names)
             if decision == 0:
                 self.alone = None
                 self._release_held(batch)
                 self._account(batch)
                 return
-            i = decision - 1
-            task = held.pop(i)
-            del self.held_keys[i]
-            label = names.pop(i)
+            task = held.pop(decision - 1)
+            label = labels[task]
             batch.append(task)
             self.alone = (task, decision, label)
             # (_one_step, inlined: the random walk's common path)
@@ -911,6 +930,17 @@ class Controller(trio.abc.Instrument):
                 self._over_budget(now)
         except BaseException:  # as trio does with an instrument that raises: disable it, and log
             self._hook_failed(hookname)
+
+    def _slow_path(self) -> None:
+        """The end of a batch after which trio's loop runs (the tasks held back go back
+        to its run queue): it has batches to take that the harness may not take for it
+        (a deadline due, a callback or a thread call waiting), or the harness took
+        ``_MAX_REFILLS`` in a row, or the run stops, or a fail-fast cancellation waits
+        for its cohort (checked here, at each batch's end)."""
+        if self.cohort_waiter is not None:
+            self._wake_cohort_waiter()
+        if self.held:
+            self._unhold()
 
     def _hook_failed(self, hookname: str) -> None:
         table = self.runner.instruments
@@ -933,7 +963,8 @@ class Controller(trio.abc.Instrument):
             self._trace.append((self._now(), "exit", label, ""))
 
     def before_io_wait(self, timeout: float) -> None:
-        self.refills = 0
+        # (a pass of trio's loop: the harness may take batches again, see _slow_path)
+        self.refills_left = _MAX_REFILLS if self.error is None and self.cohort_waiter is None else 0
         runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
         if self.held:  # (given back at every batch's end; never expected here)
             self._unhold()
@@ -1030,6 +1061,7 @@ class Controller(trio.abc.Instrument):
 
     def _stop(self, error: BaseException) -> None:
         self.error = error
+        self.refills_left = 0
         # If cancellation does not end the run within this many further steps,
         # inject a stop into every runnable task.
         self.force_stop_after = self.steps + max(1000, self.max_steps // 10)
