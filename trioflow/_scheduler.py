@@ -1675,6 +1675,9 @@ class Run:
         # a worker may run the next step of a chain with no queue in between (not
         # under the harness, whose quiescent mode counts the queued units)
         hand_over = plain and not self.quiescent
+        # quiescent mode: the harness's decision and settling in one call (see _settle_wait)
+        settle_hook = self.settle_hook
+        next_fixed = self._next_fixed
         outer = _current.get(None)  # (what current_step() finds between two steps)
         handed: _StepState | None = None
         at: float | None = None  # when the unit before ended, if no checkpoint came since
@@ -1777,12 +1780,23 @@ class Run:
                     except Exception as exc:
                         at = None
                         self._engine_failed(unit, exc)
-            if self.quiescent and self._contended() and (waiting := self._settle_wait()) is not None:
-                self.settling += 1  # (_settle_instant, inline)
-                try:
-                    await waiting
-                finally:
-                    self.settling -= 1
+            if self.quiescent:
+                if settle_hook is None:
+                    waiting = self._settle_wait() if self._contended() else None
+                elif not self.hasty and (  # (_contended and _settle_wait, inline)
+                    self.queued > self.capacity - self.busy
+                    or self.queued_limited > 0
+                    or (self.busy > 0 and self.capacity < math.inf)
+                ):
+                    waiting = settle_hook(self.nursery, next_fixed)
+                else:
+                    waiting = None
+                if waiting is not None:
+                    self.settling += 1  # (_settle_instant, inline)
+                    try:
+                        await waiting
+                    finally:
+                        self.settling -= 1
             if handed is not None:  # the next step of a chain: this worker runs it
                 # (in the slot the step before gave back: nothing else is ready)
                 if self.stopping and now() > self.stop_at:

@@ -60,11 +60,7 @@ from ._errors import BudgetExceededError, DeadlockError
 from ._strategy import (
     DecisionPoint,
     Strategy,
-    fast_bits,
-    fast_decide,
-    fast_draw,
-    fast_sticky,
-    fast_zeros,
+    fast_paths,
 )
 from ._threads import ThreadJobs
 from ._trace import _ADDRESS, Trace, _await_frames, _replay_hint, _trim, _where, cohort_done
@@ -203,15 +199,13 @@ class Controller(trio.abc.Instrument):
     ) -> None:
         self.schedule = list(schedule)
         self.strategy = strategy
-        self.fast_decide = fast_decide(strategy) if strategy is not None else None
-        self.draw = fast_draw(strategy) if strategy is not None else None
-        self.bits = fast_bits(strategy) if strategy is not None else None
-        # from this decision index on, every batch decision is 0 (FIFO, a bounded
-        # search past its prefix), and the strategy, if any, only records the
-        # number of choices in zero_sizes (see fast_zeros)
-        self.zeros_from, self.zero_sizes = fast_zeros(strategy, len(self.schedule))
-        # decision indexes where the strategy may not repeat itself (see fast_sticky)
-        self.sticky = fast_sticky(strategy) if strategy is not None else None
+        # the strategy's shortcuts (see fast_paths): from zeros_from on, every batch
+        # decision is 0 (FIFO, a bounded search past its prefix), and the strategy,
+        # if any, only records the number of choices in zero_sizes; at the decision
+        # indexes in sticky, the strategy may not repeat itself
+        self.fast_decide, self.draw, self.bits, self.zeros_from, self.zero_sizes, self.sticky = fast_paths(
+            strategy, len(self.schedule)
+        )
         # the task the last decision ran alone, that decision, and its label
         self.alone: tuple[trio.lowlevel.Task, int, str] | None = None
         self.grace = grace
@@ -580,20 +574,25 @@ class Controller(trio.abc.Instrument):
         if held:
             batch.extend(held)
             held.clear()
-        if len(batch) > 1:
-            batch.sort(key=_COUNTER, reverse=True)  # (trio pops from the end)
         self.alone = None
         labels = self.labels
         clock = self.clock
         now = clock._virtual_base if not clock._rate else clock.current_time()
-        steps = [(now, "step", label, "") for task in reversed(batch) if (label := labels.get(task)) is not None]
-        if len(steps) >= 2 and self.error is None:
-            self.decisions.append(0)
-            if self.zero_sizes is not None:
-                self.zero_sizes.append(len(steps))
-        self._trace.extend(steps)
-        self.steps += len(batch)
-        if now > self.max_virtual_time or self.steps > self.max_steps:
+        if len(batch) == 1:  # (the usual case: nothing to sort, no decision)
+            label = labels.get(batch[0])
+            if label is not None:
+                self._trace.append((now, "step", label, ""))
+            steps = self.steps = self.steps + 1
+        else:
+            batch.sort(key=_COUNTER, reverse=True)  # (trio pops from the end)
+            ran = [(now, "step", label, "") for task in reversed(batch) if (label := labels.get(task)) is not None]
+            if len(ran) >= 2 and self.error is None:
+                self.decisions.append(0)
+                if self.zero_sizes is not None:
+                    self.zero_sizes.append(len(ran))
+            self._trace.extend(ran)
+            steps = self.steps = self.steps + len(batch)
+        if now > self.max_virtual_time or steps > self.max_steps:
             self._over_budget(now)
 
     def _hold(self, tasks: Iterable[trio.lowlevel.Task], batch: list[trio.lowlevel.Task]) -> None:

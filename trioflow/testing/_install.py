@@ -126,7 +126,7 @@ class _Instruments(dict[str, dict[Any, None]]):
         self._choose_call()
 
 
-_HOOKS: Final = ("after_task_step", "before_io_wait", "task_exited", "task_spawned")
+_HOOKS: Final = ("_all", "after_task_step", "before_io_wait", "task_exited", "task_spawned")
 
 
 def release(controller: Controller) -> None:
@@ -172,14 +172,15 @@ def install_instruments(controller: Controller) -> None:
     registered = getattr(io_manager, "_registered", None)
     if type(io_manager).__name__ == "EpollIOManager" and isinstance(registered, dict):
         controller.io_registered = registered
-    table: dict[str, dict[Any, None]] = {
-        name: dict(hooks) for name, hooks in getattr(current, "data", current).items()
-    }
     # (the controller is the instrument: it has every hook trio calls, and the
     # table says which of them to call)
-    table.setdefault("_all", {})[controller] = None
-    for name in _HOOKS:
-        table.setdefault(name, {})[controller] = None
+    theirs = getattr(current, "data", current)
+    if not any(theirs.values()):  # (the usual case: no other instrument)
+        table = {name: {controller: None} for name in _HOOKS}
+    else:
+        table = {name: dict(hooks) for name, hooks in theirs.items()}
+        for name in _HOOKS:
+            table.setdefault(name, {})[controller] = None
     runner.instruments = _Instruments(table, controller)  # type: ignore[assignment]
     controller.task_spawned(trio.lowlevel.current_task())
 

@@ -24,8 +24,8 @@ import random
 import sys
 from array import array
 from collections import deque
-from collections.abc import Callable, Container, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
 
@@ -37,11 +37,7 @@ __all__ = [
     "Portfolio",
     "RandomWalk",
     "Strategy",
-    "fast_decide",
-    "fast_bits",
-    "fast_draw",
-    "fast_sticky",
-    "fast_zeros",
+    "fast_paths",
     "make_strategy",
     "strategy_name",
 ]
@@ -171,7 +167,7 @@ class PCT:
         self.priorities = {}
         points = range(1, max(self.length, depth) + 1)
         self.changes = {p: i for i, p in enumerate(self.rng.sample(points, depth - 1))}
-        # (the harness consults _choose at every index in changes, see fast_sticky)
+        # (the harness consults _choose at every index in changes, see fast_paths)
         self.unfair = max(self.MIN_UNFAIR, 4 * self.length)
         self.changes[self.unfair] = -1
         self.handover_at_once = self.rng.random() < 0.5
@@ -343,6 +339,7 @@ class Portfolio:
             walk,
             PCT(sub(), 3),
         ]
+        self.pcts: list[PCT] = [member for member in self.members if isinstance(member, PCT)]
         self.turn: int = -1
         self.current: RandomWalk | PCT | Bounded = walk
 
@@ -374,9 +371,10 @@ class Portfolio:
         if isinstance(current, PCT) and current.went_fair:
             return  # (its length says how long it starved a task, not how long runs are)
         # every PCT member learns the run length from every run
-        for member in self.members:
-            if isinstance(member, PCT) and member is not current:
-                member.length = max(member.length, len(decisions))
+        n = len(decisions)
+        for member in self.pcts:
+            if member.length < n:
+                member.length = n
 
 
 def make_strategy(strategy: object, seed: int | None) -> Strategy:
@@ -406,30 +404,8 @@ def make_strategy(strategy: object, seed: int | None) -> Strategy:
     return strategy
 
 
-def fast_decide(strategy: Strategy) -> Callable[[str, Sequence[str], int], int] | None:
-    """For the built-in strategies (not subclasses, which may override ``decide``), their
-    ``decide`` without a :class:`DecisionPoint`, returning a valid decision. Asked after
-    ``start_run``: for a :class:`Portfolio`, that of the member running the run."""
-    if type(strategy) is Portfolio:
-        return strategy.current._choose  # the member that runs this run
-    if type(strategy) in (RandomWalk, PCT, Bounded):
-        return strategy._choose  # type: ignore[attr-defined, no-any-return]
-    return None
-
-
-def fast_draw(strategy: Strategy) -> Callable[[int], int] | None:
-    """For :class:`RandomWalk` (also as the portfolio's member of this run): the draw of a
-    batch decision among ``n`` choices, called with ``n + 1`` (what its ``_choose`` does, one
-    call less); ``None`` for other strategies."""
-    if type(strategy) is Portfolio:
-        strategy = strategy.current
-    if type(strategy) is RandomWalk:
-        return strategy.rng._randbelow  # type: ignore[attr-defined, no-any-return]
-    return None
-
-
 def _below(getrandbits: Callable[[int], int], n: int) -> int:
-    # random.Random._randbelow_with_getrandbits, as the harness writes it out (see fast_bits)
+    # random.Random._randbelow_with_getrandbits, as the harness writes it out (see fast_paths)
     k = n.bit_length()
     r = getrandbits(k)
     while r >= n:
@@ -449,51 +425,48 @@ def _same_draws() -> bool:
 _WRITTEN_OUT = _same_draws()
 
 
-def fast_bits(strategy: Strategy) -> Callable[[int], int] | None:
-    """For :class:`RandomWalk` (also as the portfolio's member of this run), when
-    ``Random._randbelow`` is the rejection sampling of ``getrandbits`` that
-    :func:`_below` writes out (checked at import): its generator's ``getrandbits``,
-    for the harness to draw a decision without calling a Python function; else
-    ``None``. The same decisions as :func:`fast_draw`'s, drawn the same way."""
-    if type(strategy) is Portfolio:
-        strategy = strategy.current
-    if type(strategy) is RandomWalk and _WRITTEN_OUT:
-        return strategy.rng.getrandbits
-    return None
+#: What :func:`fast_paths` gives for a strategy it knows no shortcut for.
+_NO_SHORTCUT: Final = (None, None, None, sys.maxsize, None, None)
 
 
-def fast_zeros(strategy: Strategy | None, scheduled: int) -> tuple[int, list[int] | None]:
-    """From which decision index on every batch decision of this run is ``0``, after the
-    *scheduled* explicit decisions, and the list where the strategy records the number of
-    choices of each decision it is asked (asked after ``start_run``).
+def fast_paths(strategy: Strategy | None, scheduled: int) -> tuple[Any, ...]:
+    """The shortcuts the harness may take with the built-in strategies (not subclasses,
+    which may override ``decide``), asked after ``start_run`` (for a :class:`Portfolio`,
+    those of the member running the run), after *scheduled* explicit decisions:
 
-    With no strategy, every decision after the schedule is ``0``; a :class:`Bounded`
-    search (also as the portfolio's member of this run) answers ``0`` past its prefix,
-    and records the sizes in ``sizes``; other strategies: never (``sys.maxsize``).
+    * ``decide``: the strategy's ``decide`` without a :class:`DecisionPoint`,
+      called as ``decide(kind, choices, index)``, returning a valid decision;
+    * ``draw``: for :class:`RandomWalk`, the draw of a batch decision among ``n``
+      choices, called with ``n + 1`` (what its ``_choose`` does, one call less);
+    * ``bits``: for :class:`RandomWalk`, when ``Random._randbelow`` is the
+      rejection sampling of ``getrandbits`` that :func:`_below` writes out
+      (checked at import): its generator's ``getrandbits``, for the harness to
+      draw the same decisions without calling a Python function;
+    * ``zeros_from``: from which decision index on every batch decision is ``0``
+      (with no strategy, every one after the schedule; a :class:`Bounded` search
+      answers ``0`` past its prefix; others: never, ``sys.maxsize``);
+    * ``zero_sizes``: the list where a :class:`Bounded` search records the number
+      of choices of each decision it is asked;
+    * ``sticky``: for :class:`PCT`, the decision indexes at which it may not repeat
+      its last decision when the choices are the same. The harness asks when the
+      task the last decision ran alone is runnable again and nothing else
+      changed: without a change point at the index, that task still has the
+      highest priority, so PCT would decide the same.
+
+    Each is ``None`` where there is no shortcut.
     """
     if strategy is None:
-        return scheduled, None
-    if type(strategy) is Portfolio:
-        strategy = strategy.current
-    if type(strategy) is Bounded:
-        return max(scheduled, len(strategy.prefix)), strategy.sizes
-    return sys.maxsize, None
-
-
-def fast_sticky(strategy: Strategy) -> Container[int] | None:
-    """For PCT (also as the portfolio's member of this run): the decision indexes at which
-    it may not repeat its last decision when the choices are the same; ``None`` for other
-    strategies.
-
-    The harness asks when the task the last decision ran alone is runnable again and
-    nothing else changed. Without a change point at the index, that task still has the
-    highest priority, so PCT would decide the same: its change points are the answer.
-    """
-    if type(strategy) is Portfolio:
-        strategy = strategy.current
-    if type(strategy) is PCT:
-        return strategy.changes
-    return None
+        return None, None, None, scheduled, None, None
+    member: Any = strategy.current if type(strategy) is Portfolio else strategy
+    kind = type(member)
+    if kind is RandomWalk:
+        rng = member.rng
+        return member._choose, rng._randbelow, rng.getrandbits if _WRITTEN_OUT else None, sys.maxsize, None, None
+    if kind is PCT:
+        return member._choose, None, None, sys.maxsize, None, member.changes
+    if kind is Bounded:
+        return member._choose, None, None, max(scheduled, len(member.prefix)), member.sizes, None
+    return _NO_SHORTCUT
 
 
 def strategy_name(strategy: Strategy) -> str:

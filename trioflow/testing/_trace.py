@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import operator
 import re
 from collections.abc import Iterator, Sequence
 from types import FrameType
@@ -131,10 +133,11 @@ def cohort_done(trace: Sequence[tuple[float, str, str, str]], cohort: tuple[int,
 
 def _trim(decisions: Sequence[int]) -> list[int]:
     """Drop trailing zeros: an exhausted schedule continues with 0 (FIFO) anyway."""
-    end = len(decisions)
-    while end and decisions[end - 1] == 0:
-        end -= 1
-    return list(decisions[:end])
+    if not decisions or decisions[-1]:
+        return list(decisions)
+    # (the zeros at the end counted in C: a run past a bounded search's prefix has many)
+    zeros = len(list(itertools.takewhile(operator.not_, reversed(decisions))))
+    return list(decisions[: len(decisions) - zeros])
 
 
 def _replay_hint(decisions: Sequence[int]) -> str:
