@@ -808,9 +808,9 @@ class Controller(trio.abc.Instrument):
             heap = deadlines._heap  # (earliest first; next_deadline() drops stale ones)
             clock = self.clock
             now = clock._virtual_base
-            left = self.refills_left
+            left = self.refills_left = self.refills_left - 1
             if (
-                left <= 0
+                left < 0
                 or self.thread_calls
                 or self.threads.free
                 or self.callbacks
@@ -823,7 +823,6 @@ class Controller(trio.abc.Instrument):
                 if not self.settling or self.io_real_time:
                     return  # (with I/O waited for, settled only if none is ready: trio polls first)
                 self._wake_settling()
-            self.refills_left = left - 1
             if self.woken:
                 self._run_woken(runq, batch)
                 return
