@@ -530,6 +530,12 @@ class Controller(trio.abc.Instrument):
             self._inject_into_runnable(batch)
         self.current_batch = batch  # trio pops the tasks it runs from this list
         self.alone = None
+        if not self.labels:
+            # trio's own tasks, before the run's function started: nothing to decide,
+            # oldest first (trio pops from the end)
+            batch.reverse()
+            self.steps += len(batch)
+            return
         if self.woken:
             tasks = batch[:]
             batch.clear()

@@ -68,15 +68,18 @@ async def _main(
     controller: Controller, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
 ) -> tuple[outcome.Outcome[Any], float]:
     try:
-        with trio.CancelScope() as scope:
-            # the controller cancels this scope to stop the run
-            controller.cancel_scope = scope
-            controller.token = trio.lowlevel.current_trio_token()
-            install_instruments(controller)
-            if controller.error is not None:
-                scope.cancel()
-            result = await outcome.acapture(fn, *args)
-            end = trio.current_time()
+        # The controller stops the run by cancelling the scope of the nursery that
+        # trio runs this task in, which holds this task alone: the function's
+        # cancellation ends in acapture's outcome, and no checkpoint follows it here.
+        nursery = trio.lowlevel.current_task().parent_nursery
+        assert nursery is not None
+        controller.cancel_scope = nursery.cancel_scope
+        controller.token = trio.lowlevel.current_trio_token()
+        install_instruments(controller)
+        if controller.error is not None:
+            controller.cancel_scope.cancel()
+        result = await outcome.acapture(fn, *args)
+        end = trio.current_time()
     except BaseException:
         # Only a forced stop (injected into the harness's own task too) gets here.
         if controller.error is None:

@@ -85,10 +85,13 @@ class _Instruments(dict[str, dict[Any, None]]):
     #: What trio calls: ``call(hookname, *args)``.
     call: Callable[..., None]
 
-    def __init__(self, table: dict[str, dict[Any, None]], controller: Controller) -> None:
+    def __init__(self, table: dict[str, dict[Any, None]], controller: Controller, only_ours: bool) -> None:
         super().__init__(table)
         self._controller = controller
-        self._choose_call()
+        if only_ours:
+            self.call = controller.instrument_call
+        else:
+            self._choose_call()
 
     @property
     def data(self) -> dict[str, dict[Any, None]]:
@@ -175,13 +178,14 @@ def install_instruments(controller: Controller) -> None:
     # (the controller is the instrument: it has every hook trio calls, and the
     # table says which of them to call)
     theirs = getattr(current, "data", current)
-    if not any(theirs.values()):  # (the usual case: no other instrument)
+    only_ours = not any(theirs.values())  # (the usual case: no other instrument)
+    if only_ours:
         table = {name: {controller: None} for name in _HOOKS}
     else:
         table = {name: dict(hooks) for name, hooks in theirs.items()}
         for name in _HOOKS:
             table.setdefault(name, {})[controller] = None
-    runner.instruments = _Instruments(table, controller)  # type: ignore[assignment]
+    runner.instruments = _Instruments(table, controller, only_ours)  # type: ignore[assignment]
     controller.task_spawned(trio.lowlevel.current_task())
 
 
