@@ -25,6 +25,7 @@ anyio's, so flows run inside asyncio applications too.
 from __future__ import annotations
 
 import contextvars
+import functools
 import heapq
 import itertools
 import math
@@ -2246,7 +2247,7 @@ class Run:
                 self.plan.by_name,
                 lambda i: _step_result(states[i]),
                 self.options.functions,
-                lambda i: _step_fields(states[i]),
+                functools.partial(_step_fields_at, states),
             ),
             started_at=self.started_at,
             finished_at=self.finished_at,
@@ -2320,6 +2321,15 @@ def _step_result(st: _StepState) -> StepResult:
         name, status, value, error, attempts, started, finished, _frozen_usage(usage), skip_reason,
         tuple(StepResult(*item) for item in items),
     )
+
+
+def _step_fields_at(states: list[_StepState], i: int) -> tuple[Any, ...]:
+    """``_step_fields(states[i])``, with one call less (``functools.partial`` of it is a
+    run result's ``fields``, called for every step when two runs are compared)."""
+    st = states[i]
+    if st.item_status is None and st.status is StepStatus.SUCCEEDED:  # (the usual case)
+        return (st.name, st.status, st.value, st.error, st.attempts, st.started_at, st.finished_at, st.usage, st.skip_reason, ())
+    return _step_fields(st)
 
 
 def _step_fields(st: _StepState) -> tuple[Any, ...]:
