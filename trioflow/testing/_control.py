@@ -357,7 +357,17 @@ class Controller(trio.abc.Instrument):
                 statuses.extend(status._children)
 
     def _decide_handover(self, current: trio.lowlevel.Task) -> int:
-        return _SETTLE if self.next_decision("handover", (self.labels.get(current, "?"),)) == 0 else _AT_ONCE
+        choices = (self.labels.get(current, "?"),)
+        decisions = self.decisions
+        index = len(decisions)
+        fast = self.fast_decide
+        if fast is not None and index >= len(self.schedule) and self.error is None:
+            # next_decision, for a built-in strategy (a flow's worker asks at most units)
+            decision = 0 if fast("handover", choices, index) == 0 else 1
+            decisions.append(decision)
+        else:
+            decision = self.next_decision("handover", choices)
+        return _SETTLE if decision == 0 else _AT_ONCE
 
     # -- when fail-fast's cancellation lands -------------------------------------
 
@@ -637,13 +647,25 @@ class Controller(trio.abc.Instrument):
         if n + len(jobs) < 2 or self.error is not None:
             self._release_held(batch)
         else:
+            decisions = self.decisions
+            draw = self.draw
+            if draw is not None and not jobs and len(decisions) >= len(self.schedule):
+                # the random walk among tasks only: 0..n, as its _choose draws it
+                decision = draw(n + 1)
+                decisions.append(decision)
+                if decision:
+                    chosen = held.pop(decision - 1)
+                    self._run_alone(chosen, decision, batch)
+                    return
+                self._release_held(batch)
+                self._account(batch)
+                return
             labels = self.labels
             choices = [labels[task] for task in held]
             if jobs:
                 choices = [*choices, *(job.label for job in jobs)]
                 if len(jobs) > 1:
                     choices.append(PARALLEL_THREADS)
-            decisions = self.decisions
             fast = self.fast_decide
             if fast is not None and len(decisions) >= len(self.schedule):
                 # next_decision, for a built-in strategy (the hot path)
@@ -665,23 +687,29 @@ class Controller(trio.abc.Instrument):
                 # (else the call waits for its task to run a call back into trio: the
                 # held tasks are the next decision's choices, beside that task)
             else:
-                chosen = held.pop(decision - 1)
-                label = choices[decision - 1]
-                if not batch:
-                    # the hot path: one task runs (_account, inlined)
-                    batch.append(chosen)
-                    self.alone = (chosen, decision, label)
-                    self.steps += 1
-                    clock = self.clock
-                    now = clock._virtual_base if not clock._rate else clock.current_time()
-                    self._trace.append((now, "step", label, ""))
-                    if now > self.max_virtual_time or self.steps > self.max_steps:
-                        self._over_budget(now)
-                    return
-                # trio pops from the end: its own tasks first, then the chosen one
-                batch.reverse()
-                batch.insert(0, chosen)
+                self._run_alone(held.pop(decision - 1), decision, batch)
+                return
         self._account(batch)
+
+    def _run_alone(self, chosen: trio.lowlevel.Task, decision: int, batch: list[trio.lowlevel.Task]) -> None:
+        """Decision *decision* runs the held task *chosen* alone, after trio's own tasks
+        in *batch*: fill the batch, and count, trace and budget its steps."""
+        if batch:
+            # trio pops from the end: its own tasks first, then the chosen one
+            batch.reverse()
+            batch.insert(0, chosen)
+            self._account(batch)
+            return
+        # the usual case: one task runs (_account, in short)
+        batch.append(chosen)
+        label = self.labels[chosen]
+        self.alone = (chosen, decision, label)
+        steps = self.steps = self.steps + 1
+        clock = self.clock
+        now = clock._virtual_base if not clock._rate else clock.current_time()
+        self._trace.append((now, "step", label, ""))
+        if now > self.max_virtual_time or steps > self.max_steps:
+            self._over_budget(now)
 
     def _release_held(self, batch: list[trio.lowlevel.Task]) -> None:
         """Every held task runs in this batch, oldest first (trio pops from the end)."""

@@ -479,7 +479,6 @@ def check_deterministic(
     # subprocess, a socket) ends at a time that includes real durations: its end
     # time says nothing about the schedule, so only values are compared
     base_real_time = _real_time[0]
-    fifo = f"  run 0, schedule=[] (FIFO): value={base.value!r}, virtual_time={base.virtual_time!r}\n"
     for run in range(1, runs):
         if isinstance(chooser, Bounded) and not chooser.queue:
             break  # the bounded search has tried every schedule within its bound
@@ -522,7 +521,7 @@ def check_deterministic(
             attach(exc, info)
             error = NonDeterminismError(
                 f"{_name(fn)} returned under the FIFO schedule but raised under {which}:\n"
-                f"{fifo}  {which}, schedule={list(decisions)!r}: raised {exc!r}\n{replay}",
+                f"{_fifo_line(base)}  {which}, schedule={list(decisions)!r}: raised {exc!r}\n{replay}",
                 expected=base.value,
                 got=exc,
                 expected_schedule=base.decisions,
@@ -543,7 +542,7 @@ def check_deterministic(
             error = NonDeterminismError(
                 f"{_name(fn)} is not deterministic: {which} differs from run 0 (FIFO); "
                 f"the first difference is {first}\n"
-                f"{fifo}  {which}, schedule={list(decisions)!r}: value={value!r}, "
+                f"{_fifo_line(base)}  {which}, schedule={list(decisions)!r}: value={value!r}, "
                 f"virtual_time={end!r}\n{replay}",
                 expected=base.value,
                 got=value,
@@ -556,6 +555,12 @@ def check_deterministic(
             attach(error, info)
             raise error
     return base.value
+
+
+def _fifo_line(base: DeterministicRun[Any]) -> str:
+    """The FIFO run's line of a :class:`NonDeterminismError` (made only for one: the
+    ``repr`` of a flow's result makes all its step results)."""
+    return f"  run 0, schedule=[] (FIFO): value={base.value!r}, virtual_time={base.virtual_time!r}\n"
 
 
 # whether the last run's virtual time followed real time for a while (see _follow_io)
