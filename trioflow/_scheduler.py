@@ -29,11 +29,12 @@ import functools
 import heapq
 import itertools
 import math
+import operator
 import secrets
 import weakref
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -457,6 +458,7 @@ class _StepState:
     item_attempts: list[int]
     item_times: list[list[float | None]]  # [started_at, finished_at]
     item_failures: dict[int, Exception]  # every failed item (also under on_item_error="none")
+    no_items: tuple[()] = ()  # (the items field of a plain step's result, see _step_fields_at)
 
     def __init__(self, node: Node, group: _Group, order: int, quick: bool = False) -> None:
         self.node = node
@@ -2328,8 +2330,14 @@ def _step_fields_at(states: list[_StepState], i: int) -> tuple[Any, ...]:
     run result's ``fields``, called for every step when two runs are compared)."""
     st = states[i]
     if st.item_status is None and st.status is StepStatus.SUCCEEDED:  # (the usual case)
-        return (st.name, st.status, st.value, st.error, st.attempts, st.started_at, st.finished_at, st.usage, st.skip_reason, ())
+        return _SUCCEEDED_FIELDS(st)
     return _step_fields(st)
+
+
+#: The fields of a succeeded plain step's result, in order (read in C).
+_SUCCEEDED_FIELDS: Final = operator.attrgetter(
+    "name", "status", "value", "error", "attempts", "started_at", "finished_at", "usage", "skip_reason", "no_items"
+)
 
 
 def _step_fields(st: _StepState) -> tuple[Any, ...]:
