@@ -321,12 +321,18 @@ class Controller(trio.abc.Instrument):
         if self.error is not None:
             return _SETTLE
         current = _trio_run.GLOBAL_RUN_CONTEXT.task
+        held = self.held
+        if held and held[0]._parent_nursery is nursery:
+            # (the usual case under a strategy: a worker that the last decision held back)
+            if fixed is None or not fixed():
+                return _OTHERS_FIRST
+            return self._decide_handover(current)
         # (the running batch first: the workers that an instant woke together are there;
         # then the workers waiting to take their units once the instant settles, and the
         # tasks whose deadline is due, which run at this instant too)
         heap = self.deadlines._heap
         due = self._due_tasks() if heap and heap[0][0] <= self.clock._virtual_base else ()
-        for tasks in (self.current_batch, self.runq, self.held, self.settling, due):
+        for tasks in (self.current_batch, self.runq, held, self.settling, due):
             for task in tasks:
                 if task is not current and (task._parent_nursery is nursery or _descends_from(task, nursery)):
                     if fixed is None or not fixed():
