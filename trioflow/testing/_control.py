@@ -667,7 +667,7 @@ class Controller(trio.abc.Instrument):
                 self._account(batch)
                 return
             labels = self.labels
-            choices = [labels[task] for task in held]
+            choices = list(map(labels.__getitem__, held))
             if jobs:
                 choices = [*choices, *(job.label for job in jobs)]
                 if len(jobs) > 1:
@@ -942,7 +942,7 @@ class Controller(trio.abc.Instrument):
                 decision = self.draw(n + 1)
                 decisions.append(decision)
             else:
-                names = [labels[task] for task in held]
+                names = list(map(labels.__getitem__, held))
                 fast = self.fast_decide
                 if fast is not None:  # next_decision, for a built-in strategy
                     raw = fast("batch", names, index)
