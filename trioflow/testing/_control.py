@@ -787,7 +787,7 @@ class Controller(trio.abc.Instrument):
     # -- instrument hooks ---------------------------------------------------
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
-        nursery = task.parent_nursery
+        nursery = task._parent_nursery
         if nursery is not None and nursery.parent_task in self.labels:
             is_main = False
             name = task.name
@@ -806,7 +806,8 @@ class Controller(trio.abc.Instrument):
         self.labels[task] = label
         if is_main:
             self.main_task = task
-        self._trace.append((self._now(), "spawn", label, ""))
+        clock = self.clock
+        self._trace.append((clock.current_time() if clock._rate else clock._virtual_base, "spawn", label, ""))
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
         """When a batch is done, take the next one at once if trio's loop would only do that.
@@ -998,7 +999,8 @@ class Controller(trio.abc.Instrument):
     def task_exited(self, task: trio.lowlevel.Task) -> None:
         label = self.labels.pop(task, None)
         if label is not None:
-            self._trace.append((self._now(), "exit", label, ""))
+            clock = self.clock
+            self._trace.append((clock.current_time() if clock._rate else clock._virtual_base, "exit", label, ""))
 
     def before_io_wait(self, timeout: float) -> None:
         # (a pass of trio's loop: the harness may take batches again, see _slow_path)
