@@ -474,7 +474,7 @@ class Controller(trio.abc.Instrument):
         if why == _AT_ONCE:
             return None
         # (with another task of the run runnable, the run has not settled)
-        if self.error is None and not self.runq and not self.current_batch and self._quiet(settling=True):
+        if self.error is None and not self.runq and not self.current_batch and not self.held and self._quiet(settling=True):
             # Every other task is blocked, or waits here: the run has settled.
             # Those waiting go on after this one (in the next batch, oldest
             # first), as they would once this one waited too.
@@ -861,8 +861,21 @@ class Controller(trio.abc.Instrument):
                 self._slow_path()
                 return
             if not runq and not held:
-                if not self.settling or self.io_real_time:
+                settling = self.settling
+                if not settling or self.io_real_time:
                     return  # (with I/O waited for, settled only if none is ready: trio polls first)
+                if not self.woken:
+                    # The run has settled: the workers waiting for that are the next batch,
+                    # all of them, oldest first (_wake_settling and _run_woken, in short).
+                    reschedule = self.runner.reschedule
+                    for task in settling:
+                        reschedule(task)
+                    runq.clear()  # (they are all it holds)
+                    batch.extend(reversed(settling))  # (trio pops from the end)
+                    settling.clear()
+                    self.alone = None
+                    self._account(batch)
+                    return
                 self._wake_settling()
             if self.woken:
                 self._run_woken(runq, batch)
