@@ -163,6 +163,16 @@ def test_internals_of_the_thread_runner_clock_and_locks() -> None:
     )
 
 
+def test_the_main_task_runs_alone_in_a_nursery_of_its_own() -> None:
+    # the harness stops a run by cancelling that nursery's scope (see _harness._main)
+    async def main() -> bool:
+        task = trio.lowlevel.current_task()
+        nursery = task.parent_nursery
+        return nursery is not None and nursery.child_tasks == frozenset({task})
+
+    require(trio.run(main), "trio no longer runs the main task alone in a nursery of its own")
+
+
 def test_internals_of_the_instrument_table_conditions_and_semaphores() -> None:
     # the harness puts its own instrument table in the runner for each run, and
     # its wait-for graph reads where Condition and Semaphore waiters are parked

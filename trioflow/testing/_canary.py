@@ -120,6 +120,9 @@ def _more_problems(trio_run: Any) -> list[str]:
     ):
         if not callable(getattr(owner, name, None)):
             found.append(f"trio's {getattr(owner, '__name__', '?')}.{name} is gone")
+    if not _source_has(getattr(getattr(trio_run, "Runner", None), "init", None), "main_task_nursery,"):
+        # (the harness stops a run by cancelling that nursery's scope, see _harness._main)
+        found.append("trio no longer runs the main task in a nursery of its own (Runner.init)")
     entry = {a.name for a in getattr(getattr(trio_run, "EntryQueue", None), "__attrs_attrs__", ())}
     if not {"queue", "idempotent_queue"} <= entry:
         found.append("trio's EntryQueue no longer keeps callbacks in queue and idempotent_queue")
