@@ -86,6 +86,8 @@ _CLEAN_NAMES: dict[str, str] = {}
 _AT_ONCE: Final = 0
 _OTHERS_FIRST: Final = 1
 _SETTLE: Final = 2
+#: The choices of a hand-over decision, for a built-in strategy (see _decide_handover).
+_ONE_CHOICE: Final = ("",)
 #: Batches the harness takes in a row without an iteration of trio's loop.
 _MAX_REFILLS: Final = 64
 #: The choice that runs every waiting thread call at once, in parallel.
@@ -171,6 +173,7 @@ class Controller(trio.abc.Instrument):
         "runner",
         "runq",
         "schedule",
+        "scheduled",
         "settling",
         "spawned",
         "steps",
@@ -198,6 +201,7 @@ class Controller(trio.abc.Instrument):
         clock: trio.testing.MockClock,
     ) -> None:
         self.schedule = list(schedule)
+        self.scheduled = len(self.schedule)
         self.strategy = strategy
         # the strategy's shortcuts (see fast_paths): from zeros_from on, every batch
         # decision is 0 (FIFO, a bounded search past its prefix), and the strategy,
@@ -363,16 +367,16 @@ class Controller(trio.abc.Instrument):
                 statuses.extend(status._children)
 
     def _decide_handover(self, current: trio.lowlevel.Task) -> int:
-        choices = (self.labels.get(current, "?"),)
         decisions = self.decisions
         index = len(decisions)
         fast = self.fast_decide
-        if fast is not None and index >= len(self.schedule) and self.error is None:
-            # next_decision, for a built-in strategy (a flow's worker asks at most units)
-            decision = 0 if fast("handover", choices, index) == 0 else 1
+        if fast is not None and index >= self.scheduled and self.error is None:
+            # next_decision, for a built-in strategy (a flow's worker asks at most units;
+            # the built-in strategies look at the number of choices only)
+            decision = 0 if fast("handover", _ONE_CHOICE, index) == 0 else 1
             decisions.append(decision)
         else:
-            decision = self.next_decision("handover", choices)
+            decision = self.next_decision("handover", (self.labels.get(current, "?"),))
         return _SETTLE if decision == 0 else _AT_ONCE
 
     # -- when fail-fast's cancellation lands -------------------------------------
@@ -852,7 +856,6 @@ class Controller(trio.abc.Instrument):
             left = self.refills_left = self.refills_left - 1
             if (
                 left < 0
-                or self.thread_calls
                 or self.threads.free
                 or self.callbacks
                 or self.idempotent_callbacks
@@ -888,7 +891,8 @@ class Controller(trio.abc.Instrument):
                 self._run_all(batch)
                 return
             labels = self.labels
-            if not held and len(runq) == 1:
+            runnable = len(runq)
+            if runnable == 1 and not held:
                 # one task can run, none is held back: nothing to decide (_hold, _decide
                 # and _account, in short)
                 task = runq.popleft()
@@ -903,14 +907,14 @@ class Controller(trio.abc.Instrument):
                 if now > self.max_virtual_time or steps > self.max_steps:
                     self._over_budget(now)
                 return
-            if len(runq) > 1 or not held or index < len(self.schedule):
+            if runnable > 1 or index < self.scheduled:  # (none runnable: some are held)
                 self._hold(runq, batch)
                 runq.clear()
                 self._decide(batch)
                 return
             # The hot path: beside the tasks held back, the task just run is runnable
             # again (or none is: it waits), and the strategy decides.
-            if runq:
+            if runnable:
                 task = runq[0]
                 alone = self.alone
                 if alone is not None and task is alone[0] and self.sticky is not None and index not in self.sticky:
@@ -988,7 +992,9 @@ class Controller(trio.abc.Instrument):
         to its run queue): it has batches to take that the harness may not take for it
         (a deadline due, a callback or a thread call waiting), or the harness took
         ``_MAX_REFILLS`` in a row, or the run stops, or a fail-fast cancellation waits
-        for its cohort (checked here, at each batch's end)."""
+        for its cohort (checked here, at each batch's end). The last three, and a
+        thread call submitted, set ``refills_left`` to 0 (trio's loop sets it back,
+        in :meth:`before_io_wait`, once none holds)."""
         if self.cohort_waiter is not None:
             self._wake_cohort_waiter()
         if self.held:
@@ -1017,7 +1023,9 @@ class Controller(trio.abc.Instrument):
 
     def before_io_wait(self, timeout: float) -> None:
         # (a pass of trio's loop: the harness may take batches again, see _slow_path)
-        self.refills_left = _MAX_REFILLS if self.error is None and self.cohort_waiter is None else 0
+        self.refills_left = (
+            _MAX_REFILLS if self.error is None and self.cohort_waiter is None and not self.thread_calls else 0
+        )
         runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
         if self.held:  # (given back at every batch's end; never expected here)
             self._unhold()

@@ -100,6 +100,8 @@ class ThreadJobs:
         label = f"thread:{_ADDRESS.sub('', what)}#{self.started}"
         self.started += 1
         self.pending.append(ThreadJob(label, fn, deliver, name))
+        # (from a task of the run: the next batch goes through trio's loop, see Controller._slow_path)
+        self.controller.refills_left = 0
 
     def run(self, jobs: Sequence[ThreadJob]) -> bool:
         """Run *jobs* in worker threads (in parallel if several) while the loop waits.
