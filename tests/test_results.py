@@ -326,6 +326,18 @@ def _run(flow: Flow) -> RunResult:
     return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
+@pytest.mark.parametrize("bad_item", [1, 3, 5])
+def test_the_fields_runs_compare_by_are_their_step_results_fields(bad_item: int) -> None:
+    # a succeeded plain step's fields are read in one call (_step_fields_at): they are
+    # its result's fields, in order, as every other step's are
+    steps = _run(_compared_flow(bad_item)).steps
+    for name, i in steps._index.items():
+        made = steps[name]
+        fields = steps._fields(i)  # type: ignore[misc]
+        assert fields[:9] == attrs.astuple(made, recurse=False)[:9], name
+        assert len(fields[9]) == len(made.items)
+
+
 @pytest.mark.parametrize("bad_item", [1, 3])
 def test_two_runs_compare_as_their_step_results_do(bad_item: int) -> None:
     # two runs' steps compare without making their results (check_deterministic

@@ -1786,11 +1786,7 @@ class Run:
             if self.quiescent:
                 if settle_hook is None:
                     waiting = self._settle_wait() if self._contended() else None
-                elif not self.hasty and (  # (_contended and _settle_wait, inline)
-                    self.queued > self.capacity - self.busy
-                    or self.queued_limited > 0
-                    or (self.busy > 0 and self.capacity < math.inf)
-                ):
+                elif not self.hasty and self._contended():  # (_settle_wait, inline)
                     waiting = settle_hook(self.nursery, next_fixed)
                 else:
                     waiting = None

@@ -208,7 +208,7 @@ class Controller(trio.abc.Instrument):
         # if any, only records the number of choices in zero_sizes; at the decision
         # indexes in sticky, the strategy may not repeat itself
         self.fast_decide, self.draw, self.bits, self.zeros_from, self.zero_sizes, self.sticky = fast_paths(
-            strategy, len(self.schedule)
+            strategy, self.scheduled
         )
         # the task the last decision ran alone, that decision, and its label
         self.alone: tuple[trio.lowlevel.Task, int, str] | None = None
@@ -279,7 +279,7 @@ class Controller(trio.abc.Instrument):
     def next_decision(self, kind: str, choices: Sequence[str]) -> int:
         n = len(choices)
         index = len(self.decisions)
-        if index < len(self.schedule):
+        if index < self.scheduled:
             raw = self.schedule[index]
         elif self.fast_decide is not None and self.error is None:
             raw = self.fast_decide(kind, choices, index)
@@ -494,12 +494,21 @@ class Controller(trio.abc.Instrument):
 
         return trio.lowlevel.wait_task_rescheduled(abort)  # noqa: ASYNC105 (the engine awaits it at once)
 
-    def _wake_settling(self) -> None:
+    def _wake_settling(self, batch: list[trio.lowlevel.Task] | None = None) -> None:
+        """Wake the tasks waiting for the run to settle: they run next, all of them (see
+        :meth:`_run_woken`). With *batch* (the empty batch being refilled, nothing else
+        runnable), they are that batch at once, oldest first."""
         settling = self.settling
         reschedule = _trio_run.GLOBAL_RUN_CONTEXT.runner.reschedule
         for task in settling:
             reschedule(task)
-        self.woken.extend(settling)
+        if batch is None:
+            self.woken.extend(settling)
+        else:
+            self.runq.clear()  # (they are all it holds)
+            batch.extend(reversed(settling))  # (trio pops from the end)
+            self.alone = None
+            self._account(batch)
         settling.clear()
 
     def _run_woken(self, runnable: Any, batch: list[trio.lowlevel.Task]) -> None:
@@ -659,7 +668,7 @@ class Controller(trio.abc.Instrument):
         else:
             decisions = self.decisions
             draw = self.draw
-            if draw is not None and not jobs and len(decisions) >= len(self.schedule):
+            if draw is not None and not jobs and len(decisions) >= self.scheduled:
                 # the random walk among tasks only: 0..n, as its _choose draws it
                 decision = draw(n + 1)
                 decisions.append(decision)
@@ -677,7 +686,7 @@ class Controller(trio.abc.Instrument):
                 if len(jobs) > 1:
                     choices.append(PARALLEL_THREADS)
             fast = self.fast_decide
-            if fast is not None and len(decisions) >= len(self.schedule):
+            if fast is not None and len(decisions) >= self.scheduled:
                 # next_decision, for a built-in strategy (the hot path)
                 draw = self.draw
                 if draw is not None:  # the random walk: 0..n, as its _choose draws it
@@ -710,16 +719,11 @@ class Controller(trio.abc.Instrument):
             batch.insert(0, chosen)
             self._account(batch)
             return
-        # the usual case: one task runs (_account, in short)
+        # the usual case: one task runs
         batch.append(chosen)
         label = self.labels[chosen]
         self.alone = (chosen, decision, label)
-        steps = self.steps = self.steps + 1
-        clock = self.clock
-        now = clock._virtual_base if not clock._rate else clock.current_time()
-        self._trace.append((now, "step", label, ""))
-        if now > self.max_virtual_time or steps > self.max_steps:
-            self._over_budget(now)
+        self._one_step(label, self.clock._virtual_base)
 
     def _release_held(self, batch: list[trio.lowlevel.Task]) -> None:
         """Every held task runs in this batch, oldest first (trio pops from the end)."""
@@ -810,8 +814,7 @@ class Controller(trio.abc.Instrument):
         self.labels[task] = label
         if is_main:
             self.main_task = task
-        clock = self.clock
-        self._trace.append((clock.current_time() if clock._rate else clock._virtual_base, "spawn", label, ""))
+        self._trace.append((self._now(), "spawn", label, ""))
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
         """When a batch is done, take the next one at once if trio's loop would only do that.
@@ -868,16 +871,7 @@ class Controller(trio.abc.Instrument):
                 if not settling or self.io_real_time:
                     return  # (with I/O waited for, settled only if none is ready: trio polls first)
                 if not self.woken:
-                    # The run has settled: the workers waiting for that are the next batch,
-                    # all of them, oldest first (_wake_settling and _run_woken, in short).
-                    reschedule = self.runner.reschedule
-                    for task in settling:
-                        reschedule(task)
-                    runq.clear()  # (they are all it holds)
-                    batch.extend(reversed(settling))  # (trio pops from the end)
-                    settling.clear()
-                    self.alone = None
-                    self._account(batch)
+                    self._wake_settling(batch)  # (nothing else can run: they are the batch)
                     return
                 self._wake_settling()
             if self.woken:
@@ -923,6 +917,7 @@ class Controller(trio.abc.Instrument):
                     runq.clear()
                     batch.append(task)
                     decisions.append(alone[1])
+                    # (_one_step, inlined: this is PCT's common path)
                     steps = self.steps = self.steps + 1
                     if clock._rate:
                         now = clock.current_time()
@@ -1018,8 +1013,7 @@ class Controller(trio.abc.Instrument):
     def task_exited(self, task: trio.lowlevel.Task) -> None:
         label = self.labels.pop(task, None)
         if label is not None:
-            clock = self.clock
-            self._trace.append((clock.current_time() if clock._rate else clock._virtual_base, "exit", label, ""))
+            self._trace.append((self._now(), "exit", label, ""))
 
     def before_io_wait(self, timeout: float) -> None:
         # (a pass of trio's loop: the harness may take batches again, see _slow_path)
