@@ -71,7 +71,11 @@ def returns_unpicklable() -> Any:
 
 def spin(seconds: float, pid_file: str) -> str:
     """Busy-loop for ``seconds`` (CPU-bound, no way to interrupt it but killing)."""
-    Path(pid_file).write_text(str(os.getpid()))
+    # written whole or not at all (a rename): a kill between creating the file and
+    # writing the pid would leave it empty for the test that reads it
+    written = Path(pid_file + ".tmp")
+    written.write_text(str(os.getpid()))
+    os.replace(written, pid_file)
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         pass
