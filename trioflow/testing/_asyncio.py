@@ -140,9 +140,11 @@ class _Controller:
         self.error: BaseException | None = None
         self.threads = _Jobs()
 
-    @property
-    def trace(self) -> Trace:
-        return Trace(self._trace)
+    def take_trace(self) -> Trace:
+        """The run's trace, handed over (see ``Controller.take_trace``)."""
+        trace = Trace(self._trace)
+        self._trace = []
+        return trace
 
     def next_decision(self, kind: str, choices: Sequence[str]) -> int:
         n = len(choices)

@@ -225,7 +225,7 @@ def run_deterministic(
         value=value,
         virtual_time=end,
         decisions=decisions,
-        trace=controller.trace,
+        trace=controller.take_trace(),
         steps=controller.steps,
     )
 
@@ -488,6 +488,7 @@ def check_deterministic(
             fn, args, [], chooser, seed, name, run, backend, float(grace), max_steps,
             float(max_virtual_time),
         )
+        controller.take_trace()  # (not compared: freed now rather than by the cycle collector)
         decisions = tuple(_trim(controller.decisions))
         chooser.end_run(decisions, controller.steps)
         serial = ""
