@@ -38,6 +38,9 @@ RUN_LOOP_SNIPPETS = (
     'if "after_task_step" in runner.instruments:',
     "runner.deadlines.expire(now)",
     "runner.waiting_for_idle",
+    # what a task that waits for the run to settle yields (see _control._Park)
+    "elif type(msg) is WaitTaskRescheduled:",
+    "task._abort_func = msg.abort_func",
 )
 TASK_FIELDS = ("_counter", "_next_send", "_next_send_fn", "_abort_func", "_parent_nursery", "coro", "name")
 TASK_METHODS = ("_attempt_abort", "iter_await_frames")

@@ -45,7 +45,7 @@ import math
 import operator
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 from types import CodeType
 from typing import Any, Final
 
@@ -129,6 +129,31 @@ class EngineHooks:
         return self._handover(nursery, fixed)
 
 
+class _Park:
+    """A task's wait for the run to settle (see :meth:`Controller.settle`): what
+    :func:`trio.lowlevel.wait_task_rescheduled` does, made once per task.
+
+    The message trio's loop reads (with the abort function that takes the task
+    out of the waiting line if it is cancelled) is made when the task first
+    waits, and awaited again at each of its waits: a flow's worker settles at
+    most slots it frees, and each wait then costs no coroutine, no closure
+    and no message of its own.
+    """
+
+    __slots__ = ("message",)
+
+    def __init__(self, task: trio.lowlevel.Task, settling: list[trio.lowlevel.Task]) -> None:
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            settling.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        self.message = _trio_run.WaitTaskRescheduled(abort)  # type: ignore[attr-defined]  # (checked by the canary)
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        # (wait_task_rescheduled: trio's loop sends what the task is rescheduled with)
+        return (yield self.message).unwrap()  # type: ignore[no-any-return]
+
+
 class Controller(trio.abc.Instrument):
     """Chooses the schedule, records the trace, enforces budgets, detects deadlocks.
 
@@ -169,6 +194,7 @@ class Controller(trio.abc.Instrument):
         "main_task",
         "max_steps",
         "max_virtual_time",
+        "parks",
         "refills_left",
         "runner",
         "runq",
@@ -238,6 +264,7 @@ class Controller(trio.abc.Instrument):
         self.token: trio.lowlevel.TrioToken | None = None
         # tasks waiting for the run to settle (wait_settled), oldest first
         self.settling: list[trio.lowlevel.Task] = []
+        self.parks: dict[trio.lowlevel.Task, _Park] = {}  # their waits, one per task (see _Park)
         # those woken as the run settled: they run next, all of them (see _run_woken)
         self.woken: list[trio.lowlevel.Task] = []
         self.error: BaseException | None = None
@@ -494,14 +521,11 @@ class Controller(trio.abc.Instrument):
             self._wake_settling()
             return trio.lowlevel.checkpoint_if_cancelled()  # noqa: ASYNC105 (the engine awaits it at once)
         task = _trio_run.GLOBAL_RUN_CONTEXT.task
-        settling = self.settling
-        settling.append(task)
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            settling.remove(task)
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        return trio.lowlevel.wait_task_rescheduled(abort)  # noqa: ASYNC105 (the engine awaits it at once)
+        park = self.parks.get(task)
+        if park is None:
+            park = self.parks[task] = _Park(task, self.settling)
+        self.settling.append(task)
+        return park
 
     def _wake_settling(self, batch: list[trio.lowlevel.Task] | None = None) -> None:
         """Wake the tasks waiting for the run to settle: they run next, all of them (see
