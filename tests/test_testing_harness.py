@@ -108,6 +108,32 @@ def test_a_dropped_runs_trace_is_freed_at_once_not_by_the_cycle_collector() -> N
         gc.enable()
 
 
+def test_a_finished_run_leaves_the_cycle_collector_nothing_of_the_harness() -> None:
+    # the run's tasks keep the engine hooks in their contexts, and the thread jobs
+    # point back at the controller: both let go of it once the run is over, so a
+    # fuzzing loop frees each run's controller (its lists, its waits) at once
+    import trioflow
+
+    flow = trioflow.Flow("contended")
+    for name in "abcd":
+
+        async def step() -> None:
+            for _ in range(3):
+                await trio.lowlevel.checkpoint()
+
+        flow.add(step, name=name)
+    gc.collect()
+    gc.disable()
+    try:
+        check_deterministic(functools.partial(flow.run, max_concurrent=2), runs=20, strategy="pct")
+        left = [o for o in gc.get_objects() if type(o).__module__.startswith("trioflow.testing")]
+        # (only the emptied hooks, which the tasks' contexts still hold)
+        assert {type(o).__name__ for o in left} <= {"EngineHooks"}
+        assert all(getattr(o, name) is None for o in left for name in o.__slots__)
+    finally:
+        gc.enable()
+
+
 def test_anyio_code_runs_on_the_trio_backend() -> None:
     async def main() -> float:
         async with anyio.create_task_group() as tg:

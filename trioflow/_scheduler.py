@@ -561,8 +561,6 @@ class Run:
         self.be = current_backend()
         self.quiescent = quiescent_here(self.be is _TRIO)
         self.settle_decision = settle_decision.get() if self.quiescent else None
-        # the decision and the settling in one call, where the hooks have it (see _settle_wait)
-        self.settle_hook: Callable[[Any, Any], Any] | None = getattr(self.settle_decision, "settle", None)
         self.unready_from = 0  # see _next_fixed
         # the clock's own bound method: one call per reading on the hot path
         self.now: Callable[[], float] = (
@@ -848,7 +846,9 @@ class Run:
         plain trio (``hasty``): then no worker settles."""
         if self.hasty:
             return None
-        hook = self.settle_hook
+        # the decision and the settling in one call, where the hooks have it (looked up
+        # each time: a finished run keeps nothing of the harness's, see EngineHooks.close)
+        hook = getattr(self.settle_decision, "settle", None)
         if hook is not None:
             waiting: Awaitable[None] | None = hook(self.nursery, self._next_fixed)
             return waiting
@@ -1679,7 +1679,7 @@ class Run:
         # under the harness, whose quiescent mode counts the queued units)
         hand_over = plain and not self.quiescent
         # quiescent mode: the harness's decision and settling in one call (see _settle_wait)
-        settle_hook = self.settle_hook
+        settle_hook = getattr(self.settle_decision, "settle", None)
         next_fixed = self._next_fixed
         outer = _current.get(None)  # (what current_step() finds between two steps)
         handed: _StepState | None = None

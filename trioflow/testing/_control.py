@@ -128,6 +128,14 @@ class EngineHooks:
     def __call__(self, nursery: Any, fixed: Callable[[], bool] | None = None) -> bool:
         return self._handover(nursery, fixed)
 
+    def close(self) -> None:
+        """The run is over: let go of the controller. The run's tasks keep these hooks in
+        their contexts, and trio's runner, cyclic garbage once the run is over, keeps
+        the tasks: hooks that still held the controller's methods would keep it, and
+        all it holds, for the cycle collector."""
+        for name in self.__slots__:
+            setattr(self, name, None)
+
 
 class _Park:
     """A task's wait for the run to settle (see :meth:`Controller.settle`): what

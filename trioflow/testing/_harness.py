@@ -354,7 +354,8 @@ def _run(
         # the engine settles each virtual instant before it hands out slots,
         # unless the schedule says to hand a freed slot over at once
         quiescent = quiescent_scheduling.set(True)
-        settle = settle_decision.set(EngineHooks(controller))
+        hooks = EngineHooks(controller)
+        settle = settle_decision.set(hooks)
         try:
             result, end = trio.run(_main, controller, fn, args, clock=clock)
         except trio.TrioInternalError as exc:
@@ -365,6 +366,8 @@ def _run(
             settle_decision.reset(settle)
             quiescent_scheduling.reset(quiescent)
             restore()
+            hooks.close()
+            controller.threads.close()
     finally:
         _lock.release()
     return result, end, controller

@@ -93,6 +93,11 @@ class ThreadJobs:
         self.parallel_points: list[tuple[int, int]] = []
         self.lock = threading.Lock()
 
+    def close(self) -> None:
+        """The run is over: let go of the controller, which holds this object (a cycle
+        that only the cycle collector would break); what was counted stays readable."""
+        del self.controller
+
     def submit(
         self, fn: Callable[[], Any], deliver: Callable[[outcome.Outcome[Any]], object], name: str | None
     ) -> None:
