@@ -1654,8 +1654,9 @@ class Run:
         self.busy += 1
         # more scouts only when every other worker is blocked in a step: workers
         # that only paused between quick steps, or came back since this scout was
-        # sent, take more units themselves (and one scout stays on its way)
-        if self.ready and self.busy < self.capacity:
+        # sent, take more units themselves (and one scout stays on its way); a
+        # worker waiting for the instant to settle (quiescent mode) takes one too
+        if self.ready and self.busy + self.settling < self.capacity:
             if self.pausing or self.returns != returns:
                 self._dispatch()
             else:  # (no more scouts than units waiting for one)

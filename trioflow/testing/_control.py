@@ -303,11 +303,10 @@ class Controller(trio.abc.Instrument):
         """The run's trace, whose :class:`TraceEvent` objects are made when looked at, handed
         over once the run is over: the controller keeps none of it.
 
-        trio's runner, cyclic garbage once the run is over, refers to the
-        controller (through its instrument table and its tasks' contexts), so
-        what the controller holds waits for the cycle collector; a trace held
-        by its caller alone is freed as soon as the caller drops it. That
-        keeps the collector from running twice as often under the harness.
+        A trace held by its caller alone is freed as soon as the caller drops
+        it, whatever becomes of the controller (on trio, the controller is
+        freed at once too, see :meth:`EngineHooks.close`; the asyncio
+        harness's waits for the cycle collector, with its loop).
         """
         trace = Trace(self._trace)
         self._trace = []
