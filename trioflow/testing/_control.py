@@ -708,35 +708,27 @@ class Controller(trio.abc.Instrument):
         else:
             decisions = self.decisions
             draw = self.draw
-            if draw is not None and not jobs and len(decisions) >= self.scheduled:
-                # the random walk among tasks only: 0..n, as its _choose draws it
-                decision = draw(n + 1)
-                decisions.append(decision)
-                if decision:
-                    chosen = held.pop(decision - 1)
-                    self._run_alone(chosen, decision, batch)
-                    return
-                self._release_held(batch)
-                self._account(batch)
-                return
-            labels = self.labels
-            choices = list(map(labels.__getitem__, held))
-            if jobs:
-                choices = [*choices, *(job.label for job in jobs)]
-                if len(jobs) > 1:
-                    choices.append(PARALLEL_THREADS)
             fast = self.fast_decide
-            if fast is not None and len(decisions) >= self.scheduled:
-                # next_decision, for a built-in strategy (the hot path)
-                draw = self.draw
-                if draw is not None:  # the random walk: 0..n, as its _choose draws it
-                    decision = draw(len(choices) + 1)
-                else:
-                    raw = fast("batch", choices, len(decisions))
-                    decision = 0 if raw == 0 else (raw - 1) % len(choices) + 1
+            if draw is not None and len(decisions) >= self.scheduled:
+                # the random walk, as its _choose draws it: 0..the number of choices
+                # (the held tasks, the thread calls, and all of them at once if several),
+                # with no labels looked up
+                decision = draw(n + len(jobs) + (len(jobs) > 1) + 1)
                 decisions.append(decision)
             else:
-                decision = self.next_decision("batch", choices)
+                labels = self.labels
+                choices = list(map(labels.__getitem__, held))
+                if jobs:
+                    choices = [*choices, *(job.label for job in jobs)]
+                    if len(jobs) > 1:
+                        choices.append(PARALLEL_THREADS)
+                if fast is not None and len(decisions) >= self.scheduled:
+                    # next_decision, for a built-in strategy (the hot path)
+                    raw = fast("batch", choices, len(decisions))
+                    decision = 0 if raw == 0 else (raw - 1) % len(choices) + 1
+                    decisions.append(decision)
+                else:
+                    decision = self.next_decision("batch", choices)
             if decision == 0:
                 self._release_held(batch)
             elif decision > n:

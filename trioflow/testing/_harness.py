@@ -491,7 +491,9 @@ def check_deterministic(
             fn, args, [], chooser, seed, name, run, backend, float(grace), max_steps,
             float(max_virtual_time),
         )
-        controller.take_trace()  # (not compared: freed now rather than by the cycle collector)
+        # (not compared: dropped now, rather than with an asyncio run's controller, which
+        # waits for the cycle collector with its loop)
+        controller.take_trace()
         decisions = tuple(_trim(controller.decisions))
         chooser.end_run(decisions, controller.steps)
         serial = ""
