@@ -334,6 +334,19 @@ def test_importing_trioflow_testing_does_not_import_hypothesis() -> None:
     assert out.stdout.strip() == "False"
 
 
+def test_the_hypothesis_strategies_without_hypothesis_say_what_to_install() -> None:
+    # (None in sys.modules makes the import fail as if Hypothesis were not installed)
+    code = (
+        "import sys; sys.modules['hypothesis'] = None\n"
+        "try:\n    import trioflow.testing.strategies\n"
+        "except ModuleNotFoundError as exc:\n    print(exc.name); print(exc)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    name, message = out.stdout.strip().split("\n")
+    assert name == "hypothesis"
+    assert "python -m pip install 'trioflow[testing]'" in message
+
+
 def test_flows_run_directly_and_are_deterministic() -> None:
     import trioflow
 

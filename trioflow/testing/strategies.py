@@ -36,7 +36,17 @@ from trio._core import _run as _trio_run
 _first_import = "hypothesis" not in sys.modules
 _allow_before = _trio_run._ALLOW_DETERMINISTIC_SCHEDULING
 
-from hypothesis import strategies as st  # noqa: E402
+try:
+    from hypothesis import strategies as st
+except ModuleNotFoundError as exc:
+    if exc.name != "hypothesis":
+        raise
+    raise ModuleNotFoundError(
+        "trioflow.testing.strategies needs Hypothesis, which is not installed; install it "
+        "with: python -m pip install 'trioflow[testing]' (the rest of trioflow.testing "
+        "works without it)",
+        name="hypothesis",
+    ) from None
 
 if _first_import:
     setattr(_trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING", _allow_before)  # noqa: B010 (Final)
