@@ -38,8 +38,8 @@ _allow_before = _trio_run._ALLOW_DETERMINISTIC_SCHEDULING
 
 try:
     from hypothesis import strategies as st
-except ModuleNotFoundError as exc:
-    if exc.name != "hypothesis":
+except ModuleNotFoundError as _missing:
+    if _missing.name != "hypothesis":
         raise
     raise ModuleNotFoundError(
         "trioflow.testing.strategies needs Hypothesis, which is not installed; install it "
